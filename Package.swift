@@ -1,0 +1,86 @@
+// swift-tools-version: 6.2
+// Parley: self-hosted, end-to-end encrypted, peer-to-peer audio meetings.
+//
+// Layering (dependencies point down only):
+//   executables   parleyd · parley · parley-rendezvous        (thin mains)
+//   engines       ParleyNode · RendezvousServer               (services)
+//   domain        ParleyProtocol · ParleyAudio · ICE · ControlAPI · RendezvousWire
+//   wrappers      Sodium · Opus · PulseAudio · SpeexDSP · ICE  (the only importers of the C modules)
+//   pure core     ParleyCore                                  (no C: framing, windows, buffers, state machines)
+//   C             CSodium · COpus(+Shims) · CNice(+Shims) · CPulse · CSpeexDSP
+//
+// `parley` and `parley-rendezvous` never link libnice, libopus or libpulse (Scripts/check-links).
+import PackageDescription
+
+/// Settings for every Parley Swift target: Swift 6 language mode (strict concurrency) is the
+/// default of this tools version; warnings fail the build only in Scripts/test, via
+/// `-Xswiftc -warnings-as-errors`, so a local edit loop is not blocked by one.
+let swiftSettings: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("InternalImportsByDefault"),
+]
+
+let package = Package(
+    name: "Parley",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "parleyd", targets: ["parleyd"]),
+        .executable(name: "parley", targets: ["parley"]),
+        .executable(name: "parley-rendezvous", targets: ["parley-rendezvous"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+    ],
+    targets: [
+        // MARK: C libraries (pkg-config; apt providers) and shims for what Swift cannot call.
+        .systemLibrary(name: "CSodium", pkgConfig: "libsodium", providers: [.apt(["libsodium-dev"])]),
+        .systemLibrary(name: "COpus", pkgConfig: "opus", providers: [.apt(["libopus-dev"])]),
+        .systemLibrary(name: "CNice", pkgConfig: "nice", providers: [.apt(["libnice-dev"])]),
+        .systemLibrary(name: "CPulse", pkgConfig: "libpulse-simple", providers: [.apt(["libpulse-dev"])]),
+        .systemLibrary(name: "CSpeexDSP", pkgConfig: "speexdsp", providers: [.apt(["libspeexdsp-dev"])]),
+        .target(name: "COpusShims", dependencies: ["COpus"]),
+        .target(name: "CNiceShims", dependencies: ["CNice"]),
+
+        // MARK: Swift wrappers: each is the only importer of its C module; no C type is public.
+        .target(name: "Sodium", dependencies: ["CSodium"], swiftSettings: swiftSettings),
+        .target(name: "Opus", dependencies: ["COpus", "COpusShims"], swiftSettings: swiftSettings),
+        .target(name: "ICE", dependencies: ["CNice", "CNiceShims"], swiftSettings: swiftSettings),
+
+        // MARK: Pure Swift core (no C).
+        .target(name: "ParleyCore", swiftSettings: swiftSettings),
+
+        // MARK: Executables (thin mains).
+        .executableTarget(
+            name: "parleyd",
+            dependencies: [
+                "ParleyCore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "parley",
+            dependencies: [
+                "ParleyCore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "parley-rendezvous",
+            dependencies: [
+                "ParleyCore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+
+        // MARK: Tests.
+        .target(name: "ParleyTestSupport", swiftSettings: swiftSettings),
+        .testTarget(name: "SodiumTests", dependencies: ["Sodium"], swiftSettings: swiftSettings),
+        .testTarget(name: "OpusTests", dependencies: ["Opus", "ParleyCore"], swiftSettings: swiftSettings),
+        .testTarget(name: "ICETests", dependencies: ["ICE", "ParleyTestSupport"], swiftSettings: swiftSettings),
+        .testTarget(name: "ParleyCoreTests", dependencies: ["ParleyCore"], swiftSettings: swiftSettings),
+    ]
+)
