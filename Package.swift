@@ -50,6 +50,9 @@ let package = Package(
         // MARK: Pure Swift core (no C).
         .target(name: "ParleyCore", swiftSettings: swiftSettings),
 
+        // MARK: Protocol and cryptography (docs/PROTOCOL.md).
+        .target(name: "ParleyProtocol", dependencies: ["Sodium", "ParleyCore"], swiftSettings: swiftSettings),
+
         // MARK: Executables (thin mains).
         .executableTarget(
             name: "parleyd",
@@ -81,6 +84,8 @@ let package = Package(
         .testTarget(name: "SodiumTests", dependencies: ["Sodium"], swiftSettings: swiftSettings),
         .testTarget(name: "OpusTests", dependencies: ["Opus", "ParleyCore"], swiftSettings: swiftSettings),
         .testTarget(name: "ICETests", dependencies: ["ICE", "ParleyTestSupport"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "ParleyProtocolTests", dependencies: ["ParleyProtocol", "Sodium"], swiftSettings: swiftSettings),
         .testTarget(name: "ParleyCoreTests", dependencies: ["ParleyCore"], swiftSettings: swiftSettings),
     ]
 )

@@ -147,3 +147,42 @@ func hex(_ string: String) -> [UInt8] {
     }
     return bytes
 }
+
+@Suite("Ed25519")
+struct Ed25519Tests {
+    /// RFC 8032 §7.1, TEST 2 (one-byte message).
+    @Test func matchesRFC8032Vector() throws {
+        let seed = SecureBytes(copying: hex("4ccd089b28ff96da9db6c346ec114e0f5b8a319f35aba624da8cf6ed4fb8a6fb"))
+        let keyPair = try Ed25519.KeyPair(seed: seed)
+        #expect(keyPair.publicKey == hex("3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c"))
+        let signature = keyPair.sign([0x72] as [UInt8])
+        #expect(
+            signature
+                == hex(
+                    "92a009a9f0d4cab8720e820b5f642540a2b27b5416503f8fb3762223ebdb69da"
+                        + "085ac1e43e15996e458f3613d0f11d8c387b2eaeb4302aeeb00d291612bb0c00"))
+        #expect(Ed25519.isValidSignature(signature, of: [0x72] as [UInt8], publicKey: keyPair.publicKey))
+        #expect(keyPair.seed == seed)
+    }
+
+    @Test func rejectsWrongMessageKeyOrMalformedInput() {
+        let keyPair = Ed25519.KeyPair.generate()
+        let other = Ed25519.KeyPair.generate()
+        let message: [UInt8] = Array("join".utf8)
+        let signature = keyPair.sign(message)
+        #expect(Ed25519.isValidSignature(signature, of: message, publicKey: keyPair.publicKey))
+        #expect(!Ed25519.isValidSignature(signature, of: Array("joim".utf8), publicKey: keyPair.publicKey))
+        #expect(!Ed25519.isValidSignature(signature, of: message, publicKey: other.publicKey))
+        var tampered = signature
+        tampered[10] ^= 1
+        #expect(!Ed25519.isValidSignature(tampered, of: message, publicKey: keyPair.publicKey))
+        #expect(!Ed25519.isValidSignature(Array(signature.prefix(63)), of: message, publicKey: keyPair.publicKey))
+        #expect(!Ed25519.isValidSignature(signature, of: message, publicKey: Array(keyPair.publicKey.prefix(31))))
+    }
+
+    @Test func wrongSeedLengthIsAClearError() {
+        #expect(throws: SodiumError.wrongLength("Ed25519 seed", expected: 32, got: 16)) {
+            try Ed25519.KeyPair(seed: .random(count: 16))
+        }
+    }
+}
