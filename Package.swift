@@ -46,12 +46,19 @@ let package = Package(
         .target(name: "Sodium", dependencies: ["CSodium"], swiftSettings: swiftSettings),
         .target(name: "Opus", dependencies: ["COpus", "COpusShims"], swiftSettings: swiftSettings),
         .target(name: "ICE", dependencies: ["CNice", "CNiceShims"], swiftSettings: swiftSettings),
+        .target(name: "PulseAudio", dependencies: ["CPulse"], swiftSettings: swiftSettings),
+        .target(name: "SpeexDSP", dependencies: ["CSpeexDSP"], swiftSettings: swiftSettings),
 
         // MARK: Pure Swift core (no C).
         .target(name: "ParleyCore", swiftSettings: swiftSettings),
 
         // MARK: Protocol and cryptography (docs/PROTOCOL.md).
         .target(name: "ParleyProtocol", dependencies: ["Sodium", "ParleyCore"], swiftSettings: swiftSettings),
+
+        // MARK: Audio engine: devices, capture/playback threads, per-peer receive channels, mixer.
+        .target(
+            name: "ParleyAudio", dependencies: ["Opus", "PulseAudio", "SpeexDSP", "ParleyCore"],
+            swiftSettings: swiftSettings),
 
         // MARK: Executables (thin mains).
         .executableTarget(
@@ -87,5 +94,9 @@ let package = Package(
         .testTarget(
             name: "ParleyProtocolTests", dependencies: ["ParleyProtocol", "Sodium"], swiftSettings: swiftSettings),
         .testTarget(name: "ParleyCoreTests", dependencies: ["ParleyCore"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "ParleyAudioTests",
+            dependencies: ["ParleyAudio", "ParleyCore", "Opus", "PulseAudio", "SpeexDSP", "ParleyTestSupport"],
+            swiftSettings: swiftSettings),
     ]
 )

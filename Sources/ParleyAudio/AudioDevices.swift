@@ -1,0 +1,143 @@
+import ParleyCore
+import PulseAudio
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Something the capture thread reads frames from. `read` blocks until a frame is due: a real
+/// device paces by its own clock, files and generators by the monotonic clock.
+protocol CaptureDevice: AnyObject {
+    func read(into frame: UnsafeMutableBufferPointer<Int16>) throws
+}
+
+/// Something the playback thread writes mixed frames to, pacing it the same way.
+protocol PlaybackDevice: AnyObject {
+    func write(_ frame: UnsafeBufferPointer<Int16>) throws
+    /// Flushes and closes (a WAV file's header is written here).
+    func close() throws
+}
+
+enum AudioDevices {
+    /// Opens an input: a slow path (allocates, may touch the disk or the audio server).
+    static func open(_ input: AudioInput, frameSamples: Int) throws -> any CaptureDevice {
+        switch input {
+        case .pulse(let source):
+            PulseCapture(
+                stream: try PulseAudioStream(
+                    direction: .capture, device: source, streamName: "Parley microphone",
+                    sampleRate: AudioFormat.sampleRate, frameSamples: frameSamples))
+        case .wav(let path):
+            GeneratedCapture(samples: try WAVFile.read(path: path), frameSamples: frameSamples)
+        case .tone(let hertz):
+            GeneratedCapture(tone: hertz, frameSamples: frameSamples)
+        case .silence:
+            GeneratedCapture(samples: [], frameSamples: frameSamples)
+        }
+    }
+
+    static func open(_ output: AudioOutput, frameSamples: Int) throws -> any PlaybackDevice {
+        switch output {
+        case .pulse(let sink):
+            PulsePlayback(
+                stream: try PulseAudioStream(
+                    direction: .playback, device: sink, streamName: "Parley meeting",
+                    sampleRate: AudioFormat.sampleRate, frameSamples: frameSamples))
+        case .wav(let path):
+            PacedPlayback(writer: try WAVFileWriter(path: path), frameSamples: frameSamples)
+        case .null:
+            PacedPlayback(writer: nil, frameSamples: frameSamples)
+        }
+    }
+}
+
+final class PulseCapture: CaptureDevice {
+    let stream: PulseAudioStream
+    init(stream: PulseAudioStream) { self.stream = stream }
+    func read(into frame: UnsafeMutableBufferPointer<Int16>) throws { try stream.read(into: frame) }
+}
+
+final class PulsePlayback: PlaybackDevice {
+    let stream: PulseAudioStream
+    init(stream: PulseAudioStream) { self.stream = stream }
+    func write(_ frame: UnsafeBufferPointer<Int16>) throws { try stream.write(frame) }
+    func close() throws { try stream.drain() }
+}
+
+/// Releases one frame per frame duration on absolute deadlines of the monotonic clock, so a loop
+/// paced by it neither drifts nor bursts; after a stall of more than a few frames it starts afresh
+/// instead of racing to catch up.
+struct FramePacer {
+    let clock = MonotonicClock()
+    let period: UInt64
+    private var deadline: UInt64 = 0
+
+    init(frameSamples: Int) {
+        period = UInt64(frameSamples) * 1_000_000_000 / UInt64(AudioFormat.sampleRate)
+    }
+
+    mutating func wait() {
+        let now = clock.now()
+        if deadline == 0 || now > deadline + 4 * period { deadline = now }
+        deadline += period
+        clock.sleep(until: deadline)
+    }
+}
+
+/// A WAV file (played once, then silence), a tone or silence, paced in real time.
+final class GeneratedCapture: CaptureDevice {
+    private let samples: [Int16]
+    private var position = 0
+    private var pacer: FramePacer
+    private let phaseStep: Double
+    private var phase = 0.0
+
+    init(samples: [Int16], frameSamples: Int) {
+        self.samples = samples
+        phaseStep = 0
+        pacer = FramePacer(frameSamples: frameSamples)
+    }
+
+    init(tone hertz: Double, frameSamples: Int) {
+        samples = []
+        phaseStep = 2 * Double.pi * hertz / Double(AudioFormat.sampleRate)
+        pacer = FramePacer(frameSamples: frameSamples)
+    }
+
+    /// Amplitude of generated tones: -10 dBFS, loud and clear without clipping in a mix of three.
+    static let toneAmplitude = 0.316 * 32767
+
+    func read(into frame: UnsafeMutableBufferPointer<Int16>) throws {
+        pacer.wait()
+        if phaseStep > 0 {
+            for index in frame.indices {
+                frame[index] = Int16(Self.toneAmplitude * sin(phase))
+                phase += phaseStep
+                if phase > 2 * Double.pi { phase -= 2 * Double.pi }
+            }
+            return
+        }
+        for index in frame.indices {
+            frame[index] = position < samples.count ? samples[position] : 0
+            position += 1
+        }
+    }
+}
+
+/// A WAV file writer or a null sink, paced in real time.
+final class PacedPlayback: PlaybackDevice {
+    private let writer: WAVFileWriter?
+    private var pacer: FramePacer
+
+    init(writer: WAVFileWriter?, frameSamples: Int) {
+        self.writer = writer
+        pacer = FramePacer(frameSamples: frameSamples)
+    }
+
+    func write(_ frame: UnsafeBufferPointer<Int16>) throws {
+        pacer.wait()
+        try writer?.append(frame)
+    }
+
+    func close() throws { try writer?.close() }
+}

@@ -1,0 +1,263 @@
+public import Opus
+public import ParleyCore
+import SpeexDSP
+import Synchronization
+
+/// Whether echo cancellation and noise suppression run on the captured signal.
+public enum AudioProcessing: Sendable, Hashable {
+    /// On for a real device (`pulse`), off for files and generators.
+    case automatic
+    case on
+    case off
+}
+
+public struct AudioEngineConfiguration: Sendable {
+    public var input: AudioInput
+    public var output: AudioOutput
+    public var frameDuration: AudioFrameDuration = .ms20
+    /// Opus bitrate of the primary frame in bits per second (copies for loss come on top).
+    public var bitrate = 32_000
+    public var complexity = 10
+    public var dtx = false
+    public var processing = AudioProcessing.automatic
+    public var redundancy = RedundancyPolicy()
+    public var jitterBuffer = JitterBuffer.Configuration()
+    /// The mesh's size limit; slots are allocated up front.
+    public var maximumPeers = 16
+    /// The clock that stamps arrivals and drives the jitter buffers.
+    public var clock: any MediaClock = MonotonicClock()
+
+    public init(input: AudioInput, output: AudioOutput) {
+        self.input = input
+        self.output = output
+    }
+
+    /// Whether echo cancellation and noise suppression will run.
+    public var processesCapture: Bool {
+        switch processing {
+        case .automatic: input.isRealDevice
+        case .on: true
+        case .off: false
+        }
+    }
+}
+
+/// The audio engine of a node: one capture thread (device → echo cancellation and noise
+/// suppression → encode once → `onEncodedFrame`) and one playback thread (every peer's receive
+/// channel → soft-clipping mixer → device), each paced by its device or by the monotonic clock.
+///
+/// Real-time rules, for the 10/20/40 ms loops: every buffer, ring and codec state is allocated
+/// before a thread starts; the loops take no lock that a slow path holds. Peer changes reach the
+/// playback thread through a lock-free command ring (and a removed channel is freed on the control
+/// side, after the playback thread let go of it); network payloads reach it through each channel's
+/// lock-free packet ring; the far-end signal reaches the echo canceller through a lock-free sample
+/// ring; settings are atomics; statistics are published with a try-lock the loop skips when busy.
+public final class AudioEngine: Sendable {
+    public let configuration: AudioEngineConfiguration
+    // Safety: the sender is used by the capture thread only; other threads touch only its
+    // `controls` (atomics) through the settings methods below.
+    private nonisolated(unsafe) let sender: AudioSender
+    private let onEncodedFrame: @Sendable (UnsafeRawBufferPointer) -> Void
+    private let onFailure: @Sendable (any Error) -> Void
+    private let running = Atomic<Bool>(false)
+    private let inputLevelTenths = Atomic<Int>(Int(LevelMeter.floor * 10))
+    private let commands: PeerCommandRing
+    private let farEnd: SampleRing
+    // Safety: `mixer` is used by the playback thread while it runs, and by the control side only
+    // under `control`'s lock while no playback thread runs (before start, after join).
+    private nonisolated(unsafe) let mixer: MixerState
+    private let control = Mutex(ControlState())
+
+    private struct ControlState: ~Copyable {
+        var channels: [ObjectIdentifier: ReceiveChannel] = [:]
+        var retiring: [ReceiveChannel] = []
+        var captureThread: RealtimeThread?
+        var playbackThread: RealtimeThread?
+        var playback: (any PlaybackDevice)?
+    }
+
+    /// - Parameters:
+    ///   - onEncodedFrame: called on the capture thread with each media payload (docs/PROTOCOL.md
+    ///     §9), once per frame for all peers: encrypt it per peer and send. The bytes are valid
+    ///     only during the call; do not block in it.
+    ///   - onFailure: called (once, on an audio thread) when a device fails; the engine has stopped
+    ///     its loops and the caller should `stop()` it.
+    public init(
+        configuration: AudioEngineConfiguration, onEncodedFrame: @escaping @Sendable (UnsafeRawBufferPointer) -> Void,
+        onFailure: @escaping @Sendable (any Error) -> Void = { _ in }
+    ) throws(AudioEngineError) {
+        self.configuration = configuration
+        self.onEncodedFrame = onEncodedFrame
+        self.onFailure = onFailure
+        do {
+            sender = try AudioSender(
+                frameDuration: configuration.frameDuration, bitrate: configuration.bitrate,
+                complexity: configuration.complexity, dtx: configuration.dtx, policy: configuration.redundancy)
+        } catch {
+            throw AudioEngineError("cannot create the Opus encoder: \(error)")
+        }
+        commands = PeerCommandRing(capacity: 4 * configuration.maximumPeers)
+        farEnd = SampleRing(capacity: 10 * configuration.frameDuration.samples)
+        mixer = MixerState(maximumPeers: configuration.maximumPeers, frameSamples: configuration.frameDuration.samples)
+    }
+
+    deinit {
+        stop()
+    }
+
+    // MARK: Lifecycle
+
+    /// Opens the devices and starts the capture and playback threads. Errors name the device.
+    public func start() throws(AudioEngineError) {
+        try control.withLock { (state) throws(AudioEngineError) in
+            guard state.captureThread == nil else { return }
+            let frame = configuration.frameDuration.samples
+            let capture: any CaptureDevice
+            let playback: any PlaybackDevice
+            do {
+                capture = try AudioDevices.open(configuration.input, frameSamples: frame)
+                playback = try AudioDevices.open(configuration.output, frameSamples: frame)
+            } catch {
+                throw AudioEngineError("cannot open audio device: \(error)")
+            }
+            let processor = try configuration.processesCapture ? CaptureProcessor(frameSamples: frame) : nil
+            running.store(true, ordering: .releasing)
+            let loops = Loops(engine: self, capture: capture, playback: playback, processor: processor)
+            state.captureThread = try RealtimeThread(name: "parley-capture") { loops.runCapture() }
+            state.playbackThread = try RealtimeThread(name: "parley-playback") { loops.runPlayback() }
+            state.playback = playback
+        }
+    }
+
+    /// Stops both threads, waits for them and closes the devices (a WAV output gets its header).
+    public func stop() {
+        control.withLock { state in
+            running.store(false, ordering: .releasing)
+            state.captureThread?.join()
+            state.playbackThread?.join()
+            state.captureThread = nil
+            state.playbackThread = nil
+            try? state.playback?.close()
+            state.playback = nil
+            // No playback thread now: apply pending peer changes here.
+            mixer.apply(commands)
+            state.retiring.removeAll { $0.detached.load(ordering: .acquiring) }
+        }
+    }
+
+    public var isRunning: Bool { running.load(ordering: .acquiring) }
+
+    // MARK: Peers
+
+    /// Creates the receive channel for a new peer and hands it to the playback thread. Feed it
+    /// with `channel.receive(payload)`; read `channel.statistics`.
+    public func addPeer(name: String) throws(AudioEngineError) -> ReceiveChannel {
+        try control.withLock { (state) throws(AudioEngineError) in
+            state.retiring.removeAll { $0.detached.load(ordering: .acquiring) }
+            guard state.channels.count < configuration.maximumPeers else {
+                throw AudioEngineError("the engine already has \(configuration.maximumPeers) peers")
+            }
+            let channel: ReceiveChannel
+            do {
+                channel = try ReceiveChannel(
+                    name: name, clock: configuration.clock, jitterBuffer: configuration.jitterBuffer)
+            } catch {
+                throw AudioEngineError("cannot create the Opus decoder: \(error)")
+            }
+            state.channels[ObjectIdentifier(channel)] = channel
+            commands.push(.add, channel)
+            if state.playbackThread == nil { mixer.apply(commands) }
+            return channel
+        }
+    }
+
+    /// Stops playing a peer. The channel is released once the playback thread has let go of it.
+    public func removePeer(_ channel: ReceiveChannel) {
+        control.withLock { state in
+            guard let removed = state.channels.removeValue(forKey: ObjectIdentifier(channel)) else { return }
+            state.retiring.append(removed)
+            commands.push(.remove, removed)
+            if state.playbackThread == nil { mixer.apply(commands) }
+            state.retiring.removeAll { $0.detached.load(ordering: .acquiring) }
+        }
+    }
+
+    public var peers: [ReceiveChannel] { control.withLock { Array($0.channels.values) } }
+
+    // MARK: Settings (any thread)
+
+    public func setMuted(_ muted: Bool) { sender.setMuted(muted) }
+    public var isMuted: Bool { sender.controls.muted.load(ordering: .relaxed) }
+    /// The worst loss any peer reports (0...1): sizes FEC and the RFC 2198 copies.
+    public func setMeasuredLoss(_ loss: Double) { sender.setMeasuredLoss(loss) }
+    public func setBitrate(_ bitrate: Int) { sender.setBitrate(bitrate) }
+    /// The microphone's smoothed level in dBFS (after processing, before mute).
+    public var inputLevel: Double { Double(inputLevelTenths.load(ordering: .relaxed)) / 10 }
+
+    // MARK: The two loops
+
+    /// What the threads own. Created in `start`, captured by the two thread bodies.
+    private final class Loops: Sendable {
+        // Safety: each device and the processor is used by exactly one of the two threads.
+        nonisolated(unsafe) let capture: any CaptureDevice
+        nonisolated(unsafe) let playback: any PlaybackDevice
+        nonisolated(unsafe) let processor: CaptureProcessor?
+        unowned let engine: AudioEngine
+
+        init(
+            engine: AudioEngine, capture: any CaptureDevice, playback: any PlaybackDevice, processor: CaptureProcessor?
+        ) {
+            self.engine = engine
+            self.capture = capture
+            self.playback = playback
+            self.processor = processor
+        }
+
+        func runCapture() {
+            let frame = engine.configuration.frameDuration.samples
+            let captured = UnsafeMutableBufferPointer<Int16>.allocate(capacity: frame)
+            captured.initialize(repeating: 0)
+            defer { captured.deallocate() }
+            var meter = LevelMeter()
+            while engine.running.load(ordering: .acquiring) {
+                do {
+                    try capture.read(into: captured)
+                    let cleaned = processor?.process(captured, farEnd: engine.farEnd) ?? UnsafeBufferPointer(captured)
+                    meter.measure(cleaned)
+                    engine.inputLevelTenths.store(Int(meter.level * 10), ordering: .relaxed)
+                    try engine.sender.process(cleaned, emit: engine.onEncodedFrame)
+                } catch {
+                    engine.fail(error)
+                    return
+                }
+            }
+        }
+
+        func runPlayback() {
+            let processes = processor != nil
+            while engine.running.load(ordering: .acquiring) {
+                engine.mixer.apply(engine.commands)
+                let output = engine.mixer.mix(now: engine.configuration.clock.now())
+                if processes { engine.farEnd.write(output) }
+                do {
+                    try playback.write(output)
+                } catch {
+                    engine.fail(error)
+                    return
+                }
+            }
+        }
+    }
+
+    private func fail(_ error: any Error) {
+        // Only the first failure is reported; the other loop sees `running` drop and ends.
+        guard running.exchange(false, ordering: .acquiringAndReleasing) else { return }
+        onFailure(error)
+    }
+}
+
+/// An engine error with a readable description.
+public struct AudioEngineError: Error, Hashable, Sendable, CustomStringConvertible {
+    public let description: String
+    init(_ description: String) { self.description = description }
+}

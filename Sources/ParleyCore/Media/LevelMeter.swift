@@ -1,0 +1,48 @@
+/// The speaking level of a stream: RMS per frame in dBFS with a fast attack and a slow release,
+/// as level meters do, so "who is speaking" does not flicker between syllables.
+public struct LevelMeter: Sendable {
+    /// The quietest level reported; digital silence reads as this.
+    public static let floor: Double = -100
+    /// Above this smoothed level a peer counts as speaking.
+    public static let speakingThreshold: Double = -45
+
+    public private(set) var level: Double = floor
+    /// dB per frame the level may fall (release); a rise is taken at once (attack).
+    public var releasePerFrame: Double = 1.5
+
+    public init() {}
+
+    public var isSpeaking: Bool { level > Self.speakingThreshold }
+
+    /// Measures one frame.
+    public mutating func measure(_ samples: UnsafeBufferPointer<Int16>) {
+        level = Self.smoothed(previous: level, frame: Self.rmsLevel(of: samples), release: releasePerFrame)
+    }
+
+    /// Accounts for a frame of silence (nothing played).
+    public mutating func measureSilence() {
+        level = Self.smoothed(previous: level, frame: Self.floor, release: releasePerFrame)
+    }
+
+    /// RMS of a frame in dBFS (a full-scale square wave is 0 dBFS).
+    public static func rmsLevel(of samples: UnsafeBufferPointer<Int16>) -> Double {
+        guard !samples.isEmpty else { return floor }
+        var sum = 0.0
+        for sample in samples {
+            let value = Double(sample) / 32768
+            sum += value * value
+        }
+        let rms = (sum / Double(samples.count)).squareRoot()
+        return rms > 0 ? max(floor, 20 * log10(rms)) : floor
+    }
+
+    static func smoothed(previous: Double, frame: Double, release: Double) -> Double {
+        frame >= previous ? frame : max(frame, previous - release)
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
