@@ -114,6 +114,9 @@ public final class JitterBuffer {
     private let slotDuration: UnsafeMutableBufferPointer<Int>
     private let slotLength: UnsafeMutableBufferPointer<Int>
     private let slotIsCopy: UnsafeMutableBufferPointer<Bool>
+    /// Played frames stay in their slot (marked) until overwritten, so a duplicate that comes after
+    /// its frame was played is recognised as a duplicate, not as a late packet.
+    private let slotPlayed: UnsafeMutableBufferPointer<Bool>
     private let slotBytes: UnsafeMutableRawBufferPointer
 
     // Unwrapping of 16-bit sequence numbers and 32-bit timestamps (RFC 3550 appendix A.1).
@@ -154,6 +157,8 @@ public final class JitterBuffer {
         slotLength.initialize(repeating: 0)
         slotIsCopy = .allocate(capacity: slots)
         slotIsCopy.initialize(repeating: false)
+        slotPlayed = .allocate(capacity: slots)
+        slotPlayed.initialize(repeating: false)
         slotBytes = .allocate(byteCount: slots * configuration.maximumPacketSize, alignment: 8)
         slotBytes.initializeMemory(as: UInt8.self, repeating: 0)
         transits = .allocate(capacity: configuration.historyCount)
@@ -172,6 +177,7 @@ public final class JitterBuffer {
         slotDuration.deallocate()
         slotLength.deallocate()
         slotIsCopy.deallocate()
+        slotPlayed.deallocate()
         slotBytes.deallocate()
         transits.deallocate()
         largest.deallocate()
@@ -190,7 +196,14 @@ public final class JitterBuffer {
     }
 
     /// Frames currently buffered.
-    public var bufferedCount: Int { slotSequence.count(where: { $0 >= 0 }) }
+    public var bufferedCount: Int { (0..<configuration.slotCount).count(where: { isPresent(slot: $0) }) }
+
+    private func isPresent(slot: Int) -> Bool { slotSequence[slot] >= 0 && !slotPlayed[slot] }
+
+    private func isPresent(_ sequence: Int64) -> Bool {
+        let slot = slotIndex(sequence)
+        return slotSequence[slot] == sequence && !slotPlayed[slot]
+    }
 
     // MARK: Insert
 
@@ -204,7 +217,7 @@ public final class JitterBuffer {
         guard payload.count <= configuration.maximumPacketSize else { return .tooLarge }
         let (extended, extendedTimestamp) = unwrap(sequence: sequence, timestamp: timestamp)
         let slot = slotIndex(extended)
-        if slotSequence[slot] == extended && (isCopy || !slotIsCopy[slot]) {
+        if slotSequence[slot] == extended && (isCopy || !slotIsCopy[slot] || slotPlayed[slot]) {
             // A copy of a frame we hold is expected; a second primary is a duplicate. (A primary
             // does replace a copy: same frame, and it keeps `isCopy` honest.)
             if !isCopy { statistics.duplicates += 1 }
@@ -247,6 +260,7 @@ public final class JitterBuffer {
         slotDuration[slot] = duration
         slotLength[slot] = payload.count
         slotIsCopy[slot] = isCopy
+        slotPlayed[slot] = false
         let start = slot * configuration.maximumPacketSize
         UnsafeMutableRawBufferPointer(rebasing: slotBytes[start..<(start + payload.count)]).copyMemory(from: payload)
     }
@@ -305,7 +319,7 @@ public final class JitterBuffer {
         minTransit = minimum
         // The k-th largest extra delay (k = the share above the percentile), by insertion into a
         // small sorted array: no allocation, O(historyCount × k).
-        let k = min(largest.count, transitCount)
+        let k = min(largest.count, max(1, Int((Double(transitCount) * (1 - configuration.percentile)).rounded(.up))))
         var filled = 0
         for index in 0..<transitCount {
             let extra = transits[index] - minimum
@@ -353,11 +367,11 @@ public final class JitterBuffer {
         case .playing:
             break
         }
-        let lateness = now - due(playoutTimestamp)
+        var lateness = now - due(playoutTimestamp)
         statistics.currentDelay = Int(max(0, now - (playoutTimestamp + minTransit)))
         let slot = slotIndex(nextSequence)
 
-        if slotSequence[slot] == nextSequence {
+        if isPresent(nextSequence) {
             lastSilentSince = nil
             let frame = frame(in: slot)
             if frame.timestamp > playoutTimestamp {
@@ -371,7 +385,7 @@ public final class JitterBuffer {
                 return expand()
             }
             if lateness > Int64(lastDuration + lastDuration / 2), now - lastAccelerate >= accelerateSpacing,
-                slotSequence[(slot + 1) % configuration.slotCount] == nextSequence + 1
+                isPresent(nextSequence + 1)
             {
                 lastAccelerate = now
                 statistics.dropped += 1
@@ -394,17 +408,24 @@ public final class JitterBuffer {
                 return .idle
             }
             statistics.concealed += 1
-            statistics.expanded += 1
             return .conceal(duration: lastDuration)
         }
         lastSilentSince = nil
-        if lateness < -Int64(lastDuration / 2) {
+        // Not due yet: wait for it (a reordered packet may still come), growing the delay a frame.
+        if lateness < 0 {
             return expand()
         }
-        // Its time has come and a later frame is here: it is lost.
+        // Its time has come and a later frame is here: it is lost. Frames a whole frame overdue
+        // were already covered by the concealment played while nothing was buffered: skip them.
         statistics.lost += 1
-        let gap = following.timestamp - playoutTimestamp
-        let duration = gap > 0 ? Int(min(Int64(lastDuration), gap)) : lastDuration
+        var duration = missingDuration(before: following)
+        while lateness - Int64(duration) >= 0 && !isPresent(nextSequence + 1) && nextSequence + 1 < following.sequence {
+            nextSequence += 1
+            playoutTimestamp += Int64(duration)
+            lateness -= Int64(duration)
+            statistics.lost += 1
+            duration = missingDuration(before: following)
+        }
         nextSequence += 1
         playoutTimestamp += Int64(duration)
         if following.sequence == nextSequence && following.timestamp == playoutTimestamp {
@@ -413,6 +434,13 @@ public final class JitterBuffer {
         }
         statistics.concealed += 1
         return .conceal(duration: duration)
+    }
+
+    /// The duration to assume for the missing frame at the playout position: the last frame's,
+    /// or less if the next frame present starts sooner.
+    private func missingDuration(before following: Frame) -> Int {
+        let gap = following.timestamp - playoutTimestamp
+        return gap > 0 ? Int(min(Int64(lastDuration), gap)) : lastDuration
     }
 
     private var accelerateSpacing: Int64 {
@@ -440,7 +468,7 @@ public final class JitterBuffer {
     }
 
     private func advance(past frame: Frame) {
-        slotSequence[frame.slot] = -1
+        slotPlayed[frame.slot] = true
         nextSequence = frame.sequence + 1
         playoutTimestamp = frame.timestamp + Int64(frame.duration)
         lastDuration = frame.duration
@@ -451,7 +479,7 @@ public final class JitterBuffer {
         for offset in 1..<configuration.slotCount {
             let sequence = nextSequence + Int64(offset)
             let slot = slotIndex(sequence)
-            if slotSequence[slot] == sequence { return frame(in: slot) }
+            if isPresent(sequence) { return frame(in: slot) }
         }
         return nil
     }
