@@ -86,6 +86,11 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
 
+        // MARK: Benchmarks (Scripts/bench-audio); not shipped.
+        .executableTarget(
+            name: "parley-audio-bench", dependencies: ["ParleyAudio", "ParleyCore", "Opus", "SpeexDSP"],
+            swiftSettings: swiftSettings),
+
         // MARK: Tests.
         .target(name: "ParleyTestSupport", swiftSettings: swiftSettings),
         .testTarget(name: "SodiumTests", dependencies: ["Sodium"], swiftSettings: swiftSettings),

@@ -170,6 +170,11 @@ final class PlaybackState {
             payload: UnsafeRawBufferPointer(rebasing: bytes[primary.range]), arrival: arrival)
         frameSamples = primary.duration
         windowCopies = max(windowCopies, payload.redundantCount)
+        if payload.redundantCount > copiesSeen {
+            // The sender adds copies because it hears of loss: make room for them at once.
+            copiesSeen = payload.redundantCount
+            setDepth()
+        }
         adaptDelay()
     }
 
@@ -186,7 +191,11 @@ final class PlaybackState {
         windowExpected = counters.expected
         windowReceived = counters.received
         windowCopies = 0
-        let depth = recentLoss >= 0.005 ? max(1, copiesSeen) : 0
+        setDepth()
+    }
+
+    private func setDepth() {
+        let depth = recentLoss >= 0.005 || copiesSeen > 0 ? max(1, copiesSeen) : 0
         buffer.setMinimumDelay(.microseconds(depth * frameSamples * 1_000_000 / AudioFormat.sampleRate))
     }
 

@@ -27,7 +27,6 @@ public final class Preprocessor {
         set(SPEEX_PREPROCESS_SET_DENOISE, noiseSuppression == nil ? 0 : 1)
         if let noiseSuppression { set(SPEEX_PREPROCESS_SET_NOISE_SUPPRESS, Int32(noiseSuppression)) }
         set(SPEEX_PREPROCESS_SET_AGC, 0)
-        set(SPEEX_PREPROCESS_SET_VAD, 0)
         set(SPEEX_PREPROCESS_SET_DEREVERB, 0)
         if let echoCanceller {
             speex_preprocess_ctl(handle, SPEEX_PREPROCESS_SET_ECHO_STATE, UnsafeMutableRawPointer(echoCanceller.handle))

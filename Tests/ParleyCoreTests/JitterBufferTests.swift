@@ -23,7 +23,8 @@ struct JitterSimulation {
     ///     sender's clock runs fast).
     ///   - arrivals: for packet `index` sent at `time`, the times it arrives (empty: lost).
     mutating func run(
-        frames: Int, firstSequence: UInt16 = 1000, sendPeriod: UInt64 = frameNanoseconds, playerPhase: UInt64 = 7_000_000,
+        frames: Int, firstSequence: UInt16 = 1000, sendPeriod: UInt64 = frameNanoseconds,
+        playerPhase: UInt64 = 7_000_000,
         arrivals: (_ index: Int, _ sentAt: UInt64) -> [UInt64] = { [$1 + 5_000_000] }
     ) {
         var deliveries: [(time: UInt64, index: Int)] = []
@@ -62,7 +63,9 @@ struct JitterSimulation {
         }
     }
 
-    static func payload(for index: Int) -> [UInt8] { [UInt8(truncatingIfNeeded: index >> 8), UInt8(truncatingIfNeeded: index)] }
+    static func payload(for index: Int) -> [UInt8] {
+        [UInt8(truncatingIfNeeded: index >> 8), UInt8(truncatingIfNeeded: index)]
+    }
 
     var stats: JitterBuffer.Statistics { buffer.statistics }
 
@@ -158,7 +161,8 @@ struct JitterBufferTests {
         var next = 0
         while tick < 1_000_000_000 + 121 * 20_000_000 + 100_000_000 {
             while next < deliveries.count && deliveries[next].0 <= tick {
-                withCopy.insert(index: deliveries[next].1, firstSequence: 1000, arrival: deliveries[next].0,
+                withCopy.insert(
+                    index: deliveries[next].1, firstSequence: 1000, arrival: deliveries[next].0,
                     isCopy: deliveries[next].2)
                 next += 1
             }

@@ -77,11 +77,22 @@ struct MediaPayloadTests {
         ([0x01, 0x00, 0, 1, 0, 0, 0, 0, 0x03, 0xC0], .truncated(needed: 11, have: 10)),  // no primary byte
         ([0x01, 0x01, 0, 1, 0, 0, 0, 0, 0x03, 0xC0, 0x03, 0xC0, 0x03, 0xC0], .truncated(needed: 16, have: 14)),
         ([0x01, 0x01, 0, 1, 0, 0, 0, 0, 0x03, 0xC0, 0x03, 0xC0, 0x03, 0xC0, 0x00, 0x00, 0xF8], .emptyBlock(0)),
-        ([0x01, 0x01, 0, 1, 0, 0, 0, 0, 0x03, 0xC0, 0x01, 0xE0, 0x03, 0xC0, 0x00, 0x01, 0xF8, 0xF8], .overlappingBlocks(0)),
-        ([0x01, 0x01, 0, 1, 0, 0, 0, 0, 0x03, 0xC0, 0x03, 0xC0, 0x03, 0xC0, 0x00, 0x05, 0xF8, 0xF8], .truncated(needed: 22, have: 18)),
+        (
+            [0x01, 0x01, 0, 1, 0, 0, 0, 0, 0x03, 0xC0, 0x01, 0xE0, 0x03, 0xC0, 0x00, 0x01, 0xF8, 0xF8],
+            .overlappingBlocks(0)
+        ),
+        (
+            [0x01, 0x01, 0, 1, 0, 0, 0, 0, 0x03, 0xC0, 0x03, 0xC0, 0x03, 0xC0, 0x00, 0x05, 0xF8, 0xF8],
+            .truncated(needed: 22, have: 18)
+        ),
         // Two copies out of order (the older one second).
-        ([0x01, 0x02, 0, 1, 0, 0, 0, 0, 0x03, 0xC0, 0x03, 0xC0, 0x03, 0xC0, 0x00, 0x01, 0x07, 0x80, 0x03, 0xC0, 0x00, 0x01, 1, 2, 3],
-            .overlappingBlocks(1)),
+        (
+            [
+                0x01, 0x02, 0, 1, 0, 0, 0, 0, 0x03, 0xC0, 0x03, 0xC0, 0x03, 0xC0, 0x00, 0x01, 0x07, 0x80, 0x03, 0xC0,
+                0x00, 0x01, 1, 2, 3,
+            ],
+            .overlappingBlocks(1)
+        ),
     ]
 
     @Test(arguments: invalid)
@@ -92,7 +103,9 @@ struct MediaPayloadTests {
 
     @Test func oversizedPayloadsAreRejected() {
         let bytes = [0x01, 0x00, 0, 1, 0, 0, 0, 0, 0x03, 0xC0] + [UInt8](repeating: 0xF8, count: 1191)
-        #expect(throws: MediaPayloadError.tooLarge(1201)) { try bytes.withUnsafeBytes { _ = try MediaPayload(parsing: $0) } }
+        #expect(throws: MediaPayloadError.tooLarge(1201)) {
+            try bytes.withUnsafeBytes { _ = try MediaPayload(parsing: $0) }
+        }
     }
 
     /// Randomized mutation (the same entry point `Scripts/fuzz` drives): flips, inserts, deletes
@@ -210,7 +223,8 @@ struct MediaHelpersTests {
         var seeded42 = Impairment(configuration, seed: 42)
         var seeded43 = Impairment(configuration, seed: 43)
         let differs = (0..<100).contains { index in
-            seeded42.deliveries(sentAt: .milliseconds(20 * index)) != seeded43.deliveries(sentAt: .milliseconds(20 * index))
+            seeded42.deliveries(sentAt: .milliseconds(20 * index))
+                != seeded43.deliveries(sentAt: .milliseconds(20 * index))
         }
         #expect(differs)
     }
