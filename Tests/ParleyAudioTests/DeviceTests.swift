@@ -1,0 +1,289 @@
+import Foundation
+import ParleyAudio
+import ParleyCore
+import ParleyTestSupport
+import PulseAudio
+import SpeexDSP
+import Synchronization
+import Testing
+
+@Suite("Device strings")
+struct DeviceSpecTests {
+    @Test(arguments: [
+        ("pulse", AudioInput.pulse(source: nil)),
+        ("pulse:alsa_input.usb-mic", .pulse(source: "alsa_input.usb-mic")),
+        ("wav:/tmp/a:b.wav", .wav(path: "/tmp/a:b.wav")),
+        ("tone:440", .tone(hertz: 440)),
+        ("tone:1000.5", .tone(hertz: 1000.5)),
+        ("silence", .silence),
+    ])
+    func inputsParse(text: String, expected: AudioInput) throws {
+        #expect(try AudioInput(parsing: text) == expected)
+        #expect(try AudioInput(parsing: expected.description) == expected)
+    }
+
+    @Test(arguments: [
+        "", "mic", "pulse:", "pulse:a b", "wav:", "tone", "tone:0", "tone:abc", "tone:30000", "silence:1",
+    ])
+    func badInputsAreRejectedClearly(text: String) {
+        #expect {
+            _ = try AudioInput(parsing: text)
+        } throws: { error in
+            (error as? AudioSpecError)?.description.hasPrefix("invalid audio device \"\(text)\"") == true
+        }
+    }
+
+    @Test(arguments: [
+        ("pulse", AudioOutput.pulse(sink: nil)), ("pulse:speaker", .pulse(sink: "speaker")),
+        ("wav:out.wav", .wav(path: "out.wav")), ("null", .null),
+    ])
+    func outputsParse(text: String, expected: AudioOutput) throws {
+        #expect(try AudioOutput(parsing: text) == expected)
+    }
+
+    @Test(arguments: ["speaker", "null:x", "wav:", "pulse: "])
+    func badOutputsAreRejected(text: String) {
+        #expect(throws: AudioSpecError.self) { try AudioOutput(parsing: text) }
+    }
+
+    @Test func frameDurationsAreTenTwentyOrForty() throws {
+        #expect(try AudioFrameDuration(milliseconds: 20).samples == 960)
+        #expect(try AudioFrameDuration(milliseconds: 10).samples == 480)
+        #expect(throws: AudioSpecError.self) { try AudioFrameDuration(milliseconds: 60) }
+    }
+
+    @Test func processingIsOnForPulseAndOffForFiles() {
+        #expect(AudioEngineConfiguration(input: .pulse(source: nil), output: .null).processesCapture)
+        #expect(!AudioEngineConfiguration(input: .wav(path: "x.wav"), output: .null).processesCapture)
+        var forced = AudioEngineConfiguration(input: .tone(hertz: 440), output: .null)
+        forced.processing = .on
+        #expect(forced.processesCapture)
+    }
+}
+
+@Suite("WAV files and resampling")
+struct WAVFileTests {
+    static func temporaryPath(_ name: String) -> String {
+        NSTemporaryDirectory() + "parley-audio-test-\(getpid())-\(name)"
+    }
+
+    @Test(arguments: [8_000, 16_000, 22_050, 44_100, 48_000])
+    func aToneSurvivesWritingReadingAndResampling(rate: Int) throws {
+        let path = Self.temporaryPath("tone-\(rate).wav")
+        defer { unlink(path) }
+        let seconds = 0.5
+        let tone = (0..<Int(Double(rate) * seconds)).map {
+            Int16(8000 * sin(2 * Double.pi * 700 * Double($0) / Double(rate)))
+        }
+        try WAVFile.write(tone, sampleRate: rate, to: path)
+        let samples = try WAVFile.read(path: path)
+        #expect(abs(samples.count - 24_000) <= 2)
+        let found = try #require(Spectrum.dominantFrequency(in: samples, sampleRate: 48_000))
+        #expect(abs(found - 700) < 5)
+    }
+
+    @Test func stereoIsMixedDown() throws {
+        var bytes = Array("RIFF".utf8) + [0, 0, 0, 0] + Array("WAVEfmt ".utf8) + [16, 0, 0, 0, 1, 0, 2, 0]
+        bytes += [0x80, 0xBB, 0, 0, 0, 0xEE, 2, 0, 4, 0, 16, 0] + Array("data".utf8) + [8, 0, 0, 0]
+        bytes += [0x10, 0x00, 0x30, 0x00, 0xFF, 0xFF, 0x01, 0x00]  // (16, 48), (-1, 1)
+        let (samples, rate) = try WAVFile.parse(bytes)
+        #expect(rate == 48_000)
+        #expect(samples == [32, 0])
+    }
+
+    static let riff: [UInt8] = Array("RIFF".utf8) + [0, 0, 0, 0]
+    static let floatFormat: [UInt8] = [16, 0, 0, 0, 3, 0, 1, 0, 0x80, 0xBB, 0, 0, 0, 0, 0, 0, 4, 0, 32, 0]
+    static let badFiles: [([UInt8], String)] = [
+        (Array("RIFX....WAVE".utf8), "is not a RIFF/WAVE file"),
+        (riff + Array("WAVEfmt ".utf8) + floatFormat, "is not 16-bit PCM"),
+        (riff + Array("WAVE".utf8), "has no data chunk"),
+        (riff + Array("WAVEdata".utf8) + [0, 0, 0, 0], "has its data before its fmt chunk"),
+    ]
+
+    @Test(arguments: badFiles)
+    func badFilesAreRejectedWithTheReason(bytes: [UInt8], reason: String) {
+        #expect {
+            _ = try WAVFile.parse(bytes, path: "x.wav")
+        } throws: { error in
+            (error as? WAVFileError)?.description.contains(reason) == true
+        }
+    }
+
+    @Test func aMissingFileNamesItself() {
+        #expect {
+            _ = try WAVFile.read(path: "/nonexistent/parley.wav")
+        } throws: { error in
+            "\(error)".contains("/nonexistent/parley.wav")
+        }
+    }
+}
+
+@Suite("Echo cancellation")
+struct EchoCancellationTests {
+    @Test func theEchoOfThePlayedSignalIsRemoved() throws {
+        // Far end: white noise (what the speaker plays). Near end: its echo, 5 ms later at half
+        // amplitude. After the filter converges, the output must be far quieter than the echo.
+        let frame = 480
+        let canceller = try EchoCanceller(frameSize: frame, tail: 4800, sampleRate: 48_000)
+        var generator = SeededGenerator(seed: 9)
+        let delay = 240
+        var history = [Int16](repeating: 0, count: delay)
+        var echoEnergy = 0.0
+        var residualEnergy = 0.0
+        var output = [Int16](repeating: 0, count: frame)
+        for index in 0..<600 {  // 6 s
+            let far = (0..<frame).map { _ in Int16(truncatingIfNeeded: Int(generator.next() % 16_000) - 8_000) }
+            let timeline = history + far
+            let near = (0..<frame).map { timeline[$0] / 2 }
+            history = Array(timeline.suffix(delay))
+            near.withUnsafeBufferPointer { captured in
+                far.withUnsafeBufferPointer { played in
+                    output.withUnsafeMutableBufferPointer {
+                        canceller.process(captured: captured, played: played, into: $0)
+                    }
+                }
+            }
+            if index >= 400 {
+                echoEnergy += near.reduce(0.0) { $0 + Double($1) * Double($1) }
+                residualEnergy += output.reduce(0.0) { $0 + Double($1) * Double($1) }
+            }
+        }
+        let attenuation = 10 * log10(echoEnergy / max(residualEnergy, 1))
+        #expect(attenuation > 10, "echo attenuated by only \(attenuation) dB")
+    }
+
+    @Test func invalidSettingsAreRejected() {
+        #expect(throws: SpeexDSPError.self) { try EchoCanceller(frameSize: 0, tail: 100, sampleRate: 48_000) }
+        #expect(throws: SpeexDSPError.self) { try Resampler(from: 48_000, to: 16_000, quality: 11) }
+    }
+}
+
+/// Collects what the engine emits, from its capture thread.
+final class Collector: Sendable {
+    let target = Mutex<ReceiveChannel?>(nil)
+    let count = Atomic<Int>(0)
+
+    func deliver(_ payload: UnsafeRawBufferPointer) {
+        count.add(1, ordering: .relaxed)
+        target.withLock { $0?.receive(payload) }
+    }
+}
+
+@Suite("Audio engine threads")
+struct AudioEngineTests {
+    @Test func aToneGoesThroughTheEngineThreadsToAWAVFile() async throws {
+        let path = WAVFileTests.temporaryPath("engine.wav")
+        defer { unlink(path) }
+        let collector = Collector()
+        let engine = try AudioEngine(
+            configuration: AudioEngineConfiguration(input: .tone(hertz: 700), output: .wav(path: path)),
+            onEncodedFrame: { collector.deliver($0) })
+        // The engine hears itself: its own payloads come back as a peer's.
+        let peer = try engine.addPeer(name: "self")
+        collector.target.withLock { $0 = peer }
+        try engine.start()
+        try await waitUntil(.seconds(10), "one second of audio through the engine") {
+            peer.statistics.received >= 50
+        }
+        engine.stop()
+        #expect(collector.count.load(ordering: .relaxed) >= 50)
+        #expect(peer.statistics.lost == 0)
+        #expect(peer.statistics.isSpeaking)
+        #expect(engine.inputLevel > -20)
+        let written = try WAVFile.read(path: path)
+        let heard = try #require(Spectrum.dominantFrequency(in: Array(written.suffix(24_000)), sampleRate: 48_000))
+        #expect(abs(heard - 700) < 5)
+
+        engine.setMuted(true)
+        #expect(engine.isMuted)
+        engine.removePeer(peer)
+        #expect(engine.peers.isEmpty)
+    }
+
+    @Test func aMissingWAVInputFailsToStartWithItsName() throws {
+        let engine = try AudioEngine(
+            configuration: AudioEngineConfiguration(input: .wav(path: "/nonexistent/in.wav"), output: .null),
+            onEncodedFrame: { _ in })
+        #expect {
+            try engine.start()
+        } throws: { error in
+            "\(error)".contains("/nonexistent/in.wav")
+        }
+        #expect(!engine.isRunning)
+    }
+}
+
+/// Whether Scripts/with-pulseaudio started a server for this run.
+let pulseServerAvailable = TestEnvironment.environment("PARLEY_PULSE_MIC") != nil
+
+/// Needs a PulseAudio server: Scripts/test runs the tests under Scripts/with-pulseaudio.
+@Suite("PulseAudio (real server, null sinks)", .enabled(if: TestEnvironment.shouldRun(needing: pulseServerAvailable)))
+struct PulseTest {
+    static var microphone: String { TestEnvironment.environment("PARLEY_PULSE_MIC") ?? "parley_mic" }
+    static var speaker: String { TestEnvironment.environment("PARLEY_PULSE_SPEAKER") ?? "parley_speaker" }
+
+    @Test func aTonePlayedIntoTheMicrophoneComesOutOfTheSpeaker() async throws {
+        // The "room": the test plays 1 kHz into the microphone sink; the engine captures its monitor,
+        // encodes, hears its own payloads as a peer, mixes and plays to the speaker sink; the test
+        // records the speaker's monitor.
+        var configuration = AudioEngineConfiguration(
+            input: .pulse(source: "\(Self.microphone).monitor"), output: .pulse(sink: Self.speaker))
+        configuration.processing = .off  // the loop plays the mic back: an echo canceller would (rightly) remove it
+        let collector = Collector()
+        let engine = try AudioEngine(configuration: configuration, onEncodedFrame: { collector.deliver($0) })
+        let peer = try engine.addPeer(name: "self")
+        collector.target.withLock { $0 = peer }
+
+        let stop = Atomic<Bool>(false)
+        try engine.start()
+        defer { engine.stop() }
+        let microphone = Self.microphone
+        let speaker = Self.speaker
+        let playing = Thread {
+            guard
+                let player = try? PulseAudioStream(
+                    direction: .playback, device: microphone, streamName: "test tone", frameSamples: 960)
+            else { return }
+            var phase = 0.0
+            var frame = [Int16](repeating: 0, count: 960)
+            while !stop.load(ordering: .relaxed) {
+                for index in frame.indices {
+                    frame[index] = Int16(10_000 * sin(phase))
+                    phase += 2 * Double.pi * 1000 / 48_000
+                }
+                do { try frame.withUnsafeBufferPointer { try player.write($0) } } catch { return }
+            }
+        }
+        playing.start()
+        defer { stop.store(true, ordering: .relaxed) }
+
+        let heard: [Int16] = try await withTimeout(.seconds(20), "the tone recorded from the speaker monitor") {
+            let recorder = try PulseAudioStream(
+                direction: .capture, device: "\(speaker).monitor", streamName: "test ear", frameSamples: 960)
+            var recorded: [Int16] = []
+            var frame = [Int16](repeating: 0, count: 960)
+            // Record until the tone has been heard for a second (pulse and the pipeline need a moment).
+            while recorded.count < 48_000 * 10 {
+                try frame.withUnsafeMutableBufferPointer { try recorder.read(into: $0) }
+                recorded += frame
+                let tail = recorded.suffix(48_000)
+                if tail.count == 48_000 && Spectrum.power(of: 1000, in: tail, sampleRate: 48_000) > 0.01 { break }
+            }
+            return recorded
+        }
+        let lastSecond = heard.suffix(48_000)
+        #expect(Spectrum.power(of: 1000, in: lastSecond, sampleRate: 48_000) > 0.01)
+        #expect(
+            Spectrum.dominantFrequency(in: Array(lastSecond), sampleRate: 48_000).map { abs($0 - 1000) < 5 } == true)
+        #expect(peer.statistics.received > 25)
+        #expect(engine.inputLevel > -30)
+    }
+
+    @Test func anUnknownDeviceIsAClearError() {
+        #expect {
+            _ = try PulseAudioStream(direction: .playback, device: "no_such_sink", streamName: "x", frameSamples: 960)
+        } throws: { error in
+            "\(error)".contains("no_such_sink")
+        }
+    }
+}
