@@ -1,4 +1,4 @@
-public import Opus
+import Opus
 public import ParleyCore
 import SpeexDSP
 import Synchronization
