@@ -258,4 +258,36 @@ struct JitterBufferTests {
         #expect(simulation.played.count == 200)
         #expect(Self.isIncreasing(simulation.played))
     }
+
+    @Test func aDTXPauseIsSilenceNotLoss() {
+        // Frames 0–49 sent, then the sender's DTX skips 10 frames of time (200 ms) without
+        // skipping a sequence number, then frames resume.
+        let buffer = JitterBuffer()
+        var silent = 0
+        var played = 0
+        var tick: UInt64 = 1_007_000_000
+        for index in 0..<110 {
+            let frameTime = index < 50 ? index : index + 10
+            let arrival = 1_000_000_000 + UInt64(frameTime) * 20_000_000 + 5_000_000
+            if index < 100 {
+                [UInt8(index)].withUnsafeBytes { bytes in
+                    _ = buffer.insert(
+                        sequence: UInt16(index), timestamp: UInt32(frameTime * 960), duration: 960, payload: bytes,
+                        arrival: arrival)
+                }
+            }
+            while tick + 20_000_000 <= arrival + 20_000_000 && tick <= arrival {
+                switch buffer.next(now: tick) {
+                case .silence: silent += 1
+                case .play: played += 1
+                default: break
+                }
+                tick += 20_000_000
+            }
+        }
+        #expect(buffer.statistics.lost == 0)
+        #expect(buffer.statistics.silent >= 8)
+        #expect(silent == buffer.statistics.silent)
+        #expect(played >= 95)
+    }
 }
