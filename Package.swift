@@ -31,6 +31,8 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
     ],
     targets: [
         // MARK: C libraries (pkg-config; apt providers) and shims for what Swift cannot call.
@@ -60,6 +62,22 @@ let package = Package(
             name: "ParleyAudio", dependencies: ["Opus", "PulseAudio", "SpeexDSP", "ParleyCore"],
             swiftSettings: swiftSettings),
 
+        // MARK: Control API between parley (CLI) and parleyd (daemon): types, framing, client.
+        .target(name: "ControlAPI", swiftSettings: swiftSettings),
+
+        // MARK: The node engine (daemon library).
+        .target(
+            name: "ParleyNode",
+            dependencies: [
+                "ControlAPI", "ParleyCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+
         // MARK: Executables (thin mains).
         .executableTarget(
             name: "parleyd",
@@ -72,7 +90,7 @@ let package = Package(
         .executableTarget(
             name: "parley",
             dependencies: [
-                "ParleyCore",
+                "ParleyCore", "ControlAPI",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: swiftSettings
@@ -98,6 +116,10 @@ let package = Package(
         .testTarget(name: "ICETests", dependencies: ["ICE", "ParleyTestSupport"], swiftSettings: swiftSettings),
         .testTarget(
             name: "ParleyProtocolTests", dependencies: ["ParleyProtocol", "Sodium"], swiftSettings: swiftSettings),
+        .testTarget(name: "ControlAPITests", dependencies: ["ControlAPI"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "ParleyNodeTests", dependencies: ["ParleyNode", "ControlAPI", "ParleyTestSupport"],
+            swiftSettings: swiftSettings),
         .testTarget(name: "ParleyCoreTests", dependencies: ["ParleyCore"], swiftSettings: swiftSettings),
         .testTarget(
             name: "ParleyAudioTests",

@@ -1,0 +1,240 @@
+// The local control API between `parley` (CLI) and `parleyd` (daemon): newline-delimited JSON over
+// a Unix socket (mode 0600). One request line, one response line; `watch` then streams event lines
+// until the client disconnects. Versioned so a CLI and daemon of different releases fail clearly.
+
+/// The control API version this build speaks. Bumped on incompatible changes.
+public let controlAPIVersion = 1
+
+/// What the CLI asks of the daemon.
+public struct ControlRequest: Codable, Sendable, Equatable {
+    public enum Method: String, Codable, Sendable, CaseIterable {
+        case status, join, leave, mute, unmute, verify, watch
+    }
+
+    public var version: Int
+    public var method: Method
+    /// For `join`: the invite string.
+    public var invite: String?
+
+    public init(_ method: Method, invite: String? = nil) {
+        self.version = controlAPIVersion
+        self.method = method
+        self.invite = invite
+    }
+}
+
+/// The daemon's answer to one request.
+public struct ControlResponse: Codable, Sendable, Equatable {
+    public var ok: Bool
+    /// One clear line saying what went wrong, when `ok` is false.
+    public var error: String?
+    /// For `status`.
+    public var status: StatusReport?
+    /// For `verify`.
+    public var verification: Verification?
+
+    public static func success(status: StatusReport? = nil, verification: Verification? = nil) -> ControlResponse {
+        ControlResponse(ok: true, error: nil, status: status, verification: verification)
+    }
+
+    public static func failure(_ message: String) -> ControlResponse {
+        ControlResponse(ok: false, error: message, status: nil, verification: nil)
+    }
+}
+
+/// `parley status --json`: `{"self": {...}, "peers": [...]}`.
+public struct StatusReport: Codable, Sendable, Equatable {
+    public var node: NodeStatus
+    public var peers: [PeerStatus]
+
+    public init(node: NodeStatus, peers: [PeerStatus]) {
+        self.node = node
+        self.peers = peers
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case node = "self"
+        case peers
+    }
+}
+
+/// This node. Keys are always present (null when unknown) so scripts can rely on the shape.
+public struct NodeStatus: Codable, Sendable, Equatable {
+    /// Short, stable id of this node's identity key (hex).
+    public var id: String
+    public var name: String
+    public var muted: Bool
+    /// Whether the node is in a meeting, joining, or idle: `idle`, `joining`, `in-meeting`.
+    public var meeting: String
+    /// The invite of the current meeting (shown only to the local user over the 0600 socket).
+    public var invite: String?
+    /// The meeting security code everyone should see alike (`parley verify`).
+    public var securityCode: String?
+    /// `connected`, `reconnecting` or `none`: the link to the rendezvous (audio does not need it).
+    public var rendezvous: String
+
+    public init(
+        id: String, name: String, muted: Bool, meeting: String, invite: String?, securityCode: String?,
+        rendezvous: String
+    ) {
+        self.id = id
+        self.name = name
+        self.muted = muted
+        self.meeting = meeting
+        self.invite = invite
+        self.securityCode = securityCode
+        self.rendezvous = rendezvous
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case id, name, muted, meeting, invite
+        case securityCode = "security_code"
+        case rendezvous
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(id, forKey: .id)
+        try container.encode(name, forKey: .name)
+        try container.encode(muted, forKey: .muted)
+        try container.encode(meeting, forKey: .meeting)
+        try container.encode(invite, forKey: .invite)
+        try container.encode(securityCode, forKey: .securityCode)
+        try container.encode(rendezvous, forKey: .rendezvous)
+    }
+}
+
+/// One peer link. Keys are always present (null when not yet measured).
+public struct PeerStatus: Codable, Sendable, Equatable {
+    public var id: String
+    public var name: String
+    /// The link state: `signaling`, `checking`, `handshaking`, `up` (audio flows both ways), `lost`,
+    /// `restarting`, `gone`.
+    public var state: String
+    /// `host`, `srflx`, `prflx` or `relay` once a pair is selected.
+    public var route: String?
+    public var rttMs: Double?
+    public var lossPct: Double?
+    public var jitterMs: Double?
+    public var rxKbps: Double
+    public var txKbps: Double
+    public var packetsRx: UInt64
+    public var packetsTx: UInt64
+    public var concealedMs: Double
+
+    public init(
+        id: String, name: String, state: String, route: String? = nil, rttMs: Double? = nil, lossPct: Double? = nil,
+        jitterMs: Double? = nil, rxKbps: Double = 0, txKbps: Double = 0, packetsRx: UInt64 = 0, packetsTx: UInt64 = 0,
+        concealedMs: Double = 0
+    ) {
+        self.id = id
+        self.name = name
+        self.state = state
+        self.route = route
+        self.rttMs = rttMs
+        self.lossPct = lossPct
+        self.jitterMs = jitterMs
+        self.rxKbps = rxKbps
+        self.txKbps = txKbps
+        self.packetsRx = packetsRx
+        self.packetsTx = packetsTx
+        self.concealedMs = concealedMs
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case id, name, state, route
+        case rttMs = "rtt_ms"
+        case lossPct = "loss_pct"
+        case jitterMs = "jitter_ms"
+        case rxKbps = "rx_kbps"
+        case txKbps = "tx_kbps"
+        case packetsRx = "packets_rx"
+        case packetsTx = "packets_tx"
+        case concealedMs = "concealed_ms"
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(id, forKey: .id)
+        try container.encode(name, forKey: .name)
+        try container.encode(state, forKey: .state)
+        try container.encode(route, forKey: .route)
+        try container.encode(rttMs, forKey: .rttMs)
+        try container.encode(lossPct, forKey: .lossPct)
+        try container.encode(jitterMs, forKey: .jitterMs)
+        try container.encode(rxKbps, forKey: .rxKbps)
+        try container.encode(txKbps, forKey: .txKbps)
+        try container.encode(packetsRx, forKey: .packetsRx)
+        try container.encode(packetsTx, forKey: .packetsTx)
+        try container.encode(concealedMs, forKey: .concealedMs)
+    }
+}
+
+/// `parley verify`: the code to read aloud and who it covers.
+public struct Verification: Codable, Sendable, Equatable {
+    public var securityCode: String
+    /// Names and ids of the members the code covers, this node included.
+    public var members: [Member]
+
+    public struct Member: Codable, Sendable, Equatable {
+        public var id: String
+        public var name: String
+        public init(id: String, name: String) {
+            self.id = id
+            self.name = name
+        }
+    }
+
+    public init(securityCode: String, members: [Member]) {
+        self.securityCode = securityCode
+        self.members = members
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case securityCode = "security_code"
+        case members
+    }
+}
+
+/// A live event for `parley watch`, one JSON line each.
+public struct ControlEvent: Codable, Sendable, Equatable {
+    public enum Kind: String, Codable, Sendable {
+        /// A peer joined the meeting (its identity was authenticated).
+        case peerJoined = "peer-joined"
+        /// A peer left or was removed.
+        case peerLeft = "peer-left"
+        /// A link changed state or route.
+        case link
+        /// The set of peers currently speaking changed.
+        case speaking
+        /// This node was muted or unmuted.
+        case muted
+        /// The meeting started, ended, or the rendezvous link changed.
+        case meeting
+        /// The security code changed (membership changed).
+        case securityCode = "security-code"
+        /// Something the user should know (e.g. a pinned identity changed).
+        case warning
+    }
+
+    public var kind: Kind
+    public var peer: String?
+    public var name: String?
+    public var state: String?
+    public var route: String?
+    public var speaking: [String]?
+    public var message: String?
+
+    public init(
+        kind: Kind, peer: String? = nil, name: String? = nil, state: String? = nil, route: String? = nil,
+        speaking: [String]? = nil, message: String? = nil
+    ) {
+        self.kind = kind
+        self.peer = peer
+        self.name = name
+        self.state = state
+        self.route = route
+        self.speaking = speaking
+        self.message = message
+    }
+}

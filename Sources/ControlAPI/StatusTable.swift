@@ -1,0 +1,71 @@
+/// Human-readable renderings of the control API's types, shared by the CLI and tests.
+public enum StatusTable {
+    public static func render(_ status: StatusReport) -> String {
+        let node = status.node
+        var lines: [String] = []
+        lines.append(
+            "\(node.name) (\(node.id)) · \(node.meeting) · \(node.muted ? "muted" : "unmuted") · rendezvous: \(node.rendezvous)"
+        )
+        if let code = node.securityCode { lines.append("security code: \(code)") }
+        guard !status.peers.isEmpty else {
+            lines.append(node.meeting == "idle" ? "not in a meeting" : "no peers yet")
+            return lines.joined(separator: "\n")
+        }
+        let header = ["PEER", "NAME", "STATE", "ROUTE", "RTT", "LOSS", "JITTER", "RX kb/s", "TX kb/s", "CONCEALED"]
+        let rows = status.peers.map { peer -> [String] in
+            let rtt = peer.rttMs.map { format($0, decimals: 0) + " ms" } ?? "-"
+            let loss = peer.lossPct.map { format($0, decimals: 1) + " %" } ?? "-"
+            let jitter = peer.jitterMs.map { format($0, decimals: 1) + " ms" } ?? "-"
+            let concealed = format(peer.concealedMs, decimals: 0) + " ms"
+            let rx = format(peer.rxKbps, decimals: 1)
+            let tx = format(peer.txKbps, decimals: 1)
+            return [peer.id, peer.name, peer.state, peer.route ?? "-", rtt, loss, jitter, rx, tx, concealed]
+        }
+        lines += table([header] + rows)
+        return lines.joined(separator: "\n")
+    }
+
+    /// Left-aligned columns separated by two spaces.
+    static func table(_ rows: [[String]]) -> [String] {
+        let widths = rows[0].indices.map { column in rows.map { $0[column].count }.max() ?? 0 }
+        return rows.map { row in
+            row.enumerated().map { column, cell in
+                column == row.count - 1 ? cell : cell + String(repeating: " ", count: widths[column] - cell.count)
+            }.joined(separator: "  ")
+        }
+    }
+
+    /// Fixed-point formatting without Foundation.
+    public static func format(_ value: Double, decimals: Int) -> String {
+        guard value.isFinite else { return "-" }
+        var scale = 1.0
+        for _ in 0..<decimals { scale *= 10 }
+        let scaled = (abs(value) * scale).rounded()
+        let whole = Int(scaled / scale)
+        let fraction = Int(scaled) - whole * Int(scale)
+        let sign = value < 0 && scaled != 0 ? "-" : ""
+        guard decimals > 0 else { return "\(sign)\(whole)" }
+        let digits = String(fraction)
+        return "\(sign)\(whole)." + String(repeating: "0", count: decimals - digits.count) + digits
+    }
+}
+
+/// One line per `watch` event.
+public enum EventLine {
+    public static func render(_ event: ControlEvent) -> String {
+        let who = [event.name, event.peer.map { "(\($0))" }].compactMap { $0 }.joined(separator: " ")
+        switch event.kind {
+        case .peerJoined: return "+ \(who) joined"
+        case .peerLeft: return "- \(who) left" + (event.message.map { ": \($0)" } ?? "")
+        case .link:
+            return "~ \(who) link \(event.state ?? "?")" + (event.route.map { " via \($0)" } ?? "")
+        case .speaking:
+            let speakers = event.speaking ?? []
+            return speakers.isEmpty ? "  nobody speaking" : "  speaking: " + speakers.joined(separator: ", ")
+        case .muted: return event.state == "muted" ? "  you are muted" : "  you are unmuted"
+        case .meeting: return "* meeting \(event.state ?? "")" + (event.message.map { ": \($0)" } ?? "")
+        case .securityCode: return "! security code is now \(event.message ?? "?") (membership changed)"
+        case .warning: return "! \(event.message ?? "")"
+        }
+    }
+}

@@ -1,0 +1,202 @@
+/// The life of one peer link in the mesh, as a plain state machine: the node feeds it facts
+/// (signaling arrived, ICE state, handshake done, packets seen, time passing) and runs the actions
+/// it returns. It never reads a clock or does I/O, so every path is testable with made-up times.
+///
+///     signaling → checking → handshaking → up ⇄ lost → restarting → handshaking → up …
+///                                                   ↘ gone (left, or silent too long)
+public struct PeerLink: Sendable {
+    public enum State: String, Sendable, CaseIterable {
+        /// Exchanging ICE credentials and candidates through the rendezvous.
+        case signaling
+        /// ICE connectivity checks are running.
+        case checking
+        /// ICE found a path; the Noise handshake runs over it.
+        case handshaking
+        /// Session established and audio flows both ways.
+        case up
+        /// Was up, but nothing authenticated has arrived for a while.
+        case lost
+        /// An ICE restart is under way (new credentials, new checks).
+        case restarting
+        /// The peer left or was silent too long; the link is removed.
+        case gone
+    }
+
+    public enum Event: Sendable, Equatable {
+        /// The peer's ICE credentials arrived (first time or after a restart).
+        case remoteCredentials
+        /// ICE selected a working pair.
+        case iceReady
+        /// ICE gave up (all checks failed, or consent was lost).
+        case iceFailed
+        /// The Noise handshake completed; a transport session exists.
+        case sessionEstablished
+        /// An authenticated packet arrived from the peer over the session.
+        case packetReceived
+        /// The peer reports that it receives our packets (its receiver report counts some).
+        case peerReceivesUs
+        /// The peer asked for an ICE restart (signaling), with new credentials.
+        case restartRequested
+        /// The peer said goodbye (authenticated BYE).
+        case left
+        /// The rendezvous says the peer's connection closed. Not proof the peer is gone: the
+        /// rendezvous may have restarted while audio still flows directly.
+        case rendezvousLeft
+        /// Time passed; lets timeouts fire.
+        case tick
+    }
+
+    public enum Action: Sendable, Equatable {
+        /// Start the Noise handshake (only the initiator is told to).
+        case startHandshake
+        /// Restart ICE on this peer's stream and send the new credentials.
+        case restartICE
+        /// Forget the peer: close its stream, session and audio channel.
+        case remove
+    }
+
+    /// How long things may take before the machine acts. The defaults remove a crashed peer in
+    /// well under 10 s (lost after 2 s of silence, restarted 1 s later, gone after 8 s).
+    public struct Timing: Sendable, Equatable {
+        /// Silence (no authenticated packet) after which an up link counts as lost.
+        public var lostAfter: Duration = .seconds(2)
+        /// How long a link stays visibly lost before an ICE restart is tried (a short burst of
+        /// loss heals by itself; a dead path does not).
+        public var restartAfterLost: Duration = .seconds(1)
+        /// Silence after which a lost or restarting link is removed.
+        public var goneAfter: Duration = .seconds(8)
+        /// How long signaling, checks and handshake may take before an ICE restart is tried.
+        public var connectTimeout: Duration = .seconds(15)
+        /// Pause between restart attempts while a link cannot connect.
+        public var restartInterval: Duration = .seconds(5)
+
+        public init() {}
+    }
+
+    public private(set) var state: State = .signaling
+    /// Whether this side initiates handshakes and ICE restarts (a deterministic rule on the two
+    /// identities, so exactly one side does).
+    public let isInitiator: Bool
+    public let timing: Timing
+    /// Why the link is not up, for status displays (e.g. "ICE failed: no usable path").
+    public private(set) var reason: String?
+
+    private var enteredState: ContinuousClock.Instant
+    private var lastPacket: ContinuousClock.Instant?
+    private var lastRestart: ContinuousClock.Instant?
+    private var hasSession = false
+    private var peerHears = false
+    private var weHear = false
+
+    public init(isInitiator: Bool, now: ContinuousClock.Instant, timing: Timing = Timing()) {
+        self.isInitiator = isInitiator
+        self.timing = timing
+        self.enteredState = now
+    }
+
+    /// Feeds one fact; returns what the node must do now.
+    public mutating func handle(_ event: Event, at now: ContinuousClock.Instant) -> [Action] {
+        guard state != .gone else { return [] }
+        switch event {
+        case .left:
+            return enter(.gone, at: now, reason: "left the meeting")
+        case .rendezvousLeft:
+            // While audio flows directly the rendezvous's view does not matter; a peer that never
+            // connected and has left the room is gone.
+            return state == .up || state == .lost ? [] : enter(.gone, at: now, reason: "left before connecting")
+        case .remoteCredentials:
+            return state == .signaling ? enter(.checking, at: now) : []
+        case .iceReady:
+            switch state {
+            case .signaling, .checking, .restarting:
+                hasSession = false
+                peerHears = false
+                weHear = false
+                return enter(.handshaking, at: now) + (isInitiator ? [.startHandshake] : [])
+            default:
+                return []
+            }
+        case .iceFailed:
+            switch state {
+            case .signaling, .checking, .handshaking:
+                reason = "ICE found no working path"
+                return restart(at: now)
+            case .up:
+                return enter(.lost, at: now, reason: "ICE path failed")
+            default:
+                return []
+            }
+        case .sessionEstablished:
+            hasSession = true
+            return promoteIfFlowing(at: now)
+        case .packetReceived:
+            lastPacket = now
+            weHear = true
+            if state == .lost || state == .restarting, hasSession, peerHears {
+                return enter(.up, at: now)
+            }
+            return promoteIfFlowing(at: now)
+        case .peerReceivesUs:
+            peerHears = true
+            return promoteIfFlowing(at: now)
+        case .restartRequested:
+            guard state != .signaling else { return [] }
+            return enter(.restarting, at: now, reason: "peer restarted ICE") + [.restartICE]
+        case .tick:
+            return tick(at: now)
+        }
+    }
+
+    private mutating func promoteIfFlowing(at now: ContinuousClock.Instant) -> [Action] {
+        guard state == .handshaking, hasSession, weHear, peerHears else { return [] }
+        return enter(.up, at: now)
+    }
+
+    private mutating func tick(at now: ContinuousClock.Instant) -> [Action] {
+        switch state {
+        case .up:
+            if let lastPacket, now - lastPacket >= timing.lostAfter {
+                return enter(.lost, at: now, reason: "no packets for \(timing.lostAfter)")
+            }
+            return []
+        case .lost, .restarting:
+            // A peer that once sent packets and fell silent has crashed or lost its network. One
+            // that never connected is kept (and retried) while it is in the room: it may only be
+            // unreachable for now; `rendezvousLeft` removes it when it goes.
+            if let lastPacket, now - lastPacket >= timing.goneAfter {
+                return enter(.gone, at: now, reason: "silent for \(timing.goneAfter)")
+            }
+            let due =
+                state == .lost
+                ? now - enteredState >= timing.restartAfterLost
+                : lastRestart.map { now - $0 >= timing.restartInterval } ?? true
+            return due ? restart(at: now) : []
+        case .signaling, .checking, .handshaking:
+            if now - enteredState >= timing.connectTimeout {
+                reason = "could not connect within \(timing.connectTimeout)"
+                return restart(at: now)
+            }
+            return []
+        case .gone:
+            return []
+        }
+    }
+
+    /// Only the initiator restarts ICE on its own (the other side follows its request), so two
+    /// restarts never cross.
+    private mutating func restart(at now: ContinuousClock.Instant) -> [Action] {
+        let actions = enter(.restarting, at: now, reason: reason)
+        guard isInitiator else { return actions }
+        lastRestart = now
+        return actions + [.restartICE]
+    }
+
+    private mutating func enter(_ next: State, at now: ContinuousClock.Instant, reason: String? = nil) -> [Action] {
+        guard next != state else { return [] }
+        // A restart keeps the original silence clock: only packets prove the peer is alive.
+        if !(state == .lost && next == .restarting) { enteredState = now }
+        state = next
+        self.reason = next == .up ? nil : (reason ?? self.reason)
+        return next == .gone ? [.remove] : []
+    }
+}

@@ -1,0 +1,75 @@
+import ControlAPI
+import Foundation
+import Testing
+
+@Suite("Control API messages")
+struct ControlAPITests {
+    static let peer = PeerStatus(
+        id: "a1b2c3d4", name: "alice", state: "up", route: "host", rttMs: 1.4, lossPct: 0.5, jitterMs: 2.25,
+        rxKbps: 32.1, txKbps: 31.9, packetsRx: 500, packetsTx: 498, concealedMs: 40)
+    static let status = StatusReport(
+        node: NodeStatus(
+            id: "00ff00ff", name: "bob", muted: false, meeting: "in-meeting", invite: "parley1:x",
+            securityCode: "1234 5678 9012", rendezvous: "connected"),
+        peers: [peer, PeerStatus(id: "deadbeef", name: "carol", state: "checking")])
+
+    @Test func statusJSONHasTheDocumentedShapeWithNullsForUnknowns() throws {
+        let line = try ControlCodec.line(Self.status)
+        let object = try #require(JSONSerialization.jsonObject(with: Data(line)) as? [String: Any])
+        let node = try #require(object["self"] as? [String: Any])
+        #expect(Set(node.keys) == ["id", "name", "muted", "meeting", "invite", "security_code", "rendezvous"])
+        let peers = try #require(object["peers"] as? [[String: Any]])
+        let expectedKeys: Set<String> = [
+            "id", "name", "state", "route", "rtt_ms", "loss_pct", "jitter_ms", "rx_kbps", "tx_kbps", "packets_rx",
+            "packets_tx", "concealed_ms",
+        ]
+        #expect(Set(peers[0].keys) == expectedKeys)
+        #expect(Set(peers[1].keys) == expectedKeys)
+        #expect(peers[1]["route"] is NSNull)
+        #expect(peers[0]["rtt_ms"] as? Double == 1.4)
+        #expect(peers[0]["packets_rx"] as? Int == 500)
+    }
+
+    @Test func messagesRoundTripAsSingleLines() throws {
+        for request in [ControlRequest(.status), ControlRequest(.join, invite: "parley1:abc\ndef")] {
+            let line = try ControlCodec.line(request)
+            #expect(line.last == UInt8(ascii: "\n"))
+            #expect(line.dropLast().firstIndex(of: UInt8(ascii: "\n")) == nil)
+            #expect(try ControlCodec.decode(ControlRequest.self, from: line) == request)
+        }
+        let response = ControlResponse.success(status: Self.status)
+        #expect(try ControlCodec.decode(ControlResponse.self, from: ControlCodec.line(response)) == response)
+    }
+
+    @Test(arguments: ["", "{", "[]", "{\"version\":1}", "{\"version\":1,\"method\":\"dance\"}"])
+    func malformedRequestsAreClearErrors(text: String) {
+        #expect(throws: ControlError.self) { try ControlCodec.decode(ControlRequest.self, from: Array(text.utf8)) }
+    }
+
+    @Test func humanTableShowsEveryPeer() {
+        let text = StatusTable.render(Self.status)
+        #expect(text.contains("security code: 1234 5678 9012"))
+        let lines = text.split(separator: "\n")
+        #expect(lines.count == 5)  // summary, code, header, two peers
+        #expect(lines[3].hasPrefix("a1b2c3d4  alice"))
+        #expect(lines[3].contains("1 ms") && lines[3].contains("0.5 %") && lines[3].contains("32.1"))
+        #expect(lines[4].contains("checking") && lines[4].contains(" - "))
+    }
+
+    @Test(arguments: [
+        (1.44, 1, "1.4"), (1.45, 1, "1.5"), (0.0, 2, "0.00"), (-2.5, 0, "-3"), (32.06, 1, "32.1"), (100.0, 0, "100"),
+        (0.004, 2, "0.00"), (-0.004, 2, "0.00"), (7.05, 2, "7.05"),
+    ])
+    func fixedPointFormatting(value: Double, decimals: Int, expected: String) {
+        #expect(StatusTable.format(value, decimals: decimals) == expected)
+    }
+
+    @Test func eventLinesReadNaturally() {
+        #expect(
+            EventLine.render(ControlEvent(kind: .peerJoined, peer: "ab12", name: "alice")) == "+ alice (ab12) joined")
+        #expect(
+            EventLine.render(ControlEvent(kind: .link, peer: "ab12", name: "alice", state: "up", route: "relay"))
+                == "~ alice (ab12) link up via relay")
+        #expect(EventLine.render(ControlEvent(kind: .speaking, speaking: [])) == "  nobody speaking")
+    }
+}
