@@ -81,7 +81,7 @@ let package = Package(
 
         // MARK: Tests.
         .target(name: "ParleyTestSupport", swiftSettings: swiftSettings),
-        .testTarget(name: "SodiumTests", dependencies: ["Sodium"], swiftSettings: swiftSettings),
+        .testTarget(name: "SodiumTests", dependencies: ["Sodium", "ParleyTestSupport"], swiftSettings: swiftSettings),
         .testTarget(name: "OpusTests", dependencies: ["Opus", "ParleyCore"], swiftSettings: swiftSettings),
         .testTarget(name: "ICETests", dependencies: ["ICE", "ParleyTestSupport"], swiftSettings: swiftSettings),
         .testTarget(

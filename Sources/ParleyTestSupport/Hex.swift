@@ -1,5 +1,5 @@
-/// Hex helpers for known-answer tests.
-func hex(_ string: String) -> [UInt8] {
+/// The bytes of a hex string (known-answer tests). Traps on malformed hex: test data is fixed.
+public func hex(_ string: String) -> [UInt8] {
     precondition(string.count % 2 == 0, "odd-length hex")
     var bytes: [UInt8] = []
     var index = string.startIndex
@@ -11,6 +11,7 @@ func hex(_ string: String) -> [UInt8] {
     return bytes
 }
 
-func hexString(_ bytes: some Sequence<UInt8>) -> String {
+/// Lowercase hex of `bytes` (fixture generators, failure messages).
+public func hexString(_ bytes: some Sequence<UInt8>) -> String {
     bytes.map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined()
 }
