@@ -59,6 +59,11 @@ public struct NoiseHandshakeState: Sendable {
         }
     }
 
+    /// Makes the next `e` token use `ephemeral` (known-answer vectors only).
+    mutating func presetEphemeral(_ ephemeral: X25519.KeyPair) {
+        presetEphemerals.append(ephemeral)
+    }
+
     /// Whether all handshake messages were processed.
     public var isComplete: Bool { transport != nil }
     /// Whether the next message is ours to write.
