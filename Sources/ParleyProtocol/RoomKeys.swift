@@ -37,6 +37,14 @@ public struct RoomKeys: Sendable {
         macKey = try derive(Context.mac)
     }
 
+    /// Keys put together by hand: tests that need, say, the right MAC key with a wrong PSK.
+    init(roomKey: Ed25519.KeyPair, signalingKey: SecureBytes, noisePSK: SecureBytes, macKey: SecureBytes) {
+        self.roomKey = roomKey
+        self.signalingKey = signalingKey
+        self.noisePSK = noisePSK
+        self.macKey = macKey
+    }
+
     /// The keys of an invite's meeting.
     public init(invite: Invite) {
         // An invite's secret is always 32 bytes (checked when it was made or parsed).

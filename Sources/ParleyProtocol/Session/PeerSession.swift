@@ -82,9 +82,9 @@ public struct PeerSession: Sendable {
     private let peerMAC1Key: SecureBytes
     private let ourMAC1Key: SecureBytes
 
-    private var previous: TransportKeypair?
-    private var current: TransportKeypair?
-    private var next: TransportKeypair?
+    var previous: TransportKeypair?
+    var current: TransportKeypair?
+    var next: TransportKeypair?
     private var pending: (initiation: ParleyHandshake.Initiation, sentAt: ContinuousClock.Instant)?
     /// When the current series of initiation attempts began (for `rekeyAttemptTime`).
     private var attemptsStartedAt: ContinuousClock.Instant?

@@ -11,7 +11,7 @@ struct TransportKeypair: Sendable {
     /// Whether we initiated the handshake that made it (the initiator rekeys it, §8.6).
     let isInitiator: Bool
     let createdAt: ContinuousClock.Instant
-    private(set) var sendCounter: UInt64 = 0
+    var sendCounter: UInt64 = 0
     private(set) var replayWindow = ReplayWindow(limit: SessionTimers.rejectAfterMessages)
 
     init(

@@ -87,19 +87,17 @@ public enum Envelope {
         let signature = sender.sign(
             signedBytes(roomID: keys.roomID, kind: kind.rawValue, sender: sender.publicKey, recipient: recipientField,
                 sequence: sequence, body: body))
-        let plaintextLength = paddingBuckets.first { $0 >= headerLength + body.count }!
-        var plaintext = ByteWriter(capacity: plaintextLength)
-        plaintext.writeU8(kind.rawValue)
-        plaintext.writeBytes(sender.publicKey)
-        plaintext.writeBytes(recipientField)
-        plaintext.writeU64(sequence)
-        plaintext.writeBytes(signature)
-        plaintext.writeU16(UInt16(body.count))
-        plaintext.writeBytes(body)
-        plaintext.writeZeros(plaintextLength - plaintext.bytes.count)
+        let plaintext = Plaintext.encode(
+            type: kind.rawValue, sender: sender.publicKey, recipient: recipientField, sequence: sequence,
+            signature: signature, body: body)
+        return encrypt(plaintext, keys: keys, nonce: nonce)
+    }
+
+    /// `version || nonce || XChaCha20-Poly1305(plaintext)` under the room's signaling key.
+    static func encrypt(_ plaintext: [UInt8], keys: RoomKeys, nonce: [UInt8]) -> [UInt8] {
         // The signaling key is 32 bytes and the nonce 24, so encryption cannot fail.
         let ciphertext = try! XChaCha20Poly1305.seal(
-            plaintext.bytes, associatedData: associatedData(roomID: keys.roomID), nonce: nonce, key: keys.signalingKey)
+            plaintext, associatedData: associatedData(roomID: keys.roomID), nonce: nonce, key: keys.signalingKey)
         return [version] + nonce + ciphertext
     }
 
@@ -172,6 +170,23 @@ public enum Envelope {
         let sequence: UInt64
         let signature: [UInt8]
         let body: ArraySlice<UInt8>
+
+        /// The plaintext of §6.2, padded with zeros to the smallest bucket that holds it.
+        static func encode(
+            type: UInt8, sender: [UInt8], recipient: [UInt8], sequence: UInt64, signature: [UInt8], body: [UInt8]
+        ) -> [UInt8] {
+            let length = paddingBuckets.first { $0 >= headerLength + body.count } ?? headerLength + body.count
+            var writer = ByteWriter(capacity: length)
+            writer.writeU8(type)
+            writer.writeBytes(sender)
+            writer.writeBytes(recipient)
+            writer.writeU64(sequence)
+            writer.writeBytes(signature)
+            writer.writeU16(UInt16(body.count))
+            writer.writeBytes(body)
+            writer.writeZeros(length - writer.bytes.count)
+            return writer.bytes
+        }
 
         init(parsing plaintext: [UInt8]) throws(EnvelopeError) {
             var reader = ByteReader(plaintext)
