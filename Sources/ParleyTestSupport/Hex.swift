@@ -10,8 +10,3 @@ public func hex(_ string: String) -> [UInt8] {
     }
     return bytes
 }
-
-/// Lowercase hex of `bytes` (fixture generators, failure messages).
-public func hexString(_ bytes: some Sequence<UInt8>) -> String {
-    bytes.map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined()
-}

@@ -1,3 +1,5 @@
+import ParleyCore
+
 /// The identity keys this node has met in one room, by display name (docs/PROTOCOL.md §11.2):
 /// trust on first use, as ssh's known_hosts. When a member shows up under a known name with a
 /// different key, `check` throws, and the node should warn loudly and ask the user to compare the
@@ -95,9 +97,4 @@ public struct IdentityKeyChanged: Error, Hashable, Sendable, CustomStringConvert
             + "now \(hexString(presentedKey.prefix(8)))…). It may be a new installation, or someone else using the "
             + "name: compare the meeting security code with \(displayName) before trusting them."
     }
-}
-
-/// Lowercase hex.
-func hexString(_ bytes: some Sequence<UInt8>) -> String {
-    bytes.map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined()
 }

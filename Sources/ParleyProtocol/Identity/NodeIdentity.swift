@@ -1,4 +1,5 @@
 public import Sodium
+import ParleyCore
 
 /// This node's long-term identity (docs/PROTOCOL.md §5): an Ed25519 key whose public key *is* the
 /// node's identity, and an X25519 static key for the Noise handshake, bound to the identity by a

@@ -20,6 +20,28 @@ public enum InviteError: Error, Hashable, Sendable, CustomStringConvertible {
     case badTURNHint(String)
     case tooLong(bytes: Int)
 
+    /// A stable name for the kind of error (test vectors, logs): `checksum-mismatch` and so on.
+    public var code: String {
+        switch self {
+        case .empty: "empty"
+        case .notAnInvite: "not-an-invite"
+        case .unsupportedVersion: "unsupported-version"
+        case .invalidCharacter: "invalid-character"
+        case .truncated: "truncated"
+        case .extraCharacters: "extra-characters"
+        case .checksumMismatch: "checksum-mismatch"
+        case .malformed: "malformed"
+        case .unknownRequiredField: "unknown-required-field"
+        case .duplicateField: "duplicate-field"
+        case .missingRendezvousURL: "missing-rendezvous-url"
+        case .badRendezvousURL: "bad-rendezvous-url"
+        case .pinWithoutTLS: "pin-without-tls"
+        case .badTLSPin: "bad-tls-pin"
+        case .badTURNHint: "bad-turn-hint"
+        case .tooLong: "too-long"
+        }
+    }
+
     public var description: String {
         switch self {
         case .empty:

@@ -27,10 +27,12 @@ public enum HandshakeRejection: Error, Hashable, Sendable, CustomStringConvertib
     }
 }
 
-/// The two transport keys a handshake yields, from this side's point of view.
+/// The two transport keys a handshake yields, from this side's point of view, and the final
+/// handshake hash (equal on both sides; for known-answer vectors and channel binding).
 struct TransportKeys: Sendable {
     let send: SecureBytes
     let receive: SecureBytes
+    var handshakeHash: [UInt8] = []
 }
 
 /// Parley's pairwise handshake, `Noise_IKpsk2_25519_ChaChaPoly_BLAKE2b` with WireGuard's framing
@@ -122,7 +124,7 @@ enum ParleyHandshake {
         let mac1Key = HandshakePacket.mac1Key(macKey: keys.macKey, receiverStatic: peer.staticKey)
         return (
             HandshakePacket.appendingMAC1(packet, key: mac1Key),
-            TransportKeys(send: ciphers.send.key!, receive: ciphers.receive.key!)
+            TransportKeys(send: ciphers.send.key!, receive: ciphers.receive.key!, handshakeHash: noise.handshakeHash)
         )
     }
 
@@ -144,6 +146,9 @@ enum ParleyHandshake {
         }
         guard let ciphers = noise.transportCiphers else { throw .noiseFailed }
         let remoteIndex = packet[4..<8].reduce(UInt32(0)) { $0 << 8 | UInt32($1) }
-        return (remoteIndex, TransportKeys(send: ciphers.send.key!, receive: ciphers.receive.key!))
+        return (
+            remoteIndex,
+            TransportKeys(send: ciphers.send.key!, receive: ciphers.receive.key!, handshakeHash: noise.handshakeHash)
+        )
     }
 }
