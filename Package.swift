@@ -79,6 +79,13 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
 
+        // MARK: Fuzzing: libFuzzer entry (built by Scripts/fuzz) and, in a plain build, a seed/replay tool.
+        .executableTarget(name: "parley-fuzz", dependencies: ["ParleyProtocol"], swiftSettings: swiftSettings),
+
+        // MARK: Benchmarks (Scripts/bench-crypto).
+        .executableTarget(
+            name: "parley-bench-crypto", dependencies: ["ParleyProtocol", "Sodium"], swiftSettings: swiftSettings),
+
         // MARK: Tests.
         .target(name: "ParleyTestSupport", swiftSettings: swiftSettings),
         .testTarget(name: "SodiumTests", dependencies: ["Sodium", "ParleyTestSupport"], swiftSettings: swiftSettings),

@@ -22,7 +22,8 @@ public enum BLAKE2b {
     /// A multi-part BLAKE2b computation.
     public static func hasher(outputLength: Int = 32, key: SecureBytes? = nil) throws(SodiumError) -> MultipartHasher {
         guard (minOutputLength...maxOutputLength).contains(outputLength) else {
-            throw SodiumError("BLAKE2b output must be \(minOutputLength) to \(maxOutputLength) bytes, got \(outputLength)")
+            throw SodiumError(
+                "BLAKE2b output must be \(minOutputLength) to \(maxOutputLength) bytes, got \(outputLength)")
         }
         if let key, !(1...maxKeyLength).contains(key.count) {
             throw SodiumError("BLAKE2b key must be 1 to \(maxKeyLength) bytes, got \(key.count)")

@@ -53,6 +53,13 @@ public final class MultipartHasher {
         return output
     }
 
+    /// The digest written into `output` (exactly `outputLength` bytes), for short-lived secrets
+    /// in scratch memory the caller zeroes (HMAC's inner digest) without allocating.
+    public func finalize(into output: UnsafeMutableRawBufferPointer) {
+        precondition(output.count == outputLength, "digest buffer has the wrong size")
+        finish(into: output)
+    }
+
     private func finish(into output: UnsafeMutableRawBufferPointer) {
         precondition(!finalized, "hasher finalized twice")
         finalized = true

@@ -30,7 +30,9 @@ public enum SealedBox {
 
     /// Opens a sealed box with the recipient's key pair. Throws `authenticationFailed` if it was
     /// sealed to another key or altered.
-    public static func open(_ ciphertext: some ReadableBytes, with recipient: X25519.KeyPair) throws(SodiumError) -> [UInt8] {
+    public static func open(
+        _ ciphertext: some ReadableBytes, with recipient: X25519.KeyPair
+    ) throws(SodiumError) -> [UInt8] {
         Sodium.ensureInitialized()
         let result: (Int32, [UInt8]) = ciphertext.withUnsafeBytes { sealed in
             guard sealed.count >= overhead else { return (-1, []) }

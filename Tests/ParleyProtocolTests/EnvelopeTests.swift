@@ -60,8 +60,9 @@ struct EnvelopeTests {
             sequence: 1, keys: room.keys)
         #expect(envelope.count == 1 + 24 + 1024 + 16)
         var replayGuard = EnvelopeReplayGuard()
-        #expect(try Envelope.open(envelope, as: room.bob, keys: room.keys, replayGuard: &replayGuard).message
-            == .iceCandidate(generation: 0, candidate: long))
+        #expect(
+            try Envelope.open(envelope, as: room.bob, keys: room.keys, replayGuard: &replayGuard).message
+                == .iceCandidate(generation: 0, candidate: long))
     }
 
     @Test func wrongRoomSecretCannotDecryptOrForge() throws {
@@ -75,7 +76,8 @@ struct EnvelopeTests {
         }
         // An outsider's envelope, even signed by a real identity, does not open in the room.
         let forged = try Envelope.seal(
-            try room.hello(room.mallory, name: "Mallory"), to: .everyone, from: room.mallory, sequence: 1, keys: outsider)
+            try room.hello(room.mallory, name: "Mallory"), to: .everyone, from: room.mallory, sequence: 1,
+            keys: outsider)
         #expect(throws: EnvelopeError.authenticationFailed) {
             try Envelope.open(forged, as: room.bob, keys: room.keys, replayGuard: &replayGuard)
         }
@@ -109,7 +111,8 @@ struct EnvelopeTests {
         let room = try SignalingRoom()
         var sequencer = EnvelopeSequencer(start: 1_000)
         let envelopes = try (0..<5).map { _ in
-            try Envelope.seal(.iceCandidatesDone(generation: 1), to: .peer(room.bob.peerIdentity), from: room.alice,
+            try Envelope.seal(
+                .iceCandidatesDone(generation: 1), to: .peer(room.bob.peerIdentity), from: room.alice,
                 sequence: sequencer.nextSequence(), keys: room.keys)
         }
         var replayGuard = EnvelopeReplayGuard()
@@ -143,33 +146,39 @@ struct EnvelopeTests {
 
         // 2. A HELLO naming Alice with Mallory's static key (to receive Alice's sealed messages).
         let aliceHello = try Envelope.decrypt(
-            try Envelope.seal(try room.hello(room.alice, name: "Alice"), to: .everyone, from: room.alice, sequence: 6,
+            try Envelope.seal(
+                try room.hello(room.alice, name: "Alice"), to: .everyone, from: room.alice, sequence: 6,
                 keys: room.keys), keys: room.keys)
         var swapped = aliceHello
         let bodyStart = Envelope.headerLength
         swapped.replaceSubrange(bodyStart..<(bodyStart + 32), with: room.mallory.peerIdentity.staticKey)
         #expect(throws: EnvelopeError.badSignature) {
-            try Envelope.open(try reseal(swapped, keys: room.keys), as: room.bob, keys: room.keys, replayGuard: &replayGuard)
+            try Envelope.open(
+                try reseal(swapped, keys: room.keys), as: room.bob, keys: room.keys, replayGuard: &replayGuard)
         }
 
         // 3. Redirecting Alice's unicast to Bob (the recipient is signed).
         let toMallory = try Envelope.decrypt(
-            try Envelope.seal(.iceRestart(generation: 2), to: .peer(room.mallory.peerIdentity), from: room.alice,
+            try Envelope.seal(
+                .iceRestart(generation: 2), to: .peer(room.mallory.peerIdentity), from: room.alice,
                 sequence: 7, keys: room.keys), keys: room.keys)
         var redirected = toMallory
         redirected.replaceSubrange(33..<65, with: room.bob.publicKey)
         #expect(throws: EnvelopeError.badSignature) {
-            try Envelope.open(try reseal(redirected, keys: room.keys), as: room.bob, keys: room.keys, replayGuard: &replayGuard)
+            try Envelope.open(
+                try reseal(redirected, keys: room.keys), as: room.bob, keys: room.keys, replayGuard: &replayGuard)
         }
 
         // 4. Wrapping Alice's sealed candidate for Bob in an envelope of her own: the sealed box
         //    names Alice inside, so Bob refuses it as Mallory's.
         let aliceToBob = try Envelope.decrypt(
-            try Envelope.seal(.iceCandidate(generation: 1, candidate: SignalingRoom.candidate),
+            try Envelope.seal(
+                .iceCandidate(generation: 1, candidate: SignalingRoom.candidate),
                 to: .peer(room.bob.peerIdentity), from: room.alice, sequence: 8, keys: room.keys), keys: room.keys)
         let sealedBody = try Envelope.Plaintext(parsing: aliceToBob).body
         let rewrapped = try sealRaw(
-            kind: 0x03, body: Array(sealedBody), from: room.mallory, to: room.bob.publicKey, sequence: 9, keys: room.keys)
+            kind: 0x03, body: Array(sealedBody), from: room.mallory, to: room.bob.publicKey, sequence: 9,
+            keys: room.keys)
         #expect(throws: EnvelopeError.malformed("the sealed body names another sender")) {
             try Envelope.open(rewrapped, as: room.bob, keys: room.keys, replayGuard: &replayGuard)
         }
@@ -201,10 +210,14 @@ struct EnvelopeTests {
             Array("192.0.2.10".utf8), Array(SignalingRoom.credentials.password.utf8), room.keys.roomID,
         ]
         let envelopes = try [
-            Envelope.seal(try room.hello(room.alice, name: "Alice"), to: .everyone, from: room.alice, sequence: 1, keys: room.keys),
-            Envelope.seal(.iceCandidate(generation: 0, candidate: SignalingRoom.candidate), to: .peer(room.bob.peerIdentity),
+            Envelope.seal(
+                try room.hello(room.alice, name: "Alice"), to: .everyone, from: room.alice, sequence: 1, keys: room.keys
+            ),
+            Envelope.seal(
+                .iceCandidate(generation: 0, candidate: SignalingRoom.candidate), to: .peer(room.bob.peerIdentity),
                 from: room.alice, sequence: 2, keys: room.keys),
-            Envelope.seal(.iceCredentials(SignalingRoom.credentials), to: .peer(room.bob.peerIdentity), from: room.alice,
+            Envelope.seal(
+                .iceCredentials(SignalingRoom.credentials), to: .peer(room.bob.peerIdentity), from: room.alice,
                 sequence: 3, keys: room.keys),
         ]
         for envelope in envelopes {
@@ -219,10 +232,12 @@ struct EnvelopeTests {
         let room = try SignalingRoom()
         var replayGuard = EnvelopeReplayGuard()
         #expect(throws: EnvelopeError.self) {
-            try Envelope.seal(.iceCandidatesDone(generation: 1), to: .everyone, from: room.alice, sequence: 1, keys: room.keys)
+            try Envelope.seal(
+                .iceCandidatesDone(generation: 1), to: .everyone, from: room.alice, sequence: 1, keys: room.keys)
         }
         #expect(throws: EnvelopeError.self) {
-            try Envelope.seal(try room.hello(room.bob, name: "Bob"), to: .everyone, from: room.alice, sequence: 1, keys: room.keys)
+            try Envelope.seal(
+                try room.hello(room.bob, name: "Bob"), to: .everyone, from: room.alice, sequence: 1, keys: room.keys)
         }
         let own = try Envelope.seal(.bye, to: .everyone, from: room.alice, sequence: 1, keys: room.keys)
         #expect(throws: EnvelopeError.fromOurselves) {
@@ -230,11 +245,13 @@ struct EnvelopeTests {
         }
         // A unicast-only type broadcast by a (buggy or hostile) member is refused after it verified.
         let broadcastRestart = try sealRaw(
-            kind: 0x05, body: [0, 0, 0, 1], from: room.alice, to: Envelope.broadcastRecipient, sequence: 2, keys: room.keys)
+            kind: 0x05, body: [0, 0, 0, 1], from: room.alice, to: Envelope.broadcastRecipient, sequence: 2,
+            keys: room.keys)
         #expect(throws: EnvelopeError.malformed("a iceRestart message was broadcast")) {
             try Envelope.open(broadcastRestart, as: room.bob, keys: room.keys, replayGuard: &replayGuard)
         }
-        let unknown = try sealRaw(kind: 0x7F, body: [1], from: room.alice, to: Envelope.broadcastRecipient, sequence: 3, keys: room.keys)
+        let unknown = try sealRaw(
+            kind: 0x7F, body: [1], from: room.alice, to: Envelope.broadcastRecipient, sequence: 3, keys: room.keys)
         #expect(throws: EnvelopeError.unknownType(0x7F)) {
             try Envelope.open(unknown, as: room.bob, keys: room.keys, replayGuard: &replayGuard)
         }
@@ -246,7 +263,8 @@ struct EnvelopeTests {
     }
 
     @Test(arguments: [
-        "", " Alice", "Alice ", "Al\nice", "Al\u{0007}ice", "\u{202E}ecilA", "a\u{2028}b", String(repeating: "é", count: 33),
+        "", " Alice", "Alice ", "Al\nice", "Al\u{0007}ice", "\u{202E}ecilA", "a\u{2028}b",
+        String(repeating: "é", count: 33),
     ])
     func refusesBadDisplayNames(name: String) {
         #expect(throws: EnvelopeError.self) { try Hello.validateDisplayName(name) }
@@ -275,7 +293,8 @@ struct EnvelopeTests {
 
     @Test func helloNegotiatesTheHighestCommonVersion() throws {
         let room = try SignalingRoom()
-        let hello = try Hello(identity: room.alice.peerIdentity, sessionEpoch: 1, protocolVersions: [1, 2, 5], displayName: "A")
+        let hello = try Hello(
+            identity: room.alice.peerIdentity, sessionEpoch: 1, protocolVersions: [1, 2, 5], displayName: "A")
         #expect(hello.commonVersion(with: [1, 2]) == 2)
         #expect(hello.commonVersion(with: [3]) == nil)
         #expect(throws: EnvelopeError.self) {
@@ -293,14 +312,18 @@ func reseal(_ plaintext: [UInt8], keys: RoomKeys) throws -> [UInt8] {
 }
 
 /// A correctly signed envelope with an arbitrary type and body, as a member could make.
-func sealRaw(kind: UInt8, body: [UInt8], from sender: NodeIdentity, to recipient: [UInt8], sequence: UInt64, keys: RoomKeys)
+func sealRaw(
+    kind: UInt8, body: [UInt8], from sender: NodeIdentity, to recipient: [UInt8], sequence: UInt64, keys: RoomKeys
+)
     throws -> [UInt8]
 {
     let signature = sender.sign(
         Envelope.signedBytes(
-            roomID: keys.roomID, kind: kind, sender: sender.publicKey, recipient: recipient, sequence: sequence, body: body))
+            roomID: keys.roomID, kind: kind, sender: sender.publicKey, recipient: recipient, sequence: sequence,
+            body: body))
     let plaintext = Envelope.Plaintext.encode(
-        type: kind, sender: sender.publicKey, recipient: recipient, sequence: sequence, signature: signature, body: body)
+        type: kind, sender: sender.publicKey, recipient: recipient, sequence: sequence, signature: signature, body: body
+    )
     return try reseal(plaintext, keys: keys)
 }
 

@@ -13,7 +13,8 @@ struct InviteTests {
         try Invite(
             roomSecret: secret, rendezvous: RendezvousURL(parsing: "wss://rv.example.org:7777/parley"),
             tlsPin: pin ? [UInt8](repeating: 0xAB, count: 32) : nil,
-            turnHints: turn ? [try TURNHint(uri: "turn:turn.example.org:3478?transport=udp", username: "u", password: "p")] : [])
+            turnHints: turn
+                ? [try TURNHint(uri: "turn:turn.example.org:3478?transport=udp", username: "u", password: "p")] : [])
     }
 
     @Test func roundTripsWithEveryField() throws {
@@ -134,7 +135,8 @@ struct InviteTests {
     @Test(arguments: [
         "http://rv.example.org", "rv.example.org:7777", "ws://", "ws://user@rv.example.org", "ws://rv.example.org:0",
         "ws://rv.example.org:70000", "ws://rv.example.org:12ab", "ws://rv.example.org/?q=1", "ws://rv.example.org/#x",
-        "ws://-bad-.example.org", "ws://rv..example.org", "ws://[2001:db8::1", "ws://[zz::1]", "ws://rv.example.org/a b",
+        "ws://-bad-.example.org", "ws://rv..example.org", "ws://[2001:db8::1", "ws://[zz::1]",
+        "ws://rv.example.org/a b",
         "ws://rv_example.org", "wss://rv.example.org/%zz",
     ])
     func refusesBadRendezvousURLs(text: String) {

@@ -2,11 +2,11 @@ import ParleyTestSupport
 import Sodium
 import Testing
 
+@testable import ParleyProtocol
+
 #if canImport(Glibc)
 import Glibc
 #endif
-
-@testable import ParleyProtocol
 
 @Suite("Key schedule (§3) and node identity (§5)")
 struct KeyScheduleAndIdentityTests {
@@ -15,7 +15,9 @@ struct KeyScheduleAndIdentityTests {
         let a = try RoomKeys(roomSecret: secret)
         let b = try RoomKeys(roomSecret: secret)
         let other = try RoomKeys(roomSecret: .random(count: 32))
-        #expect(a.roomID == b.roomID && a.signalingKey == b.signalingKey && a.noisePSK == b.noisePSK && a.macKey == b.macKey)
+        #expect(
+            a.roomID == b.roomID && a.signalingKey == b.signalingKey && a.noisePSK == b.noisePSK && a.macKey == b.macKey
+        )
         let all = [a.roomKey.seed, a.signalingKey, a.noisePSK, a.macKey, secret]
         for i in all.indices { for j in all.indices where i < j { #expect(all[i] != all[j]) } }
         #expect(a.roomID != other.roomID && a.signalingKey != other.signalingKey && a.noisePSK != other.noisePSK)
@@ -35,13 +37,19 @@ struct KeyScheduleAndIdentityTests {
         let node = NodeIdentity.generate()
         let other = NodeIdentity.generate()
         let peer = node.peerIdentity
-        #expect(try PeerIdentity(identityKey: peer.identityKey, staticKey: peer.staticKey, bindingSignature: peer.bindingSignature) == peer)
+        #expect(
+            try PeerIdentity(
+                identityKey: peer.identityKey, staticKey: peer.staticKey, bindingSignature: peer.bindingSignature)
+                == peer)
         // Someone else's static key, or a signature moved to another identity, does not bind.
         #expect(throws: SodiumError.invalidSignature) {
-            try PeerIdentity(identityKey: peer.identityKey, staticKey: other.peerIdentity.staticKey, bindingSignature: peer.bindingSignature)
+            try PeerIdentity(
+                identityKey: peer.identityKey, staticKey: other.peerIdentity.staticKey,
+                bindingSignature: peer.bindingSignature)
         }
         #expect(throws: SodiumError.invalidSignature) {
-            try PeerIdentity(identityKey: other.publicKey, staticKey: peer.staticKey, bindingSignature: peer.bindingSignature)
+            try PeerIdentity(
+                identityKey: other.publicKey, staticKey: peer.staticKey, bindingSignature: peer.bindingSignature)
         }
         #expect(throws: SodiumError.invalidSignature) {
             try PeerIdentity(identityKey: peer.identityKey, staticKey: [1, 2], bindingSignature: peer.bindingSignature)

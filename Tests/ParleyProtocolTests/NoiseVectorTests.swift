@@ -64,7 +64,8 @@ struct NoiseVectorTests {
             psks: (vector.resp_psks ?? []).map { SecureBytes(copying: hex($0)) },
             presetEphemerals: try vector.resp_ephemeral.map { [try keyPair($0)!] } ?? [])
         let oneWay = initiator.pattern.messages.count == 1
-        var transport: (initiator: (NoiseCipherState, NoiseCipherState), responder: (NoiseCipherState, NoiseCipherState))?
+        var transport:
+            (initiator: (NoiseCipherState, NoiseCipherState), responder: (NoiseCipherState, NoiseCipherState))?
         for (index, message) in vector.messages.enumerated() {
             let payload = hex(message.payload)
             let initiatorSends = oneWay || index % 2 == 0
@@ -150,7 +151,8 @@ struct NoiseVectorTests {
 
     @Test func rejectsUnsupportedProtocols() {
         for name in [
-            "Noise_IKpsk2_448_ChaChaPoly_BLAKE2b", "Noise_IKpsk2_25519_AESGCM_BLAKE2b", "Noise_ZZ_25519_ChaChaPoly_BLAKE2b",
+            "Noise_IKpsk2_448_ChaChaPoly_BLAKE2b", "Noise_IKpsk2_25519_AESGCM_BLAKE2b",
+            "Noise_ZZ_25519_ChaChaPoly_BLAKE2b",
             "Noise_IKpsk2_25519_ChaChaPoly_BLAKE2s", "Noise_IKpsk9_25519_ChaChaPoly_BLAKE2b", "IKpsk2",
         ] {
             #expect(throws: NoiseError.self, "\(name)") {

@@ -46,7 +46,8 @@ struct PeerSessionTests {
     }
 
     @Test func wrongRoomSecretCannotCompleteAHandshake() throws {
-        var pair = SessionPair(keysA: try RoomKeys(roomSecret: .random(count: 32)), keysB: try RoomKeys(roomSecret: .random(count: 32)))
+        var pair = SessionPair(
+            keysA: try RoomKeys(roomSecret: .random(count: 32)), keysB: try RoomKeys(roomSecret: .random(count: 32)))
         pair.start()
         pair.advance(by: .seconds(6))
         #expect(!pair.a.isEstablished && !pair.b.isEstablished)
@@ -179,14 +180,17 @@ struct PeerSessionTests {
         // From now on every handshake message is lost.
         pair.filter = { _, datagram in datagram[0] == PacketType.transportData.rawValue }
         let freed = Mutex<[[UInt8]]>([])
-        let hook: @Sendable (UnsafeMutableRawBufferPointer) -> Void = { buffer in freed.withLock { $0.append(Array(buffer)) } }
+        let hook: @Sendable (UnsafeMutableRawBufferPointer) -> Void = { buffer in
+            freed.withLock { $0.append(Array(buffer)) }
+        }
         // Swap in keys that report their zeroing, keeping the session's indices and counter.
         do {
             let current = pair.a.current!
             var send = SecureBytes(zeroedCount: 32, onFree: hook)
             var receive = SecureBytes(zeroedCount: 32, onFree: hook)
             current.sendKey.withUnsafeBytes { bytes in send.withUnsafeMutableBytes { $0.copyMemory(from: bytes) } }
-            current.receiveKey.withUnsafeBytes { bytes in receive.withUnsafeMutableBytes { $0.copyMemory(from: bytes) } }
+            current.receiveKey.withUnsafeBytes { bytes in receive.withUnsafeMutableBytes { $0.copyMemory(from: bytes) }
+            }
             var swapped = TransportKeypair(
                 localIndex: current.localIndex, remoteIndex: current.remoteIndex,
                 keys: TransportKeys(send: send, receive: receive), isInitiator: true, createdAt: current.createdAt)
@@ -246,7 +250,8 @@ struct PeerSessionTests {
         pair.advance(by: .seconds(5))
         let fromA = pair.sent[.a]!.last!
         let fromB = pair.sent[.b]!.last!
-        #expect(fromA[0] == PacketType.handshakeInitiation.rawValue && fromB[0] == PacketType.handshakeInitiation.rawValue)
+        #expect(
+            fromA[0] == PacketType.handshakeInitiation.rawValue && fromB[0] == PacketType.handshakeInitiation.rawValue)
         pair.filter = { _, _ in true }
         pair.inFlight.removeAll()
         pair.clearRecords()
@@ -312,13 +317,16 @@ struct PeerSessionTests {
         var pair = try SessionPair.sameRoom()
         pair.start()
         pair.clearRecords()
-        for datagram: [UInt8] in [[], [0x00], [0x04, 0, 0, 0], [0x01], [0x02, 0, 0, 0, 1], [0x03] + [UInt8](repeating: 0, count: 20)] {
+        for datagram: [UInt8] in [
+            [], [0x00], [0x04, 0, 0, 0], [0x01], [0x02, 0, 0, 0, 1], [0x03] + [UInt8](repeating: 0, count: 20),
+        ] {
             pair.deliver(datagram, to: .b)
         }
-        #expect(pair.drops[.b] == [
-            .malformed, .unknownPacketType, .unknownPacketType, .handshake(.malformed), .handshake(.unknownIndex),
-            .malformed,
-        ])
+        #expect(
+            pair.drops[.b] == [
+                .malformed, .unknownPacketType, .unknownPacketType, .handshake(.malformed), .handshake(.unknownIndex),
+                .malformed,
+            ])
         #expect(pair.sent[.b] == [])
     }
 

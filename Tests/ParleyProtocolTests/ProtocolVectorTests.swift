@@ -49,7 +49,8 @@ struct ProtocolVectorTests {
         var valid: [[String: Any]] = []
         var invites: [Invite] = []
         for (url, pin, hints) in cases {
-            let invite = try Invite(roomSecret: secret, rendezvous: RendezvousURL(parsing: url), tlsPin: pin, turnHints: hints)
+            let invite = try Invite(
+                roomSecret: secret, rendezvous: RendezvousURL(parsing: url), tlsPin: pin, turnHints: hints)
             invites.append(invite)
             let hintObjects: [[String: String]] = hints.map {
                 ["uri": $0.uri, "username": $0.username, "password": $0.password]
@@ -123,7 +124,10 @@ struct ProtocolVectorTests {
             ]
             return object
         }
-        return ["description": "§5: node identities, their X25519 binding signatures and identity files", "identities": entries]
+        return [
+            "description": "§5: node identities, their X25519 binding signatures and identity files",
+            "identities": entries,
+        ]
     }
 
     static func securityCodeVectors() -> [String: Any] {
@@ -136,7 +140,10 @@ struct ProtocolVectorTests {
             let memberHex: [String] = members.map { hexString($0) }
             return ["members": memberHex, "digits": code.digits, "display": code.description]
         }
-        return ["description": "§11: meeting security codes (members in any order)", "room_id": hexString(roomID), "codes": entries]
+        return [
+            "description": "§11: meeting security codes (members in any order)", "room_id": hexString(roomID),
+            "codes": entries,
+        ]
     }
 
     // MARK: §6 envelopes
@@ -146,22 +153,27 @@ struct ProtocolVectorTests {
         let alice = identity(aliceSeed, aliceStatic)
         let bob = identity(bobSeed, bobStatic)
         let hello = try Hello(identity: alice.peerIdentity, sessionEpoch: 0x0102_0304_0506_0708, displayName: "Alice Ω")
-        let credentials = try ICECredentials(generation: 2, usernameFragment: "F00d", password: "abcdefghijklmnopqrstuv+/")
+        let credentials = try ICECredentials(
+            generation: 2, usernameFragment: "F00d", password: "abcdefghijklmnopqrstuv+/")
         let plain: [(SignalingMessage, EnvelopeRecipient)] = [
             (.hello(hello), .everyone), (.hello(hello), .peer(bob.peerIdentity)),
-            (.iceCandidatesDone(generation: 2), .peer(bob.peerIdentity)), (.iceRestart(generation: 3), .peer(bob.peerIdentity)),
+            (.iceCandidatesDone(generation: 2), .peer(bob.peerIdentity)),
+            (.iceRestart(generation: 3), .peer(bob.peerIdentity)),
             (.bye, .everyone),
         ]
         let sealed: [SignalingMessage] = [
             .iceCredentials(credentials),
             .iceCandidate(generation: 2, candidate: "candidate:1 1 UDP 2130706431 192.0.2.10 54321 typ host"),
         ]
-        func entry(_ message: SignalingMessage, _ recipient: EnvelopeRecipient, sequence: UInt64, nonce: [UInt8]?) throws
+        func entry(
+            _ message: SignalingMessage, _ recipient: EnvelopeRecipient, sequence: UInt64, nonce: [UInt8]?
+        ) throws
             -> [String: Any]
         {
-            let envelope = try nonce.map {
-                try Envelope.seal(message, to: recipient, from: alice, sequence: sequence, keys: keys, nonce: $0)
-            } ?? Envelope.seal(message, to: recipient, from: alice, sequence: sequence, keys: keys)
+            let envelope =
+                try nonce.map {
+                    try Envelope.seal(message, to: recipient, from: alice, sequence: sequence, keys: keys, nonce: $0)
+                } ?? Envelope.seal(message, to: recipient, from: alice, sequence: sequence, keys: keys)
             let plaintext = try Envelope.decrypt(envelope, keys: keys)
             var object: [String: Any] = ["message": describe(message)]
             object["recipient"] = hexString(recipient.identityField)
@@ -174,7 +186,8 @@ struct ProtocolVectorTests {
         var deterministic: [[String: Any]] = []
         for (index, item) in plain.enumerated() {
             let nonce = pattern(UInt8(0x50 + index), 24)
-            deterministic.append(try entry(item.0, item.1, sequence: 1_700_000_000_000_000 + UInt64(index), nonce: nonce))
+            deterministic.append(
+                try entry(item.0, item.1, sequence: 1_700_000_000_000_000 + UInt64(index), nonce: nonce))
         }
         var sealedObjects: [[String: Any]] = []
         for (index, message) in sealed.enumerated() {
@@ -228,7 +241,8 @@ struct ProtocolVectorTests {
         let keys = keys()
         let alice = identity(aliceSeed, aliceStatic)
         let bob = identity(bobSeed, bobStatic)
-        #expect(alice.publicKey.lexicographicallyPrecedes(bob.publicKey), "the first identity is the preferred initiator")
+        #expect(
+            alice.publicKey.lexicographicallyPrecedes(bob.publicKey), "the first identity is the preferred initiator")
         let timestamp = TAI64N(unixNanoseconds: 1_700_000_000_123_456_789)
         let initiation = ParleyHandshake.initiate(
             local: alice, peer: bob.peerIdentity, keys: keys, version: 1, localIndex: 0x1122_3344, timestamp: timestamp,
@@ -243,9 +257,11 @@ struct ProtocolVectorTests {
         let finished = try ParleyHandshake.acceptResponse(response.packet, initiation: initiation, mac1Key: aliceMAC1)
         #expect(finished.keys.handshakeHash == response.keys.handshakeHash)
         var initiatorKeys = TransportKeypair(
-            localIndex: 0x1122_3344, remoteIndex: finished.remoteIndex, keys: finished.keys, isInitiator: true, createdAt: .now)
+            localIndex: 0x1122_3344, remoteIndex: finished.remoteIndex, keys: finished.keys, isInitiator: true,
+            createdAt: .now)
         var responderKeys = TransportKeypair(
-            localIndex: 0x5566_7788, remoteIndex: accepted.remoteIndex, keys: response.keys, isInitiator: false, createdAt: .now)
+            localIndex: 0x5566_7788, remoteIndex: accepted.remoteIndex, keys: response.keys, isInitiator: false,
+            createdAt: .now)
         var packets: [[String: Any]] = []
         let transport: [(Bool, InnerPacketType, [UInt8])] = [
             (true, .keepalive, []), (false, .media, pattern(0x70, 100)), (true, .sessionControl, Array("control".utf8)),
@@ -269,7 +285,8 @@ struct ProtocolVectorTests {
         let prologue = ParleyHandshake.prologue(
             version: 1, roomID: keys.roomID, initiator: alice.publicKey, responder: bob.publicKey)
         let fields: [String: String] = [
-            "description": "§7–§8: one Parley handshake between the identities of protocol-v1-identity.json (the first initiates) in the room of protocol-v1-keys.json, then transport packets",
+            "description":
+                "§7–§8: one Parley handshake between the identities of protocol-v1-identity.json (the first initiates) in the room of protocol-v1-keys.json, then transport packets",
             "initiator_ephemeral_secret": hexString(initiatorEphemeral),
             "responder_ephemeral_secret": hexString(responderEphemeral),
             "initiator_index": "287454020", "responder_index": "1432778632",
@@ -321,8 +338,10 @@ struct ProtocolVectorTests {
     }
 
     /// Every deterministic vector recomputes to exactly the committed bytes.
-    @Test(arguments: ["protocol-v1-invite.json", "protocol-v1-keys.json", "protocol-v1-identity.json",
-        "protocol-v1-handshake.json", "protocol-v1-security-code.json"])
+    @Test(arguments: [
+        "protocol-v1-invite.json", "protocol-v1-keys.json", "protocol-v1-identity.json",
+        "protocol-v1-handshake.json", "protocol-v1-security-code.json",
+    ])
     func deterministicVectorsReproduce(name: String) throws {
         let computed = try Self.json(try Self.make(name))
         let committed = try Self.json(try Self.load(name))
@@ -337,7 +356,8 @@ struct ProtocolVectorTests {
         var replayGuard = EnvelopeReplayGuard()
         let entries = (file["deterministic"] as! [[String: Any]]) + (file["sealed"] as! [[String: Any]])
         for entry in entries {
-            let received = try Envelope.open(hex(entry["envelope"] as! String), as: bob, keys: Self.keys(), replayGuard: &replayGuard)
+            let received = try Envelope.open(
+                hex(entry["envelope"] as! String), as: bob, keys: Self.keys(), replayGuard: &replayGuard)
             #expect(try Self.json(Self.describe(received.message)) == (try Self.json(entry["message"]!)))
             #expect(String(received.sequence) == entry["sequence"] as? String)
         }
@@ -370,7 +390,8 @@ struct ProtocolVectorTests {
         let bob = Self.identity(Self.bobSeed, Self.bobStatic)
         let mac1 = HandshakePacket.mac1Key(macKey: keys.macKey, receiverStatic: bob.peerIdentity.staticKey)
         let accepted = try ParleyHandshake.acceptInitiation(
-            hex(file["initiation"] as! String), local: bob, peer: alice.peerIdentity, keys: keys, version: 1, mac1Key: mac1)
+            hex(file["initiation"] as! String), local: bob, peer: alice.peerIdentity, keys: keys, version: 1,
+            mac1Key: mac1)
         #expect(hexString(accepted.timestamp.bytes) == file["timestamp_tai64n"] as? String)
         #expect(accepted.remoteIndex == 0x1122_3344)
     }

@@ -27,7 +27,8 @@ struct SecurityCodeAndPinsTests {
     @Test func theCodeChangesWithMembershipAndRoom() {
         let pair = SecurityCode(roomID: Self.room, memberIdentities: [Self.alice, Self.bob])
         let three = SecurityCode(roomID: Self.room, memberIdentities: [Self.alice, Self.bob, Self.carol])
-        let otherRoom = SecurityCode(roomID: [UInt8](repeating: 0x12, count: 32), memberIdentities: [Self.alice, Self.bob])
+        let otherRoom = SecurityCode(
+            roomID: [UInt8](repeating: 0x12, count: 32), memberIdentities: [Self.alice, Self.bob])
         var swapped = Self.bob
         swapped[31] ^= 1
         let impostor = SecurityCode(roomID: Self.room, memberIdentities: [Self.alice, swapped])
@@ -60,7 +61,9 @@ struct SecurityCodeAndPinsTests {
         // Accepting the new key (after checking the code) replaces the pin.
         var accepted = reloaded
         try accepted.pin(displayName: "Alice", identityKey: Self.carol)
-        #expect(try IdentityPins(stateDirectory: directory.path, roomID: Self.room).check(displayName: "Alice", identityKey: Self.carol) == .known)
+        #expect(
+            try IdentityPins(stateDirectory: directory.path, roomID: Self.room).check(
+                displayName: "Alice", identityKey: Self.carol) == .known)
         #expect(throws: StateFileError.self) { try accepted.pin(displayName: "Eve\nMallory", identityKey: Self.alice) }
     }
 
@@ -69,7 +72,9 @@ struct SecurityCodeAndPinsTests {
         var pins = try IdentityPins(stateDirectory: directory.path, roomID: Self.room)
         try pins.pin(displayName: "Alice", identityKey: Self.alice)
         try writeFile(pins.path, Array("not hex Alice\n".utf8))
-        let error = #expect(throws: StateFileError.self) { try IdentityPins(stateDirectory: directory.path, roomID: Self.room) }
+        let error = #expect(throws: StateFileError.self) {
+            try IdentityPins(stateDirectory: directory.path, roomID: Self.room)
+        }
         #expect(error?.description.contains("line 1") == true)
     }
 }

@@ -105,7 +105,8 @@ struct SessionPair {
     @discardableResult
     mutating func send(_ body: [UInt8], from side: Side, type: InnerPacketType = .media) -> Bool {
         var packet: [UInt8] = []
-        let sealed = side == .a
+        let sealed =
+            side == .a
             ? a.seal(type, body: body, now: now, into: &packet) : b.seal(type, body: body, now: now, into: &packet)
         if sealed {
             sent[side, default: []].append(packet)

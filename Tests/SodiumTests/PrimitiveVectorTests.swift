@@ -67,7 +67,8 @@ struct PrimitiveVectorTests {
 
     /// FIPS 180-2 Appendix B/C ("abc").
     @Test func sha2MatchesFIPSVectors() {
-        #expect(SHA256.hash(Array("abc".utf8)) == hex("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"))
+        #expect(
+            SHA256.hash(Array("abc".utf8)) == hex("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"))
         #expect(
             SHA512.hash(Array("abc".utf8))
                 == hex(
@@ -101,7 +102,9 @@ struct PrimitiveVectorTests {
         #expect(throws: SodiumError.self) {
             try KDF.deriveKey(length: 32, id: 1, context: "parl-psk", masterKey: .random(count: 16))
         }
-        #expect(throws: SodiumError.self) { try KDF.deriveKey(length: 8, id: 1, context: "parl-psk", masterKey: master) }
+        #expect(throws: SodiumError.self) {
+            try KDF.deriveKey(length: 8, id: 1, context: "parl-psk", masterKey: master)
+        }
     }
 
     /// A box sealed by PyNaCl (`SealedBox(PrivateKey(bytes([7] * 32)).public_key)`) opens here.

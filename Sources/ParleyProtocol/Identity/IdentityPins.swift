@@ -46,7 +46,8 @@ public struct IdentityPins: Sendable {
     public func check(displayName: String, identityKey: [UInt8]) throws(IdentityKeyChanged) -> Verdict {
         if let pin = pins.first(where: { $0.displayName == displayName }) {
             guard pin.identityKey == identityKey else {
-                throw IdentityKeyChanged(displayName: displayName, pinnedKey: pin.identityKey, presentedKey: identityKey)
+                throw IdentityKeyChanged(
+                    displayName: displayName, pinnedKey: pin.identityKey, presentedKey: identityKey)
             }
             return .known
         }

@@ -1,5 +1,5 @@
-public import Sodium
 import ParleyCore
+public import Sodium
 
 /// This node's long-term identity (docs/PROTOCOL.md §5): an Ed25519 key whose public key *is* the
 /// node's identity, and an X25519 static key for the Noise handshake, bound to the identity by a
@@ -23,7 +23,8 @@ public struct NodeIdentity: Sendable {
     public init(identitySeed: SecureBytes, staticSecret: SecureBytes) throws(SodiumError) {
         signingKey = try Ed25519.KeyPair(seed: identitySeed)
         staticKey = try X25519.KeyPair(secretKey: staticSecret)
-        let binding = signingKey.sign(PeerIdentity.bindingMessage(identity: signingKey.publicKey, static: staticKey.publicKey))
+        let binding = signingKey.sign(
+            PeerIdentity.bindingMessage(identity: signingKey.publicKey, static: staticKey.publicKey))
         // The signature was just made with this key, so it verifies.
         peerIdentity = try! PeerIdentity(
             identityKey: signingKey.publicKey, staticKey: staticKey.publicKey, bindingSignature: binding)
@@ -32,7 +33,8 @@ public struct NodeIdentity: Sendable {
     /// A fresh random identity.
     public static func generate() -> NodeIdentity {
         // Random seeds of the right length cannot fail.
-        try! NodeIdentity(identitySeed: .random(count: Ed25519.seedLength), staticSecret: .random(count: X25519.secretKeyLength))
+        try! NodeIdentity(
+            identitySeed: .random(count: Ed25519.seedLength), staticSecret: .random(count: X25519.secretKeyLength))
     }
 
     /// Signs `message` with the identity key (envelopes, §6.3).
@@ -50,7 +52,9 @@ public struct NodeIdentity: Sendable {
         let identity = generate()
         if try PrivateFile.write(identity.fileContents(), to: path, onlyIfAbsent: true) { return identity }
         // Another process created it between our read and write: use theirs.
-        guard let contents = try PrivateFile.read(path) else { throw StateFileError("\(path) vanished while creating it") }
+        guard let contents = try PrivateFile.read(path) else {
+            throw StateFileError("\(path) vanished while creating it")
+        }
         return try decodeFile(contents, path: path)
     }
 
@@ -86,13 +90,16 @@ public struct NodeIdentity: Sendable {
                 return .failure(StateFileError("\(path) is not a Parley identity file (wrong size or header)"))
             }
             guard bytes[fileMagic.count] == fileVersion else {
-                return .failure(StateFileError("\(path) is an identity file of an unknown version \(bytes[fileMagic.count])"))
+                return .failure(
+                    StateFileError("\(path) is an identity file of an unknown version \(bytes[fileMagic.count])"))
             }
             let body = UnsafeRawBufferPointer(rebasing: bytes[0..<(expectedLength - fileChecksumLength)])
             guard Sodium.constantTimeEqual(fileCheck(body), UnsafeRawBufferPointer(rebasing: bytes[body.count...]))
             else {
                 return .failure(
-                    StateFileError("\(path) is corrupt (its checksum does not match); restore it from a backup or delete it to get a new identity"))
+                    StateFileError(
+                        "\(path) is corrupt (its checksum does not match); restore it from a backup or delete it to get a new identity"
+                    ))
             }
             let seedStart = fileMagic.count + 1
             let seed = SecureBytes(copying: UnsafeRawBufferPointer(rebasing: bytes[seedStart..<seedStart + 32]))

@@ -1,7 +1,8 @@
+import Sodium
+
 #if canImport(Glibc)
 import Glibc
 #endif
-import Sodium
 
 /// A problem with a file in the state directory (identity, pins): what and where, in words.
 public struct StateFileError: Error, Hashable, Sendable, CustomStringConvertible {
@@ -23,7 +24,9 @@ enum PrivateFile {
     static func ensureDirectory(_ path: String) throws(StateFileError) {
         var stats = stat()
         if stat(path, &stats) == 0 {
-            guard stats.st_mode & S_IFMT == S_IFDIR else { throw StateFileError("\(path) exists and is not a directory") }
+            guard stats.st_mode & S_IFMT == S_IFDIR else {
+                throw StateFileError("\(path) exists and is not a directory")
+            }
             return
         }
         let parent = String(path.reversed().drop(while: { $0 == "/" }).drop(while: { $0 != "/" }).reversed())
@@ -72,7 +75,9 @@ enum PrivateFile {
     /// existing file and returns false instead (two daemons creating an identity at once: the
     /// first one wins and the second loads it).
     @discardableResult
-    static func write(_ contents: some ReadableBytes, to path: String, onlyIfAbsent: Bool = false) throws(StateFileError)
+    static func write(
+        _ contents: some ReadableBytes, to path: String, onlyIfAbsent: Bool = false
+    ) throws(StateFileError)
         -> Bool
     {
         let temporary = "\(path).tmp-\(getpid())-\(RandomBytes.uniform(.max))"

@@ -1,4 +1,4 @@
-public import Sodium
+import Sodium
 
 /// The meeting security code (docs/PROTOCOL.md §11): twelve digits every member computes from the
 /// room id and the identity keys of everyone in the meeting, read aloud to check that nobody sits

@@ -1,4 +1,4 @@
-public import ParleyCore
+import ParleyCore
 public import Sodium
 
 /// A meeting invite (docs/PROTOCOL.md §2): the room secret, the rendezvous to meet at (with an
@@ -121,7 +121,8 @@ public struct Invite: Sendable, Equatable, CustomStringConvertible {
         guard scheme.hasPrefix("parley") else { throw .notAnInvite }
         let version = scheme.dropFirst("parley".count)
         guard version == "1" else {
-            throw version.isEmpty || !version.allSatisfy(\.isNumber) ? .notAnInvite : .unsupportedVersion(String(version))
+            throw version.isEmpty || !version.allSatisfy(\.isNumber)
+                ? .notAnInvite : .unsupportedVersion(String(version))
         }
         let body = compact[compact.index(after: colon)...]
         let bytes = try Self.decodeBody(body)
@@ -132,8 +133,11 @@ public struct Invite: Sendable, Equatable, CustomStringConvertible {
     static func compact(_ text: String) -> String {
         let invisible: Set<Unicode.Scalar> = ["\u{200B}", "\u{200C}", "\u{200D}", "\u{2060}", "\u{FEFF}", "\u{00AD}"]
         var scalars = String.UnicodeScalarView()
-        scalars.append(contentsOf: text.unicodeScalars.filter { !$0.properties.isWhitespace && !invisible.contains($0) })
-        let wrappers: Set<Unicode.Scalar> = ["\"", "'", "`", "<", ">", "\u{2018}", "\u{2019}", "\u{201C}", "\u{201D}", "«", "»"]
+        scalars.append(
+            contentsOf: text.unicodeScalars.filter { !$0.properties.isWhitespace && !invisible.contains($0) })
+        let wrappers: Set<Unicode.Scalar> = [
+            "\"", "'", "`", "<", ">", "\u{2018}", "\u{2019}", "\u{201C}", "\u{201D}", "«", "»",
+        ]
         var view = Substring.UnicodeScalarView(scalars)
         while let first = view.first, wrappers.contains(first) { view.removeFirst() }
         while let last = view.last, wrappers.contains(last) { view.removeLast() }

@@ -1,4 +1,4 @@
-public import Sodium
+import Sodium
 
 /// Why a Noise operation failed.
 public struct NoiseError: Error, Hashable, Sendable, CustomStringConvertible {
@@ -33,7 +33,9 @@ public struct NoiseCipherState: Sendable {
     }
 
     /// EncryptWithAd: ciphertext ‖ tag, or the plaintext itself without a key.
-    mutating func encrypt(_ plaintext: some ReadableBytes, associatedData: some ReadableBytes) throws(NoiseError) -> [UInt8] {
+    mutating func encrypt(
+        _ plaintext: some ReadableBytes, associatedData: some ReadableBytes
+    ) throws(NoiseError) -> [UInt8] {
         guard let key else { return plaintext.withUnsafeBytes { Array($0) } }
         guard nonce < UInt64.max else { throw NoiseError("nonce exhausted") }
         defer { nonce += 1 }
@@ -46,7 +48,9 @@ public struct NoiseCipherState: Sendable {
     }
 
     /// DecryptWithAd; the nonce advances only when the ciphertext authenticates (§5.1).
-    mutating func decrypt(_ ciphertext: some ReadableBytes, associatedData: some ReadableBytes) throws(NoiseError) -> [UInt8] {
+    mutating func decrypt(
+        _ ciphertext: some ReadableBytes, associatedData: some ReadableBytes
+    ) throws(NoiseError) -> [UInt8] {
         guard let key else { return ciphertext.withUnsafeBytes { Array($0) } }
         guard nonce < UInt64.max else { throw NoiseError("nonce exhausted") }
         do {
@@ -72,7 +76,8 @@ struct NoiseSymmetricState: Sendable {
         hashFunction = hash
         let name = Array(protocolName.utf8)
         handshakeHash =
-            name.count <= hash.length ? name + [UInt8](repeating: 0, count: hash.length - name.count) : hash.hash([name])
+            name.count <= hash.length
+            ? name + [UInt8](repeating: 0, count: hash.length - name.count) : hash.hash([name])
         chainingKey = SecureBytes(copying: handshakeHash)
     }
 
@@ -108,11 +113,15 @@ struct NoiseSymmetricState: Sendable {
     /// Split: the two transport CipherStates (initiator→responder first).
     func split() -> (NoiseCipherState, NoiseCipherState) {
         let outputs = hashFunction.hkdf(chainingKey: chainingKey, inputKeyMaterial: [UInt8](), outputs: 2)
-        return (NoiseCipherState(key: Self.truncatedKey(outputs[0])), NoiseCipherState(key: Self.truncatedKey(outputs[1])))
+        return (
+            NoiseCipherState(key: Self.truncatedKey(outputs[0])), NoiseCipherState(key: Self.truncatedKey(outputs[1]))
+        )
     }
 
     /// With HASHLEN 64, cipher keys are the first 32 bytes of an HKDF output (§5.2).
     private static func truncatedKey(_ output: SecureBytes) -> SecureBytes {
-        output.withUnsafeBytes { SecureBytes(copying: UnsafeRawBufferPointer(rebasing: $0[0..<NoiseCipherState.keyLength])) }
+        output.withUnsafeBytes {
+            SecureBytes(copying: UnsafeRawBufferPointer(rebasing: $0[0..<NoiseCipherState.keyLength]))
+        }
     }
 }

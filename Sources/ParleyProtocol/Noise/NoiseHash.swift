@@ -1,4 +1,4 @@
-public import Sodium
+import Sodium
 
 /// A Noise hash function with the HMAC and HKDF built on it (Noise §4.3). libsodium has no
 /// HMAC-BLAKE2b, so HMAC (RFC 2104) is built here from the multi-part hash, for every suite alike:
@@ -34,26 +34,28 @@ public struct NoiseHash: Sendable {
 
     /// HMAC-HASH(key, parts[0] || parts[1] || ...) (RFC 2104), into zeroing storage.
     /// Noise keys (`ck`, HKDF temporaries) are at most HASHLEN ≤ BLOCKLEN bytes, so the key is
-    /// only zero-padded, never hashed first.
+    /// only zero-padded, never hashed first. The padded key and the inner digest live in scratch
+    /// memory that is zeroed before it is released (no allocation or page locking per HMAC).
     func hmac(key: SecureBytes, _ parts: [any ReadableBytes]) -> SecureBytes {
         precondition(key.count <= blockLength, "HMAC keys longer than a block are not used by Noise")
-        var paddedKey = SecureBytes(zeroedCount: blockLength)
-        paddedKey.withUnsafeMutableBytes { padded in
-            key.withUnsafeBytes { padded.copyMemory(from: $0) }
-            for index in padded.indices { padded[index] ^= 0x36 }
-        }
-        let inner = makeHasher()
-        inner.update(paddedKey)
-        for part in parts { inner.update(part) }
-        let innerDigest = inner.finalizeSecret()
-        paddedKey.withUnsafeMutableBytes { padded in
+        return withUnsafeTemporaryAllocation(byteCount: blockLength + length, alignment: 8) { scratch in
+            defer { Sodium.zero(scratch) }
+            let paddedKey = UnsafeMutableRawBufferPointer(rebasing: scratch[0..<blockLength])
+            let innerDigest = UnsafeMutableRawBufferPointer(rebasing: scratch[blockLength...])
+            paddedKey.initializeMemory(as: UInt8.self, repeating: 0)
+            key.withUnsafeBytes { paddedKey.copyMemory(from: $0) }
+            for index in paddedKey.indices { paddedKey[index] ^= 0x36 }
+            let inner = makeHasher()
+            inner.update(UnsafeRawBufferPointer(paddedKey))
+            for part in parts { inner.update(part) }
+            inner.finalize(into: innerDigest)
             // (k ⊕ ipad) ⊕ (ipad ⊕ opad) = k ⊕ opad
-            for index in padded.indices { padded[index] ^= 0x36 ^ 0x5C }
+            for index in paddedKey.indices { paddedKey[index] ^= 0x36 ^ 0x5C }
+            let outer = makeHasher()
+            outer.update(UnsafeRawBufferPointer(paddedKey))
+            outer.update(UnsafeRawBufferPointer(innerDigest))
+            return outer.finalizeSecret()
         }
-        let outer = makeHasher()
-        outer.update(paddedKey)
-        outer.update(innerDigest)
-        return outer.finalizeSecret()
     }
 
     /// HKDF(chaining_key, input_key_material, num_outputs) as Noise §4.3 defines it (2 or 3 outputs).

@@ -1,5 +1,5 @@
-public import ParleyCore
-public import Sodium
+import ParleyCore
+import Sodium
 
 /// The first byte of every Parley packet on an ICE path (docs/PROTOCOL.md §8.1).
 public enum PacketType: UInt8, Sendable, Hashable, CaseIterable {
@@ -113,7 +113,9 @@ public struct TransportHeader: Sendable, Hashable {
         packet.append(0)
         packet.append(0)
         packet.append(0)
-        for shift in stride(from: 24, through: 0, by: -8) { packet.append(UInt8(truncatingIfNeeded: receiverIndex >> shift)) }
+        for shift in stride(from: 24, through: 0, by: -8) {
+            packet.append(UInt8(truncatingIfNeeded: receiverIndex >> shift))
+        }
         for shift in stride(from: 56, through: 0, by: -8) { packet.append(UInt8(truncatingIfNeeded: counter >> shift)) }
     }
 }

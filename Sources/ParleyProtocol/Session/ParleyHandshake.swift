@@ -1,5 +1,5 @@
-public import ParleyCore
-public import Sodium
+import ParleyCore
+import Sodium
 
 /// Why a handshake message was not accepted (docs/PROTOCOL.md §7.4). The receiver drops it.
 public enum HandshakeRejection: Error, Hashable, Sendable, CustomStringConvertible {
@@ -63,14 +63,16 @@ enum ParleyHandshake {
         // The protocol name is fixed and supported, and the PSK is 32 bytes: this cannot throw.
         var noise = try! NoiseHandshakeState(
             protocolName: protocolName, isInitiator: true,
-            prologue: prologue(version: version, roomID: keys.roomID, initiator: local.publicKey, responder: peer.identityKey),
+            prologue: prologue(
+                version: version, roomID: keys.roomID, initiator: local.publicKey, responder: peer.identityKey),
             localStatic: local.staticKey, remoteStatic: peer.staticKey, psks: [keys.noisePSK],
             presetEphemerals: ephemeral.map { [$0] } ?? [])
         // Writing the first message with valid keys cannot fail.
         let noiseMessage = try! noise.writeMessage(payload: timestamp.bytes)
         let packet = HandshakePacket.header(.handshakeInitiation) + localIndex.bigEndianBytes + noiseMessage
         let mac1Key = HandshakePacket.mac1Key(macKey: keys.macKey, receiverStatic: peer.staticKey)
-        return Initiation(noise: noise, localIndex: localIndex, packet: HandshakePacket.appendingMAC1(packet, key: mac1Key))
+        return Initiation(
+            noise: noise, localIndex: localIndex, packet: HandshakePacket.appendingMAC1(packet, key: mac1Key))
     }
 
     struct AcceptedInitiation: Sendable {
@@ -85,12 +87,14 @@ enum ParleyHandshake {
         _ packet: [UInt8], local: NodeIdentity, peer: PeerIdentity, keys: RoomKeys, version: UInt8,
         mac1Key: SecureBytes
     ) throws(HandshakeRejection) -> AcceptedInitiation {
-        guard packet.count == HandshakePacket.initiationLength, HandshakePacket.hasValidHeader(packet, .handshakeInitiation)
+        guard packet.count == HandshakePacket.initiationLength,
+            HandshakePacket.hasValidHeader(packet, .handshakeInitiation)
         else { throw .malformed }
         guard HandshakePacket.hasValidMAC1(packet, key: mac1Key) else { throw .badMAC }
         var noise = try! NoiseHandshakeState(
             protocolName: protocolName, isInitiator: false,
-            prologue: prologue(version: version, roomID: keys.roomID, initiator: peer.identityKey, responder: local.publicKey),
+            prologue: prologue(
+                version: version, roomID: keys.roomID, initiator: peer.identityKey, responder: local.publicKey),
             localStatic: local.staticKey, remoteStatic: nil, psks: [keys.noisePSK])
         let payload: [UInt8]
         do {
@@ -115,7 +119,8 @@ enum ParleyHandshake {
     ) throws(HandshakeRejection) -> (packet: [UInt8], keys: TransportKeys) {
         var noise = accepted.noise
         if let ephemeral { noise.presetEphemeral(ephemeral) }
-        guard let noiseMessage = try? noise.writeMessage(payload: [UInt8]()), let ciphers = noise.transportCiphers else {
+        guard let noiseMessage = try? noise.writeMessage(payload: [UInt8]()), let ciphers = noise.transportCiphers
+        else {
             throw .noiseFailed
         }
         let packet =

@@ -1,4 +1,4 @@
-public import ParleyCore
+import ParleyCore
 public import Sodium
 
 /// What happened to a session that the node should know about (docs/PROTOCOL.md §8.6).
@@ -100,8 +100,10 @@ public struct PeerSession: Sendable {
 
     /// A session with `peer`, whose identity came from a verified HELLO. `protocolVersion` is the
     /// version both HELLOs share (§12).
-    public init(local: NodeIdentity, peer: PeerIdentity, keys: RoomKeys, protocolVersion: UInt8 = 1, wallClock: WallClock = .system)
-    {
+    public init(
+        local: NodeIdentity, peer: PeerIdentity, keys: RoomKeys, protocolVersion: UInt8 = 1,
+        wallClock: WallClock = .system
+    ) {
         self.local = local
         self.peer = peer
         self.keys = keys
@@ -142,7 +144,7 @@ public struct PeerSession: Sendable {
         _ type: InnerPacketType, body: some ReadableBytes, now: ContinuousClock.Instant, into packet: inout [UInt8]
     ) -> Bool {
         // Expired keys are removed (with an `.expired` event) by `tick`; here they just do not send.
-        guard let keypair = current, keypair.canSend, !keypair.isExpired(at: now) else { return false }
+        guard current?.canSend == true, current?.isExpired(at: now) == false else { return false }
         current!.seal(innerType: type.rawValue, body: body, into: &packet)
         lastSentAt = now
         statistics.packetsSent += 1
@@ -286,8 +288,9 @@ public struct PeerSession: Sendable {
         output.datagrams.append(response.packet)
     }
 
-    private mutating func receiveResponse(_ datagram: [UInt8], now: ContinuousClock.Instant, output: inout PeerSessionOutput)
-    {
+    private mutating func receiveResponse(
+        _ datagram: [UInt8], now: ContinuousClock.Instant, output: inout PeerSessionOutput
+    ) {
         guard let pending else {
             output.dropped = .handshake(.unknownIndex)
             return
@@ -332,47 +335,44 @@ public struct PeerSession: Sendable {
             output.dropped = .malformed
             return
         }
-        let slot: WritableKeyPath<PeerSession, TransportKeypair?>
-        if current?.localIndex == header.receiverIndex {
-            slot = \.current
-        } else if next?.localIndex == header.receiverIndex {
-            slot = \.next
-        } else if previous?.localIndex == header.receiverIndex {
-            slot = \.previous
-        } else {
+        guard let slot = slot(forLocalIndex: header.receiverIndex) else {
             output.dropped = .unknownIndex
             return
         }
-        guard var keypair = self[keyPath: slot], !keypair.isExpired(at: now) else {
-            output.dropped = .expiredKeys
-            return
+        // All in place on the slot's keypair, so its replay window is never copied.
+        let drop: PeerSessionDrop? = withKeypair(in: slot) { keypair in
+            guard !keypair.isExpired(at: now) else { return .expiredKeys }
+            // Cheap check first; the window only records after authentication (§8.4).
+            guard keypair.replayWindow.wouldAccept(header.counter) else { return .replayed }
+            guard keypair.open(&packet, counter: header.counter) else { return .authenticationFailed }
+            _ = keypair.acceptCounter(header.counter)
+            return nil
         }
-        // Cheap check first; the window only records after authentication (§8.4).
-        guard keypair.replayWindow.wouldAccept(header.counter) else {
+        switch drop {
+        case .replayed?:
             statistics.replaysRejected += 1
-            output.dropped = .replayed
-            return
-        }
-        guard keypair.open(&packet, counter: header.counter) else {
+        case .authenticationFailed?:
             statistics.authenticationFailures += 1
             consecutiveAuthenticationFailures += 1
-            output.dropped = .authenticationFailed
             if consecutiveAuthenticationFailures >= SessionTimers.authenticationFailureLimit {
                 close()
                 startedAt = now
                 output.events.append(.tornDown)
             }
+        default:
+            break
+        }
+        if let drop {
+            output.dropped = drop
             return
         }
         consecutiveAuthenticationFailures = 0
-        _ = keypair.acceptCounter(header.counter)
-        self[keyPath: slot] = keypair
         statistics.packetsReceived += 1
         gaveUp = false
-        if slot == \PeerSession.next {
+        if slot == .next, let confirmed = next {
             // The initiator used the new keys: they are confirmed (§8.6).
             next = nil
-            install(keypair, output: &output)
+            install(confirmed, output: &output)
         }
         let type = InnerPacketType(rawValue: packet[TransportHeader.length])
         let body = packet[(TransportHeader.length + 1)..<(packet.count - ChaCha20Poly1305.tagLength)]
@@ -384,6 +384,24 @@ public struct PeerSession: Sendable {
             output.payload = InnerPayload(type: type, body: body)
         default:
             output.dropped = .unknownInnerType(type.rawValue)
+        }
+    }
+
+    enum Slot { case previous, current, next }
+
+    private func slot(forLocalIndex index: UInt32) -> Slot? {
+        if current?.localIndex == index { return .current }
+        if next?.localIndex == index { return .next }
+        if previous?.localIndex == index { return .previous }
+        return nil
+    }
+
+    /// Runs `body` on the keypair in `slot` in place (the slot must hold one).
+    private mutating func withKeypair<R>(in slot: Slot, _ body: (inout TransportKeypair) -> R) -> R {
+        switch slot {
+        case .previous: body(&previous!)
+        case .current: body(&current!)
+        case .next: body(&next!)
         }
     }
 
@@ -399,7 +417,10 @@ public struct PeerSession: Sendable {
 
     /// A random non-zero index different from every index this session uses.
     private func freshIndex() -> UInt32 {
-        let used = Set([previous?.localIndex, current?.localIndex, next?.localIndex, pending?.initiation.localIndex].compactMap { $0 })
+        let used = Set(
+            [previous?.localIndex, current?.localIndex, next?.localIndex, pending?.initiation.localIndex].compactMap {
+                $0
+            })
         while true {
             let candidate = UInt32(RandomBytes.uniform(UInt32.max)) + 1
             if !used.contains(candidate) { return candidate }

@@ -1,5 +1,5 @@
-public import ParleyCore
-public import Sodium
+import ParleyCore
+import Sodium
 
 /// One handshake's transport keys with their indices, counters and replay window (§8.4–8.5).
 /// The keys live in `SecureBytes`, so they are zeroed when the last copy of the keypair is dropped.

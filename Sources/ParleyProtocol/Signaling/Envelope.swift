@@ -1,5 +1,5 @@
-public import ParleyCore
-public import Sodium
+import ParleyCore
+import Sodium
 
 /// Who an envelope is for: every other member (broadcast) or one peer, whose verified static key
 /// sealed bodies are sealed to.
@@ -85,7 +85,8 @@ public enum Envelope {
         guard body.count <= maximumBodyLength else { throw .bodyTooLarge(body.count) }
         let recipientField = recipient.identityField
         let signature = sender.sign(
-            signedBytes(roomID: keys.roomID, kind: kind.rawValue, sender: sender.publicKey, recipient: recipientField,
+            signedBytes(
+                roomID: keys.roomID, kind: kind.rawValue, sender: sender.publicKey, recipient: recipientField,
                 sequence: sequence, body: body))
         let plaintext = Plaintext.encode(
             type: kind.rawValue, sender: sender.publicKey, recipient: recipientField, sequence: sequence,
@@ -137,7 +138,8 @@ public enum Envelope {
             body = opened.dropFirst(32)
         }
         let message = try SignalingMessage.decode(kind: kind, body: body, sender: parsed.sender)
-        return ReceivedEnvelope(sender: parsed.sender, isBroadcast: isBroadcast, sequence: parsed.sequence, message: message)
+        return ReceivedEnvelope(
+            sender: parsed.sender, isBroadcast: isBroadcast, sequence: parsed.sequence, message: message)
     }
 
     static func decrypt(_ envelope: [UInt8], keys: RoomKeys) throws(EnvelopeError) -> [UInt8] {
@@ -157,7 +159,8 @@ public enum Envelope {
     static func associatedData(roomID: [UInt8]) -> [UInt8] { associatedDataContext + [version] + roomID }
 
     static func signedBytes(
-        roomID: [UInt8], kind: UInt8, sender: [UInt8], recipient: [UInt8], sequence: UInt64, body: some Collection<UInt8>
+        roomID: [UInt8], kind: UInt8, sender: [UInt8], recipient: [UInt8], sequence: UInt64,
+        body: some Collection<UInt8>
     ) -> [UInt8] {
         signatureContext + roomID + [kind] + sender + recipient + sequence.bigEndianBytes + body
     }

@@ -1,5 +1,5 @@
-public import ParleyCore
-public import Sodium
+import ParleyCore
+import Sodium
 
 /// The messages nodes exchange through the rendezvous, inside envelopes (docs/PROTOCOL.md §6.5).
 public enum SignalingMessage: Sendable, Hashable {
@@ -91,7 +91,8 @@ public enum SignalingMessage: Sendable, Hashable {
                 } catch {
                     throw EnvelopeError.badBinding
                 }
-                message = .hello(try Hello(identity: identity, sessionEpoch: epoch, protocolVersions: versions, displayName: name))
+                message = .hello(
+                    try Hello(identity: identity, sessionEpoch: epoch, protocolVersions: versions, displayName: name))
             case .iceCredentials:
                 let generation = try reader.readU32("ICE generation")
                 let ufrag = try reader.readUTF8(Int(try reader.readU8("ufrag length")), "ufrag")
@@ -136,7 +137,9 @@ public struct Hello: Sendable, Hashable {
     /// How the sender wants to be called; shown only once an envelope carrying it authenticated.
     public let displayName: String
 
-    public init(identity: PeerIdentity, sessionEpoch: UInt64, protocolVersions: [UInt8] = [1], displayName: String)
+    public init(
+        identity: PeerIdentity, sessionEpoch: UInt64, protocolVersions: [UInt8] = [1], displayName: String
+    )
         throws(EnvelopeError)
     {
         guard sessionEpoch != 0 else { throw .malformed("the session epoch must not be 0") }
