@@ -20,7 +20,7 @@ public struct RoomKeys: Sendable {
     let signalingKey: SecureBytes
     /// The pre-shared key of the Noise handshake (§7).
     let noisePSK: SecureBytes
-    /// Keys mac1 of handshake messages (§7.3), for rejection before any Diffie-Hellman.
+    /// Keys mac1 of handshake messages (§7.2), for rejection before any Diffie-Hellman.
     let macKey: SecureBytes
 
     /// The room id the rendezvous sees: the room key's public key.

@@ -2,7 +2,7 @@
 import Glibc
 #endif
 
-/// The wall clock, injectable: handshake timestamps (§7.2) and envelope sequence numbers (§6.4)
+/// The wall clock, injectable: handshake timestamps (§7.4) and envelope sequence numbers (§6.4)
 /// must increase across restarts, which a monotonic clock cannot promise, so they read real time;
 /// tests substitute a fixed or stepped clock.
 public struct WallClock: Sendable {

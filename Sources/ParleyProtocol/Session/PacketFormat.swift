@@ -13,7 +13,7 @@ public struct InnerPacketType: RawRepresentable, Sendable, Hashable, CustomStrin
     public let rawValue: UInt8
     public init(rawValue: UInt8) { self.rawValue = rawValue }
 
-    /// Empty body: keeps the session and the path alive, and confirms fresh keys (§8.6).
+    /// Empty body: keeps the session and the path alive, and confirms fresh keys (§8.3, §7.3).
     public static let keepalive = InnerPacketType(rawValue: 0x00)
     /// An audio frame (§9, audio).
     public static let media = InnerPacketType(rawValue: 0x01)
@@ -32,7 +32,7 @@ public struct InnerPacketType: RawRepresentable, Sendable, Hashable, CustomStrin
     }
 }
 
-/// The fixed layouts of the handshake messages (§7.3), WireGuard's with a Parley mac1:
+/// The fixed layouts of the handshake messages (§7.2), WireGuard's with a Parley mac1:
 ///
 /// ```
 /// initiation (132) = 0x01 || 000000 || sender_index: u32 || ephemeral[32] || static[48] || timestamp[28] || mac1[16]

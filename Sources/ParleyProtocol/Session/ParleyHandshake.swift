@@ -1,7 +1,7 @@
 import ParleyCore
 import Sodium
 
-/// Why a handshake message was not accepted (docs/PROTOCOL.md §7.4). The receiver drops it.
+/// Why a handshake message was not accepted (docs/PROTOCOL.md §7.3). The receiver drops it.
 public enum HandshakeRejection: Error, Hashable, Sendable, CustomStringConvertible {
     case malformed
     /// mac1 does not verify: not from this room, not for us, or altered. No Diffie-Hellman was done.
