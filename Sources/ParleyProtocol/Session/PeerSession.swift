@@ -143,9 +143,15 @@ public struct PeerSession: Sendable {
     public mutating func seal(
         _ type: InnerPacketType, body: some ReadableBytes, now: ContinuousClock.Instant, into packet: inout [UInt8]
     ) -> Bool {
-        // Expired keys are removed (with an `.expired` event) by `tick`; here they just do not send.
-        guard current?.canSend == true, current?.isExpired(at: now) == false else { return false }
-        current!.seal(innerType: type.rawValue, body: body, into: &packet)
+        guard current != nil else { return false }
+        // In place, so the hot path copies no keypair. Expired keys are removed (with an
+        // `.expired` event) by `tick`; here they just do not send.
+        let sealed = withKeypair(in: .current) { keypair in
+            guard keypair.canSend, !keypair.isExpired(at: now) else { return false }
+            keypair.seal(innerType: type.rawValue, body: body, into: &packet)
+            return true
+        }
+        guard sealed else { return false }
         lastSentAt = now
         statistics.packetsSent += 1
         return true
