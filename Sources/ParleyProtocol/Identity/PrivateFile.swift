@@ -57,15 +57,8 @@ enum PrivateFile {
         }
         guard stats.st_size <= maximumSize else { throw StateFileError("\(path) is too large to be a Parley file") }
         var contents = SecureBytes(zeroedCount: Int(stats.st_size))
-        let complete = contents.withUnsafeMutableBytes { buffer -> Bool in
-            var offset = 0
-            while offset < buffer.count {
-                let count = Glibc.read(descriptor, buffer.baseAddress! + offset, buffer.count - offset)
-                if count < 0, errno == EINTR { continue }
-                guard count > 0 else { return false }
-                offset += count
-            }
-            return true
+        let complete = contents.withUnsafeMutableBytes { buffer in
+            transferAll(buffer.count) { Glibc.read(descriptor, buffer.baseAddress! + $0, buffer.count - $0) }
         }
         guard complete else { throw .system("read", path) }
         return contents
@@ -90,15 +83,8 @@ enum PrivateFile {
         }
         // The umask may have removed bits we want, but can never add any; set exactly 0600.
         guard fchmod(descriptor, 0o600) == 0 else { throw .system("set permissions of", temporary) }
-        let written = contents.withUnsafeBytes { buffer -> Bool in
-            var offset = 0
-            while offset < buffer.count {
-                let count = Glibc.write(descriptor, buffer.baseAddress! + offset, buffer.count - offset)
-                if count < 0, errno == EINTR { continue }
-                guard count > 0 else { return false }
-                offset += count
-            }
-            return true
+        let written = contents.withUnsafeBytes { buffer in
+            transferAll(buffer.count) { Glibc.write(descriptor, buffer.baseAddress! + $0, buffer.count - $0) }
         }
         guard written, fsync(descriptor) == 0 else { throw .system("write", temporary) }
         closed = true
@@ -111,6 +97,19 @@ enum PrivateFile {
             }
         } else {
             guard rename(temporary, path) == 0 else { throw .system("replace", path) }
+        }
+        return true
+    }
+
+    /// Repeats a `read`/`write` call (given the offset reached) until `count` bytes moved,
+    /// retrying on EINTR; false on an error or end of file.
+    private static func transferAll(_ count: Int, _ call: (Int) -> Int) -> Bool {
+        var offset = 0
+        while offset < count {
+            let moved = call(offset)
+            if moved < 0, errno == EINTR { continue }
+            guard moved > 0 else { return false }
+            offset += moved
         }
         return true
     }
