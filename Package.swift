@@ -109,13 +109,22 @@ let package = Package(
             name: "parley-audio-bench", dependencies: ["ParleyAudio", "ParleyCore", "Opus", "SpeexDSP"],
             swiftSettings: swiftSettings),
 
+        // MARK: Fuzzing: libFuzzer entry (built by Scripts/fuzz) and, in a plain build, a seed/replay tool.
+        .executableTarget(
+            name: "parley-fuzz", dependencies: ["ParleyProtocol", "ParleyCore"], swiftSettings: swiftSettings),
+
+        // MARK: Benchmarks (Scripts/bench-crypto).
+        .executableTarget(
+            name: "parley-bench-crypto", dependencies: ["ParleyProtocol", "Sodium"], swiftSettings: swiftSettings),
+
         // MARK: Tests.
         .target(name: "ParleyTestSupport", swiftSettings: swiftSettings),
-        .testTarget(name: "SodiumTests", dependencies: ["Sodium"], swiftSettings: swiftSettings),
+        .testTarget(name: "SodiumTests", dependencies: ["Sodium", "ParleyTestSupport"], swiftSettings: swiftSettings),
         .testTarget(name: "OpusTests", dependencies: ["Opus", "ParleyCore"], swiftSettings: swiftSettings),
         .testTarget(name: "ICETests", dependencies: ["ICE", "ParleyTestSupport"], swiftSettings: swiftSettings),
         .testTarget(
-            name: "ParleyProtocolTests", dependencies: ["ParleyProtocol", "Sodium"], swiftSettings: swiftSettings),
+            name: "ParleyProtocolTests", dependencies: ["ParleyProtocol", "Sodium", "ParleyCore", "ParleyTestSupport"],
+            swiftSettings: swiftSettings),
         .testTarget(name: "ControlAPITests", dependencies: ["ControlAPI"], swiftSettings: swiftSettings),
         .testTarget(
             name: "ParleyNodeTests", dependencies: ["ParleyNode", "ControlAPI", "ParleyTestSupport"],

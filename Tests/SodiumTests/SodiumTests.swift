@@ -1,3 +1,4 @@
+import ParleyTestSupport
 import Synchronization
 import Testing
 
@@ -135,17 +136,6 @@ struct SodiumTests {
         #expect(!Sodium.constantTimeEqual([1, 2] as [UInt8], [1, 2, 3] as [UInt8]))
         #expect(Sodium.constantTimeEqual([] as [UInt8], [] as [UInt8]))
     }
-}
-
-func hex(_ string: String) -> [UInt8] {
-    var bytes: [UInt8] = []
-    var index = string.startIndex
-    while index < string.endIndex {
-        let next = string.index(index, offsetBy: 2)
-        bytes.append(UInt8(string[index..<next], radix: 16)!)
-        index = next
-    }
-    return bytes
 }
 
 @Suite("Ed25519")

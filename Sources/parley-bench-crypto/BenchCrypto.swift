@@ -1,0 +1,172 @@
+import ParleyProtocol
+import Sodium
+
+/// Prints what Parley's cryptography costs on this machine (Scripts/bench-crypto builds it in
+/// release mode and runs it). Numbers are printed, never asserted.
+@main
+enum BenchCrypto {
+    static func main() throws {
+        print("Parley crypto benchmark (libsodium \(Sodium.versionString), one thread)")
+        try transport()
+        try handshake()
+        try envelopes()
+        securityCode()
+    }
+
+    /// Runs `body` `count` times and returns the mean time per run in nanoseconds.
+    static func measure(_ count: Int, _ body: () throws -> Void) rethrows -> Double {
+        let clock = ContinuousClock()
+        let start = clock.now
+        for _ in 0..<count { try body() }
+        let elapsed = clock.now - start
+        let (seconds, attoseconds) = elapsed.components
+        return (Double(seconds) * 1e9 + Double(attoseconds) / 1e9) / Double(count)
+    }
+
+    static func report(_ name: String, _ nanoseconds: Double, _ note: String = "") {
+        let value = nanoseconds >= 10_000 ? "\(Int(nanoseconds / 1000)) µs" : "\(Int(nanoseconds)) ns"
+        print("  \(name.padding(46)) \(value.padding(10, left: true))  \(note)")
+    }
+
+    /// A session pair after a completed handshake.
+    static func establishedPair() throws -> (PeerSession, PeerSession) {
+        let keys = try RoomKeys(roomSecret: .random(count: 32))
+        let nodes = [NodeIdentity.generate(), NodeIdentity.generate()].sorted {
+            $0.publicKey.lexicographicallyPrecedes($1.publicKey)
+        }
+        var a = PeerSession(local: nodes[0], peer: nodes[1].peerIdentity, keys: keys)
+        var b = PeerSession(local: nodes[1], peer: nodes[0].peerIdentity, keys: keys)
+        let now = ContinuousClock.now
+        var toB = a.start(now: now).datagrams
+        var toA: [[UInt8]] = []
+        while !toA.isEmpty || !toB.isEmpty {
+            for datagram in toB { toA += b.receive(datagram, now: now).datagrams }
+            toB = []
+            for datagram in toA { toB += a.receive(datagram, now: now).datagrams }
+            toA = []
+        }
+        precondition(a.isEstablished && b.isEstablished)
+        return (a, b)
+    }
+
+    static func transport() throws {
+        print("Transport (§8), 100-byte payload (an Opus frame), 1 + 16 + 16 bytes overhead:")
+        var (a, b) = try establishedPair()
+        let payload = RandomBytes.bytes(count: 100)
+        var packet: [UInt8] = []
+        packet.reserveCapacity(256)
+        let now = ContinuousClock.now
+        let count = 200_000
+        let seal = measure(count) { _ = a.seal(.media, body: payload, now: now, into: &packet) }
+        report("seal (PeerSession.seal into a reused buffer)", seal)
+        var received = 0
+        let sealOpen = measure(count) {
+            _ = a.seal(.media, body: payload, now: now, into: &packet)
+            if b.receive(packet, now: now).payload != nil { received += 1 }
+        }
+        precondition(received == count)
+        report("seal + open (PeerSession.receive)", sealOpen, "per packet, both ends")
+        let key = SecureBytes.random(count: 32)
+        var buffer = [UInt8](repeating: 0, count: 16 + 101 + 16)
+        let nonce = [UInt8](repeating: 0, count: 12)
+        let raw = try nonce.withUnsafeBytes { nonce in
+            try measure(count) {
+                try buffer.withUnsafeMutableBytes { buffer in
+                    try ChaCha20Poly1305.sealInPlace(buffer, associatedDataLength: 16, nonce: nonce, key: key)
+                }
+            }
+        }
+        report("raw ChaCha20-Poly1305 seal, 101 bytes (floor)", raw)
+        let perPeerLoad = sealOpen * 50 / 1e9 * 100
+        print(
+            "  → at 50 packets/s, sealing and opening one peer's audio costs \(String(format2: perPeerLoad))% of a core"
+        )
+    }
+
+    static func handshake() throws {
+        print("Handshake (§7, Noise_IKpsk2_25519_ChaChaPoly_BLAKE2b, 4 + 1 X25519 per side):")
+        let count = 2_000
+        let full = try measure(count) { _ = try establishedPair() }
+        report("full handshake incl. identities (both sides)", full, "2 identity + 2 static keygens included")
+        let keys = try RoomKeys(roomSecret: .random(count: 32))
+        let nodes = [NodeIdentity.generate(), NodeIdentity.generate()].sorted {
+            $0.publicKey.lexicographicallyPrecedes($1.publicKey)
+        }
+        let now = ContinuousClock.now
+        var initiation: [UInt8] = []
+        var response: [UInt8] = []
+        let initiate = measure(count) {
+            var a = PeerSession(local: nodes[0], peer: nodes[1].peerIdentity, keys: keys)
+            initiation = a.start(now: now).datagrams[0]
+        }
+        report("initiator: create initiation", initiate)
+        let respond = measure(count) {
+            var b = PeerSession(local: nodes[1], peer: nodes[0].peerIdentity, keys: keys)
+            response = b.receive(initiation, now: now).datagrams[0]
+        }
+        report("responder: check initiation, create response", respond)
+        var a = PeerSession(local: nodes[0], peer: nodes[1].peerIdentity, keys: keys)
+        let first = a.start(now: now).datagrams[0]
+        var b = PeerSession(local: nodes[1], peer: nodes[0].peerIdentity, keys: keys)
+        response = b.receive(first, now: now).datagrams[0]
+        let finish = measure(count) {
+            var copy = a
+            precondition(copy.receive(response, now: now).events == [.established])
+        }
+        report("initiator: check response, derive keys", finish)
+        var bogus = initiation
+        bogus[20] ^= 1
+        let reject = measure(count * 10) {
+            var copy = b
+            _ = copy.receive(bogus, now: now)
+        }
+        report("reject a forged initiation by mac1 (no DH)", reject)
+        let dh = X25519.KeyPair.generate()
+        let other = X25519.KeyPair.generate().publicKey
+        report("X25519 (one DH)", try measure(count) { _ = try dh.sharedSecret(with: other) })
+    }
+
+    static func envelopes() throws {
+        print("Signaling envelopes (§6):")
+        let keys = try RoomKeys(roomSecret: .random(count: 32))
+        let alice = NodeIdentity.generate()
+        let bob = NodeIdentity.generate()
+        let candidate = SignalingMessage.iceCandidate(
+            generation: 0, candidate: "candidate:1 1 UDP 2130706431 192.0.2.10 54321 typ host")
+        var sequencer = EnvelopeSequencer()
+        var replayGuard = EnvelopeReplayGuard()
+        let count = 5_000
+        let sealed = try measure(count) {
+            _ = try Envelope.seal(
+                candidate, to: .peer(bob.peerIdentity), from: alice, sequence: sequencer.nextSequence(), keys: keys)
+        }
+        report("seal an ICE candidate (signed, sealed box)", sealed)
+        let both = try measure(count) {
+            let envelope = try Envelope.seal(
+                candidate, to: .peer(bob.peerIdentity), from: alice, sequence: sequencer.nextSequence(), keys: keys)
+            _ = try Envelope.open(envelope, as: bob, keys: keys, replayGuard: &replayGuard)
+        }
+        report("seal + open an ICE candidate", both)
+    }
+
+    static func securityCode() {
+        print("Meeting security code (§11), 8 members, 16384 BLAKE2b iterations:")
+        let room = RandomBytes.bytes(count: 32)
+        let members = (0..<8).map { _ in RandomBytes.bytes(count: 32) }
+        var code = ""
+        let time = measure(20) { code = SecurityCode(roomID: room, memberIdentities: members).description }
+        report("compute the code", time, code.isEmpty ? "" : "e.g. \(code)")
+    }
+}
+
+extension String {
+    func padding(_ width: Int, left: Bool = false) -> String {
+        let fill = String(repeating: " ", count: max(0, width - count))
+        return left ? fill + self : self + fill
+    }
+
+    init(format2 value: Double) {
+        let hundredths = Int((value * 100).rounded())
+        self = "\(hundredths / 100).\(hundredths % 100 < 10 ? "0" : "")\(hundredths % 100)"
+    }
+}
