@@ -45,7 +45,11 @@ let package = Package(
         // MARK: Swift wrappers: each is the only importer of its C module; no C type is public.
         .target(name: "Sodium", dependencies: ["CSodium"], swiftSettings: swiftSettings),
         .target(name: "Opus", dependencies: ["COpus", "COpusShims"], swiftSettings: swiftSettings),
-        .target(name: "ICE", dependencies: ["CNice", "CNiceShims"], swiftSettings: swiftSettings),
+        .target(
+            name: "ICE",
+            dependencies: ["CNice", "CNiceShims", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: swiftSettings
+        ),
 
         // MARK: Pure Swift core (no C).
         .target(name: "ParleyCore", swiftSettings: swiftSettings),
@@ -83,7 +87,10 @@ let package = Package(
         .target(name: "ParleyTestSupport", swiftSettings: swiftSettings),
         .testTarget(name: "SodiumTests", dependencies: ["Sodium"], swiftSettings: swiftSettings),
         .testTarget(name: "OpusTests", dependencies: ["Opus", "ParleyCore"], swiftSettings: swiftSettings),
-        .testTarget(name: "ICETests", dependencies: ["ICE", "ParleyTestSupport"], swiftSettings: swiftSettings),
+        .target(name: "ICETestSupport", dependencies: ["ICE"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "ICETests", dependencies: ["ICE", "ICETestSupport", "ParleyTestSupport"], swiftSettings: swiftSettings
+        ),
         .testTarget(
             name: "ParleyProtocolTests", dependencies: ["ParleyProtocol", "Sodium"], swiftSettings: swiftSettings),
         .testTarget(name: "ParleyCoreTests", dependencies: ["ParleyCore"], swiftSettings: swiftSettings),
