@@ -88,6 +88,17 @@ let package = Package(
         .testTarget(name: "SodiumTests", dependencies: ["Sodium"], swiftSettings: swiftSettings),
         .testTarget(name: "OpusTests", dependencies: ["Opus", "ParleyCore"], swiftSettings: swiftSettings),
         .target(name: "ICETestSupport", dependencies: ["ICE"], swiftSettings: swiftSettings),
+        // The NAT lab's ICE matrix (Scripts/natlab test) and the loopback benchmark (Scripts/bench-ice).
+        .executableTarget(name: "ice-bench", dependencies: ["ICE", "ICETestSupport"], swiftSettings: swiftSettings),
+        .target(name: "CNetNamespace"),
+        .executableTarget(
+            name: "ice-lab",
+            dependencies: [
+                "ICE", "ICETestSupport", "ParleyTestSupport", "CNetNamespace",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         .testTarget(
             name: "ICETests", dependencies: ["ICE", "ICETestSupport", "ParleyTestSupport"], swiftSettings: swiftSettings
         ),

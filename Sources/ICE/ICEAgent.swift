@@ -24,7 +24,8 @@ public actor ICEAgent {
     private var nextStreamID: UInt64 = 1
     private var closed = false
     /// Sessions shutting down in the background (superseded by a restart); `close` waits for them.
-    private var closing: [Task<Void, Never>] = []
+    private var closing: [Int: Task<Void, Never>] = [:]
+    private var nextClosing = 0
     /// Live callback contexts of this agent's sessions (tests check they all go).
     let ledger = CallbackLedger()
 
@@ -187,9 +188,7 @@ public actor ICEAgent {
     public func close() async {
         closed = true
         for id in Array(slots.keys) { await removeStream(id) }
-        let background = closing
-        closing = []
-        for task in background { await task.value }
+        while let (_, task) = closing.first { await task.value }
     }
 
     public func stats(for id: ICEStream.ID) throws(ICEError) -> ICEStreamStats {
@@ -412,6 +411,11 @@ public actor ICEAgent {
 
     /// Closes a superseded session in the background; `close()` waits for it.
     private func retire(_ session: NiceSession) {
-        closing.append(Task { await self.close(session) })
+        let key = nextClosing
+        nextClosing += 1
+        closing[key] = Task {
+            await self.close(session)
+            self.closing[key] = nil
+        }
     }
 }

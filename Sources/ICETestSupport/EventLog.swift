@@ -19,35 +19,58 @@ public actor EventLog {
     public private(set) var entries: [Entry] = []
     /// Remote candidate lines the other side refused, with the error.
     public private(set) var refusals: [(side: LinkSide, error: ICEError)] = []
-    private var waiters:
-        [(side: LinkSide, matches: @Sendable (ICEStreamEvent) -> Bool, CheckedContinuation<Entry, Never>)] = []
+    private var waiters: [Waiter] = []
+    private var nextWaiter = 0
+
+    private struct Waiter {
+        let id: Int
+        let side: LinkSide
+        let matches: @Sendable (ICEStreamEvent) -> Bool
+        let continuation: CheckedContinuation<Entry, any Error>
+    }
 
     public init() {}
 
     func record(_ event: ICEStreamEvent, from side: LinkSide) {
         let entry = Entry(side: side, event: event, at: .now)
         entries.append(entry)
-        var still: [(side: LinkSide, matches: @Sendable (ICEStreamEvent) -> Bool, CheckedContinuation<Entry, Never>)] =
-            []
-        for waiter in waiters {
-            if waiter.side == side && waiter.matches(event) {
-                waiter.2.resume(returning: entry)
-            } else {
-                still.append(waiter)
-            }
+        waiters.removeAll { waiter in
+            guard waiter.side == side && waiter.matches(event) else { return false }
+            waiter.continuation.resume(returning: entry)
+            return true
         }
-        waiters = still
     }
 
     func recordRefusal(_ error: ICEError, by side: LinkSide) { refusals.append((side, error)) }
 
     /// The first event from `side` matching `matches` at or after entry index `from`, waiting for
-    /// it if need be.
+    /// it if need be. Throws `CancellationError` if the waiting task is cancelled (so `withTimeout`
+    /// can give up on it).
     public func first(
         from side: LinkSide, after from: Int = 0, where matches: @escaping @Sendable (ICEStreamEvent) -> Bool
-    ) async -> Entry {
+    ) async throws -> Entry {
         if let entry = entries.dropFirst(from).first(where: { $0.side == side && matches($0.event) }) { return entry }
-        return await withCheckedContinuation { waiters.append((side, matches, $0)) }
+        let id = nextWaiter
+        nextWaiter += 1
+        return try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { continuation in
+                if Task.isCancelled {
+                    continuation.resume(throwing: CancellationError())
+                } else {
+                    waiters.append(Waiter(id: id, side: side, matches: matches, continuation: continuation))
+                }
+            }
+        } onCancel: {
+            Task { await self.cancelWaiter(id) }
+        }
+    }
+
+    private func cancelWaiter(_ id: Int) {
+        waiters.removeAll { waiter in
+            guard waiter.id == id else { return false }
+            waiter.continuation.resume(throwing: CancellationError())
+            return true
+        }
     }
 
     /// The events of one side, in order.

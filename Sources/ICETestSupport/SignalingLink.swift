@@ -69,15 +69,15 @@ public final class SignalingLink: Sendable {
 
     /// Waits until both sides report a working pair (after log entry `after`); returns when each
     /// side got there.
-    public func bothConnected(after: Int = 0) async -> (a: ContinuousClock.Instant, b: ContinuousClock.Instant) {
-        let sideA = await log.first(from: .a, after: after) { $0.isConnected }
-        let sideB = await log.first(from: .b, after: after) { $0.isConnected }
+    public func bothConnected(after: Int = 0) async throws -> (a: ContinuousClock.Instant, b: ContinuousClock.Instant) {
+        let sideA = try await log.first(from: .a, after: after) { $0.isConnected }
+        let sideB = try await log.first(from: .b, after: after) { $0.isConnected }
         return (sideA.at, sideB.at)
     }
 
     /// Waits until either side connects or fails, whichever comes first on each side.
-    public func outcome(of side: LinkSide, after: Int = 0) async -> ICEStreamEvent {
-        await log.first(from: side, after: after) { $0.isConnected || $0.isFailed }.event
+    public func outcome(of side: LinkSide, after: Int = 0) async throws -> ICEStreamEvent {
+        try await log.first(from: side, after: after) { $0.isConnected || $0.isFailed }.event
     }
 
     /// Stops forwarding (the streams' events end when their agents close anyway).

@@ -26,8 +26,8 @@ struct ICEAgentTests {
         try await withTimeout(Self.limit, "two loopback nodes to connect and exchange datagrams") {
             try await Self.withLink { link in
                 try await link.exchangeCredentials()
-                _ = await link.bothConnected()
-                let pair = await link.log.first(from: .a) { $0.selectedPair != nil }.event.selectedPair
+                _ = try await link.bothConnected()
+                let pair = try await link.log.first(from: .a) { $0.selectedPair != nil }.event.selectedPair
                 #expect(pair?.local.kind == .host && pair?.remote.kind == .host && pair?.route == .direct)
 
                 var fromB = link.b.stream.datagrams.makeAsyncIterator()
@@ -77,7 +77,7 @@ struct ICEAgentTests {
     @Test func offersOnlyLoopbackHostCandidatesWithGenerationAndUfrag() async throws {
         try await withTimeout(Self.limit, "gathering on loopback") {
             try await Self.withLink { link in
-                let done = await link.log.first(from: .a) { $0 == .localCandidatesDone }
+                let done = try await link.log.first(from: .a) { $0 == .localCandidatesDone }
                 let offered = await link.log.events(of: .a).compactMap(\.localCandidate)
                 #expect(done.side == .a && !offered.isEmpty)
                 let credentials = try await link.a.agent.localCredentials(of: link.a.stream.id)
@@ -106,7 +106,7 @@ struct ICEAgentTests {
                     await #expect(throws: ICEError.self) { try await agent.addRemoteCandidate(line, to: id) }
                 }
                 try await link.exchangeCredentials()
-                _ = await link.bothConnected()
+                _ = try await link.bothConnected()
                 let stats = try await agent.stats(for: id)
                 #expect(stats.rejectedRemoteCandidates == 4 && stats.remoteCandidates == 1)
             }
@@ -117,11 +117,11 @@ struct ICEAgentTests {
         try await withTimeout(Self.limit, "connecting with late credentials") {
             try await Self.withLink { link in
                 // Candidates are forwarded from the start; credentials come only after gathering.
-                _ = await link.log.first(from: .a) { $0 == .localCandidatesDone }
-                _ = await link.log.first(from: .b) { $0 == .localCandidatesDone }
+                _ = try await link.log.first(from: .a) { $0 == .localCandidatesDone }
+                _ = try await link.log.first(from: .b) { $0 == .localCandidatesDone }
                 #expect(try await link.b.agent.stats(for: link.b.stream.id).remoteCandidates == 0)
                 try await link.exchangeCredentials()
-                _ = await link.bothConnected()
+                _ = try await link.bothConnected()
                 #expect(try await link.b.agent.stats(for: link.b.stream.id).remoteCandidates == 1)
             }
         }
@@ -183,13 +183,13 @@ struct ICEAgentTests {
         try await withTimeout(Self.limit, "an ICE restart to reconnect") {
             try await Self.withLink { link in
                 try await link.exchangeCredentials()
-                _ = await link.bothConnected()
+                _ = try await link.bothConnected()
                 let before = try await link.a.agent.localCredentials(of: link.a.stream.id)
                 let oldLine = try #require(await link.log.events(of: .a).compactMap(\.localCandidate).first?.line)
                 let mark = await link.log.count
 
                 try await link.restart(initiator: .a)
-                _ = await link.bothConnected(after: mark)
+                _ = try await link.bothConnected(after: mark)
                 let after = try await link.a.agent.localCredentials(of: link.a.stream.id)
                 #expect(after != before)
                 let stats = try await link.a.agent.stats(for: link.a.stream.id)
@@ -215,7 +215,7 @@ struct ICEAgentTests {
         try await withTimeout(Self.limit, "a removed stream to finish") {
             try await Self.withLink { link in
                 try await link.exchangeCredentials()
-                _ = await link.bothConnected()
+                _ = try await link.bothConnected()
                 await link.b.agent.removeStream(link.b.stream.id)
                 for await _ in link.b.stream.datagrams {}  // ends
                 #expect(!link.b.stream.send([1]))
@@ -232,7 +232,7 @@ struct ICEAgentTests {
             let b = try await agents[1].addStream(role: .controlled)
             let link = SignalingLink(LinkEnd(agent: agents[0], stream: a), LinkEnd(agent: agents[1], stream: b))
             try await link.exchangeCredentials()
-            _ = await link.bothConnected()
+            _ = try await link.bothConnected()
             try await link.restart(initiator: .b)
             #expect(agents[0].liveCallbackContexts > 0)
             for agent in agents { await agent.close() }
@@ -265,7 +265,7 @@ struct ICEAgentTests {
                     }
                 }
                 for link in links { try await link.exchangeCredentials() }
-                for link in links { _ = await link.bothConnected() }
+                for link in links { _ = try await link.bothConnected() }
                 for link in links {
                     var received = link.b.stream.datagrams.makeAsyncIterator()
                     #expect(link.a.stream.send([42]))
