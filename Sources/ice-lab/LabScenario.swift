@@ -78,8 +78,8 @@ extension LabScenario {
                 name: "cone–cone, 20% loss per router", a: "c1a", b: "c2", expected: .route(.direct),
                 trial: .loss(0.2), routers: ["cone1", "cone2"]),
             LabScenario(
-                name: "cone–cone, 1 Mbit/s cap one way", a: "c1a", b: "c2", expected: .route(.direct),
-                trial: .rateCap("1mbit"), routers: ["cone1"]),
+                name: "cone–cone, 256 kbit/s cap one way", a: "c1a", b: "c2", expected: .route(.direct),
+                trial: .rateCap("256kbit"), routers: ["cone1"]),
             LabScenario(
                 name: "cone–cone, conntrack -F, restart", a: "c1a", b: "c2", expected: .route(.direct),
                 trial: .flushThenRestart, routers: ["cone1", "cone2"]),
