@@ -128,9 +128,9 @@ public actor ICEAgent {
     {
         let slot = try slot(id)
         let current = slot.remoteCredentials
-        if let ufrag = candidate.ufrag, let current, ufrag != current.ufrag {
+        if let ufrag = candidate.ufrag, ufrag != current?.ufrag {
             if slot.previousRemoteUfrags.contains(ufrag) { return .stale }
-            return try hold(candidate, in: slot)  // a newer generation than this side knows yet
+            return try hold(candidate, in: slot)  // a generation whose credentials have not come yet
         }
         if current == nil { return try hold(candidate, in: slot) }
         try apply(candidate, to: slot)
@@ -160,7 +160,18 @@ public actor ICEAgent {
         if let credentials = slot.remoteCredentials { slot.previousRemoteUfrags.insert(credentials.ufrag) }
         slot.generation += 1
         slot.stream.eventSink.yield(.restarted(generation: slot.generation))
-        try startGeneration(of: slot)
+        do {
+            try startGeneration(of: slot)
+        } catch {
+            // No new generation: the stream has no working session left. The node removes it.
+            if let retiring = slot.retiring { retire(retiring) }
+            if let session = slot.session, session !== slot.retiring { retire(session) }
+            slot.session = nil
+            slot.retiring = nil
+            slot.stream.setSendTarget(nil)
+            transition(slot, to: .failed(.checksFailed))
+            throw error
+        }
         // Nothing to bridge if the old path is already dead.
         if !slot.retiringWasConnected, let retiring = slot.retiring {
             slot.retiring = nil
@@ -203,6 +214,11 @@ public actor ICEAgent {
     /// A boolean GObject property of the stream's libnice agent (tests check Parley's settings).
     func libniceProperty(_ name: String, of id: ICEStream.ID) throws(ICEError) -> Bool {
         try currentSession(of: slot(id)).boolProperty(name)
+    }
+
+    /// Whether the stream's libnice agent nominates aggressively (RFC 5245 §8.1.1.2).
+    func nominatesAggressively(_ id: ICEStream.ID) throws(ICEError) -> Bool {
+        try currentSession(of: slot(id)).nominatesAggressively
     }
 
     /// Callback contexts of this agent's sessions still alive (zero once closed and unwound).

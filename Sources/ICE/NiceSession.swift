@@ -112,8 +112,9 @@ final class NiceSession: @unchecked Sendable {
         let context = Unmanaged.passRetained(receive)
         guard nice_agent_attach_recv(agent, streamID, 1, executor.context, Self.onDatagram, context.toOpaque()) != 0
         else {
+            // Every property is set by now, so `deinit` runs and unrefs the agent.
             context.release()
-            g_object_unref(object)
+            tornDown = true
             throw ICEError(.libnice, "libnice could not attach the receiver")
         }
         receiveContext = context
@@ -170,8 +171,15 @@ final class NiceSession: @unchecked Sendable {
         return parley_g_object_get_bool(UnsafeMutableRawPointer(agent), name) != 0
     }
 
+    var nominatesAggressively: Bool {
+        assertOnLoop()
+        // An enum property; g_object_get stores enums as ints.
+        return parley_g_object_get_uint(UnsafeMutableRawPointer(agent), "nomination-mode")
+            == NICE_NOMINATION_MODE_AGGRESSIVE.rawValue
+    }
+
     /// Releases TURN allocations (RFC 5766 §7: refresh with lifetime 0) and calls `done` on the
-    /// loop thread when libnice is finished, then stops receiving.
+    /// loop thread when libnice is finished. Receiving stops with `tearDown`.
     func close(_ done: @escaping @Sendable () -> Void) {
         assertOnLoop()
         let box = Unmanaged.passRetained(CloseCompletion(done))

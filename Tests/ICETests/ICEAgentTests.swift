@@ -68,6 +68,7 @@ struct ICEAgentTests {
             #expect(try await property("consent-freshness", controlling))
             #expect(try await property("keepalive-conncheck", controlling))
             #expect(try await !property("force-relay", controlling))
+            #expect(try await agents[0].nominatesAggressively(controlling.id))
             // One node, opposite roles on two streams: what one libnice agent could not do.
             #expect(try await property("controlling-mode", controlling))
             #expect(try await !property("controlling-mode", controlled))
