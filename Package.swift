@@ -47,7 +47,11 @@ let package = Package(
         // MARK: Swift wrappers: each is the only importer of its C module; no C type is public.
         .target(name: "Sodium", dependencies: ["CSodium"], swiftSettings: swiftSettings),
         .target(name: "Opus", dependencies: ["COpus", "COpusShims"], swiftSettings: swiftSettings),
-        .target(name: "ICE", dependencies: ["CNice", "CNiceShims"], swiftSettings: swiftSettings),
+        .target(
+            name: "ICE",
+            dependencies: ["CNice", "CNiceShims", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: swiftSettings
+        ),
         .target(name: "PulseAudio", dependencies: ["CPulse"], swiftSettings: swiftSettings),
         .target(name: "SpeexDSP", dependencies: ["CSpeexDSP"], swiftSettings: swiftSettings),
 
@@ -121,7 +125,21 @@ let package = Package(
         .target(name: "ParleyTestSupport", swiftSettings: swiftSettings),
         .testTarget(name: "SodiumTests", dependencies: ["Sodium", "ParleyTestSupport"], swiftSettings: swiftSettings),
         .testTarget(name: "OpusTests", dependencies: ["Opus", "ParleyCore"], swiftSettings: swiftSettings),
-        .testTarget(name: "ICETests", dependencies: ["ICE", "ParleyTestSupport"], swiftSettings: swiftSettings),
+        .target(name: "ICETestSupport", dependencies: ["ICE"], swiftSettings: swiftSettings),
+        // The NAT lab's ICE matrix (Scripts/natlab test) and the loopback benchmark (Scripts/bench-ice).
+        .executableTarget(name: "ice-bench", dependencies: ["ICE", "ICETestSupport"], swiftSettings: swiftSettings),
+        .target(name: "CNetNamespace"),
+        .executableTarget(
+            name: "ice-lab",
+            dependencies: [
+                "ICE", "ICETestSupport", "ParleyTestSupport", "CNetNamespace",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "ICETests", dependencies: ["ICE", "ICETestSupport", "ParleyTestSupport"], swiftSettings: swiftSettings
+        ),
         .testTarget(
             name: "ParleyProtocolTests", dependencies: ["ParleyProtocol", "Sodium", "ParleyCore", "ParleyTestSupport"],
             swiftSettings: swiftSettings),

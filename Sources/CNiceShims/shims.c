@@ -1,3 +1,5 @@
+#define _GNU_SOURCE
+#include <pthread.h>
 #include "CNiceShims.h"
 
 void parley_g_object_set_bool(gpointer object, const char *property, gboolean value) {
@@ -47,4 +49,16 @@ guint parley_g_context_add_idle(GMainContext *context, GSourceFunc function, gpo
 
 gboolean parley_g_source_remove_value(void) {
     return G_SOURCE_REMOVE;
+}
+
+const char *parley_nice_candidate_foundation(const NiceCandidate *candidate) {
+    return candidate->foundation;
+}
+
+void parley_nice_candidate_set_foundation(NiceCandidate *candidate, const char *foundation) {
+    g_strlcpy(candidate->foundation, foundation, NICE_CANDIDATE_MAX_FOUNDATION);
+}
+
+void parley_set_thread_name(const char *name) {
+    pthread_setname_np(pthread_self(), name);
 }

@@ -1,69 +1,279 @@
-import ICE
+import ICETestSupport
 import ParleyTestSupport
 import Testing
 
-@Suite("libnice wrapper (minimal path)")
+@testable import ICE
+
+/// Real libnice agents on 127.0.0.1, two (or three) nodes in one process.
+@Suite("ICE agent on loopback")
 struct ICEAgentTests {
-    /// The first event matching `predicate` (the caller bounds the wait with `withTimeout`).
-    static func next(
-        _ iterator: inout AsyncStream<ICEEvent>.Iterator, where predicate: (ICEEvent) -> Bool
-    ) async throws -> ICEEvent {
-        while let event = await iterator.next() {
-            if predicate(event) { return event }
+    static let limit = Duration.seconds(20)
+
+    /// Two nodes, one stream each, signalling through `SignalingLink`.
+    static func withLink<T: Sendable>(
+        configuration: ICEConfiguration = loopbackConfiguration(), _ body: @Sendable (SignalingLink) async throws -> T
+    ) async throws -> T {
+        try await withICEAgents(count: 2, configuration: configuration) { agents in
+            let a = try await agents[0].addStream(role: .controlling)
+            let b = try await agents[1].addStream(role: .controlled)
+            let link = SignalingLink(LinkEnd(agent: agents[0], stream: a), LinkEnd(agent: agents[1], stream: b))
+            defer { link.stop() }
+            return try await body(link)
         }
-        throw ICEError("the agent's event stream ended")
     }
 
-    @Test func twoAgentsOnLoopbackReachReadyAndPassADatagram() async throws {
-        try await withTimeout(.seconds(20), "two loopback agents to connect and pass a datagram") {
-            try await Self.connectAndPassADatagram()
+    @Test func connectsAndPassesDatagramsBothWaysWithStats() async throws {
+        try await withTimeout(Self.limit, "two loopback nodes to connect and exchange datagrams") {
+            try await Self.withLink { link in
+                try await link.exchangeCredentials()
+                _ = try await link.bothConnected()
+                let pair = try await link.log.first(from: .a) { $0.selectedPair != nil }.event.selectedPair
+                #expect(pair?.local.kind == .host && pair?.remote.kind == .host && pair?.route == .direct)
+
+                var fromB = link.b.stream.datagrams.makeAsyncIterator()
+                var fromA = link.a.stream.datagrams.makeAsyncIterator()
+                for index in 0..<10 {
+                    let message = Array("a→b \(index)".utf8)
+                    #expect(link.a.stream.send(message))
+                    #expect(await fromB.next() == message)
+                }
+                let reply: [UInt8] = Array(repeating: 0xAB, count: 1200)
+                #expect(link.b.stream.send(reply))
+                #expect(await fromA.next() == reply)
+
+                let statsA = try await link.a.agent.stats(for: link.a.stream.id)
+                let statsB = try await link.b.agent.stats(for: link.b.stream.id)
+                #expect(statsA.state.isConnected && statsA.route == .direct && statsA.role == .controlling)
+                #expect(statsA.timeToConnected != nil)
+                #expect(statsA.traffic.packetsSent == 10 && statsB.traffic.packetsReceived == 10)
+                #expect(statsA.traffic.bytesSent == statsB.traffic.bytesReceived)
+                #expect(statsB.traffic.packetsSent == 1 && statsB.traffic.bytesSent == 1200)
+                #expect(statsA.traffic.packetsReceived == 1 && statsA.traffic.bytesReceived == 1200)
+                #expect(statsA.localCandidates == 1 && statsA.remoteCandidates == 1)
+            }
         }
     }
 
-    static func connectAndPassADatagram() async throws {
-        let loop = GLibLoop()
-        defer { loop.stop() }
-        let alice = try ICEAgent(loop: loop, controlling: true, localAddresses: ["127.0.0.1"])
-        let bob = try ICEAgent(loop: loop, controlling: false, localAddresses: ["127.0.0.1"])
-        defer { alice.close(); bob.close() }
-        #expect(!alice.boolProperty("upnp"))
-        #expect(!alice.boolProperty("ice-tcp"))
-        #expect(alice.boolProperty("controlling-mode"))
-        #expect(!bob.boolProperty("controlling-mode"))
-
-        var aliceEvents = alice.events.makeAsyncIterator()
-        var bobEvents = bob.events.makeAsyncIterator()
-        let aliceStream = try alice.addStream()
-        let bobStream = try bob.addStream()
-        try alice.gatherCandidates(stream: aliceStream)
-        try bob.gatherCandidates(stream: bobStream)
-        _ = try await next(&aliceEvents) { if case .gatheringDone = $0 { true } else { false } }
-        _ = try await next(&bobEvents) { if case .gatheringDone = $0 { true } else { false } }
-
-        let aliceSDP = try alice.localDescription()
-        let bobSDP = try bob.localDescription()
-        // Host candidates only, on loopback only, UDP only.
-        #expect(aliceSDP.contains("127.0.0.1"))
-        #expect(!aliceSDP.contains(" tcp "))
-        #expect(!aliceSDP.lowercased().contains("typ srflx"))
-        try alice.setRemoteDescription(bobSDP)
-        try bob.setRemoteDescription(aliceSDP)
-
-        let isReady: (ICEEvent) -> Bool = { if case .stateChanged(_, .ready) = $0 { true } else { false } }
-        _ = try await next(&aliceEvents, where: isReady)
-        _ = try await next(&bobEvents, where: isReady)
-
-        let message: [UInt8] = Array("hello from alice".utf8)
-        #expect(alice.send(message, stream: aliceStream))
-        let received = try await next(&bobEvents) { if case .received = $0 { true } else { false } }
-        guard case .received(let stream, let datagram) = received else { return }
-        #expect(stream == bobStream)
-        #expect(datagram == message)
+    @Test func appliesParleysLibniceSettings() async throws {
+        try await withICEAgents(count: 1, configuration: loopbackConfiguration()) { agents in
+            let controlling = try await agents[0].addStream(role: .controlling)
+            let controlled = try await agents[0].addStream(role: .controlled)
+            let property = { (name: String, stream: ICEStream) in
+                try await agents[0].libniceProperty(name, of: stream.id)
+            }
+            #expect(try await !property("upnp", controlling))
+            #expect(try await !property("ice-tcp", controlling))
+            #expect(try await property("ice-udp", controlling))
+            #expect(try await property("ice-trickle", controlling))
+            #expect(try await property("consent-freshness", controlling))
+            #expect(try await property("keepalive-conncheck", controlling))
+            #expect(try await !property("force-relay", controlling))
+            #expect(try await agents[0].nominatesAggressively(controlling.id))
+            // One node, opposite roles on two streams: what one libnice agent could not do.
+            #expect(try await property("controlling-mode", controlling))
+            #expect(try await !property("controlling-mode", controlled))
+        }
     }
 
-    @Test func badLocalAddressIsAClearError() {
-        let loop = GLibLoop()
-        defer { loop.stop() }
-        #expect(throws: ICEError.self) { try ICEAgent(loop: loop, controlling: true, localAddresses: ["not-an-ip"]) }
+    @Test func offersOnlyLoopbackHostCandidatesWithGenerationAndUfrag() async throws {
+        try await withTimeout(Self.limit, "gathering on loopback") {
+            try await Self.withLink { link in
+                let done = try await link.log.first(from: .a) { $0 == .localCandidatesDone }
+                let offered = await link.log.events(of: .a).compactMap(\.localCandidate)
+                #expect(done.side == .a && !offered.isEmpty)
+                let credentials = try await link.a.agent.localCredentials(of: link.a.stream.id)
+                for candidate in offered {
+                    #expect(candidate.address == IPAddress("127.0.0.1") && candidate.kind == .host)
+                    #expect(candidate.transport == .udp)
+                    #expect(candidate.generation == 0 && candidate.ufrag == credentials.ufrag)
+                    #expect(candidate.line.hasPrefix("candidate:"))
+                }
+                #expect(try await link.a.agent.localCandidates(of: link.a.stream.id) == offered)
+            }
+        }
+    }
+
+    @Test func malformedAndHostileRemoteLinesAreRefusedAndChangeNothing() async throws {
+        try await withTimeout(Self.limit, "connecting after refused lines") {
+            try await Self.withLink { link in
+                let agent = link.b.agent
+                let id = link.b.stream.id
+                for line in [
+                    "candidate:1 1 UDP 1 example.org 5000 typ host",
+                    "candidate:1 1 UDP 1 239.255.255.250 1900 typ host",
+                    "candidate:1 1 UDP 1 0.0.0.0 9 typ host",
+                    "garbage",
+                ] {
+                    await #expect(throws: ICEError.self) { try await agent.addRemoteCandidate(line, to: id) }
+                }
+                try await link.exchangeCredentials()
+                _ = try await link.bothConnected()
+                let stats = try await agent.stats(for: id)
+                #expect(stats.rejectedRemoteCandidates == 4 && stats.remoteCandidates == 1)
+            }
+        }
+    }
+
+    @Test func candidatesBeforeCredentialsWaitForThem() async throws {
+        try await withTimeout(Self.limit, "connecting with late credentials") {
+            try await Self.withLink { link in
+                // Candidates are forwarded from the start; credentials come only after gathering.
+                _ = try await link.log.first(from: .a) { $0 == .localCandidatesDone }
+                _ = try await link.log.first(from: .b) { $0 == .localCandidatesDone }
+                #expect(try await link.b.agent.stats(for: link.b.stream.id).remoteCandidates == 0)
+                try await link.exchangeCredentials()
+                _ = try await link.bothConnected()
+                #expect(try await link.b.agent.stats(for: link.b.stream.id).remoteCandidates == 1)
+            }
+        }
+    }
+
+    @Test func capsRemoteCandidates() async throws {
+        var configuration = loopbackConfiguration()
+        configuration.maxCandidatesPerStream = 2
+        try await withICEAgents(count: 1, configuration: configuration) { agents in
+            let stream = try await agents[0].addStream(role: .controlled)
+            try await agents[0].setRemoteCredentials(
+                ICECredentials(ufrag: "peer", password: "0123456789abcdefghijkl"), for: stream.id)
+            for port in 5000..<5002 {
+                #expect(
+                    try await agents[0].addRemoteCandidate(
+                        "candidate:1 1 UDP 1 127.0.0.1 \(port) typ host", to: stream.id) == .added)
+            }
+            await #expect {
+                try await agents[0].addRemoteCandidate("candidate:1 1 UDP 1 127.0.0.1 5003 typ host", to: stream.id)
+            } throws: { ($0 as? ICEError)?.kind == .candidateRejected(.tooMany(limit: 2)) }
+        }
+    }
+
+    @Test func peerCredentialChangeNeedsARestart() async throws {
+        try await withICEAgents(count: 1, configuration: loopbackConfiguration()) { agents in
+            let stream = try await agents[0].addStream(role: .controlled)
+            let first = try ICECredentials(ufrag: "peer", password: "0123456789abcdefghijkl")
+            try await agents[0].setRemoteCredentials(first, for: stream.id)
+            try await agents[0].setRemoteCredentials(first, for: stream.id)  // repeat: fine
+            await #expect {
+                try await agents[0].setRemoteCredentials(
+                    ICECredentials(ufrag: "peer2", password: "0123456789abcdefghijkl"), for: stream.id)
+            } throws: { ($0 as? ICEError)?.kind == .restartRequired }
+        }
+    }
+
+    @Test func failsWithAReasonWhenThePeerSendsNoCandidates() async throws {
+        var deadlined = loopbackConfiguration()
+        deadlined.checkDeadline = .milliseconds(300)
+        let configuration = deadlined
+        try await withTimeout(Self.limit, "a stream without remote candidates to fail") {
+            try await withICEAgents(count: 1, configuration: configuration) { agents in
+                let stream = try await agents[0].addStream(role: .controlling)
+                try await agents[0].setRemoteCredentials(
+                    ICECredentials(ufrag: "peer", password: "0123456789abcdefghijkl"), for: stream.id)
+                try await agents[0].remoteCandidatesDone(for: stream.id)
+                for await event in stream.events {
+                    if case .stateChanged(.failed(let failure)) = event {
+                        #expect(failure == .noRemoteCandidates)
+                        return
+                    }
+                }
+                Issue.record("the event stream ended without a failure")
+            }
+        }
+    }
+
+    @Test func restartMakesANewGenerationThatReconnects() async throws {
+        try await withTimeout(Self.limit, "an ICE restart to reconnect") {
+            try await Self.withLink { link in
+                try await link.exchangeCredentials()
+                _ = try await link.bothConnected()
+                let before = try await link.a.agent.localCredentials(of: link.a.stream.id)
+                let oldLine = try #require(await link.log.events(of: .a).compactMap(\.localCandidate).first?.line)
+                let mark = await link.log.count
+
+                try await link.restart(initiator: .a)
+                _ = try await link.bothConnected(after: mark)
+                let after = try await link.a.agent.localCredentials(of: link.a.stream.id)
+                #expect(after != before)
+                let stats = try await link.a.agent.stats(for: link.a.stream.id)
+                #expect(stats.generation == 1 && stats.state.isConnected)
+                let restarted = await link.log.events(of: .a).contains(.restarted(generation: 1))
+                #expect(restarted)
+                let newCandidates = await link.log.entries.dropFirst(mark).filter { $0.side == .a }
+                    .compactMap(\.event.localCandidate)
+                #expect(
+                    !newCandidates.isEmpty && newCandidates.allSatisfy { $0.generation == 1 && $0.ufrag == after.ufrag }
+                )
+                // A candidate of the old generation arriving late is recognised and ignored.
+                #expect(try await link.b.agent.addRemoteCandidate(oldLine, to: link.b.stream.id) == .stale)
+
+                var fromA = link.b.stream.datagrams.makeAsyncIterator()
+                #expect(link.a.stream.send([1, 2, 3]))
+                #expect(await fromA.next() == [1, 2, 3])
+            }
+        }
+    }
+
+    @Test func removingAStreamFinishesItsStreamsAndStopsSending() async throws {
+        try await withTimeout(Self.limit, "a removed stream to finish") {
+            try await Self.withLink { link in
+                try await link.exchangeCredentials()
+                _ = try await link.bothConnected()
+                await link.b.agent.removeStream(link.b.stream.id)
+                for await _ in link.b.stream.datagrams {}  // ends
+                #expect(!link.b.stream.send([1]))
+                await #expect(throws: ICEError.self) { try await link.b.agent.stats(for: link.b.stream.id) }
+            }
+        }
+    }
+
+    @Test func closeReleasesEveryCallbackContext() async throws {
+        let executor = try GLibExecutor(name: "lifetime-test")
+        let agents = try (0..<2).map { _ in try ICEAgent(configuration: loopbackConfiguration(), executor: executor) }
+        try await withTimeout(Self.limit, "connect, restart and close") {
+            let a = try await agents[0].addStream(role: .controlling)
+            let b = try await agents[1].addStream(role: .controlled)
+            let link = SignalingLink(LinkEnd(agent: agents[0], stream: a), LinkEnd(agent: agents[1], stream: b))
+            try await link.exchangeCredentials()
+            _ = try await link.bothConnected()
+            try await link.restart(initiator: .b)
+            #expect(agents[0].liveCallbackContexts > 0)
+            for agent in agents { await agent.close() }
+            // Signal contexts go when GLib finalizes each libnice agent, on the loop thread.
+            try await waitUntil(.seconds(5), "callback contexts to be released") {
+                agents.allSatisfy { $0.liveCallbackContexts == 0 }
+            }
+            await #expect(throws: ICEError.self) { try await agents[0].addStream(role: .controlled) }
+            link.stop()
+        }
+        executor.shutdown()
+    }
+
+    /// Three nodes, full mesh, roles from the identity rule: node 1 is controlled towards node 0
+    /// and controlling towards node 2 — on one agent.
+    @Test func threeNodeMeshWithRolesFromTheRule() async throws {
+        try await withTimeout(Self.limit, "a three-node mesh to connect") {
+            try await withICEAgents(count: 3, configuration: loopbackConfiguration()) { agents in
+                let identities: [[UInt8]] = [[0x10], [0x20], [0x30]]
+                var links: [SignalingLink] = []
+                for i in 0..<3 {
+                    for j in (i + 1)..<3 {
+                        let a = try await agents[i].addStream(
+                            role: .forPair(localIdentity: identities[i], peerIdentity: identities[j]))
+                        let b = try await agents[j].addStream(
+                            role: .forPair(localIdentity: identities[j], peerIdentity: identities[i]))
+                        #expect(a.role != b.role)
+                        links.append(
+                            SignalingLink(LinkEnd(agent: agents[i], stream: a), LinkEnd(agent: agents[j], stream: b)))
+                    }
+                }
+                for link in links { try await link.exchangeCredentials() }
+                for link in links { _ = try await link.bothConnected() }
+                for link in links {
+                    var received = link.b.stream.datagrams.makeAsyncIterator()
+                    #expect(link.a.stream.send([42]))
+                    #expect(await received.next() == [42])
+                    link.stop()
+                }
+            }
+        }
     }
 }

@@ -27,4 +27,12 @@ guint parley_g_context_add_idle(GMainContext *context, GSourceFunc function, gpo
 /// Value of G_SOURCE_REMOVE, which Swift does not import.
 gboolean parley_g_source_remove_value(void);
 
+/// Names the calling thread (shown by top/gdb); pthread_setname_np needs _GNU_SOURCE.
+void parley_set_thread_name(const char *name);
+
+/// The candidate's NUL-terminated foundation (a char array Swift imports as a tuple).
+const char *parley_nice_candidate_foundation(const NiceCandidate *candidate);
+/// Copies `foundation` (truncated to NICE_CANDIDATE_MAX_FOUNDATION - 1 bytes) into the candidate.
+void parley_nice_candidate_set_foundation(NiceCandidate *candidate, const char *foundation);
+
 #endif
