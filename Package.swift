@@ -31,6 +31,13 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        // Rendezvous server and client (issue 5).
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.3"),
+        .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
     ],
     targets: [
         // MARK: C libraries (pkg-config; apt providers) and shims for what Swift cannot call.
@@ -52,6 +59,9 @@ let package = Package(
 
         // MARK: Protocol and cryptography (docs/PROTOCOL.md).
         .target(name: "ParleyProtocol", dependencies: ["Sodium", "ParleyCore"], swiftSettings: swiftSettings),
+
+        // MARK: Rendezvous (docs/PROTOCOL.md §4): wire format (pure Swift, fuzzed), server, client.
+        .target(name: "RendezvousWire", swiftSettings: swiftSettings),
 
         // MARK: Executables (thin mains).
         .executableTarget(
@@ -87,5 +97,6 @@ let package = Package(
         .testTarget(
             name: "ParleyProtocolTests", dependencies: ["ParleyProtocol", "Sodium"], swiftSettings: swiftSettings),
         .testTarget(name: "ParleyCoreTests", dependencies: ["ParleyCore"], swiftSettings: swiftSettings),
+        .testTarget(name: "RendezvousWireTests", dependencies: ["RendezvousWire"], swiftSettings: swiftSettings),
     ]
 )
