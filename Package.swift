@@ -114,8 +114,10 @@ let package = Package(
         .executableTarget(
             name: "parley-rendezvous",
             dependencies: [
-                "ParleyCore",
+                "ParleyCore", "RendezvousServer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: swiftSettings
         ),
@@ -129,5 +131,21 @@ let package = Package(
             name: "ParleyProtocolTests", dependencies: ["ParleyProtocol", "Sodium"], swiftSettings: swiftSettings),
         .testTarget(name: "ParleyCoreTests", dependencies: ["ParleyCore"], swiftSettings: swiftSettings),
         .testTarget(name: "RendezvousWireTests", dependencies: ["RendezvousWire"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "RendezvousServerTests",
+            dependencies: [
+                "RendezvousServer", "RendezvousClient", "RendezvousWire", "ParleyProtocol", "Sodium",
+                "ParleyTestSupport",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOWebSocket", package: "swift-nio"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "ServiceLifecycleTestKit", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings
+        ),
     ]
 )

@@ -1,5 +1,6 @@
 internal import Crypto
 public import Logging
+internal import NIOConcurrencyHelpers
 public import NIOCore
 internal import NIOHTTP1
 internal import NIOPosix
@@ -9,7 +10,6 @@ internal import ParleyProtocol
 public import RendezvousWire
 public import ServiceLifecycle
 public import Sodium
-internal import NIOConcurrencyHelpers
 
 /// A client of the Parley rendezvous (docs/PROTOCOL.md §4), for the node daemon: connects over
 /// `ws://` or `wss://` (optionally pinning the server's key), answers the CHALLENGE with a join
@@ -202,7 +202,9 @@ public final class RendezvousClient: Service, Sendable {
         } catch {
             if pinFailed.withLockedValue({ $0 }) { throw RendezvousClientError.certificatePinMismatch }
             if error is RendezvousClientError { throw error }
-            if error is NIOSSLError, pinFailed.withLockedValue({ $0 }) { throw RendezvousClientError.certificatePinMismatch }
+            if error is NIOSSLError, pinFailed.withLockedValue({ $0 }) {
+                throw RendezvousClientError.certificatePinMismatch
+            }
             return .lost("cannot connect to \(configuration.url): \(error)")
         }
         return try await channel.executeThenClose { inbound, outbound in
@@ -222,7 +224,8 @@ public final class RendezvousClient: Service, Sendable {
 
     /// The CHALLENGE → JOIN → WELCOME handshake, then events until the connection ends.
     private func read(
-        _ inbound: NIOAsyncChannelInboundStream<WebSocketFrame>, _ outbound: NIOAsyncChannelOutboundWriter<WebSocketFrame>,
+        _ inbound: NIOAsyncChannelInboundStream<WebSocketFrame>,
+        _ outbound: NIOAsyncChannelOutboundWriter<WebSocketFrame>,
         lastHeard: NIOLockedValueBox<ContinuousClock.Instant>, reconnected: Bool
     ) async throws -> SessionEnd {
         var admitted = false
@@ -345,7 +348,8 @@ public final class RendezvousClient: Service, Sendable {
                     let configuration = NIOUpgradableHTTPClientPipelineConfiguration(
                         upgradeConfiguration: .init(
                             upgradeRequestHead: head, upgraders: [upgrader],
-                            notUpgradingCompletionHandler: { channel in channel.eventLoop.makeSucceededFuture(.refused) }))
+                            notUpgradingCompletionHandler: { channel in channel.eventLoop.makeSucceededFuture(.refused)
+                            }))
                     return try channel.pipeline.syncOperations.configureUpgradableHTTPClientPipeline(
                         configuration: configuration)
                 }

@@ -21,14 +21,18 @@ public struct RendezvousURL: Sendable, Hashable, CustomStringConvertible {
         let authority = rest.prefix { $0 != "/" && $0 != "?" && $0 != "#" }
         let afterAuthority = rest[authority.endIndex...]
         let pathEnd = afterAuthority.firstIndex { $0 == "#" } ?? afterAuthority.endIndex
-        path = afterAuthority.isEmpty || afterAuthority.first != "/" ? "/" + afterAuthority[..<pathEnd] : String(afterAuthority[..<pathEnd])
+        path =
+            afterAuthority.isEmpty || afterAuthority.first != "/"
+            ? "/" + afterAuthority[..<pathEnd] : String(afterAuthority[..<pathEnd])
         var hostPart = authority
         var portText: Substring?
         if authority.hasPrefix("[") {
             guard let close = authority.firstIndex(of: "]") else { throw .invalidURL("\(text): unclosed IPv6 bracket") }
             hostPart = authority[authority.index(after: authority.startIndex)..<close]
             let after = authority[authority.index(after: close)...]
-            if after.hasPrefix(":") { portText = after.dropFirst() } else if !after.isEmpty {
+            if after.hasPrefix(":") {
+                portText = after.dropFirst()
+            } else if !after.isEmpty {
                 throw .invalidURL("\(text): unexpected text after the IPv6 address")
             }
         } else if let colon = authority.lastIndex(of: ":") {

@@ -33,7 +33,8 @@ final class HTTPFallbackHandler: ChannelInboundHandler, RemovableChannelHandler 
         headers.add(name: "Content-Length", value: String(response.body.count))
         headers.add(name: "Connection", value: "close")
         context.write(
-            Self.wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: response.status, headers: headers))),
+            Self.wrapOutboundOut(
+                .head(HTTPResponseHead(version: head.version, status: response.status, headers: headers))),
             promise: nil)
         context.write(Self.wrapOutboundOut(.body(.byteBuffer(ByteBuffer(bytes: response.body)))), promise: nil)
         context.writeAndFlush(Self.wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in

@@ -45,7 +45,7 @@ final class RendezvousConnectionHandler: ChannelInboundHandler, RemovableChannel
         self.address = address
         self.state = state
         self.logger = logger
-        let now = NIODeadline.now()
+        let now = channel.eventLoop.now
         bucket = TokenBucket(
             rate: state.limits.messagesPerSecond, capacity: state.limits.messageBurst, now: now.uptimeNanoseconds)
         lastHeard = now
@@ -83,10 +83,11 @@ final class RendezvousConnectionHandler: ChannelInboundHandler, RemovableChannel
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let frame = Self.unwrapInboundIn(data)
         guard !isClosing else { return }
-        let now = NIODeadline.now()
+        let now = channel.eventLoop.now
         lastHeard = now
         guard bucket.take(now: now.uptimeNanoseconds) else {
-            return fail(RendezvousError(.rateLimited, "more than \(Int(state.limits.messagesPerSecond)) messages per second"))
+            return fail(
+                RendezvousError(.rateLimited, "more than \(Int(state.limits.messagesPerSecond)) messages per second"))
         }
         // RFC 6455 §5.1: a client masks every frame; §5.2: no extension was negotiated, so RSV
         // bits must be clear.
@@ -115,8 +116,10 @@ final class RendezvousConnectionHandler: ChannelInboundHandler, RemovableChannel
             var reply = context.channel.allocator.buffer(capacity: 2)
             reply.write(webSocketErrorCode: .normalClosure)
             isClosing = true
-            context.writeAndFlush(Self.wrapOutboundOut(WebSocketFrame(fin: true, opcode: .connectionClose, data: reply)))
-                .assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+            context.writeAndFlush(
+                Self.wrapOutboundOut(WebSocketFrame(fin: true, opcode: .connectionClose, data: reply))
+            )
+            .assumeIsolated().whenComplete { _ in context.close(promise: nil) }
         case .text:
             fail(RendezvousError(.malformed, "text message: Parley messages are binary (§4.1)"))
         default:
@@ -179,7 +182,9 @@ final class RendezvousConnectionHandler: ChannelInboundHandler, RemovableChannel
         }
     }
 
-    private func relay(_ payload: [UInt8], roomID: [UInt8], from sender: RendezvousMemberID, to recipient: RendezvousMemberID) {
+    private func relay(
+        _ payload: [UInt8], roomID: [UInt8], from sender: RendezvousMemberID, to recipient: RendezvousMemberID
+    ) {
         state.metrics.messagesReceived.increment()
         let recipients = state.rooms.recipients(roomID: roomID, from: sender, to: recipient)
         guard !recipients.isEmpty else { return }  // §4.3 step 4: unknown recipients are dropped silently
@@ -197,7 +202,7 @@ final class RendezvousConnectionHandler: ChannelInboundHandler, RemovableChannel
     private func schedulePing() {
         schedule(after: state.limits.pingInterval) { handler in
             guard !handler.isClosing else { return }
-            if NIODeadline.now() - handler.lastHeard > TimeAmount(handler.state.limits.idleTimeout) {
+            if handler.channel.eventLoop.now - handler.lastHeard > TimeAmount(handler.state.limits.idleTimeout) {
                 return handler.fail(RendezvousError(.timeout, "no pong within the idle timeout"))
             }
             handler.context?.writeAndFlush(
@@ -222,13 +227,16 @@ final class RendezvousConnectionHandler: ChannelInboundHandler, RemovableChannel
 
     func send(_ buffer: ByteBuffer) {
         guard let context, !isClosing else { return }
-        context.writeAndFlush(Self.wrapOutboundOut(WebSocketFrame(fin: true, opcode: .binary, data: buffer)), promise: nil)
+        context.writeAndFlush(
+            Self.wrapOutboundOut(WebSocketFrame(fin: true, opcode: .binary, data: buffer)), promise: nil)
     }
 
     /// Sends GOING_AWAY and closes (server shutdown, §4.3 step 6).
     func goAway(retryAfterMilliseconds: UInt32) {
         guard context != nil else { return channel.close(promise: nil) }
-        end(with: RendezvousMessage.goingAway(retryAfterMilliseconds: retryAfterMilliseconds).encoded(), closeCode: .goingAway)
+        end(
+            with: RendezvousMessage.goingAway(retryAfterMilliseconds: retryAfterMilliseconds).encoded(),
+            closeCode: .goingAway)
     }
 
     /// Sends ERROR and closes (§4.4: "the server closes the connection after every ERROR").
@@ -254,7 +262,8 @@ final class RendezvousConnectionHandler: ChannelInboundHandler, RemovableChannel
         isClosing = true
         var code = context.channel.allocator.buffer(capacity: 2)
         code.write(webSocketErrorCode: closeCode)
-        let written = context.writeAndFlush(Self.wrapOutboundOut(WebSocketFrame(fin: true, opcode: .connectionClose, data: code)))
+        let written = context.writeAndFlush(
+            Self.wrapOutboundOut(WebSocketFrame(fin: true, opcode: .connectionClose, data: code)))
         timer?.cancel()
         let channel = self.channel
         timer = channel.eventLoop.assumeIsolated().scheduleTask(in: .seconds(1)) { channel.close(promise: nil) }

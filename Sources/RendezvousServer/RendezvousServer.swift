@@ -85,14 +85,17 @@ public final class RendezvousServer: Service, Sendable {
         let tls = try configuration.tls.map { files in
             try NIOSSLContext(
                 configuration: .makeServerConfiguration(
-                    certificateChain: NIOSSLCertificate.fromPEMFile(files.certificateChainPath).map { .certificate($0) },
+                    certificateChain: NIOSSLCertificate.fromPEMFile(files.certificateChainPath).map {
+                        .certificate($0)
+                    },
                     privateKey: .privateKey(NIOSSLPrivateKey(file: files.privateKeyPath, format: .pem))))
         }
         let loop = self.loop
         let (configuration, logger, metrics, unixTime) = (configuration, logger, metrics, unixTime)
         let state = try await loop.submit {
             NIOLoopBound(
-                ServerState(configuration: configuration, loop: loop, logger: logger, metrics: metrics, unixTime: unixTime),
+                ServerState(
+                    configuration: configuration, loop: loop, logger: logger, metrics: metrics, unixTime: unixTime),
                 eventLoop: loop)
         }.get()
         var channels: [any Channel] = []
@@ -104,7 +107,9 @@ public final class RendezvousServer: Service, Sendable {
                 .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
                 .childChannelOption(.writeBufferWaterMark, value: .init(low: queue / 2, high: queue))
                 .childChannelInitializer { channel in
-                    channel.eventLoop.makeCompletedFuture { try Self.configureConnection(channel, state: state.value, tls: tls) }
+                    channel.eventLoop.makeCompletedFuture {
+                        try Self.configureConnection(channel, state: state.value, tls: tls)
+                    }
                 }
                 .bind(host: configuration.listen.host, port: configuration.listen.port).get()
             channels.append(listener)
@@ -182,7 +187,6 @@ public final class RendezvousServer: Service, Sendable {
             channel.close(promise: nil)
             return
         }
-        channel.closeFuture.assumeIsolated().whenComplete { _ in state.closed(handler) }
         let pipeline = channel.pipeline.syncOperations
         if let tls { try pipeline.addHandler(NIOSSLServerHandler(context: tls)) }
         let fallback = HTTPFallbackHandler { _ in HTTPFallbackHandler.notParley }

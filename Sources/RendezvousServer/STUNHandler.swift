@@ -18,9 +18,11 @@ final class STUNHandler: ChannelInboundHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let envelope = Self.unwrapInboundIn(data)
         guard let source = STUNTransportAddress(envelope.remoteAddress),
-            let response = envelope.data.withUnsafeReadableBytes({ STUNBindingResponder.response(to: $0, from: source) })
+            let response = envelope.data.withUnsafeReadableBytes({ STUNBindingResponder.response(to: $0, from: source) }
+            )
         else { return }
-        let reply = AddressedEnvelope(remoteAddress: envelope.remoteAddress, data: context.channel.allocator.buffer(bytes: response))
+        let reply = AddressedEnvelope(
+            remoteAddress: envelope.remoteAddress, data: context.channel.allocator.buffer(bytes: response))
         context.writeAndFlush(Self.wrapOutboundOut(reply), promise: nil)
         metrics.stunResponses.increment()
     }

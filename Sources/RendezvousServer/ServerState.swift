@@ -59,7 +59,8 @@ final class ServerState {
         if configuration.logSourceAddresses, let remote = channel.remoteAddress {
             logger[metadataKey: "source"] = "\(remote)"
         }
-        let handler = RendezvousConnectionHandler(id: id, channel: channel, address: address, state: self, logger: logger)
+        let handler = RendezvousConnectionHandler(
+            id: id, channel: channel, address: address, state: self, logger: logger)
         let count = connectionsByAddress[address, default: 0] + 1
         connectionsByAddress[address] = count
         if count > limits.connectionsPerAddress {
@@ -67,6 +68,7 @@ final class ServerState {
                 .tooManyConnections, "too many connections from your address (\(limits.connectionsPerAddress))")
         }
         connections[id] = handler
+        channel.closeFuture.assumeIsolated().whenComplete { [self] _ in closed(handler) }
         metrics.connections.increment()
         logger.debug("connection accepted")
         return handler
@@ -99,7 +101,9 @@ final class ServerState {
     }
 
     /// Admits a connection whose proof verified (§4.3 step 3).
-    func join(_ handler: RendezvousConnectionHandler, roomID: [UInt8]) -> RoomRegistry<RendezvousConnectionHandler>.JoinOutcome {
+    func join(
+        _ handler: RendezvousConnectionHandler, roomID: [UInt8]
+    ) -> RoomRegistry<RendezvousConnectionHandler>.JoinOutcome {
         let roomsBefore = rooms.roomCount
         let outcome = rooms.join(roomID: roomID, member: handler, from: handler.address, using: &random)
         if case .admitted(let memberID, let others) = outcome {
@@ -129,7 +133,8 @@ final class ServerState {
     func goAway() {
         isShuttingDown = true
         let retry = limits.goingAwayRetry
-        let milliseconds = UInt32(clamping: retry.components.seconds * 1000 + retry.components.attoseconds / 1_000_000_000_000_000)
+        let milliseconds = UInt32(
+            clamping: retry.components.seconds * 1000 + retry.components.attoseconds / 1_000_000_000_000_000)
         for handler in connections.values { handler.goAway(retryAfterMilliseconds: milliseconds) }
     }
 

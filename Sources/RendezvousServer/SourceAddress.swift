@@ -6,6 +6,10 @@ internal import NIOCore
 struct SourceAddressKey: Hashable {
     let bytes: [UInt8]
 
+    init(bytes: [UInt8]) {
+        self.bytes = bytes
+    }
+
     init(_ address: SocketAddress?) {
         switch address {
         case .v4(let v4):
