@@ -345,11 +345,13 @@ public final class RendezvousClient: Service, Sendable {
                             return .upgraded(try WebSocketChannel(wrappingChannelSynchronously: channel))
                         }
                     }
-                    let configuration = NIOUpgradableHTTPClientPipelineConfiguration(
+                    var configuration = NIOUpgradableHTTPClientPipelineConfiguration(
                         upgradeConfiguration: .init(
                             upgradeRequestHead: head, upgraders: [upgrader],
                             notUpgradingCompletionHandler: { channel in channel.eventLoop.makeSucceededFuture(.refused)
                             }))
+                    // The server sends CHALLENGE right behind its 101 response, often in the same read.
+                    configuration.leftOverBytesStrategy = .forwardBytes
                     return try channel.pipeline.syncOperations.configureUpgradableHTTPClientPipeline(
                         configuration: configuration)
                 }
