@@ -89,14 +89,6 @@ final class RendezvousConnectionHandler: ChannelInboundHandler, RemovableChannel
             return fail(
                 RendezvousError(.rateLimited, "more than \(Int(state.limits.messagesPerSecond)) messages per second"))
         }
-        // RFC 6455 §5.1: a client masks every frame; §5.2: no extension was negotiated, so RSV
-        // bits must be clear.
-        guard frame.maskKey != nil else {
-            return fail(RendezvousError(.malformed, "unmasked frame from a client (RFC 6455 §5.1)"))
-        }
-        guard !frame.rsv1 && !frame.rsv2 && !frame.rsv3 else {
-            return fail(RendezvousError(.malformed, "reserved bits set without an extension (RFC 6455 §5.2)"))
-        }
         switch frame.opcode {
         case .binary:
             var data = frame.unmaskedData
@@ -131,6 +123,8 @@ final class RendezvousConnectionHandler: ChannelInboundHandler, RemovableChannel
         switch error {
         case NIOWebSocketError.invalidFrameLength, NIOWebSocketFrameAggregator.Error.accumulatedFrameSizeIsTooLarge:
             fail(RendezvousError(.tooLarge, "message larger than \(state.limits.maxMessageBytes) bytes"))
+        case let error as ClientFrameCheck.Violation:
+            fail(RendezvousError(.malformed, error.description))
         case is NIOWebSocketError, is NIOWebSocketFrameAggregator.Error:
             fail(RendezvousError(.malformed, "invalid WebSocket framing (\(error))"))
         default:
@@ -278,5 +272,35 @@ extension TimeAmount {
     init(_ duration: Duration) {
         let (seconds, attoseconds) = duration.components
         self = .nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
+    }
+}
+
+/// Checks each frame as it arrives, before fragments are reassembled (the reassembled message no
+/// longer shows them): RFC 6455 §5.1, a client masks every frame; §5.2, no extension was
+/// negotiated, so the RSV bits are clear.
+final class ClientFrameCheck: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = WebSocketFrame
+    typealias InboundOut = WebSocketFrame
+
+    struct Violation: Error, CustomStringConvertible {
+        let description: String
+    }
+
+    private var failed = false
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !failed else { return }
+        let frame = Self.unwrapInboundIn(data)
+        let violation: String? =
+            if frame.maskKey == nil {
+                "unmasked frame from a client (RFC 6455 §5.1)"
+            } else if frame.rsv1 || frame.rsv2 || frame.rsv3 {
+                "reserved bits set without an extension (RFC 6455 §5.2)"
+            } else {
+                nil
+            }
+        guard let violation else { return context.fireChannelRead(data) }
+        failed = true
+        context.fireErrorCaught(Violation(description: violation))
     }
 }

@@ -208,6 +208,7 @@ public final class RendezvousServer: Service, Sendable {
                 channel.eventLoop.makeCompletedFuture {
                     let pipeline = channel.pipeline.syncOperations
                     pipeline.removeHandler(boundFallback.value, promise: nil)
+                    try pipeline.addHandler(ClientFrameCheck())
                     // RFC 6455 §5.4 lets clients fragment; the limit applies to the whole message.
                     try pipeline.addHandler(
                         NIOWebSocketFrameAggregator(

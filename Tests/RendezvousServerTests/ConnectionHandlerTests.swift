@@ -31,7 +31,7 @@ struct ConnectionHandlerTests {
             let channel = EmbeddedChannel(loop: loop)
             try channel.connect(to: SocketAddress(ipAddress: address, port: 40000)).wait()
             let handler = try #require(state.accept(channel))
-            try channel.pipeline.syncOperations.addHandler(handler)
+            try channel.pipeline.syncOperations.addHandlers([ClientFrameCheck(), handler])
             guard case .challenge(let nonce) = try read(channel) else { throw TestFailure("no CHALLENGE first") }
             return (channel, nonce)
         }
