@@ -28,25 +28,33 @@ struct LiveServerTests {
             let b = try TestMember(url: addresses.url, room: room)
             let bWelcome = try await b.joined()
             #expect(bWelcome.members == [aWelcome.memberID])
-            #expect(try await a.next("B joined") { if case .memberJoined(let id) = $0 { id } else { nil } } == bWelcome.memberID)
+            #expect(
+                try await a.next("B joined") { if case .memberJoined(let id) = $0 { id } else { nil } }
+                    == bWelcome.memberID)
             let c = try TestMember(url: addresses.url, room: room)
             let cWelcome = try await c.joined()
             #expect(Set(cWelcome.members) == [aWelcome.memberID, bWelcome.memberID])
 
             // To one.
             try await a.client.send(to: .member(bWelcome.memberID), payload: [1, 2, 3])
-            let toB = try await b.next("A's payload") { if case .delivered(let from, let payload) = $0 { [from: payload] } else { nil } }
+            let toB = try await b.next("A's payload") {
+                if case .delivered(let from, let payload) = $0 { [from: payload] } else { nil }
+            }
             #expect(toB == [aWelcome.memberID: [1, 2, 3]])
             // To all.
             try await c.client.send(to: .everyone, payload: Array("hello".utf8))
             for member in [a, b] {
-                let got = try await member.next("C's broadcast") { if case .delivered(let from, let payload) = $0 { [from: payload] } else { nil } }
+                let got = try await member.next("C's broadcast") {
+                    if case .delivered(let from, let payload) = $0 { [from: payload] } else { nil }
+                }
                 #expect(got == [cWelcome.memberID: Array("hello".utf8)])
             }
             // Leaving is announced.
             await b.stop()
             for member in [a, c] {
-                #expect(try await member.next("B left") { if case .memberLeft(let id) = $0 { id } else { nil } } == bWelcome.memberID)
+                #expect(
+                    try await member.next("B left") { if case .memberLeft(let id) = $0 { id } else { nil } }
+                        == bWelcome.memberID)
             }
             await a.stop()
             await c.stop()
@@ -88,8 +96,12 @@ struct LiveServerTests {
             _ = try await a.joined()
             _ = try await b.joined()
             let c = try TestMember(url: addresses.url, room: room)
-            guard case .failure(let error) = try await c.outcome() else { Issue.record("third member admitted"); return }
-            guard case .rejected(let refusal) = error as? RendezvousClientError else { Issue.record("\(error)"); return }
+            guard case .failure(let error) = try await c.outcome() else {
+                Issue.record("third member admitted"); return
+            }
+            guard case .rejected(let refusal) = error as? RendezvousClientError else {
+                Issue.record("\(error)"); return
+            }
             #expect(refusal.code == .roomFull)
             #expect("\(error)".contains("room is full"))
             await a.stop()
@@ -140,13 +152,16 @@ struct LiveServerTests {
     static let garbage: [Garbage] = [
         Garbage(name: "reserved opcode", bytes: RawWebSocket.frame(opcode: 0x3, [1, 2]), expected: .malformed),
         Garbage(name: "text frame", bytes: RawWebSocket.frame(opcode: 0x1, Array("hi".utf8)), expected: .malformed),
-        Garbage(name: "unmasked frame", bytes: RawWebSocket.frame(opcode: 0x2, [2], masked: false), expected: .malformed),
+        Garbage(
+            name: "unmasked frame", bytes: RawWebSocket.frame(opcode: 0x2, [2], masked: false), expected: .malformed),
         Garbage(name: "RSV bit set", bytes: [0xC2, 0x80, 0, 0, 0, 0], expected: .malformed),
         Garbage(name: "fragmented ping", bytes: RawWebSocket.frame(opcode: 0x9, [], fin: false), expected: .malformed),
         Garbage(name: "continuation first", bytes: RawWebSocket.frame(opcode: 0x0, [1]), expected: .malformed),
         Garbage(name: "unknown message type", bytes: RawWebSocket.frame(opcode: 0x2, [0x42]), expected: .malformed),
         Garbage(name: "JOIN cut short", bytes: RawWebSocket.frame(opcode: 0x2, [0x02, 0, 0]), expected: .malformed),
-        Garbage(name: "frame claiming 2^40 bytes", bytes: [0x82, 0xFF, 0, 0, 0x01, 0, 0, 0, 0, 0, 1, 2, 3, 4], expected: .tooLarge),
+        Garbage(
+            name: "frame claiming 2^40 bytes", bytes: [0x82, 0xFF, 0, 0, 0x01, 0, 0, 0, 0, 0, 1, 2, 3, 4],
+            expected: .tooLarge),
     ]
 
     @Test(arguments: garbage)
@@ -171,7 +186,9 @@ struct LiveServerTests {
             var generator = SystemRandomNumberGenerator()
             for round in 0..<40 {
                 let socket = try await rawConnect(addresses)
-                let noise = (0..<Int.random(in: 1...300, using: &generator)).map { _ in UInt8.random(in: 0...255, using: &generator) }
+                let noise = (0..<Int.random(in: 1...300, using: &generator)).map { _ in
+                    UInt8.random(in: 0...255, using: &generator)
+                }
                 let afterJoin = round % 2 == 0
                 let room = Ed25519.KeyPair.generate()
                 if afterJoin { _ = try await rawJoin(socket, room: room) }
@@ -238,7 +255,9 @@ struct LiveServerTests {
             _ = try await rawJoin(sender, room: room)
             // Kernel buffers absorb a few MB first; 4096 × 16 kB = 64 MB is far more than they hold.
             let frame = RawWebSocket.frame(
-                opcode: 0x2, RendezvousMessage.send(to: sleeperWelcome.memberID, payload: [UInt8](repeating: 0x55, count: 16_000)).encoded())
+                opcode: 0x2,
+                RendezvousMessage.send(to: sleeperWelcome.memberID, payload: [UInt8](repeating: 0x55, count: 16_000))
+                    .encoded())
             let left = try await RawWebSocket.run { () -> RendezvousMessage? in
                 for _ in 0..<4096 {
                     try sender.send(frame)

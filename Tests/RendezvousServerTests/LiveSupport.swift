@@ -56,7 +56,8 @@ final class TestMember: Sendable {
 
     /// Waits for (and consumes) the first event `matching` returns a value for.
     func next<T: Sendable>(
-        _ what: String, within limit: Duration = .seconds(10), _ matching: @escaping @Sendable (RendezvousClient.Event) -> T?
+        _ what: String, within limit: Duration = .seconds(10),
+        _ matching: @escaping @Sendable (RendezvousClient.Event) -> T?
     ) async throws -> T {
         let found = NIOLockedValueBox<T?>(nil)
         try await waitUntil(limit, what) { [events] in
@@ -97,7 +98,9 @@ final class TestMember: Sendable {
 }
 
 /// Connects a raw WebSocket and completes the upgrade (off the cooperative pool).
-func rawConnect(_ addresses: RendezvousServer.BoundAddresses, receiveBufferBytes: Int32? = nil) async throws -> RawWebSocket {
+func rawConnect(
+    _ addresses: RendezvousServer.BoundAddresses, receiveBufferBytes: Int32? = nil
+) async throws -> RawWebSocket {
     try await RawWebSocket.run {
         let socket = try RawWebSocket(port: addresses.rendezvous.port, receiveBufferBytes: receiveBufferBytes)
         let status = try socket.upgrade()

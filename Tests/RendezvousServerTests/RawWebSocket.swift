@@ -58,7 +58,9 @@ final class RawWebSocket: @unchecked Sendable {
     func send(_ bytes: [UInt8]) throws {
         var offset = 0
         while offset < bytes.count {
-            let sent = bytes[offset...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            let sent = bytes[offset...].withUnsafeBytes {
+                Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL))
+            }
             guard sent > 0 else { throw Failure(description: "send() failed: errno \(errno)") }
             offset += sent
         }
@@ -112,7 +114,8 @@ final class RawWebSocket: @unchecked Sendable {
         switch payload.count {
         case ..<126: frame.append(maskBit | UInt8(payload.count))
         case ..<65536: frame += [maskBit | 126, UInt8(payload.count >> 8), UInt8(payload.count & 0xFF)]
-        default: frame += [maskBit | 127] + (0..<8).reversed().map { UInt8(truncatingIfNeeded: payload.count >> ($0 * 8)) }
+        default:
+            frame += [maskBit | 127] + (0..<8).reversed().map { UInt8(truncatingIfNeeded: payload.count >> ($0 * 8)) }
         }
         guard masked else { return frame + payload }
         let key: [UInt8] = (0..<4).map { _ in UInt8.random(in: 0...255) }
