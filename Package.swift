@@ -122,6 +122,19 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
 
+        // MARK: Benchmarks (Scripts/bench-*): executables that print figures.
+        .executableTarget(
+            name: "rendezvous-bench",
+            dependencies: [
+                "RendezvousWire", "ParleyProtocol", "Sodium",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOWebSocket", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+
         // MARK: Tests.
         .target(name: "ParleyTestSupport", swiftSettings: swiftSettings),
         .testTarget(name: "SodiumTests", dependencies: ["Sodium"], swiftSettings: swiftSettings),
