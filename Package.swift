@@ -31,8 +31,12 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
-        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        // Rendezvous server and client (issue 5).
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.3"),
+        .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
     ],
     targets: [
         // MARK: C libraries (pkg-config; apt providers) and shims for what Swift cannot call.
@@ -82,6 +86,41 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
 
+        // MARK: Rendezvous (docs/PROTOCOL.md §4): wire format (pure Swift, fuzzed), server, client.
+        .target(name: "RendezvousWire", swiftSettings: swiftSettings),
+        .target(
+            name: "RendezvousServer",
+            dependencies: [
+                "RendezvousWire", "ParleyProtocol", "Sodium",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOWebSocket", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "RendezvousClient",
+            dependencies: [
+                "RendezvousWire", "ParleyProtocol", "Sodium",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOWebSocket", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+
         // MARK: Executables (thin mains).
         .executableTarget(
             name: "parleyd",
@@ -102,8 +141,23 @@ let package = Package(
         .executableTarget(
             name: "parley-rendezvous",
             dependencies: [
-                "ParleyCore",
+                "ParleyCore", "RendezvousServer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+
+        // MARK: Benchmarks (Scripts/bench-*): executables that print figures.
+        .executableTarget(
+            name: "rendezvous-bench",
+            dependencies: [
+                "RendezvousWire", "ParleyProtocol", "Sodium",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOWebSocket", package: "swift-nio"),
             ],
             swiftSettings: swiftSettings
         ),
@@ -115,7 +169,8 @@ let package = Package(
 
         // MARK: Fuzzing: libFuzzer entry (built by Scripts/fuzz) and, in a plain build, a seed/replay tool.
         .executableTarget(
-            name: "parley-fuzz", dependencies: ["ParleyProtocol", "ParleyCore"], swiftSettings: swiftSettings),
+            name: "parley-fuzz", dependencies: ["ParleyProtocol", "ParleyCore", "RendezvousWire"],
+            swiftSettings: swiftSettings),
 
         // MARK: Benchmarks (Scripts/bench-crypto).
         .executableTarget(
@@ -152,5 +207,22 @@ let package = Package(
             name: "ParleyAudioTests",
             dependencies: ["ParleyAudio", "ParleyCore", "Opus", "PulseAudio", "SpeexDSP", "ParleyTestSupport"],
             swiftSettings: swiftSettings),
+        .testTarget(name: "RendezvousWireTests", dependencies: ["RendezvousWire"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "RendezvousServerTests",
+            dependencies: [
+                "RendezvousServer", "RendezvousClient", "RendezvousWire", "ParleyProtocol", "Sodium",
+                "ParleyTestSupport",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOWebSocket", package: "swift-nio"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "ServiceLifecycleTestKit", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings
+        ),
     ]
 )

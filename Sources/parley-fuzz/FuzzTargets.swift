@@ -1,5 +1,6 @@
 import ParleyCore
 import ParleyProtocol
+import RendezvousWire
 
 /// Every fuzz target, by the name `Scripts/fuzz` uses. To add one, write an entry point
 /// `([UInt8]) -> Void` in the library that owns the parser (and optionally its seed inputs), add
@@ -8,6 +9,8 @@ let fuzzTargets: [String: FuzzTarget] = [
     "invite": FuzzTarget(run: ParleyProtocolFuzz.invite, seeds: ParleyProtocolFuzz.inviteSeeds),
     "envelope": FuzzTarget(run: ParleyProtocolFuzz.envelope, seeds: ParleyProtocolFuzz.envelopeSeeds),
     "transport": FuzzTarget(run: ParleyProtocolFuzz.transportPacket, seeds: ParleyProtocolFuzz.transportSeeds),
+    "rendezvous-frame": FuzzTarget(run: { bytes in bytes.withUnsafeBytes(RendezvousWire.fuzz) }),
+    "stun": FuzzTarget(run: { bytes in bytes.withUnsafeBytes(RendezvousWire.fuzzSTUN) }),
     "media": FuzzTarget(run: { bytes in bytes.withUnsafeBytes(MediaPayload.fuzzOneInput) }),
 ]
 
