@@ -1,4 +1,3 @@
-internal import Crypto
 public import Logging
 internal import NIOConcurrencyHelpers
 public import NIOCore
@@ -6,7 +5,7 @@ internal import NIOHTTP1
 internal import NIOPosix
 internal import NIOSSL
 internal import NIOWebSocket
-internal import ParleyProtocol
+public import ParleyProtocol
 public import RendezvousWire
 public import ServiceLifecycle
 public import Sodium
@@ -320,7 +319,7 @@ public final class RendezvousClient: Service, Sendable {
         let upgrade = try await ClientBootstrap(group: group)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .connectTimeout(TimeAmount(configuration.handshakeTimeout))
-            .connect(host: url.host, port: url.port) { channel in
+            .connect(host: url.host, port: Int(url.port)) { channel in
                 channel.eventLoop.makeCompletedFuture {
                     if let tls {
                         try channel.pipeline.syncOperations.addHandler(
@@ -397,7 +396,7 @@ public final class RendezvousClient: Service, Sendable {
 /// The certificate pin of an invite: SHA-256 of a DER SubjectPublicKeyInfo.
 public enum SPKIPin {
     public static func sha256(_ subjectPublicKeyInfo: [UInt8]) -> [UInt8] {
-        Array(SHA256.hash(data: subjectPublicKeyInfo))
+        SHA256.hash(subjectPublicKeyInfo)
     }
 
     /// The pin of the first certificate in a PEM file (for `parley invite` and tests).

@@ -2,7 +2,6 @@ public import RendezvousWire
 
 /// Why a rendezvous client stopped, or why a call failed.
 public enum RendezvousClientError: Error, Hashable, Sendable, CustomStringConvertible {
-    case invalidURL(String)
     /// The server refused us with an ERROR that retrying will not fix (§4.4), e.g. `room-full`.
     case rejected(RendezvousError)
     /// The server did not accept the `parley.v1` WebSocket subprotocol (§4.1).
@@ -17,7 +16,6 @@ public enum RendezvousClientError: Error, Hashable, Sendable, CustomStringConver
 
     public var description: String {
         switch self {
-        case .invalidURL(let why): "invalid rendezvous URL: \(why)"
         case .rejected(let error): "the rendezvous refused: \(error.reason) (\(error.code.name))"
         case .unsupportedVersion: "rendezvous does not speak Parley protocol v1"
         case .certificatePinMismatch:

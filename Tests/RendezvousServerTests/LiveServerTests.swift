@@ -63,7 +63,7 @@ struct LiveServerTests {
 
     @Test func sendingBeforeJoiningFailsClearly() async throws {
         let client = RendezvousClient(
-            configuration: .init(url: try RendezvousURL("ws://127.0.0.1:9/")), roomKey: .generate())
+            configuration: .init(url: try RendezvousURL(parsing: "ws://127.0.0.1:9/")), roomKey: .generate())
         await #expect(throws: RendezvousClientError.notConnected) { try await client.send(to: .everyone, payload: [1]) }
     }
 

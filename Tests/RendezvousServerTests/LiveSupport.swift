@@ -42,7 +42,7 @@ final class TestMember: Sendable {
     private let events = NIOLockedValueBox<[RendezvousClient.Event]>([])
 
     init(url: String, room: Ed25519.KeyPair, pin: [UInt8]? = nil) throws {
-        var configuration = RendezvousClient.Configuration(url: try RendezvousURL(url), certificatePin: pin)
+        var configuration = RendezvousClient.Configuration(url: try RendezvousURL(parsing: url), certificatePin: pin)
         configuration.reconnect = .init(initial: .milliseconds(50), maximum: .milliseconds(400))
         configuration.handshakeTimeout = .seconds(5)
         let client = RendezvousClient(configuration: configuration, roomKey: room, logger: quietLogger)

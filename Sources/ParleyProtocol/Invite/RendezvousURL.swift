@@ -16,6 +16,11 @@ public struct RendezvousURL: Sendable, Hashable, CustomStringConvertible {
     public let path: String
 
     public var port: UInt16 { explicitPort ?? scheme.defaultPort }
+    /// The HTTP `Host` header for the WebSocket upgrade: the port only when it is not the default.
+    public var hostHeader: String {
+        let hostPart = isIPv6Literal ? "[\(host)]" : host
+        return port == scheme.defaultPort ? hostPart : "\(hostPart):\(port)"
+    }
     public var usesTLS: Bool { scheme == .wss }
     public var isIPv6Literal: Bool { host.contains(":") }
 
