@@ -78,6 +78,7 @@ let package = Package(
             name: "ParleyNode",
             dependencies: [
                 "ControlAPI", "ParleyCore",
+                "ParleyProtocol", "ParleyAudio", "ICE", "RendezvousClient", "RendezvousServer", "RendezvousWire",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -125,6 +126,10 @@ let package = Package(
             name: "parleyd",
             dependencies: [
                 "ParleyCore",
+                "ParleyNode", "ControlAPI", "ICE", "RendezvousServer",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: swiftSettings
@@ -133,6 +138,7 @@ let package = Package(
             name: "parley",
             dependencies: [
                 "ParleyCore", "ControlAPI",
+                "ParleyProtocol",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: swiftSettings
@@ -199,7 +205,11 @@ let package = Package(
             swiftSettings: swiftSettings),
         .testTarget(name: "ControlAPITests", dependencies: ["ControlAPI"], swiftSettings: swiftSettings),
         .testTarget(
-            name: "ParleyNodeTests", dependencies: ["ParleyNode", "ControlAPI", "ParleyTestSupport"],
+            name: "ParleyNodeTests",
+            dependencies: [
+                "ParleyNode", "ControlAPI", "ParleyTestSupport",
+                "ParleyCore", "ParleyProtocol", "ICE", "RendezvousWire",
+            ],
             swiftSettings: swiftSettings),
         .testTarget(name: "ParleyCoreTests", dependencies: ["ParleyCore"], swiftSettings: swiftSettings),
         .testTarget(

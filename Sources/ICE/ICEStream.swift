@@ -53,6 +53,10 @@ public final class ICEStream: Sendable {
         datagram.withUnsafeBytes { send($0) }
     }
 
+    /// Datagrams and bytes each way so far (the same counts as `ICEAgent.stats(for:)`), readable
+    /// from any thread without a hop to the agent: the node samples them every second for rates.
+    public var traffic: ICETrafficCounts { counters.snapshot }
+
     func setSendTarget(_ session: NiceSession?) {
         sendTarget.withLock { $0 = session }
     }
