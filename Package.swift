@@ -126,7 +126,7 @@ let package = Package(
             name: "parleyd",
             dependencies: [
                 "ParleyCore",
-                "ParleyNode", "ControlAPI", "ICE", "RendezvousServer",
+                "ParleyNode", "ControlAPI", "ICE", "RendezvousServer", "ParleyProtocol",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -212,6 +212,15 @@ let package = Package(
             ],
             swiftSettings: swiftSettings),
         .testTarget(name: "ParleyCoreTests", dependencies: ["ParleyCore"], swiftSettings: swiftSettings),
+        // Meetings of the real executables (parley-rendezvous, parleyd, parley) on 127.0.0.1 and in
+        // the NAT lab; NodeLab runs them (also for Scripts/demo and Scripts/bench-node).
+        .target(name: "NodeLab", dependencies: ["ControlAPI", "ParleyCore"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "ParleyIntegrationTests",
+            dependencies: [
+                "NodeLab", "ControlAPI", "ParleyTestSupport", "ParleyProtocol", "RendezvousClient", "Sodium",
+            ],
+            swiftSettings: swiftSettings),
         .testTarget(
             name: "ParleyAudioTests",
             dependencies: ["ParleyAudio", "ParleyCore", "Opus", "PulseAudio", "SpeexDSP", "ParleyTestSupport"],

@@ -717,6 +717,7 @@ private final class MeetingLoop {
                     route: Self.route(of: pair)))
         case .stateChanged(let state):
             if state.isConnected {
+                link.transport.flush()
                 await feed(.iceReady, to: link)
             } else if case .failed(let why) = state {
                 logger.info("ICE failed", metadata: ["peer": "\(link.peer.shortID)", "why": "\(why)"])

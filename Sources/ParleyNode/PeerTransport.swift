@@ -170,9 +170,30 @@ final class PeerTransport: Sendable {
         if sealed { stream.send(scratch) }
     }
 
+    /// Sends what the session produced (handshake messages, keepalives). One the ICE stream could
+    /// not send — typically our handshake response, when the peer's initiation reached us over a
+    /// pair our side has not selected yet — is held and sent when the path comes up (`flush`),
+    /// instead of leaving the initiator to retry after REKEY_TIMEOUT (5 s).
     private func send(_ datagrams: [[UInt8]]) {
-        for datagram in datagrams { stream.send(datagram) }
+        for datagram in datagrams where !stream.send(datagram) {
+            held.withLock { held in
+                held.append(datagram)
+                if held.count > Self.heldLimit { held.removeFirst() }
+            }
+        }
     }
+
+    /// Sends the held session datagrams (call when ICE reports the path up).
+    func flush() {
+        let datagrams = held.withLock { held in
+            defer { held = [] }
+            return held
+        }
+        send(datagrams)
+    }
+
+    private static let heldLimit = 4
+    private let held = Mutex<[[UInt8]]>([])
 }
 
 /// The node's monotonic clock in the units REPORTs use.

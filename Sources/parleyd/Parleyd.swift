@@ -5,6 +5,7 @@ import Logging
 import NIOPosix
 import ParleyCore
 import ParleyNode
+import ParleyProtocol
 import RendezvousServer
 import ServiceLifecycle
 
@@ -64,6 +65,9 @@ struct Parleyd: AsyncParsableCommand {
 
     func validate() throws {
         if host && join != nil { throw ValidationError("give --host or --join, not both") }
+        if let join {
+            do { _ = try Invite(parsing: join) } catch { throw ValidationError("invalid invite: \(error)") }
+        }
         if (turn == nil) != (turnUser == nil) || (turn == nil) != (turnPass == nil) {
             throw ValidationError("--turn, --turn-user and --turn-pass go together")
         }
