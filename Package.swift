@@ -215,6 +215,12 @@ let package = Package(
         // Meetings of the real executables (parley-rendezvous, parleyd, parley) on 127.0.0.1 and in
         // the NAT lab; NodeLab runs them (also for Scripts/demo and Scripts/bench-node).
         .target(name: "NodeLab", dependencies: ["ControlAPI", "ParleyCore"], swiftSettings: swiftSettings),
+        .executableTarget(
+            name: "parley-lab",
+            dependencies: [
+                "NodeLab", "ControlAPI", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: swiftSettings),
         .testTarget(
             name: "ParleyIntegrationTests",
             dependencies: [
