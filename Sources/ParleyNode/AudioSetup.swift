@@ -13,7 +13,7 @@ public enum AudioSetup {
     }
 
     public static func choose(
-        input: String?, output: String?, frameMilliseconds: Int, bitrate: Int
+        input: String?, output: String?, frameMilliseconds: Int, bitrate: Int, complexity: Int = 10
     ) throws -> Choice {
         var configuration = AudioEngineConfiguration(
             input: try input.map(AudioInput.init(parsing:)) ?? .pulse(source: nil),
@@ -23,6 +23,8 @@ public enum AudioSetup {
             throw NodeError("--bitrate must be 6000 to 510000 bits per second, got \(bitrate)")
         }
         configuration.bitrate = bitrate
+        guard (0...10).contains(complexity) else { throw NodeError("--complexity must be 0 to 10, got \(complexity)") }
+        configuration.complexity = complexity
         var fallbacks: [String] = []
         var reasons: [String] = []
         if let failure = probe(configuration, input: configuration.input, output: .null) {

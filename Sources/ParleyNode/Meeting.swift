@@ -18,7 +18,7 @@ struct MeetingContext: Sendable {
 }
 
 /// Everything that can happen to a meeting, in the one order its loop handles them: rendezvous
-/// events, ICE events, facts from the datagram tasks, timer ticks and requests from the control
+/// events, ICE events, facts from the ICE receive path, timer ticks and requests from the control
 /// API all go through one mailbox, so the meeting's state has a single owner and no interleaving
 /// at await points (an actor would re-enter while it awaits the ICE agent or the rendezvous).
 enum MeetingInput: Sendable {
@@ -651,15 +651,14 @@ private final class MeetingLoop {
             Task {
                 for await event in stream.events { input.yield(.ice(link: id, event)) }
             })
-        link.tasks.append(
-            Task {
-                for await datagram in stream.datagrams {
-                    let received = transport.receive(datagram, now: .now)
-                    if !received.events.isEmpty || received.report != nil || received.leave || received.firstMedia {
-                        input.yield(.transport(link: id, received))
-                    }
-                }
-            })
+        // Datagrams are decrypted on the ICE thread as they arrive (no task wake-up per packet);
+        // only what the meeting must act on goes through its mailbox.
+        stream.deliverDatagrams { datagram in
+            let received = transport.receive(datagram, now: .now)
+            if !received.events.isEmpty || received.report != nil || received.leave || received.firstMedia {
+                input.yield(.transport(link: id, received))
+            }
+        }
     }
 
     private func endLink(_ link: Link, reason: String) async {

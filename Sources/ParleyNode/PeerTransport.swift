@@ -5,7 +5,7 @@ import ParleyProtocol
 import Synchronization
 
 /// One peer's encrypted path: its `PeerSession` (docs/PROTOCOL.md §7–§8) over its ICE stream, fed
-/// by three threads — the audio capture thread seals media, the datagram task decrypts what
+/// by three threads — the audio capture thread seals media, the ICE thread decrypts what
 /// arrives, and the meeting loop runs timers and sends session control. The session sits behind a
 /// mutex held only for the session step itself (microseconds; a responder's handshake, ~0.5 ms,
 /// is the longest); sending and the audio hand-off happen outside it.
@@ -14,7 +14,7 @@ final class PeerTransport: Sendable {
     let channel: ReceiveChannel
     private let state: Mutex<State>
 
-    /// What the datagram task learned from one datagram, for the meeting loop.
+    /// What the ICE thread learned from one datagram, for the meeting loop.
     struct Received: Sendable {
         var events: [PeerSessionEvent] = []
         var report: SessionControl.Report?
@@ -113,7 +113,7 @@ final class PeerTransport: Sendable {
         state.withLock { $0.session.close() }
     }
 
-    // MARK: Datagram task
+    // MARK: ICE thread (receive)
 
     /// Handles one datagram from the peer: handshake answers go straight back out, media goes to
     /// the audio channel, session control is returned for the meeting loop.

@@ -53,7 +53,9 @@ struct Bench: ParsableCommand {
             try LabWait.until(.seconds(30), "the last node to join", every: .milliseconds(10)) {
                 guard let status = try? last.status() else { return false }
                 if answeredAt == nil { answeredAt = Self.seconds(since: started) }
-                guard status.peers.count == nodes - 1, status.peers.allSatisfy({ $0.state == "up" }) else { return false }
+                guard status.peers.count == nodes - 1, status.peers.allSatisfy({ $0.state == "up" }) else {
+                    return false
+                }
                 return try members.allSatisfy { member in
                     try member.status().peers.contains { $0.name == last.name && $0.state == "up" }
                 }
@@ -61,7 +63,8 @@ struct Bench: ParsableCommand {
             let joined = Self.seconds(since: started)
             joinTimes.append(joined)
             print(
-                "  join \(round): \(Self.ms(joined)) ms (process start to control socket: \(Self.ms(answeredAt ?? 0)) ms)")
+                "  join \(round): \(Self.ms(joined)) ms (process start to control socket: \(Self.ms(answeredAt ?? 0)) ms)"
+            )
             if round < joins {
                 last.process.terminate()
                 for member in members { try member.waitForPeersUp(nodes - 2, limit: .seconds(15)) }

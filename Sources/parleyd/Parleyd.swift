@@ -48,6 +48,8 @@ struct Parleyd: AsyncParsableCommand {
     var frameMs = 20
     @Option(help: "Opus bitrate in bits per second.")
     var bitrate = 32_000
+    @Option(help: "Opus encoder complexity, 0 (cheapest) to 10 (best quality per bit).")
+    var complexity = 10
     @Option(help: "STUN server HOST:PORT (default: the rendezvous' own, if it offers one).")
     var stun: String?
     @Option(help: "TURN server URL, e.g. turn:relay.example.org:3478?transport=udp (default: the rendezvous').")
@@ -111,7 +113,7 @@ struct Parleyd: AsyncParsableCommand {
         let logger = Logger(label: "parleyd")
 
         let audio = try AudioSetup.choose(
-            input: audioIn, output: audioOut, frameMilliseconds: frameMs, bitrate: bitrate)
+            input: audioIn, output: audioOut, frameMilliseconds: frameMs, bitrate: bitrate, complexity: complexity)
         if let warning = audio.warning { StandardStreams.printError("parleyd: \(warning)") }
         var ice = ICESettings()
         ice.stun = stun
