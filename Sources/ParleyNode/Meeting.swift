@@ -200,7 +200,8 @@ private final class Link {
     /// Restarts asked of the agent whose `.restarted` event has not come through yet: events
     /// before it belong to the old generation.
     var restartsInFlight = 0
-    var everConnected = false
+    /// The generation whose path last started the session (nil: never connected).
+    var sessionGeneration: UInt32?
     var pair: ICECandidatePair?
     /// Facts already given to the state machine.
     var fedPacketAt: ContinuousClock.Instant?
@@ -339,7 +340,7 @@ private final class MeetingLoop {
                     try await client.run()
                     input.yield(.rendezvousStopped(nil))
                 } catch {
-                    input.yield(.rendezvousStopped("\(error)"))
+                    input.yield(.rendezvousStopped(explainRefusal(error)))
                 }
             })
         background.append(
@@ -717,6 +718,16 @@ private final class MeetingLoop {
         case .stateChanged(let state):
             if state.isConnected {
                 link.transport.flush()
+                if link.sessionGeneration != link.generation {
+                    // A path of this generation is up: the lead starts the handshake (§7.5), the
+                    // other side arms its fallback timer. After a restart the lead re-keys over
+                    // the new path (§6.6 step 5), so a peer that lost its keys recovers at once.
+                    let rehandshake = link.sessionGeneration != nil && link.machine.isInitiator
+                    link.sessionGeneration = link.generation
+                    for event in link.transport.start(now: .now, rehandshake: rehandshake) {
+                        await sessionEvent(event, on: link)
+                    }
+                }
                 await feed(.iceReady, to: link)
             } else if case .failed(let why) = state {
                 logger.info("ICE failed", metadata: ["peer": "\(link.peer.shortID)", "why": "\(why)"])
@@ -769,22 +780,11 @@ private final class MeetingLoop {
         let before = link.machine.state
         let actions = link.machine.handle(event, at: time)
         let after = link.machine.state
-        if before != after {
-            if after == .handshaking {
-                // The ICE path is up: the lead starts the handshake (§7.5), the other side arms its
-                // fallback timer. After a restart the lead re-keys over the new path.
-                let rehandshake = link.everConnected && link.machine.isInitiator
-                link.everConnected = true
-                for event in link.transport.start(now: .now, rehandshake: rehandshake) {
-                    await sessionEvent(event, on: link)
-                }
-            }
-            reportState(link)
-        }
+        if before != after { reportState(link) }
         for action in actions {
             switch action {
             case .startHandshake:
-                break  // done on entering `handshaking`, above
+                break  // done when ICE reports the path up (handleICE), for both sides
             case .restartICE:
                 // A restart the peer asked for was already carried out by the generation rules.
                 guard event != .restartRequested else { continue }
@@ -962,6 +962,14 @@ private final class MeetingLoop {
     private func publish(_ event: ControlEvent) {
         context.events.publish(event)
     }
+}
+
+/// Why the rendezvous will not have us, in the user's terms.
+func explainRefusal(_ error: any Error) -> String {
+    if case .rejected(let refusal) = error as? RendezvousClientError, refusal.code == .roomFull {
+        return "the meeting is full: \(refusal.reason)"
+    }
+    return "\(error)"
 }
 
 extension Logger {

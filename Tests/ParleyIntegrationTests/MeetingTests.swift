@@ -185,6 +185,55 @@ struct MeetingTests {
         }
     }
 
+    /// A node that freezes for 4 s (SIGSTOP: its packets stop, as when its network drops out)
+    /// is seen lost after 2 s; the pair's lead restarts ICE (§6.6 step 5, §10.3) and, once the
+    /// node runs again, it follows the restart, the links reconnect, re-handshake and carry audio
+    /// both ways — before the 8 s after which a silent peer is removed.
+    @Test func frozenPeerRecoversThroughAnICERestart() async throws {
+        try await withLab("freeze") { lab in
+            let (_, _, nodes) = try Self.threeNodeMeeting(lab)
+            // Freeze the node whose identity sorts last: the lead of both its pairs is then the
+            // other node, which restarts on its own (only leads do, §10.3).
+            let ids = try nodes.map { try $0.status().node.id }
+            let frozen = nodes[ids.indices.max { ids[$0] < ids[$1] }!]
+            let others = nodes.filter { $0 !== frozen }
+            let watches = try others.map { node in
+                try lab.spawn("\(node.name)-watch", "parley", ["watch", "--json", "--socket", node.socket])
+            }
+            frozen.process.signal(SIGSTOP)
+            try LabWait.until(.seconds(5), "the others to restart ICE to the frozen node") {
+                try others.allSatisfy { node in
+                    try node.status().peers.contains { $0.name == frozen.name && $0.state == "restarting" }
+                }
+            }
+            LabWait.sleep(for: .seconds(1))  // frozen for ~4 s in all: past the restart, short of removal
+            frozen.process.signal(SIGCONT)
+            for node in nodes { try node.waitForPeersUp(2, limit: .seconds(15)) }
+            Self.expectFullMesh(try Self.listen(nodes, skipping: 0.5), nodes.map(\.name))
+
+            for watch in watches {
+                let events = watch.standardOutput.split(separator: "\n").compactMap {
+                    try? ControlCodec.decode(ControlEvent.self, from: Array($0.utf8))
+                }
+                let states = events.filter { $0.kind == .link && $0.name == frozen.name }.compactMap(\.state)
+                #expect(states.contains("lost") && states.contains("restarting"), "\(watch.name): \(states)")
+                #expect(states.last == "up", "\(watch.name): \(states)")
+                #expect(!states.contains("gone"), "\(watch.name): \(states)")
+            }
+            // The frozen node followed both restarts; each lead re-keyed over the new path
+            // (§6.6 step 5): a second "session established" for the frozen peer.
+            let log = frozen.process.standardError
+            #expect(log.components(separatedBy: "ICE restart").count - 1 >= 2, "\(log)")
+            let frozenID = ids[nodes.firstIndex { $0 === frozen }!]
+            for node in others {
+                let established = node.process.standardError.split(separator: "\n").filter {
+                    $0.contains("session established") && $0.contains(frozenID)
+                }
+                #expect(established.count >= 2, "\(node.name) re-keyed with \(frozen.name)")
+            }
+        }
+    }
+
     /// The rendezvous dies mid-meeting: audio keeps flowing; when it is back the nodes
     /// reconnect by themselves, and a newcomer can join again.
     @Test func rendezvousRestartDoesNotInterruptAudio() async throws {
@@ -272,6 +321,16 @@ struct MeetingTests {
 }
 
 extension String {
+    func components(separatedBy separator: String) -> [Substring] {
+        var parts: [Substring] = []
+        var rest = self[...]
+        while let range = rest.firstRange(of: separator) {
+            parts.append(rest[..<range.lowerBound])
+            rest = rest[range.upperBound...]
+        }
+        return parts + [rest]
+    }
+
     var trimmed: String { split(whereSeparator: \.isNewline).joined(separator: "\n").trimmingSpaces }
     var trimmingSpaces: String {
         var text = Substring(self)
