@@ -1,4 +1,4 @@
-public import ParleyCore
+import ParleyCore
 
 #if canImport(Glibc)
 import Glibc
