@@ -103,7 +103,8 @@ public final class NodeLab: Sendable {
         let socket = "\(directory)/\(spec.name).sock"
         let wav = "\(directory)/\(spec.name)-heard.wav"
         var arguments = [
-            "--socket", socket, "--state-dir", "\(directory)/\(spec.name)-state", "--name", spec.name,
+            "--socket", socket, "--state-dir", spec.stateDirectory ?? "\(directory)/\(spec.name)-state", "--name",
+            spec.name,
             "--audio-in", spec.input, "--audio-out", spec.output ?? "wav:\(wav)", "--log-level", spec.logLevel,
         ]
         for address in spec.localAddresses { arguments += ["--local-address", address] }
@@ -169,6 +170,8 @@ public struct NodeSpec: Sendable {
     public var host = false
     public var listen = "127.0.0.1:0"
     public var localAddresses = ["127.0.0.1"]
+    /// `--state-dir` (identity and pins); nil: one per name in the lab.
+    public var stateDirectory: String?
     public var namespace: String?
     public var logLevel = "info"
     public var arguments: [String] = []

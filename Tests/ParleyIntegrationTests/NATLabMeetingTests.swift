@@ -119,6 +119,11 @@ struct NATLabMeetingTests {
         #expect(bob.process.standardError.contains("ICE restart"), "bob's links restarted ICE")
         #expect(!newAddress.isEmpty)
         for node in nodes { #expect(node.terminate() == 0) }
+        // TURN credentials and the invite stay out of every log.
+        for name in ["alice", "bob", "carol", "rendezvous"] {
+            let log = LabFilesText.read("\(lab.directory)/\(name).err")
+            #expect(!log.contains(secret) && !log.contains(invite.dropFirst(8).prefix(24)), "\(name)'s log")
+        }
     }
 }
 
