@@ -967,9 +967,10 @@ private final class MeetingLoop {
             let jitter = statistics.received > 0 ? Self.milliseconds(statistics.jitter) : nil
             return PeerStatus(
                 id: link.peer.shortID, name: link.peer.name, state: link.machine.state.rawValue,
-                route: link.pair.map(Self.route(of:)), rttMs: metrics.rttMs, lossPct: loss, jitterMs: jitter,
-                rxKbps: rx, txKbps: tx, packetsRx: traffic.packetsReceived, packetsTx: traffic.packetsSent,
-                concealedMs: Double(statistics.concealed) * frameMs)
+                route: link.pair.map(Self.route(of:)), rttMs: metrics.rttMs.map { Self.rounded($0, 1) },
+                lossPct: loss.map { Self.rounded($0, 2) }, jitterMs: jitter.map { Self.rounded($0, 2) },
+                rxKbps: Self.rounded(rx, 1), txKbps: Self.rounded(tx, 1), packetsRx: traffic.packetsReceived,
+                packetsTx: traffic.packetsSent, concealedMs: Double(statistics.concealed) * frameMs)
         }
         return MeetingStatus(
             state: admitted ? "in-meeting" : "joining", rendezvous: rendezvousState,
@@ -989,6 +990,13 @@ private final class MeetingLoop {
     /// to (`host`, `srflx`, `prflx`): how the peer is reached.
     static func route(of pair: ICECandidatePair) -> String {
         pair.route == .relayed ? ICECandidate.Kind.relayed.rawValue : pair.remote.kind.rawValue
+    }
+
+    /// `value` to `decimals` places, so `status --json` shows what was measured, not float noise.
+    static func rounded(_ value: Double, _ decimals: Int) -> Double {
+        var scale = 1.0
+        for _ in 0..<decimals { scale *= 10 }
+        return (value * scale).rounded() / scale
     }
 
     static func milliseconds(_ duration: Duration) -> Double {
