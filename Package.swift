@@ -91,7 +91,8 @@ let package = Package(
             name: "ParleyNode",
             dependencies: [
                 "ControlAPI", "ParleyCore",
-                "ParleyProtocol", "ParleyAudio", "ICE", "RendezvousClient", "RendezvousServer", "RendezvousWire",
+                "ParleyProtocol", "ParleyAudio", "PulseAudio", "ICE", "RendezvousClient", "RendezvousServer",
+                "RendezvousWire",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

@@ -150,8 +150,10 @@ public actor ICEAgent {
     /// (new host, server-reflexive and relayed candidates, so a changed network or NAT mapping is
     /// picked up). Returns the new credentials to send; the candidates trickle as events. The old
     /// generation keeps carrying datagrams until the new one connects. Call it both to initiate a
-    /// restart and when the peer announces one.
-    public func restart(_ id: ICEStream.ID) throws(ICEError) -> ICECredentials {
+    /// restart and when the peer announces one. `keepingOldPath: false` when the old path is known
+    /// dead (the node stopped hearing the peer): sends then fail until the new generation
+    /// connects, so the caller can hold and resend them, instead of vanishing into the old path.
+    public func restart(_ id: ICEStream.ID, keepingOldPath: Bool = true) throws(ICEError) -> ICECredentials {
         let slot = try slot(id)
         if let old = slot.session {
             if let previous = slot.retiring { retire(previous) }
@@ -173,7 +175,7 @@ public actor ICEAgent {
             throw error
         }
         // Nothing to bridge if the old path is already dead.
-        if !slot.retiringWasConnected, let retiring = slot.retiring {
+        if !keepingOldPath || !slot.retiringWasConnected, let retiring = slot.retiring {
             slot.retiring = nil
             retire(retiring)
             slot.stream.setSendTarget(slot.session)

@@ -36,6 +36,12 @@ public enum Hearing {
     /// coherent Goertzel sum over the whole window.
     public static let blockLength = sampleRate / 10
 
+    /// A headerless file of 16-bit little-endian mono samples (e.g. `parecord --raw`).
+    public static func rawSamples(_ path: String) throws(LabError) -> [Int16] {
+        guard let bytes = LabFiles.bytes(path) else { throw LabError("cannot read \(path)") }
+        return stride(from: 0, to: bytes.count - 1, by: 2).map { Int16(bitPattern: UInt16(bytes[$0]) | UInt16(bytes[$0 + 1]) << 8) }
+    }
+
     /// Tone power (Goertzel, normalised: a sine of amplitude A gives A²/4) of each named tone:
     /// the median over 100 ms blocks, so the tone must be there most of the window.
     public static func powers(in samples: [Int16], tones: [String: Double]) -> [String: Double] {
@@ -60,11 +66,20 @@ public enum Hearing {
     }
 
     /// A mono 16-bit 48 kHz WAV of `seconds` of a sine at `hertz` and `dBFS` (a test input).
-    public static func writeTone(_ path: String, hertz: Double, dBFS: Double, seconds: Double) throws(LabError) {
+    /// With `burst`, the tone is on for `burst.on` seconds, off for `burst.off`, and so on: not
+    /// stationary, so noise suppression (on for real microphones) does not learn it as noise.
+    public static func writeTone(
+        _ path: String, hertz: Double, dBFS: Double, seconds: Double, burst: (on: Double, off: Double)? = nil
+    ) throws(LabError) {
         let count = Int(seconds * Double(sampleRate))
         let amplitude = pow(10, dBFS / 20) * 32767
         let step = 2 * Double.pi * hertz / Double(sampleRate)
-        let samples = (0..<count).map { Int16((amplitude * sin(step * Double($0))).rounded()) }
+        let period = burst.map { Int(($0.on + $0.off) * Double(sampleRate)) }
+        let onLength = burst.map { Int($0.on * Double(sampleRate)) }
+        let samples = (0..<count).map { index -> Int16 in
+            if let period, let onLength, index % period >= onLength { return 0 }
+            return Int16((amplitude * sin(step * Double(index))).rounded())
+        }
         try writeWAV(path, samples)
     }
 

@@ -46,14 +46,15 @@ public final class NodeLab: Sendable {
     /// Starts a process and keeps it for `shutdown`. `namespace`: run it inside that network
     /// namespace (`ip netns exec`, which execs in place, so the pid is the program's).
     public func spawn(
-        _ name: String, _ tool: String, _ arguments: [String], namespace: String? = nil
+        _ name: String, _ tool: String, _ arguments: [String], namespace: String? = nil,
+        environment: [String: String] = [:]
     ) throws(LabError) -> ChildProcess {
         let executable = tool.hasPrefix("/") ? tool : "\(binaries)/\(tool)"
         let (program, argv) =
             namespace.map { ("/usr/sbin/ip", ["netns", "exec", $0, executable] + arguments) } ?? (executable, arguments)
         let child = try ChildProcess(
-            name: name, executable: program, arguments: argv, stdoutPath: "\(directory)/\(name).out",
-            stderrPath: "\(directory)/\(name).err")
+            name: name, executable: program, arguments: argv, environment: environment,
+            stdoutPath: "\(directory)/\(name).out", stderrPath: "\(directory)/\(name).err")
         children.withLock { $0.append(child) }
         return child
     }
@@ -103,14 +104,16 @@ public final class NodeLab: Sendable {
         let socket = "\(directory)/\(spec.name).sock"
         let wav = "\(directory)/\(spec.name)-heard.wav"
         var arguments = [
-            "--socket", socket, "--state-dir", "\(directory)/\(spec.name)-state", "--name", spec.name,
-            "--audio-in", spec.input, "--audio-out", spec.output ?? "wav:\(wav)", "--log-level", spec.logLevel,
+            "--socket", socket, "--state-dir", spec.stateDirectory ?? "\(directory)/\(spec.name)-state", "--name",
+            spec.name, "--log-level", spec.logLevel,
         ]
+        if let input = spec.input { arguments += ["--audio-in", input] }
+        if let output = spec.output ?? (spec.input == nil ? nil : "wav:\(wav)") { arguments += ["--audio-out", output] }
         for address in spec.localAddresses { arguments += ["--local-address", address] }
         if let invite = spec.join { arguments += ["--join", invite] }
         if spec.host { arguments += ["--host", "--listen", spec.listen] }
         arguments += spec.arguments
-        let child = try spawn(spec.name, "parleyd", arguments, namespace: spec.namespace)
+        let child = try spawn(spec.name, "parleyd", arguments, namespace: spec.namespace, environment: spec.environment)
         let node = NodeHandle(lab: self, name: spec.name, socket: socket, wav: wav, process: child)
         if spec.waitUntilReady { try node.waitUntilReady() }
         return node
@@ -161,20 +164,25 @@ public final class NodeLab: Sendable {
 /// What `NodeLab.node` starts.
 public struct NodeSpec: Sendable {
     public var name: String
-    /// `--audio-in`: `tone:HZ`, `wav:PATH`, `silence`.
-    public var input: String
+    /// `--audio-in`: `tone:HZ`, `wav:PATH`, `silence`; nil: parleyd's default (PulseAudio), and
+    /// then also its default output unless `output` is given.
+    public var input: String?
     /// `--audio-out`; nil: a WAV file in the lab (`NodeHandle.wav`).
     public var output: String?
+    /// Added to the daemon's environment (e.g. `PULSE_SOURCE`, `PULSE_SINK`, `PULSE_SERVER`).
+    public var environment: [String: String] = [:]
     public var join: String?
     public var host = false
     public var listen = "127.0.0.1:0"
     public var localAddresses = ["127.0.0.1"]
+    /// `--state-dir` (identity and pins); nil: one per name in the lab.
+    public var stateDirectory: String?
     public var namespace: String?
     public var logLevel = "info"
     public var arguments: [String] = []
     public var waitUntilReady = true
 
-    public init(name: String, input: String, join: String? = nil) {
+    public init(name: String, input: String?, join: String? = nil) {
         self.name = name
         self.input = input
         self.join = join

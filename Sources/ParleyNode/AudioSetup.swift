@@ -1,4 +1,5 @@
 public import ParleyAudio
+import PulseAudio
 
 /// Chooses the daemon's audio devices. Explicit `--audio-in`/`--audio-out` must work (a bad WAV
 /// path or an unknown PulseAudio device is an error at start-up, not in the middle of a meeting).
@@ -46,20 +47,34 @@ public enum AudioSetup {
         return Choice(configuration: configuration, warning: warning)
     }
 
-    /// Opens the devices once (and closes them), returning why they cannot be used.
+    /// Opens the devices once (and closes them, without playing anything), returning why they
+    /// cannot be used: a PulseAudio stream is opened and freed, a WAV input read, a WAV output
+    /// created. (Starting an engine would also work, but closing a playback stream drains what
+    /// the server buffered: seconds of start-up.)
     private static func probe(
         _ configuration: AudioEngineConfiguration, input: AudioInput, output: AudioOutput
     ) -> String? {
-        var trial = configuration
-        trial.input = input
-        trial.output = output
+        let frame = configuration.frameDuration.samples
         do {
-            let engine = try AudioEngine(configuration: trial, onEncodedFrame: { _ in })
-            try engine.start()
-            engine.stop()
+            switch input {
+            case .pulse(let source):
+                _ = try PulseAudioStream(direction: .capture, device: source, streamName: "probe", frameSamples: frame)
+            case .wav(let path):
+                _ = try WAVFile.read(path: path)
+            case .tone, .silence:
+                break
+            }
+            switch output {
+            case .pulse(let sink):
+                _ = try PulseAudioStream(direction: .playback, device: sink, streamName: "probe", frameSamples: frame)
+            case .wav(let path):
+                try WAVFileWriter(path: path).close()
+            case .null:
+                break
+            }
             return nil
         } catch {
-            return "\(error)"
+            return "cannot open audio device: \(error)"
         }
     }
 }

@@ -200,6 +200,8 @@ private final class Link {
     /// Restarts asked of the agent whose `.restarted` event has not come through yet: events
     /// before it belong to the old generation.
     var restartsInFlight = 0
+    /// Whether this generation's gathering is done (ICE_CANDIDATES_DONE sent).
+    var localDone = false
     /// The generation whose path last started the session (nil: never connected).
     var sessionGeneration: UInt32?
     var pair: ICECandidatePair?
@@ -547,6 +549,7 @@ private final class MeetingLoop {
             epoch: hello.sessionEpoch,
             isBroadcast: broadcast, commonVersion: common)
         let peer: PeerRecord
+        let readdressed = known?.memberID != member
         if let known {
             peer = known
             if peer.name != hello.displayName {
@@ -566,6 +569,9 @@ private final class MeetingLoop {
         if decision.answer { await send(self.hello(), to: peer) }
         switch decision.link {
         case .keep:
+            // Re-addressed (it reconnected to the rendezvous, or we did) while the link is not up:
+            // what we sent meanwhile may have gone to a dead connection, so send it again.
+            if let link = peer.link, link.machine.state != .up, readdressed { await resendSignaling(link) }
             return
         case .incompatible:
             warn("\(hello.displayName) runs a Parley that speaks none of our protocol versions; they need to update")
@@ -634,6 +640,28 @@ private final class MeetingLoop {
         }
     }
 
+    /// Our signaling for the link's current generation once more (§6.6 steps 4–5; duplicates are
+    /// harmless: same-generation credentials and candidates change nothing at the peer).
+    private func resendSignaling(_ link: Link) async {
+        guard let agent else { return }
+        logger.info(
+            "re-sending ICE signaling", metadata: ["peer": "\(link.peer.shortID)", "generation": "\(link.generation)"])
+        if link.generation > 0, link.machine.isInitiator {
+            await send(.iceRestart(generation: link.generation), to: link.peer)
+        }
+        do {
+            let credentials = try await agent.localCredentials(of: link.stream.id)
+            await send(
+                .iceCredentials(try signalingCredentials(credentials, generation: link.generation)), to: link.peer)
+            for candidate in try await agent.localCandidates(of: link.stream.id) {
+                await send(.iceCandidate(generation: link.generation, candidate: candidate.line), to: link.peer)
+            }
+            if link.localDone { await send(.iceCandidatesDone(generation: link.generation), to: link.peer) }
+        } catch {
+            logger.debug("cannot re-send ICE signaling", metadata: ["error": "\(error)"])
+        }
+    }
+
     private func signalingCredentials(
         _ credentials: ICE.ICECredentials, generation: UInt32
     ) throws
@@ -686,9 +714,12 @@ private final class MeetingLoop {
         guard let agent else { return }
         if announce { await send(.iceRestart(generation: generation), to: link.peer) }
         do {
-            let credentials = try await agent.restart(link.stream.id)
+            // A link that still hears the peer keeps its old path until the new one works; one
+            // that does not has no path worth bridging (handshake answers wait for the new one).
+            let credentials = try await agent.restart(link.stream.id, keepingOldPath: link.machine.state == .up)
             link.generation = generation
             link.localUfrag = credentials.ufrag
+            link.localDone = false
             link.restartsInFlight += 1
             logger.info("ICE restart", metadata: ["peer": "\(link.peer.shortID)", "generation": "\(generation)"])
             await send(.iceCredentials(try signalingCredentials(credentials, generation: generation)), to: link.peer)
@@ -706,6 +737,7 @@ private final class MeetingLoop {
             await send(.iceCandidate(generation: link.generation, candidate: candidate.line), to: link.peer)
         case .localCandidatesDone:
             guard link.restartsInFlight == 0 else { return }
+            link.localDone = true
             await send(.iceCandidatesDone(generation: link.generation), to: link.peer)
         case .restarted:
             link.restartsInFlight = max(0, link.restartsInFlight - 1)
@@ -780,7 +812,16 @@ private final class MeetingLoop {
         let before = link.machine.state
         let actions = link.machine.handle(event, at: time)
         let after = link.machine.state
-        if before != after { reportState(link) }
+        if before != after {
+            reportState(link)
+            if after == .lost {
+                // Also probe our rendezvous connection: if our own network changed, sending
+                // finds the dead connection at once (a reset) instead of at the next ping (15 s),
+                // so the restart's signaling can flow. A unicast HELLO with our epoch changes
+                // nothing at the peer but its record of our member id (§6.6 step 2).
+                await send(hello(), to: link.peer)
+            }
+        }
         for action in actions {
             switch action {
             case .startHandshake:
@@ -926,9 +967,10 @@ private final class MeetingLoop {
             let jitter = statistics.received > 0 ? Self.milliseconds(statistics.jitter) : nil
             return PeerStatus(
                 id: link.peer.shortID, name: link.peer.name, state: link.machine.state.rawValue,
-                route: link.pair.map(Self.route(of:)), rttMs: metrics.rttMs, lossPct: loss, jitterMs: jitter,
-                rxKbps: rx, txKbps: tx, packetsRx: traffic.packetsReceived, packetsTx: traffic.packetsSent,
-                concealedMs: Double(statistics.concealed) * frameMs)
+                route: link.pair.map(Self.route(of:)), rttMs: metrics.rttMs.map { Self.rounded($0, 1) },
+                lossPct: loss.map { Self.rounded($0, 2) }, jitterMs: jitter.map { Self.rounded($0, 2) },
+                rxKbps: Self.rounded(rx, 1), txKbps: Self.rounded(tx, 1), packetsRx: traffic.packetsReceived,
+                packetsTx: traffic.packetsSent, concealedMs: Double(statistics.concealed) * frameMs)
         }
         return MeetingStatus(
             state: admitted ? "in-meeting" : "joining", rendezvous: rendezvousState,
@@ -948,6 +990,13 @@ private final class MeetingLoop {
     /// to (`host`, `srflx`, `prflx`): how the peer is reached.
     static func route(of pair: ICECandidatePair) -> String {
         pair.route == .relayed ? ICECandidate.Kind.relayed.rawValue : pair.remote.kind.rawValue
+    }
+
+    /// `value` to `decimals` places, so `status --json` shows what was measured, not float noise.
+    static func rounded(_ value: Double, _ decimals: Int) -> Double {
+        var scale = 1.0
+        for _ in 0..<decimals { scale *= 10 }
+        return (value * scale).rounded() / scale
     }
 
     static func milliseconds(_ duration: Duration) -> Double {

@@ -107,6 +107,10 @@ struct MeetingTests {
             }
             // Everyone sees the same security code (§11), over all three identities.
             #expect(codes.count == 1 && !codes.contains("none"))
+            // Logs never hold the invite (the room secret) nor anything from inside an envelope.
+            for node in nodes {
+                #expect(!node.process.standardError.contains(invite.dropFirst(8).prefix(24)))
+            }
             for node in nodes { #expect(node.terminate() == 0, "\(node.name) exits cleanly on SIGTERM") }
         }
     }
@@ -159,9 +163,42 @@ struct MeetingTests {
             for node in [alice, bob] { try node.waitForPeersUp(1, limit: .seconds(3)) }
             #expect(ContinuousClock.now - leftAt < .seconds(3))
             #expect(try carol.status().node.meeting == "idle")
+            // The security code covers the members present (§11.1): it changed, the same for both.
+            let codes = try [alice, bob].map { try $0.status().node.securityCode }
+            #expect(codes[0] != nil && codes[0] == codes[1])
             let again = try carol.parley(["leave"])
             #expect(again.status != 0 && again.error.trimmed == "parley: not in a meeting")
             Self.expectFullMesh(try Self.listen([alice, bob]), ["alice", "bob"])
+        }
+    }
+
+    /// Someone who comes back under a known name with another identity key (a new install, or an
+    /// impostor) is warned about loudly (§11.2), and the security code changes with them.
+    @Test func changedIdentityUnderAKnownNameIsWarnedLoudly() async throws {
+        try await withLab("pins") { lab in
+            let (_, invite, nodes) = try Self.threeNodeMeeting(lab, names: ["alice", "bob"])
+            let alice = nodes[0]
+            let codeBefore = try alice.status().node.securityCode
+            let watch = try lab.spawn("alice-watch", "parley", ["watch", "--json", "--socket", alice.socket])
+            #expect(nodes[1].terminate() == 0)
+            try alice.waitForPeersUp(0, limit: .seconds(5))
+
+            var impostor = NodeSpec(name: "bob", input: "tone:660", join: invite)
+            impostor.stateDirectory = "\(lab.directory)/another-bob"
+            let bob = try lab.node(impostor)
+            try alice.waitForPeersUp(1)
+            try bob.waitForPeersUp(1)
+            try LabWait.until(.seconds(5), "alice's warning") { watch.standardOutput.contains("identity key changed") }
+            let warnings = watch.standardOutput.split(separator: "\n").compactMap {
+                try? ControlCodec.decode(ControlEvent.self, from: Array($0.utf8))
+            }.filter { $0.kind == .warning }
+            #expect(warnings.count == 1)
+            #expect(warnings.first?.name == "bob")
+            #expect(warnings.first?.message?.contains("compare the meeting security code with bob") == true)
+            #expect(alice.process.standardError.contains("identity key changed"))
+            let codeAfter = try alice.status().node.securityCode
+            let bobsCode = try bob.status().node.securityCode
+            #expect(codeAfter != codeBefore && codeAfter == bobsCode)
         }
     }
 

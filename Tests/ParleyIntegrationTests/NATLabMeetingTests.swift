@@ -1,0 +1,148 @@
+import ControlAPI
+import NodeLab
+import ParleyTestSupport
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The three-node meeting across real NATs: run inside the NAT lab (`Scripts/natlab-meeting`,
+/// a step of Scripts/test, runs `Scripts/natlab run -- swift test --filter NATLabMeetingTests`).
+/// alice is on the public side, bob behind a cone NAT, carol behind a symmetric NAT; the
+/// rendezvous runs on the lab's server with a STUN responder and hands out credentials for a coturn
+/// started here with a shared secret (TURN REST API, §4.6). Between the cone and the symmetric NAT
+/// there is no direct path, so that pair must relay; the others go direct.
+@Suite(.serialized, .enabled(if: NATLab.prefix != nil))
+struct NATLabMeetingTests {
+    static let tones: [String: Double] = ["alice": 440, "bob": 660, "carol": 880]
+
+    @Test func meetingAcrossConeAndSymmetricNATsWithTURN() async throws {
+        let lab = try NodeLab("natlab")
+        do {
+            try await withTimeout(.seconds(150), "the NAT lab meeting") {
+                try await runBlocking { try Self.meeting(lab) }
+            }
+        } catch {
+            let coturn = String(LabFilesText.read("\(lab.directory)/coturn.log").suffix(3000))
+            let logs = lab.logs(of: ["alice", "bob", "carol", "rendezvous"])
+            Issue.record("\(error)\n\(logs)\n--- coturn\n\(coturn)")
+        }
+        await runBlockingQuietly { lab.shutdown() }
+    }
+
+    static func meeting(_ lab: NodeLab) throws {
+        let server = NATLab.namespace("srv")
+        let secret = "lab-secret-\(UInt32.random(in: 0...UInt32.max))"
+        _ = try lab.spawn(
+            "coturn", "/usr/bin/turnserver",
+            [
+                "-n", "--no-cli", "--no-tls", "--no-dtls", "--listening-ip", "203.0.113.10", "--relay-ip",
+                "203.0.113.10", "--listening-port", "3490", "--min-port", "50000", "--max-port", "50999",
+                "--use-auth-secret", "--static-auth-secret", secret, "--realm", "parley.lab", "--no-multicast-peers",
+                "--userdb", "\(lab.directory)/turndb", "--pidfile", "\(lab.directory)/coturn.pid", "--log-file",
+                "\(lab.directory)/coturn.log", "--simple-log", "--no-stdout-log",
+            ], namespace: server)
+        try LabWait.until(.seconds(10), "coturn to listen on 203.0.113.10:3490") {
+            let sockets = try lab.run("/usr/bin/ss", ["-lnu"], namespace: server).output
+            return sockets.contains("203.0.113.10:3490")
+        }
+        let rendezvous = try lab.rendezvous(
+            host: "203.0.113.10", port: 7777,
+            arguments: [
+                "--stun-listen", "203.0.113.10:3480", "--turn-secret", secret, "--turn-url",
+                "turn:203.0.113.10:3490?transport=udp",
+            ], namespace: server)
+        let invite = try lab.run("parley", ["invite", "--rendezvous", rendezvous.url]).output.trimmed
+
+        let placement = ["alice": "pub", "bob": "c1a", "carol": "s1"]
+        var nodes: [NodeHandle] = []
+        for name in ["alice", "bob", "carol"] {
+            var spec = NodeSpec(name: name, input: "tone:\(Int(tones[name]!))", join: invite)
+            spec.localAddresses = []
+            spec.namespace = NATLab.namespace(placement[name]!)
+            spec.waitUntilReady = false
+            nodes.append(try lab.node(spec))
+        }
+        for node in nodes { try node.waitUntilReady() }
+        for node in nodes { try node.waitForPeersUp(2, limit: .seconds(45)) }
+
+        let heard = try ListeningWindow(nodes).heard(
+            nodes, seconds: 2, tones: tones, threshold: Hearing.expectedPower(dBFS: -10) / 8)
+        for name in tones.keys {
+            #expect(heard[name] == Set(tones.keys).subtracting([name]), "\(ListeningWindow.describe(heard))")
+        }
+
+        // Routes as each node sees its peers (`route`: relay if either side relays, else the
+        // kind of the peer's candidate): the public node reaches the NATed ones at their mapped
+        // (srflx) or learned (prflx) addresses; they reach it at its host address; the cone and
+        // the symmetric NAT meet only through the relay.
+        let expected: [String: [String: Set<String>]] = [
+            "alice": ["bob": ["srflx", "prflx"], "carol": ["prflx"]],
+            "bob": ["alice": ["host"], "carol": ["relay"]],
+            "carol": ["alice": ["host"], "bob": ["relay"]],
+        ]
+        for node in nodes {
+            let status = try node.statusFromCLI()
+            #expect(status.node.rendezvous == "connected")
+            for peer in status.peers {
+                #expect(peer.state == "up")
+                #expect(
+                    expected[node.name]?[peer.name]?.contains(peer.route ?? "none") == true,
+                    "\(node.name) reaches \(peer.name) via \(peer.route ?? "none")")
+                #expect(peer.rttMs != nil, "RTT from REPORT echoes, after 2 s of audio")
+            }
+        }
+        // bob's router gets a new public address (as a DSL reconnect does): every path through
+        // it breaks. The leads restart ICE, bob's rendezvous connection comes back, and the
+        // links recover with bob's new mapped address — without anyone leaving the meeting.
+        let rebound = try lab.run(NATLab.script, ["rebind", NATLab.namespace("cone1")])
+        #expect(rebound.status == 0, "\(rebound.error)")
+        let newAddress = rebound.output.trimmed
+        let bob = nodes[1]
+        try LabWait.until(.seconds(10), "a link through bob's router to be noticed broken") {
+            try nodes.contains { node in
+                try node.status().peers.contains { $0.state != "up" && (node.name == "bob" || $0.name == "bob") }
+            }
+        }
+        try LabWait.until(.seconds(40), "the meeting to recover from bob's new address") {
+            try nodes.allSatisfy { node in
+                let peers = try node.status().peers
+                return peers.count == 2 && peers.allSatisfy { $0.state == "up" }
+            }
+        }
+        let recovered = try ListeningWindow(nodes).heard(
+            nodes, seconds: 2, tones: tones, threshold: Hearing.expectedPower(dBFS: -10) / 8)
+        for name in tones.keys {
+            #expect(recovered[name] == Set(tones.keys).subtracting([name]), "\(ListeningWindow.describe(recovered))")
+        }
+        #expect(bob.process.standardError.contains("ICE restart"), "bob's links restarted ICE")
+        #expect(!newAddress.isEmpty)
+        for node in nodes { #expect(node.terminate() == 0) }
+        // TURN credentials and the invite stay out of every log.
+        for name in ["alice", "bob", "carol", "rendezvous"] {
+            let log = LabFilesText.read("\(lab.directory)/\(name).err")
+            #expect(!log.contains(secret) && !log.contains(invite.dropFirst(8).prefix(24)), "\(name)'s log")
+        }
+    }
+}
+
+/// Where the NAT lab is (set by `Scripts/natlab run`).
+enum NATLab {
+    static var prefix: String? { TestEnvironment.environment("NATLAB_PREFIX") }
+    static var script: String { TestEnvironment.environment("NATLAB_SCRIPT") ?? "Scripts/natlab" }
+    static func namespace(_ host: String) -> String { "\(prefix ?? "none")-\(host)" }
+}
+
+enum LabFilesText {
+    static func read(_ path: String) -> String {
+        guard let file = fopen(path, "r") else { return "" }
+        defer { fclose(file) }
+        var text = ""
+        var buffer = [CChar](repeating: 0, count: 4096)
+        while fgets(&buffer, Int32(buffer.count), file) != nil {
+            text += String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        }
+        return text
+    }
+}
