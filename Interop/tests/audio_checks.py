@@ -1,0 +1,27 @@
+"""FFT checks on recorded audio, shared by the interop tests."""
+
+from parley_peer.audio import read_wav, rms_dbfs, tone_share
+
+SKIP_SECONDS = 0.2  # the decoder's first frames ramp up
+
+
+def assert_hears_tones(path: str, present: list[float], absent: list[float], minimum_seconds: float = 2.0,
+                       share: float = 0.5) -> None:
+    """Each frequency in `present` carries at least share/len(present) of the energy; each in `absent` < 2 %."""
+    pcm, rate = read_wav(path)
+    pcm = pcm[int(SKIP_SECONDS * rate):]
+    assert len(pcm) >= minimum_seconds * rate, f"{path}: only {len(pcm) / rate:.2f} s of audio"
+    assert rms_dbfs(pcm) > -40, f"{path}: nearly silent ({rms_dbfs(pcm):.1f} dBFS)"
+    for frequency in present:
+        value = tone_share(pcm, rate, frequency)
+        assert value >= share / len(present), f"{path}: {frequency} Hz has only {value:.1%} of the energy"
+    for frequency in absent:
+        value = tone_share(pcm, rate, frequency)
+        assert value < 0.02, f"{path}: {frequency} Hz should be absent but has {value:.1%}"
+
+
+def meeting_code(status: dict, members: int) -> str:
+    """The security code a Python peer showed while `members` members (itself included) had sessions."""
+    codes = [entry["code"] for entry in status["security_codes"] if len(entry["members"]) == members]
+    assert codes, f"{status['name']} never had {members} members: {status['security_codes']}"
+    return codes[-1]

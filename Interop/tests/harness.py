@@ -1,0 +1,146 @@
+"""Real processes for the interop tests: the Swift executables (built by Scripts/interop), the Python peer,
+and helpers to wait for their output with a time limit (never a bare sleep)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PEER_DIR = ROOT / "Interop" / "python-peer"
+
+
+def must_run_all() -> bool:
+    """PARLEY_TEST_ALL=1 (Scripts/test, CI): a missing environment fails instead of skipping."""
+    return os.environ.get("PARLEY_TEST_ALL") == "1"
+
+
+def require(condition: bool, what: str) -> None:
+    if condition:
+        return
+    if must_run_all():
+        pytest.fail(f"PARLEY_TEST_ALL=1 but {what}")
+    pytest.skip(what)
+
+
+def swift_bin() -> Path:
+    configured = os.environ.get("PARLEY_BIN")
+    if configured:
+        return Path(configured)
+    return ROOT / ".build" / "debug"
+
+
+def executable(name: str) -> Path:
+    path = swift_bin() / name
+    require(path.exists(), f"{path} is not built (Scripts/interop builds it)")
+    return path
+
+
+def wait_until(predicate, timeout: float, what: str, interval: float = 0.05):
+    """Poll state that has no event to await, with a time limit; returns the predicate's truthy value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+class Process:
+    """A child process whose stdout/stderr go to files, stopped (SIGTERM, then SIGKILL) at the end."""
+
+    def __init__(self, args: list[str], directory: Path, name: str, env: dict | None = None, prefix: list | None = None):
+        self.name = name
+        self.stdout_path = directory / f"{name}.out"
+        self.stderr_path = directory / f"{name}.err"
+        self.args = [str(a) for a in (prefix or []) + args]
+        self.process = subprocess.Popen(self.args, stdout=open(self.stdout_path, "w"),
+                                        stderr=open(self.stderr_path, "w"), env=env, start_new_session=True)
+
+    def stdout(self) -> str:
+        return self.stdout_path.read_text(errors="replace")
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+    def wait_for_line(self, pattern: str, timeout: float = 30.0, stream: str = "stdout") -> re.Match:
+        def found():
+            text = self.stdout() if stream == "stdout" else self.stderr()
+            if self.process.poll() is not None and not re.search(pattern, text):
+                raise AssertionError(f"{self.name} exited ({self.process.returncode}) before printing "
+                                     f"{pattern!r}:\n{self.stdout()}\n{self.stderr()[-4000:]}")
+            return re.search(pattern, text)
+
+        return wait_until(found, timeout, f"{self.name} to print {pattern!r}")
+
+    def wait(self, timeout: float) -> int:
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.stop()
+            raise AssertionError(f"{self.name} did not finish within {timeout} s:\n{self.stderr()[-4000:]}")
+
+    def stop(self, sig=signal.SIGTERM, grace: float = 5.0) -> int | None:
+        if self.process.poll() is None:
+            try:
+                os.killpg(self.process.pid, sig)
+                self.process.wait(grace)
+            except (subprocess.TimeoutExpired, ProcessLookupError):
+                try:
+                    os.killpg(self.process.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                self.process.wait()
+        return self.process.returncode
+
+    def diagnostics(self) -> str:
+        return f"--- {self.name} stdout\n{self.stdout()[-3000:]}\n--- {self.name} stderr\n{self.stderr()[-6000:]}"
+
+
+@dataclass
+class Rendezvous:
+    process: Process
+    url: str
+    port: int
+    stun: tuple[str, int] | None
+
+
+def start_rendezvous(directory: Path, *extra: str, prefix: list | None = None, listen: str = "127.0.0.1",
+                     name: str = "rendezvous") -> Rendezvous:
+    process = Process([executable("parley-rendezvous"), "--listen", f"{listen}:0", "--log-level", "info", *extra],
+                      directory, name, prefix=prefix)
+    match = process.wait_for_line(r"listening on (wss?://[^ ]+?:(\d+)/)")
+    stun = None
+    if "--stun-listen" in extra:
+        found = process.wait_for_line(r"STUN on udp ([0-9.]+):(\d+)")
+        stun = (found.group(1), int(found.group(2)))
+    return Rendezvous(process, match.group(1), int(match.group(2)), stun)
+
+
+def python_peer(directory: Path, name: str, invite: str, *args: str, prefix: list | None = None) -> Process:
+    env = dict(os.environ, PARLEY_INVITE=invite, PYTHONPATH=str(PEER_DIR))
+    return Process([sys.executable, "-m", "parley_peer", "join", "--name", name, "--status",
+                    str(directory / f"{name}.json"), *args], directory, name, env=env, prefix=prefix)
+
+
+def new_invite(url: str, *turn: str) -> str:
+    env = dict(os.environ, PYTHONPATH=str(PEER_DIR))
+    args = [sys.executable, "-m", "parley_peer", "invite", "--rendezvous", url]
+    for hint in turn:
+        args += ["--turn", hint]
+    return subprocess.run(args, check=True, capture_output=True, text=True, env=env).stdout.strip()
+
+
+def read_status(directory: Path, name: str) -> dict:
+    return json.loads((directory / f"{name}.json").read_text())
