@@ -25,3 +25,20 @@ def meeting_code(status: dict, members: int) -> str:
     codes = [entry["code"] for entry in status["security_codes"] if len(entry["members"]) == members]
     assert codes, f"{status['name']} never had {members} members: {status['security_codes']}"
     return codes[-1]
+
+
+def assert_ogg_decodes(ogg_path: str, tone: float, work_dir) -> None:
+    """opus-tools (not our code) reads the Ogg Opus file: opusinfo finds no problem, opusdec decodes it, and the
+    decoded audio carries the tone."""
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    assert shutil.which("opusdec"), "opus-tools is not installed (Scripts/bootstrap)"
+    info = subprocess.run(["opusinfo", ogg_path], capture_output=True, text=True, timeout=30)
+    assert info.returncode == 0 and "WARNING" not in info.stdout + info.stderr, info.stdout + info.stderr
+    decoded = str(Path(work_dir) / (Path(ogg_path).stem + ".opusdec.wav"))
+    result = subprocess.run(["opusdec", "--quiet", "--rate", "48000", ogg_path, decoded], capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert_hears_tones(decoded, [tone], [], minimum_seconds=1.0)

@@ -144,3 +144,61 @@ def new_invite(url: str, *turn: str) -> str:
 
 def read_status(directory: Path, name: str) -> dict:
     return json.loads((directory / f"{name}.json").read_text())
+
+
+def free_udp_port() -> int:
+    """A UDP (and TCP) port free right now, for servers that cannot bind port 0 and report it (coturn)."""
+    import socket
+
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp, socket.socket() as tcp:
+            udp.bind(("127.0.0.1", 0))
+            port = udp.getsockname()[1]
+            try:
+                tcp.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+
+
+def stun_answers(address: tuple[str, int], timeout: float = 0.2) -> bool:
+    """Whether a STUN Binding request to address gets an answer (coturn being up)."""
+    import socket
+
+    import aioice.stun
+
+    request = aioice.stun.Message(message_method=aioice.stun.Method.BINDING, message_class=aioice.stun.Class.REQUEST,
+                                  transaction_id=os.urandom(12))
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(timeout)
+        sock.sendto(bytes(request), address)
+        try:
+            return bool(sock.recvfrom(2048))
+        except OSError:
+            return False
+
+
+@dataclass
+class Coturn:
+    process: Process
+    port: int
+    secret: str
+    realm: str
+
+
+def start_coturn(directory: Path, secret: str) -> Coturn:
+    """coturn (Debian) on 127.0.0.1 with the TURN REST API secret (use-auth-secret), loopback peers allowed."""
+    import shutil
+
+    require(shutil.which("turnserver") is not None, "coturn is not installed (Scripts/bootstrap)")
+    port = free_udp_port()
+    realm = "parley.test"
+    process = Process(["turnserver", "-n", "--no-cli", "--no-tls", "--no-dtls", "--listening-ip", "127.0.0.1",
+                       "--relay-ip", "127.0.0.1", "--listening-port", str(port), "--use-auth-secret",
+                       "--static-auth-secret", secret, "--realm", realm, "--allow-loopback-peers",
+                       "--no-multicast-peers", "--pidfile", str(directory / "turnserver.pid"),
+                       "--log-file", str(directory / "turnserver.log"), "--simple-log", "--no-stdout-log", "--verbose",
+                       "--userdb", str(directory / "turndb")], directory, "coturn")
+    wait_until(lambda: stun_answers(("127.0.0.1", port)) or process.process.poll() is not None, 10, "coturn")
+    assert process.process.poll() is None, f"coturn exited: {(directory / 'turnserver.log').read_text()[-2000:]}"
+    return Coturn(process, port, secret, realm)

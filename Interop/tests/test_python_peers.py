@@ -2,7 +2,7 @@
 media and session control, and each hears the other's tone (FFT). This checks the Python implementation
 against itself end to end before it meets the Swift node (test_swift_nodes.py)."""
 
-from audio_checks import assert_hears_tones, meeting_code
+from audio_checks import assert_hears_tones, assert_ogg_decodes, meeting_code
 from harness import new_invite, python_peer, read_status
 
 LOOPBACK = ["--host-address", "127.0.0.1"]
@@ -27,3 +27,6 @@ def test_two_python_peers(tmp_path, rendezvous):
     assert meeting_code(a, 2) == meeting_code(b, 2)
     assert_hears_tones(b["received"][a["identity"]]["wav"], [440], [660])
     assert_hears_tones(a["received"][b["identity"]]["wav"], [660], [440])
+    # The Opus packets as received, written to Ogg, decode with opus-tools.
+    assert_ogg_decodes(b["received"][a["identity"]]["ogg"], 440, tmp_path)
+    assert_ogg_decodes(a["received"][b["identity"]]["ogg"], 660, tmp_path)

@@ -258,25 +258,30 @@ def parse_binary(binary: bytes) -> Invite:
             if tag == TAG_URL:
                 if url is not None:
                     raise InviteError("duplicate-field", "a second rendezvous URL")
-                url = RendezvousURL.parse(_utf8(value))
+                try:
+                    text = value.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise InviteError("bad-rendezvous-url", "not UTF-8") from None
+                url = RendezvousURL.parse(text)
             elif tag == TAG_PIN:
                 if pin is not None:
                     raise InviteError("duplicate-field", "a second TLS pin")
-                if len(value) != 32:
-                    raise InviteError("bad-tls-pin", f"{len(value)} bytes, not 32")
                 pin = value
             elif tag == TAG_TURN:
-                if len(hints) == 4:
-                    raise InviteError("bad-turn-hint", "more than 4 TURN hints")
                 hints.append(_parse_turn_hint(value))
             elif tag < 0x80:
                 raise InviteError("unknown-required-field", f"tag 0x{tag:02x}")
     except WireError as error:
         raise InviteError("malformed", str(error)) from None
+    # Checked after the last field, in this order (§2.2).
     if url is None:
         raise InviteError("missing-rendezvous-url")
+    if pin is not None and len(pin) != 32:
+        raise InviteError("bad-tls-pin", f"{len(pin)} bytes, not 32")
     if pin is not None and url.scheme != "wss":
         raise InviteError("pin-without-tls", "a TLS pin with a ws:// URL")
+    if len(hints) > 4:
+        raise InviteError("bad-turn-hint", "more than 4 TURN hints")
     return Invite(room_secret, url, pin, tuple(hints))
 
 
@@ -289,11 +294,8 @@ def _utf8(value: bytes) -> str:
 
 def _parse_turn_hint(value: bytes) -> TURNHint:
     reader = Reader(value, "TURN hint")
-    try:
-        parts = [_utf8(reader.take(reader.u8(name), name)) for name in ("uri", "user", "password")]
-        reader.finish()
-    except WireError as error:
-        raise InviteError("bad-turn-hint", str(error)) from None
+    parts = [_utf8(reader.take(reader.u8(name), name)) for name in ("uri", "user", "password")]
+    reader.finish()  # a WireError here is `malformed` (§2.2)
     uri, user, password = parts
     _, _, _, canonical = TURNHint.parse_uri(uri)
     if bool(user) != bool(password):

@@ -267,6 +267,8 @@ class Link:
             self.node.note_progress(self)
         elif isinstance(message, control.Leave):
             log.info("link %s: LEAVE", self.label)
+            # The peer stopped: if it heard us (its last REPORT) and we heard it, this link is complete.
+            self.node.note_progress(self)
             await self.node.end_link(self, "left")
 
     def make_report(self, now: float) -> bytes:
@@ -474,6 +476,9 @@ class Node:
             await asyncio.wait_for(self.stopping.wait(), timeout)
         except asyncio.TimeoutError:
             self.finished_reason = "timeout"
+        if self.finished_reason == "done":
+            # Peers stop on our REPORTs: keep going for one more REPORT interval so each gets a fresh one.
+            await asyncio.sleep(REPORT_INTERVAL * 1.2)
         for task in tasks:
             if task.done() and not task.cancelled() and task.exception():
                 log.error("task failed: %r", task.exception())

@@ -82,6 +82,16 @@ def test_bad_rendezvous_urls(text):
     assert error.value.code == "bad-rendezvous-url"
 
 
+@pytest.mark.parametrize("case", load("protocol-v1-invite-errors.json")["cases"], ids=lambda c: c["name"])
+def test_invite_field_errors(case):
+    if case["error"] is None:
+        Invite.parse(case["invite"])
+        return
+    with pytest.raises(InviteError) as error:
+        Invite.parse(case["invite"])
+    assert error.value.code == case["error"]
+
+
 # MARK: §3 keys
 
 
