@@ -197,7 +197,7 @@ public final class RendezvousServer: Service, Sendable {
             maxFrameSize: maxMessageBytes, automaticErrorHandling: false,
             shouldUpgrade: { channel, head in
                 // §4.1: select parley.v1 if offered; otherwise refuse (the fallback answers 400).
-                guard Self.offeredProtocols(head.headers).contains(Substring(RendezvousWire.subprotocol)) else {
+                guard Self.offeredProtocols(head.headers).contains(where: { $0 == RendezvousWire.subprotocol }) else {
                     return channel.eventLoop.makeSucceededFuture(nil)
                 }
                 boundHandler.value.requestedHost = head.headers.first(name: "Host").flatMap(Self.hostname)
@@ -231,9 +231,12 @@ public final class RendezvousServer: Service, Sendable {
     /// The `Sec-WebSocket-Protocol` tokens a client offered (RFC 6455 §4.1: a comma-separated list,
     /// possibly over several header lines).
     static func offeredProtocols(_ headers: HTTPHeaders) -> [Substring] {
-        headers["Sec-WebSocket-Protocol"].flatMap { $0.split(separator: ",") }.map {
-            $0.drop { $0 == " " || $0 == "\t" }.reversed().drop { $0 == " " || $0 == "\t" }.reversed()
-        }.map { Substring(String($0)) }
+        let isSpace: (Character) -> Bool = { $0 == " " || $0 == "\t" }
+        return headers["Sec-WebSocket-Protocol"].flatMap { $0.split(separator: ",") }.map { token in
+            let start = token.firstIndex { !isSpace($0) } ?? token.endIndex
+            let end = token.lastIndex { !isSpace($0) }.map(token.index(after:)) ?? start
+            return token[start..<max(start, end)]
+        }
     }
 
     /// The host part of an HTTP `Host` header (`name:port`, `[v6]:port`, `name`).

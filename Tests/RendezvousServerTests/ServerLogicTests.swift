@@ -1,4 +1,5 @@
 import Crypto
+import NIOHTTP1
 import RendezvousWire
 import Testing
 
@@ -195,4 +196,19 @@ struct ServerLogicTests {
 
 extension String {
     func leftPadded(_ width: Int) -> String { String(repeating: "0", count: max(0, width - count)) + self }
+}
+
+@Suite("Subprotocol offers")
+struct SubprotocolOfferTests {
+    @Test(arguments: [
+        (["parley.v1"], ["parley.v1"]),
+        (["parley.v2, parley.v1"], ["parley.v2", "parley.v1"]),
+        (["parley.v2", " parley.v1 ,x"], ["parley.v2", "parley.v1", "x"]),
+        (["\t,  "], ["", ""]),
+    ])
+    func tokensAreSplitAndTrimmed(lines: [String], tokens: [String]) {
+        var headers = HTTPHeaders()
+        for line in lines { headers.add(name: "Sec-WebSocket-Protocol", value: line) }
+        #expect(RendezvousServer.offeredProtocols(headers).map(String.init) == tokens)
+    }
 }
