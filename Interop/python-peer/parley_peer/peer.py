@@ -81,8 +81,8 @@ class Link:
         self.version = version
         self.is_lead = node.identity.identity_key < peer
         self.generation = 0
-        self.ice: aioice.Connection | None = None
-        self.ice_connected = False
+        self.ice: aioice.Connection | None = None  # the current generation's agent
+        self.path: aioice.Connection | None = None  # the connected agent carrying packets (maybe older)
         self.remote_credentials_set = False
         self.remote_done = False
         self.local_ready = False
@@ -108,14 +108,23 @@ class Link:
 
     # MARK: ICE (§6.6 steps 4–5)
 
+    @property
+    def ice_connected(self) -> bool:
+        return self.path is not None
+
     async def start(self, generation: int) -> None:
-        if self.ice is not None:
-            await self._close_ice()
+        """Start (or restart) ICE at `generation`. The connected path of an older generation keeps carrying
+        packets until the new one connects (§6.6 step 5)."""
+        old = self.ice
         self.generation = generation
-        self.ice_connected = self.remote_credentials_set = self.remote_done = self.local_ready = False
-        options = self.node.ice_options()
-        self.ice = aioice.Connection(ice_controlling=self.is_lead, components=1, use_ipv6=False, **options)
-        self.state = "signaling" if not self.session.has_keys else self.state
+        self.remote_credentials_set = self.remote_done = self.local_ready = False
+        self.connect_task = None
+        self.ice = aioice.Connection(ice_controlling=self.is_lead, components=1, use_ipv6=False,
+                                     **self.node.ice_options())
+        if old is not None and old is not self.path:
+            self._spawn(old.close())  # never connected: nothing to keep
+        if not self.session.has_keys:
+            self.state = "signaling"
         log.info("link %s: ICE generation %d, %s", self.label, generation,
                  "controlling" if self.is_lead else "controlled")
         await self.node.send_envelope(self, ICECredentials(generation, self.ice.local_username,
@@ -133,10 +142,11 @@ class Link:
         self._maybe_connect()
 
     async def on_signal(self, message) -> None:
-        if isinstance(message, (ICERestart, ICECredentials)) and message.generation > self.generation:
-            await self.start(message.generation)  # §6.6 step 5: the peer restarted; follow once
-        if getattr(message, "generation", None) != self.generation or self.ice is None:
-            return  # another generation's candidates and credentials are ignored
+        generation = getattr(message, "generation", None)
+        if isinstance(message, (ICERestart, ICECredentials)) and generation > self.generation:
+            await self.start(generation)  # §6.6 step 5: the peer restarted; follow it, once
+        if generation != self.generation or self.ice is None:
+            return  # another generation's candidates, and older credentials, are ignored
         if isinstance(message, ICECredentials):
             self.ice.remote_username = message.ufrag
             self.ice.remote_password = message.password
@@ -144,9 +154,10 @@ class Link:
             self._maybe_connect()
         elif isinstance(message, ICECandidate) and not self.remote_done:
             try:
+                # The line may end with libnice's "generation <n> ufrag <u>" extensions; aioice ignores them.
                 candidate = Candidate.from_sdp(message.candidate[len("candidate:"):])
             except (ValueError, IndexError):
-                log.warning("link %s: unusable candidate dropped", self.label)
+                log.warning("link %s: unusable candidate ignored", self.label)
                 return
             await self.ice.add_remote_candidate(candidate)
         elif isinstance(message, ICECandidatesDone) and not self.remote_done:
@@ -155,7 +166,8 @@ class Link:
 
     def _maybe_connect(self) -> None:
         if self.local_ready and self.remote_credentials_set and self.connect_task is None:
-            self.state = "checking" if not self.session.has_keys else self.state
+            if not self.session.has_keys:
+                self.state = "checking"
             self.connect_task = self._spawn(self._connect(self.ice, self.generation))
 
     async def _connect(self, ice: aioice.Connection, generation: int) -> None:
@@ -163,36 +175,43 @@ class Link:
         try:
             await ice.connect()
         except ConnectionError as error:
-            self.connect_task = None
             if ice is self.ice and not self.ended:
-                log.warning("link %s: ICE generation %d failed (%s); restarting", self.label, generation, error)
-                await asyncio.sleep(1.0)
-                await self.request_restart()
+                self.connect_task = None
+                log.warning("link %s: ICE generation %d failed (%s)", self.label, generation, error)
+                if self.is_lead:  # §10.3: only the lead restarts on its own
+                    await asyncio.sleep(1.0)
+                    await self.request_restart()
             return
         if ice is not self.ice:
+            await ice.close()  # a newer generation started meanwhile
             return
-        self.connect_task = None
-        self.ice_connected = True
+        old_path, self.path = self.path, ice
+        if old_path is not None:
+            self._spawn(old_path.close())
         pair = ice._nominated.get(1)  # aioice keeps the selected pair here; read for the status only
         self.selected_pair = f"{pair.local_candidate.type}->{pair.remote_candidate.type}" if pair else None
-        log.info("link %s: ICE connected in %.0f ms (%s)", self.label, (time.monotonic() - started) * 1000,
-                 self.selected_pair)
+        log.info("link %s: ICE generation %d connected in %.0f ms (%s)", self.label, generation,
+                 (time.monotonic() - started) * 1000, self.selected_pair)
         if not self.session.has_keys:
             self.state = "handshaking"
         self.node.ice_connected_at.setdefault(self.peer, time.time())
-        for datagram in self.session.path_up(time.monotonic()):
-            await self.send_datagram(datagram)
         self._spawn(self._receive(ice))
+        now = time.monotonic()
+        datagrams = self.session.path_up(now)
+        if not datagrams and self.is_lead and generation > 0 and self.session.pending is None:
+            datagrams = [self.session.create_initiation(now)]  # a fresh handshake over the new path (§6.6 step 5)
+        for datagram in datagrams:
+            await self.send_datagram(datagram)
 
     async def request_restart(self) -> None:
-        if self.ended or self.restart_requested_for == self.generation:
+        if self.ended or self.restart_requested_for == self.generation + 1:
             return
         self.restart_requested_for = self.generation + 1
         await self.node.send_envelope(self, ICERestart(self.generation + 1))
         await self.start(self.generation + 1)
 
     async def _receive(self, ice: aioice.Connection) -> None:
-        while ice is self.ice:
+        while True:
             try:
                 datagram = await ice.recv()
             except ConnectionError:
@@ -200,28 +219,37 @@ class Link:
             if datagram is None:
                 break
             now = time.monotonic()
+            had_keys = self.session.has_keys
             replies, delivered = self.session.receive(datagram, now)
             for reply in replies:
                 await self.send_datagram(reply)
+            if self.session.has_keys and not had_keys:
+                await self.send_report(now)  # §10.1: one at once when the session is established
             for inner_type, body in delivered:
                 self.carried_traffic = True
                 if inner_type == INNER_MEDIA:
+                    first = self.receive_log.packets == 0
                     self.on_media(body)
+                    if first:
+                        await self.send_report(now)  # §10.1: and when the first media payload arrives
                 elif inner_type == INNER_CONTROL:
                     await self.on_control(body)
-        if ice is self.ice:
-            self.ice_connected = False
+        if ice is self.path:
+            self.path = None
 
     async def send_datagram(self, datagram: bytes | None) -> None:
-        if datagram is not None and self.ice is not None and self.ice_connected:
+        path = self.path
+        if datagram is not None and path is not None:
             try:
-                await self.ice.send(datagram)
+                await path.send(datagram)
             except ConnectionError:
-                self.ice_connected = False
+                if path is self.path:
+                    self.path = None
 
     # MARK: media (§9) and control (§10)
 
     def on_media(self, body: bytes) -> None:
+        self.receive_log.packets += 1
         try:
             payload = MediaPayload.parse(body)
         except MediaError:
@@ -229,13 +257,12 @@ class Link:
             return
         arrived = time.time()
         log_ = self.receive_log
-        log_.packets += 1
         new_primary = log_.add(payload.primary.sequence, payload.primary.timestamp, payload.primary.duration,
                                payload.primary.opus, arrived, redundant=False)
         for copy in payload.copies:
             log_.add(copy.sequence, copy.timestamp, copy.duration, copy.opus, arrived, redundant=True)
+        self.report.interval_received += 1
         if new_primary:
-            self.report.interval_received += 1
             # RFC 3550 §6.4.1 interarrival jitter in timestamp units.
             transit = arrived * audio.RATE - payload.primary.timestamp
             if self.report.last_transit is not None:
@@ -262,7 +289,7 @@ class Link:
                 rtt = (self.node.clock_ms() - message.echo_timestamp_ms - message.echo_delay_ms) % 2**32
                 if rtt <= 60000:
                     r.rtt_ms = rtt
-            if message.media_received > 0 or message.muted:
+            if message.media_received > 0:  # §10.1: audio flows both ways
                 self.state = "up"
             self.node.note_progress(self)
         elif isinstance(message, control.Leave):
@@ -271,10 +298,13 @@ class Link:
             self.node.note_progress(self)
             await self.node.end_link(self, "left")
 
+    async def send_report(self, now: float) -> None:
+        await self.send_datagram(self.session.seal(INNER_CONTROL, self.make_report(now), now))
+
     def make_report(self, now: float) -> bytes:
         r = self.report
         rl = self.receive_log
-        received = rl.primaries_received
+        received = rl.packets  # authenticated media packets (the replay window makes them distinct)
         expected = 0 if rl.first is None else rl.highest - rl.first + 1
         interval_expected = expected - r.interval_first_expected
         loss = 0
@@ -294,7 +324,7 @@ class Link:
             await self.send_datagram(datagram)
         if self.session.has_keys and now >= self.next_report_at:
             self.next_report_at = now + random.uniform(0.9, 1.1)
-            await self.send_datagram(self.session.seal(INNER_CONTROL, self.make_report(now), now))
+            await self.send_report(now)
         last = self.session.last_authenticated_at
         if last is not None and self.carried_traffic:
             silent = now - last
@@ -303,7 +333,8 @@ class Link:
                 await self.node.end_link(self, "lost")
             elif silent >= RESTART_AFTER:
                 self.state = "restarting"
-                await self.request_restart()
+                if self.is_lead:  # §10.3: the other side follows the lead's ICE_RESTART
+                    await self.request_restart()
             elif silent >= LOST_AFTER:
                 self.state = "lost"
         if self.session.has_keys and self.state in ("lost", "restarting") and last and now - last < 1.0:
@@ -321,18 +352,11 @@ class Link:
         if not task.cancelled() and task.exception() is not None:
             log.error("link %s: task failed: %r", self.label, task.exception())
 
-    async def _close_ice(self) -> None:
-        ice, self.ice = self.ice, None
-        self.ice_connected = False
-        if self.connect_task is not None:
-            self.connect_task.cancel()
-            self.connect_task = None
-        if ice is not None:
-            await ice.close()
-
     async def close(self) -> None:
         self.ended = True
-        await self._close_ice()
+        for ice in {self.ice, self.path} - {None}:
+            await ice.close()
+        self.ice = self.path = None
         for task in list(self.tasks):
             if task is not asyncio.current_task():
                 task.cancel()
@@ -383,7 +407,8 @@ class Node:
         self.wav_started_at: float | None = None
 
     def clock_ms(self) -> int:
-        return int((time.monotonic() - self.started_monotonic) * 1000) % 2**32
+        """§10.1 timestamp_ms: monotonic milliseconds mod 2^32, never 0."""
+        return int((time.monotonic() - self.started_monotonic) * 1000) % 2**32 or 1
 
     def hello(self) -> Hello:
         return Hello(self.identity.static_key, self.identity.binding_signature, self.epoch, SUPPORTED_VERSIONS,
@@ -418,6 +443,8 @@ class Node:
     # MARK: signaling (§6.6)
 
     async def send_envelope(self, link: Link, message) -> None:
+        if link.member_id is None:
+            return  # §6.6 step 2: no valid member id since our reconnect, until the peer's HELLO
         sealed = self.signaling.seal(message, recipient=link.peer, recipient_static_key=link.hello.static_key)
         await self._send(link.member_id, sealed)
 
@@ -440,17 +467,18 @@ class Node:
         link = self.links.get(peer)
         if isinstance(message, Hello):
             self.names[peer] = message.display_name
+            if received.recipient == BROADCAST:
+                # §6.6 step 2: answer every broadcast HELLO (the sender may have missed ours), never a unicast one.
+                await self._send(member_id, self.signaling.seal(self.hello(), recipient=peer))
             if link is not None and link.hello.session_epoch == message.session_epoch:
-                link.member_id = member_id  # same epoch: only the member id changes (§6.6 step 6)
+                link.member_id = member_id  # same epoch: only the member id changes
                 return
             if link is not None:
-                await self.end_link(link, "restarted")
+                await self.end_link(link, "new session epoch")
             common = set(SUPPORTED_VERSIONS) & set(message.versions)
             if not common:
                 log.warning("%s needs another Parley version (%s)", message.display_name, message.versions)
                 return
-            if received.recipient == BROADCAST:
-                await self._send(member_id, self.signaling.seal(self.hello(), recipient=peer))
             link = Link(self, peer, message, member_id, max(common))
             self.links[peer] = link
             await link.start(0)
@@ -501,6 +529,8 @@ class Node:
             try:
                 self.welcome = await client.connect()
                 self.rendezvous = client
+                for link in self.links.values():
+                    link.member_id = None  # every member id of the previous connection is void (§4.2)
                 if self.joined_at is None:
                     self.joined_at = time.time()
                 backoff.attempt = 0
