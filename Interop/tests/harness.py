@@ -202,3 +202,94 @@ def start_coturn(directory: Path, secret: str) -> Coturn:
     wait_until(lambda: stun_answers(("127.0.0.1", port)) or process.process.poll() is not None, 10, "coturn")
     assert process.process.poll() is None, f"coturn exited: {(directory / 'turnserver.log').read_text()[-2000:]}"
     return Coturn(process, port, secret, realm)
+
+
+class SwiftNode:
+    """A real `parleyd` (the Swift node) with its own state directory, control socket and WAV output."""
+
+    def __init__(self, directory: Path, name: str, invite: str, audio_in: str, *extra: str,
+                 prefix: list | None = None):
+        self.name = name
+        self.directory = directory
+        self.socket = directory / f"{name}.sock"
+        self.wav = directory / f"{name}-out.wav"
+        self.process = Process([executable("parleyd"), "--socket", self.socket, "--state-dir",
+                                directory / f"{name}-state", "--name", name, "--audio-in", audio_in,
+                                "--audio-out", f"wav:{self.wav}", "--log-level", "info", "--join", invite, *extra],
+                               directory, name, prefix=prefix)
+        self.prefix = prefix or []
+
+    def status(self) -> dict | None:
+        """`parley status --json` (the CLI we ship), or None while the daemon is not answering yet."""
+        if self.process.process.poll() is not None:
+            raise AssertionError(f"{self.name} exited ({self.process.process.returncode}):\n"
+                                 f"{self.process.stderr()[-4000:]}")
+        result = subprocess.run([str(a) for a in self.prefix] + [str(executable("parley")), "--socket",
+                                 str(self.socket), "status", "--json"], capture_output=True, text=True, timeout=10)
+        return json.loads(result.stdout) if result.returncode == 0 else None
+
+    def wait_for_peers_up(self, count: int, timeout: float = 30.0) -> dict:
+        def ready():
+            status = self.status()
+            if status and sum(1 for p in status["peers"] if p["state"] == "up") >= count:
+                return status
+            return None
+
+        return wait_until(ready, timeout, f"{self.name} to have {count} peers up", interval=0.1)
+
+    def stop(self) -> None:
+        """SIGTERM: the node leaves gracefully and finishes its WAV file."""
+        code = self.process.stop(grace=15.0)
+        assert self.wav.exists(), f"{self.name} wrote no WAV:\n{self.process.stderr()[-3000:]}"
+        return code
+
+
+class ControlClient:
+    """The node's control API (newline-delimited JSON on its Unix socket), spoken directly: what `parley`
+    does, without a process per request, so benchmarks can timestamp events as they happen."""
+
+    def __init__(self, path: Path):
+        self.path = str(path)
+
+    def request(self, method: str, **fields) -> dict:
+        import socket
+
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(10)
+            sock.connect(self.path)
+            sock.sendall((json.dumps({"version": 1, "method": method, **fields}) + "\n").encode())
+            reply = sock.makefile("rb").readline()
+        answer = json.loads(reply)
+        if not answer.get("ok", False):
+            raise AssertionError(f"control {method} failed: {answer.get('error')}")
+        return answer
+
+    def answers(self) -> bool:
+        try:
+            self.request("status")
+            return True
+        except (OSError, AssertionError, ValueError):
+            return False
+
+    def watch(self, on_event) -> "threading.Thread":
+        """Calls on_event(monotonic time, event dict) for every event, on a background thread."""
+        import socket
+        import threading
+
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.connect(self.path)
+        sock.sendall((json.dumps({"version": 1, "method": "watch"}) + "\n").encode())
+        reader = sock.makefile("rb")
+
+        def run():
+            with sock:
+                for line in reader:
+                    try:
+                        event = json.loads(line)
+                    except ValueError:
+                        continue
+                    on_event(time.monotonic(), event)
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        return thread
