@@ -9,6 +9,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -208,15 +209,15 @@ class SwiftNode:
     """A real `parleyd` (the Swift node) with its own state directory, control socket and WAV output."""
 
     def __init__(self, directory: Path, name: str, invite: str, audio_in: str, *extra: str,
-                 prefix: list | None = None):
+                 audio_out: str | None = None, prefix: list | None = None):
         self.name = name
         self.directory = directory
         self.socket = directory / f"{name}.sock"
-        self.wav = directory / f"{name}-out.wav"
+        self.wav = directory / f"{name}-out.wav" if audio_out is None else None
         self.process = Process([executable("parleyd"), "--socket", self.socket, "--state-dir",
                                 directory / f"{name}-state", "--name", name, "--audio-in", audio_in,
-                                "--audio-out", f"wav:{self.wav}", "--log-level", "info", "--join", invite, *extra],
-                               directory, name, prefix=prefix)
+                                "--audio-out", audio_out or f"wav:{self.wav}", "--log-level", "info",
+                                "--join", invite, *extra], directory, name, prefix=prefix)
         self.prefix = prefix or []
 
     def status(self) -> dict | None:
@@ -240,7 +241,7 @@ class SwiftNode:
     def stop(self) -> None:
         """SIGTERM: the node leaves gracefully and finishes its WAV file."""
         code = self.process.stop(grace=15.0)
-        assert self.wav.exists(), f"{self.name} wrote no WAV:\n{self.process.stderr()[-3000:]}"
+        assert self.wav is None or self.wav.exists(), f"{self.name} wrote no WAV:\n{self.process.stderr()[-3000:]}"
         return code
 
 
@@ -271,10 +272,9 @@ class ControlClient:
         except (OSError, AssertionError, ValueError):
             return False
 
-    def watch(self, on_event) -> "threading.Thread":
+    def watch(self, on_event) -> threading.Thread:
         """Calls on_event(monotonic time, event dict) for every event, on a background thread."""
         import socket
-        import threading
 
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.connect(self.path)

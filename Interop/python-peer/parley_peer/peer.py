@@ -17,7 +17,7 @@ import aioice
 import aioice.ice
 from aioice import Candidate, TransportPolicy
 
-from . import audio, control, envelope
+from . import audio, control
 from .envelope import (BROADCAST, Bye, EnvelopeError, Hello, ICECandidate, ICECandidatesDone, ICECredentials,
                        ICERestart, Signaling)
 from .identity import Identity, new_session_epoch

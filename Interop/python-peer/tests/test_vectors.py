@@ -2,10 +2,8 @@
 and the public Noise (cacophony) vectors. Every value is recomputed from the recorded inputs."""
 
 import json
-import struct
 from pathlib import Path
 
-import nacl.bindings
 import pytest
 
 from parley_peer import control, envelope, media
