@@ -56,6 +56,7 @@ def test_speech_through_pulseaudio(tmp_path, rendezvous):
         # parec: raw 16-bit mono 48 kHz on stdout (the Process' .out file), readable while it grows.
         recorder = Process(["parec", "-d", f"{speaker}.monitor", "--channels=1", "--rate=48000",
                             "--format=s16le"], tmp_path, "heard")
+        wait_until(lambda: recorder.stdout_path.stat().st_size >= 9600, 10, "parec to record")  # 100 ms in
         subprocess.run(["paplay", "-d", mic, str(speech)], check=True, timeout=60)
         # Done when the speech has arrived and the listener's speaker has been quiet for half a second since.
         wait_until(lambda: speech_ended(recorder.stdout_path), 10, "the end of the speech at the listener")
