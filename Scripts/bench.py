@@ -86,7 +86,7 @@ class Node:
         self.socket = directory / f"{name}.sock"
         arguments = [bin_path("parleyd"), "--socket", self.socket, "--state-dir", directory / f"{name}-state",
                      "--name", name, "--audio-in", audio_in, "--audio-out", audio_out, "--frame-ms", str(frame_ms),
-                     "--log-level", "warning", *extra]
+                     "--log-level", os.environ.get("PARLEY_BENCH_LOG_LEVEL", "warning"), *extra]
         for address in local_addresses:
             arguments += ["--local-address", address]
         self.process = Process(arguments, directory, name, prefix=prefix)
@@ -124,10 +124,11 @@ def bin_path(name: str) -> Path:
 
 
 def meeting(directory: Path, count: int, invite: str, prefix_for=lambda i: None, local_for=lambda i: ("127.0.0.1",),
-            audio_in_for=lambda i: f"tone:{300 + 100 * i}", frame_ms: int = 20, timeout: float = 60) -> tuple:
+            audio_in_for=lambda i: f"tone:{300 + 100 * i}", frame_ms: int = 20, timeout: float = 60,
+            extra=()) -> tuple:
     """Starts `count` nodes, joins them all at once, and returns (nodes, join seconds per node)."""
     nodes = [Node(directory, f"n{i}", audio_in_for(i), frame_ms=frame_ms, prefix=prefix_for(i),
-                  local_addresses=local_for(i)) for i in range(count)]
+                  local_addresses=local_for(i), extra=extra) for i in range(count)]
     try:
         for node in nodes:
             node.ready()
@@ -423,8 +424,8 @@ def rendezvous_capacity(results: dict) -> None:
 def lab(out: Path) -> None:
     prefix = os.environ["NATLAB_PREFIX"]
     script = os.environ["NATLAB_SCRIPT"]
-    work = Path(os.environ["NATLAB_WORKDIR"]) / "bench"
-    work.mkdir()
+    work = out.parent / "lab"  # beside the caller's work files, so logs outlive the lab
+    work.mkdir(parents=True)
 
     def ns(host: str) -> list:
         return ["ip", "netns", "exec", f"{prefix}-{host}"]
@@ -436,12 +437,17 @@ def lab(out: Path) -> None:
                                   name="rendezvous-lab")
     try:
         log("== NAT lab: join time through cone NATs (2, 4, 8 nodes; hosts behind two routers and public ones)")
+        # The lab's coturn answers STUN: with the rendezvous' own responder (its WELCOME) libnice found no
+        # server-reflexive path between the two cone NATs in this lab, while aiostun reads that responder
+        # fine from the same host (reported in the issue-8 note); coturn is what the ICE lab uses too.
+        stun = ["--stun", os.environ["NATLAB_STUN"]]
         hosts = ["c1a", "c2", "c1b", "pub", "c1a", "c2", "c1b", "pub2"]
         for count in (2, 4, 8):
             directory = work / f"join-{count}"
             directory.mkdir()
             nodes, joins = meeting(directory, count, new_invite(rendezvous.url),
-                                   prefix_for=lambda i: ns(hosts[i]), local_for=lambda i: (addresses[hosts[i]],))
+                                   prefix_for=lambda i: ns(hosts[i]), local_for=lambda i: (addresses[hosts[i]],),
+                                   extra=stun)
             for node in nodes:
                 node.stop()
             results.setdefault("join_ms", {})[count] = {"max": 1000 * max(joins),
@@ -484,9 +490,11 @@ def pesq_call(directory: Path, speech: dict, url: str, sender_ns: list, receiver
     directory.mkdir()
     invite = new_invite(url)
     out = directory / "received.wav"
-    sender = Node(directory, "sender", f"wav:{speech['input']}", prefix=sender_ns, local_addresses=(addresses["c1a"],))
+    stun = ["--stun", os.environ["NATLAB_STUN"]]
+    sender = Node(directory, "sender", f"wav:{speech['input']}", prefix=sender_ns, local_addresses=(addresses["c1a"],),
+                  extra=stun)
     receiver = Node(directory, "receiver", "silence", f"wav:{out}", prefix=receiver_ns,
-                    local_addresses=(addresses["c2"],))
+                    local_addresses=(addresses["c2"],), extra=stun)
     try:
         for node in (sender, receiver):
             node.ready()
