@@ -156,14 +156,14 @@ def meeting(directory: Path, count: int, invite: str, prefix_for=lambda i: None,
 def existing_benchmarks(results: dict) -> None:
     """Per-area benchmarks, reused: the ICE floor (plain libnice), codec CPU and latency floors, crypto."""
     log("== floors from the per-area benchmarks (Scripts/bench-ice, bench-audio, bench-crypto)")
-    ice = run(["Scripts/bench-ice"], env=dict(os.environ, RUNS="7"))
+    ice = run(["Scripts/bench-ice"], env=dict(os.environ, RUNS="5"))
     floor_binary = ROOT / ".build" / "bench" / "nice-floor"
     floors = {}
     for nodes in (2, 4, 8):
-        text = run([floor_binary, str(nodes), "7"])
+        text = run([floor_binary, str(nodes), "5"])
         floors[nodes] = number(r"median ([0-9.]+) ms", text)
     results["ice_floor_ms"] = floors
-    results["ice_module_ms"] = {n: number(rf"{n} nodes.*?median ([0-9.]+) ms", ice.split("libnice C floor")[-1])
+    results["ice_module_ms"] = {n: number(rf"Parley ICE, exchange → connected: {n} nodes.*?median ([0-9.]+) ms", ice)
                                 for n in (2, 8)}
     log(ice.strip())
     audio_cpu = run(["Scripts/bench-audio", "cpu"])
@@ -378,8 +378,10 @@ def baresip_call(directory: Path, probe: bool, seconds: float = 10.0):
     processes = []
 
     def start():
-        processes.append(Process(["baresip", "-n", "127.0.0.1", "-f", callee], directory, "baresip-callee", env=callee_env))
-        processes.append(Process(["baresip", "-n", "127.0.0.1", "-f", caller, "-e", f"/dial sip:callee@127.0.0.1:{callee_port}"],
+        processes.append(Process(["baresip", "-n", "127.0.0.1", "-f", callee], directory, "baresip-callee",
+                                 env=callee_env))
+        processes.append(Process(["baresip", "-n", "127.0.0.1", "-f", caller, "-e",
+                                  f"/dial sip:callee@127.0.0.1:{callee_port}"],
                                  directory, "baresip-caller", env=caller_env))
         for process in processes:
             process.wait_for_line(r"Call established", timeout=20)
@@ -552,8 +554,11 @@ def write_outputs(results: dict, out: Path) -> str:
     for count in (2, 4, 8):
         entry = loop.get(count) or loop.get(str(count))
         if entry:
+            module = (results.get("ice_module_ms") or {}).get(count) or (results.get("ice_module_ms") or {}).get(
+                str(count))
             row(f"join, {count} nodes, loopback (all links up)", fmt(entry["join_ms"]["max"], "ms"),
-                f"plain libnice {fmt(entry['join_floor_ms'], 'ms')}")
+                f"plain libnice {fmt(entry['join_floor_ms'], 'ms')}"
+                + (f" (Parley's ICE module alone {fmt(module, 'ms')})" if module else ""))
         lab_entry = (lab_results.get("join_ms") or {}).get(str(count))
         if lab_entry:
             row(f"join, {count} nodes, NAT lab (cone NATs)", fmt(lab_entry["max"], "ms"),
@@ -679,7 +684,8 @@ def main() -> None:
         loopback_meetings(results, work)
         latency(results, work)
         results["baresip_cpu_pct"] = baresip_call(work / "baresip-cpu", probe=False)
-        log(f"== baresip 1:1 call, aufile → Opus → aufile: CPU {results['baresip_cpu_pct']} % of a core per process")
+        log(f"== baresip 1:1 call, aufile → Opus → aufile: CPU {results['baresip_cpu_pct']} % of a core per "
+            "process")
         rendezvous_capacity(results)
         lab_json = work / "lab.json"
         run(["Scripts/natlab", "run", "--", sys.executable, __file__, "lab", lab_json], timeout=400,

@@ -61,7 +61,8 @@ def wait_until(predicate, timeout: float, what: str, interval: float = 0.05):
 class Process:
     """A child process whose stdout/stderr go to files, stopped (SIGTERM, then SIGKILL) at the end."""
 
-    def __init__(self, args: list[str], directory: Path, name: str, env: dict | None = None, prefix: list | None = None):
+    def __init__(self, args: list[str], directory: Path, name: str, env: dict | None = None,
+                 prefix: list | None = None):
         self.name = name
         self.stdout_path = directory / f"{name}.out"
         self.stderr_path = directory / f"{name}.err"

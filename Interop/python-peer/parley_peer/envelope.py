@@ -100,7 +100,8 @@ class ICECredentials:
     type = ICE_CREDENTIALS
 
     def body(self) -> bytes:
-        return u32(self.generation) + u8(len(self.ufrag)) + self.ufrag.encode() + u8(len(self.password)) + self.password.encode()
+        ufrag, password = self.ufrag.encode(), self.password.encode()
+        return u32(self.generation) + u8(len(ufrag)) + ufrag + u8(len(password)) + password
 
     @staticmethod
     def parse(reader: Reader) -> ICECredentials:
@@ -126,7 +127,8 @@ class ICECandidate:
     def parse(reader: Reader) -> ICECandidate:
         generation = reader.u32("generation")
         candidate = reader.take(reader.u16("candidate_length"), "candidate")
-        if len(candidate) > 512 or not candidate.startswith(b"candidate:") or not re.fullmatch(rb"[\x20-\x7e]+", candidate):
+        printable = re.fullmatch(rb"[\x20-\x7e]+", candidate)
+        if len(candidate) > 512 or not candidate.startswith(b"candidate:") or not printable:
             raise WireError("ICE_CANDIDATE: not a printable candidate: line of at most 512 bytes")
         return ICECandidate(generation, candidate.decode())
 
