@@ -91,6 +91,7 @@ let package = Package(
             name: "ParleyNode",
             dependencies: [
                 "ControlAPI", "ParleyCore",
+                "ParleyProtocol", "ParleyAudio", "ICE", "RendezvousClient", "RendezvousServer", "RendezvousWire",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -121,6 +122,10 @@ let package = Package(
             name: "parleyd",
             dependencies: [
                 "ParleyCore",
+                "ParleyNode", "ControlAPI", "ICE", "RendezvousServer", "ParleyProtocol",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: swiftSettings
@@ -129,6 +134,7 @@ let package = Package(
             name: "parley",
             dependencies: [
                 "ParleyCore", "ControlAPI",
+                "ParleyProtocol",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: swiftSettings
@@ -195,9 +201,28 @@ let package = Package(
             swiftSettings: swiftSettings),
         .testTarget(name: "ControlAPITests", dependencies: ["ControlAPI"], swiftSettings: swiftSettings),
         .testTarget(
-            name: "ParleyNodeTests", dependencies: ["ParleyNode", "ControlAPI", "ParleyTestSupport"],
+            name: "ParleyNodeTests",
+            dependencies: [
+                "ParleyNode", "ControlAPI", "ParleyTestSupport",
+                "ParleyCore", "ParleyProtocol", "ICE", "RendezvousWire",
+            ],
             swiftSettings: swiftSettings),
         .testTarget(name: "ParleyCoreTests", dependencies: ["ParleyCore"], swiftSettings: swiftSettings),
+        // Meetings of the real executables (parley-rendezvous, parleyd, parley) on 127.0.0.1 and in
+        // the NAT lab; NodeLab runs them (also for Scripts/demo and Scripts/bench-node).
+        .target(name: "NodeLab", dependencies: ["ControlAPI", "ParleyCore"], swiftSettings: swiftSettings),
+        .executableTarget(
+            name: "parley-lab",
+            dependencies: [
+                "NodeLab", "ControlAPI", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: swiftSettings),
+        .testTarget(
+            name: "ParleyIntegrationTests",
+            dependencies: [
+                "NodeLab", "ControlAPI", "ParleyTestSupport", "ParleyProtocol", "RendezvousClient", "Sodium",
+            ],
+            swiftSettings: swiftSettings),
         .testTarget(
             name: "ParleyAudioTests",
             dependencies: ["ParleyAudio", "ParleyCore", "Opus", "PulseAudio", "SpeexDSP", "ParleyTestSupport"],

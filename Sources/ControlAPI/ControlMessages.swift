@@ -32,13 +32,17 @@ public struct ControlResponse: Codable, Sendable, Equatable {
     public var status: StatusReport?
     /// For `verify`.
     public var verification: Verification?
+    /// What happened, for people, when `ok` (e.g. "joined: 2 others in the meeting").
+    public var message: String?
 
-    public static func success(status: StatusReport? = nil, verification: Verification? = nil) -> ControlResponse {
-        ControlResponse(ok: true, error: nil, status: status, verification: verification)
+    public static func success(
+        status: StatusReport? = nil, verification: Verification? = nil, message: String? = nil
+    ) -> ControlResponse {
+        ControlResponse(ok: true, error: nil, status: status, verification: verification, message: message)
     }
 
     public static func failure(_ message: String) -> ControlResponse {
-        ControlResponse(ok: false, error: message, status: nil, verification: nil)
+        ControlResponse(ok: false, error: message, status: nil, verification: nil, message: nil)
     }
 }
 

@@ -356,7 +356,8 @@ public actor ICEAgent {
     private func startGeneration(of slot: StreamSlot) throws(ICEError) {
         slot.beginGeneration()
         let signals = SignalContext(owner: self, stream: slot.stream.id, generation: slot.generation, ledger: ledger)
-        let receive = ReceiveContext(sink: slot.stream.datagramSink, counters: slot.stream.counters, ledger: ledger)
+        let receive = ReceiveContext(
+            sink: slot.stream.datagramSink, route: slot.stream.route, counters: slot.stream.counters, ledger: ledger)
         let session = try NiceSession(
             configuration: configuration, role: slot.stream.role, executor: executor, signals: signals, receive: receive
         )

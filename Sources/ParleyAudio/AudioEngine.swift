@@ -54,18 +54,9 @@ public struct AudioEngineConfiguration: Sendable {
 /// ring; settings are atomics; statistics are published with a try-lock the loop skips when busy.
 public final class AudioEngine: Sendable {
     public let configuration: AudioEngineConfiguration
-    // Safety: the sender is used by the capture thread only; other threads touch only its
-    // `controls` (atomics) through the settings methods below.
-    private nonisolated(unsafe) let sender: AudioSender
-    private let onEncodedFrame: @Sendable (UnsafeRawBufferPointer) -> Void
-    private let onFailure: @Sendable (any Error) -> Void
-    private let running = Atomic<Bool>(false)
-    private let inputLevelTenths = Atomic<Int>(Int(LevelMeter.floor * 10))
-    private let commands: PeerCommandRing
-    private let farEnd: SampleRing
-    // Safety: `mixer` is used by the playback thread while it runs, and by the control side only
-    // under `control`'s lock while no playback thread runs (before start, after join).
-    private nonisolated(unsafe) let mixer: MixerState
+    /// What the engine and its two threads share. The threads hold it strongly (never the engine
+    /// itself), so an engine dropped without `stop()` can stop and join them from its `deinit`.
+    private let pipeline: Pipeline
     private let control = Mutex(ControlState())
 
     private struct ControlState: ~Copyable {
@@ -74,6 +65,44 @@ public final class AudioEngine: Sendable {
         var captureThread: RealtimeThread?
         var playbackThread: RealtimeThread?
         var playback: (any PlaybackDevice)?
+    }
+
+    private final class Pipeline: Sendable {
+        let configuration: AudioEngineConfiguration
+        // Safety: the sender is used by the capture thread only; other threads touch only its
+        // `controls` (atomics) through the engine's settings methods.
+        nonisolated(unsafe) let sender: AudioSender
+        let onEncodedFrame: @Sendable (UnsafeRawBufferPointer) -> Void
+        let onFailure: @Sendable (any Error) -> Void
+        let running = Atomic<Bool>(false)
+        let inputLevelTenths = Atomic<Int>(Int(LevelMeter.floor * 10))
+        let commands: PeerCommandRing
+        let farEnd: SampleRing
+        // Safety: `mixer` is used by the playback thread while it runs, and by the control side
+        // only under the engine's `control` lock while no playback thread runs (before start,
+        // after join).
+        nonisolated(unsafe) let mixer: MixerState
+
+        init(
+            configuration: AudioEngineConfiguration, sender: AudioSender,
+            onEncodedFrame: @escaping @Sendable (UnsafeRawBufferPointer) -> Void,
+            onFailure: @escaping @Sendable (any Error) -> Void
+        ) {
+            self.configuration = configuration
+            self.sender = sender
+            self.onEncodedFrame = onEncodedFrame
+            self.onFailure = onFailure
+            commands = PeerCommandRing(capacity: 4 * configuration.maximumPeers)
+            farEnd = SampleRing(capacity: 10 * configuration.frameDuration.samples)
+            mixer = MixerState(
+                maximumPeers: configuration.maximumPeers, frameSamples: configuration.frameDuration.samples)
+        }
+
+        func fail(_ error: any Error) {
+            // Only the first failure is reported; the other loop sees `running` drop and ends.
+            guard running.exchange(false, ordering: .acquiringAndReleasing) else { return }
+            onFailure(error)
+        }
     }
 
     /// - Parameters:
@@ -87,8 +116,7 @@ public final class AudioEngine: Sendable {
         onFailure: @escaping @Sendable (any Error) -> Void = { _ in }
     ) throws(AudioEngineError) {
         self.configuration = configuration
-        self.onEncodedFrame = onEncodedFrame
-        self.onFailure = onFailure
+        let sender: AudioSender
         do {
             sender = try AudioSender(
                 frameDuration: configuration.frameDuration, bitrate: configuration.bitrate,
@@ -96,9 +124,8 @@ public final class AudioEngine: Sendable {
         } catch {
             throw AudioEngineError("cannot create the Opus encoder: \(error)")
         }
-        commands = PeerCommandRing(capacity: 4 * configuration.maximumPeers)
-        farEnd = SampleRing(capacity: 10 * configuration.frameDuration.samples)
-        mixer = MixerState(maximumPeers: configuration.maximumPeers, frameSamples: configuration.frameDuration.samples)
+        pipeline = Pipeline(
+            configuration: configuration, sender: sender, onEncodedFrame: onEncodedFrame, onFailure: onFailure)
     }
 
     deinit {
@@ -121,8 +148,8 @@ public final class AudioEngine: Sendable {
                 throw AudioEngineError("cannot open audio device: \(error)")
             }
             let processor = try configuration.processesCapture ? CaptureProcessor(frameSamples: frame) : nil
-            running.store(true, ordering: .releasing)
-            let loops = Loops(engine: self, capture: capture, playback: playback, processor: processor)
+            pipeline.running.store(true, ordering: .releasing)
+            let loops = Loops(pipeline: pipeline, capture: capture, playback: playback, processor: processor)
             state.captureThread = try RealtimeThread(name: "parley-capture") { loops.runCapture() }
             state.playbackThread = try RealtimeThread(name: "parley-playback") { loops.runPlayback() }
             state.playback = playback
@@ -132,7 +159,7 @@ public final class AudioEngine: Sendable {
     /// Stops both threads, waits for them and closes the devices (a WAV output gets its header).
     public func stop() {
         control.withLock { state in
-            running.store(false, ordering: .releasing)
+            pipeline.running.store(false, ordering: .releasing)
             state.captureThread?.join()
             state.playbackThread?.join()
             state.captureThread = nil
@@ -140,12 +167,12 @@ public final class AudioEngine: Sendable {
             try? state.playback?.close()
             state.playback = nil
             // No playback thread now: apply pending peer changes here.
-            mixer.apply(commands)
+            pipeline.mixer.apply(pipeline.commands)
             state.retiring.removeAll { $0.detached.load(ordering: .acquiring) }
         }
     }
 
-    public var isRunning: Bool { running.load(ordering: .acquiring) }
+    public var isRunning: Bool { pipeline.running.load(ordering: .acquiring) }
 
     // MARK: Peers
 
@@ -165,8 +192,8 @@ public final class AudioEngine: Sendable {
                 throw AudioEngineError("cannot create the Opus decoder: \(error)")
             }
             state.channels[ObjectIdentifier(channel)] = channel
-            commands.push(.add, channel)
-            if state.playbackThread == nil { mixer.apply(commands) }
+            pipeline.commands.push(.add, channel)
+            if state.playbackThread == nil { pipeline.mixer.apply(pipeline.commands) }
             return channel
         }
     }
@@ -176,8 +203,8 @@ public final class AudioEngine: Sendable {
         control.withLock { state in
             guard let removed = state.channels.removeValue(forKey: ObjectIdentifier(channel)) else { return }
             state.retiring.append(removed)
-            commands.push(.remove, removed)
-            if state.playbackThread == nil { mixer.apply(commands) }
+            pipeline.commands.push(.remove, removed)
+            if state.playbackThread == nil { pipeline.mixer.apply(pipeline.commands) }
             state.retiring.removeAll { $0.detached.load(ordering: .acquiring) }
         }
     }
@@ -186,13 +213,13 @@ public final class AudioEngine: Sendable {
 
     // MARK: Settings (any thread)
 
-    public func setMuted(_ muted: Bool) { sender.setMuted(muted) }
-    public var isMuted: Bool { sender.controls.muted.load(ordering: .relaxed) }
+    public func setMuted(_ muted: Bool) { pipeline.sender.setMuted(muted) }
+    public var isMuted: Bool { pipeline.sender.controls.muted.load(ordering: .relaxed) }
     /// The worst loss any peer reports (0...1): sizes FEC and the RFC 2198 copies.
-    public func setMeasuredLoss(_ loss: Double) { sender.setMeasuredLoss(loss) }
-    public func setBitrate(_ bitrate: Int) { sender.setBitrate(bitrate) }
+    public func setMeasuredLoss(_ loss: Double) { pipeline.sender.setMeasuredLoss(loss) }
+    public func setBitrate(_ bitrate: Int) { pipeline.sender.setBitrate(bitrate) }
     /// The microphone's smoothed level in dBFS (after processing, before mute).
-    public var inputLevel: Double { Double(inputLevelTenths.load(ordering: .relaxed)) / 10 }
+    public var inputLevel: Double { Double(pipeline.inputLevelTenths.load(ordering: .relaxed)) / 10 }
 
     // MARK: The two loops
 
@@ -202,32 +229,32 @@ public final class AudioEngine: Sendable {
         nonisolated(unsafe) let capture: any CaptureDevice
         nonisolated(unsafe) let playback: any PlaybackDevice
         nonisolated(unsafe) let processor: CaptureProcessor?
-        unowned let engine: AudioEngine
+        let pipeline: Pipeline
 
         init(
-            engine: AudioEngine, capture: any CaptureDevice, playback: any PlaybackDevice, processor: CaptureProcessor?
+            pipeline: Pipeline, capture: any CaptureDevice, playback: any PlaybackDevice, processor: CaptureProcessor?
         ) {
-            self.engine = engine
+            self.pipeline = pipeline
             self.capture = capture
             self.playback = playback
             self.processor = processor
         }
 
         func runCapture() {
-            let frame = engine.configuration.frameDuration.samples
+            let frame = pipeline.configuration.frameDuration.samples
             let captured = UnsafeMutableBufferPointer<Int16>.allocate(capacity: frame)
             captured.initialize(repeating: 0)
             defer { captured.deallocate() }
             var meter = LevelMeter()
-            while engine.running.load(ordering: .acquiring) {
+            while pipeline.running.load(ordering: .acquiring) {
                 do {
                     try capture.read(into: captured)
-                    let cleaned = processor?.process(captured, farEnd: engine.farEnd) ?? UnsafeBufferPointer(captured)
+                    let cleaned = processor?.process(captured, farEnd: pipeline.farEnd) ?? UnsafeBufferPointer(captured)
                     meter.measure(cleaned)
-                    engine.inputLevelTenths.store(Int(meter.level * 10), ordering: .relaxed)
-                    try engine.sender.process(cleaned, emit: engine.onEncodedFrame)
+                    pipeline.inputLevelTenths.store(Int(meter.level * 10), ordering: .relaxed)
+                    try pipeline.sender.process(cleaned, emit: pipeline.onEncodedFrame)
                 } catch {
-                    engine.fail(error)
+                    pipeline.fail(error)
                     return
                 }
             }
@@ -235,24 +262,18 @@ public final class AudioEngine: Sendable {
 
         func runPlayback() {
             let processes = processor != nil
-            while engine.running.load(ordering: .acquiring) {
-                engine.mixer.apply(engine.commands)
-                let output = engine.mixer.mix(now: engine.configuration.clock.now())
-                if processes { engine.farEnd.write(output) }
+            while pipeline.running.load(ordering: .acquiring) {
+                pipeline.mixer.apply(pipeline.commands)
+                let output = pipeline.mixer.mix(now: pipeline.configuration.clock.now())
+                if processes { pipeline.farEnd.write(output) }
                 do {
                     try playback.write(output)
                 } catch {
-                    engine.fail(error)
+                    pipeline.fail(error)
                     return
                 }
             }
         }
-    }
-
-    private func fail(_ error: any Error) {
-        // Only the first failure is reported; the other loop sees `running` drop and ends.
-        guard running.exchange(false, ordering: .acquiringAndReleasing) else { return }
-        onFailure(error)
     }
 }
 

@@ -37,19 +37,33 @@ public final class ControlServer: Service {
         // runs on NIO's blocking-I/O pool rather than on a concurrency-pool thread.
         let path = self.path
         try await NIOThreadPool.singleton.runIfActive { try ControlSocketPath.prepareForListening(path) }
-        // The socket file is created by bind(2) with the process umask: make it 0600 from the
-        // start rather than chmod-ing after, so no other user can ever connect in between.
-        let previous = umask(0o177)
-        defer { umask(previous) }
+        // bind(2) creates the socket file with the process umask. Changing the umask would affect
+        // every thread of the process, so instead bind inside a private 0700 directory next to the
+        // final path, make the file 0600 there, and rename(2) it into place: the socket appears at
+        // `path` only ever as 0600, and nobody can reach it before that.
+        let directory = path.lastIndex(of: "/").map { String(path[..<$0]) } ?? "."
+        var template = Array("\(directory)/.parleyd-XXXXXX".utf8CString)
+        guard let made = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else {
+            throw ControlError.system(
+                "cannot create a private directory in \(directory): \(String(cString: strerror(errno)))")
+        }
+        let privateDirectory = String(cString: made)
+        defer { rmdir(privateDirectory) }
+        let privatePath = privateDirectory + "/s"
         let channel = try await ServerBootstrap(group: group)
-            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .bind(unixDomainSocketPath: path) { child in
+            .bind(unixDomainSocketPath: privatePath) { child in
                 child.eventLoop.makeCompletedFuture {
                     try child.pipeline.syncOperations.addHandler(
                         ByteToMessageHandler(LineFrameDecoder(maximumLength: ControlCodec.maximumLineLength)))
                     return try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: child)
                 }
             }
+        guard chmod(privatePath, 0o600) == 0, rename(privatePath, path) == 0 else {
+            let reason = String(cString: strerror(errno))
+            unlink(privatePath)
+            try? await channel.channel.close()
+            throw ControlError.system("cannot place the control socket at \(path): \(reason)")
+        }
         return BoundControlServer(channel: channel, path: path, handler: handler, logger: logger)
     }
 

@@ -321,6 +321,12 @@ public final class RendezvousClient: Service, Sendable {
             .connectTimeout(TimeAmount(configuration.handshakeTimeout))
             .connect(host: url.host, port: Int(url.port)) { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    // Connecting to a loopback port in the ephemeral range where nothing listens can
+                    // be given that same port as source: TCP simultaneous open connects the socket
+                    // to itself, and it would hold the port the restarting server needs.
+                    if let local = channel.localAddress, local == channel.remoteAddress {
+                        throw SessionEnd.lost("connected to itself (nothing listens at \(url.hostHeader))")
+                    }
                     if let tls {
                         try channel.pipeline.syncOperations.addHandler(
                             Self.tlsHandler(tls, host: url.host, pin: pin, pinFailed: pinFailed))

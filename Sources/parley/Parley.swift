@@ -1,6 +1,7 @@
 import ArgumentParser
 import ControlAPI
 import ParleyCore
+import ParleyProtocol
 
 #if canImport(Glibc)
 import Glibc
@@ -12,16 +13,18 @@ import Glibc
 struct Parley: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "parley",
-        abstract: "Control a running parleyd: join, leave, status, mute, verify.",
+        abstract: "Make invites, and control a running parleyd: join, leave, status, mute, verify, watch.",
         version: ParleyVersion.string,
-        subcommands: [Join.self, Leave.self, Status.self, Mute.self, Unmute.self, Verify.self, Watch.self]
+        subcommands: [
+            MakeInvite.self, Join.self, Leave.self, Status.self, Mute.self, Unmute.self, Verify.self, Watch.self,
+        ]
     )
 
     /// Every error is one clear line on stderr and a non-zero exit (ArgumentParser's default
     /// adds usage lines; help and version still print in full).
     static func main() {
         do {
-            var command = try parseAsRoot()
+            var command = try parseAsRoot(globalOptionsLast(Array(CommandLine.arguments.dropFirst())))
             try command.run()
         } catch {
             let code = exitCode(for: error)
@@ -34,6 +37,33 @@ struct Parley: ParsableCommand {
             Glibc.exit(code.rawValue)
         }
     }
+}
+
+/// `--socket PATH` is global (`parley --socket PATH status`), but ArgumentParser only knows
+/// options after the subcommand: move it there.
+func globalOptionsLast(_ arguments: [String]) -> [String] {
+    var rest: [String] = []
+    var moved: [String] = []
+    var index = 0
+    while index < arguments.count {
+        let argument = arguments[index]
+        if argument == "--" {
+            rest += arguments[index...]
+            break
+        }
+        if argument == "--socket", index + 1 < arguments.count {
+            moved += arguments[index...(index + 1)]
+            index += 2
+            continue
+        }
+        if argument.hasPrefix("--socket=") {
+            moved.append(argument)
+        } else {
+            rest.append(argument)
+        }
+        index += 1
+    }
+    return rest + moved
 }
 
 /// Options every subcommand that talks to the daemon shares.
@@ -60,15 +90,59 @@ extension DaemonOptions {
     }
 }
 
+/// `parley invite`: mints a new meeting locally (a fresh random room secret); no daemon needed.
+struct MakeInvite: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "invite",
+        abstract: "Create a new meeting's invite for a rendezvous; share it only with the participants.",
+        discussion: """
+            The TLS pin is the SHA-256 of the rendezvous certificate's public key (DER SubjectPublicKeyInfo), \
+            64 hex digits: openssl x509 -in rv.crt -pubkey -noout | openssl pkey -pubin -outform der | sha256sum
+            """)
+    @Option(help: "The rendezvous URL, ws://HOST:PORT or wss://HOST:PORT.")
+    var rendezvous: String
+    @Option(help: "Pin the rendezvous' TLS key (wss:// only): 64 hex digits.")
+    var tlsPin: String?
+    @Option(help: "A TURN server for participants, turn:HOST:PORT[?transport=udp|tcp] (repeatable).")
+    var turn: [String] = []
+
+    func run() throws {
+        do {
+            let url = try RendezvousURL(parsing: rendezvous)
+            let pin = try tlsPin.map(Self.pin)
+            let hints = try turn.map { try TURNHint(uri: $0) }
+            print(try Invite.mint(rendezvous: url, tlsPin: pin, turnHints: hints).string)
+        } catch let error as InviteError {
+            throw CLIError(description: "cannot make an invite: \(error)")
+        }
+    }
+
+    static func pin(_ text: String) throws -> [UInt8] {
+        let digits = Array(text.lowercased().utf8)
+        guard digits.count == 64, digits.allSatisfy({ (48...57).contains($0) || (97...102).contains($0) }) else {
+            throw CLIError(description: "--tls-pin wants 64 hex digits (SHA-256 of the certificate's public key)")
+        }
+        return stride(from: 0, to: 64, by: 2).map {
+            UInt8(String(decoding: digits[$0..<$0 + 2], as: UTF8.self), radix: 16)!
+        }
+    }
+}
+
 struct Join: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Join the meeting an invite string names.")
     @OptionGroup var daemon: DaemonOptions
     @Argument(help: "The invite string (parley1:…). Quote it; line breaks from chat apps are fine.")
     var invite: String
 
+    func validate() throws {
+        // Checked here too, so a typo is reported even when no daemon runs.
+        do { _ = try Invite(parsing: invite) } catch { throw ValidationError("invalid invite: \(error)") }
+    }
+
     func run() throws {
-        try daemon.send(ControlRequest(.join, invite: invite))
-        print("joining; follow with `parley status` or `parley watch`")
+        let response = try daemon.send(ControlRequest(.join, invite: invite))
+        print(response.message ?? "joining")
+        print("follow with `parley status` or `parley watch`")
     }
 }
 

@@ -1,16 +1,179 @@
 import ArgumentParser
+import ControlAPI
+import ICE
+import Logging
+import NIOPosix
 import ParleyCore
+import ParleyNode
+import ParleyProtocol
+import RendezvousServer
+import ServiceLifecycle
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 @main
-struct Parleyd: ParsableCommand {
+struct Parleyd: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "parleyd",
         abstract: "The Parley node daemon: one end-to-end encrypted, peer-to-peer audio meeting.",
-        discussion: "Not yet able to join meetings: this build only prints its version and usage.",
+        discussion: """
+            Control it with `parley` (status, join, leave, mute, verify, watch). With --host it also runs \
+            the meeting's rendezvous and prints the invite as the first line on standard output. \
+            SIGTERM or SIGINT leave the meeting gracefully (peers are told at once) and exit.
+            """,
         version: ParleyVersion.string
     )
 
-    func run() throws {
-        print(Self.helpMessage())
+    @Option(help: "The control socket (mode 0600; a stale socket is replaced).")
+    var socket: String = ControlSocketPath.defaultPath
+    @Option(help: "Where the identity and pinned keys live (default: $XDG_STATE_HOME/parley or ~/.local/state/parley).")
+    var stateDir: String?
+    @Option(help: "Your name in meetings (default: USER@HOSTNAME).")
+    var name: String?
+    @Option(help: "Join this meeting at start (an invite string, parley1:…).")
+    var join: String?
+    @Flag(help: "Start a meeting with a rendezvous embedded in this daemon; prints its invite.")
+    var host = false
+    @Option(help: "With --host: where the embedded rendezvous listens (HOST:PORT; port 0 picks one).")
+    var listen: String = "0.0.0.0:7777"
+    @Option(help: "With --host: the host name or address peers reach the rendezvous at (see the README).")
+    var advertise: String?
+    @Option(help: "Microphone: pulse[:SOURCE], wav:PATH, tone:HZ or silence (default: pulse).")
+    var audioIn: String?
+    @Option(help: "Speaker: pulse[:SINK], wav:PATH or null (default: pulse).")
+    var audioOut: String?
+    @Option(help: "Audio frame duration in milliseconds: 10, 20 or 40.")
+    var frameMs = 20
+    @Option(help: "Opus bitrate in bits per second.")
+    var bitrate = 32_000
+    @Option(help: "Opus encoder complexity, 0 (cheapest) to 10 (best quality per bit).")
+    var complexity = 10
+    @Option(help: "STUN server HOST:PORT (default: the rendezvous' own, if it offers one).")
+    var stun: String?
+    @Option(help: "TURN server URL, e.g. turn:relay.example.org:3478?transport=udp (default: the rendezvous').")
+    var turn: String?
+    @Option(help: "User name for --turn.")
+    var turnUser: String?
+    @Option(help: "Password for --turn (visible in ps; prefer the rendezvous' short-lived credentials).")
+    var turnPass: String?
+    @Flag(help: "Send everything through TURN: peers never learn this node's addresses.")
+    var relayOnly = false
+    @Option(help: "Use only this local address for ICE host candidates (repeatable).")
+    var localAddress: [String] = []
+    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
+    var logLevel: String = "info"
+
+    func validate() throws {
+        if host && join != nil { throw ValidationError("give --host or --join, not both") }
+        if let join {
+            do { _ = try Invite(parsing: join) } catch { throw ValidationError("invalid invite: \(error)") }
+        }
+        if (turn == nil) != (turnUser == nil) || (turn == nil) != (turnPass == nil) {
+            throw ValidationError("--turn, --turn-user and --turn-pass go together")
+        }
+        if Logger.Level(rawValue: logLevel) == nil { throw ValidationError("unknown --log-level \(logLevel)") }
+        for address in localAddress where IPAddress(address) == nil {
+            throw ValidationError("--local-address wants an IP address, got \(address)")
+        }
+        if RendezvousServerConfiguration.HostAndPort(parsing: listen) == nil {
+            throw ValidationError("--listen wants HOST:PORT or [IPv6]:PORT, got \(listen)")
+        }
     }
+
+    /// Every error is one clear line on stderr and a non-zero exit.
+    static func main() async {
+        do {
+            var command = try parseAsRoot()
+            if var asyncCommand = command as? any AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                try command.run()
+            }
+        } catch {
+            let code = exitCode(for: error)
+            if code == .success {
+                print(fullMessage(for: error))
+            } else {
+                let text = (error as? NodeError)?.description ?? message(for: error)
+                StandardStreams.printError("parleyd: \(text.split(separator: "\n").first.map(String.init) ?? text)")
+            }
+            Glibc.exit(code == .success ? 0 : max(code.rawValue, 1))
+        }
+    }
+
+    func run() async throws {
+        let level = Logger.Level(rawValue: logLevel)!
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let logger = Logger(label: "parleyd")
+
+        let audio = try AudioSetup.choose(
+            input: audioIn, output: audioOut, frameMilliseconds: frameMs, bitrate: bitrate, complexity: complexity)
+        if let warning = audio.warning { StandardStreams.printError("parleyd: \(warning)") }
+        var ice = ICESettings()
+        ice.stun = stun
+        if let turn, let turnUser, let turnPass {
+            ice.turn = .init(url: turn, username: turnUser, password: turnPass)
+        }
+        ice.relayOnly = relayOnly
+        ice.localAddresses = localAddress.compactMap(IPAddress.init)
+        let configuration = NodeConfiguration(
+            stateDirectory: stateDir ?? Self.defaultStateDirectory(), displayName: name ?? Self.defaultName(),
+            audio: audio.configuration, ice: ice)
+        let daemon = try NodeDaemon(configuration: configuration, logger: logger)
+
+        let control = try await ControlServer(
+            path: socket, handler: daemon, group: MultiThreadedEventLoopGroup.singleton, logger: logger
+        ).bind()
+        var services: [any Service] = []
+        var invite = join
+        if host {
+            let (server, minted) = try await HostedRendezvous.start(
+                listen: RendezvousServerConfiguration.HostAndPort(parsing: listen)!, advertise: advertise,
+                localAddresses: ice.localAddresses, logger: Logger(label: "parley.rendezvous"))
+            services.append(server)  // first in, last out: BYE still goes through it on shutdown
+            invite = minted.string
+            // The invite is the product of --host: printed (never logged) as the first stdout line.
+            print(minted.string)
+            StandardStreams.flushOutput()
+            StandardStreams.printError(
+                "parleyd: hosting a meeting at \(minted.rendezvous); share the invite above with the participants")
+        }
+        services.append(ControlService(bound: control))
+        services.append(NodeService(daemon: daemon, initialInvite: invite))
+        StandardStreams.printError("parleyd: \(configuration.displayName) (\(daemon.shortID)) ready on \(socket)")
+        let group = ServiceGroup(
+            configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        try await group.run()
+    }
+
+    static func defaultStateDirectory() -> String {
+        if let state = getenv("XDG_STATE_HOME").map({ String(cString: $0) }), !state.isEmpty {
+            return state + "/parley"
+        }
+        let home = getenv("HOME").map { String(cString: $0) } ?? "/tmp"
+        return home + "/.local/state/parley"
+    }
+
+    static func defaultName() -> String {
+        let user = getenv("USER").map { String(cString: $0) } ?? "parley"
+        var buffer = [CChar](repeating: 0, count: 256)
+        gethostname(&buffer, buffer.count)
+        let length = buffer.firstIndex(of: 0) ?? buffer.count
+        let hostname = String(decoding: buffer[..<length].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        let name = hostname.isEmpty ? user : "\(user)@\(hostname)"
+        return String(name.prefix(64))
+    }
+}
+
+/// The bound control socket as a service (bound before the group starts, so "another parleyd is
+/// running" is reported before anything else happens).
+struct ControlService: Service {
+    let bound: BoundControlServer
+    func run() async throws { try await bound.serve() }
 }

@@ -4,6 +4,19 @@ import Testing
 
 @testable import ICE
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The name of the calling OS thread (Linux: /proc/thread-self/comm).
+func currentThreadName() -> String {
+    guard let file = fopen("/proc/thread-self/comm", "r") else { return "" }
+    defer { fclose(file) }
+    var buffer = [CChar](repeating: 0, count: 64)
+    guard fgets(&buffer, Int32(buffer.count), file) != nil else { return "" }
+    return String(decoding: buffer.prefix { $0 != 0 && $0 != 10 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+}
+
 /// Real libnice agents on 127.0.0.1, two (or three) nodes in one process.
 @Suite("ICE agent on loopback")
 struct ICEAgentTests {
@@ -50,6 +63,32 @@ struct ICEAgentTests {
                 #expect(statsB.traffic.packetsSent == 1 && statsB.traffic.bytesSent == 1200)
                 #expect(statsA.traffic.packetsReceived == 1 && statsA.traffic.bytesReceived == 1200)
                 #expect(statsA.localCandidates == 1 && statsA.remoteCandidates == 1)
+            }
+        }
+    }
+
+    /// `deliverDatagrams(to:)`: datagrams reach the handler, on the ICE thread, in order, and the
+    /// counters still count them; `traffic` reads the counters without the agent.
+    @Test func datagramsCanGoToAHandlerOnTheICEThread() async throws {
+        try await withTimeout(Self.limit, "datagrams through a handler") {
+            try await Self.withLink { link in
+                let (received, sink) = AsyncStream.makeStream(of: ([UInt8], Bool).self)
+                link.b.stream.deliverDatagrams { datagram in
+                    sink.yield((datagram, currentThreadName() == "ice-test"))
+                }
+                try await link.exchangeCredentials()
+                _ = try await link.bothConnected()
+                var iterator = received.makeAsyncIterator()
+                for index in 0..<200 {
+                    #expect(link.a.stream.send(Array("datagram \(index)".utf8)))
+                }
+                for index in 0..<200 {
+                    let (datagram, onICEThread) = try #require(await iterator.next())
+                    #expect(datagram == Array("datagram \(index)".utf8))
+                    #expect(onICEThread)
+                }
+                #expect(link.b.stream.traffic.packetsReceived == 200)
+                #expect(link.a.stream.traffic.packetsSent == 200)
             }
         }
     }

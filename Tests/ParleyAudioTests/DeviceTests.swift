@@ -200,6 +200,25 @@ struct AudioEngineTests {
         #expect(engine.peers.isEmpty)
     }
 
+    /// An engine released while its threads run stops and joins them in `deinit`; the threads
+    /// must not reach back into the engine being destroyed (they once held it `unowned`, which
+    /// crashed the process here). The WAV header written at stop proves the threads were joined.
+    @Test func anEngineDroppedWhileRunningStopsCleanly() async throws {
+        let path = WAVFileTests.temporaryPath("dropped.wav")
+        defer { unlink(path) }
+        let frames = Atomic<Int>(0)
+        do {
+            let engine = try AudioEngine(
+                configuration: AudioEngineConfiguration(input: .tone(hertz: 500), output: .wav(path: path)),
+                onEncodedFrame: { _ in frames.add(1, ordering: .relaxed) })
+            try engine.start()
+            try await waitUntil(.seconds(10), "the capture thread to encode") { frames.load(ordering: .relaxed) >= 5 }
+        }
+        let afterRelease = frames.load(ordering: .relaxed)
+        #expect(try WAVFile.read(path: path).count > 0)
+        #expect(frames.load(ordering: .relaxed) == afterRelease)
+    }
+
     @Test func aMissingWAVInputFailsToStartWithItsName() throws {
         let engine = try AudioEngine(
             configuration: AudioEngineConfiguration(input: .wav(path: "/nonexistent/in.wav"), output: .null),

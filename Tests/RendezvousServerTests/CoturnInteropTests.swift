@@ -72,7 +72,7 @@ struct CoturnInteropTests {
             coturn.waitUntilExit()
         }
         // coturn is up when it answers STUN.
-        try await waitUntil(.seconds(10), "coturn to answer") {
+        try await waitUntil(.seconds(40), "coturn to answer") {
             try await Self.run("/usr/bin/turnutils_stunclient", ["-p", "\(port)", "127.0.0.1"], limit: .seconds(2)).0
                 == 0
         }

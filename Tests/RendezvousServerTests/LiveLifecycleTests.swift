@@ -44,10 +44,20 @@ struct LiveLifecycleTests {
         #expect(retry.0.contains("going away"))
         #expect(retry.1 >= .milliseconds(100) && retry.1 <= .milliseconds(200), "hint plus up to the hint again")
 
-        // The same address again, as after a restart.
+        // The same address again, as after a restart. Port 0 gave a port in the kernel's ephemeral
+        // range, so while nothing listens there a client's reconnect attempt can be given that very
+        // port as its source and connect to itself (TCP simultaneous open); the port is free again
+        // once the client gives up on that connection. Real deployments listen below the range.
         configuration.listen = addresses.rendezvous
         let second = RendezvousServer(configuration: configuration, logger: quietLogger)
-        try await second.start()
+        try await waitUntil(.seconds(10), "the old port to be free again", interval: .milliseconds(50)) {
+            do {
+                try await second.start()
+                return true
+            } catch let error as IOError where error.errnoCode == EADDRINUSE {
+                return false
+            }
+        }
         let aAfter = try await a.joined(reconnected: true)
         let bAfter = try await b.joined(reconnected: true)
         #expect(aAfter.memberID != 0 && bAfter.memberID != 0)

@@ -1,0 +1,75 @@
+public import ICE
+public import Logging
+public import ParleyProtocol
+public import RendezvousServer
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `parleyd --host`: a rendezvous server embedded in the daemon, and a fresh invite that points
+/// at it.
+public enum HostedRendezvous {
+    /// Starts the server (port 0 picks a free port) and mints the meeting's invite.
+    public static func start(
+        listen: RendezvousServerConfiguration.HostAndPort, advertise: String?, localAddresses: [IPAddress],
+        logger: Logger
+    ) async throws -> (server: RendezvousServer, invite: Invite) {
+        var configuration = RendezvousServerConfiguration()
+        configuration.listen = listen
+        let server = RendezvousServer(configuration: configuration, logger: logger)
+        let bound = try await server.start()
+        let host = advertisedHost(
+            listenHost: listen.host, advertise: advertise, localAddresses: localAddresses,
+            interfaces: interfaceAddresses())
+        let url: RendezvousURL
+        do {
+            url = try RendezvousURL(parsing: "ws://\(host.contains(":") ? "[\(host)]" : host):\(bound.rendezvous.port)")
+        } catch {
+            await server.shutdown()
+            throw NodeError("cannot advertise \(host) in an invite: \(error)")
+        }
+        return (server, try Invite.mint(rendezvous: url))
+    }
+
+    /// The host peers use to reach the embedded rendezvous, by this rule:
+    /// 1. `--advertise HOST` when given;
+    /// 2. else the `--listen` host, when it is a specific address (not 0.0.0.0 or ::);
+    /// 3. else the first `--local-address` (the node's ICE is restricted to it, so it is the
+    ///    address this meeting lives on, e.g. 127.0.0.1 for a meeting on one machine);
+    /// 4. else the first IPv4 address of an interface that is up, not loopback and not
+    ///    link-local (a LAN or public address);
+    /// 5. else 127.0.0.1.
+    public static func advertisedHost(
+        listenHost: String, advertise: String?, localAddresses: [IPAddress], interfaces: [IPAddress]
+    ) -> String {
+        if let advertise, !advertise.isEmpty { return advertise }
+        if let listen = IPAddress(listenHost), !listen.isUnspecified { return listen.description }
+        if !listenHost.isEmpty, IPAddress(listenHost) == nil { return listenHost }  // a host name
+        if let local = localAddresses.first { return local.description }
+        if let lan = interfaces.first(where: { $0.isIPv4 && !$0.isLoopback && !$0.isLinkLocal && !$0.isUnspecified }) {
+            return lan.description
+        }
+        return "127.0.0.1"
+    }
+
+    /// Addresses of the interfaces that are up, in the order the kernel lists them.
+    static func interfaceAddresses() -> [IPAddress] {
+        var list: UnsafeMutablePointer<ifaddrs>?
+        guard getifaddrs(&list) == 0 else { return [] }
+        defer { freeifaddrs(list) }
+        var addresses: [IPAddress] = []
+        var entry = list
+        while let current = entry {
+            defer { entry = current.pointee.ifa_next }
+            guard current.pointee.ifa_flags & UInt32(IFF_UP) != 0, let address = current.pointee.ifa_addr,
+                address.pointee.sa_family == sa_family_t(AF_INET)
+            else { continue }
+            let bytes = address.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { v4 in
+                withUnsafeBytes(of: v4.pointee.sin_addr.s_addr) { Array($0) }
+            }
+            if let parsed = IPAddress(bytes: bytes) { addresses.append(parsed) }
+        }
+        return addresses
+    }
+}
