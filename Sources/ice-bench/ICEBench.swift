@@ -8,7 +8,7 @@ import Glibc
 
 /// `ice-bench NODES RUNS`: time to connected for a full mesh of NODES Parley ICE agents on
 /// 127.0.0.1 (one `ICEAgent` per node, one stream per peer, all on one GLib loop thread), measured
-/// exactly as `Scripts/bench/nice-floor.c` measures plain libnice: from "every stream gathered,
+/// exactly as `Scripts/nice-floor.c` measures plain libnice: from "every stream gathered,
 /// start exchanging credentials and candidates" to "every end of every pair connected". The
 /// exchange goes through the public API as a node would drive it: candidate lines are printed and
 /// parsed again. Also prints the full trickle path (streams added → all connected).

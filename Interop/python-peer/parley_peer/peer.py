@@ -1,0 +1,696 @@
+"""The Python peer: joins a meeting through the rendezvous (§4), signals with envelopes (§6), connects an ICE
+path per peer with aioice, runs the pairwise handshake and transport (§7–§8), sends a tone or a WAV as Opus
+media payloads (§9) and session control (§10), and records what it receives."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import random
+import socket
+import time
+from dataclasses import dataclass, field
+
+import aioice
+import aioice.ice
+from aioice import Candidate, TransportPolicy
+
+from . import audio, control
+from .envelope import (BROADCAST, Bye, EnvelopeError, Hello, ICECandidate, ICECandidatesDone, ICECredentials,
+                       ICERestart, Signaling)
+from .identity import Identity, new_session_epoch
+from .invite import Invite, TURNHint
+from .keys import RoomKeys
+from .media import MAX_PAYLOAD, Frame, MediaError, MediaPayload
+from .rendezvous import (DELIVER, EVERYONE, GOING_AWAY, MEMBER_JOINED, MEMBER_LEFT, Backoff, RendezvousClient,
+                         RendezvousError, Welcome)
+from .security_code import security_code
+from .session import INNER_CONTROL, INNER_MEDIA, PeerSession
+
+log = logging.getLogger("parley-peer")
+
+SUPPORTED_VERSIONS = (1,)
+LOST_AFTER, RESTART_AFTER, REMOVE_AFTER = 2.0, 3.0, 8.0  # §10.3 (the node's choice)
+REPORT_INTERVAL = 1.0
+
+
+@dataclass
+class PeerOptions:
+    name: str = "python"
+    source: object = field(default_factory=lambda: audio.ToneSource(440.0))
+    frame_ms: int = 20
+    bitrate: int = 32000
+    host_addresses: list[str] | None = None  # None: every interface address aioice finds
+    relay_only: bool = False
+    record_dir: str | None = None
+    write_ogg: bool = False
+    status_path: str | None = None
+    expect_peers: int = 0  # stop once this many peers exchanged audio_seconds of audio both ways
+    audio_seconds: float = 0.0
+    identity: Identity | None = None
+    log_packets: str | None = None  # a CSV of (arrival wall time, peer, sequence, timestamp) per media payload
+
+
+@dataclass
+class ReportState:
+    """What this side measures about one peer's media, and what the peer said in its REPORTs (§10.1)."""
+
+    last_peer_timestamp: int | None = None
+    last_peer_report_at: float = 0.0
+    reports_received: int = 0
+    peer_media_received: int = 0
+    peer_media_expected: int = 0
+    peer_loss_permille: int = 0
+    rtt_ms: float | None = None
+    interval_received: int = 0
+    interval_first_expected: int = 0
+    jitter: float = 0.0  # RFC 3550 §6.4.1, in 48 kHz samples
+    last_transit: float | None = None
+
+
+class Link:
+    """One peer: its HELLO, the ICE path (one aioice Connection per generation) and the session."""
+
+    def __init__(self, node: Node, peer: bytes, hello: Hello, member_id: int, version: int):
+        self.node = node
+        self.peer = peer
+        self.hello = hello
+        self.member_id = member_id
+        self.version = version
+        self.is_lead = node.identity.identity_key < peer
+        self.generation = 0
+        self.ice: aioice.Connection | None = None  # the current generation's agent
+        self.path: aioice.Connection | None = None  # the connected agent carrying packets (maybe older)
+        self.remote_credentials_set = False
+        self.remote_done = False
+        self.local_ready = False
+        self.connect_task: asyncio.Task | None = None
+        self.tasks: set[asyncio.Task] = set()
+        self.session = PeerSession(identity_key=node.identity.identity_key, static_secret=node.identity.static_secret,
+                                   peer_identity_key=peer, peer_static_key=hello.static_key,
+                                   room_id=node.room_keys.room_id, noise_psk=node.room_keys.noise_psk,
+                                   mac_key=node.room_keys.mac_key, version=version)
+        self.receive_log = node.receive_logs.setdefault(peer, audio.ReceiveLog())
+        self.report = ReportState()
+        self.state = "signaling"
+        self.carried_traffic = False
+        self.ended = False
+        self.restart_requested_for: int | None = None
+        self.selected_pair: str | None = None
+        self.media_sent = 0
+        self.next_report_at = time.monotonic() + random.uniform(0.9, 1.1)
+
+    @property
+    def label(self) -> str:
+        return f"{self.hello.display_name} ({self.peer.hex()[:8]})"
+
+    # MARK: ICE (§6.6 steps 4–5)
+
+    @property
+    def ice_connected(self) -> bool:
+        return self.path is not None
+
+    async def start(self, generation: int) -> None:
+        """Start (or restart) ICE at `generation`. The connected path of an older generation keeps carrying
+        packets until the new one connects (§6.6 step 5)."""
+        old = self.ice
+        self.generation = generation
+        self.remote_credentials_set = self.remote_done = self.local_ready = False
+        self.connect_task = None
+        self.ice = aioice.Connection(ice_controlling=self.is_lead, components=1, use_ipv6=False,
+                                     **self.node.ice_options())
+        if old is not None and old is not self.path:
+            self._spawn(old.close())  # never connected: nothing to keep
+        if not self.session.has_keys:
+            self.state = "signaling"
+        log.info("link %s: ICE generation %d, %s", self.label, generation,
+                 "controlling" if self.is_lead else "controlled")
+        await self.node.send_envelope(self, ICECredentials(generation, self.ice.local_username,
+                                                           self.ice.local_password))
+        self._spawn(self._gather(self.ice, generation))
+
+    async def _gather(self, ice: aioice.Connection, generation: int) -> None:
+        await ice.gather_candidates()
+        if ice is not self.ice:
+            return
+        for candidate in ice.local_candidates:
+            await self.node.send_envelope(self, ICECandidate(generation, "candidate:" + candidate.to_sdp()))
+        await self.node.send_envelope(self, ICECandidatesDone(generation))
+        self.local_ready = True
+        self._maybe_connect()
+
+    async def on_signal(self, message) -> None:
+        generation = getattr(message, "generation", None)
+        if isinstance(message, (ICERestart, ICECredentials)) and generation > self.generation:
+            await self.start(generation)  # §6.6 step 5: the peer restarted; follow it, once
+        if generation != self.generation or self.ice is None:
+            return  # another generation's candidates, and older credentials, are ignored
+        if isinstance(message, ICECredentials):
+            self.ice.remote_username = message.ufrag
+            self.ice.remote_password = message.password
+            self.remote_credentials_set = True
+            self._maybe_connect()
+        elif isinstance(message, ICECandidate) and not self.remote_done:
+            try:
+                # The line may end with libnice's "generation <n> ufrag <u>" extensions; aioice ignores them.
+                candidate = Candidate.from_sdp(message.candidate[len("candidate:"):])
+            except (ValueError, IndexError):
+                log.warning("link %s: unusable candidate ignored", self.label)
+                return
+            await self.ice.add_remote_candidate(candidate)
+        elif isinstance(message, ICECandidatesDone) and not self.remote_done:
+            self.remote_done = True
+            await self.ice.add_remote_candidate(None)
+
+    def _maybe_connect(self) -> None:
+        if self.local_ready and self.remote_credentials_set and self.connect_task is None:
+            if not self.session.has_keys:
+                self.state = "checking"
+            self.connect_task = self._spawn(self._connect(self.ice, self.generation))
+
+    async def _connect(self, ice: aioice.Connection, generation: int) -> None:
+        started = time.monotonic()
+        try:
+            await ice.connect()
+        except ConnectionError as error:
+            if ice is self.ice and not self.ended:
+                self.connect_task = None
+                log.warning("link %s: ICE generation %d failed (%s)", self.label, generation, error)
+                if self.is_lead:  # §10.3: only the lead restarts on its own
+                    await asyncio.sleep(1.0)
+                    await self.request_restart()
+            return
+        if ice is not self.ice:
+            await ice.close()  # a newer generation started meanwhile
+            return
+        old_path, self.path = self.path, ice
+        if old_path is not None:
+            self._spawn(old_path.close())
+        pair = ice._nominated.get(1)  # aioice keeps the selected pair here; read for the status only
+        self.selected_pair = f"{pair.local_candidate.type}->{pair.remote_candidate.type}" if pair else None
+        log.info("link %s: ICE generation %d connected in %.0f ms (%s)", self.label, generation,
+                 (time.monotonic() - started) * 1000, self.selected_pair)
+        if not self.session.has_keys:
+            self.state = "handshaking"
+        self.node.ice_connected_at.setdefault(self.peer, time.time())
+        self._spawn(self._receive(ice))
+        now = time.monotonic()
+        datagrams = self.session.path_up(now)
+        if not datagrams and self.is_lead and generation > 0 and self.session.pending is None:
+            datagrams = [self.session.create_initiation(now)]  # a fresh handshake over the new path (§6.6 step 5)
+        for datagram in datagrams:
+            await self.send_datagram(datagram)
+
+    async def request_restart(self) -> None:
+        if self.ended or self.restart_requested_for == self.generation + 1:
+            return
+        self.restart_requested_for = self.generation + 1
+        await self.node.send_envelope(self, ICERestart(self.generation + 1))
+        await self.start(self.generation + 1)
+
+    async def _receive(self, ice: aioice.Connection) -> None:
+        while True:
+            try:
+                datagram = await ice.recv()
+            except ConnectionError:
+                break
+            if datagram is None:
+                break
+            now = time.monotonic()
+            had_keys = self.session.has_keys
+            replies, delivered = self.session.receive(datagram, now)
+            for reply in replies:
+                await self.send_datagram(reply)
+            if self.session.has_keys and not had_keys:
+                await self.send_report(now)  # §10.1: one at once when the session is established
+            for inner_type, body in delivered:
+                self.carried_traffic = True
+                if inner_type == INNER_MEDIA:
+                    first = self.receive_log.packets == 0
+                    self.on_media(body)
+                    if first:
+                        await self.send_report(now)  # §10.1: and when the first media payload arrives
+                elif inner_type == INNER_CONTROL:
+                    await self.on_control(body)
+        if ice is self.path:
+            self.path = None
+
+    async def send_datagram(self, datagram: bytes | None) -> None:
+        path = self.path
+        if datagram is not None and path is not None:
+            try:
+                await path.send(datagram)
+            except ConnectionError:
+                if path is self.path:
+                    self.path = None
+
+    # MARK: media (§9) and control (§10)
+
+    def on_media(self, body: bytes) -> None:
+        self.receive_log.packets += 1
+        try:
+            payload = MediaPayload.parse(body)
+        except MediaError:
+            self.node.malformed_media += 1
+            return
+        arrived = time.time()
+        log_ = self.receive_log
+        new_primary = log_.add(payload.primary.sequence, payload.primary.timestamp, payload.primary.duration,
+                               payload.primary.opus, arrived, redundant=False)
+        for copy in payload.copies:
+            log_.add(copy.sequence, copy.timestamp, copy.duration, copy.opus, arrived, redundant=True)
+        self.report.interval_received += 1
+        if new_primary:
+            # RFC 3550 §6.4.1 interarrival jitter in timestamp units.
+            transit = arrived * audio.RATE - payload.primary.timestamp
+            if self.report.last_transit is not None:
+                d = abs(transit - self.report.last_transit)
+                if d < audio.RATE:
+                    self.report.jitter += (d - self.report.jitter) / 16
+            self.report.last_transit = transit
+        if self.node.packet_log is not None:
+            self.node.packet_log.write(f"{arrived:.6f},{self.peer.hex()[:16]},{payload.primary.sequence},"
+                                       f"{payload.primary.timestamp}\n")
+
+    async def on_control(self, body: bytes) -> None:
+        message = control.parse(body)
+        now = time.monotonic()
+        if isinstance(message, control.Report):
+            r = self.report
+            r.reports_received += 1
+            r.last_peer_timestamp = message.timestamp_ms
+            r.last_peer_report_at = now
+            r.peer_media_received = message.media_received
+            r.peer_media_expected = message.media_expected
+            r.peer_loss_permille = message.loss_permille
+            if message.echo_timestamp_ms:
+                rtt = (self.node.clock_ms() - message.echo_timestamp_ms - message.echo_delay_ms) % 2**32
+                if rtt <= 60000:
+                    r.rtt_ms = rtt
+            if message.media_received > 0:  # §10.1: audio flows both ways
+                self.state = "up"
+            self.node.note_progress(self)
+        elif isinstance(message, control.Leave):
+            log.info("link %s: LEAVE", self.label)
+            # The peer stopped: if it heard us (its last REPORT) and we heard it, this link is complete.
+            self.node.note_progress(self)
+            await self.node.end_link(self, "left")
+
+    async def send_report(self, now: float) -> None:
+        await self.send_datagram(self.session.seal(INNER_CONTROL, self.make_report(now), now))
+
+    def make_report(self, now: float) -> bytes:
+        r = self.report
+        rl = self.receive_log
+        received = rl.packets  # authenticated media packets (the replay window makes them distinct)
+        expected = 0 if rl.first is None else rl.highest - rl.first + 1
+        interval_expected = expected - r.interval_first_expected
+        loss = 0
+        if interval_expected > 0:
+            loss = max(0, min(1000, round(1000 * (interval_expected - r.interval_received) / interval_expected)))
+        r.interval_first_expected = expected
+        r.interval_received = 0
+        echo, delay = 0, 0
+        if r.last_peer_timestamp is not None:
+            echo = r.last_peer_timestamp
+            delay = round((now - r.last_peer_report_at) * 1000)
+        return control.Report(self.node.clock_ms(), echo, delay, received, expected, loss,
+                              round(r.jitter / audio.RATE * 1e6)).encode()
+
+    async def tick(self, now: float) -> None:
+        for datagram in self.session.tick(now):
+            await self.send_datagram(datagram)
+        if self.session.has_keys and now >= self.next_report_at:
+            self.next_report_at = now + random.uniform(0.9, 1.1)
+            await self.send_report(now)
+        last = self.session.last_authenticated_at
+        if last is not None and self.carried_traffic:
+            silent = now - last
+            if silent >= REMOVE_AFTER:
+                log.warning("link %s: nothing for %.0f s; removing the peer", self.label, silent)
+                await self.node.end_link(self, "lost")
+            elif silent >= RESTART_AFTER:
+                self.state = "restarting"
+                if self.is_lead:  # §10.3: the other side follows the lead's ICE_RESTART
+                    await self.request_restart()
+            elif silent >= LOST_AFTER:
+                self.state = "lost"
+        if self.session.has_keys and self.state in ("lost", "restarting") and last and now - last < 1.0:
+            self.state = "up" if self.report.reports_received else "handshaking"
+            self.restart_requested_for = None
+
+    def _spawn(self, coroutine) -> asyncio.Task:
+        task = asyncio.create_task(coroutine)
+        self.tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        self.tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("link %s: task failed: %r", self.label, task.exception())
+
+    async def close(self) -> None:
+        self.ended = True
+        for ice in {self.ice, self.path} - {None}:
+            await ice.close()
+        self.ice = self.path = None
+        for task in list(self.tasks):
+            if task is not asyncio.current_task():
+                task.cancel()
+
+    def status(self) -> dict:
+        rl = self.receive_log
+        return {
+            "peer": self.peer.hex(), "name": self.hello.display_name, "member_id": self.member_id,
+            "state": self.state, "lead": self.is_lead, "ice_controlling": self.is_lead,
+            "generation": self.generation, "selected_pair": self.selected_pair,
+            "handshakes": self.session.stats.handshakes_completed, "has_keys": self.session.has_keys,
+            "initiations_sent": self.session.stats.initiations_sent,
+            "responses_sent": self.session.stats.responses_sent,
+            "dropped_datagrams": self.session.stats.dropped,
+            "media_sent": self.media_sent, "media_packets_received": rl.packets,
+            "frames_received": rl.primaries_received, "frames_recovered_by_copies": rl.recovered_by_copies,
+            "reports_received": self.report.reports_received, "rtt_ms": self.report.rtt_ms,
+            "peer_media_received": self.report.peer_media_received,
+            "peer_media_expected": self.report.peer_media_expected,
+            "peer_loss_permille": self.report.peer_loss_permille,
+        }
+
+
+class Node:
+    def __init__(self, invite: Invite, options: PeerOptions):
+        self.invite = invite
+        self.options = options
+        self.identity = options.identity or Identity.generate()
+        self.room_keys = RoomKeys.derive(invite.room_secret)
+        self.signaling = Signaling(self.room_keys.room_id, self.room_keys.signaling_key, self.identity)
+        self.epoch = new_session_epoch()
+        self.links: dict[bytes, Link] = {}
+        self.receive_logs: dict[bytes, audio.ReceiveLog] = {}
+        self.names: dict[bytes, str] = {}
+        self.ice_connected_at: dict[bytes, float] = {}
+        self.rendezvous: RendezvousClient | None = None
+        self.welcome: Welcome | None = None
+        self.malformed_media = 0
+        self.dropped_envelopes = 0
+        self.started_monotonic = time.monotonic()
+        self.joined_at: float | None = None
+        self.stopping = asyncio.Event()
+        self.finished_reason = "running"
+        self.completed: set[bytes] = set()
+        self.security_codes: list[dict] = []
+        self.ended_links: dict[bytes, dict] = {}  # the last status of links that ended, by peer
+        self.packet_log = open(options.log_packets, "w") if options.log_packets else None
+        self.wav_started_at: float | None = None
+
+    def clock_ms(self) -> int:
+        """§10.1 timestamp_ms: monotonic milliseconds mod 2^32, never 0."""
+        return int((time.monotonic() - self.started_monotonic) * 1000) % 2**32 or 1
+
+    def hello(self) -> Hello:
+        return Hello(self.identity.static_key, self.identity.binding_signature, self.epoch, SUPPORTED_VERSIONS,
+                     self.options.name)
+
+    # MARK: ICE servers from the WELCOME and the invite
+
+    def ice_options(self) -> dict:
+        options: dict = {}
+        welcome = self.welcome
+        if welcome and welcome.stun_servers:
+            host, _, port = welcome.stun_servers[0].rpartition(":")
+            options["stun_server"] = (resolve(host.strip("[]")), int(port))
+        turn = self._turn_server()
+        if turn:
+            (host, port, transport), username, password = turn
+            options.update(turn_server=(resolve(host), port), turn_username=username, turn_password=password,
+                           turn_transport=transport)
+        if self.options.relay_only:
+            options["transport_policy"] = TransportPolicy.RELAY
+        return options
+
+    def _turn_server(self):
+        hints = [(h.server(), h.username, h.password) for h in self.invite.turn_hints if h.username]
+        if self.welcome:
+            for credential in self.welcome.turn:
+                hints.append((TURNHint(TURNHint.parse_uri(credential.url)[3]).server(), credential.username,
+                              credential.password))
+        udp = [h for h in hints if h[0][2] == "udp"]
+        return (udp or hints or [None])[0]
+
+    # MARK: signaling (§6.6)
+
+    async def send_envelope(self, link: Link, message) -> None:
+        if link.member_id is None:
+            return  # §6.6 step 2: no valid member id since our reconnect, until the peer's HELLO
+        sealed = self.signaling.seal(message, recipient=link.peer, recipient_static_key=link.hello.static_key)
+        await self._send(link.member_id, sealed)
+
+    async def _send(self, member_id: int, payload: bytes) -> None:
+        try:
+            await self.rendezvous.send(member_id, payload)
+        except Exception as error:  # a lost rendezvous connection; the run loop reconnects
+            log.warning("rendezvous send failed: %s", error)
+
+    async def on_envelope(self, member_id: int, payload: bytes) -> None:
+        try:
+            received = self.signaling.open(payload)
+        except EnvelopeError as error:
+            self.dropped_envelopes += 1
+            log.info("envelope dropped: %s", error)
+            return
+        message, peer = received.message, received.sender
+        if message is None:
+            return
+        link = self.links.get(peer)
+        if isinstance(message, Hello):
+            self.names[peer] = message.display_name
+            if received.recipient == BROADCAST:
+                # §6.6 step 2: answer every broadcast HELLO (the sender may have missed ours), never a unicast one.
+                await self._send(member_id, self.signaling.seal(self.hello(), recipient=peer))
+            if link is not None and link.hello.session_epoch == message.session_epoch:
+                link.member_id = member_id  # same epoch: only the member id changes
+                return
+            if link is not None:
+                await self.end_link(link, "new session epoch")
+            common = set(SUPPORTED_VERSIONS) & set(message.versions)
+            if not common:
+                log.warning("%s needs another Parley version (%s)", message.display_name, message.versions)
+                return
+            link = Link(self, peer, message, member_id, max(common))
+            self.links[peer] = link
+            await link.start(0)
+        elif isinstance(message, Bye):
+            if link is not None:
+                await self.end_link(link, "bye")
+        elif link is not None:
+            await link.on_signal(message)
+
+    async def end_link(self, link: Link, reason: str) -> None:
+        if self.links.get(link.peer) is link:
+            del self.links[link.peer]
+            self.ended_links[link.peer] = link.status() | {"ended": reason}
+            log.info("link %s ended: %s", link.label, reason)
+            await link.close()
+
+    # MARK: the run loop
+
+    async def run(self, timeout: float | None = None) -> str:
+        tasks = [asyncio.create_task(self._rendezvous_loop()), asyncio.create_task(self._media_loop()),
+                 asyncio.create_task(self._timer_loop())]
+        try:
+            await asyncio.wait_for(self.stopping.wait(), timeout)
+        except asyncio.TimeoutError:
+            self.finished_reason = "timeout"
+        if self.finished_reason == "done":
+            # Peers stop on our REPORTs: keep going for one more REPORT interval so each gets a fresh one.
+            await asyncio.sleep(REPORT_INTERVAL * 1.2)
+        for task in tasks:
+            if task.done() and not task.cancelled() and task.exception():
+                log.error("task failed: %r", task.exception())
+        await self.leave()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self.write_outputs()
+        return self.finished_reason
+
+    def stop(self, reason: str) -> None:
+        if not self.stopping.is_set():
+            self.finished_reason = reason
+            self.stopping.set()
+
+    async def _rendezvous_loop(self) -> None:
+        backoff = Backoff()
+        while True:
+            client = RendezvousClient(self.invite, self.room_keys)
+            try:
+                self.welcome = await client.connect()
+                self.rendezvous = client
+                for link in self.links.values():
+                    link.member_id = None  # every member id of the previous connection is void (§4.2)
+                if self.joined_at is None:
+                    self.joined_at = time.time()
+                backoff.attempt = 0
+                log.info("joined as member %d with %d others", self.welcome.member_id, len(self.welcome.members))
+                await self._send(EVERYONE, self.signaling.seal(self.hello()))
+                async for event in client.events():
+                    if event.kind == DELIVER:
+                        await self.on_envelope(event.member_id, event.payload)
+                    elif event.kind == MEMBER_LEFT:
+                        for link in list(self.links.values()):
+                            if link.member_id == event.member_id and not link.carried_traffic:
+                                await self.end_link(link, "left the rendezvous before any traffic")
+                    elif event.kind == GOING_AWAY:
+                        delay = backoff.after_going_away(event.retry_after_ms)
+                        break
+                    elif event.kind == MEMBER_JOINED:
+                        pass  # the newcomer broadcasts HELLO
+                else:
+                    delay = backoff.next_delay()
+            except RendezvousError as error:
+                if not error.retryable:
+                    log.error("%s", error)
+                    self.stop(f"rendezvous: {error}")
+                    return
+                log.warning("%s", error)
+                delay = backoff.next_delay()
+            await asyncio.sleep(delay)
+
+    async def _media_loop(self) -> None:
+        frame = audio.RATE * self.options.frame_ms // 1000
+        encoder = audio.make_encoder(self.options.bitrate)
+        sequence, timestamp = random.getrandbits(16), random.getrandbits(32)  # RFC 3550 §5.1
+        history: list[Frame] = []
+        loop = asyncio.get_running_loop()
+        next_at = loop.time()
+        self.wav_started_at = time.time()
+        while True:
+            pcm = self.options.source.read(frame)
+            worst = max((link.report.peer_loss_permille for link in self.links.values()), default=0) / 1000
+            copies = 0 if worst < 0.01 else 1 if worst < 0.05 else 2 if worst < 0.15 else 3  # §9.3
+            encoder.packet_loss_perc = min(100, int(-(-100 * worst ** (copies + 1) // 1)))
+            opus = encoder.encode(pcm, frame)
+            primary = Frame(sequence, timestamp, frame, opus)
+            chosen = tuple(history[len(history) - copies:]) if copies else ()
+            payload = MediaPayload(primary, chosen)
+            while len(payload.encode()) > MAX_PAYLOAD and payload.copies:
+                payload = MediaPayload(primary, payload.copies[1:])
+            body = payload.encode()
+            now = time.monotonic()
+            for link in list(self.links.values()):
+                if link.ice_connected and link.session.has_keys:
+                    packet = link.session.seal(INNER_MEDIA, body, now)
+                    if packet:
+                        link.media_sent += 1
+                        await link.send_datagram(packet)
+            history = (history + [primary])[-4:]
+            sequence = (sequence + 1) % 2**16
+            timestamp = (timestamp + frame) % 2**32
+            next_at += frame / audio.RATE
+            await asyncio.sleep(max(0.0, next_at - loop.time()))
+
+    async def _timer_loop(self) -> None:
+        while True:
+            now = time.monotonic()
+            for link in list(self.links.values()):
+                await link.tick(now)
+            for link in list(self.links.values()):
+                self.note_progress(link)
+            self._update_security_code()
+            if self.options.status_path:
+                self.write_status()
+            await asyncio.sleep(0.05)
+
+    def note_progress(self, link: Link) -> None:
+        """A peer is done once audio_seconds of audio went each way (our count, and its REPORT's)."""
+        frames = self.options.audio_seconds * 1000 / self.options.frame_ms
+        if link.receive_log.primaries_received >= frames and link.report.peer_media_received >= frames:
+            self.completed.add(link.peer)
+        if self.options.expect_peers and len(self.completed) >= self.options.expect_peers:
+            self.stop("done")
+
+    async def leave(self) -> None:
+        """§10.2 LEAVE over every session (after a last REPORT, so peers see what we received), BYE through
+        the rendezvous (§6.5)."""
+        now = time.monotonic()
+        for link in list(self.links.values()):
+            await link.send_datagram(link.session.seal(INNER_CONTROL, link.make_report(now), now))
+            await link.send_datagram(link.session.seal(INNER_CONTROL, control.Leave().encode(), now))
+        if self.rendezvous is not None:
+            await self._send(EVERYONE, self.signaling.seal(Bye(0)))
+            await self.rendezvous.close()
+        for link in list(self.links.values()):
+            await link.close()
+
+    # MARK: outputs
+
+    def _update_security_code(self) -> None:
+        """§11.1: recomputed whenever the set of members with an established session changes."""
+        members = sorted([self.identity.identity_key] + [p for p, l in self.links.items() if l.session.has_keys])
+        if not self.security_codes or self.security_codes[-1]["members"] != [m.hex() for m in members]:
+            self.security_codes.append({"members": [m.hex() for m in members],
+                                        "code": security_code(self.room_keys.room_id, members)})
+
+    def status(self) -> dict:
+        return {
+            "identity": self.identity.identity_key.hex(), "name": self.options.name, "epoch": self.epoch,
+            "room_id": self.room_keys.room_id.hex(),
+            "member_id": self.welcome.member_id if self.welcome else None,
+            "joined_at": self.joined_at, "wav_started_at": self.wav_started_at,
+            "finished": self.finished_reason, "dropped_envelopes": self.dropped_envelopes,
+            "malformed_media": self.malformed_media,
+            "ice_connected_at": {p.hex(): t for p, t in self.ice_connected_at.items()},
+            "security_codes": self.security_codes,
+            "links": [self.ended_links[p] for p in self.ended_links if p not in self.links]
+            + [link.status() for link in self.links.values()],
+        }
+
+    def write_status(self, extra: dict | None = None) -> None:
+        status = self.status() | (extra or {})
+        temporary = self.options.status_path + ".tmp"
+        with open(temporary, "w") as f:
+            json.dump(status, f, indent=1)
+        os.replace(temporary, self.options.status_path)
+
+    def write_outputs(self) -> None:
+        if self.packet_log is not None:
+            self.packet_log.close()
+        extra: dict = {"received": {}}
+        for peer, receive_log in self.receive_logs.items():
+            pcm, counts = receive_log.decode()
+            entry = {"name": self.names.get(peer, ""), "frames": len(receive_log.frames),
+                     "packets": receive_log.packets, "first_arrival": receive_log.first_arrival(),
+                     "seconds": len(pcm) / audio.RATE, **counts}
+            if self.options.record_dir:
+                base = os.path.join(self.options.record_dir, peer.hex()[:16])
+                audio.write_wav(base + ".wav", pcm)
+                entry["wav"] = base + ".wav"
+                if self.options.write_ogg:
+                    audio.write_ogg(base + ".opus", receive_log)
+                    entry["ogg"] = base + ".opus"
+            extra["received"][peer.hex()] = entry
+        if self.options.status_path:
+            self.write_status(extra)
+
+
+def resolve(host: str) -> str:
+    return socket.getaddrinfo(host, None, socket.AF_INET, socket.SOCK_DGRAM)[0][4][0]
+
+
+def restrict_host_addresses(addresses: list[str] | None) -> None:
+    """aioice offers every interface address but 127.0.0.1 and has no option to choose; loopback tests and
+    namespaced hosts need exactly the addresses they name (as the Swift node's local-address restriction)."""
+    if addresses is not None:
+        aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: list(addresses)
+
+
+def seed_for_role(lead: bool, bits: int = 12) -> Identity:
+    """An identity whose key starts with `bits` zero bits (lead against almost anyone) or one bits (follower)."""
+    while True:
+        identity = Identity.generate()
+        top = int.from_bytes(identity.identity_key[:4], "big") >> (32 - bits)
+        if top == (0 if lead else (1 << bits) - 1):
+            return identity

@@ -1,0 +1,427 @@
+"""The Python peer against the known-answer vectors of docs/PROTOCOL.md (Tests/Fixtures/protocol-v1-*.json)
+and the public Noise (cacophony) vectors. Every value is recomputed from the recorded inputs."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from parley_peer import control, envelope, media
+from parley_peer.identity import Identity, verify_binding
+from parley_peer.invite import Invite, InviteError, RendezvousURL
+from parley_peer.keys import RoomKeys
+from parley_peer.noise import HandshakeState, parse_protocol_name
+from parley_peer.replay import ReplayWindow
+from parley_peer.security_code import display, security_code
+from parley_peer.session import PeerSession, mac1_key, prologue, tai64n
+
+FIXTURES = Path(__file__).resolve().parents[3] / "Tests" / "Fixtures"
+
+
+def load(name):
+    return json.loads((FIXTURES / name).read_text())
+
+
+h = bytes.fromhex
+KEYS = load("protocol-v1-keys.json")
+IDENTITIES = load("protocol-v1-identity.json")["identities"]
+ROOM = RoomKeys.derive(h(KEYS["room_secret"]))
+ALICE = Identity(h(IDENTITIES[0]["identity_seed"]), h(IDENTITIES[0]["static_secret"]))
+BOB = Identity(h(IDENTITIES[1]["identity_seed"]), h(IDENTITIES[1]["static_secret"]))
+
+
+# MARK: §2 invites
+
+
+@pytest.mark.parametrize("vector", load("protocol-v1-invite.json")["valid"], ids=lambda v: v["rendezvous_url"])
+def test_valid_invites(vector):
+    invite = Invite.parse(vector["invite"])
+    assert invite.room_secret.hex() == vector["room_secret"]
+    assert invite.rendezvous_url.canonical() == vector["rendezvous_url"]
+    assert (invite.tls_pin.hex() if invite.tls_pin else None) == vector["tls_pin"]
+    hints = [{"uri": t.uri, "username": t.username, "password": t.password} for t in invite.turn_hints]
+    assert hints == vector["turn_hints"]
+    # And the encoder writes exactly the recorded binary and text.
+    assert invite.binary().hex() == vector["binary"]
+    assert invite.text() == vector["invite"]
+
+
+@pytest.mark.parametrize("vector", load("protocol-v1-invite.json")["pasted"], ids=repr)
+def test_pasted_invites(vector):
+    assert Invite.parse(vector["text"]).text() == vector["invite"]
+
+
+@pytest.mark.parametrize("vector", load("protocol-v1-invite.json")["invalid"], ids=lambda v: v["error"])
+def test_invalid_invites(vector):
+    with pytest.raises(InviteError) as error:
+        Invite.parse(vector["text"])
+    assert error.value.code == vector["error"]
+
+
+@pytest.mark.parametrize(
+    "text, canonical",
+    [
+        ("WS://Example.ORG", "ws://example.org"),
+        ("wss://rv.example.org:443/", "wss://rv.example.org:443"),
+        ("ws://[2001:DB8::1]:7777/a/b%20c", "ws://[2001:db8::1]:7777/a/b%20c"),
+    ],
+)
+def test_rendezvous_url_canonical(text, canonical):
+    assert RendezvousURL.parse(text).canonical() == canonical
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["http://x", "ws://", "ws://-a.org", "ws://a..b", "ws://a:0", "ws://a:65536", "ws://u@a", "ws://a/?q", "ws://a/#f"],
+)
+def test_bad_rendezvous_urls(text):
+    with pytest.raises(InviteError) as error:
+        RendezvousURL.parse(text)
+    assert error.value.code == "bad-rendezvous-url"
+
+
+@pytest.mark.parametrize("case", load("protocol-v1-invite-errors.json")["cases"], ids=lambda c: c["name"])
+def test_invite_field_errors(case):
+    if case["error"] is None:
+        Invite.parse(case["invite"])
+        return
+    with pytest.raises(InviteError) as error:
+        Invite.parse(case["invite"])
+    assert error.value.code == case["error"]
+
+
+# MARK: §3 keys
+
+
+def test_key_schedule_and_join_proof():
+    assert ROOM.room_key_seed.hex() == KEYS["room_key_seed"]
+    assert ROOM.signaling_key.hex() == KEYS["signaling_key"]
+    assert ROOM.noise_psk.hex() == KEYS["noise_psk"]
+    assert ROOM.mac_key.hex() == KEYS["mac_key"]
+    assert ROOM.room_id.hex() == KEYS["room_id"]
+    assert ROOM.join_proof(h(KEYS["join_nonce"])).hex() == KEYS["join_proof"]
+
+
+# MARK: §5 identity
+
+
+@pytest.mark.parametrize("vector", IDENTITIES, ids=lambda v: v["identity_key"][:8])
+def test_identities(vector):
+    identity = Identity(h(vector["identity_seed"]), h(vector["static_secret"]))
+    assert identity.identity_key.hex() == vector["identity_key"]
+    assert identity.static_key.hex() == vector["static_key"]
+    assert identity.binding_signature.hex() == vector["binding_signature"]
+    assert verify_binding(identity.identity_key, identity.static_key, identity.binding_signature)
+    assert not verify_binding(identity.identity_key, bytes(32), identity.binding_signature)
+
+
+# MARK: §6 envelopes
+
+
+def signaling(identity, sequence=None):
+    return envelope.Signaling(ROOM.room_id, ROOM.signaling_key, identity, first_sequence=sequence)
+
+
+def message_from_json(m):
+    kind = m["type"]
+    if kind == "HELLO":
+        return envelope.Hello(h(m["static_key"]), h(m["binding_signature"]), int(m["session_epoch"]),
+                              tuple(m["versions"]), m["display_name"])
+    if kind == "ICE_CREDENTIALS":
+        return envelope.ICECredentials(m["generation"], m["ufrag"], m["password"])
+    if kind == "ICE_CANDIDATE":
+        return envelope.ICECandidate(m["generation"], m["candidate"])
+    if kind == "ICE_CANDIDATES_DONE":
+        return envelope.ICECandidatesDone(m["generation"])
+    if kind == "ICE_RESTART":
+        return envelope.ICERestart(m["generation"])
+    if kind == "BYE":
+        return envelope.Bye(m["reason"])
+    raise AssertionError(kind)
+
+
+ENVELOPES = load("protocol-v1-envelope.json")
+
+
+@pytest.mark.parametrize("vector", ENVELOPES["deterministic"], ids=lambda v: v["message"]["type"] + v["sequence"])
+def test_deterministic_envelopes(vector):
+    message = message_from_json(vector["message"])
+    sealed = signaling(ALICE).seal(message, recipient=h(vector["recipient"]), nonce=h(vector["nonce"]),
+                                   sequence=int(vector["sequence"]))
+    assert sealed.hex() == vector["envelope"]
+    received = signaling(BOB).open(h(vector["envelope"]))
+    assert received.message == message
+    assert received.sequence == int(vector["sequence"])
+    assert received.sender == ALICE.identity_key
+
+
+@pytest.mark.parametrize("vector", ENVELOPES["sealed"], ids=lambda v: v["message"]["type"])
+def test_sealed_envelopes(vector):
+    bob = signaling(BOB)
+    received = bob.open(h(vector["envelope"]))
+    assert received.message == message_from_json(vector["message"])
+    # A replay of the same envelope is refused by the window (§6.4 step 6).
+    with pytest.raises(envelope.EnvelopeError):
+        bob.open(h(vector["envelope"]))
+    # Our own sealing round-trips through a fresh receiver, and other members cannot open it.
+    ours = signaling(ALICE).seal(received.message, recipient=BOB.identity_key, recipient_static_key=BOB.static_key)
+    assert len(ours) == 553
+    assert signaling(BOB).open(ours).message == received.message
+
+
+def test_envelope_rejections():
+    alice, bob = signaling(ALICE, 10), signaling(BOB)
+    hello = envelope.Hello(ALICE.static_key, ALICE.binding_signature, 7, (1,), "Alice")
+    sealed = alice.seal(hello)
+    for position in range(len(sealed)):  # every flipped bit position's byte is refused
+        tampered = bytearray(sealed)
+        tampered[position] ^= 0x01
+        with pytest.raises(envelope.EnvelopeError):
+            signaling(BOB).open(bytes(tampered))
+    other_room = envelope.Signaling(ROOM.room_id, bytes(32), BOB)
+    with pytest.raises(envelope.EnvelopeError):
+        other_room.open(sealed)
+    with pytest.raises(envelope.EnvelopeError):  # our own echo
+        signaling(ALICE).open(sealed)
+    assert bob.open(sealed).message == hello
+    # A HELLO with someone else's static key fails the binding.
+    forged = alice.seal(envelope.Hello(BOB.static_key, ALICE.binding_signature, 7, (1,), "Alice"))
+    with pytest.raises(envelope.EnvelopeError):
+        bob.open(forged)
+    # A unicast-only type broadcast is refused.
+    with pytest.raises(envelope.EnvelopeError):
+        bob.open(alice.seal(envelope.ICERestart(1)))
+
+
+@pytest.mark.parametrize("name", ["", " a", "a ", "a\nb", "a\u202eb", "x" * 65, "a\u2028b"])
+def test_bad_display_names(name):
+    with pytest.raises(ValueError):
+        envelope.check_display_name(name.encode())
+
+
+# MARK: §7–§8 handshake and transport
+
+HANDSHAKE = load("protocol-v1-handshake.json")
+
+
+def sessions(clock_ns):
+    common = dict(room_id=ROOM.room_id, noise_psk=ROOM.noise_psk, mac_key=ROOM.mac_key)
+    initiator = PeerSession(identity_key=ALICE.identity_key, static_secret=ALICE.static_secret,
+                            peer_identity_key=BOB.identity_key, peer_static_key=BOB.static_key,
+                            wall_clock_ns=clock_ns, **common)
+    responder = PeerSession(identity_key=BOB.identity_key, static_secret=BOB.static_secret,
+                            peer_identity_key=ALICE.identity_key, peer_static_key=ALICE.static_key,
+                            wall_clock_ns=clock_ns, **common)
+    return initiator, responder
+
+
+def test_handshake_vector():
+    v = HANDSHAKE
+    assert tai64n(int(v["timestamp_unix_ns"])).hex() == v["timestamp_tai64n"]
+    assert prologue(1, ROOM.room_id, ALICE.identity_key, BOB.identity_key).hex() == v["prologue"]
+    assert mac1_key(ROOM.mac_key, BOB.static_key).hex() == v["mac1_key_to_responder"]
+    assert mac1_key(ROOM.mac_key, ALICE.static_key).hex() == v["mac1_key_to_initiator"]
+    initiator, responder = sessions(lambda: int(v["timestamp_unix_ns"]))
+    initiation = initiator.create_initiation(0.0, ephemeral=h(v["initiator_ephemeral_secret"]),
+                                             index=int(v["initiator_index"]))
+    assert initiation.hex() == v["initiation"]
+    response = responder._receive_initiation(initiation, 0.0, ephemeral=h(v["responder_ephemeral_secret"]),
+                                             index=int(v["responder_index"]))
+    assert [r.hex() for r in response] == [v["response"]]
+    assert initiator.pending.state.handshake_hash.hex() != v["handshake_hash"]  # not until message 2 is read
+    state = initiator.pending.state
+    back, delivered = initiator.receive(response[0], 0.0)
+    assert state.handshake_hash.hex() == v["handshake_hash"]
+    assert initiator.current.send_key.hex() == v["initiator_send_key"]
+    assert initiator.current.receive_key.hex() == v["initiator_receive_key"]
+    assert responder.next.send_key.hex() == v["initiator_receive_key"]
+    # The initiator confirms at once with a keepalive: the first transport vector.
+    transports = v["transport"]
+    assert back[0].hex() == transports[0]["packet"]
+    assert responder.receive(back[0], 0.1) == ([], [])
+    assert responder.current is not None and responder.next is None
+    by_side = {"initiator": initiator, "responder": responder}
+    for t in transports[1:]:
+        sender = by_side[t["from"]]
+        receiver = by_side["responder" if t["from"] == "initiator" else "initiator"]
+        assert sender.current.send_counter == t["counter"]
+        packet = sender.seal(t["inner_type"], h(t["body"]), 0.2)
+        assert packet.hex() == t["packet"]
+        expected = [] if t["inner_type"] == 0 else [(t["inner_type"], h(t["body"]))]
+        assert receiver.receive(packet, 0.2) == ([], expected)
+        assert receiver.receive(packet, 0.2) == ([], [])  # replay
+
+
+def test_handshake_rejections():
+    clock = iter(range(1, 10**6))
+    initiator, responder = sessions(lambda: next(clock) * 10**9)
+    initiation = initiator.create_initiation(0.0)
+    for position in range(len(initiation)):
+        tampered = bytearray(initiation)
+        tampered[position] ^= 0x80
+        assert sessions(lambda: 0)[1].receive(bytes(tampered), 0.0) == ([], [])
+    response = responder.receive(initiation, 0.0)[0]
+    assert responder.receive(initiation, 1.0) == ([], [])  # replayed timestamp
+    wrong_psk = PeerSession(identity_key=ALICE.identity_key, static_secret=ALICE.static_secret,
+                            peer_identity_key=BOB.identity_key, peer_static_key=BOB.static_key,
+                            room_id=ROOM.room_id, noise_psk=bytes(32), mac_key=ROOM.mac_key)
+    wrong_psk.create_initiation(0.0, index=initiator.pending.index)
+    assert wrong_psk.receive(response[0], 0.0) == ([], [])  # another room's PSK: message 2 fails
+    assert wrong_psk.pending is not None  # and the pending handshake is kept
+    keepalive = initiator.receive(response[0], 0.0)[0]
+    assert responder.receive(keepalive[0], 0.0) == ([], [])
+    packet = initiator.seal(1, b"hello", 0.0)
+    for position in range(len(packet)):
+        tampered = bytearray(packet)
+        tampered[position] ^= 0x01
+        assert responder.receive(bytes(tampered), 0.0)[1] == []
+    assert responder.receive(packet, 0.0)[1] == [(1, b"hello")]
+
+
+def test_glare_resolves_to_one_session():
+    clock = iter(range(1, 10**6))
+    alice, bob = sessions(lambda: next(clock) * 10**9)
+    from_alice = alice.create_initiation(0.0)
+    from_bob = bob.create_initiation(0.0)
+    lead, other = (alice, bob) if alice.is_lead else (bob, alice)
+    to_lead, to_other = (from_bob, from_alice) if alice.is_lead else (from_alice, from_bob)
+    assert lead.receive(to_lead, 0.0) == ([], [])  # the lead keeps its own
+    response = other.receive(to_other, 0.0)[0]  # the other answers the lead's
+    assert other.pending is None
+    keepalive = lead.receive(response[0], 0.0)[0]
+    other.receive(keepalive[0], 0.0)
+    assert lead.current.send_key == other.current.receive_key
+
+
+def test_rekey_loses_nothing():
+    clock = iter(range(1, 10**7))
+    a, b = sessions(lambda: next(clock) * 10**9)
+    now = 0.0
+    (init,) = a.path_up(now)
+    b.path_up(now)
+    (resp,) = b.receive(init, now)[0]
+    (ka,) = a.receive(resp, now)[0]
+    b.receive(ka, now)
+    sent = received = 0
+    while now < 400.0:  # three rekeys; 50 packets per second both ways
+        now += 0.02
+        for sender, receiver in ((a, b), (b, a)):
+            packet = sender.seal(1, b"x", now)
+            if packet:
+                sent += 1
+                received += len(receiver.receive(packet, now)[1])
+            for datagram in sender.tick(now):
+                replies = receiver.receive(datagram, now)[0]
+                for reply in replies:
+                    for echo in sender.receive(reply, now)[0]:
+                        receiver.receive(echo, now)
+    assert a.stats.handshakes_completed >= 3
+    assert sent > 39000 and received == sent
+
+
+def test_replay_window_edges():
+    window = ReplayWindow(64)
+    for counter in (5, 3, 70):
+        assert window.would_accept(counter)
+        window.record(counter)
+    assert not window.would_accept(5)  # 65 behind 70: outside
+    assert window.would_accept(7) and not window.would_accept(70) and not window.would_accept(3)
+
+
+# MARK: §9 media, §10 control
+
+
+def test_media_example():
+    example = h("010112340102030403c003c003c00002f8aaf85051")
+    payload = media.MediaPayload.parse(example)
+    assert payload.primary == media.Frame(0x1234, 0x01020304, 960, h("f85051"))
+    assert payload.copies == (media.Frame(0x1233, 0x01020304 - 960, 960, h("f8aa")),)
+    assert payload.encode() == example
+
+
+@pytest.mark.parametrize(
+    "hexstring",
+    [
+        "020012340102030403c0f8",  # version
+        "010512340102030403c0f8",  # R > 4
+        "01001234010203040064f8",  # duration 100
+        "010012340102030403c0",  # no primary
+        "010112340102030403c003c003c00000f8",  # copy of length 0
+        "010112340102030403c001e003c00001f8f8",  # copy overlaps the primary
+    ],
+)
+def test_media_rejections(hexstring):
+    with pytest.raises(media.MediaError):
+        media.MediaPayload.parse(h(hexstring))
+
+
+def test_control_messages():
+    report = control.Report(1, 2, 3, 4, 5, 6, 7, control.MUTED)
+    encoded = report.encode()
+    assert len(encoded) == 29 and encoded[0] == control.REPORT
+    assert control.parse(encoded) == report
+    assert control.parse(encoded + b"later fields") == report
+    assert control.parse(encoded[:-1]) is None
+    assert control.parse(control.Leave().encode()) == control.Leave()
+    assert control.parse(b"\x99") is None
+
+
+# MARK: §11 security code
+
+
+@pytest.mark.parametrize("vector", load("protocol-v1-security-code.json")["codes"], ids=lambda v: v["digits"])
+def test_security_codes(vector):
+    room_id = h(load("protocol-v1-security-code.json")["room_id"])
+    code = security_code(room_id, [h(m) for m in vector["members"]])
+    assert code == vector["digits"] and display(code) == vector["display"]
+
+
+# MARK: Noise (cacophony)
+
+def _supported(name):
+    try:
+        parse_protocol_name(name)
+        return True
+    except ValueError:
+        return False
+
+
+NOISE_VECTORS = [v for v in load("noise-cacophony-25519-chachapoly.json")["vectors"]
+                 if v["protocol_name"].endswith("BLAKE2b") and _supported(v["protocol_name"])]
+
+
+@pytest.mark.parametrize("vector", NOISE_VECTORS, ids=lambda v: v["protocol_name"])
+def test_cacophony(vector):
+    def opt(key):
+        return h(vector[key]) if vector.get(key) else None
+
+    initiator = HandshakeState(vector["protocol_name"], True, h(vector["init_prologue"]), s=opt("init_static"),
+                               rs=opt("init_remote_static"), psks=[h(p) for p in vector.get("init_psks", [])],
+                               ephemeral=opt("init_ephemeral"))
+    responder = HandshakeState(vector["protocol_name"], False, h(vector["resp_prologue"]), s=opt("resp_static"),
+                               rs=opt("resp_remote_static"), psks=[h(p) for p in vector.get("resp_psks", [])],
+                               ephemeral=opt("resp_ephemeral"))
+    one_way = len(initiator.messages) == 1
+    ciphers = None
+    for i, message in enumerate(vector["messages"]):
+        from_initiator = one_way or i % 2 == 0
+        sender, receiver = (initiator, responder) if from_initiator else (responder, initiator)
+        payload, ciphertext = h(message["payload"]), h(message["ciphertext"])
+        if not initiator.finished:
+            assert sender.write_message(payload) == ciphertext
+            assert receiver.read_message(ciphertext) == payload
+            if initiator.finished:
+                assert initiator.handshake_hash.hex() == vector["handshake_hash"]
+                i_send, i_recv = initiator.split()
+                r_recv, r_send = responder.split()
+                ciphers = {True: (i_send, r_recv), False: (r_send, i_recv)}
+        else:
+            send, recv = ciphers[from_initiator]
+            assert send.encrypt_with_ad(b"", payload) == ciphertext
+            assert recv.decrypt_with_ad(b"", ciphertext) == payload
+    assert ciphers is not None
+
+
+def test_cacophony_covers_ikpsk2():
+    assert any(v["protocol_name"] == "Noise_IKpsk2_25519_ChaChaPoly_BLAKE2b" for v in NOISE_VECTORS)
+    assert len(NOISE_VECTORS) >= 25

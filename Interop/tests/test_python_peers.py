@@ -1,0 +1,32 @@
+"""Python peers meet through the real rendezvous: signaling, aioice paths, the handshake in both roles,
+media and session control, and each hears the other's tone (FFT). This checks the Python implementation
+against itself end to end before it meets the Swift node (test_swift_nodes.py)."""
+
+from audio_checks import assert_hears_tones, assert_ogg_decodes, meeting_code
+from harness import new_invite, python_peer, read_status
+
+LOOPBACK = ["--host-address", "127.0.0.1"]
+
+
+def test_two_python_peers(tmp_path, rendezvous):
+    invite = new_invite(rendezvous.url)
+    common = [*LOOPBACK, "--expect-peers", "1", "--audio-seconds", "3", "--timeout", "40",
+              "--record-dir", str(tmp_path / "rec"), "--ogg"]
+    lead = python_peer(tmp_path, "lead", invite, "--role", "lead", "--tone", "440", *common)
+    follower = python_peer(tmp_path, "follower", invite, "--role", "follower", "--tone", "660", *common)
+    try:
+        assert lead.wait(60) == 0, lead.diagnostics()
+        assert follower.wait(60) == 0, follower.diagnostics()
+    finally:
+        lead.stop(), follower.stop()
+    a, b = read_status(tmp_path, "lead"), read_status(tmp_path, "follower")
+    (link_a,), (link_b,) = a["links"], b["links"]
+    assert link_a["lead"] and not link_b["lead"]
+    assert link_a["initiations_sent"] >= 1 and link_b["responses_sent"] >= 1  # the lead initiated
+    assert link_a["reports_received"] >= 2 and link_a["rtt_ms"] is not None
+    assert meeting_code(a, 2) == meeting_code(b, 2)
+    assert_hears_tones(b["received"][a["identity"]]["wav"], [440], [660])
+    assert_hears_tones(a["received"][b["identity"]]["wav"], [660], [440])
+    # The Opus packets as received, written to Ogg, decode with opus-tools.
+    assert_ogg_decodes(b["received"][a["identity"]]["ogg"], 440, tmp_path)
+    assert_ogg_decodes(a["received"][b["identity"]]["ogg"], 660, tmp_path)
