@@ -211,7 +211,8 @@ let package = Package(
         .testTarget(name: "ParleyCoreTests", dependencies: ["ParleyCore"], swiftSettings: swiftSettings),
         // Meetings of the real executables (parley-rendezvous, parleyd, parley) on 127.0.0.1 and in
         // the NAT lab; NodeLab runs them (also for Scripts/demo and Scripts/bench-node).
-        .target(name: "NodeLab", dependencies: ["ControlAPI", "ParleyCore"], swiftSettings: swiftSettings),
+        .target(name: "CSpawn"),
+        .target(name: "NodeLab", dependencies: ["ControlAPI", "ParleyCore", "CSpawn"], swiftSettings: swiftSettings),
         .executableTarget(
             name: "parley-lab",
             dependencies: [

@@ -1,3 +1,4 @@
+import CSpawn
 import Synchronization
 
 #if canImport(Glibc)
@@ -28,6 +29,11 @@ public final class ChildProcess: Sendable {
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
         posix_spawn_file_actions_addopen(&actions, 1, stdoutPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
         posix_spawn_file_actions_addopen(&actions, 2, stderrPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        // Nothing else is inherited. SwiftNIO accepts connections without close-on-exec, so a child
+        // spawned while a test's server holds a connection would keep that socket open after the
+        // server closes it: the peer would never see the end (seen as a 10 s hang in CI).
+        let closing = parley_spawn_close_from(&actions, 3)
+        guard closing == 0 else { throw LabError("cannot set up \(executable): \(String(cString: strerror(closing)))") }
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
         defer { posix_spawnattr_destroy(&attributes) }

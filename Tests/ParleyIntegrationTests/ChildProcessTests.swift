@@ -1,0 +1,28 @@
+import Foundation
+import NodeLab
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Lab children inherit nothing but standard input, output and error: SwiftNIO accepts
+/// connections without close-on-exec, and a daemon that inherited a test server's accepted socket
+/// would keep the connection open after the server closed it.
+struct ChildProcessTests {
+    @Test func aChildInheritsOnlyTheStandardDescriptors() throws {
+        var pipeEnds: [Int32] = [0, 0]
+        #expect(pipe(&pipeEnds) == 0)  // plain pipe(): not close-on-exec
+        defer { for end in pipeEnds { close(end) } }
+        let directory = FileManager.default.temporaryDirectory.path + "/parley-child-\(getpid())"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let child = try ChildProcess(
+            name: "sleep", executable: "/bin/sleep", arguments: ["30"], stdoutPath: directory + "/out",
+            stderrPath: directory + "/err")
+        defer { child.kill9() }
+        // posix_spawn returns once the program is executing, so its descriptor table is final.
+        let open = try FileManager.default.contentsOfDirectory(atPath: "/proc/\(child.pid)/fd").compactMap(Int32.init)
+        #expect(open.sorted() == [0, 1, 2])
+    }
+}
