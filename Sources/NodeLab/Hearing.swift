@@ -39,7 +39,9 @@ public enum Hearing {
     /// A headerless file of 16-bit little-endian mono samples (e.g. `parecord --raw`).
     public static func rawSamples(_ path: String) throws(LabError) -> [Int16] {
         guard let bytes = LabFiles.bytes(path) else { throw LabError("cannot read \(path)") }
-        return stride(from: 0, to: bytes.count - 1, by: 2).map { Int16(bitPattern: UInt16(bytes[$0]) | UInt16(bytes[$0 + 1]) << 8) }
+        return stride(from: 0, to: bytes.count - 1, by: 2).map {
+            Int16(bitPattern: UInt16(bytes[$0]) | UInt16(bytes[$0 + 1]) << 8)
+        }
     }
 
     /// Tone power (Goertzel, normalised: a sine of amplitude A gives A²/4) of each named tone:

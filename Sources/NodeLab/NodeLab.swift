@@ -108,7 +108,9 @@ public final class NodeLab: Sendable {
             spec.name, "--log-level", spec.logLevel,
         ]
         if let input = spec.input { arguments += ["--audio-in", input] }
-        if let output = spec.output ?? (spec.input == nil ? nil : "wav:\(wav)") { arguments += ["--audio-out", output] }
+        if let output = spec.output ?? (spec.input == nil ? nil : "wav:\(wav)") {
+            arguments += ["--audio-out", output]
+        }
         for address in spec.localAddresses { arguments += ["--local-address", address] }
         if let invite = spec.join { arguments += ["--join", invite] }
         if spec.host { arguments += ["--host", "--listen", spec.listen] }

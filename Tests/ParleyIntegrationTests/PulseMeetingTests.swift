@@ -84,7 +84,8 @@ struct PulseMeetingTests {
                         $0.contains("no PulseAudio server reachable")
                     }
                     #expect(warning.count == 1)
-                    #expect(warning.first?.contains("running without sound (microphone: silence, speaker: null)") == true)
+                    #expect(
+                        warning.first?.contains("running without sound (microphone: silence, speaker: null)") == true)
                     let heard = try ListeningWindow([bob]).heard(
                         [bob], seconds: 2, tones: ["alice": 440, "bob": 660], threshold: MeetingTests.threshold)
                     #expect(heard["bob"] == [], "alice sends silence")
