@@ -461,11 +461,15 @@ def lab(out: Path) -> None:
         speech = make_speech(work)
         results["pesq"] = {}
         for loss in (0, 5, 10, 20):
-            if loss:
-                run([script, "impair", f"{prefix}-cone1", "--loss", str(loss / 100)])
+            # The loss starts once the link is up: this measures a call over a lossy link; joining
+            # through one is the join-time figures' business (at 20 % it takes seconds, and speech
+            # sent before the link is up would be scored as lost).
+            def impair(loss=loss) -> None:
+                if loss:
+                    run([script, "impair", f"{prefix}-cone1", "--loss", str(loss / 100)])
             try:
                 results["pesq"][loss] = pesq_call(work / f"pesq-{loss}", speech, rendezvous.url, ns("c1a"),
-                                                  ns("c2"), addresses)
+                                                  ns("c2"), addresses, impair)
             finally:
                 if loss:
                     run([script, "unimpair", f"{prefix}-cone1"])
@@ -476,7 +480,8 @@ def lab(out: Path) -> None:
 
 
 def make_speech(work: Path) -> dict:
-    """espeak-ng speech at 48 kHz with 2 s of silence in front (the link comes up meanwhile)."""
+    """espeak-ng speech at 48 kHz with 2 s of silence in front (the link comes up and the loss starts
+    meanwhile)."""
     raw = work / "speech-raw.wav"
     run(["espeak-ng", "-v", "en+f3", "-s", "150", "-w", raw, HARVARD])
     resampled = work / "speech-48k.wav"
@@ -485,10 +490,13 @@ def make_speech(work: Path) -> dict:
     speech = data[:, 0]
     padded = work / "speech-in.wav"
     write_wav(padded, numpy.concatenate([numpy.zeros(2 * RATE), speech, numpy.zeros(RATE)]))
-    return {"input": padded, "reference": speech}
+    return {"input": padded, "reference": speech, "lead_in": 2.0}
 
 
-def pesq_call(directory: Path, speech: dict, url: str, sender_ns: list, receiver_ns: list, addresses: dict) -> dict:
+def pesq_call(directory: Path, speech: dict, url: str, sender_ns: list, receiver_ns: list, addresses: dict,
+              impair) -> dict:
+    """One call: speech from a WAV through a real link; `impair` is called once the link is up,
+    within the speech's silent lead-in (checked)."""
     directory.mkdir()
     invite = new_invite(url)
     out = directory / "received.wav"
@@ -500,8 +508,16 @@ def pesq_call(directory: Path, speech: dict, url: str, sender_ns: list, receiver
     try:
         for node in (sender, receiver):
             node.ready()
+        sender.watch()
+        joined = time.monotonic()
         for node in (sender, receiver):
             node.control.request("join", invite=invite)
+        wait_until(lambda: sender.peers_up() >= 1, 20, "the sender's link", interval=0.01)
+        impair()
+        impaired = time.monotonic() - joined
+        if impaired > speech["lead_in"] - 0.2:
+            raise RuntimeError(f"the link was up and impaired only {impaired:.2f} s after joining: the speech "
+                               f"started at {speech['lead_in']} s")
         time.sleep(len(speech["reference"]) / RATE + 4.5)  # the speech plays once, in real time
     finally:
         sender.stop()
