@@ -439,10 +439,9 @@ def lab(out: Path) -> None:
                                   name="rendezvous-lab")
     try:
         log("== NAT lab: join time through cone NATs (2, 4, 8 nodes; hosts behind two routers and public ones)")
-        # The lab's coturn answers STUN: with the rendezvous' own responder (its WELCOME) libnice found no
-        # server-reflexive path between the two cone NATs in this lab, while aiostun reads that responder
-        # fine from the same host (reported in the issue-8 note); coturn is what the ICE lab uses too.
-        stun = ["--stun", os.environ["NATLAB_STUN"]]
+        # STUN from the rendezvous' own responder, as its WELCOME advertises it (what nodes use
+        # by default).
+        stun = ()
         hosts = ["c1a", "c2", "c1b", "pub", "c1a", "c2", "c1b", "pub2"]
         for count in (2, 4, 8):
             directory = work / f"join-{count}"
@@ -500,7 +499,7 @@ def pesq_call(directory: Path, speech: dict, url: str, sender_ns: list, receiver
     directory.mkdir()
     invite = new_invite(url)
     out = directory / "received.wav"
-    stun = ["--stun", os.environ["NATLAB_STUN"]]
+    stun = ()  # the rendezvous' STUN, from its WELCOME
     sender = Node(directory, "sender", f"wav:{speech['input']}", prefix=sender_ns, local_addresses=(addresses["c1a"],),
                   extra=stun)
     receiver = Node(directory, "receiver", "silence", f"wav:{out}", prefix=receiver_ns,

@@ -18,13 +18,23 @@ public enum RendezvousWire {
     /// Fuzz target for the STUN parser and the Binding responder: parses `bytes` as STUN; when
     /// that succeeds, re-encodes and checks the re-parse gives the same message (padding bytes may
     /// differ: RFC 8489 §14 lets them be anything); and runs the responder, whose every answer
-    /// must itself parse as a response with the request's transaction id.
+    /// must itself parse as a response with the request's transaction id — or, for what is not
+    /// RFC 8489 STUN, be the RFC 3489 answer echoing the request's 16-byte transaction id.
     public static func fuzzSTUN(_ bytes: UnsafeRawBufferPointer) {
-        guard let message = try? STUNMessage.parse(bytes) else { return }
+        let source = STUNTransportAddress(address: [192, 0, 2, 1], port: 32853)!
+        let answer = STUNBindingResponder.response(to: bytes, from: source)
+        guard let message = try? STUNMessage.parse(bytes) else {
+            if let answer {
+                precondition(
+                    answer.count == 32 && answer.prefix(4).elementsEqual([0x01, 0x01, 0x00, 0x0C])
+                        && answer[4..<20].elementsEqual(bytes[4..<20]),
+                    "classic STUN answer is malformed")
+            }
+            return
+        }
         let reparsed = try? STUNMessage.parse(message.encoded())
         precondition(reparsed == message, "STUN round trip changed the message")
-        let source = STUNTransportAddress(address: [192, 0, 2, 1], port: 32853)!
-        if let answer = STUNBindingResponder.response(to: bytes, from: source) {
+        if let answer {
             let response = try? STUNMessage.parse(answer)
             precondition(response?.transactionID == message.transactionID, "STUN response lost the transaction id")
         }

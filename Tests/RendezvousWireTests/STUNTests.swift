@@ -76,7 +76,10 @@ struct STUNTests {
         Malformed(name: "empty", bytes: []),
         Malformed(name: "short header", bytes: hex("0001 0000 2112a442 b7e7a701")),
         Malformed(name: "top bits set", bytes: hex("c001 0000 2112a442") + transactionID),
-        Malformed(name: "no magic cookie (RFC 3489)", bytes: hex("0001 0000 2112a443") + transactionID),
+        Malformed(
+            name: "RFC 3489 request with CHANGE-REQUEST",
+            bytes: hex("0001 0008 2112a443") + transactionID + hex("0003 0004 00000006")),
+        Malformed(name: "RFC 3489 response", bytes: hex("0101 0000 2112a443") + transactionID),
         Malformed(name: "length not a multiple of 4", bytes: hex("0001 0002 2112a442") + transactionID + [0, 0]),
         Malformed(name: "length beyond the datagram", bytes: hex("0001 0008 2112a442") + transactionID + [0, 0, 0, 0]),
         Malformed(name: "attribute overruns", bytes: hex("0001 0004 2112a442") + transactionID + hex("8022 0004")),
@@ -108,6 +111,18 @@ struct STUNTests {
         #expect(response.hasFingerprint)
         let value = try #require(response.attribute(STUNAttribute.xorMappedAddress))
         #expect(STUNBindingResponder.decodeXORMappedAddress(value, transactionID: Self.transactionID) == source)
+    }
+
+    /// What libnice sends to gather a server-reflexive candidate: an RFC 3489 request (no magic
+    /// cookie, no attributes). RFC 8489 §11: copy the cookie field, answer with MAPPED-ADDRESS.
+    @Test func classicRFC3489RequestGetsMappedAddress() throws {
+        let classicID = hex("055ab655") + Self.transactionID
+        let answer = try #require(
+            STUNBindingResponder.response(to: hex("0001 0000") + classicID, from: Self.source))
+        #expect(answer == hex("0101 000c") + classicID + hex("0001 0008 0001 c350 cb007107"))
+        // No IPv6 in classic STUN: an IPv6 source is not answered.
+        let v6 = STUNTransportAddress(address: hex("20010db8000000000000000000000001"), port: 1)!
+        #expect(STUNBindingResponder.response(to: hex("0001 0000") + classicID, from: v6) == nil)
     }
 
     @Test func rfc5769RequestIsAnsweredDespiteItsICEAttributes() throws {

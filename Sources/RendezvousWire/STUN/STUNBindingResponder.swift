@@ -38,9 +38,10 @@ public enum STUNBindingResponder {
     /// silently: not STUN, malformed, a bad FINGERPRINT, not a request, or not Binding (§6.3: a
     /// server discards what it cannot process, and answers only requests).
     public static func response(to datagram: UnsafeRawBufferPointer, from source: STUNTransportAddress) -> [UInt8]? {
-        guard let request = try? STUNMessage.parse(datagram),
-            request.messageClass == .request, request.method == bindingMethod
-        else { return nil }
+        guard let request = try? STUNMessage.parse(datagram) else {
+            return classicResponse(to: datagram, from: source)
+        }
+        guard request.messageClass == .request, request.method == bindingMethod else { return nil }
         // §6.3.1: unknown comprehension-required attributes get a 420 error listing them.
         let unknown = request.attributes.filter {
             $0.isComprehensionRequired && !STUNAttribute.knownComprehensionRequired.contains($0.type)
@@ -56,6 +57,31 @@ public enum STUNBindingResponder {
             attributes: [xorMappedAddress(source, transactionID: request.transactionID)],
             hasFingerprint: true
         ).encoded()
+    }
+
+    /// The answer to an RFC 3489 ("classic") client, whose request has no magic cookie: RFC 8489
+    /// §11 says a server should answer it with the cookie field copied and MAPPED-ADDRESS instead
+    /// of XOR-MAPPED-ADDRESS. libnice gathers server-reflexive candidates this way, so without it
+    /// nodes behind NAT learn no srflx candidate from the rendezvous (measured: two cone NATs never
+    /// connected). Only the plain request is answered: an IPv4 source (classic STUN has no IPv6) and
+    /// no attributes, so RESPONSE-ADDRESS (send the answer elsewhere: a reflector) and CHANGE-REQUEST
+    /// (we have one address) never need deciding.
+    static func classicResponse(to datagram: UnsafeRawBufferPointer, from source: STUNTransportAddress) -> [UInt8]? {
+        let bindingRequest: [UInt8] = [0x00, 0x01, 0x00, 0x00]  // type 0x0001, length 0
+        guard datagram.count == STUNMessage.headerLength, source.isIPv4,
+            datagram.prefix(4).elementsEqual(bindingRequest)
+        else { return nil }
+        var writer = WireWriter(capacity: STUNMessage.headerLength + 12)
+        writer.writeU16(STUNMessage.type(method: bindingMethod, class: .successResponse))
+        writer.writeU16(12)  // one attribute: 4-byte header + 8-byte IPv4 MAPPED-ADDRESS
+        writer.writeBytes(Array(datagram[4..<STUNMessage.headerLength]))  // 128-bit RFC 3489 transaction id
+        writer.writeU16(STUNAttribute.mappedAddress)
+        writer.writeU16(8)
+        writer.writeU8(0)
+        writer.writeU8(0x01)  // IPv4
+        writer.writeU16(source.port)
+        writer.writeBytes(source.address)
+        return writer.bytes
     }
 
     public static func response(to datagram: [UInt8], from source: STUNTransportAddress) -> [UInt8]? {
