@@ -439,16 +439,13 @@ def lab(out: Path) -> None:
                                   name="rendezvous-lab")
     try:
         log("== NAT lab: join time through cone NATs (2, 4, 8 nodes; hosts behind two routers and public ones)")
-        # STUN from the rendezvous' own responder, as its WELCOME advertises it (what nodes use
-        # by default).
-        stun = ()
+        # STUN: the rendezvous' own responder, which its WELCOME advertises (the nodes' default).
         hosts = ["c1a", "c2", "c1b", "pub", "c1a", "c2", "c1b", "pub2"]
         for count in (2, 4, 8):
             directory = work / f"join-{count}"
             directory.mkdir()
             nodes, joins = meeting(directory, count, new_invite(rendezvous.url),
-                                   prefix_for=lambda i: ns(hosts[i]), local_for=lambda i: (addresses[hosts[i]],),
-                                   extra=stun)
+                                   prefix_for=lambda i: ns(hosts[i]), local_for=lambda i: (addresses[hosts[i]],))
             for node in nodes:
                 node.stop()
             results.setdefault("join_ms", {})[count] = {"max": 1000 * max(joins),
@@ -499,11 +496,9 @@ def pesq_call(directory: Path, speech: dict, url: str, sender_ns: list, receiver
     directory.mkdir()
     invite = new_invite(url)
     out = directory / "received.wav"
-    stun = ()  # the rendezvous' STUN, from its WELCOME
-    sender = Node(directory, "sender", f"wav:{speech['input']}", prefix=sender_ns, local_addresses=(addresses["c1a"],),
-                  extra=stun)
+    sender = Node(directory, "sender", f"wav:{speech['input']}", prefix=sender_ns, local_addresses=(addresses["c1a"],))
     receiver = Node(directory, "receiver", "silence", f"wav:{out}", prefix=receiver_ns,
-                    local_addresses=(addresses["c2"],), extra=stun)
+                    local_addresses=(addresses["c2"],))
     try:
         for node in (sender, receiver):
             node.ready()

@@ -13,14 +13,17 @@ public enum Hearing {
     /// Samples `[start, start + count)` of a mono 16-bit WAV that `parleyd` writes (its header
     /// sizes are filled in only at exit, so this reads the data by position).
     public static func samples(_ path: String, from start: Int, count: Int) throws(LabError) -> [Int16] {
+        try readSamples(path, skippingBytes: headerLength + 2 * max(0, start), count: count)
+    }
+
+    /// `count` 16-bit little-endian samples after the first `skippingBytes` bytes of a file.
+    private static func readSamples(_ path: String, skippingBytes offset: Int, count: Int) throws(LabError) -> [Int16] {
         guard let file = fopen(path, "rb") else { throw LabError("cannot open \(path)") }
         defer { fclose(file) }
-        guard fseek(file, headerLength + 2 * max(0, start), SEEK_SET) == 0 else {
-            throw LabError("cannot seek \(path)")
-        }
+        guard fseek(file, offset, SEEK_SET) == 0 else { throw LabError("cannot seek \(path)") }
         var samples = [Int16](repeating: 0, count: count)
         let read = samples.withUnsafeMutableBytes { fread($0.baseAddress, 2, count, file) }
-        guard read == count else { throw LabError("\(path) has only \(read) of \(count) samples from \(start)") }
+        guard read == count else { throw LabError("\(path) has only \(read) of \(count) samples after byte \(offset)") }
         return samples
     }
 
@@ -38,10 +41,7 @@ public enum Hearing {
 
     /// A headerless file of 16-bit little-endian mono samples (e.g. `parecord --raw`).
     public static func rawSamples(_ path: String) throws(LabError) -> [Int16] {
-        guard let bytes = LabFiles.bytes(path) else { throw LabError("cannot read \(path)") }
-        return stride(from: 0, to: bytes.count - 1, by: 2).map {
-            Int16(bitPattern: UInt16(bytes[$0]) | UInt16(bytes[$0 + 1]) << 8)
-        }
+        try readSamples(path, skippingBytes: 0, count: LabFiles.size(path) / 2)
     }
 
     /// Tone power (Goertzel, normalised: a sine of amplitude A gives A²/4) of each named tone:
