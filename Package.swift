@@ -123,7 +123,7 @@ let package = Package(
             name: "parleyd",
             dependencies: [
                 "ParleyCore",
-                "ParleyNode", "ControlAPI", "ICE", "RendezvousServer", "ParleyProtocol",
+                "ParleyNode", "ParleyAudio", "ControlAPI", "ICE", "RendezvousServer", "ParleyProtocol",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

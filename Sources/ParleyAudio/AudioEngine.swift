@@ -17,7 +17,8 @@ public struct AudioEngineConfiguration: Sendable {
     public var frameDuration: AudioFrameDuration = .ms20
     /// Opus bitrate of the primary frame in bits per second (copies for loss come on top).
     public var bitrate = 32_000
-    public var complexity = 10
+    public var complexity = AudioSender.defaultComplexity
+    /// Discontinuous transmission: send nothing while the input is silent (see `AudioSender`).
     public var dtx = false
     public var processing = AudioProcessing.automatic
     public var redundancy = RedundancyPolicy()
@@ -215,6 +216,8 @@ public final class AudioEngine: Sendable {
 
     public func setMuted(_ muted: Bool) { pipeline.sender.setMuted(muted) }
     public var isMuted: Bool { pipeline.sender.controls.muted.load(ordering: .relaxed) }
+    /// True while DTX holds frames back: this node sends no media right now (silent or muted).
+    public var isPausedByDTX: Bool { pipeline.sender.isPausedByDTX }
     /// The worst loss any peer reports (0...1): sizes FEC and the RFC 2198 copies.
     public func setMeasuredLoss(_ loss: Double) { pipeline.sender.setMeasuredLoss(loss) }
     public func setBitrate(_ bitrate: Int) { pipeline.sender.setBitrate(bitrate) }

@@ -9,6 +9,8 @@ public final class SenderControls: Sendable {
     /// Measured loss in tenths of a percent (0...1000).
     let lossPermille = Atomic<Int>(0)
     let bitrate: Atomic<Int>
+    /// True while DTX holds frames back: the sender is in a pause and sends nothing.
+    let pausedByDTX = Atomic<Bool>(false)
 
     init(bitrate: Int) {
         self.bitrate = Atomic(bitrate)
@@ -26,6 +28,8 @@ public final class AudioSender {
     private let encoder: OpusEncoder
     private let history = FrameHistory()
     private let dtx: Bool
+    /// Whether the encoder's own DTX is on now (only while the input is quiet).
+    private var encoderDTX = false
     private let packet: UnsafeMutableRawBufferPointer
     private let payload: UnsafeMutableRawBufferPointer
     private let silence: UnsafeMutableBufferPointer<Int16>
@@ -39,10 +43,11 @@ public final class AudioSender {
     public private(set) var bytesSent = 0
 
     /// - Parameters:
-    ///   - complexity: Opus complexity 0...10 (10: best quality; ~260 µs per 20 ms frame here).
+    ///   - complexity: Opus complexity 0...10 (see `defaultComplexity`).
     ///   - initialSequence, initialTimestamp: random by default, as RFC 3550 §5.1 advises.
     public init(
-        frameDuration: AudioFrameDuration, bitrate: Int = 32_000, complexity: Int = 10, dtx: Bool = false,
+        frameDuration: AudioFrameDuration, bitrate: Int = 32_000, complexity: Int = defaultComplexity,
+        dtx: Bool = false,
         policy: RedundancyPolicy = RedundancyPolicy(), initialSequence: UInt16 = .random(in: .min ... .max),
         initialTimestamp: UInt32 = .random(in: .min ... .max)
     ) throws(OpusError) {
@@ -55,7 +60,7 @@ public final class AudioSender {
         try encoder.set(.complexity, to: complexity)
         try encoder.set(.signal, to: Self.signalVoice)
         try encoder.set(.inbandFEC, to: 1)
-        try encoder.set(.dtx, to: dtx ? 1 : 0)
+        try encoder.set(.dtx, to: 0)
         sequence = initialSequence
         timestamp = initialTimestamp
         packet = .allocate(byteCount: OpusEncoder.maximumPacketSize, alignment: 8)
@@ -71,27 +76,59 @@ public final class AudioSender {
         silence.deallocate()
     }
 
+    /// Opus complexity 5: about a third of complexity 10's encoding time (~170 vs ~450 µs per
+    /// 20 ms frame here) for the same PESQ-WB on speech at 32 kb/s (4.20 vs 4.22), which leaves
+    /// room for decoding every peer of a full mesh (`Scripts/bench-audio cpu`).
+    public static let defaultComplexity = 5
+
+    /// With DTX, frames quieter than this (RMS, dBFS) may be held back: a silent room after noise
+    /// suppression, a muted or unplugged microphone. Speech, even soft, is well above it.
+    public static let pauseLevel = -50.0
+
     /// `OPUS_SIGNAL_VOICE` (opus_defines.h): a hint that the input is speech.
     static let signalVoice = 3001
 
     /// The encoder's algorithmic delay in samples (6.5 ms for VOIP at 48 kHz).
     public func lookahead() throws(OpusError) -> Int { try encoder.lookahead() }
 
+    /// True while DTX holds frames back (any thread).
+    public var isPausedByDTX: Bool { controls.pausedByDTX.load(ordering: .relaxed) }
+
     /// RFC 2198 copies currently added to each payload.
     public var redundantCopies: Int { copies }
 
     /// Encodes one captured frame and emits its media payload (nothing in a DTX pause). The bytes
     /// passed to `emit` are valid only during the call.
+    ///
+    /// With DTX a pause sends nothing at all — not the 1–2-byte frames, nor the comfort-noise
+    /// updates libopus still makes every 400 ms — so a silent or muted participant costs its
+    /// peers no packets and no decoding; receivers play silence. The sequence number is not
+    /// advanced for a frame not sent, so receivers tell the gap from loss (PROTOCOL §9.2).
+    ///
+    /// Opus' DTX is switched on only while the input is quiet (below `pauseLevel`): its voice
+    /// activity detector calls any steady sound "not speech" after a second or so — a hum, a held
+    /// note, a test tone — and would replace a loud one with comfort noise. So loud input always
+    /// flows, and silence at the receiver is faithful to what a pause held.
     public func process(_ frame: UnsafeBufferPointer<Int16>, emit: (UnsafeRawBufferPointer) -> Void) throws(OpusError) {
         precondition(frame.count == frameSamples, "frame size mismatch")
         try applyControls()
         let input = controls.muted.load(ordering: .relaxed) ? UnsafeBufferPointer(silence) : frame
+        let quiet = dtx && LevelMeter.rmsLevel(of: input) < Self.pauseLevel
+        if dtx && quiet != encoderDTX {
+            try encoder.set(.dtx, to: quiet ? 1 : 0)
+            encoderDTX = quiet
+        }
         let length = try encoder.encode(input, into: packet)
         framesEncoded += 1
         defer { timestamp &+= UInt32(frameSamples) }
-        // 1–2 bytes is a DTX frame: nothing needs to be sent (opus_encode documentation). Skipping
-        // it keeps the sequence contiguous, so the receiver knows the gap is DTX, not loss.
-        if dtx && length <= 2 { return }
+        if dtx {
+            // 1–2 bytes is a DTX frame (opus_encode's documentation); a longer one may be a
+            // comfort-noise update, which the encoder reports.
+            var paused = quiet && length <= 2
+            if quiet && !paused { paused = try encoder.isInDTX() }
+            controls.pausedByDTX.store(paused, ordering: .relaxed)
+            if paused { return }
+        }
         let primary = MediaPayload.Frame(
             timestamp: timestamp, duration: frameSamples, opus: UnsafeRawBufferPointer(rebasing: packet[0..<length]))
         let size = history.writePayload(sequence: sequence, primary: primary, copies: copies, into: payload)

@@ -14,7 +14,9 @@ public enum AudioSetup {
     }
 
     public static func choose(
-        input: String?, output: String?, frameMilliseconds: Int, bitrate: Int, complexity: Int = 10
+        input: String?, output: String?, frameMilliseconds: Int, bitrate: Int,
+        complexity: Int = AudioSender.defaultComplexity,
+        dtx: Bool = true
     ) throws -> Choice {
         var configuration = AudioEngineConfiguration(
             input: try input.map(AudioInput.init(parsing:)) ?? .pulse(source: nil),
@@ -26,6 +28,7 @@ public enum AudioSetup {
         configuration.bitrate = bitrate
         guard (0...10).contains(complexity) else { throw NodeError("--complexity must be 0 to 10, got \(complexity)") }
         configuration.complexity = complexity
+        configuration.dtx = dtx
         var fallbacks: [String] = []
         var reasons: [String] = []
         if let failure = probe(configuration, input: configuration.input, output: .null) {

@@ -210,6 +210,7 @@ private final class Link {
     var fedReports = 0
     var reportedState: PeerLink.State
     var nextReport: ContinuousClock.Instant
+    var lastReportSent: ContinuousClock.Instant
     var reportBaseline = ReceiveStatistics()
     var lossPermille: UInt16 = 0
     /// Statistics snapshots of the last five report intervals (status loss), and two traffic samples.
@@ -230,6 +231,7 @@ private final class Link {
         self.localUfrag = localUfrag
         reportedState = machine.state
         nextReport = now
+        lastReportSent = now
     }
 }
 
@@ -803,8 +805,12 @@ private final class MeetingLoop {
         if metrics.isEstablished { await feed(.sessionEstablished, to: link) }
         if metrics.reportsReceived != link.fedReports {
             link.fedReports = metrics.reportsReceived
-            // §10.1: up once the peer reports that it receives our media.
-            if let report = metrics.lastReport, report.mediaReceived > 0 { await feed(.peerReceivesUs, to: link) }
+            // §10.1: up once the peer reports that it receives our media — or, while DTX holds our
+            // media back and none was sent on this link yet, once it reports at all: a silent
+            // participant has no audio to flow its way.
+            if let report = metrics.lastReport, report.mediaReceived > 0 || (metrics.mediaSent == 0 && isPausedByDTX) {
+                await feed(.peerReceivesUs, to: link)
+            }
         }
     }
 
@@ -861,16 +867,28 @@ private final class MeetingLoop {
             await feedFacts(link, now: now)
             await feed(.tick, to: link, at: now)
             guard linksByID[link.id] != nil else { continue }
-            if now >= link.nextReport { sendReport(on: link, now: now) }
+            if now >= link.nextReport || (isPausedByDTX && now - link.lastReportSent >= Self.pausedReportInterval) {
+                sendReport(on: link, now: now)
+            }
         }
         updateSecurityCode()
         updateSpeaking()
         engine?.setMeasuredLoss(worstReportedLoss())
     }
 
-    /// REPORT (§10.1), every 1000 ms ± 10 % while the session has keys; also samples traffic and
-    /// loss for `parley status`.
+    /// While DTX holds our media back, REPORTs are the only packets peers get from us and their
+    /// liveness check (§10.3) declares a link lost after 2 s of nothing: send one every 250 ms, so
+    /// losing one or two to the network does not flap the link.
+    static let pausedReportInterval: Duration = .milliseconds(250)
+
+    /// Whether this node sends no media right now because DTX holds it back (silent or muted).
+    private var isPausedByDTX: Bool { engine?.isPausedByDTX ?? false }
+
+    /// REPORT (§10.1), every 1000 ms ± 10 % while the session has keys (every 250 ms while DTX
+    /// holds our media back); the 1-second ones also sample traffic and loss for `parley status`
+    /// and for the loss the peer's encoder adapts to.
     private func sendReport(on link: Link, now: ContinuousClock.Instant) {
+        link.lastReportSent = now
         let statistics = link.channel.statistics
         if now >= link.nextReport {
             link.nextReport = now + .milliseconds(Int.random(in: 900...1100))

@@ -30,6 +30,8 @@ final class PeerTransport: Sendable {
         var lastAuthenticated: ContinuousClock.Instant?
         /// Media payloads that authenticated (the session's replay window makes them distinct).
         var mediaReceived: UInt64 = 0
+        /// Media payloads sealed for this peer.
+        var mediaSent: UInt64 = 0
         var reportsReceived = 0
         var lastReport: SessionControl.Report?
         var rttMs: Double?
@@ -166,7 +168,11 @@ final class PeerTransport: Sendable {
 
     /// Seals one media payload into `scratch` (the capture thread's own buffer) and sends it.
     func sendMedia(_ payload: UnsafeRawBufferPointer, scratch: inout [UInt8], now: ContinuousClock.Instant) {
-        let sealed = state.withLock { $0.session.seal(.media, body: payload, now: now, into: &scratch) }
+        let sealed = state.withLock { state in
+            guard state.session.seal(.media, body: payload, now: now, into: &scratch) else { return false }
+            state.metrics.mediaSent += 1
+            return true
+        }
         if sealed { stream.send(scratch) }
     }
 

@@ -258,7 +258,9 @@ enum AudioBench {
         }
         let perFrame = Double(total) / Double(frames) / 1000
         let encodePerFrame = Double(encodeNanoseconds) / Double(frames) / 1000
-        print("cpu: 20 ms frames, 32 kb/s, complexity 10, \(frames) frames of \(path == nil ? "tone" : "speech")")
+        print(
+            "cpu: 20 ms frames, 32 kb/s, complexity \(AudioSender.defaultComplexity), \(frames) frames of \(path == nil ? "tone" : "speech")"
+        )
         print(String(format: "  encode once:            %6.1f µs/frame", encodePerFrame))
         print(String(format: "  7 decodes + mix:        %6.1f µs/frame", perFrame - encodePerFrame))
         print(

@@ -24,8 +24,13 @@ struct Bench: ParsableCommand {
     var joins = 5
     @Option(help: "Seconds over which CPU and traffic are measured.")
     var window = 20.0
-    @Option(help: "Audio input of every node: tone:HZ (default: one tone each) or wav:PATH (e.g. speech).")
+    @Option(
+        help:
+            "Audio input of every node: tone:HZ (default: one tone each) or wav:PATH (e.g. speech); {n} in it is replaced by the node's number (1...)."
+    )
     var input: String?
+    @Option(help: "More arguments for every parleyd, e.g. --daemon-argument=--complexity=5 (repeatable).")
+    var daemonArgument: [String] = []
 
     func run() throws {
         let lab = try NodeLab("bench")
@@ -34,10 +39,12 @@ struct Bench: ParsableCommand {
         let invite = try lab.run("parley", ["invite", "--rendezvous", rendezvous.url]).output.split(separator: "\n")[0]
         let names = (1...nodes).map { "node\($0)" }
         func spec(_ index: Int) -> NodeSpec {
-            var spec = NodeSpec(name: names[index], input: input ?? "tone:\(300 + 150 * index)", join: String(invite))
+            let audio = input?.replacing("{n}", with: "\(index + 1)") ?? "tone:\(300 + 150 * index)"
+            var spec = NodeSpec(name: names[index], input: audio, join: String(invite))
             spec.output = "null"
             spec.waitUntilReady = false
             spec.logLevel = "notice"
+            spec.arguments = daemonArgument
             return spec
         }
         var members = try (0..<(nodes - 1)).map { try lab.node(spec($0)) }

@@ -3,6 +3,7 @@ import ControlAPI
 import ICE
 import Logging
 import NIOPosix
+import ParleyAudio
 import ParleyCore
 import ParleyNode
 import ParleyProtocol
@@ -49,7 +50,13 @@ struct Parleyd: AsyncParsableCommand {
     @Option(help: "Opus bitrate in bits per second.")
     var bitrate = 32_000
     @Option(help: "Opus encoder complexity, 0 (cheapest) to 10 (best quality per bit).")
-    var complexity = 10
+    var complexity = AudioSender.defaultComplexity
+    @Flag(
+        inversion: .prefixedNo,
+        help:
+            "Discontinuous transmission: send nothing while your microphone is silent or muted (saves your peers' bandwidth and CPU)."
+    )
+    var dtx = true
     @Option(help: "STUN server HOST:PORT (default: the rendezvous' own, if it offers one).")
     var stun: String?
     @Option(help: "TURN server URL, e.g. turn:relay.example.org:3478?transport=udp (default: the rendezvous').")
@@ -113,7 +120,8 @@ struct Parleyd: AsyncParsableCommand {
         let logger = Logger(label: "parleyd")
 
         let audio = try AudioSetup.choose(
-            input: audioIn, output: audioOut, frameMilliseconds: frameMs, bitrate: bitrate, complexity: complexity)
+            input: audioIn, output: audioOut, frameMilliseconds: frameMs, bitrate: bitrate, complexity: complexity,
+            dtx: dtx)
         if let warning = audio.warning { StandardStreams.printError("parleyd: \(warning)") }
         var ice = ICESettings()
         ice.stun = stun

@@ -336,8 +336,8 @@ struct MeetingTests {
         }
     }
 
-    /// `parley mute` stops this node's voice reaching the others (the link stays up: REPORTs and
-    /// silence keep flowing); `parley unmute` brings it back.
+    /// `parley mute` stops this node's voice reaching the others (the link stays up: with DTX, as
+    /// parleyd runs by default, only REPORTs keep flowing); `parley unmute` brings it back.
     @Test func muteAndUnmute() async throws {
         try await withLab("mute") { lab in
             let (_, _, nodes) = try Self.threeNodeMeeting(lab)
@@ -353,6 +353,46 @@ struct MeetingTests {
 
             #expect(try alice.parley(["unmute"]).status == 0)
             Self.expectFullMesh(try Self.listen(nodes, skipping: 0.5), nodes.map(\.name))
+        }
+    }
+
+    /// DTX (parleyd's default): a participant whose microphone is silent sends no media, only its
+    /// REPORTs, yet its links come up and stay up; with `--no-dtx` it sends encoded silence.
+    @Test func silentParticipantSendsNothingYetStaysUp() async throws {
+        try await withLab("dtx") { lab in
+            let rendezvous = try lab.rendezvous()
+            let invite = try lab.run("parley", ["invite", "--rendezvous", rendezvous.url]).output.trimmed
+            var alice = NodeSpec(name: "alice", input: "tone:440", join: invite)
+            var bob = NodeSpec(name: "bob", input: "silence", join: invite)
+            var carol = NodeSpec(name: "carol", input: "silence", join: invite)
+            carol.arguments = ["--no-dtx"]
+            alice.waitUntilReady = false
+            bob.waitUntilReady = false
+            carol.waitUntilReady = false
+            let nodes = try [alice, bob, carol].map { try lab.node($0) }
+            for node in nodes { try node.waitUntilReady() }
+            for node in nodes { try node.waitForPeersUp(2) }
+
+            // Over 3 s every link stays up; count what alice gets from each silent node.
+            func packets(from name: String) throws -> UInt64 {
+                try #require(try nodes[0].status().peers.first { $0.name == name }).packetsRx
+            }
+            let before = (bob: try packets(from: "bob"), carol: try packets(from: "carol"))
+            let heard = try Self.listen(nodes, seconds: 3)
+            let after = (bob: try packets(from: "bob"), carol: try packets(from: "carol"))
+            for node in nodes {
+                let states = try node.status().peers.map(\.state)
+                #expect(states == ["up", "up"], "\(node.name): \(states)")
+            }
+            // No link went lost in between (each change of state is logged).
+            let logs = lab.logs(of: nodes.map(\.name))
+            #expect(!logs.contains("state=lost"), "\(logs)")
+            // bob: REPORTs only (every 250 ms while paused); carol: 50 media payloads a second.
+            #expect(after.bob - before.bob <= 30, "bob sent \(after.bob - before.bob) packets in 3 s")
+            #expect(after.carol - before.carol >= 120, "carol sent \(after.carol - before.carol) packets in 3 s")
+            #expect(
+                heard["alice"] == [] && heard["bob"] == ["alice"] && heard["carol"] == ["alice"],
+                "\(ListeningWindow.describe(heard))")
         }
     }
 }

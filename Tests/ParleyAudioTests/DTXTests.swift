@@ -1,0 +1,108 @@
+import ParleyAudio
+import ParleyCore
+import Testing
+
+/// Discontinuous transmission through the real Opus encoder: a pause sends nothing at all, and the
+/// receiver plays it as silence, not as loss.
+@Suite("DTX: a silent sender sends nothing")
+struct DTXTests {
+    /// What one frame sent: its media payload's sequence and timestamp, or nil.
+    typealias Sent = (sequence: UInt16, timestamp: UInt32)?
+    /// parleyd's default: at it, Opus' voice detector pauses a steady tone after about a second.
+    static let complexity = 5
+
+    /// 1 s of tone, `silentFrames` of digital silence, 1 s of tone; what each frame emitted and
+    /// whether the sender said it was paused after it.
+    static func send(dtx: Bool, silentFrames: Int) throws -> (sent: [Sent], paused: [Bool]) {
+        let sender = try AudioSender(
+            frameDuration: .ms20, complexity: Self.complexity, dtx: dtx, initialSequence: 100, initialTimestamp: 0)
+        let input =
+            Loopback.tone(500, frames: 50) + [Int16](repeating: 0, count: silentFrames * Loopback.frame)
+            + Loopback.tone(500, frames: 50)
+        var sent: [Sent] = []
+        var paused: [Bool] = []
+        for index in 0..<(input.count / Loopback.frame) {
+            var this: Sent = nil
+            try input[(index * Loopback.frame)..<((index + 1) * Loopback.frame)].withUnsafeBufferPointer { pcm in
+                try sender.process(pcm) { payload in
+                    let parsed = try? MediaPayload(parsing: payload)
+                    this = parsed.map { ($0.sequence, $0.timestamp) }
+                }
+            }
+            sent.append(this)
+            paused.append(sender.isPausedByDTX)
+        }
+        return (sent, paused)
+    }
+
+    @Test func aPauseSendsNothingNotEvenComfortNoiseUpdates() throws {
+        // 2 s of silence: libopus' DTX would emit a comfort-noise update every 400 ms in it.
+        let (sent, paused) = try Self.send(dtx: true, silentFrames: 100)
+        #expect(sent[0..<50].allSatisfy { $0 != nil }, "speech is sent")
+        #expect(!paused[49])
+        // Opus keeps sending for its hangover (about 200 ms) after speech ends, then nothing.
+        let silence = sent[50..<150]
+        let firstHeld = try #require(silence.firstIndex { $0 == nil })
+        #expect(firstHeld - 50 <= 15, "DTX began \(firstHeld - 50) frames into the pause")
+        let held = sent[firstHeld..<150]
+        #expect(held.allSatisfy { $0 == nil }, "frames sent in the pause: \(held.indices.filter { sent[$0] != nil })")
+        #expect(paused[firstHeld..<150].allSatisfy { $0 })
+        // Speech is sent again at once, numbered on from the last frame sent, stamped with its time.
+        let resumed = try #require(sent[150])
+        #expect(!paused[150])
+        let last = try #require(sent[..<firstHeld].last ?? nil)
+        #expect(resumed.sequence == last.sequence &+ 1)
+        #expect(resumed.timestamp == UInt32(150 * Loopback.frame))
+    }
+
+    /// Opus' voice activity detector calls a steady tone "not speech" within a second or two and
+    /// would pause it; a loud signal must keep flowing all the same.
+    @Test func aLoudSteadyToneIsNeverPaused() throws {
+        let sender = try AudioSender(frameDuration: .ms20, complexity: Self.complexity, dtx: true)
+        let tone = Loopback.tone(440, frames: 250)
+        var sent = 0
+        for index in 0..<250 {
+            try tone[(index * Loopback.frame)..<((index + 1) * Loopback.frame)].withUnsafeBufferPointer { pcm in
+                try sender.process(pcm) { _ in sent += 1 }
+            }
+            #expect(!sender.isPausedByDTX)
+        }
+        #expect(sent == 250)
+    }
+
+    @Test func withoutDTXEveryFrameIsSent() throws {
+        let (sent, paused) = try Self.send(dtx: false, silentFrames: 100)
+        #expect(sent.allSatisfy { $0 != nil })
+        #expect(paused.allSatisfy { !$0 })
+        #expect(sent.last??.sequence == 100 &+ 199)
+    }
+
+    @Test func theReceiverPlaysThePauseAsSilenceNotLoss() throws {
+        let clock = ManualClock(nanoseconds: 1_000_000_000)
+        let sender = try AudioSender(frameDuration: .ms20, complexity: Self.complexity, dtx: true)
+        let channel = try ReceiveChannel(name: "dtx", clock: clock)
+        let input =
+            Loopback.tone(500, frames: 50) + [Int16](repeating: 0, count: 100 * Loopback.frame)
+            + Loopback.tone(500, frames: 50)
+        var output: [Int16] = []
+        var playback = [Int16](repeating: 0, count: Loopback.frame)
+        for index in 0..<(input.count / Loopback.frame + 5) {
+            let sent: UInt64 = 1_000_000_000 + UInt64(index) * 20_000_000
+            clock.set(nanoseconds: sent)
+            if index < input.count / Loopback.frame {
+                try input[(index * Loopback.frame)..<((index + 1) * Loopback.frame)].withUnsafeBufferPointer { pcm in
+                    try sender.process(pcm) { channel.receive($0) }
+                }
+            }
+            clock.set(nanoseconds: sent + 7_000_000)
+            playback.withUnsafeMutableBufferPointer { channel.render(into: $0, now: clock.now()) }
+            output += playback
+        }
+        let statistics = channel.statistics
+        #expect(statistics.lost == 0 && statistics.expected == statistics.received, "\(statistics)")
+        // The tone plays before and after the pause; the middle of the pause is silent.
+        #expect(Loopback.power(500, in: output, frame: 30) > 0.01)
+        #expect(Loopback.power(500, in: output, frame: 180) > 0.01)
+        #expect(output[(110 * Loopback.frame)..<(140 * Loopback.frame)].allSatisfy { abs(Int($0)) < 64 })
+    }
+}
