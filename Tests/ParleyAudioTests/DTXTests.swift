@@ -77,12 +77,14 @@ struct DTXTests {
         #expect(sent.last??.sequence == 100 &+ 199)
     }
 
-    @Test func theReceiverPlaysThePauseAsSilenceNotLoss() throws {
+    /// 1 s of tone, `silentFrames` of silence, 1 s of tone through a DTX sender and a receive
+    /// channel (each payload arrives at once); what the channel played, frame by frame.
+    static func loopback(silentFrames: Int) throws -> (output: [Int16], statistics: ReceiveStatistics) {
         let clock = ManualClock(nanoseconds: 1_000_000_000)
         let sender = try AudioSender(frameDuration: .ms20, complexity: Self.complexity, dtx: true)
         let channel = try ReceiveChannel(name: "dtx", clock: clock)
         let input =
-            Loopback.tone(500, frames: 50) + [Int16](repeating: 0, count: 100 * Loopback.frame)
+            Loopback.tone(500, frames: 50) + [Int16](repeating: 0, count: silentFrames * Loopback.frame)
             + Loopback.tone(500, frames: 50)
         var output: [Int16] = []
         var playback = [Int16](repeating: 0, count: Loopback.frame)
@@ -98,11 +100,30 @@ struct DTXTests {
             playback.withUnsafeMutableBufferPointer { channel.render(into: $0, now: clock.now()) }
             output += playback
         }
-        let statistics = channel.statistics
+        return (output, channel.statistics)
+    }
+
+    @Test func theReceiverPlaysThePauseAsSilenceNotLoss() throws {
+        let (output, statistics) = try Self.loopback(silentFrames: 100)
         #expect(statistics.lost == 0 && statistics.expected == statistics.received, "\(statistics)")
         // The tone plays before and after the pause; the middle of the pause is silent.
         #expect(Loopback.power(500, in: output, frame: 30) > 0.01)
         #expect(Loopback.power(500, in: output, frame: 180) > 0.01)
         #expect(output[(110 * Loopback.frame)..<(140 * Loopback.frame)].allSatisfy { abs(Int($0)) < 64 })
+    }
+
+    /// A pause shorter than the receiver's idle limit (400 ms) is only recognised when speech
+    /// resumes; it must not turn into delay. 15–30 silent frames: 5–20 of them not sent.
+    @Test(arguments: [15, 20, 25, 30, 60]) func speechAfterAPauseIsNotDelayed(silentFrames: Int) throws {
+        let (output, _) = try Self.loopback(silentFrames: silentFrames)
+        let resumed = 50 + silentFrames
+        let heard = (resumed..<(output.count / Loopback.frame)).first {
+            Loopback.power(500, in: output, frame: $0) > 0.01
+        }
+        // Before the pause the tone is heard 2 frames after it is sent (the receive tick's phase
+        // and Opus' lookahead); after it, no later.
+        #expect(
+            heard.map { $0 - resumed <= 2 } == true,
+            "sent again at frame \(resumed), heard at \(String(describing: heard))")
     }
 }

@@ -259,35 +259,41 @@ struct JitterBufferTests {
         #expect(Self.isIncreasing(simulation.played))
     }
 
-    @Test func aDTXPauseIsSilenceNotLoss() {
-        // Frames 0–49 sent, then the sender's DTX skips 10 frames of time (200 ms) without
-        // skipping a sequence number, then frames resume.
+    @Test func aDTXPauseIsSilenceNotLossAndAddsNoDelay() {
+        // Frames 0–49, then the sender's DTX skips 10 frames of time (200 ms) without skipping a
+        // sequence number, then frames 50–99. Each arrives 5 ms after it was sent; the player asks
+        // every 20 ms and the buffer gets each packet only when it arrives, so during the pause it
+        // cannot know yet that the gap is DTX.
         let buffer = JitterBuffer()
-        var silent = 0
-        var played = 0
+        var playedAt: [Int64: UInt64] = [:]
+        var afterPause: JitterBuffer.Statistics?
         var tick: UInt64 = 1_007_000_000
-        for index in 0..<110 {
-            let frameTime = index < 50 ? index : index + 10
-            let arrival = 1_000_000_000 + UInt64(frameTime) * 20_000_000 + 5_000_000
-            if index < 100 {
-                [UInt8(index)].withUnsafeBytes { bytes in
-                    _ = buffer.insert(
-                        sequence: UInt16(index), timestamp: UInt32(frameTime * 960), duration: 960, payload: bytes,
-                        arrival: arrival)
-                }
+        func play() {
+            if case .play(let frame) = buffer.next(now: tick) {
+                playedAt[frame.sequence] = tick
+                if frame.sequence == 50 { afterPause = buffer.statistics }
             }
-            while tick + 20_000_000 <= arrival + 20_000_000 && tick <= arrival {
-                switch buffer.next(now: tick) {
-                case .silence: silent += 1
-                case .play: played += 1
-                default: break
-                }
-                tick += 20_000_000
+            tick += 20_000_000
+        }
+        func arrival(_ index: Int) -> UInt64 {
+            1_000_000_000 + UInt64(index < 50 ? index : index + 10) * 20_000_000 + 5_000_000
+        }
+        for index in 0..<100 {
+            while tick < arrival(index) { play() }
+            [UInt8(index)].withUnsafeBytes { bytes in
+                _ = buffer.insert(
+                    sequence: UInt16(index), timestamp: UInt32((index < 50 ? index : index + 10) * 960), duration: 960,
+                    payload: bytes, arrival: arrival(index))
             }
         }
+        for _ in 0..<5 { play() }
         #expect(buffer.statistics.lost == 0)
-        #expect(buffer.statistics.silent >= 8)
-        #expect(silent == buffer.statistics.silent)
-        #expect(played >= 95)
+        #expect(playedAt.count == 100)
+        // What played in the pause counts as silence, not concealment.
+        #expect(afterPause.map { $0.silent >= 9 && $0.concealed == 0 } == true, "\(String(describing: afterPause))")
+        // The pause does not become delay: frame 50 plays as soon after its arrival as frame 49 did.
+        let before = Int64(playedAt[49] ?? 0) - Int64(arrival(49))
+        let after = Int64(playedAt[50] ?? .max / 2) - Int64(arrival(50))
+        #expect(after <= before + 20_000_000, "frame 49 played \(before) ns after it arrived, frame 50 \(after) ns")
     }
 }

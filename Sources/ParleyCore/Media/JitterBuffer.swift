@@ -129,6 +129,9 @@ public final class JitterBuffer {
     private var playoutTimestamp: Int64 = 0
     private var lastDuration = 960
     private var lastSilentSince: Int64?
+    /// Frames concealed since nothing was buffered: a DTX pause (counted as silence when the next
+    /// frame shows it was one) or the network being late.
+    private var concealedWhileWaiting = 0
     private var lastAccelerate: Int64 = .min / 2
 
     // Delay measurement over the last `historyCount` primaries.
@@ -228,6 +231,13 @@ public final class JitterBuffer {
 
         switch state {
         case .empty:
+            // The next frame after the one last played, later in time: the stream was in a DTX
+            // pause, not losing packets, while it went idle.
+            if extended == nextSequence && extendedTimestamp > playoutTimestamp {
+                countWaitAsPause()
+            } else {
+                concealedWhileWaiting = 0
+            }
             start(at: extended, timestamp: extendedTimestamp)
         case .buffering where extended < nextSequence && nextSequence - extended < Int64(configuration.slotCount / 2):
             // Reordered before playout started: start earlier.
@@ -376,11 +386,21 @@ public final class JitterBuffer {
             let frame = frame(in: slot)
             if frame.timestamp > playoutTimestamp {
                 // The sender skipped time without skipping a sequence number: DTX (RFC 3551 §4.1).
+                // What was concealed while nothing was buffered already filled that much of the
+                // pause (the playout did not advance): skip it, or the pause would become delay.
+                countWaitAsPause()
+                let filled = min(frame.timestamp - playoutTimestamp, max(0, lateness))
+                let skipped = filled / Int64(lastDuration) * Int64(lastDuration)
+                playoutTimestamp += skipped
+                lateness -= skipped
+            }
+            if frame.timestamp > playoutTimestamp {
                 let gap = Int(min(Int64(lastDuration), frame.timestamp - playoutTimestamp))
                 playoutTimestamp += Int64(gap)
                 statistics.silent += 1
                 return .silence(duration: gap)
             }
+            concealedWhileWaiting = 0
             if lateness < -Int64(lastDuration / 2) {
                 return expand()
             }
@@ -408,9 +428,11 @@ public final class JitterBuffer {
                 return .idle
             }
             statistics.concealed += 1
+            concealedWhileWaiting += 1
             return .conceal(duration: lastDuration)
         }
         lastSilentSince = nil
+        concealedWhileWaiting = 0
         // Not due yet: wait for it (a reordered packet may still come), growing the delay a frame.
         if lateness < 0 {
             return expand()
@@ -454,6 +476,13 @@ public final class JitterBuffer {
     }
 
     private func due(_ timestamp: Int64) -> Int64 { timestamp + minTransit + target }
+
+    /// The frames concealed while nothing was buffered were a DTX pause: count them as silence.
+    private func countWaitAsPause() {
+        statistics.concealed -= concealedWhileWaiting
+        statistics.silent += concealedWhileWaiting
+        concealedWhileWaiting = 0
+    }
 
     private func expand() -> Action {
         statistics.concealed += 1
