@@ -30,6 +30,8 @@ public final class AudioSender {
     private let dtx: Bool
     /// Whether the encoder's own DTX is on now (only while the input is quiet).
     private var encoderDTX = false
+    /// Whether DTX holds frames back now (the capture thread's copy of `controls.pausedByDTX`).
+    private var paused = false
     private let packet: UnsafeMutableRawBufferPointer
     private let payload: UnsafeMutableRawBufferPointer
     private let silence: UnsafeMutableBufferPointer<Int16>
@@ -76,10 +78,12 @@ public final class AudioSender {
         silence.deallocate()
     }
 
-    /// Opus complexity 5: about a third of complexity 10's encoding time (~170 vs ~450 µs per
-    /// 20 ms frame here) for the same PESQ-WB on speech at 32 kb/s (4.20 vs 4.22), which leaves
-    /// room for decoding every peer of a full mesh (`Scripts/bench-audio cpu`).
-    public static let defaultComplexity = 5
+    /// Opus complexity 10. Lower costs quality: PESQ-WB of espeak-ng speech at 32 kb/s, complexity
+    /// 10 / 8 / 6 / 5: female voice 4.28 / 4.28 / 4.27 / 4.19, male 3.84 / 3.84 / 3.70 / 3.47; the
+    /// encoder takes ~430 / ~480 / ~320 / ~180 µs per 20 ms frame here (`Scripts/bench-audio`). With
+    /// DTX a node encodes only while its microphone hears something, so the cost is paid by whoever
+    /// is talking, not by every listener of a meeting.
+    public static let defaultComplexity = 10
 
     /// With DTX, frames quieter than this (RMS, dBFS) may be held back: a silent room after noise
     /// suppression, a muted or unplugged microphone. Speech, even soft, is well above it.
@@ -106,28 +110,36 @@ public final class AudioSender {
     /// advanced for a frame not sent, so receivers tell the gap from loss (PROTOCOL §9.2).
     ///
     /// Opus' DTX is switched on only while the input is quiet (below `pauseLevel`): its voice
-    /// activity detector calls any steady sound "not speech" after a second or so — a hum, a held
-    /// note, a test tone — and would replace a loud one with comfort noise. So loud input always
-    /// flows, and silence at the receiver is faithful to what a pause held.
+    /// activity detector may call a steady sound "not speech" — a hum, a held note, a test tone
+    /// (at complexity 5 within a second; at 10 its tonality analysis keeps tones) — and would
+    /// replace a loud one with comfort noise. So loud input always flows, and silence at the
+    /// receiver is faithful to what a pause held.
     public func process(_ frame: UnsafeBufferPointer<Int16>, emit: (UnsafeRawBufferPointer) -> Void) throws(OpusError) {
         precondition(frame.count == frameSamples, "frame size mismatch")
         try applyControls()
         let input = controls.muted.load(ordering: .relaxed) ? UnsafeBufferPointer(silence) : frame
         let quiet = dtx && LevelMeter.rmsLevel(of: input) < Self.pauseLevel
+        defer { timestamp &+= UInt32(frameSamples) }
+        // In a pause a quiet frame would be held back anyway: it is not even encoded, so a silent
+        // participant's node does next to no audio work. (The encoder's memory then holds the
+        // quiet audio before it, which is what it would have held.) A louder frame resumes at once.
+        if quiet && paused { return }
         if dtx && quiet != encoderDTX {
             try encoder.set(.dtx, to: quiet ? 1 : 0)
             encoderDTX = quiet
         }
         let length = try encoder.encode(input, into: packet)
         framesEncoded += 1
-        defer { timestamp &+= UInt32(frameSamples) }
         if dtx {
             // 1–2 bytes is a DTX frame (opus_encode's documentation); a longer one may be a
             // comfort-noise update, which the encoder reports.
-            var paused = quiet && length <= 2
-            if quiet && !paused { paused = try encoder.isInDTX() }
-            controls.pausedByDTX.store(paused, ordering: .relaxed)
-            if paused { return }
+            var held = quiet && length <= 2
+            if quiet && !held { held = try encoder.isInDTX() }
+            if held != paused {
+                paused = held
+                controls.pausedByDTX.store(held, ordering: .relaxed)
+            }
+            if held { return }
         }
         let primary = MediaPayload.Frame(
             timestamp: timestamp, duration: frameSamples, opus: UnsafeRawBufferPointer(rebasing: packet[0..<length]))
