@@ -892,7 +892,11 @@ private final class MeetingLoop {
         let statistics = link.channel.statistics
         if now >= link.nextReport {
             link.nextReport = now + .milliseconds(Int.random(in: 900...1100))
-            link.lossPermille = UInt16((statistics.lossFraction(since: link.reportBaseline) * 1000).rounded())
+            // An interval without media (the peer was in a DTX pause) measured nothing: keep the
+            // last figure, so the peer's next talk spurt starts with the copies its link needs.
+            if statistics.expected > link.reportBaseline.expected {
+                link.lossPermille = UInt16((statistics.lossFraction(since: link.reportBaseline) * 1000).rounded())
+            }
             link.reportBaseline = statistics
             link.lossHistory.append(statistics)
             if link.lossHistory.count > 6 { link.lossHistory.removeFirst() }

@@ -66,6 +66,7 @@ class ReportState:
     rtt_ms: float | None = None
     interval_received: int = 0
     interval_first_expected: int = 0
+    loss_permille: int = 0  # what the last REPORT said; kept over intervals without media (DTX)
     jitter: float = 0.0  # RFC 3550 §6.4.1, in 48 kHz samples
     last_transit: float | None = None
 
@@ -307,9 +308,10 @@ class Link:
         received = rl.packets  # authenticated media packets (the replay window makes them distinct)
         expected = 0 if rl.first is None else rl.highest - rl.first + 1
         interval_expected = expected - r.interval_first_expected
-        loss = 0
-        if interval_expected > 0:
-            loss = max(0, min(1000, round(1000 * (interval_expected - r.interval_received) / interval_expected)))
+        if interval_expected > 0:  # else the peer sent nothing (DTX): the previous figure stands
+            lost = interval_expected - r.interval_received
+            r.loss_permille = max(0, min(1000, round(1000 * lost / interval_expected)))
+        loss = r.loss_permille
         r.interval_first_expected = expected
         r.interval_received = 0
         echo, delay = 0, 0
