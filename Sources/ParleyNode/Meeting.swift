@@ -909,10 +909,20 @@ private final class MeetingLoop {
         link.transport.sendControl(.report(report), now: now)
     }
 
+    /// The loss the encoder protects against (§9.3): the worst peer's latest REPORT. A peer that
+    /// has not yet seen a second of our media has measured nothing; its link counts as slightly
+    /// lossy, so the first words of a call (or of a participant who was silent until now) go out
+    /// with one copy instead of none until a measurement comes back.
     private func worstReportedLoss() -> Double {
-        let worst = linksByID.values.compactMap { $0.transport.metrics.lastReport?.lossPermille }.max() ?? 0
-        return Double(worst) / 1000
+        let losses = linksByID.values.compactMap { link -> Double? in
+            guard let report = link.transport.metrics.lastReport else { return nil }
+            return report.mediaExpected < Self.measuredAfter ? Self.unmeasuredLoss : Double(report.lossPermille) / 1000
+        }
+        return losses.max() ?? 0
     }
+
+    static let measuredAfter: UInt32 = 50
+    static let unmeasuredLoss = 0.02
 
     private func updateSecurityCode() {
         let members =
