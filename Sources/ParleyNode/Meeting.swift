@@ -909,13 +909,14 @@ private final class MeetingLoop {
         link.transport.sendControl(.report(report), now: now)
     }
 
-    /// The loss the encoder protects against (§9.3): the worst peer's latest REPORT. A peer that
-    /// has not yet seen a second of our media has measured nothing; its link counts as slightly
-    /// lossy, so the first words of a call (or of a participant who was silent until now) go out
-    /// with one copy instead of none until a measurement comes back.
+    /// The loss the encoder protects against (§9.3): the worst latest REPORT of a peer whose link
+    /// is up (a lost or restarting link's last word is stale). A peer that has not yet seen a
+    /// second of our media has measured nothing; its link counts as slightly lossy, so the first
+    /// words of a call (or of a participant who was silent until now) go out with one copy instead
+    /// of none until a measurement comes back.
     private func worstReportedLoss() -> Double {
         let losses = linksByID.values.compactMap { link -> Double? in
-            guard let report = link.transport.metrics.lastReport else { return nil }
+            guard link.machine.state == .up, let report = link.transport.metrics.lastReport else { return nil }
             return report.mediaExpected < Self.measuredAfter ? Self.unmeasuredLoss : Double(report.lossPermille) / 1000
         }
         return losses.max() ?? 0
