@@ -253,9 +253,9 @@ public final class AudioEngine: Sendable {
                 do {
                     try capture.read(into: captured)
                     let cleaned = processor?.process(captured, farEnd: pipeline.farEnd) ?? UnsafeBufferPointer(captured)
-                    meter.measure(cleaned)
+                    let level = meter.measure(cleaned)
                     pipeline.inputLevelTenths.store(Int(meter.level * 10), ordering: .relaxed)
-                    try pipeline.sender.process(cleaned, emit: pipeline.onEncodedFrame)
+                    try pipeline.sender.process(cleaned, level: level, emit: pipeline.onEncodedFrame)
                 } catch {
                     pipeline.fail(error)
                     return

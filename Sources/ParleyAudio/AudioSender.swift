@@ -30,8 +30,6 @@ public final class AudioSender {
     private let dtx: Bool
     /// Whether the encoder's own DTX is on now (only while the input is quiet).
     private var encoderDTX = false
-    /// Whether DTX holds frames back now (the capture thread's copy of `controls.pausedByDTX`).
-    private var paused = false
     private let packet: UnsafeMutableRawBufferPointer
     private let payload: UnsafeMutableRawBufferPointer
     private let silence: UnsafeMutableBufferPointer<Int16>
@@ -114,16 +112,22 @@ public final class AudioSender {
     /// (at complexity 5 within a second; at 10 its tonality analysis keeps tones) — and would
     /// replace a loud one with comfort noise. So loud input always flows, and silence at the
     /// receiver is faithful to what a pause held.
-    public func process(_ frame: UnsafeBufferPointer<Int16>, emit: (UnsafeRawBufferPointer) -> Void) throws(OpusError) {
+    ///
+    /// - Parameter level: the frame's RMS level in dBFS if the caller measured it already (the
+    ///   capture loop does, for its level meter); measured here otherwise.
+    public func process(
+        _ frame: UnsafeBufferPointer<Int16>, level: Double? = nil, emit: (UnsafeRawBufferPointer) -> Void
+    ) throws(OpusError) {
         precondition(frame.count == frameSamples, "frame size mismatch")
         try applyControls()
-        let input = controls.muted.load(ordering: .relaxed) ? UnsafeBufferPointer(silence) : frame
-        let quiet = dtx && LevelMeter.rmsLevel(of: input) < Self.pauseLevel
+        let muted = controls.muted.load(ordering: .relaxed)
+        let input = muted ? UnsafeBufferPointer(silence) : frame
+        let quiet = dtx && (muted || (level ?? LevelMeter.rmsLevel(of: frame)) < Self.pauseLevel)
         defer { timestamp &+= UInt32(frameSamples) }
         // In a pause a quiet frame would be held back anyway: it is not even encoded, so a silent
         // participant's node does next to no audio work. (The encoder's memory then holds the
         // quiet audio before it, which is what it would have held.) A louder frame resumes at once.
-        if quiet && paused { return }
+        if quiet && isPausedByDTX { return }
         if dtx && quiet != encoderDTX {
             try encoder.set(.dtx, to: quiet ? 1 : 0)
             encoderDTX = quiet
@@ -135,10 +139,7 @@ public final class AudioSender {
             // comfort-noise update, which the encoder reports.
             var held = quiet && length <= 2
             if quiet && !held { held = try encoder.isInDTX() }
-            if held != paused {
-                paused = held
-                controls.pausedByDTX.store(held, ordering: .relaxed)
-            }
+            controls.pausedByDTX.store(held, ordering: .relaxed)
             if held { return }
         }
         let primary = MediaPayload.Frame(

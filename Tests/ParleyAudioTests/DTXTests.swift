@@ -86,27 +86,10 @@ struct DTXTests {
     /// 1 s of tone, `silentFrames` of silence, 1 s of tone through a DTX sender and a receive
     /// channel (each payload arrives at once); what the channel played, frame by frame.
     static func loopback(silentFrames: Int) throws -> (output: [Int16], statistics: ReceiveStatistics) {
-        let clock = ManualClock(nanoseconds: 1_000_000_000)
-        let sender = try AudioSender(frameDuration: .ms20, complexity: Self.complexity, dtx: true)
-        let channel = try ReceiveChannel(name: "dtx", clock: clock)
         let input =
             Loopback.tone(500, frames: 50) + [Int16](repeating: 0, count: silentFrames * Loopback.frame)
             + Loopback.tone(500, frames: 50)
-        var output: [Int16] = []
-        var playback = [Int16](repeating: 0, count: Loopback.frame)
-        for index in 0..<(input.count / Loopback.frame + 5) {
-            let sent: UInt64 = 1_000_000_000 + UInt64(index) * 20_000_000
-            clock.set(nanoseconds: sent)
-            if index < input.count / Loopback.frame {
-                try input[(index * Loopback.frame)..<((index + 1) * Loopback.frame)].withUnsafeBufferPointer { pcm in
-                    try sender.process(pcm) { channel.receive($0) }
-                }
-            }
-            clock.set(nanoseconds: sent + 7_000_000)
-            playback.withUnsafeMutableBufferPointer { channel.render(into: $0, now: clock.now()) }
-            output += playback
-        }
-        return (output, channel.statistics)
+        return try Loopback.run(input, policy: RedundancyPolicy(), loss: 0, complexity: Self.complexity, dtx: true)
     }
 
     @Test func theReceiverPlaysThePauseAsSilenceNotLoss() throws {

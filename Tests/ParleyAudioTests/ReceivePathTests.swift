@@ -17,11 +17,12 @@ struct Loopback {
 
     static func run(
         _ input: [Int16], policy: RedundancyPolicy = .fecOnly, loss: Double = 0.2, drop: Set<Int> = [],
-        minimumDelay: Duration = .zero
+        minimumDelay: Duration = .zero, complexity: Int = AudioSender.defaultComplexity, dtx: Bool = false
     ) throws -> (output: [Int16], statistics: ReceiveStatistics) {
         let clock = ManualClock(nanoseconds: 1_000_000_000)
         let sender = try AudioSender(
-            frameDuration: .ms20, bitrate: 32_000, policy: policy, initialSequence: 100, initialTimestamp: 0)
+            frameDuration: .ms20, bitrate: 32_000, complexity: complexity, dtx: dtx, policy: policy,
+            initialSequence: 100, initialTimestamp: 0)
         sender.setMeasuredLoss(loss)
         var configuration = JitterBuffer.Configuration()
         configuration.minimumDelay = minimumDelay

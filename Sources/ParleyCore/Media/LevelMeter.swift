@@ -14,9 +14,12 @@ public struct LevelMeter: Sendable {
 
     public var isSpeaking: Bool { level > Self.speakingThreshold }
 
-    /// Measures one frame.
-    public mutating func measure(_ samples: UnsafeBufferPointer<Int16>) {
-        level = Self.smoothed(previous: level, frame: Self.rmsLevel(of: samples), release: releasePerFrame)
+    /// Measures one frame; returns that frame's own RMS level in dBFS (before smoothing).
+    @discardableResult
+    public mutating func measure(_ samples: UnsafeBufferPointer<Int16>) -> Double {
+        let frame = Self.rmsLevel(of: samples)
+        level = Self.smoothed(previous: level, frame: frame, release: releasePerFrame)
+        return frame
     }
 
     /// Accounts for a frame of silence (nothing played).

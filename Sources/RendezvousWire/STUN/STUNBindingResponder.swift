@@ -77,10 +77,7 @@ public enum STUNBindingResponder {
         writer.writeBytes(Array(datagram[4..<STUNMessage.headerLength]))  // 128-bit RFC 3489 transaction id
         writer.writeU16(STUNAttribute.mappedAddress)
         writer.writeU16(8)
-        writer.writeU8(0)
-        writer.writeU8(0x01)  // IPv4
-        writer.writeU16(source.port)
-        writer.writeBytes(source.address)
+        writer.writeBytes(addressValue(isIPv4: true, port: source.port, address: source.address))
         return writer.bytes
     }
 
@@ -92,12 +89,21 @@ public enum STUNBindingResponder {
     /// the cookie (IPv4) or the cookie and transaction id (IPv6), so NATs that rewrite addresses
     /// they find in payloads leave it alone.
     public static func xorMappedAddress(_ address: STUNTransportAddress, transactionID: [UInt8]) -> STUNAttribute {
+        let value = addressValue(
+            isIPv4: address.isIPv4, port: address.port ^ UInt16(STUNMessage.magicCookie >> 16),
+            address: zip(address.address, xorMask(transactionID)).map { $0 ^ $1 })
+        return STUNAttribute(type: STUNAttribute.xorMappedAddress, value: value)
+    }
+
+    /// The value layout MAPPED-ADDRESS and XOR-MAPPED-ADDRESS share (§14.1, §14.2): a zero byte,
+    /// the family (1 IPv4, 2 IPv6), the port, the address — XORed or not by the caller.
+    private static func addressValue(isIPv4: Bool, port: UInt16, address: [UInt8]) -> [UInt8] {
         var writer = WireWriter(capacity: 20)
         writer.writeU8(0)
-        writer.writeU8(address.isIPv4 ? 0x01 : 0x02)
-        writer.writeU16(address.port ^ UInt16(STUNMessage.magicCookie >> 16))
-        writer.writeBytes(zip(address.address, xorMask(transactionID)).map { $0 ^ $1 })
-        return STUNAttribute(type: STUNAttribute.xorMappedAddress, value: writer.bytes)
+        writer.writeU8(isIPv4 ? 0x01 : 0x02)
+        writer.writeU16(port)
+        writer.writeBytes(address)
+        return writer.bytes
     }
 
     /// Decodes an XOR-MAPPED-ADDRESS value (the client side, and tests).
