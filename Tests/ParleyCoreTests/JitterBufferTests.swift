@@ -259,6 +259,27 @@ struct JitterBufferTests {
         #expect(Self.isIncreasing(simulation.played))
     }
 
+    /// A sender that adds RFC 2198 copies sends a new receiver, in its first payload, a copy of a
+    /// frame from before the receiver was listening: that frame was never sent to it, not lost.
+    @Test func aCopyOfAFrameFromBeforeTheFirstPayloadIsNotCountedAsLost() {
+        let buffer = JitterBuffer()
+        for index in 10..<20 {
+            let arrival = 1_000_000_000 + UInt64(index) * 20_000_000
+            [UInt8(index - 1)].withUnsafeBytes { copy in
+                _ = buffer.insert(
+                    sequence: UInt16(index - 1), timestamp: UInt32((index - 1) * 960), duration: 960, payload: copy,
+                    arrival: arrival, isCopy: true)
+            }
+            [UInt8(index)].withUnsafeBytes { primary in
+                _ = buffer.insert(
+                    sequence: UInt16(index), timestamp: UInt32(index * 960), duration: 960, payload: primary,
+                    arrival: arrival)
+            }
+        }
+        #expect(buffer.statistics.received == 10)
+        #expect(buffer.statistics.expected == 10, "\(buffer.statistics)")
+    }
+
     @Test func aDTXPauseIsSilenceNotLossAndAddsNoDelay() {
         // Frames 0–49, then the sender's DTX skips 10 frames of time (200 ms) without skipping a
         // sequence number, then frames 50–99. Each arrives 5 ms after it was sent; the player asks

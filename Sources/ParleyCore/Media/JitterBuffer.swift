@@ -291,7 +291,6 @@ public final class JitterBuffer {
         guard let highest = highestSequence else {
             highestSequence = Int64(sequence)
             highestTimestamp = Int64(timestamp)
-            firstSequence = Int64(sequence)
             return (Int64(sequence), Int64(timestamp))
         }
         let extended = highest + Int64(Int16(bitPattern: sequence &- UInt16(truncatingIfNeeded: highest)))
@@ -307,6 +306,9 @@ public final class JitterBuffer {
     // MARK: Delay estimation
 
     private func noteArrival(sequence: Int64, timestamp: Int64, arrival: UInt64) {
+        // Counted from the first primary, not from a copy that came with it: a copy of a frame
+        // sent before this receiver was listening (a late joiner, a new session) is not a loss.
+        firstSequence = statistics.received == 0 ? sequence : min(firstSequence, sequence)
         statistics.received += 1
         statistics.expected = Int((highestSequence ?? sequence) - firstSequence + 1)
         let now = Self.samples(nanoseconds: arrival, rate: configuration.sampleRate)
