@@ -57,14 +57,6 @@ public final class OpusEncoder {
         return Int(value)
     }
 
-    /// Whether the last encoded frame belongs to a DTX pause (`OPUS_GET_IN_DTX`): a 1–2-byte frame,
-    /// or one of the comfort-noise updates DTX still emits every 400 ms. Always false with DTX off.
-    public func isInDTX() throws(OpusError) -> Bool {
-        var value: Int32 = 0
-        _ = try OpusError.check(parley_opus_encoder_get_int(handle, OPUS_GET_IN_DTX_REQUEST, &value))
-        return value != 0
-    }
-
     /// Encodes one frame of interleaved 16-bit PCM into `packet` without allocating.
     /// `pcm.count` must be a valid frame size times `channels`. Returns the packet length
     /// (1–2 bytes means DTX: nothing needs to be sent).

@@ -28,8 +28,9 @@ public final class AudioSender {
     private let encoder: OpusEncoder
     private let history = FrameHistory()
     private let dtx: Bool
-    /// Whether the encoder's own DTX is on now (only while the input is quiet).
-    private var encoderDTX = false
+    /// Quiet frames in a row so far; past `hangoverFrames` the sender is in a pause.
+    private var quietFrames = 0
+    private let hangoverFrames: Int
     private let packet: UnsafeMutableRawBufferPointer
     private let payload: UnsafeMutableRawBufferPointer
     private let silence: UnsafeMutableBufferPointer<Int16>
@@ -54,6 +55,7 @@ public final class AudioSender {
         frameSamples = frameDuration.samples
         self.policy = policy
         self.dtx = dtx
+        hangoverFrames = Int(Self.pauseHangover / .milliseconds(frameDuration.rawValue))
         controls = SenderControls(bitrate: bitrate)
         encoder = try OpusEncoder(sampleRate: AudioFormat.sampleRate, channels: 1, application: .voip)
         try encoder.setFrameDuration(frameDuration.opus)
@@ -83,9 +85,14 @@ public final class AudioSender {
     /// is talking, not by every listener of a meeting.
     public static let defaultComplexity = 10
 
-    /// With DTX, frames quieter than this (RMS, dBFS) may be held back: a silent room after noise
-    /// suppression, a muted or unplugged microphone. Speech, even soft, is well above it.
+    /// With DTX, frames quieter than this (RMS, dBFS) are held back once `pauseHangover` of them
+    /// came in a row: a silent room after noise suppression, a muted or unplugged microphone.
+    /// Speech, even soft, is well above it.
     public static let pauseLevel = -50.0
+
+    /// How long the input must stay quiet before a pause begins: the tail of a word and the gaps
+    /// between words are sent (the same 200 ms libopus' own DTX waits).
+    public static let pauseHangover = Duration.milliseconds(200)
 
     /// `OPUS_SIGNAL_VOICE` (opus_defines.h): a hint that the input is speech.
     static let signalVoice = 3001
@@ -102,16 +109,18 @@ public final class AudioSender {
     /// Encodes one captured frame and emits its media payload (nothing in a DTX pause). The bytes
     /// passed to `emit` are valid only during the call.
     ///
-    /// With DTX a pause sends nothing at all — not the 1–2-byte frames, nor the comfort-noise
-    /// updates libopus still makes every 400 ms — so a silent or muted participant costs its
-    /// peers no packets and no decoding; receivers play silence. The sequence number is not
-    /// advanced for a frame not sent, so receivers tell the gap from loss (PROTOCOL §9.2).
+    /// With DTX a pause sends nothing at all, so a silent or muted participant costs its peers no
+    /// packets and no decoding; receivers play silence. A quiet frame in a pause is not even
+    /// encoded (the encoder's memory then holds the quiet audio before it, which is what it would
+    /// have held); a louder frame resumes at once. The sequence number is not advanced for a frame
+    /// not sent, so receivers tell the gap from loss (PROTOCOL §9.2).
     ///
-    /// Opus' DTX is switched on only while the input is quiet (below `pauseLevel`): its voice
-    /// activity detector may call a steady sound "not speech" — a hum, a held note, a test tone
-    /// (at complexity 5 within a second; at 10 its tonality analysis keeps tones) — and would
-    /// replace a loud one with comfort noise. So loud input always flows, and silence at the
-    /// receiver is faithful to what a pause held.
+    /// The pause is decided here by level, not by Opus' DTX: libopus pauses only when the input is
+    /// 25 dB below the loudest it has heard lately, so a microphone that hears a faint noise floor
+    /// before anyone speaks kept sending until its first word (measured: a node joining a meeting
+    /// quiet sent 50 frames a second for as long as it stayed quiet), and its voice detector may
+    /// call a steady loud sound — a hum, a held note, a tone — "not speech" and replace it with
+    /// comfort noise.
     ///
     /// - Parameter level: the frame's RMS level in dBFS if the caller measured it already (the
     ///   capture loop does, for its level meter); measured here otherwise.
@@ -121,27 +130,16 @@ public final class AudioSender {
         precondition(frame.count == frameSamples, "frame size mismatch")
         try applyControls()
         let muted = controls.muted.load(ordering: .relaxed)
-        let input = muted ? UnsafeBufferPointer(silence) : frame
-        let quiet = dtx && (muted || (level ?? LevelMeter.rmsLevel(of: frame)) < Self.pauseLevel)
         defer { timestamp &+= UInt32(frameSamples) }
-        // In a pause a quiet frame would be held back anyway: it is not even encoded, so a silent
-        // participant's node does next to no audio work. (The encoder's memory then holds the
-        // quiet audio before it, which is what it would have held.) A louder frame resumes at once.
-        if quiet && isPausedByDTX { return }
-        if dtx && quiet != encoderDTX {
-            try encoder.set(.dtx, to: quiet ? 1 : 0)
-            encoderDTX = quiet
-        }
-        let length = try encoder.encode(input, into: packet)
-        framesEncoded += 1
         if dtx {
-            // 1–2 bytes is a DTX frame (opus_encode's documentation); a longer one may be a
-            // comfort-noise update, which the encoder reports.
-            var held = quiet && length <= 2
-            if quiet && !held { held = try encoder.isInDTX() }
-            controls.pausedByDTX.store(held, ordering: .relaxed)
-            if held { return }
+            let quiet = muted || (level ?? LevelMeter.rmsLevel(of: frame)) < Self.pauseLevel
+            quietFrames = quiet ? min(quietFrames + 1, hangoverFrames + 1) : 0
+            let paused = quietFrames > hangoverFrames
+            controls.pausedByDTX.store(paused, ordering: .relaxed)
+            if paused { return }
         }
+        let length = try encoder.encode(muted ? UnsafeBufferPointer(silence) : frame, into: packet)
+        framesEncoded += 1
         let primary = MediaPayload.Frame(
             timestamp: timestamp, duration: frameSamples, opus: UnsafeRawBufferPointer(rebasing: packet[0..<length]))
         let size = history.writePayload(sequence: sequence, primary: primary, copies: copies, into: payload)

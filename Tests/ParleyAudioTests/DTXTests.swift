@@ -8,19 +8,34 @@ import Testing
 struct DTXTests {
     /// What one frame sent: its media payload's sequence and timestamp, or nil.
     typealias Sent = (sequence: UInt16, timestamp: UInt32)?
-    /// At complexity 5 Opus' voice detector pauses a steady tone after about a second (at 10, with
-    /// its tonality analysis, not within 30 s); `--complexity` is the user's choice, so the rules
-    /// are tested where Opus alone would get them wrong.
+    /// At complexity 5 libopus' own voice detector pauses a steady tone after about a second (at
+    /// 10, with its tonality analysis, not within 30 s); `--complexity` is the user's choice, so the
+    /// rules are tested where Opus' DTX would get them wrong.
     static let complexity = 5
 
-    /// 1 s of tone, `silentFrames` of digital silence, 1 s of tone; what each frame emitted and
-    /// whether the sender said it was paused after it.
-    static func send(dtx: Bool, silentFrames: Int) throws -> (sent: [Sent], paused: [Bool], encoded: [Int]) {
+    /// White noise with an RMS of -60 dBFS (uniform in ±0.0017 of full scale), the same every run:
+    /// the faint floor a microphone hears in a quiet room after noise suppression.
+    static func noiseFloor(frames: Int) -> [Int16] {
+        var state: UInt32 = 12345
+        return (0..<(frames * Loopback.frame)).map { _ in
+            state = state &* 1_664_525 &+ 1_013_904_223
+            return Int16(Double(Int32(bitPattern: state)) / Double(Int32.max) * 0.0017 * 32767)
+        }
+    }
+
+    /// `lead` frames of noise floor, 1 s of tone, `silentFrames` of digital silence, 1 s of tone;
+    /// what each frame emitted, whether the sender said it was paused after it, and how many
+    /// frames it had encoded.
+    static func send(
+        dtx: Bool, silentFrames: Int, lead: Int = 0, complexity: Int = complexity
+    ) throws -> (
+        sent: [Sent], paused: [Bool], encoded: [Int]
+    ) {
         let sender = try AudioSender(
-            frameDuration: .ms20, complexity: Self.complexity, dtx: dtx, initialSequence: 100, initialTimestamp: 0)
+            frameDuration: .ms20, complexity: complexity, dtx: dtx, initialSequence: 100, initialTimestamp: 0)
         let input =
-            Loopback.tone(500, frames: 50) + [Int16](repeating: 0, count: silentFrames * Loopback.frame)
-            + Loopback.tone(500, frames: 50)
+            noiseFloor(frames: lead) + Loopback.tone(500, frames: 50)
+            + [Int16](repeating: 0, count: silentFrames * Loopback.frame) + Loopback.tone(500, frames: 50)
         var sent: [Sent] = []
         var paused: [Bool] = []
         var encoded: [Int] = []
@@ -39,15 +54,14 @@ struct DTXTests {
         return (sent, paused, encoded)
     }
 
-    @Test func aPauseSendsNothingNotEvenComfortNoiseUpdates() throws {
-        // 2 s of silence: libopus' DTX would emit a comfort-noise update every 400 ms in it.
+    @Test func aPauseSendsNothingAfterItsHangover() throws {
         let (sent, paused, encoded) = try Self.send(dtx: true, silentFrames: 100)
         #expect(sent[0..<50].allSatisfy { $0 != nil }, "speech is sent")
         #expect(!paused[49])
-        // Opus keeps sending for its hangover (about 200 ms) after speech ends, then nothing.
+        // The first 200 ms of quiet (10 frames) are sent, then nothing.
         let silence = sent[50..<150]
         let firstHeld = try #require(silence.firstIndex { $0 == nil })
-        #expect(firstHeld - 50 <= 15, "DTX began \(firstHeld - 50) frames into the pause")
+        #expect(firstHeld - 50 == 10, "DTX began \(firstHeld - 50) frames into the pause")
         let held = sent[firstHeld..<150]
         #expect(held.allSatisfy { $0 == nil }, "frames sent in the pause: \(held.indices.filter { sent[$0] != nil })")
         #expect(paused[firstHeld..<150].allSatisfy { $0 })
@@ -61,8 +75,25 @@ struct DTXTests {
         #expect(resumed.timestamp == UInt32(150 * Loopback.frame))
     }
 
-    /// Opus' voice activity detector (complexity 5) calls a steady tone "not speech" within a
-    /// second and would pause it; a loud signal must keep flowing all the same.
+    /// A microphone that hears only a faint noise floor from the start — a participant who joins
+    /// and listens — pauses like one that fell quiet after speaking. (libopus' DTX at the default
+    /// complexity never paused here: it waits for input 25 dB below the loudest it has heard, and
+    /// had heard only the noise.)
+    @Test func aFaintNoiseFloorBeforeAnyoneSpeaksIsAPause() throws {
+        let (sent, paused, encoded) = try Self.send(
+            dtx: true, silentFrames: 10, lead: 100, complexity: AudioSender.defaultComplexity)
+        #expect(sent[0..<10].allSatisfy { $0 != nil }, "the hangover is sent")
+        #expect(sent[10..<100].allSatisfy { $0 == nil }, "sent in the pause: \(sent[10..<100].compactMap { $0 }.count)")
+        #expect(paused[10..<100].allSatisfy { $0 })
+        #expect(encoded[99] == 10)
+        // The first word goes out at once, numbered straight after the hangover.
+        #expect(sent[100]?.sequence == 110)
+        #expect(sent[100]?.timestamp == UInt32(100 * Loopback.frame))
+        #expect(!paused[100])
+    }
+
+    /// libopus' voice activity detector (complexity 5) calls a steady tone "not speech" within a
+    /// second and its DTX would pause it; a loud signal must keep flowing all the same.
     @Test func aLoudSteadyToneIsNeverPaused() throws {
         let sender = try AudioSender(frameDuration: .ms20, complexity: Self.complexity, dtx: true)
         let tone = Loopback.tone(440, frames: 250)
@@ -81,6 +112,8 @@ struct DTXTests {
         #expect(sent.allSatisfy { $0 != nil })
         #expect(paused.allSatisfy { !$0 })
         #expect(sent.last??.sequence == 100 &+ 199)
+        let (withNoise, _, _) = try Self.send(dtx: false, silentFrames: 0, lead: 100)
+        #expect(withNoise.allSatisfy { $0 != nil })
     }
 
     /// 1 s of tone, `silentFrames` of silence, 1 s of tone through a DTX sender and a receive

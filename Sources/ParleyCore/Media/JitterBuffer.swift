@@ -57,7 +57,8 @@ public final class JitterBuffer {
         case recover(duration: Int, next: Frame)
         /// Conceal `duration` samples (Opus PLC).
         case conceal(duration: Int)
-        /// A DTX pause (the sender sent nothing, no packet was lost): comfort noise.
+        /// A DTX pause (the sender sent nothing, no packet was lost): played by concealment,
+        /// which fades the last sound to silence.
         case silence(duration: Int)
     }
 
@@ -89,7 +90,7 @@ public final class JitterBuffer {
         public var expanded = 0
         /// Frames skipped to shrink the delay.
         public var dropped = 0
-        /// Frames of DTX comfort noise.
+        /// Frames of DTX pause (not lost, not counted as concealed).
         public var silent = 0
         public var resynchronizations = 0
         /// Highest extended sequence number seen minus the first, plus one (RFC 3550 §6.4.1).
