@@ -1,10 +1,12 @@
 """PulseAudio end to end: node A captures from a null sink's monitor where espeak-ng speech is played (as a
 microphone would hear it), node B plays to another null sink, whose monitor we record; the recording must
-be the speech. Needs the private server of Scripts/with-pulseaudio (Scripts/test provides it)."""
+be the speech; and a quiet room heard through the same path is a DTX pause. Needs the private server of
+Scripts/with-pulseaudio (Scripts/test provides it)."""
 
 import os
 import shutil
 import subprocess
+import time
 import wave
 
 import numpy
@@ -77,3 +79,54 @@ def test_speech_through_pulseaudio(tmp_path, rendezvous):
     best = max(range(len(correlations)), key=correlations.__getitem__)
     assert correlations[best] > 0.6, f"recording does not follow the speech (correlation {correlations[best]:.2f})"
     assert best * 20 < 2000, f"the speech arrived {best * 20} ms late"
+
+
+def packets_sent(node: SwiftNode) -> int:
+    status = node.status()
+    return sum(peer["packets_tx"] for peer in status["peers"]) if status else 0
+
+
+def packet_rate(node: SwiftNode, seconds: float = 1.0) -> float:
+    """Packets per second the node sends to all its peers, over the next `seconds`."""
+    before = packets_sent(node)
+    time.sleep(seconds)  # a measurement window, not a wait for an event
+    return (packets_sent(node) - before) / seconds
+
+
+def test_a_quiet_room_through_pulseaudio_is_a_dtx_pause(tmp_path, rendezvous):
+    """A microphone in a quiet room hears a noise floor, not digital silence. Through the real capture path
+    (PulseAudio, then parleyd's noise suppression) that floor must fall below the DTX level, so a listening
+    participant sends only REPORTs (PROTOCOL §9.3) — and its first word goes out at once."""
+    require(bool(os.environ.get("PULSE_SERVER")), "no PulseAudio server (run under Scripts/with-pulseaudio)")
+    require(shutil.which("espeak-ng") is not None and shutil.which("paplay") is not None,
+            "espeak-ng and pulseaudio-utils are needed (Scripts/bootstrap)")
+    mic = os.environ["PARLEY_PULSE_MIC"]
+    # 30 s of white noise at -45 dBFS RMS: above the -50 dBFS DTX level as captured.
+    noise = tmp_path / "room.wav"
+    samples = numpy.random.default_rng(1).normal(0, 10 ** (-45 / 20) * 32767, 48000 * 30)
+    with wave.open(str(noise), "wb") as f:
+        f.setnchannels(1)
+        f.setsampwidth(2)
+        f.setframerate(48000)
+        f.writeframes(numpy.clip(samples, -32768, 32767).astype("<i2").tobytes())
+    speech = tmp_path / "speech.wav"
+    subprocess.run(["espeak-ng", "-v", "en+f3", "-s", "150", "-w", str(speech), SPEECH], check=True)
+    room = Process(["paplay", "-d", mic, str(noise)], tmp_path, "room")
+    invite = new_invite(rendezvous.url)
+    talker = SwiftNode(tmp_path, "talker", invite, f"pulse:{mic}.monitor", *LOOPBACK)
+    listener = SwiftNode(tmp_path, "listener", invite, "silence", *LOOPBACK)
+    try:
+        talker.wait_for_peers_up(1)
+        listener.wait_for_peers_up(1)
+        # Sending a frame every 20 ms is 50 packets a second; a pause is REPORTs only (4 a second).
+        wait_until(lambda: packet_rate(talker) <= 10, 15, "the talker to pause in the quiet room")
+        assert talker.status()["peers"][0]["state"] == "up", "the link went down in the pause"
+        speaker = Process(["paplay", "-d", mic, str(speech)], tmp_path, "speaker")
+        try:
+            wait_until(lambda: packet_rate(talker, 0.5) >= 30, 5, "the talker's first word to be sent")
+        finally:
+            speaker.stop()
+    finally:
+        room.stop()
+        talker.stop()
+        listener.stop()
