@@ -228,6 +228,21 @@ def loopback_meetings(results: dict, work: Path) -> None:
         rendezvous.process.stop()
 
 
+def meeting_benchmark(results: dict) -> None:
+    """An 8-node meeting where people take turns (DTX on, as by default), and an 8th node joining it while it
+    runs: Scripts/bench-node, shortened to 3 joins."""
+    log("== an 8-node meeting, one talker at a time (Scripts/bench-node --joins 3)")
+    text = run(["Scripts/bench-node", "--input", "conversation", "--joins", "3", "--window", "20"], timeout=600)
+    log(text.strip())
+    results["meeting"] = {
+        "join_ms": number(r"join time .*?median ([0-9.]+) ms", text),
+        "cpu_pct": {"mean": number(r"CPU per node: mean ([0-9.]+) %", text),
+                    "max": number(r"CPU per node: .*?max ([0-9.]+) %", text)},
+        "tx_kbps": 8 * (number(r"traffic per node: up ([0-9.]+) kB/s", text) or 0),
+        "rx_kbps": 8 * (number(r"traffic per node: .*?down ([0-9.]+) kB/s", text) or 0),
+    }
+
+
 def new_invite(url: str) -> str:
     from parley_peer.invite import Invite, RendezvousURL
 
@@ -581,12 +596,19 @@ def write_outputs(results: dict, out: Path) -> str:
     for count in (2, 4, 8):
         entry = loop.get(count) or loop.get(str(count))
         if entry:
-            row(f"CPU per node, {count} nodes", fmt(entry["cpu_pct"]["mean"], "% of a core", 1),
+            row(f"CPU per node, {count} nodes, all sending all the time", fmt(entry["cpu_pct"]["mean"], "% of a core", 1),
                 f"codec only {fmt(entry['cpu_floor_pct'], '%', 2)}",
                 f"baresip 1:1 {fmt(statistics.mean(baresip_cpu), '%', 1)}" if count == 2 and baresip_cpu else "")
-            row(f"bandwidth per node, {count} nodes (send / receive)",
+            row(f"bandwidth per node, {count} nodes, all sending (send / receive)",
                 f"{entry['tx_kbps']:.0f} / {entry['rx_kbps']:.0f} kb/s",
                 f"Opus payload {entry['bandwidth_floor_kbps']} kb/s")
+    meeting = results.get("meeting")
+    if meeting:
+        row("join, 8th node into a running meeting, loopback (median of 3)", fmt(meeting["join_ms"], "ms"), "—")
+        row("CPU per node, 8-node meeting, one talker at a time (mean / max)",
+            f"{meeting['cpu_pct']['mean']:.1f} / {meeting['cpu_pct']['max']:.1f} % of a core", "—")
+        row("bandwidth per node, 8-node meeting, one talker at a time (send / receive)",
+            f"{meeting['tx_kbps']:.0f} / {meeting['rx_kbps']:.0f} kb/s (IP + UDP headers included)", "—")
     for loss, value in (lab_results.get("pesq") or {}).items():
         floor = (results.get("pesq_floor") or {}).get(str(loss)) or (results.get("pesq_floor") or {}).get(int(loss))
         row(f"PESQ-WB, speech, {loss} % loss (NAT lab)", f"{value['mos']:.2f}",
@@ -692,6 +714,7 @@ def main() -> None:
         existing_benchmarks(results)
         pesq_floor(results)
         loopback_meetings(results, work)
+        meeting_benchmark(results)
         latency(results, work)
         results["baresip_cpu_pct"] = baresip_call(work / "baresip-cpu", probe=False)
         log(f"== baresip 1:1 call, aufile → Opus → aufile: CPU {results['baresip_cpu_pct']} % of a core per "

@@ -31,6 +31,8 @@ struct Bench: ParsableCommand {
     var input: String?
     @Option(help: "More arguments for every parleyd, e.g. --daemon-argument=--complexity=5 (repeatable).")
     var daemonArgument: [String] = []
+    @Option(help: "Who talks when, in words, for the report (the input decides it).")
+    var scenario = "every node sending all the time"
 
     func run() throws {
         let lab = try NodeLab("bench")
@@ -104,7 +106,7 @@ struct Bench: ParsableCommand {
         }
         let elapsed = Self.seconds(since: started)
         let ticks = Double(sysconf(Int32(_SC_CLK_TCK)))
-        print("per node over \(Self.one(elapsed)) s (\(nodes)-node meeting, 20 ms Opus frames):")
+        print("per node over \(Self.one(elapsed)) s (\(nodes)-node meeting, 20 ms Opus frames; \(scenario)):")
         print("  node      CPU % of a core   up kB/s  (pkts/s)   down kB/s  (pkts/s)")
         var cpus: [Double] = []
         var ups: [Double] = []
