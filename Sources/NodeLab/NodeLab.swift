@@ -79,6 +79,15 @@ public final class NodeLab: Sendable {
 
     // MARK: Meeting parts
 
+    /// A new invite, minted as a user mints one: `parley invite --rendezvous URL`.
+    public func invite(rendezvous url: String) throws -> String {
+        let result = try run("parley", ["invite", "--rendezvous", url])
+        guard result.status == 0, let line = result.output.split(separator: "\n").first else {
+            throw LabError("parley invite --rendezvous \(url) failed (\(result.status)): \(result.error.lastLine)")
+        }
+        return String(line)
+    }
+
     /// `parley-rendezvous` on `host:port` (port 0: a free one); waits for its "listening" line.
     public func rendezvous(
         name: String = "rendezvous", host: String = "127.0.0.1", port: Int = 0, arguments: [String] = [],

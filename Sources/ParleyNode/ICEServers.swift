@@ -93,26 +93,11 @@ enum ICEServerPlan {
         if !plan.turn.contains(server) { plan.turn.append(server) }
     }
 
-    /// `host:port`, `[v6]:port` or a bare host.
+    /// `host:port`, `[v6]:port` or a bare host (`defaultPort`).
     static func hostAndPort(_ text: String, defaultPort: UInt16) -> (host: String, port: UInt16)? {
-        var host = Substring(text)
-        var port = defaultPort
-        if text.hasPrefix("[") {
-            guard let close = text.firstIndex(of: "]") else { return nil }
-            host = text[text.index(after: text.startIndex)..<close]
-            let rest = text[text.index(after: close)...]
-            if !rest.isEmpty {
-                guard rest.hasPrefix(":"), let parsed = UInt16(rest.dropFirst()), parsed != 0 else { return nil }
-                port = parsed
-            }
-        } else if text.filter({ $0 == ":" }).count > 1 {
-            return nil  // an IPv6 address needs brackets
-        } else if let colon = text.firstIndex(of: ":") {
-            host = text[..<colon]
-            guard let parsed = UInt16(text[text.index(after: colon)...]), parsed != 0 else { return nil }
-            port = parsed
-        }
-        guard !host.isEmpty else { return nil }
+        guard let (host, portText) = HostPortText.split(text), !host.isEmpty else { return nil }
+        guard let portText else { return (String(host), defaultPort) }
+        guard let port = UInt16(portText), port != 0 else { return nil }
         return (String(host), port)
     }
 

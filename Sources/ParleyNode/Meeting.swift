@@ -991,11 +991,8 @@ private final class MeetingLoop {
                     / seconds
                 tx = Double(traffic.bytesSent - min(traffic.bytesSent, first.counts.bytesSent)) * 8 / 1000 / seconds
             }
-            var loss: Double?
-            if let oldest = link.lossHistory.first {
-                let expected = statistics.expected - oldest.expected
-                let received = statistics.received - oldest.received
-                if expected > 0 { loss = max(0, Double(expected - received)) / Double(expected) * 100 }
+            let loss = link.lossHistory.first.flatMap { oldest in
+                statistics.expected > oldest.expected ? statistics.lossFraction(since: oldest) * 100 : nil
             }
             let jitter = statistics.received > 0 ? Self.milliseconds(statistics.jitter) : nil
             return PeerStatus(

@@ -36,16 +36,10 @@ public struct RendezvousServerConfiguration: Sendable {
 
         /// Parses `HOST:PORT`, `[IPv6]:PORT` or `:PORT` (all interfaces).
         public init?(parsing text: String) {
-            guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]),
+            guard let (host, portText) = HostPortText.split(text), let portText, let port = Int(portText),
                 (0...65535).contains(port)
             else { return nil }
-            var host = String(text[..<colon])
-            if host.hasPrefix("[") && host.hasSuffix("]") {
-                host = String(host.dropFirst().dropLast())
-            } else if host.contains(":") {
-                return nil  // an IPv6 literal needs brackets
-            }
-            self.host = host.isEmpty ? "0.0.0.0" : host
+            self.host = host.isEmpty ? "0.0.0.0" : String(host)
             self.port = port
         }
 

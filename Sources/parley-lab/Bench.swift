@@ -38,11 +38,11 @@ struct Bench: ParsableCommand {
         let lab = try NodeLab("bench")
         defer { lab.shutdown() }
         let rendezvous = try lab.rendezvous(arguments: ["--max-members", "\(max(nodes, 8))"])
-        let invite = try lab.run("parley", ["invite", "--rendezvous", rendezvous.url]).output.split(separator: "\n")[0]
+        let invite = try lab.invite(rendezvous: rendezvous.url)
         let names = (1...nodes).map { "node\($0)" }
         func spec(_ index: Int) -> NodeSpec {
             let audio = input?.replacing("{n}", with: "\(index + 1)") ?? "tone:\(300 + 150 * index)"
-            var spec = NodeSpec(name: names[index], input: audio, join: String(invite))
+            var spec = NodeSpec(name: names[index], input: audio, join: invite)
             spec.output = "null"
             spec.waitUntilReady = false
             spec.logLevel = "notice"

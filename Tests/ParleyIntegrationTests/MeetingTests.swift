@@ -70,7 +70,7 @@ struct MeetingTests {
         RendezvousHandle, String, [NodeHandle]
     ) {
         let rendezvous = try lab.rendezvous()
-        let invite = try lab.run("parley", ["invite", "--rendezvous", rendezvous.url]).output.trimmed
+        let invite = try lab.invite(rendezvous: rendezvous.url)
         let nodes = try join(lab, names, invite: invite)
         for node in nodes { try node.waitForPeersUp(names.count - 1) }
         return (rendezvous, invite, nodes)
@@ -119,7 +119,7 @@ struct MeetingTests {
         try await withLab("eight", limit: .seconds(240)) { lab in
             let names = Self.tones.keys.sorted()
             let rendezvous = try lab.rendezvous()
-            let invite = try lab.run("parley", ["invite", "--rendezvous", rendezvous.url]).output.trimmed
+            let invite = try lab.invite(rendezvous: rendezvous.url)
             // Eight tones mixed at -10 dBFS would clip; -24 dBFS WAVs keep the mix linear.
             var nodes: [NodeHandle] = []
             for name in names {
@@ -303,7 +303,7 @@ struct MeetingTests {
     @Test func glareAllNodesStartedAtOnce() async throws {
         try await withLab("glare") { lab in
             let rendezvous = try lab.rendezvous()
-            let invite = try lab.run("parley", ["invite", "--rendezvous", rendezvous.url]).output.trimmed
+            let invite = try lab.invite(rendezvous: rendezvous.url)
             let names = ["alice", "bob", "carol", "dave"]
             let nodes = try Self.join(lab, names, invite: invite)
             for node in nodes { try node.waitForPeersUp(3) }
@@ -315,7 +315,7 @@ struct MeetingTests {
     @Test func fullMeetingRefusesTheNewcomerClearly() async throws {
         try await withLab("full") { lab in
             let rendezvous = try lab.rendezvous(arguments: ["--max-members", "2"])
-            let invite = try lab.run("parley", ["invite", "--rendezvous", rendezvous.url]).output.trimmed
+            let invite = try lab.invite(rendezvous: rendezvous.url)
             let nodes = try Self.join(lab, ["alice", "bob"], invite: invite)
             for node in nodes { try node.waitForPeersUp(1) }
 
@@ -361,7 +361,7 @@ struct MeetingTests {
     @Test func silentParticipantSendsNothingYetStaysUp() async throws {
         try await withLab("dtx") { lab in
             let rendezvous = try lab.rendezvous()
-            let invite = try lab.run("parley", ["invite", "--rendezvous", rendezvous.url]).output.trimmed
+            let invite = try lab.invite(rendezvous: rendezvous.url)
             var alice = NodeSpec(name: "alice", input: "tone:440", join: invite)
             var bob = NodeSpec(name: "bob", input: "silence", join: invite)
             var carol = NodeSpec(name: "carol", input: "silence", join: invite)

@@ -53,7 +53,7 @@ struct NATLabMeetingTests {
                 "--stun-listen", "203.0.113.10:3480", "--turn-secret", secret, "--turn-url",
                 "turn:203.0.113.10:3490?transport=udp",
             ], namespace: server)
-        let invite = try lab.run("parley", ["invite", "--rendezvous", rendezvous.url]).output.trimmed
+        let invite = try lab.invite(rendezvous: rendezvous.url)
 
         let placement = ["alice": "pub", "bob": "c1a", "carol": "s1"]
         var nodes: [NodeHandle] = []

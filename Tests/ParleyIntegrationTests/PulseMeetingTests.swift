@@ -38,7 +38,7 @@ struct PulseMeetingTests {
         defer { player.kill9() }
 
         let rendezvous = try lab.rendezvous()
-        let invite = try lab.run("parley", ["invite", "--rendezvous", rendezvous.url]).output.trimmed
+        let invite = try lab.invite(rendezvous: rendezvous.url)
         // No audio flags: PulseAudio's default source and sink, which PULSE_SOURCE and PULSE_SINK
         // (libpulse's own variables) point at the test's null sinks.
         var aliceSpec = NodeSpec(name: "alice", input: nil, join: invite)
@@ -73,7 +73,7 @@ struct PulseMeetingTests {
             try await withTimeout(.seconds(60), "a node without a sound server") {
                 try await runBlocking {
                     let rendezvous = try lab.rendezvous()
-                    let invite = try lab.run("parley", ["invite", "--rendezvous", rendezvous.url]).output.trimmed
+                    let invite = try lab.invite(rendezvous: rendezvous.url)
                     var spec = NodeSpec(name: "alice", input: nil, join: invite)
                     spec.environment = ["PULSE_SERVER": "unix:\(lab.directory)/no-such-server"]
                     let alice = try lab.node(spec)

@@ -32,12 +32,12 @@ struct RefusalTests {
         try await withLab("outsider") { lab in
             let (invite, alice, bob, eve) = try await runBlocking {
                 let rendezvous = try lab.rendezvous()
-                let invite = try lab.run("parley", ["invite", "--rendezvous", rendezvous.url]).output.trimmed
+                let invite = try lab.invite(rendezvous: rendezvous.url)
                 let alice = try lab.node(NodeSpec(name: "alice", input: "tone:440", join: invite))
                 let bob = try lab.node(NodeSpec(name: "bob", input: "tone:660", join: invite))
                 try alice.waitForPeersUp(1)
                 try bob.waitForPeersUp(1)
-                let wrong = try lab.run("parley", ["invite", "--rendezvous", rendezvous.url]).output.trimmed
+                let wrong = try lab.invite(rendezvous: rendezvous.url)
                 let eve = try lab.node(NodeSpec(name: "eve", input: "tone:880", join: wrong))
                 try LabWait.until(.seconds(10), "eve to be admitted to her own room") {
                     try eve.status().node.meeting == "in-meeting"
@@ -106,7 +106,7 @@ struct RefusalTests {
                 try expectOneLine("parley", ["join", "hello", "--socket", missing], saying: "not a Parley invite")
                 try expectOneLine("parley", ["join", "parley1:abcd", "--socket", missing], saying: "invalid invite")
                 try expectOneLine("parley", ["join", "parley2:abcd", "--socket", missing], saying: "update Parley")
-                let invite = try lab.run("parley", ["invite", "--rendezvous", "ws://127.0.0.1:9"]).output.trimmed
+                let invite = try lab.invite(rendezvous: "ws://127.0.0.1:9")
                 var typo = Array(invite)
                 typo[20] = typo[20] == "a" ? "b" : "a"
                 try expectOneLine("parley", ["join", String(typo), "--socket", missing], saying: "checksum")
