@@ -48,6 +48,20 @@ struct PeerLinkTests {
         #expect(noSession.link.state == .handshaking)
     }
 
+    /// A responder's session, the peer's audio and the peer's REPORT can all arrive before its own
+    /// ICE reports the path ready (the event travels a slower road than the packets). They count:
+    /// the link is up the moment ICE is ready, not at the peer's next REPORT a second later.
+    @Test func factsThatArriveBeforeICEIsReadyCount() {
+        let result = Self.run(
+            initiator: false,
+            [
+                (0.1, .remoteCredentials), (0.2, .sessionEstablished), (0.25, .packetReceived),
+                (0.3, .peerReceivesUs), (0.35, .iceReady),
+            ])
+        #expect(result.states == [.checking, .checking, .checking, .checking, .up])
+        #expect(result.actions.isEmpty)
+    }
+
     @Test func crashedPeerIsLostThenRestartedThenGoneWithinTenSeconds() {
         var steps = Self.connect
         steps += [(1.0, .packetReceived), (2.9, .tick), (3.1, .tick), (4.2, .tick), (8.5, .tick), (9.1, .tick)]

@@ -108,7 +108,15 @@ public struct PeerLink: Sendable {
             return state == .signaling ? enter(.checking, at: now) : []
         case .iceReady:
             switch state {
-            case .signaling, .checking, .restarting:
+            case .signaling, .checking:
+                // The first path. The peer may have been quicker: a responder can have the session,
+                // the peer's audio and its REPORT before its own ICE says ready (packets come
+                // straight off the socket; the ICE event takes the slower road through the
+                // node's mailbox). Those facts are about this path: keep them.
+                return enter(.handshaking, at: now) + (isInitiator ? [.startHandshake] : [])
+                    + promoteIfFlowing(at: now)
+            case .restarting:
+                // What we knew is about the old path: the new one must show it all again.
                 hasSession = false
                 peerHears = false
                 weHear = false
