@@ -10,6 +10,7 @@ import time
 import wave
 
 import numpy
+from parley_peer.audio import write_wav
 
 from harness import Process, SwiftNode, new_invite, require, wait_until
 import test_swift_nodes
@@ -104,11 +105,7 @@ def test_a_quiet_room_through_pulseaudio_is_a_dtx_pause(tmp_path, rendezvous):
     # 30 s of white noise at -45 dBFS RMS: above the -50 dBFS DTX level as captured.
     noise = tmp_path / "room.wav"
     samples = numpy.random.default_rng(1).normal(0, 10 ** (-45 / 20) * 32767, 48000 * 30)
-    with wave.open(str(noise), "wb") as f:
-        f.setnchannels(1)
-        f.setsampwidth(2)
-        f.setframerate(48000)
-        f.writeframes(numpy.clip(samples, -32768, 32767).astype("<i2").tobytes())
+    write_wav(str(noise), numpy.clip(samples, -32768, 32767))
     speech = tmp_path / "speech.wav"
     subprocess.run(["espeak-ng", "-v", "en+f3", "-s", "150", "-w", str(speech), SPEECH], check=True)
     room = Process(["paplay", "-d", mic, str(noise)], tmp_path, "room")

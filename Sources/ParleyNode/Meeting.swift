@@ -211,9 +211,10 @@ private final class Link {
     var reportedState: PeerLink.State
     var nextReport: ContinuousClock.Instant
     var lastReportSent: ContinuousClock.Instant
-    var reportBaseline = ReceiveStatistics()
     var lossPermille: UInt16 = 0
-    /// Statistics snapshots of the last five report intervals (status loss), and two traffic samples.
+    /// Statistics at the end of each of the last six report intervals (the newest starts the
+    /// current interval; the oldest starts the five-interval window status shows), and two
+    /// traffic samples.
     var lossHistory: [ReceiveStatistics] = []
     var traffic: [(at: ContinuousClock.Instant, counts: ICETrafficCounts)] = []
 
@@ -894,10 +895,10 @@ private final class MeetingLoop {
             link.nextReport = now + .milliseconds(Int.random(in: 900...1100))
             // An interval without media (the peer was in a DTX pause) measured nothing: keep the
             // last figure, so the peer's next talk spurt starts with the copies its link needs.
-            if statistics.expected > link.reportBaseline.expected {
-                link.lossPermille = UInt16((statistics.lossFraction(since: link.reportBaseline) * 1000).rounded())
+            let baseline = link.lossHistory.last ?? ReceiveStatistics()
+            if statistics.expected > baseline.expected {
+                link.lossPermille = UInt16((statistics.lossFraction(since: baseline) * 1000).rounded())
             }
-            link.reportBaseline = statistics
             link.lossHistory.append(statistics)
             if link.lossHistory.count > 6 { link.lossHistory.removeFirst() }
             link.traffic.append((now, link.stream.traffic))
