@@ -72,8 +72,9 @@ let package = Package(
         .target(name: "PulseAudio", dependencies: ["CPulse"], swiftSettings: swiftSettings),
         .target(name: "SpeexDSP", dependencies: ["CSpeexDSP"], swiftSettings: swiftSettings),
 
-        // MARK: Pure Swift core (no C).
-        .target(name: "ParleyCore", swiftSettings: swiftSettings),
+        // MARK: Pure Swift core (no C). ParleyVersion.string comes from the VERSION file.
+        .target(name: "ParleyCore", swiftSettings: swiftSettings, plugins: ["ParleyVersion"]),
+        .plugin(name: "ParleyVersion", capability: .buildTool()),
 
         // MARK: Protocol and cryptography (docs/PROTOCOL.md).
         .target(name: "ParleyProtocol", dependencies: ["Sodium", "ParleyCore"], swiftSettings: swiftSettings),
