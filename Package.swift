@@ -143,10 +143,11 @@ let package = Package(
         .executableTarget(
             name: "parley-rendezvous",
             dependencies: [
-                "ParleyCore", "RendezvousServer",
+                "ParleyCore", "RendezvousServer", "RendezvousWire",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             ],
             swiftSettings: swiftSettings
         ),
@@ -155,7 +156,8 @@ let package = Package(
         .executableTarget(
             name: "rendezvous-bench",
             dependencies: [
-                "RendezvousWire", "ParleyProtocol", "Sodium",
+                "RendezvousWire", "ParleyProtocol", "Sodium", "RendezvousClient", "NodeLab",
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

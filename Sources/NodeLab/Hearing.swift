@@ -56,6 +56,27 @@ public enum Hearing {
         }
     }
 
+    /// Where a tone is missing from `samples`: each run of consecutive 100 ms blocks in which its
+    /// power is below `threshold`, as (start, length) in seconds from the first sample. Audio that
+    /// never stopped has none.
+    public static func gaps(in samples: [Int16], hertz: Double, threshold: Double) -> [(start: Double, length: Double)]
+    {
+        var gaps: [(start: Double, length: Double)] = []
+        let block = Double(blockLength) / Double(sampleRate)
+        for start in stride(from: 0, to: samples.count - blockLength + 1, by: blockLength) {
+            let power = Spectrum.power(
+                of: hertz, in: samples[start..<start + blockLength], sampleRate: Double(sampleRate))
+            guard power < threshold else { continue }
+            let time = Double(start) / Double(sampleRate)
+            if let last = gaps.last, abs(last.start + last.length - time) < block / 2 {
+                gaps[gaps.count - 1].length += block
+            } else {
+                gaps.append((time, block))
+            }
+        }
+        return gaps
+    }
+
     /// The names of the tones above `threshold` in `samples`.
     public static func heard(in samples: [Int16], tones: [String: Double], threshold: Double) -> Set<String> {
         Set(powers(in: samples, tones: tones).filter { $0.value > threshold }.keys)

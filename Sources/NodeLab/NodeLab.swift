@@ -16,14 +16,16 @@ public final class NodeLab: Sendable {
     public let binaries: String
     private let children = Mutex<[ChildProcess]>([])
 
-    public init(_ name: String) throws(LabError) {
+    /// `tools`: the executables this lab runs, which must be built (a benchmark of the
+    /// rendezvous alone needs no `parleyd`).
+    public init(_ name: String, tools: [String] = ["parleyd", "parley", "parley-rendezvous"]) throws(LabError) {
         var template = Array("/tmp/parley-lab-\(name)-XXXXXX".utf8CString)
         guard let made = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else {
             throw LabError("cannot create a lab directory: \(String(cString: strerror(errno)))")
         }
         directory = String(cString: made)
         binaries = Self.binaryDirectory
-        for tool in ["parleyd", "parley", "parley-rendezvous"] where access("\(binaries)/\(tool)", X_OK) != 0 {
+        for tool in tools where access("\(binaries)/\(tool)", X_OK) != 0 {
             throw LabError("\(binaries)/\(tool) is not built (swift build)")
         }
     }
@@ -45,11 +47,19 @@ public final class NodeLab: Sendable {
 
     /// Starts a process and keeps it for `shutdown`. `namespace`: run it inside that network
     /// namespace (`ip netns exec`, which execs in place, so the pid is the program's).
+    /// `niceness`: run it at that scheduling priority (`nice -n`, which also execs in place): a
+    /// lab's simulated servers and crowds yield the CPU to the meeting's nodes, which in life run
+    /// on other machines than they do.
     public func spawn(
         _ name: String, _ tool: String, _ arguments: [String], namespace: String? = nil,
-        environment: [String: String] = [:]
+        environment: [String: String] = [:], niceness: Int? = nil
     ) throws(LabError) -> ChildProcess {
-        let executable = tool.hasPrefix("/") ? tool : "\(binaries)/\(tool)"
+        var executable = tool.hasPrefix("/") ? tool : "\(binaries)/\(tool)"
+        var arguments = arguments
+        if let niceness {
+            arguments = ["-n", "\(niceness)", executable] + arguments
+            executable = "/usr/bin/nice"
+        }
         let (program, argv) =
             namespace.map { ("/usr/sbin/ip", ["netns", "exec", $0, executable] + arguments) } ?? (executable, arguments)
         let child = try ChildProcess(
@@ -79,9 +89,9 @@ public final class NodeLab: Sendable {
 
     // MARK: Meeting parts
 
-    /// A new invite, minted as a user mints one: `parley invite --rendezvous URL`.
-    public func invite(rendezvous url: String) throws -> String {
-        let result = try run("parley", ["invite", "--rendezvous", url])
+    /// A new invite, minted as a user mints one: `parley invite --rendezvous URL [--tls-pin HEX]`.
+    public func invite(rendezvous url: String, tlsPin: String? = nil) throws -> String {
+        let result = try run("parley", ["invite", "--rendezvous", url] + (tlsPin.map { ["--tls-pin", $0] } ?? []))
         guard result.status == 0, let line = result.output.split(separator: "\n").first else {
             throw LabError("parley invite --rendezvous \(url) failed (\(result.status)): \(result.error.lastLine)")
         }
@@ -91,10 +101,11 @@ public final class NodeLab: Sendable {
     /// `parley-rendezvous` on `host:port` (port 0: a free one); waits for its "listening" line.
     public func rendezvous(
         name: String = "rendezvous", host: String = "127.0.0.1", port: Int = 0, arguments: [String] = [],
-        namespace: String? = nil
+        namespace: String? = nil, niceness: Int? = nil
     ) throws -> RendezvousHandle {
         let child = try spawn(
-            name, "parley-rendezvous", ["--listen", "\(host):\(port)"] + arguments, namespace: namespace)
+            name, "parley-rendezvous", ["--listen", "\(host):\(port)"] + arguments, namespace: namespace,
+            niceness: niceness)
         var url = ""
         try LabWait.until(.seconds(20), "\(name) to listen") {
             if let exit = child.exitStatus {

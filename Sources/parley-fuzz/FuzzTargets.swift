@@ -11,6 +11,7 @@ let fuzzTargets: [String: FuzzTarget] = [
     "transport": FuzzTarget(run: ParleyProtocolFuzz.transportPacket, seeds: ParleyProtocolFuzz.transportSeeds),
     "rendezvous-frame": FuzzTarget(run: { bytes in bytes.withUnsafeBytes(RendezvousWire.fuzz) }),
     "stun": FuzzTarget(run: { bytes in bytes.withUnsafeBytes(RendezvousWire.fuzzSTUN) }),
+    "client-address": FuzzTarget(run: RendezvousWire.fuzzClientAddress, seeds: RendezvousWire.clientAddressSeeds),
     "media": FuzzTarget(run: { bytes in bytes.withUnsafeBytes(MediaPayload.fuzzOneInput) }),
 ]
 

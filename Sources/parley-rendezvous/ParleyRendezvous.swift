@@ -2,7 +2,9 @@ import ArgumentParser
 import Logging
 import ParleyCore
 import RendezvousServer
+import RendezvousWire
 import ServiceLifecycle
+import UnixSignals
 
 #if canImport(Glibc)
 import Glibc
@@ -15,7 +17,9 @@ struct ParleyRendezvous: AsyncParsableCommand {
         abstract: "The Parley rendezvous: passes sealed signaling between nodes and learns nothing else.",
         discussion: """
             Prints one line 'parley-rendezvous listening on ws://HOST:PORT/' (wss:// with TLS) once it \
-            accepts connections. SIGTERM or SIGINT shut it down gracefully: clients are told to reconnect.
+            accepts connections. SIGTERM or SIGINT shut it down gracefully: clients are told to reconnect. \
+            SIGHUP tells every client to reconnect and goes on serving: behind a load balancer, after a failed \
+            instance is back, it sends the rooms that failed over to a survivor home again (docs/OPERATIONS.md).
             """,
         version: ParleyVersion.string
     )
@@ -42,6 +46,14 @@ struct ParleyRendezvous: AsyncParsableCommand {
     var metricsListen: String?
     @Flag(help: "Include clients' source addresses in logs (off: addresses are personal data).")
     var logSourceAddresses = false
+    @Option(
+        help: ArgumentHelp(
+            "A load balancer's address or network (CIDR) whose client address is believed (repeatable).",
+            discussion: """
+                Connections from it are counted by the per-address limits under the client address its PROXY \
+                protocol header or X-Forwarded-For names, not its own.
+                """))
+    var trustedProxy: [String] = []
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = "info"
 
@@ -68,6 +80,9 @@ struct ParleyRendezvous: AsyncParsableCommand {
             throw ValidationError("--turn-url and --turn-secret (or --turn-secret-file) go together")
         }
         if Logger.Level(rawValue: logLevel) == nil { throw ValidationError("unknown --log-level \(logLevel)") }
+        for network in trustedProxy where IPNetwork(parsing: network) == nil {
+            throw ValidationError("--trusted-proxy wants an IP address or network such as 10.0.0.0/8, got \(network)")
+        }
     }
 
     func run() async throws {
@@ -77,6 +92,7 @@ struct ParleyRendezvous: AsyncParsableCommand {
         configuration.stunAdvertise = stunAdvertise
         configuration.metricsListen = try metricsListen.map { try hostAndPort($0, "--metrics-listen") }
         configuration.logSourceAddresses = logSourceAddresses
+        configuration.trustedProxies = trustedProxy.compactMap(IPNetwork.init(parsing:))
         if let tlsCert, let tlsKey {
             configuration.tls = .init(certificateChainPath: tlsCert, privateKeyPath: tlsKey)
         }
@@ -90,7 +106,20 @@ struct ParleyRendezvous: AsyncParsableCommand {
         limits.messageBurst = messageBurst
         limits.connectionsPerAddress = maxConnectionsPerAddress
         limits.roomsPerAddress = maxRoomsPerAddress
-        limits.maxConnections = maxConnections
+        // One descriptor per connection: raise the soft open-file limit, and serve no more
+        // connections than it allows (refusing the extra ones beats failing accept() for all).
+        var logger = Logger(label: "parley.rendezvous")
+        logger.logLevel = Logger.Level(rawValue: logLevel)!
+        let files = OpenFileLimit.apply(maxConnections: maxConnections)
+        if files.isCapped {
+            logger.warning(
+                """
+                the open-file limit (\(files.softLimit)) allows \(files.maxConnections) connections, fewer than \
+                --max-connections \(maxConnections): serving at most \(files.maxConnections) (raise it: LimitNOFILE= \
+                in the systemd unit, or ulimit -n)
+                """)
+        }
+        limits.maxConnections = files.maxConnections
         limits.outboundQueueBytes = outboundQueueBytes
         limits.handshakeTimeout = .seconds(handshakeTimeout)
         limits.pingInterval = .seconds(pingInterval)
@@ -99,8 +128,6 @@ struct ParleyRendezvous: AsyncParsableCommand {
         do { try limits.validate() } catch { throw ValidationError("\(error)") }
         configuration.limits = limits
 
-        var logger = Logger(label: "parley.rendezvous")
-        logger.logLevel = Logger.Level(rawValue: logLevel)!
         let server = RendezvousServer(configuration: configuration, logger: logger)
         let addresses = try await server.start()
         // One line, on stdout, flushed: scripts wait for it and parse the URL.
@@ -110,7 +137,13 @@ struct ParleyRendezvous: AsyncParsableCommand {
         fflush(nil)  // all streams: stdout may be a pipe (block-buffered)
         let group = ServiceGroup(
             configuration: .init(services: [server], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
-        try await group.run()
+        try await withThrowingTaskGroup(of: Void.self) { tasks in
+            tasks.addTask {
+                for await _ in await UnixSignalsSequence(trapping: .sighup) { await server.askEveryoneToReconnect() }
+            }
+            try await group.run()
+            tasks.cancelAll()  // the server stopped: stop listening for SIGHUP too
+        }
     }
 
     private func hostAndPort(_ text: String, _ flag: String) throws -> RendezvousServerConfiguration.HostAndPort {

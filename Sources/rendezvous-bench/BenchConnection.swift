@@ -81,11 +81,15 @@ final class BenchConnection: ChannelInboundHandler {
             promise: nil)
     }
 
-    /// Connects to `port` on loopback and upgrades; the handler joins `room` by itself.
+    /// Connects to `url` (plain `ws://`), from `source` if given, requesting the room's shard
+    /// path (docs/PROTOCOL.md §4.1) as the node does, and upgrades; the handler joins by itself.
     static func connect(
-        port: Int, on loop: any EventLoop, handler: @escaping @Sendable () -> BenchConnection
+        _ url: RendezvousURL, room: Ed25519.KeyPair, source: String?, on loop: any EventLoop,
+        onWelcome: @escaping @Sendable (BenchConnection, RendezvousWelcome) -> Void = { _, _ in },
+        onDeliver: @escaping @Sendable (ByteBuffer) -> Void = { _ in }
     ) -> EventLoopFuture<any Channel> {
-        ClientBootstrap(group: loop)
+        let handler = { BenchConnection(room: room, onWelcome: onWelcome, onDeliver: onDeliver) }
+        var bootstrap = ClientBootstrap(group: loop)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 let upgrader = NIOWebSocketClientUpgrader(maxFrameSize: 1 << 16) { channel, _ in
@@ -97,12 +101,16 @@ final class BenchConnection: ChannelInboundHandler {
                         withClientUpgrade: (upgraders: [upgrader], completionHandler: { _ in }))
                 }
             }
-            .connect(host: "127.0.0.1", port: port)
+        if let source, let address = try? SocketAddress(ipAddress: source, port: 0) {
+            bootstrap = bootstrap.bind(to: address)
+        }
+        return bootstrap.connect(host: url.host, port: Int(url.port))
             .flatMap { channel in
                 var headers = HTTPHeaders()
-                headers.add(name: "Host", value: "127.0.0.1:\(port)")
+                headers.add(name: "Host", value: url.hostHeader)
                 headers.add(name: "Sec-WebSocket-Protocol", value: RendezvousWire.subprotocol)
-                let head = HTTPRequestHead(version: .http1_1, method: .GET, uri: "/", headers: headers)
+                let path = RendezvousShard.path(invitePath: url.path, roomID: room.publicKey)
+                let head = HTTPRequestHead(version: .http1_1, method: .GET, uri: path, headers: headers)
                 channel.write(HTTPClientRequestPart.head(head), promise: nil)
                 return channel.writeAndFlush(HTTPClientRequestPart.end(nil)).map { channel }
             }

@@ -99,8 +99,9 @@ struct ProtocolVectorTests {
 
     static func keyVectors() -> [String: Any] {
         let keys = keys()
-        let result: [String: String] = [
-            "description": "§3: crypto_kdf subkeys (id 1) of the room secret, the room key, and a join proof",
+        var result: [String: Any] = [
+            "description":
+                "§3: crypto_kdf subkeys (id 1) of the room secret, the room key, and a join proof; §4.1: the room's shard key and the request paths it gives",
             "room_secret": hexString(roomSecret),
             "room_key_seed": hexString(bytes(keys.roomKey.seed)),
             "room_id": hexString(keys.roomID),
@@ -109,7 +110,14 @@ struct ProtocolVectorTests {
             "mac_key": hexString(bytes(keys.macKey)),
             "join_nonce": hexString(joinNonce),
             "join_proof": hexString(keys.joinProof(nonce: joinNonce)),
+            "shard_key": RendezvousShard.key(roomID: keys.roomID),
         ]
+        result["shard_paths"] = ["/", "/parley", "/parley/"].map { invitePath -> [String: String] in
+            [
+                "invite_path": invitePath,
+                "request_path": RendezvousShard.path(invitePath: invitePath, roomID: keys.roomID),
+            ]
+        }
         return result
     }
 

@@ -210,7 +210,8 @@ struct LiveLifecycleTests {
             for line in [
                 "parley_rendezvous_connections 2.0", "parley_rendezvous_members 2.0", "parley_rendezvous_rooms 1.0",
                 "parley_rendezvous_messages_received_total 1", "parley_rendezvous_messages_relayed_total 1",
-                "# TYPE parley_rendezvous_rejections_total counter",
+                "# TYPE parley_rendezvous_rejections_total counter", "parley_rendezvous_max_connections 50000.0",
+                "parley_rendezvous_rejections_total{reason=\"misrouted\"} 0",
             ] {
                 #expect(text.contains(line), "\(line)")
             }

@@ -211,4 +211,87 @@ struct SubprotocolOfferTests {
         for line in lines { headers.add(name: "Sec-WebSocket-Protocol", value: line) }
         #expect(RendezvousServer.offeredProtocols(headers).map(String.init) == tokens)
     }
+
+    // MARK: Trusted proxies
+
+    struct ProxyCase: Sendable, CustomTestStringConvertible {
+        let name: String
+        let peer: String
+        let proxyProtocol: String?
+        let forwardedFor: [String]
+        let client: String
+        var testDescription: String { name }
+    }
+
+    static let proxyCases: [ProxyCase] = [
+        ProxyCase(
+            name: "a direct client is itself", peer: "203.0.113.9", proxyProtocol: nil, forwardedFor: ["192.0.2.1"],
+            client: "203.0.113.9"),
+        ProxyCase(
+            name: "the proxy's X-Forwarded-For", peer: "10.0.0.2", proxyProtocol: nil, forwardedFor: ["192.0.2.1"],
+            client: "192.0.2.1"),
+        ProxyCase(
+            name: "what the client wrote in front is not believed", peer: "10.0.0.2", proxyProtocol: nil,
+            forwardedFor: ["198.51.100.66, 192.0.2.1"], client: "192.0.2.1"),
+        ProxyCase(
+            name: "a chain of trusted proxies", peer: "10.0.0.2", proxyProtocol: nil,
+            forwardedFor: ["192.0.2.1, 10.0.0.7", "10.0.0.8"], client: "192.0.2.1"),
+        ProxyCase(
+            name: "the PROXY protocol", peer: "10.0.0.2", proxyProtocol: "192.0.2.1", forwardedFor: [],
+            client: "192.0.2.1"),
+        ProxyCase(
+            name: "the PROXY source outranks X-Forwarded-For behind it", peer: "10.0.0.2", proxyProtocol: "192.0.2.1",
+            forwardedFor: ["198.51.100.66"], client: "192.0.2.1"),
+        ProxyCase(
+            name: "PROXY from a trusted proxy, then X-Forwarded-For", peer: "10.0.0.2", proxyProtocol: "10.0.0.3",
+            forwardedFor: ["192.0.2.1"], client: "192.0.2.1"),
+        ProxyCase(
+            name: "garbage stops the walk at the last known hop", peer: "10.0.0.2", proxyProtocol: nil,
+            forwardedFor: ["192.0.2.1, unknown, 10.0.0.9"], client: "10.0.0.9"),
+        ProxyCase(
+            name: "nothing reported: the proxy itself", peer: "10.0.0.2", proxyProtocol: nil, forwardedFor: [],
+            client: "10.0.0.2"),
+        ProxyCase(
+            name: "a dual-stack socket's IPv4 proxy", peer: "::ffff:10.0.0.2", proxyProtocol: nil,
+            forwardedFor: ["2001:db8::1"], client: "2001:db8::1"),
+    ]
+
+    @Test(arguments: proxyCases)
+    func trustedProxiesNameTheClient(_ row: ProxyCase) {
+        let proxies = TrustedProxies(networks: [IPNetwork(parsing: "10.0.0.0/8")!])
+        let client = proxies.clientAddress(
+            peer: InternetAddress(parsing: row.peer)!,
+            proxyProtocolSource: row.proxyProtocol.flatMap(InternetAddress.init(parsing:)),
+            forwardedFor: ForwardedFor.hops(row.forwardedFor))
+        #expect(client == InternetAddress(parsing: row.client))
+    }
+
+    @Test func sourceKeysCountIPv6PerSlash64AndMappedAsIPv4() {
+        #expect(
+            SourceAddressKey(InternetAddress(parsing: "::ffff:192.0.2.1")) == SourceAddressKey(bytes: [192, 0, 2, 1]))
+        #expect(
+            SourceAddressKey(InternetAddress(parsing: "2001:db8:1:2::1"))
+                == SourceAddressKey(InternetAddress(parsing: "2001:db8:1:2:ffff::9")))
+        #expect(
+            SourceAddressKey(InternetAddress(parsing: "2001:db8:1:2::1"))
+                != SourceAddressKey(InternetAddress(parsing: "2001:db8:1:3::1")))
+    }
+
+    // MARK: Open-file limit
+
+    @Test(
+        arguments: [
+            // (asked, soft, hard) -> (soft to set, connections served)
+            (50_000, 1024, 524_288, 50_064, 50_000),
+            (50_000, 20_000, 20_000, 20_000, 19_936),
+            (50_000, 1024, 20_000, 20_000, 19_936),
+            (50_000, 100_000, 100_000, 100_000, 50_000),
+            (10, 10, 10, 10, 1),
+        ] as [(Int, Int, Int, Int, Int)])
+    func openFileLimitIsRaisedAndCapsTheConnections(asked: Int, soft: Int, hard: Int, softToSet: Int, served: Int) {
+        let plan = OpenFileLimit.plan(maxConnections: asked, soft: soft, hard: hard)
+        #expect(plan.softLimit == softToSet)
+        #expect(plan.maxConnections == served)
+        #expect(plan.isCapped == (served < asked))
+    }
 }

@@ -11,6 +11,7 @@ from parley_peer.identity import Identity, verify_binding
 from parley_peer.invite import Invite, InviteError, RendezvousURL
 from parley_peer.keys import RoomKeys
 from parley_peer.noise import HandshakeState, parse_protocol_name
+from parley_peer.rendezvous import shard_key, shard_path
 from parley_peer.replay import ReplayWindow
 from parley_peer.security_code import display, security_code
 from parley_peer.session import PeerSession, mac1_key, prologue, tai64n
@@ -100,6 +101,13 @@ def test_key_schedule_and_join_proof():
     assert ROOM.mac_key.hex() == KEYS["mac_key"]
     assert ROOM.room_id.hex() == KEYS["room_id"]
     assert ROOM.join_proof(h(KEYS["join_nonce"])).hex() == KEYS["join_proof"]
+
+
+def test_shard_key_and_request_paths():
+    """§4.1: the routing key in the rendezvous URL's path."""
+    assert shard_key(ROOM.room_id) == KEYS["shard_key"]
+    for vector in KEYS["shard_paths"]:
+        assert shard_path(vector["invite_path"], ROOM.room_id) == vector["request_path"]
 
 
 # MARK: §5 identity
