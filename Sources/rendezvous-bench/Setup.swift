@@ -43,6 +43,7 @@ struct Setup {
         let url: RendezvousURL
         let serverPIDs: [Int32]
         var balancerPIDs: () -> [Int32] = { [] }
+        var pool: BalancedRendezvous?
         switch kind {
         case .single:
             // Every connection is a descriptor of the one server process.
@@ -63,11 +64,13 @@ struct Setup {
             balanced.workers = workers
             balanced.workerConnections = 3 * total / workers + 1000
             balanced.workerOpenFiles = fileLimit
-            let pool = try BalancedRendezvous(lab: lab, balancer: .nginx, options: balanced)
-            url = try RendezvousURL(parsing: pool.url)
-            serverPIDs = pool.instances.map(\.process.pid)
-            balancerPIDs = { ProcessStats.withChildren(pool.process.pid) }
-            print("== nginx: \(options.instances) parley-rendezvous behind nginx (\(workers) workers) on \(pool.url)")
+            let balancer = try BalancedRendezvous(lab: lab, balancer: .nginx, options: balanced)
+            url = try RendezvousURL(parsing: balancer.url)
+            serverPIDs = balancer.instances.map(\.process.pid)
+            balancerPIDs = { ProcessStats.withChildren(balancer.process.pid) }
+            pool = balancer
+            print(
+                "== nginx: \(options.instances) parley-rendezvous behind nginx (\(workers) workers) on \(balancer.url)")
         }
         if connections < options.connections {
             say(
@@ -123,15 +126,39 @@ struct Setup {
         do {
             let result = try await measure(url: url, group: group, serverPIDs: serverPIDs)
             try await group.shutdownGracefully()
+            let failover = try pool.map { try self.failover($0, lab: lab) }
             return SetupResult(
                 kind: kind, instances: kind == .single ? 1 : options.instances, connections: connections,
                 bytesPerConnection: perConnection, balancerBytesPerConnection: balancerPerConnection,
                 p50: result.latency.percentile(0.50), p99: result.latency.percentile(0.99),
-                messagesPerSecond: result.throughput.messagesPerSecond)
+                messagesPerSecond: result.throughput.messagesPerSecond, failoverSeconds: failover)
         } catch {
             try? await group.shutdownGracefully()
             throw error
         }
+    }
+
+    /// `kill -9` of one instance under load: 300 rooms of 3 members, each the node's own client
+    /// with its reconnect back-off (`rendezvous-bench swarm`), are formed across the instances;
+    /// then the first instance dies, and the time until every room has re-formed on the
+    /// survivors (every member seeing exactly the others again) is the failover time.
+    func failover(_ pool: BalancedRendezvous, lab: NodeLab) throws -> Double {
+        let before = pool.roomsPerInstance()
+        let swarm = try lab.spawn(
+            "swarm", "rendezvous-bench", ["swarm", "--url", pool.url, "--rooms", "300", "--members", "3"])
+        try SwarmReport.waitUntilFormed(swarm, rooms: 300, members: 3, limit: .seconds(120))
+        let moved = pool.roomsPerInstance()[0] - before[0]
+        let mark = SwarmReport.lines(swarm).count
+        pool.kill9(0)
+        let killed = ContinuousClock.now
+        try LabWait.until(.seconds(60), "the swarm's rooms to re-form", every: .milliseconds(10)) {
+            SwarmReport.formedAfterADip(swarm, since: mark, rooms: 300, members: 3)
+        }
+        let seconds = benchSeconds(ContinuousClock.now - killed)
+        say(
+            "failover: kill -9 of 1 of \(options.instances) instances holding \(moved) of 300 rooms of 3 (the node's client): every room re-formed on the survivors in \(fixed(seconds, 2)) s"
+        )
+        return seconds
     }
 
     /// Relay latency, then throughput.
@@ -173,12 +200,13 @@ struct SetupResult {
     let p50: Double?
     let p99: Double?
     let messagesPerSecond: Double
+    let failoverSeconds: Double?
 
     var tableRow: String {
         let name = kind == .single ? "one instance" : "nginx + \(instances) instances"
         let balancer = balancerBytesPerConnection.map { fixed($0 / 1024, 1) + " KiB" } ?? "—"
         let latency = "\(p50.map { fixed($0, 3) } ?? "n/a") / \(p99.map { fixed($0, 3) } ?? "n/a") ms"
         return
-            "| \(name) | \(grouped(connections)) | \(fixed(bytesPerConnection / 1024, 1)) KiB | \(balancer) | \(latency) | \(Int(messagesPerSecond)) |"
+            "| \(name) | \(grouped(connections)) | \(fixed(bytesPerConnection / 1024, 1)) KiB | \(balancer) | \(latency) | \(Int(messagesPerSecond)) | \(failoverSeconds.map { fixed($0, 2) + " s" } ?? "—") |"
     }
 }
