@@ -436,6 +436,7 @@ def rendezvous_capacity(results: dict) -> None:
             "p50_ms": number(r"p50 ([0-9.]+) ms", lines),
             "p99_ms": number(r"p99 ([0-9.]+) ms", lines),
             "messages_per_second": number(r"(\d+) messages/s relayed", lines),
+            "failover_seconds": number(r"re-formed on the survivors in ([0-9.]+) s", lines),
         }
 
     results["rendezvous"] = setup("single")
@@ -645,6 +646,9 @@ def write_outputs(results: dict, out: Path) -> str:
             f"{(balanced['balancer_bytes_per_connection'] or 0) / 1024:.1f} KiB", "—")
         row(f"rendezvous, nginx + 3 instances: relay latency p50 / p99 at {balanced['rate']:.0f} msg/s",
             f"{balanced['p50_ms']} / {balanced['p99_ms']} ms", "—")
+        if balanced.get("failover_seconds") is not None:
+            row("rendezvous, nginx + 3 instances: 300 rooms re-formed after kill -9 of one instance",
+                f"{balanced['failover_seconds']:.2f} s", "—")
     table = "| figure | Parley | floor (same run) | peer (same run) |\n|---|---|---|---|\n" + "\n".join(rows)
     summary = (f"# Parley benchmarks\n\n{results['machine']}; {results['date']}; `Scripts/bench` took "
                f"{results.get('seconds', 0):.0f} s.\n\n{table}\n")

@@ -104,7 +104,9 @@ public final class RendezvousServer: Service, Sendable {
         do {
             let queue = configuration.limits.outboundQueueBytes
             let listener = try await ServerBootstrap(group: loop)
-                .serverChannelOption(.backlog, value: 1024)
+                // Room for a stampede: when an instance behind a load balancer dies, its clients
+                // all reconnect to the others within a second (the kernel caps it at somaxconn).
+                .serverChannelOption(.backlog, value: 4096)
                 .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
                 .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
                 .childChannelOption(.writeBufferWaterMark, value: .init(low: queue / 2, high: queue))

@@ -6,6 +6,10 @@ import ParleyProtocol
 import RendezvousWire
 import Sodium
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// A minimal rendezvous client for load: one NIO channel, no tasks, so the load generator can
 /// hold tens of thousands of connections. Joins on CHALLENGE, answers pings, and reports WELCOME
 /// and DELIVER through callbacks on its event loop.
@@ -88,7 +92,9 @@ final class BenchConnection: ChannelInboundHandler {
         onWelcome: @escaping @Sendable (BenchConnection, RendezvousWelcome) -> Void = { _, _ in },
         onDeliver: @escaping @Sendable (ByteBuffer) -> Void = { _ in }
     ) -> EventLoopFuture<any Channel> {
-        let handler = { BenchConnection(room: room, onWelcome: onWelcome, onDeliver: onDeliver) }
+        let handler: @Sendable () -> BenchConnection = {
+            BenchConnection(room: room, onWelcome: onWelcome, onDeliver: onDeliver)
+        }
         var bootstrap = ClientBootstrap(group: loop)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
@@ -102,7 +108,14 @@ final class BenchConnection: ChannelInboundHandler {
                 }
             }
         if let source, let address = try? SocketAddress(ipAddress: source, port: 0) {
-            bootstrap = bootstrap.bind(to: address)
+            // IP_BIND_ADDRESS_NO_PORT (Linux, <linux/in.h>): bind() takes the address only and
+            // connect() picks the port, which it may share with connections to other places.
+            // Otherwise bind() reserves the port outright, for every address: tens of thousands of
+            // them would leave a load balancer on the same host no ports for its own connections
+            // to the rendezvous instances.
+            let bindAddressNoPort: SocketOptionName = 24
+            bootstrap = bootstrap.channelOption(.socket(SocketOptionLevel(IPPROTO_IP), bindAddressNoPort), value: 1)
+                .bind(to: address)
         }
         return bootstrap.connect(host: url.host, port: Int(url.port))
             .flatMap { channel in

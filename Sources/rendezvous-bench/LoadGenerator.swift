@@ -25,13 +25,13 @@ final class LoadGenerator: @unchecked Sendable {
 
     // MARK: Held connections
 
-    /// Opens `count` connections, `roomSize` to a fresh room, 500 at a time, each batch waiting
+    /// Opens `count` connections, `roomSize` to a fresh room, 250 at a time, each batch waiting
     /// for every WELCOME (at most a minute).
     func hold(count: Int, roomSize: Int) async throws {
         let rooms = (0..<(count + roomSize - 1) / roomSize).map { _ in Ed25519.KeyPair.generate() }
         var opened = 0
         while opened < count {
-            let batch = min(500, count - opened)
+            let batch = min(250, count - opened)
             let first = opened
             try await connect(count: batch) { rooms[(first + $0) / roomSize] }
             opened += batch

@@ -45,7 +45,15 @@ struct RendezvousBench {
         var members = 3
     }
 
-    static func main() async throws {
+    static func main() async {
+        do {
+            try await run()
+        } catch {
+            fail("\(error)")  // one line, not a crash report: a helper's parent shows it
+        }
+    }
+
+    static func run() async throws {
         var arguments = Array(CommandLine.arguments.dropFirst())
         let mode = arguments.first.flatMap { $0.hasPrefix("--") ? nil : $0 } ?? "measure"
         if mode != "measure" { arguments.removeFirst() }

@@ -80,27 +80,29 @@ struct Setup {
         let serverBefore = serverPIDs.map(ProcessStats.residentKB).reduce(0, +)
         let balancerBefore = balancerPIDs().map(ProcessStats.residentKB).reduce(0, +)
 
-        // Held connections, from helper processes.
+        // Held connections, from helper processes, each from its own source address (and so with
+        // a whole range of ephemeral ports toward the one server port).
         let perHelper = min(fileLimit - spare, 25_000)
         let helpers = (connections + perHelper - 1) / perHelper
+        // One helper after the other: a stampede of all of them at once measures the kernel's
+        // listen queues, not what the servers hold.
         let started = ContinuousClock.now
-        var processes: [ChildProcess] = []
+        var holders: [ChildProcess] = []
         for index in 0..<helpers {
             let share = connections / helpers + (index < connections % helpers ? 1 : 0)
-            processes.append(
-                try lab.spawn(
-                    "hold-\(index + 1)", "rendezvous-bench",
-                    [
-                        "hold", "--url", url.description, "--connections", "\(share)", "--source",
-                        "127.0.0.\(11 + index)", "--room-size", "\(options.roomSize)",
-                    ]))
-        }
-        try LabWait.until(.seconds(600), "every helper to hold its connections", every: .milliseconds(200)) {
-            for process in processes where !process.isRunning {
-                throw BenchError(
-                    "\(process.name) stopped: \(process.standardOutput.lastLine) \(process.standardError.lastLine)")
+            let process = try lab.spawn(
+                "hold-\(index + 1)", "rendezvous-bench",
+                [
+                    "hold", "--url", url.description, "--connections", "\(share)", "--source",
+                    "127.0.0.\(11 + index)", "--room-size", "\(options.roomSize)",
+                ])
+            try LabWait.until(.seconds(300), "\(process.name) to hold its connections", every: .milliseconds(200)) {
+                if !process.isRunning {
+                    throw BenchError("\(process.name) stopped: \(process.standardOutput.lastLine)")
+                }
+                return process.standardOutput.contains("held ")
             }
-            return processes.allSatisfy { $0.standardOutput.contains("held ") }
+            holders.append(process)
         }
         let opened = benchSeconds(ContinuousClock.now - started)
         let serverAfter = serverPIDs.map(ProcessStats.residentKB).reduce(0, +)
@@ -126,6 +128,9 @@ struct Setup {
         do {
             let result = try await measure(url: url, group: group, serverPIDs: serverPIDs)
             try await group.shutdownGracefully()
+            // The failover alone: with the held connections gone, no instance is near the
+            // connections its open-file limit allows when another one's rooms arrive.
+            for holder in holders { holder.terminate() }
             let failover = try pool.map { try self.failover($0, lab: lab) }
             return SetupResult(
                 kind: kind, instances: kind == .single ? 1 : options.instances, connections: connections,
