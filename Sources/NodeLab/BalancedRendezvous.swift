@@ -176,42 +176,55 @@ public final class BalancedRendezvous: Sendable {
         let plain: Int
     }
 
-    /// The shipped nginx site with this lab's listen port, certificate and instances. Every line
-    /// it changes must be there: a test of a file that no longer has them would test nothing.
-    static func renderNginx(
-        _ template: String, listeners: Listeners, instancePorts: [Int], certificate: String?, key: String?
-    ) throws -> String {
+    /// Lines of a shipped configuration to change: every line that starts (after its indentation)
+    /// with `prefix` becomes `replace(indentation, line, isFirst)`. A lab that finds no such line
+    /// fails: a test of a file that no longer has the lines it looks for would test nothing.
+    struct Rewrite {
+        let prefix: String
+        var required = true
+        let replace: (_ indent: String, _ text: Substring, _ isFirst: Bool) -> [String]
+    }
+
+    static func render(_ template: String, named name: String, _ rewrites: [Rewrite]) throws -> String {
         var seen: Set<String> = []
         var lines: [String] = []
         for line in template.split(separator: "\n", omittingEmptySubsequences: false) {
             let indent = String(line.prefix { $0 == " " })
             let text = line.drop { $0 == " " }
-            if text.hasPrefix("listen 443 ssl;") {
-                seen.insert("listen")
-                if let tls = listeners.tls { lines.append(indent + "listen 127.0.0.1:\(tls) ssl reuseport;") }
-                lines.append(indent + "listen 127.0.0.1:\(listeners.plain) reuseport;")
-            } else if text.hasPrefix("listen [::]:443") {
-                continue
-            } else if text.hasPrefix("ssl_certificate ") || text.hasPrefix("ssl_certificate_key ") {
-                seen.insert("certificate")
-                let isKey = text.hasPrefix("ssl_certificate_key ")
-                if let path = isKey ? key : certificate {
-                    lines.append(indent + (isKey ? "ssl_certificate_key " : "ssl_certificate ") + path + ";")
-                }
-            } else if text.hasPrefix("server 127.0.0.1:770") {
-                guard !seen.contains("server") else { continue }
-                seen.insert("server")
-                let flags = text.drop { $0 != " " }.dropFirst().drop { $0 != " " }  // after the address
-                lines += instancePorts.map { indent + "server 127.0.0.1:\($0)\(flags)" }
-            } else {
+            guard let rewrite = rewrites.first(where: { text.hasPrefix($0.prefix) }) else {
                 lines.append(String(line))
+                continue
             }
+            lines += rewrite.replace(indent, text, seen.insert(rewrite.prefix).inserted)
         }
-        let missing = Set(["listen", "certificate", "server"]).subtracting(seen)
-        guard missing.isEmpty else {
-            throw LabError("Scripts/deploy/nginx-rendezvous.conf has no \(missing.sorted()) lines to render")
-        }
+        let missing = rewrites.filter { $0.required && !seen.contains($0.prefix) }.map(\.prefix)
+        guard missing.isEmpty else { throw LabError("Scripts/deploy/\(name) has no line starting \(missing)") }
         return lines.joined(separator: "\n")
+    }
+
+    /// The shipped nginx site with this lab's listen ports, certificate and instances.
+    static func renderNginx(
+        _ template: String, listeners: Listeners, instancePorts: [Int], certificate: String?, key: String?
+    ) throws -> String {
+        try render(
+            template, named: "nginx-rendezvous.conf",
+            [
+                Rewrite(prefix: "listen 443 ssl;") { indent, _, _ in
+                    (listeners.tls.map { ["\(indent)listen 127.0.0.1:\($0) ssl reuseport;"] } ?? [])
+                        + ["\(indent)listen 127.0.0.1:\(listeners.plain) reuseport;"]
+                },
+                Rewrite(prefix: "listen [::]:443", required: false) { _, _, _ in [] },
+                Rewrite(prefix: "ssl_certificate ") { indent, _, _ in
+                    certificate.map { ["\(indent)ssl_certificate \($0);"] } ?? []
+                },
+                Rewrite(prefix: "ssl_certificate_key ") { indent, _, _ in
+                    key.map { ["\(indent)ssl_certificate_key \($0);"] } ?? []
+                },
+                Rewrite(prefix: "server 127.0.0.1:770") { indent, text, isFirst in
+                    let flags = text.drop { $0 != " " }.dropFirst().drop { $0 != " " }  // after the address
+                    return isFirst ? instancePorts.map { "\(indent)server 127.0.0.1:\($0)\(flags)" } : []
+                },
+            ])
     }
 
     /// The main nginx configuration around the site: everything in the lab directory.
@@ -233,42 +246,31 @@ public final class BalancedRendezvous: Sendable {
             """
     }
 
-    /// The shipped HAProxy configuration with this lab's port, certificate and instances, logging
+    /// The shipped HAProxy configuration with this lab's ports, certificate and instances, logging
     /// to standard error (there is no syslog in a lab), and a `maxconn` the lab's open-file limit
     /// allows (HAProxy refuses to start otherwise).
     static func renderHAProxy(
         _ template: String, listeners: Listeners, instancePorts: [Int], pem: String?, maxConnections: Int
     ) throws -> String {
-        var seen: Set<String> = []
-        var lines: [String] = []
-        for line in template.split(separator: "\n", omittingEmptySubsequences: false) {
-            let indent = String(line.prefix { $0 == " " })
-            let text = line.drop { $0 == " " }
-            if text.hasPrefix("log /dev/log") {
-                seen.insert("log")
-                lines.append(indent + "log stderr format raw local0 notice")
-            } else if text.hasPrefix("maxconn ") {
-                seen.insert("maxconn")
-                lines.append(indent + "maxconn \(maxConnections)")
-            } else if text.hasPrefix("bind :443 ssl crt ") {
-                seen.insert("bind")
-                if let tls = listeners.tls, let pem {
-                    lines.append(indent + "bind 127.0.0.1:\(tls) ssl crt \(pem) alpn http/1.1")
-                }
-                lines.append(indent + "bind 127.0.0.1:\(listeners.plain)")
-            } else if text.hasPrefix("server rv") {
-                guard !seen.contains("server") else { continue }
-                seen.insert("server")
-                lines += instancePorts.enumerated().map { indent + "server rv\($0.offset + 1) 127.0.0.1:\($0.element)" }
-            } else {
-                lines.append(String(line))
-            }
-        }
-        let missing = Set(["log", "maxconn", "bind", "server"]).subtracting(seen)
-        guard missing.isEmpty else {
-            throw LabError("Scripts/deploy/haproxy-rendezvous.cfg has no \(missing.sorted()) lines to render")
-        }
-        return lines.joined(separator: "\n")
+        try render(
+            template, named: "haproxy-rendezvous.cfg",
+            [
+                Rewrite(prefix: "log /dev/log") { indent, _, _ in ["\(indent)log stderr format raw local0 notice"] },
+                Rewrite(prefix: "maxconn ") { indent, _, _ in ["\(indent)maxconn \(maxConnections)"] },
+                Rewrite(prefix: "bind :443 ssl crt ") { indent, _, _ in
+                    var binds: [String] = []
+                    if let tls = listeners.tls, let pem {
+                        binds.append("\(indent)bind 127.0.0.1:\(tls) ssl crt \(pem) alpn http/1.1")
+                    }
+                    return binds + ["\(indent)bind 127.0.0.1:\(listeners.plain)"]
+                },
+                Rewrite(prefix: "server rv") { indent, _, isFirst in
+                    guard isFirst else { return [] }
+                    return instancePorts.enumerated().map {
+                        "\(indent)server rv\($0.offset + 1) 127.0.0.1:\($0.element)"
+                    }
+                },
+            ])
     }
 
     static func read(_ path: String) throws -> String {
