@@ -86,11 +86,16 @@ let package = Package(
         // MARK: Control API between parley (CLI) and parleyd (daemon): types, framing, client.
         .target(name: "ControlAPI", swiftSettings: swiftSettings),
 
+        // MARK: The meeting's logic, sans-I/O: inputs and the time in, commands out.
+        .target(
+            name: "MeetingCore", dependencies: ["ControlAPI", "ParleyCore", "ParleyProtocol", "RendezvousWire"],
+            swiftSettings: swiftSettings),
+
         // MARK: The node engine (daemon library).
         .target(
             name: "ParleyNode",
             dependencies: [
-                "ControlAPI", "ParleyCore",
+                "ControlAPI", "MeetingCore", "ParleyCore",
                 "ParleyProtocol", "ParleyAudio", "PulseAudio", "ICE", "RendezvousClient", "RendezvousServer",
                 "RendezvousWire",
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -209,6 +214,10 @@ let package = Package(
             ],
             swiftSettings: swiftSettings),
         .testTarget(name: "ParleyCoreTests", dependencies: ["ParleyCore"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "MeetingCoreTests",
+            dependencies: ["MeetingCore", "ControlAPI", "ParleyCore", "ParleyProtocol", "RendezvousWire"],
+            swiftSettings: swiftSettings),
         // Meetings of the real executables (parley-rendezvous, parleyd, parley) on 127.0.0.1 and in
         // the NAT lab; NodeLab runs them (also for Scripts/demo and Scripts/bench-node).
         .target(name: "CSpawn"),

@@ -4,11 +4,11 @@ public enum StatusTable {
         let node = status.node
         var lines: [String] = []
         lines.append(
-            "\(node.name) (\(node.id)) · \(node.meeting) · \(node.muted ? "muted" : "unmuted") · rendezvous: \(node.rendezvous)"
+            "\(node.name) (\(node.id)) · \(node.meeting.rawValue) · \(node.muted ? "muted" : "unmuted") · rendezvous: \(node.rendezvous.rawValue)"
         )
         if let code = node.securityCode { lines.append("security code: \(code)") }
         guard !status.peers.isEmpty else {
-            lines.append(node.meeting == "idle" ? "not in a meeting" : "no peers yet")
+            lines.append(node.meeting == .idle ? "not in a meeting" : "no peers yet")
             return lines.joined(separator: "\n")
         }
         let header = ["PEER", "NAME", "STATE", "ROUTE", "RTT", "LOSS", "JITTER", "RX kb/s", "TX kb/s", "CONCEALED"]
@@ -19,7 +19,7 @@ public enum StatusTable {
             let concealed = format(peer.concealedMs, decimals: 0) + " ms"
             let rx = format(peer.rxKbps, decimals: 1)
             let tx = format(peer.txKbps, decimals: 1)
-            return [peer.id, peer.name, peer.state, peer.route ?? "-", rtt, loss, jitter, rx, tx, concealed]
+            return [peer.id, peer.name, peer.state.rawValue, peer.route ?? "-", rtt, loss, jitter, rx, tx, concealed]
         }
         lines += table([header] + rows)
         return lines.joined(separator: "\n")
@@ -58,12 +58,12 @@ public enum EventLine {
         case .peerJoined: return "+ \(who) joined"
         case .peerLeft: return "- \(who) left" + (event.message.map { ": \($0)" } ?? "")
         case .link:
-            return "~ \(who) link \(event.state ?? "?")" + (event.route.map { " via \($0)" } ?? "")
+            return "~ \(who) link \(event.state?.rawValue ?? "?")" + (event.route.map { " via \($0)" } ?? "")
         case .speaking:
             let speakers = event.speaking ?? []
             return speakers.isEmpty ? "  nobody speaking" : "  speaking: " + speakers.joined(separator: ", ")
-        case .muted: return event.state == "muted" ? "  you are muted" : "  you are unmuted"
-        case .meeting: return "* meeting \(event.state ?? "")" + (event.message.map { ": \($0)" } ?? "")
+        case .muted: return event.state == .muted ? "  you are muted" : "  you are unmuted"
+        case .meeting: return "* meeting \(event.state?.rawValue ?? "")" + (event.message.map { ": \($0)" } ?? "")
         case .securityCode: return "! security code is now \(event.message ?? "?") (membership changed)"
         case .warning: return "! \(event.message ?? "")"
         }

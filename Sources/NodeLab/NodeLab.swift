@@ -278,7 +278,7 @@ public final class NodeHandle: Sendable {
     public func waitForPeersUp(_ count: Int, limit: Duration = .seconds(30), exactly: Bool = true) throws {
         try LabWait.until(limit, "\(name) to have \(count) peers up") {
             let peers = try status().peers
-            let up = peers.filter { $0.state == "up" }.count
+            let up = peers.filter { $0.state == .up }.count
             return up == count && (!exactly || peers.count == count)
         }
     }

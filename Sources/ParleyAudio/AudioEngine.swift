@@ -75,6 +75,8 @@ public final class AudioEngine: Sendable {
         nonisolated(unsafe) let sender: AudioSender
         let onEncodedFrame: @Sendable (UnsafeRawBufferPointer) -> Void
         let onFailure: @Sendable (any Error) -> Void
+        let onPauseChanged: @Sendable (Bool) -> Void
+        let onSpeakersChanged: @Sendable () -> Void
         let running = Atomic<Bool>(false)
         let inputLevelTenths = Atomic<Int>(Int(LevelMeter.floor * 10))
         let commands: PeerCommandRing
@@ -87,12 +89,15 @@ public final class AudioEngine: Sendable {
         init(
             configuration: AudioEngineConfiguration, sender: AudioSender,
             onEncodedFrame: @escaping @Sendable (UnsafeRawBufferPointer) -> Void,
-            onFailure: @escaping @Sendable (any Error) -> Void
+            onFailure: @escaping @Sendable (any Error) -> Void, onPauseChanged: @escaping @Sendable (Bool) -> Void,
+            onSpeakersChanged: @escaping @Sendable () -> Void
         ) {
+            self.onSpeakersChanged = onSpeakersChanged
             self.configuration = configuration
             self.sender = sender
             self.onEncodedFrame = onEncodedFrame
             self.onFailure = onFailure
+            self.onPauseChanged = onPauseChanged
             commands = PeerCommandRing(capacity: 4 * configuration.maximumPeers)
             farEnd = SampleRing(capacity: 10 * configuration.frameDuration.samples)
             mixer = MixerState(
@@ -112,9 +117,15 @@ public final class AudioEngine: Sendable {
     ///     only during the call; do not block in it.
     ///   - onFailure: called (once, on an audio thread) when a device fails; the engine has stopped
     ///     its loops and the caller should `stop()` it.
+    ///   - onPauseChanged: called on the capture thread when DTX starts (true) or ends (false) a
+    ///     pause (docs/PROTOCOL.md §9.3): while paused, this node sends no media.
+    ///   - onSpeakersChanged: called on an audio thread when a peer or the microphone starts or
+    ///     stops counting as speaking; read `speakers` and `isSpeaking` then.
     public init(
         configuration: AudioEngineConfiguration, onEncodedFrame: @escaping @Sendable (UnsafeRawBufferPointer) -> Void,
-        onFailure: @escaping @Sendable (any Error) -> Void = { _ in }
+        onFailure: @escaping @Sendable (any Error) -> Void = { _ in },
+        onPauseChanged: @escaping @Sendable (Bool) -> Void = { _ in },
+        onSpeakersChanged: @escaping @Sendable () -> Void = {}
     ) throws(AudioEngineError) {
         self.configuration = configuration
         let sender: AudioSender
@@ -126,7 +137,8 @@ public final class AudioEngine: Sendable {
             throw AudioEngineError("cannot create the Opus encoder: \(error)")
         }
         pipeline = Pipeline(
-            configuration: configuration, sender: sender, onEncodedFrame: onEncodedFrame, onFailure: onFailure)
+            configuration: configuration, sender: sender, onEncodedFrame: onEncodedFrame, onFailure: onFailure,
+            onPauseChanged: onPauseChanged, onSpeakersChanged: onSpeakersChanged)
     }
 
     deinit {
@@ -221,6 +233,8 @@ public final class AudioEngine: Sendable {
     /// The worst loss any peer reports (0...1): sizes FEC and the RFC 2198 copies.
     public func setMeasuredLoss(_ loss: Double) { pipeline.sender.setMeasuredLoss(loss) }
     public func setBitrate(_ bitrate: Int) { pipeline.sender.setBitrate(bitrate) }
+    /// Whether the microphone hears speech (its level above `LevelMeter.speakingThreshold`).
+    public var isSpeaking: Bool { inputLevel > LevelMeter.speakingThreshold }
     /// The microphone's smoothed level in dBFS (after processing, before mute).
     public var inputLevel: Double { Double(pipeline.inputLevelTenths.load(ordering: .relaxed)) / 10 }
 
@@ -249,6 +263,8 @@ public final class AudioEngine: Sendable {
             captured.initialize(repeating: 0)
             defer { captured.deallocate() }
             var meter = LevelMeter()
+            var paused = false
+            var speaking = false
             while pipeline.running.load(ordering: .acquiring) {
                 do {
                     try capture.read(into: captured)
@@ -256,6 +272,14 @@ public final class AudioEngine: Sendable {
                     let level = meter.measure(cleaned)
                     pipeline.inputLevelTenths.store(Int(meter.level * 10), ordering: .relaxed)
                     try pipeline.sender.process(cleaned, level: level, emit: pipeline.onEncodedFrame)
+                    if pipeline.sender.isPausedByDTX != paused {
+                        paused.toggle()
+                        pipeline.onPauseChanged(paused)
+                    }
+                    if meter.isSpeaking != speaking {
+                        speaking.toggle()
+                        pipeline.onSpeakersChanged()
+                    }
                 } catch {
                     pipeline.fail(error)
                     return
@@ -267,7 +291,8 @@ public final class AudioEngine: Sendable {
             let processes = processor != nil
             while pipeline.running.load(ordering: .acquiring) {
                 pipeline.mixer.apply(pipeline.commands)
-                let output = pipeline.mixer.mix(now: pipeline.configuration.clock.now())
+                let (output, speakersChanged) = pipeline.mixer.mix(now: pipeline.configuration.clock.now())
+                if speakersChanged { pipeline.onSpeakersChanged() }
                 if processes { pipeline.farEnd.write(output) }
                 do {
                     try playback.write(output)

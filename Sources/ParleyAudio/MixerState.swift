@@ -60,10 +60,14 @@ final class MixerState {
     private let peerFrame: UnsafeMutableBufferPointer<Int16>
     private let accumulator: UnsafeMutableBufferPointer<Float>
     private let output: UnsafeMutableBufferPointer<Int16>
+    /// Whether the peer in each slot was speaking after the last frame.
+    private let speaking: UnsafeMutableBufferPointer<Bool>
 
     init(maximumPeers: Int, frameSamples: Int) {
         slots = .allocate(capacity: maximumPeers)
         slots.initialize(repeating: nil)
+        speaking = .allocate(capacity: maximumPeers)
+        speaking.initialize(repeating: false)
         peerFrame = .allocate(capacity: frameSamples)
         peerFrame.initialize(repeating: 0)
         accumulator = .allocate(capacity: frameSamples)
@@ -74,6 +78,7 @@ final class MixerState {
 
     deinit {
         slots.deallocate()
+        speaking.deallocate()
         peerFrame.deallocate()
         accumulator.deallocate()
         output.deallocate()
@@ -92,15 +97,27 @@ final class MixerState {
         }
     }
 
-    /// Renders every active peer at `now` and returns the soft-clipped mix (valid until the next call).
-    func mix(now: UInt64) -> UnsafeBufferPointer<Int16> {
+    /// Renders every active peer at `now` and returns the soft-clipped mix (valid until the next
+    /// call). `speakersChanged` tells whether a peer started or stopped speaking in this frame.
+    func mix(now: UInt64) -> (output: UnsafeBufferPointer<Int16>, speakersChanged: Bool) {
         SoftClipMixer.clear(accumulator)
-        for slot in slots {
-            guard let channel = slot?.takeUnretainedValue() else { continue }
+        var changed = false
+        for index in slots.indices {
+            guard let channel = slots[index]?.takeUnretainedValue() else {
+                if speaking[index] {
+                    speaking[index] = false
+                    changed = true
+                }
+                continue
+            }
             channel.render(into: peerFrame, now: now)
             SoftClipMixer.add(UnsafeBufferPointer(peerFrame), to: accumulator)
+            if channel.isSpeakingNow != speaking[index] {
+                speaking[index].toggle()
+                changed = true
+            }
         }
         SoftClipMixer.render(UnsafeBufferPointer(accumulator), into: output)
-        return UnsafeBufferPointer(output)
+        return (UnsafeBufferPointer(output), changed)
     }
 }

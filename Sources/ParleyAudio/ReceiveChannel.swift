@@ -82,6 +82,9 @@ public final class ReceiveChannel: Sendable {
         payload.withUnsafeBytes { receive($0) }
     }
 
+    /// Playback thread: whether the peer counts as speaking after the latest `render`.
+    var isSpeakingNow: Bool { state.meter.isSpeaking }
+
     /// The latest counters (published once per rendered frame).
     public var statistics: ReceiveStatistics { published.withLock { $0 } }
 

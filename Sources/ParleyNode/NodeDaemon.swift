@@ -114,7 +114,7 @@ public actor NodeDaemon: ControlHandler {
         case .mute, .unmute:
             muted = request.method == .mute
             await meeting?.setMuted(muted)
-            eventHub.publish(ControlEvent(kind: .muted, state: muted ? "muted" : "unmuted"))
+            eventHub.publish(ControlEvent(kind: .muted, state: muted ? .muted : .unmuted))
             return .success(message: muted ? "muted" : "unmuted")
         case .verify:
             guard let meeting else { return .failure("not in a meeting") }
@@ -132,9 +132,9 @@ public actor NodeDaemon: ControlHandler {
     private func status() async -> StatusReport {
         let meetingStatus = await meeting?.status()
         let node = NodeStatus(
-            id: shortID, name: configuration.displayName, muted: muted, meeting: meetingStatus?.state ?? "idle",
+            id: shortID, name: configuration.displayName, muted: muted, meeting: meetingStatus?.state ?? .idle,
             invite: meeting?.invite.string, securityCode: meetingStatus?.securityCode,
-            rendezvous: meetingStatus?.rendezvous ?? "none")
+            rendezvous: meetingStatus?.rendezvous ?? .none)
         return StatusReport(node: node, peers: meetingStatus?.peers ?? [])
     }
 }

@@ -1,4 +1,5 @@
 import ICE
+import MeetingCore
 import ParleyAudio
 import ParleyCore
 import ParleyProtocol
@@ -6,34 +7,24 @@ import Synchronization
 
 /// One peer's encrypted path: its `PeerSession` (docs/PROTOCOL.md §7–§8) over its ICE stream, fed
 /// by three threads — the audio capture thread seals media, the ICE thread decrypts what
-/// arrives, and the meeting loop runs timers and sends session control. The session sits behind a
-/// mutex held only for the session step itself (microseconds; a responder's handshake, ~0.5 ms,
-/// is the longest); sending and the audio hand-off happen outside it.
+/// arrives, and the meeting's driver runs the session's timers and sends session control. The
+/// session sits behind a mutex held only for the session step itself (microseconds; a
+/// responder's handshake, ~0.5 ms, is the longest); sending and the audio hand-off happen
+/// outside it. What the meeting must know is pushed as `SessionFact`s through `facts` as it
+/// happens; counters for status are read with `metrics`.
 final class PeerTransport: Sendable {
     let stream: ICEStream
     let channel: ReceiveChannel
     private let state: Mutex<State>
+    private let facts: @Sendable (SessionFact) -> Void
+    private let authenticatedFactInterval: Duration
 
-    /// What the ICE thread learned from one datagram, for the meeting loop.
-    struct Received: Sendable {
-        var events: [PeerSessionEvent] = []
-        var report: SessionControl.Report?
-        var leave = false
-        /// The first media payload from this peer on this link: answer with an early REPORT (§10.1).
-        var firstMedia = false
-    }
-
-    /// Counters and the latest REPORT, for status, REPORTs and the link state machine.
+    /// Counters for status and REPORTs.
     struct Metrics: Sendable {
-        var isEstablished = false
-        /// When the last authenticated packet (any inner type) arrived.
-        var lastAuthenticated: ContinuousClock.Instant?
         /// Media payloads that authenticated (the session's replay window makes them distinct).
         var mediaReceived: UInt64 = 0
         /// Media payloads sealed for this peer.
         var mediaSent: UInt64 = 0
-        var reportsReceived = 0
-        var lastReport: SessionControl.Report?
         var rttMs: Double?
         var authenticationFailures = 0
     }
@@ -42,42 +33,48 @@ final class PeerTransport: Sendable {
         var session: PeerSession
         var metrics = Metrics()
         var echo = ReportEcho()
-        /// Sealing buffer of the meeting loop (the capture thread has its own, in `MediaFanout`).
+        var meter = LinkMeter()
+        /// When an `.authenticated` fact was last pushed.
+        var authenticatedReportedAt: ContinuousClock.Instant?
+        /// Sealing buffer of the driver (the capture thread has its own, in `MediaFanout`).
         var controlPacket: [UInt8] = []
     }
 
-    init(session: PeerSession, stream: ICEStream, channel: ReceiveChannel) {
+    init(
+        session: PeerSession, stream: ICEStream, channel: ReceiveChannel, authenticatedFactInterval: Duration,
+        facts: @escaping @Sendable (SessionFact) -> Void
+    ) {
         self.stream = stream
         self.channel = channel
+        self.facts = facts
+        self.authenticatedFactInterval = authenticatedFactInterval
         state = Mutex(State(session: session))
     }
 
     var metrics: Metrics { state.withLock { $0.metrics } }
 
-    // MARK: Meeting loop
+    // MARK: Driver
 
     /// The ICE path is (again) up. `rehandshake`: drop the keys first, so the pair's lead starts a
-    /// fresh handshake over the new path (after an ICE restart; the issue asks links to re-key).
-    func start(now: ContinuousClock.Instant, rehandshake: Bool) -> [PeerSessionEvent] {
+    /// fresh handshake over the new path (after an ICE restart, §6.6 step 5).
+    func start(now: ContinuousClock.Instant, rehandshake: Bool) {
+        flush()
         let output = state.withLock { state in
             if rehandshake { state.session.close() }
-            let output = state.session.start(now: now)
-            state.metrics.isEstablished = state.session.isEstablished
-            return output
+            return state.session.start(now: now)
         }
         send(output.datagrams)
-        return output.events
+        report(output.events)
     }
 
-    /// Runs the session's timers (handshake retries, rekeying, keepalives, expiry).
-    func tick(now: ContinuousClock.Instant) -> [PeerSessionEvent] {
-        let output = state.withLock { state in
-            let output = state.session.tick(now: now)
-            state.metrics.isEstablished = state.session.isEstablished
-            return output
-        }
+    /// When `tick` next has work (handshake retries, rekeying, keepalives, expiry).
+    var nextDeadline: ContinuousClock.Instant? { state.withLock { $0.session.nextDeadline } }
+
+    /// Runs the session's timers.
+    func tick(now: ContinuousClock.Instant) {
+        let output = state.withLock { $0.session.tick(now: now) }
         send(output.datagrams)
-        return output.events
+        report(output.events)
     }
 
     /// Seals and sends one session control message; false if there are no keys yet.
@@ -94,20 +91,35 @@ final class PeerTransport: Sendable {
         return stream.send(packet)
     }
 
-    /// A REPORT (§10.1) to send now: the echo of the peer's latest report, and what we receive.
-    func makeReport(
-        nowMs: UInt32, statistics: ReceiveStatistics, lossPermille: UInt16, muted: Bool
-    ) -> SessionControl.Report {
-        let (echo, received) = state.withLock { ($0.echo.echo(nowMs: nowMs), $0.metrics.mediaReceived) }
-        return SessionControl.Report(
-            timestampMs: nowMs, echoTimestampMs: echo.timestampMs, echoDelayMs: echo.delayMs,
-            mediaReceived: UInt32(truncatingIfNeeded: received),
-            mediaExpected: UInt32(truncatingIfNeeded: max(UInt64(max(statistics.expected, 0)), received)),
-            lossPermille: lossPermille,
-            jitterMicroseconds: UInt32(
-                clamping: statistics.jitter.components.seconds * 1_000_000
-                    + statistics.jitter.components.attoseconds / 1_000_000_000_000),
-            muted: muted)
+    /// Sends a REPORT (§10.1): the echo of the peer's latest one and what we receive from it.
+    /// `closesInterval`: this REPORT ends a loss measurement interval.
+    func sendReport(closesInterval: Bool, muted: Bool, now: ContinuousClock.Instant) {
+        let statistics = channel.statistics
+        let traffic = stream.traffic
+        let nowMs = MeetingClock.milliseconds(now)
+        let report = state.withLock { state in
+            if closesInterval { state.meter.closeInterval(statistics: statistics, traffic: traffic, at: now) }
+            let echo = state.echo.echo(nowMs: nowMs)
+            let received = state.metrics.mediaReceived
+            return SessionControl.Report(
+                timestampMs: nowMs, echoTimestampMs: echo.timestampMs, echoDelayMs: echo.delayMs,
+                mediaReceived: UInt32(truncatingIfNeeded: received),
+                mediaExpected: UInt32(truncatingIfNeeded: max(UInt64(max(statistics.expected, 0)), received)),
+                lossPermille: state.meter.lossPermille,
+                jitterMicroseconds: UInt32(
+                    clamping: statistics.jitter.components.seconds * 1_000_000
+                        + statistics.jitter.components.attoseconds / 1_000_000_000_000),
+                muted: muted)
+        }
+        sendControl(.report(report), now: now)
+    }
+
+    /// What status shows of this link's traffic: rates over the last second and loss over the
+    /// last five.
+    func measurements(now: ContinuousClock.Instant) -> LinkMeter.Measurements {
+        let statistics = channel.statistics
+        let traffic = stream.traffic
+        return state.withLock { $0.meter.measurements(statistics: statistics, traffic: traffic, at: now) }
     }
 
     /// Ends the session (keys zeroed).
@@ -118,25 +130,30 @@ final class PeerTransport: Sendable {
     // MARK: ICE thread (receive)
 
     /// Handles one datagram from the peer: handshake answers go straight back out, media goes to
-    /// the audio channel, session control is returned for the meeting loop.
-    func receive(_ datagram: consuming [UInt8], now: ContinuousClock.Instant) -> Received {
+    /// the audio channel, what the meeting must know is pushed as facts.
+    func receive(_ datagram: consuming [UInt8], now: ContinuousClock.Instant) {
         let isTransport = datagram.first == PacketType.transportData.rawValue
-        var received = Received()
         var media: ArraySlice<UInt8>?
         var pending = datagram
+        var facts: [SessionFact] = []
         let output = state.withLock { state in
             let failuresBefore = state.session.statistics.authenticationFailures
             // Moved out, so the session decrypts this array in place without copying it.
             var taken: [UInt8] = []
             swap(&taken, &pending)
             let output = state.session.receive(taken, now: now)
-            state.metrics.isEstablished = state.session.isEstablished
             state.metrics.authenticationFailures += state.session.statistics.authenticationFailures - failuresBefore
-            if output.dropped == nil, isTransport { state.metrics.lastAuthenticated = now }
+            guard output.dropped == nil, isTransport else { return output }
+            if let last = state.authenticatedReportedAt, now - last < authenticatedFactInterval {
+                // Reported recently enough: liveness is judged in seconds.
+            } else {
+                state.authenticatedReportedAt = now
+                facts.append(.authenticated)
+            }
             switch output.payload?.type {
             case .media?:
                 state.metrics.mediaReceived += 1
-                received.firstMedia = state.metrics.mediaReceived == 1
+                if state.metrics.mediaReceived == 1 { facts.append(.firstMedia) }
                 media = output.payload?.body
             case .sessionControl?:
                 guard let body = output.payload?.body, let control = try? SessionControl(parsing: body) else { break }
@@ -145,11 +162,9 @@ final class PeerTransport: Sendable {
                     if state.echo.received(report, nowMs: MeetingClock.milliseconds(now)) != nil {
                         state.metrics.rttMs = state.echo.smoothedRTTMs
                     }
-                    state.metrics.reportsReceived += 1
-                    state.metrics.lastReport = report
-                    received.report = report
+                    facts.append(.report(report, rttMs: state.metrics.rttMs, mediaSent: state.metrics.mediaSent))
                 case .leave:
-                    received.leave = true
+                    facts.append(.leave)
                 case .unknown:
                     break
                 }
@@ -160,8 +175,8 @@ final class PeerTransport: Sendable {
         }
         if let media { media.withUnsafeBytes { channel.receive($0) } }
         send(output.datagrams)
-        received.events = output.events
-        return received
+        report(output.events)
+        for fact in facts { self.facts(fact) }
     }
 
     // MARK: Capture thread
@@ -174,6 +189,21 @@ final class PeerTransport: Sendable {
             return true
         }
         if sealed { stream.send(scratch) }
+    }
+
+    // MARK: Sending and facts
+
+    /// The session's events as facts for the meeting.
+    private func report(_ events: [PeerSessionEvent]) {
+        for event in events {
+            switch event {
+            case .established: facts(.established)
+            case .rekeyed: facts(.rekeyed)
+            case .handshakeTimedOut: facts(.keysLost("handshake timed out"))
+            case .expired: facts(.keysLost("keys expired"))
+            case .tornDown: facts(.keysLost("torn down"))
+            }
+        }
     }
 
     /// Sends what the session produced (handshake messages, keepalives). One the ICE stream could
@@ -214,8 +244,8 @@ enum MeetingClock {
     }
 }
 
-/// Hands each encoded audio frame to every peer: encode once, encrypt per peer (DESIGN §4).
-/// Runs on the audio capture thread; the peer list is swapped by the meeting loop.
+/// Hands each encoded audio frame to every peer: encode once, encrypt per peer. Runs on the audio
+/// capture thread; the peer list is swapped by the meeting's driver.
 final class MediaFanout: Sendable {
     private let peers = Mutex<[PeerTransport]>([])
     // Safety: only the audio engine's capture thread calls `send`, the only user of this buffer.

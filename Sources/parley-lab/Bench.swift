@@ -62,11 +62,11 @@ struct Bench: ParsableCommand {
             try LabWait.until(.seconds(30), "the last node to join", every: .milliseconds(10)) {
                 guard let status = try? last.status() else { return false }
                 if answeredAt == nil { answeredAt = Self.seconds(since: started) }
-                guard status.peers.count == nodes - 1, status.peers.allSatisfy({ $0.state == "up" }) else {
+                guard status.peers.count == nodes - 1, status.peers.allSatisfy({ $0.state == .up }) else {
                     return false
                 }
                 return try members.allSatisfy { member in
-                    try member.status().peers.contains { $0.name == last.name && $0.state == "up" }
+                    try member.status().peers.contains { $0.name == last.name && $0.state == .up }
                 }
             }
             let joined = Self.seconds(since: started)

@@ -40,7 +40,7 @@ struct RefusalTests {
                 let wrong = try lab.invite(rendezvous: rendezvous.url)
                 let eve = try lab.node(NodeSpec(name: "eve", input: "tone:880", join: wrong))
                 try LabWait.until(.seconds(10), "eve to be admitted to her own room") {
-                    try eve.status().node.meeting == "in-meeting"
+                    try eve.status().node.meeting == .inMeeting
                 }
                 return (invite, alice, bob, eve)
             }
@@ -79,7 +79,7 @@ struct RefusalTests {
                 for node in [alice, bob] {
                     let peers = try node.status().peers
                     #expect(peers.map(\.name) == [node.name == "alice" ? "bob" : "alice"])
-                    #expect(peers.allSatisfy { $0.state == "up" })
+                    #expect(peers.allSatisfy { $0.state == .up })
                 }
                 #expect(try eve.status().peers.isEmpty)
             }

@@ -22,8 +22,8 @@ final class RecordingHandler: ControlHandler {
             return .success(
                 status: StatusReport(
                     node: NodeStatus(
-                        id: "0a0b", name: "test", muted: false, meeting: "idle", invite: nil,
-                        securityCode: nil, rendezvous: "none"),
+                        id: "0a0b", name: "test", muted: false, meeting: .idle, invite: nil,
+                        securityCode: nil, rendezvous: .none),
                     peers: []))
         case .join where request.invite == "bad":
             return .failure("invalid invite: bad checksum (a typo?)")

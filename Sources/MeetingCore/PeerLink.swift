@@ -1,3 +1,5 @@
+public import ControlAPI
+
 /// The life of one peer link in the mesh, as a plain state machine: the node feeds it facts
 /// (signaling arrived, ICE state, handshake done, packets seen, time passing) and runs the actions
 /// it returns. It never reads a clock or does I/O, so every path is testable with made-up times.
@@ -5,22 +7,9 @@
 ///     signaling → checking → handshaking → up ⇄ lost → restarting → handshaking → up …
 ///                                                   ↘ gone (left, or silent too long)
 public struct PeerLink: Sendable {
-    public enum State: String, Sendable, CaseIterable {
-        /// Exchanging ICE credentials and candidates through the rendezvous.
-        case signaling
-        /// ICE connectivity checks are running.
-        case checking
-        /// ICE found a path; the Noise handshake runs over it.
-        case handshaking
-        /// Session established and audio flows both ways.
-        case up
-        /// Was up, but nothing authenticated has arrived for a while.
-        case lost
-        /// An ICE restart is under way (new credentials, new checks).
-        case restarting
-        /// The peer left or was silent too long; the link is removed.
-        case gone
-    }
+    /// The states, as `parley status` shows them (`LinkState`: signaling, checking, handshaking,
+    /// up, lost, restarting, gone).
+    public typealias State = LinkState
 
     public enum Event: Sendable, Equatable {
         /// The peer's ICE credentials arrived (first time or after a restart).
@@ -35,7 +24,7 @@ public struct PeerLink: Sendable {
         case packetReceived
         /// The peer reports that it receives our packets (its receiver report counts some).
         case peerReceivesUs
-        /// The peer asked for an ICE restart (signaling), with new credentials.
+        /// The peer restarted ICE and we followed it (§6.6 step 5): the path is being replaced.
         case restartRequested
         /// The peer said goodbye (authenticated BYE).
         case left
@@ -47,8 +36,10 @@ public struct PeerLink: Sendable {
     }
 
     public enum Action: Sendable, Equatable {
-        /// Start the Noise handshake (only the initiator is told to).
-        case startHandshake
+        /// A path is up: start the session over it (the pair's lead initiates the handshake, the
+        /// other side arms its fallback, §7.5). `rehandshake`: drop the keys first, so the lead
+        /// re-keys over the new path after an ICE restart (§6.6 step 5).
+        case startSession(rehandshake: Bool)
         /// Restart ICE on this peer's stream and send the new credentials.
         case restartICE
         /// Forget the peer: close its stream, session and audio channel.
@@ -113,14 +104,13 @@ public struct PeerLink: Sendable {
                 // the peer's audio and its REPORT before its own ICE says ready (packets come
                 // straight off the socket; the ICE event takes the slower road through the
                 // node's mailbox). Those facts are about this path: keep them.
-                return enter(.handshaking, at: now) + (isInitiator ? [.startHandshake] : [])
-                    + promoteIfFlowing(at: now)
+                return enter(.handshaking, at: now) + [.startSession(rehandshake: false)] + promoteIfFlowing(at: now)
             case .restarting:
                 // What we knew is about the old path: the new one must show it all again.
                 hasSession = false
                 peerHears = false
                 weHear = false
-                return enter(.handshaking, at: now) + (isInitiator ? [.startHandshake] : [])
+                return enter(.handshaking, at: now) + [.startSession(rehandshake: isInitiator)]
             default:
                 return []
             }
@@ -149,9 +139,32 @@ public struct PeerLink: Sendable {
             return promoteIfFlowing(at: now)
         case .restartRequested:
             guard state != .signaling else { return [] }
-            return enter(.restarting, at: now, reason: "peer restarted ICE") + [.restartICE]
+            // The restart itself was carried out by the generation rule; ours waits its turn.
+            lastRestart = now
+            return enter(.restarting, at: now, reason: "peer restarted ICE")
         case .tick:
             return tick(at: now)
+        }
+    }
+
+    /// When `handle(.tick, at:)` next has something to do, if no other fact comes first.
+    public var nextDeadline: ContinuousClock.Instant? {
+        switch state {
+        case .up:
+            return lastPacket.map { $0 + timing.lostAfter }
+        case .lost, .restarting:
+            var deadlines: [ContinuousClock.Instant] = []
+            if let lastPacket { deadlines.append(lastPacket + timing.goneAfter) }
+            if state == .lost {
+                deadlines.append(enteredState + timing.restartAfterLost)
+            } else if isInitiator {
+                deadlines.append(lastRestart.map { $0 + timing.restartInterval } ?? enteredState)
+            }
+            return deadlines.min()
+        case .signaling, .checking, .handshaking:
+            return enteredState + timing.connectTimeout
+        case .gone:
+            return nil
         }
     }
 

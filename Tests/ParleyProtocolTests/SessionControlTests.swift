@@ -1,7 +1,6 @@
 import ParleyCore
+import ParleyProtocol
 import Testing
-
-@testable import ParleyNode
 
 @Suite("Session control (PROTOCOL §10)")
 struct SessionControlTests {

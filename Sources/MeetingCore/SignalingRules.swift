@@ -17,6 +17,11 @@ public enum SignalingRules {
         public var link: Link
         /// Answer with a unicast HELLO to the sender's member id (§6.6 step 2).
         public var answer: Bool
+
+        public init(link: Link, answer: Bool) {
+            self.link = link
+            self.answer = answer
+        }
     }
 
     /// What we know about the sender before its HELLO: its epoch and whether a link exists.

@@ -1,4 +1,4 @@
-import ParleyCore
+import MeetingCore
 import Testing
 
 @Suite("Peer link state machine")
@@ -25,17 +25,14 @@ struct PeerLinkTests {
         (0.5, .peerReceivesUs),
     ]
 
-    @Test func initiatorConnectsAndStartsTheHandshake() {
-        let result = Self.run(initiator: true, Self.connect)
-        #expect(result.states == [.checking, .handshaking, .handshaking, .handshaking, .up])
-        #expect(result.actions == [.startHandshake])
+    /// Both sides start their session once the path is up: the session itself decides that the
+    /// lead initiates and the other side only arms its fallback (§7.5).
+    @Test(arguments: [true, false])
+    func aPathThatComesUpStartsTheSessionOnce(initiator: Bool) {
+        let result = Self.run(initiator: initiator, Self.connect + [(0.6, .iceReady)])
+        #expect(result.states == [.checking, .handshaking, .handshaking, .handshaking, .up, .up])
+        #expect(result.actions == [.startSession(rehandshake: false)])
         #expect(result.link.reason == nil)
-    }
-
-    @Test func responderConnectsWithoutStartingAHandshake() {
-        let result = Self.run(initiator: false, Self.connect)
-        #expect(result.link.state == .up)
-        #expect(result.actions.isEmpty)
     }
 
     /// "up" means audio both ways: a session we hear but that does not hear us is not up.
@@ -59,7 +56,7 @@ struct PeerLinkTests {
                 (0.3, .peerReceivesUs), (0.35, .iceReady),
             ])
         #expect(result.states == [.checking, .checking, .checking, .checking, .up])
-        #expect(result.actions.isEmpty)
+        #expect(result.actions == [.startSession(rehandshake: false)])
     }
 
     @Test func crashedPeerIsLostThenRestartedThenGoneWithinTenSeconds() {
@@ -68,7 +65,7 @@ struct PeerLinkTests {
         let result = Self.run(initiator: true, steps)
         // Last packet at 1.0 s: lost at 3.0 s (2 s silence), restart 1 s later, gone at 9.0 s.
         #expect(Array(result.states.suffix(6)) == [.up, .up, .lost, .restarting, .restarting, .gone])
-        #expect(result.actions == [.startHandshake, .restartICE, .remove])
+        #expect(result.actions == [.startSession(rehandshake: false), .restartICE, .remove])
         #expect(result.link.reason == "silent for 8.0 seconds")
     }
 
@@ -77,8 +74,9 @@ struct PeerLinkTests {
         steps += [(1.0, .packetReceived), (3.1, .tick), (4.2, .tick), (4.5, .restartRequested)]
         let result = Self.run(initiator: false, steps)
         #expect(result.states.suffix(3) == [.lost, .restarting, .restarting])
-        // No restart of its own at 4.2 s; it follows the initiator's request at 4.5 s.
-        #expect(result.actions == [.restartICE])
+        // No restart of its own at 4.2 s; at 4.5 s it learns that it followed the initiator's
+        // (the generation rule restarted its stream: nothing more to do).
+        #expect(result.actions == [.startSession(rehandshake: false)])
     }
 
     @Test func aLostLinkThatHearsAgainIsUpAgain() {
@@ -96,7 +94,8 @@ struct PeerLinkTests {
         ]
         let result = Self.run(initiator: true, steps)
         #expect(result.states.suffix(6) == [.lost, .restarting, .handshaking, .handshaking, .handshaking, .up])
-        #expect(result.actions == [.startHandshake, .restartICE, .startHandshake])
+        // The lead re-keys over the new path (§6.6 step 5).
+        #expect(result.actions == [.startSession(rehandshake: false), .restartICE, .startSession(rehandshake: true)])
     }
 
     @Test func goodbyeRemovesFromAnyState() {
@@ -137,5 +136,38 @@ struct PeerLinkTests {
         let result = Self.run(initiator: true, [(0.1, .left), (0.2, .remoteCredentials), (0.3, .iceReady), (9, .tick)])
         #expect(result.states == [.gone, .gone, .gone, .gone])
         #expect(result.actions == [.remove])
+    }
+
+    /// The driver sleeps until `nextDeadline`: each timer the machine has must be there, and a
+    /// tick at that moment must act.
+    @Test func theNextDeadlineIsWhenATimerFires() {
+        let t = { (seconds: Double) in Self.start + .milliseconds(Int(seconds * 1000)) }
+        var link = PeerLink(isInitiator: true, now: Self.start)
+        #expect(link.nextDeadline == t(15))  // connect timeout
+        for (seconds, event) in Self.connect { _ = link.handle(event, at: t(seconds)) }
+        _ = link.handle(.packetReceived, at: t(1))
+        #expect(link.state == .up)
+        #expect(link.nextDeadline == t(3))  // lost after 2 s of silence
+        #expect(link.handle(.tick, at: t(2.999)).isEmpty && link.state == .up)
+        _ = link.handle(.tick, at: t(3))
+        #expect(link.state == .lost)
+        #expect(link.nextDeadline == t(4))  // restart 1 s after lost
+        #expect(link.handle(.tick, at: t(4)) == [.restartICE])
+        #expect(link.nextDeadline == t(9))  // restart interval 5 s and gone after 8 s: the gone one
+        #expect(link.handle(.tick, at: t(9)) == [.remove])
+        #expect(link.nextDeadline == nil)
+    }
+
+    @Test func aRestartingLinkThatNeverConnectedRetriesOnItsInterval() {
+        let t = { (seconds: Double) in Self.start + .milliseconds(Int(seconds * 1000)) }
+        var link = PeerLink(isInitiator: true, now: Self.start)
+        _ = link.handle(.remoteCredentials, at: t(0.1))
+        #expect(link.handle(.iceFailed, at: t(1)) == [.restartICE])
+        #expect(link.nextDeadline == t(6))
+        #expect(link.handle(.tick, at: t(6)) == [.restartICE])
+        var follower = PeerLink(isInitiator: false, now: Self.start)
+        _ = follower.handle(.remoteCredentials, at: t(0.1))
+        #expect(follower.handle(.iceFailed, at: t(1)).isEmpty)
+        #expect(follower.nextDeadline == nil)  // waits for the lead's restart
     }
 }

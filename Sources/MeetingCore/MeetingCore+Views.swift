@@ -1,0 +1,53 @@
+public import ControlAPI
+import ParleyProtocol
+
+/// What the core shows of the meeting (`parley status`, `parley verify`): pure reads of its
+/// state. Counters of the data path (traffic, loss, jitter) are the driver's to add.
+extension MeetingCore {
+    /// One peer link as status shows it.
+    public struct LinkView: Sendable, Hashable {
+        public var id: LinkID
+        public var peerID: String
+        public var name: String
+        public var state: LinkState
+        public var route: String?
+        /// Why the link is not up, if it is not.
+        public var reason: String?
+        public var rttMs: Double?
+    }
+
+    public var meetingState: MeetingState { admitted ? .inMeeting : .joining }
+    public var rendezvousState: RendezvousConnectionState { rendezvous }
+
+    /// The security code for the members now (`parley status`; the `security-code` event follows
+    /// once the member set has settled).
+    public var securityCode: String { currentSecurityCode().description }
+
+    private func currentSecurityCode() -> SecurityCode {
+        let members = securityMembers()
+        if securityCodeState.members == members, let code = securityCodeState.code { return code }
+        return SecurityCode(roomID: configuration.keys.roomID, memberIdentities: members)
+    }
+
+    /// Every link, by peer name.
+    public var links: [LinkView] {
+        peers.values.compactMap { peer -> LinkView? in
+            guard let link = peer.link else { return nil }
+            return LinkView(
+                id: link.id, peerID: peer.shortID, name: peer.name, state: link.machine.state,
+                route: link.route?.kind, reason: link.machine.reason, rttMs: link.rttMs)
+        }.sorted { ($0.name, $0.id) < ($1.name, $1.id) }
+    }
+
+    /// The code to read aloud now and whom it covers: this node and every peer with keys.
+    public func verification() -> Verification {
+        let code = currentSecurityCode()
+        var covered = [
+            Verification.Member(id: configuration.identity.peerIdentity.shortID, name: configuration.displayName)
+        ]
+        for peer in peers.values.sorted(by: { $0.name < $1.name }) where peer.link?.established == true {
+            covered.append(Verification.Member(id: peer.shortID, name: peer.name))
+        }
+        return Verification(securityCode: code.description, members: covered)
+    }
+}

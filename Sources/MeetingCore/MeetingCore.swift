@@ -1,0 +1,710 @@
+public import ControlAPI
+import ParleyCore
+public import ParleyProtocol
+import RendezvousWire
+
+/// One meeting's logic as a plain value (sans-I/O): it takes what happened — rendezvous events,
+/// envelopes, ICE and session facts, the user's requests — each with the current time, and
+/// returns what to do: envelopes to send, ICE streams to create, restart or remove, sessions to
+/// start, REPORTs to send, events for `parley watch`. It never reads a clock, never awaits and
+/// does no I/O, so a whole meeting runs in a test on a virtual clock (`MeetingSimulation`), and
+/// the daemon's driver (`ParleyNode.MeetingDriver`) only carries its commands out.
+///
+/// A peer's record (`Peer`) holds everything known about it, its link included: one owner per
+/// fact. Link lifecycles are `PeerLink`'s; the signaling rules of docs/PROTOCOL.md §6.6 are
+/// `SignalingRules`'; the core obeys both.
+public struct MeetingCore: Sendable {
+    public let configuration: MeetingConfiguration
+
+    /// Peers by identity key: every identity that sent us a valid HELLO in this meeting.
+    var peers: [[UInt8]: Peer] = [:]
+    /// Which peer each link belongs to.
+    var linkOwners: [LinkID: [UInt8]] = [:]
+    private var nextLinkID = 1
+    private var sequencer: EnvelopeSequencer
+    private var replayGuard = EnvelopeReplayGuard()
+    private(set) var pins: IdentityPins
+    private(set) var rendezvous: RendezvousConnectionState = .connecting
+    private(set) var admitted = false
+    private var agent: AgentState = .none
+    private(set) var ended = false
+    public private(set) var muted: Bool
+    /// DTX holds our media back (silent or muted): no media flows from us right now.
+    private var paused = false
+    private var encoderLoss: Double?
+    private(set) var securityCodeState = SecurityCodeState()
+    private var random: SeededGenerator
+    /// The time of the latest input.
+    private(set) var now: ContinuousClock.Instant
+    /// Commands of the input being handled.
+    private var output: [MeetingCommand] = []
+
+    enum AgentState: Equatable {
+        case none, creating, ready
+    }
+
+    /// - Parameters:
+    ///   - pins: the room's identity pins as loaded from the state directory (§11.2).
+    ///   - muted: whether the node starts muted.
+    public init(
+        configuration: MeetingConfiguration, pins: IdentityPins, muted: Bool, now: ContinuousClock.Instant
+    ) {
+        self.configuration = configuration
+        self.pins = pins
+        self.muted = muted
+        self.now = now
+        sequencer = EnvelopeSequencer(start: configuration.firstEnvelopeSequence)
+        random = SeededGenerator(seed: configuration.randomSeed)
+    }
+
+    // MARK: Inputs
+
+    /// Handles one input at `now` (never earlier than the previous input's time) and returns
+    /// what to do, in order.
+    public mutating func handle(_ input: MeetingInput, at now: ContinuousClock.Instant) -> [MeetingCommand] {
+        guard !ended else { return [] }
+        self.now = max(self.now, now)
+        switch input {
+        case .start:
+            publish(ControlEvent(kind: .meeting, state: .joining))
+            securityCodeState.membersMayHaveChanged(at: now, settle: .zero)
+        case .rendezvousJoined(let welcome, let reconnected):
+            rendezvousJoined(welcome, reconnected: reconnected)
+        case .rendezvousMemberJoined:
+            break  // its HELLO follows
+        case .rendezvousMemberLeft(let member):
+            memberLeft(member)
+        case .rendezvousDelivered(let member, let payload):
+            envelopeDelivered(payload, from: member)
+        case .rendezvousDisconnected(let reason):
+            rendezvous = .reconnecting
+            log(.info, "rendezvous lost; audio continues", ["reason": reason])
+            publish(ControlEvent(kind: .meeting, state: .rendezvousReconnecting, message: reason))
+        case .rendezvousStopped(let reason):
+            rendezvousStopped(reason)
+        case .iceAgentReady:
+            agent = .ready
+            log(.info, "ICE ready")
+            for key in peers.keys.sorted(by: { $0.lexicographicallyPrecedes($1) }) {
+                if let link = peers[key]?.link, !link.pathRequested { requestPath(for: key) }
+            }
+            send(hello(), to: nil)
+        case .iceAgentFailed(let reason):
+            end(failure: "cannot set up ICE: \(reason)")
+        case .path(let id, let fact):
+            pathFact(fact, on: id)
+        case .session(let id, let fact):
+            sessionFact(fact, on: id)
+        case .audio(let fact):
+            audioFact(fact)
+        case .setMuted(let value):
+            muted = value
+            output.append(.setMuted(value))
+        case .leave:
+            leave()
+        case .tick:
+            break
+        }
+        if !ended { runTimers() }
+        defer { output = [] }
+        return output
+    }
+
+    /// When the core next needs a `.tick`, if nothing else happens first.
+    public var nextDeadline: ContinuousClock.Instant? {
+        guard !ended else { return nil }
+        var earliest = securityCodeState.deadline
+        for peer in peers.values {
+            guard let link = peer.link else { continue }
+            earliest = Self.earlier(earliest, link.machine.nextDeadline)
+            if link.established {
+                earliest = Self.earlier(earliest, link.nextReport)
+                if paused {
+                    earliest = Self.earlier(earliest, link.lastReportSent + configuration.timing.pausedReportInterval)
+                }
+            }
+        }
+        return earliest
+    }
+
+    private static func earlier(
+        _ a: ContinuousClock.Instant?, _ b: ContinuousClock.Instant?
+    ) -> ContinuousClock.Instant? {
+        guard let a else { return b }
+        guard let b else { return a }
+        return min(a, b)
+    }
+
+    // MARK: Rendezvous
+
+    private mutating func rendezvousJoined(_ welcome: RendezvousWelcome, reconnected: Bool) {
+        rendezvous = .connected
+        if reconnected {
+            // Member ids from the old connection mean nothing now (§4.3); HELLOs re-address.
+            for key in peers.keys { peers[key]?.memberID = nil }
+            publish(ControlEvent(kind: .meeting, state: .rendezvousConnected, message: "reconnected"))
+        } else {
+            publish(ControlEvent(kind: .meeting, state: .inMeeting, message: "\(welcome.members.count) others"))
+        }
+        log(.info, "admitted to the room", ["others": "\(welcome.members.count)"])
+        if !admitted {
+            admitted = true
+            output.append(.admitted)
+        }
+        switch agent {
+        case .none:
+            agent = .creating
+            output.append(.createICEAgent(services: welcome.services))
+        case .creating:
+            break  // HELLO goes out once the agent is ready
+        case .ready:
+            send(hello(), to: nil)
+        }
+    }
+
+    private mutating func memberLeft(_ member: RendezvousMemberID) {
+        for key in peers.keys.sorted(by: { $0.lexicographicallyPrecedes($1) }) where peers[key]?.memberID == member {
+            peers[key]?.memberID = nil
+            feed(.rendezvousLeft, toPeer: key)
+        }
+    }
+
+    private mutating func rendezvousStopped(_ reason: String?) {
+        guard let reason else { return }
+        guard admitted else {
+            log(.error, "the rendezvous refused this node", ["reason": reason])
+            end(failure: "cannot join: \(reason)")
+            return
+        }
+        rendezvous = .none
+        warn("the rendezvous refused to take this node back (\(reason)); connected peers still hear you")
+    }
+
+    // MARK: Envelopes (§6)
+
+    private func hello() -> SignalingMessage {
+        // The daemon validated the name, and the epoch is non-zero (MeetingConfiguration).
+        .hello(
+            try! Hello(
+                identity: configuration.identity.peerIdentity, sessionEpoch: configuration.sessionEpoch,
+                protocolVersions: configuration.protocolVersions, displayName: configuration.displayName))
+    }
+
+    /// Seals an envelope to one peer (by identity key) or to everyone, and asks the driver to
+    /// relay it. A peer without a member id (before its HELLO, after a reconnect) gets nothing:
+    /// the link's timers and the re-sending on re-addressing (§6.6 steps 2 and 4) cover it.
+    mutating func send(_ message: SignalingMessage, to key: [UInt8]?) {
+        let recipient: MeetingCommand.Recipient
+        let envelopeRecipient: EnvelopeRecipient
+        if let key {
+            guard let peer = peers[key] else { return }
+            guard let member = peer.memberID else {
+                log(
+                    .debug, "no member id for peer; envelope dropped",
+                    ["peer": peer.shortID, "type": "\(message.kind)"])
+                return
+            }
+            recipient = .member(member)
+            envelopeRecipient = .peer(peer.identity)
+        } else {
+            recipient = .everyone
+            envelopeRecipient = .everyone
+        }
+        do {
+            let envelope = try Envelope.seal(
+                message, to: envelopeRecipient, from: configuration.identity, sequence: sequencer.nextSequence(),
+                keys: configuration.keys)
+            output.append(.sendEnvelope(envelope, to: recipient))
+        } catch {
+            log(.debug, "envelope not sealed", ["type": "\(message.kind)", "error": "\(error)"])
+        }
+    }
+
+    private mutating func envelopeDelivered(_ payload: [UInt8], from member: RendezvousMemberID) {
+        let received: ReceivedEnvelope
+        do {
+            received = try Envelope.open(
+                payload, as: configuration.identity, keys: configuration.keys, replayGuard: &replayGuard)
+        } catch {
+            // Another room's traffic, tampering, a replay: dropped, contents never logged.
+            log(.debug, "envelope dropped", ["why": "\(error)"])
+            return
+        }
+        if case .hello(let hello) = received.message {
+            helloReceived(hello, broadcast: received.isBroadcast, from: member)
+            return
+        }
+        let key = received.sender
+        guard let link = peers[key]?.link else { return }
+        switch received.message {
+        case .hello:
+            break
+        case .iceCredentials(let credentials):
+            let decision = SignalingRules.restartingMessage(
+                generation: credentials.generation, current: link.generation)
+            if case .restart(let generation) = decision { followRestart(of: key, to: generation) }
+            guard decision != .ignore else { return }
+            remoteSignal(
+                .credentials(PathCredentials(ufrag: credentials.usernameFragment, password: credentials.password)),
+                for: key)
+        case .iceCandidate(let generation, let line):
+            guard SignalingRules.candidateMessage(generation: generation, current: link.generation) == .apply else {
+                return
+            }
+            remoteSignal(.candidate(line), for: key)
+        case .iceCandidatesDone(let generation):
+            guard SignalingRules.candidateMessage(generation: generation, current: link.generation) == .apply else {
+                return
+            }
+            remoteSignal(.done, for: key)
+        case .iceRestart(let generation):
+            if case .restart(let target) = SignalingRules.restartingMessage(
+                generation: generation, current: link.generation)
+            {
+                followRestart(of: key, to: target)
+            }
+        case .bye:
+            feed(.left, toPeer: key)
+        }
+    }
+
+    private mutating func helloReceived(_ hello: Hello, broadcast: Bool, from member: RendezvousMemberID) {
+        let key = hello.identity.identityKey
+        let known = peers[key]
+        let common = hello.commonVersion(with: configuration.protocolVersions)
+        let decision = SignalingRules.hello(
+            from: known.map { SignalingRules.KnownPeer(epoch: $0.epoch, hasLink: $0.link != nil) },
+            epoch: hello.sessionEpoch, isBroadcast: broadcast, commonVersion: common)
+        let readdressed = known?.memberID != member
+        if let known {
+            if known.name != hello.displayName {
+                publish(
+                    ControlEvent(kind: .peerJoined, peer: known.shortID, name: hello.displayName, message: "renamed"))
+            }
+            peers[key]?.name = hello.displayName
+            peers[key]?.epoch = hello.sessionEpoch
+            peers[key]?.memberID = member
+            if let common { peers[key]?.version = common }
+        } else {
+            peers[key] = Peer(
+                identity: hello.identity, name: hello.displayName, epoch: hello.sessionEpoch, memberID: member,
+                version: common ?? 1)
+        }
+        if decision.answer { send(self.hello(), to: key) }
+        switch decision.link {
+        case .keep:
+            // Re-addressed (it reconnected to the rendezvous, or we did) while the link is not up:
+            // what we sent meanwhile may have gone to a dead connection, so send it again.
+            if let link = peers[key]?.link, link.machine.state != .up, readdressed { resendSignaling(to: key) }
+            return
+        case .incompatible:
+            warn("\(hello.displayName) runs a Parley that speaks none of our protocol versions; they need to update")
+            return
+        case .replace:
+            endLink(of: key, reason: "restarted (new session)")
+        case .start:
+            break
+        }
+        checkPin(key)
+        if let peer = peers[key] { publish(ControlEvent(kind: .peerJoined, peer: peer.shortID, name: peer.name)) }
+        startLink(for: key)
+    }
+
+    private mutating func checkPin(_ key: [UInt8]) {
+        guard let peer = peers[key] else { return }
+        do {
+            switch try pins.check(displayName: peer.name, identityKey: key) {
+            case .known: return
+            case .new, .renamed:
+                try? pins.pin(displayName: peer.name, identityKey: key)
+                output.append(.savePins(pins))
+            }
+        } catch {
+            log(.warning, "identity key changed", ["peer": peer.shortID, "name": peer.name])
+            publish(ControlEvent(kind: .warning, peer: peer.shortID, name: peer.name, message: "WARNING: \(error)"))
+        }
+    }
+
+    // MARK: Links
+
+    private mutating func startLink(for key: [UInt8]) {
+        guard let peer = peers[key] else { return }
+        let id = LinkID(nextLinkID)
+        nextLinkID += 1
+        let initiator = configuration.identity.publicKey.lexicographicallyPrecedes(key)
+        let link = Link(
+            id: id, machine: PeerLink(isInitiator: initiator, now: now, timing: configuration.timing.link), now: now)
+        peers[key]?.link = link
+        linkOwners[id] = key
+        log(.info, "link started", ["peer": peer.shortID, "link": "\(id.value)"])
+        publish(ControlEvent(kind: .link, peer: peer.shortID, name: peer.name, state: link.machine.state.eventState))
+        if agent == .ready { requestPath(for: key) }
+    }
+
+    private mutating func requestPath(for key: [UInt8]) {
+        guard let peer = peers[key], let link = peer.link else { return }
+        peers[key]?.link?.pathRequested = true
+        output.append(
+            .createPath(
+                link.id, peer: peer.identity, protocolVersion: peer.version, controlling: link.machine.isInitiator))
+    }
+
+    /// A signaling message from the peer for the link's current generation: carried out at once
+    /// when the stream exists, held until it does otherwise (§6.6 step 4).
+    private mutating func remoteSignal(_ signal: RemoteSignal, for key: [UInt8]) {
+        guard let link = peers[key]?.link else { return }
+        guard link.pathCreated else {
+            peers[key]?.link?.heldRemote.append(signal)
+            return
+        }
+        apply(signal, to: link.id)
+        if case .credentials = signal { feed(.remoteCredentials, toPeer: key) }
+    }
+
+    private mutating func apply(_ signal: RemoteSignal, to id: LinkID) {
+        switch signal {
+        case .credentials(let credentials): output.append(.setRemoteCredentials(id, credentials))
+        case .candidate(let line): output.append(.addRemoteCandidate(id, line: line))
+        case .done: output.append(.remoteCandidatesDone(id))
+        }
+    }
+
+    /// Our signaling for the link's current generation once more (§6.6 steps 4–5; duplicates are
+    /// harmless: same-generation credentials and candidates change nothing at the peer).
+    private mutating func resendSignaling(to key: [UInt8]) {
+        guard let peer = peers[key], let link = peer.link, let credentials = link.localCredentials else { return }
+        log(.info, "re-sending ICE signaling", ["peer": peer.shortID, "generation": "\(link.generation)"])
+        if link.generation > 0, link.machine.isInitiator { send(.iceRestart(generation: link.generation), to: key) }
+        sendCredentials(credentials, generation: link.generation, to: key)
+        for line in link.localCandidates { send(.iceCandidate(generation: link.generation, candidate: line), to: key) }
+        if link.localDone { send(.iceCandidatesDone(generation: link.generation), to: key) }
+    }
+
+    private mutating func sendCredentials(_ credentials: PathCredentials, generation: UInt32, to key: [UInt8]) {
+        do {
+            let message = try ParleyProtocol.ICECredentials(
+                generation: generation, usernameFragment: credentials.ufrag, password: credentials.password)
+            send(.iceCredentials(message), to: key)
+        } catch {
+            log(.warning, "local ICE credentials not sendable", ["error": "\(error)"])
+        }
+    }
+
+    /// ICE restart at `generation` (§6.6 step 5), asked by us (`announce`) or following the peer.
+    private mutating func restartICE(of key: [UInt8], to generation: UInt32, announce: Bool) {
+        guard let link = peers[key]?.link else { return }
+        if announce { send(.iceRestart(generation: generation), to: key) }
+        guard link.pathCreated else {
+            // No stream yet (the agent is not ready): it starts at this generation.
+            peers[key]?.link?.generation = generation
+            peers[key]?.link?.heldRemote = []
+            return
+        }
+        peers[key]?.link?.beginRestart(generation: generation)
+        // A link that still hears the peer keeps its old path until the new one works; one that
+        // does not has no path worth bridging (handshake answers wait for the new one).
+        output.append(.restartPath(link.id, keepingOldPath: link.machine.state == .up))
+        log(.info, "ICE restart", ["peer": peers[key]?.shortID ?? "?", "generation": "\(generation)"])
+    }
+
+    /// The peer restarted ICE: the generation rule restarts ours at its generation, and the link
+    /// state machine learns why its path changed.
+    private mutating func followRestart(of key: [UInt8], to generation: UInt32) {
+        restartICE(of: key, to: generation, announce: false)
+        feed(.restartRequested, toPeer: key)
+    }
+
+    private mutating func pathFact(_ fact: PathFact, on id: LinkID) {
+        guard let key = linkOwners[id], let link = peers[key]?.link, link.id == id else { return }
+        let shortID = peers[key]?.shortID ?? "?"
+        switch fact {
+        case .created(let credentials):
+            peers[key]?.link?.pathCreated = true
+            peers[key]?.link?.localCredentials = credentials
+            sendCredentials(credentials, generation: link.generation, to: key)
+            let held = link.heldRemote
+            peers[key]?.link?.heldRemote = []
+            for signal in held { remoteSignal(signal, for: key) }
+        case .creationFailed(let reason):
+            warn("cannot start a link to \(peers[key]?.name ?? shortID): \(reason)")
+            endLink(of: key, reason: "no ICE stream: \(reason)", announce: false)
+        case .restarted(let credentials):
+            peers[key]?.link?.localCredentials = credentials
+            sendCredentials(credentials, generation: link.generation, to: key)
+        case .restartFailed(let reason):
+            log(.warning, "ICE restart failed", ["peer": shortID, "error": reason])
+        case .generationBegan:
+            peers[key]?.link?.restartsInFlight = max(0, link.restartsInFlight - 1)
+        case .localCandidate(let line, let ufrag):
+            guard link.restartsInFlight == 0, ufrag == nil || ufrag == link.localCredentials?.ufrag else { return }
+            peers[key]?.link?.localCandidates.append(line)
+            send(.iceCandidate(generation: link.generation, candidate: line), to: key)
+        case .localCandidatesDone:
+            guard link.restartsInFlight == 0 else { return }
+            peers[key]?.link?.localDone = true
+            send(.iceCandidatesDone(generation: link.generation), to: key)
+        case .selectedPair(let route):
+            guard link.restartsInFlight == 0 else { return }
+            peers[key]?.link?.route = route
+            publish(
+                ControlEvent(
+                    kind: .link, peer: shortID, name: peers[key]?.name, state: link.machine.state.eventState,
+                    route: route.kind))
+        case .connected:
+            guard link.restartsInFlight == 0 else { return }
+            feed(.iceReady, toPeer: key)
+        case .failed(let why):
+            guard link.restartsInFlight == 0 else { return }
+            log(.info, "ICE failed", ["peer": shortID, "why": why])
+            feed(.iceFailed, toPeer: key)
+        }
+    }
+
+    private mutating func sessionFact(_ fact: SessionFact, on id: LinkID) {
+        guard let key = linkOwners[id], let link = peers[key]?.link, link.id == id else { return }
+        let shortID = peers[key]?.shortID ?? "?"
+        switch fact {
+        case .established:
+            peers[key]?.link?.established = true
+            log(.info, "session established", ["peer": shortID])
+            feed(.sessionEstablished, toPeer: key)
+            sendReport(on: key, closesInterval: false)
+            securityCodeState.membersMayHaveChanged(at: now, settle: configuration.timing.securityCodeSettle)
+        case .rekeyed:
+            // After an ICE restart the lead re-keys over the new path: the session works there.
+            peers[key]?.link?.established = true
+            feed(.sessionEstablished, toPeer: key)
+        case .keysLost(let why):
+            peers[key]?.link?.established = false
+            log(.info, "session without keys", ["peer": shortID, "why": why])
+            securityCodeState.membersMayHaveChanged(at: now, settle: configuration.timing.securityCodeSettle)
+        case .authenticated:
+            feed(.packetReceived, toPeer: key)
+        case .report(let report, let rtt, let mediaSent):
+            peers[key]?.link?.peerReport = report
+            peers[key]?.link?.rttMs = rtt
+            feed(.packetReceived, toPeer: key)
+            // §10.1: up once the peer reports that it receives our media — or, while DTX holds our
+            // media back and none was sent on this link yet, once it reports at all: a silent
+            // participant has no audio to flow its way.
+            if report.mediaReceived > 0 || (mediaSent == 0 && paused) { feed(.peerReceivesUs, toPeer: key) }
+        case .firstMedia:
+            feed(.packetReceived, toPeer: key)
+            sendReport(on: key, closesInterval: false)
+        case .leave:
+            feed(.left, toPeer: key)
+        }
+    }
+
+    private mutating func audioFact(_ fact: AudioFact) {
+        switch fact {
+        case .failed(let reason):
+            warn("audio device failed: \(reason); the meeting goes on without sound")
+        case .unavailable(let reason):
+            warn("audio unavailable in this meeting: \(reason); peers still connect, but you hear and send nothing")
+        case .paused(let value):
+            paused = value
+        }
+    }
+
+    /// Gives the peer's link state machine one fact and obeys what it returns.
+    private mutating func feed(_ event: PeerLink.Event, toPeer key: [UInt8]) {
+        guard let link = peers[key]?.link else { return }
+        let before = link.machine.state
+        guard let actions = peers[key]?.link?.machine.handle(event, at: now) else { return }
+        if event == .iceReady, before == .restarting, peers[key]?.link?.established == true,
+            !actions.contains(.startSession(rehandshake: true))
+        {
+            // Keys survive an ICE restart on the side that does not re-key (§6.6 step 5).
+            _ = peers[key]?.link?.machine.handle(.sessionEstablished, at: now)
+        }
+        reportStateChange(of: key, from: before)
+        for action in actions {
+            switch action {
+            case .startSession(let rehandshake):
+                if rehandshake { peers[key]?.link?.established = false }
+                output.append(.startSession(link.id, rehandshake: rehandshake))
+            case .restartICE:
+                restartICE(of: key, to: link.generation + 1, announce: true)
+            case .remove:
+                endLink(of: key, reason: peers[key]?.link?.machine.reason ?? "gone")
+            }
+        }
+    }
+
+    private mutating func reportStateChange(of key: [UInt8], from before: PeerLink.State) {
+        guard let peer = peers[key], let link = peer.link, link.machine.state != before else { return }
+        let state = link.machine.state
+        log(.info, "link state", ["peer": peer.shortID, "state": "\(state)", "why": link.machine.reason ?? "-"])
+        publish(
+            ControlEvent(
+                kind: .link, peer: peer.shortID, name: peer.name, state: state.eventState, route: link.route?.kind,
+                message: link.machine.reason))
+        if state == .lost {
+            // Also probe our rendezvous connection: if our own network changed, sending finds the
+            // dead connection at once (a reset) instead of at the next ping (15 s), so the
+            // restart's signaling can flow. A unicast HELLO with our epoch changes nothing at the
+            // peer but its record of our member id (§6.6 step 2).
+            send(hello(), to: key)
+        }
+        if state == .up || before == .up { updateEncoderLoss() }
+    }
+
+    /// Ends a peer's link (its record stays: its identity, name and epoch).
+    private mutating func endLink(of key: [UInt8], reason: String, announce: Bool = true) {
+        guard let peer = peers[key], let link = peer.link else { return }
+        peers[key]?.link = nil
+        linkOwners[link.id] = nil
+        output.append(.removePath(link.id))
+        log(.info, "link ended", ["peer": peer.shortID, "why": reason])
+        if announce {
+            publish(ControlEvent(kind: .link, peer: peer.shortID, name: peer.name, state: .gone))
+            publish(ControlEvent(kind: .peerLeft, peer: peer.shortID, name: peer.name, message: reason))
+        }
+        if link.established {
+            securityCodeState.membersMayHaveChanged(at: now, settle: configuration.timing.securityCodeSettle)
+        }
+        updateEncoderLoss()
+    }
+
+    // MARK: Timers
+
+    private mutating func runTimers() {
+        for key in peers.keys.sorted(by: { $0.lexicographicallyPrecedes($1) }) {
+            guard let link = peers[key]?.link else { continue }
+            if let deadline = link.machine.nextDeadline, now >= deadline { feed(.tick, toPeer: key) }
+            guard let link = peers[key]?.link, link.established else { continue }
+            if now >= link.nextReport {
+                sendReport(on: key, closesInterval: true)
+            } else if paused, now - link.lastReportSent >= configuration.timing.pausedReportInterval {
+                sendReport(on: key, closesInterval: false)
+            }
+        }
+        if let code = securityCodeState.publishIfSettled(
+            at: now, members: securityMembers(), roomID: configuration.keys.roomID)
+        {
+            publish(ControlEvent(kind: .securityCode, message: code.description))
+        }
+    }
+
+    /// REPORT (§10.1), every 1000 ms ± 10 % while the session has keys, at least every 250 ms
+    /// while DTX holds our media back, and at once when the session is established or the
+    /// link's first media arrives.
+    private mutating func sendReport(on key: [UInt8], closesInterval: Bool) {
+        guard let link = peers[key]?.link, link.established else { return }
+        peers[key]?.link?.lastReportSent = now
+        var closes = closesInterval
+        if now >= link.nextReport {
+            closes = true
+            let jitter = configuration.timing.reportJitter
+            let spread = Int64(jitter.components.seconds * 1000 + jitter.components.attoseconds / 1_000_000_000_000_000)
+            let offset = spread > 0 ? Int64.random(in: -spread...spread, using: &random) : 0
+            let next = now + configuration.timing.reportInterval + .milliseconds(offset)
+            peers[key]?.link?.nextReport = next
+        }
+        output.append(.sendReport(link.id, closesInterval: closes, muted: muted))
+    }
+
+    /// The loss the encoder protects against (§9.3): the worst latest REPORT of a peer whose link
+    /// is up (a lost or restarting link's last word is stale). A peer that has not yet seen a
+    /// second of our media has measured nothing; its link counts as slightly lossy, so the first
+    /// words of a call (or of a participant silent until now) go out with one copy.
+    private mutating func updateEncoderLoss() {
+        var worst = 0.0
+        for peer in peers.values {
+            guard let link = peer.link, link.machine.state == .up, let report = link.peerReport else { continue }
+            let loss =
+                report.mediaExpected < Self.measuredAfter ? Self.unmeasuredLoss : Double(report.lossPermille) / 1000
+            worst = max(worst, loss)
+        }
+        guard worst != encoderLoss else { return }
+        encoderLoss = worst
+        output.append(.setEncoderLoss(worst))
+    }
+
+    static let measuredAfter: UInt32 = 50
+    static let unmeasuredLoss = 0.02
+
+    // MARK: Leaving
+
+    /// LEAVE over every session (heard even without the rendezvous), BYE through the rendezvous.
+    private mutating func leave() {
+        for key in peers.keys.sorted(by: { $0.lexicographicallyPrecedes($1) }) {
+            if let link = peers[key]?.link, link.established { output.append(.sendLeave(link.id)) }
+        }
+        if rendezvous == .connected { send(.bye, to: nil) }
+        log(.info, "left the meeting")
+        end(failure: nil)
+    }
+
+    private mutating func end(failure: String?) {
+        guard !ended else { return }
+        ended = true
+        for key in peers.keys.sorted(by: { $0.lexicographicallyPrecedes($1) }) {
+            if let link = peers[key]?.link { output.append(.removePath(link.id)) }
+            peers[key]?.link = nil
+        }
+        linkOwners = [:]
+        publish(ControlEvent(kind: .meeting, state: failure == nil ? .left : .failed, message: failure))
+        output.append(.end(failure: failure))
+    }
+
+    // MARK: Output helpers
+
+    mutating func publish(_ event: ControlEvent) { output.append(.publish(event)) }
+
+    mutating func log(_ level: MeetingLog.Level, _ message: String, _ metadata: [String: String] = [:]) {
+        output.append(.log(MeetingLog(level, message, metadata)))
+    }
+
+    mutating func warn(_ message: String) {
+        log(.warning, message)
+        publish(ControlEvent(kind: .warning, message: message))
+    }
+
+    // MARK: Security code (§11)
+
+    /// The identity keys the code covers: ours and every peer's with an established session.
+    func securityMembers() -> [[UInt8]] {
+        ([configuration.identity.publicKey]
+            + peers.values.filter { $0.link?.established == true }.map(\.identity.identityKey))
+            .sorted { $0.lexicographicallyPrecedes($1) }
+    }
+}
+
+/// A signaling message from the peer that needs the link's stream.
+enum RemoteSignal: Sendable, Hashable {
+    case credentials(PathCredentials)
+    case candidate(String)
+    case done
+}
+
+/// The security code, recomputed once the member set has been the same for a moment.
+struct SecurityCodeState: Sendable {
+    private(set) var members: [[UInt8]] = []
+    private(set) var code: SecurityCode?
+    /// When to recompute (the member set may have changed), if pending.
+    private(set) var deadline: ContinuousClock.Instant?
+
+    mutating func membersMayHaveChanged(at now: ContinuousClock.Instant, settle: Duration) {
+        deadline = now + settle
+    }
+
+    /// The new code when it is time and the members changed, else nil.
+    mutating func publishIfSettled(
+        at now: ContinuousClock.Instant, members: [[UInt8]], roomID: [UInt8]
+    ) -> SecurityCode? {
+        guard let deadline, now >= deadline else { return nil }
+        self.deadline = nil
+        return update(members: members, roomID: roomID)
+    }
+
+    /// Recomputes at once if the members changed; returns the new code, if it changed.
+    mutating func update(members: [[UInt8]], roomID: [UInt8]) -> SecurityCode? {
+        guard members != self.members || code == nil else { return nil }
+        self.members = members
+        let code = SecurityCode(roomID: roomID, memberIdentities: members)
+        self.code = code
+        return code
+    }
+}

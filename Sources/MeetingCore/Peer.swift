@@ -1,0 +1,63 @@
+import ParleyProtocol
+import RendezvousWire
+
+/// Everything the meeting knows about one peer: who it is (from its authenticated HELLO), where
+/// envelopes reach it, and its link, if any.
+struct Peer: Sendable {
+    let identity: PeerIdentity
+    var name: String
+    var epoch: UInt64
+    /// The rendezvous member id whose DELIVER carried the peer's latest HELLO (§6.6 step 2); nil
+    /// after either side reconnected, until its next HELLO.
+    var memberID: RendezvousMemberID?
+    /// The protocol version both HELLOs share (§12).
+    var version: UInt8
+    var link: Link?
+
+    var shortID: String { identity.shortID }
+}
+
+/// One peer link's whole truth: its lifecycle (`PeerLink`), its ICE generation and signaling,
+/// and what the peer's session told us. The data path (ICE stream, session keys, audio channel)
+/// lives in the driver under the same `LinkID`; counters for status come from there.
+struct Link: Sendable {
+    let id: LinkID
+    var machine: PeerLink
+    /// Our ICE generation for this link (§6.6).
+    var generation: UInt32 = 0
+    /// Whether the driver was asked for the stream, and whether it exists.
+    var pathRequested = false
+    var pathCreated = false
+    /// Our credentials and the candidates sent in this generation (re-sent on re-addressing).
+    var localCredentials: PathCredentials?
+    var localCandidates: [String] = []
+    var localDone = false
+    /// Restarts asked of the driver whose new generation has not begun yet: stream events before
+    /// it belong to the old generation.
+    var restartsInFlight = 0
+    /// The peer's signaling for this generation that arrived before the stream existed.
+    var heldRemote: [RemoteSignal] = []
+    var route: PathRoute?
+    /// Whether the session has keys (facts `.established` / `.keysLost`).
+    var established = false
+    var peerReport: SessionControl.Report?
+    var rttMs: Double?
+    var nextReport: ContinuousClock.Instant
+    var lastReportSent: ContinuousClock.Instant
+
+    init(id: LinkID, machine: PeerLink, now: ContinuousClock.Instant) {
+        self.id = id
+        self.machine = machine
+        nextReport = now
+        lastReportSent = now
+    }
+
+    /// A restart to `generation` was asked of the driver: what we signaled is void.
+    mutating func beginRestart(generation: UInt32) {
+        self.generation = generation
+        localCandidates = []
+        localDone = false
+        heldRemote = []
+        restartsInFlight += 1
+    }
+}
