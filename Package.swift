@@ -214,9 +214,16 @@ let package = Package(
             ],
             swiftSettings: swiftSettings),
         .testTarget(name: "ParleyCoreTests", dependencies: ["ParleyCore"], swiftSettings: swiftSettings),
+        // Whole meetings of cores on a virtual clock, for MeetingCoreTests.
+        .target(
+            name: "MeetingSimulation",
+            dependencies: ["MeetingCore", "ControlAPI", "ParleyCore", "ParleyProtocol", "RendezvousWire", "Sodium"],
+            swiftSettings: swiftSettings),
         .testTarget(
             name: "MeetingCoreTests",
-            dependencies: ["MeetingCore", "ControlAPI", "ParleyCore", "ParleyProtocol", "RendezvousWire"],
+            dependencies: [
+                "MeetingCore", "MeetingSimulation", "ControlAPI", "ParleyCore", "ParleyProtocol", "RendezvousWire",
+            ],
             swiftSettings: swiftSettings),
         // Meetings of the real executables (parley-rendezvous, parleyd, parley) on 127.0.0.1 and in
         // the NAT lab; NodeLab runs them (also for Scripts/demo and Scripts/bench-node).

@@ -488,6 +488,7 @@ public struct MeetingCore: Sendable {
             // media back and none was sent on this link yet, once it reports at all: a silent
             // participant has no audio to flow its way.
             if report.mediaReceived > 0 || (mediaSent == 0 && paused) { feed(.peerReceivesUs, toPeer: key) }
+            updateEncoderLoss()
         case .firstMedia:
             feed(.packetReceived, toPeer: key)
             sendReport(on: key, closesInterval: false)
@@ -536,10 +537,13 @@ public struct MeetingCore: Sendable {
         guard let peer = peers[key], let link = peer.link, link.machine.state != before else { return }
         let state = link.machine.state
         log(.info, "link state", ["peer": peer.shortID, "state": "\(state)", "why": link.machine.reason ?? "-"])
-        publish(
-            ControlEvent(
-                kind: .link, peer: peer.shortID, name: peer.name, state: state.eventState, route: link.route?.kind,
-                message: link.machine.reason))
+        // A link that is gone is announced once, with why, as it is removed (`endLink`).
+        if state != .gone {
+            publish(
+                ControlEvent(
+                    kind: .link, peer: peer.shortID, name: peer.name, state: state.eventState, route: link.route?.kind,
+                    message: link.machine.reason))
+        }
         if state == .lost {
             // Also probe our rendezvous connection: if our own network changed, sending finds the
             // dead connection at once (a reset) instead of at the next ping (15 s), so the
@@ -570,7 +574,19 @@ public struct MeetingCore: Sendable {
     // MARK: Timers
 
     private mutating func runTimers() {
-        for key in peers.keys.sorted(by: { $0.lexicographicallyPrecedes($1) }) {
+        // The links with something due (usually none), in link order.
+        var due: [(LinkID, [UInt8])] = []
+        for (key, peer) in peers {
+            guard let link = peer.link else { continue }
+            let timerDue = link.machine.nextDeadline.map { now >= $0 } ?? false
+            let reportDue =
+                link.established
+                && (now >= link.nextReport
+                    || (paused && now - link.lastReportSent >= configuration.timing.pausedReportInterval))
+            if timerDue || reportDue { due.append((link.id, key)) }
+        }
+        due.sort { $0.0 < $1.0 }
+        for (_, key) in due {
             guard let link = peers[key]?.link else { continue }
             if let deadline = link.machine.nextDeadline, now >= deadline { feed(.tick, toPeer: key) }
             guard let link = peers[key]?.link, link.established else { continue }
@@ -580,8 +596,9 @@ public struct MeetingCore: Sendable {
                 sendReport(on: key, closesInterval: false)
             }
         }
-        if let code = securityCodeState.publishIfSettled(
-            at: now, members: securityMembers(), roomID: configuration.keys.roomID)
+        if let deadline = securityCodeState.deadline, now >= deadline,
+            let code = securityCodeState.publishIfSettled(
+                at: now, members: securityMembers(), roomID: configuration.keys.roomID)
         {
             publish(ControlEvent(kind: .securityCode, message: code.description))
         }

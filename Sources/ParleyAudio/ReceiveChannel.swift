@@ -34,13 +34,6 @@ public struct ReceiveStatistics: Sendable, Hashable {
     public var isSpeaking = false
 
     public init() {}
-
-    /// Network loss (0...1) between an earlier snapshot and this one: what to report to the sender.
-    public func lossFraction(since earlier: ReceiveStatistics) -> Double {
-        let expected = self.expected - earlier.expected
-        guard expected > 0 else { return 0 }
-        return min(1, max(0, Double(expected - (received - earlier.received)) / Double(expected)))
-    }
 }
 
 /// One peer's receive path: payloads from the network → jitter buffer → RFC 2198 copies → Opus

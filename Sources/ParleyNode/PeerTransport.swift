@@ -5,8 +5,8 @@ import ParleyCore
 import ParleyProtocol
 import Synchronization
 
-/// One peer's encrypted path: its `PeerSession` (docs/PROTOCOL.md §7–§8) over its ICE stream, fed
-/// by three threads — the audio capture thread seals media, the ICE thread decrypts what
+/// One peer's encrypted path: its `LinkSession` (the session of docs/PROTOCOL.md §7–§8 with its
+/// REPORTs and facts) over its ICE stream, fed by three threads — the audio capture thread seals media, the ICE thread decrypts what
 /// arrives, and the meeting's driver runs the session's timers and sends session control. The
 /// session sits behind a mutex held only for the session step itself (microseconds; a
 /// responder's handshake, ~0.5 ms, is the longest); sending and the audio hand-off happen
@@ -17,25 +17,18 @@ final class PeerTransport: Sendable {
     let channel: ReceiveChannel
     private let state: Mutex<State>
     private let facts: @Sendable (SessionFact) -> Void
-    private let authenticatedFactInterval: Duration
 
-    /// Counters for status and REPORTs.
+    /// Counters for status.
     struct Metrics: Sendable {
-        /// Media payloads that authenticated (the session's replay window makes them distinct).
-        var mediaReceived: UInt64 = 0
-        /// Media payloads sealed for this peer.
-        var mediaSent: UInt64 = 0
+        var mediaReceived: UInt64
+        var mediaSent: UInt64
         var rttMs: Double?
-        var authenticationFailures = 0
+        var authenticationFailures: Int
     }
 
     private struct State {
-        var session: PeerSession
-        var metrics = Metrics()
-        var echo = ReportEcho()
+        var link: LinkSession
         var meter = LinkMeter()
-        /// When an `.authenticated` fact was last pushed.
-        var authenticatedReportedAt: ContinuousClock.Instant?
         /// Sealing buffer of the driver (the capture thread has its own, in `MediaFanout`).
         var controlPacket: [UInt8] = []
     }
@@ -47,34 +40,31 @@ final class PeerTransport: Sendable {
         self.stream = stream
         self.channel = channel
         self.facts = facts
-        self.authenticatedFactInterval = authenticatedFactInterval
-        state = Mutex(State(session: session))
+        state = Mutex(State(link: LinkSession(session: session, authenticatedFactInterval: authenticatedFactInterval)))
     }
 
-    var metrics: Metrics { state.withLock { $0.metrics } }
+    var metrics: Metrics {
+        state.withLock {
+            Metrics(
+                mediaReceived: $0.link.mediaReceived, mediaSent: $0.link.mediaSent, rttMs: $0.link.rttMs,
+                authenticationFailures: $0.link.authenticationFailures)
+        }
+    }
 
     // MARK: Driver
 
-    /// The ICE path is (again) up. `rehandshake`: drop the keys first, so the pair's lead starts a
-    /// fresh handshake over the new path (after an ICE restart, §6.6 step 5).
+    /// The ICE path is (again) up: send what was held for it and start the session over it.
     func start(now: ContinuousClock.Instant, rehandshake: Bool) {
         flush()
-        let output = state.withLock { state in
-            if rehandshake { state.session.close() }
-            return state.session.start(now: now)
-        }
-        send(output.datagrams)
-        report(output.events)
+        deliver(state.withLock { $0.link.start(now: now, rehandshake: rehandshake) })
     }
 
     /// When `tick` next has work (handshake retries, rekeying, keepalives, expiry).
-    var nextDeadline: ContinuousClock.Instant? { state.withLock { $0.session.nextDeadline } }
+    var nextDeadline: ContinuousClock.Instant? { state.withLock { $0.link.nextDeadline } }
 
     /// Runs the session's timers.
     func tick(now: ContinuousClock.Instant) {
-        let output = state.withLock { $0.session.tick(now: now) }
-        send(output.datagrams)
-        report(output.events)
+        deliver(state.withLock { $0.link.tick(now: now) })
     }
 
     /// Seals and sends one session control message; false if there are no keys yet.
@@ -82,7 +72,7 @@ final class PeerTransport: Sendable {
     func sendControl(_ message: SessionControl, now: ContinuousClock.Instant) -> Bool {
         let body = message.encoded()
         let packet: [UInt8]? = state.withLock { state in
-            guard state.session.seal(.sessionControl, body: body, now: now, into: &state.controlPacket) else {
+            guard state.link.seal(.sessionControl, body: body, now: now, into: &state.controlPacket) else {
                 return nil
             }
             return state.controlPacket
@@ -91,40 +81,39 @@ final class PeerTransport: Sendable {
         return stream.send(packet)
     }
 
-    /// Sends a REPORT (§10.1): the echo of the peer's latest one and what we receive from it.
-    /// `closesInterval`: this REPORT ends a loss measurement interval.
+    /// Sends a REPORT (§10.1). `closesInterval`: this REPORT ends a loss measurement interval.
     func sendReport(closesInterval: Bool, muted: Bool, now: ContinuousClock.Instant) {
         let statistics = channel.statistics
-        let traffic = stream.traffic
-        let nowMs = MeetingClock.milliseconds(now)
+        let counts = Self.counts(statistics, stream.traffic)
         let report = state.withLock { state in
-            if closesInterval { state.meter.closeInterval(statistics: statistics, traffic: traffic, at: now) }
-            let echo = state.echo.echo(nowMs: nowMs)
-            let received = state.metrics.mediaReceived
-            return SessionControl.Report(
-                timestampMs: nowMs, echoTimestampMs: echo.timestampMs, echoDelayMs: echo.delayMs,
-                mediaReceived: UInt32(truncatingIfNeeded: received),
-                mediaExpected: UInt32(truncatingIfNeeded: max(UInt64(max(statistics.expected, 0)), received)),
-                lossPermille: state.meter.lossPermille,
+            if closesInterval { state.meter.closeInterval(counts, at: now) }
+            let reception = LinkSession.Reception(
+                expected: statistics.expected,
                 jitterMicroseconds: UInt32(
                     clamping: statistics.jitter.components.seconds * 1_000_000
                         + statistics.jitter.components.attoseconds / 1_000_000_000_000),
-                muted: muted)
+                lossPermille: state.meter.lossPermille)
+            return state.link.report(nowMs: MeetingClock.milliseconds(now), reception: reception, muted: muted)
         }
         sendControl(.report(report), now: now)
     }
 
-    /// What status shows of this link's traffic: rates over the last second and loss over the
-    /// last five.
+    /// What status shows of this link's traffic: rates over the last second or two and loss
+    /// over the last five.
     func measurements(now: ContinuousClock.Instant) -> LinkMeter.Measurements {
-        let statistics = channel.statistics
-        let traffic = stream.traffic
-        return state.withLock { $0.meter.measurements(statistics: statistics, traffic: traffic, at: now) }
+        let counts = Self.counts(channel.statistics, stream.traffic)
+        return state.withLock { $0.meter.measurements(counts, at: now) }
+    }
+
+    private static func counts(_ statistics: ReceiveStatistics, _ traffic: ICETrafficCounts) -> LinkMeter.Counts {
+        LinkMeter.Counts(
+            expected: statistics.expected, received: statistics.received, bytesSent: traffic.bytesSent,
+            bytesReceived: traffic.bytesReceived)
     }
 
     /// Ends the session (keys zeroed).
     func close() {
-        state.withLock { $0.session.close() }
+        state.withLock { $0.link.close() }
     }
 
     // MARK: ICE thread (receive)
@@ -132,78 +121,30 @@ final class PeerTransport: Sendable {
     /// Handles one datagram from the peer: handshake answers go straight back out, media goes to
     /// the audio channel, what the meeting must know is pushed as facts.
     func receive(_ datagram: consuming [UInt8], now: ContinuousClock.Instant) {
-        let isTransport = datagram.first == PacketType.transportData.rawValue
-        var media: ArraySlice<UInt8>?
         var pending = datagram
-        var facts: [SessionFact] = []
         let output = state.withLock { state in
-            let failuresBefore = state.session.statistics.authenticationFailures
             // Moved out, so the session decrypts this array in place without copying it.
             var taken: [UInt8] = []
             swap(&taken, &pending)
-            let output = state.session.receive(taken, now: now)
-            state.metrics.authenticationFailures += state.session.statistics.authenticationFailures - failuresBefore
-            guard output.dropped == nil, isTransport else { return output }
-            if let last = state.authenticatedReportedAt, now - last < authenticatedFactInterval {
-                // Reported recently enough: liveness is judged in seconds.
-            } else {
-                state.authenticatedReportedAt = now
-                facts.append(.authenticated)
-            }
-            switch output.payload?.type {
-            case .media?:
-                state.metrics.mediaReceived += 1
-                if state.metrics.mediaReceived == 1 { facts.append(.firstMedia) }
-                media = output.payload?.body
-            case .sessionControl?:
-                guard let body = output.payload?.body, let control = try? SessionControl(parsing: body) else { break }
-                switch control {
-                case .report(let report):
-                    if state.echo.received(report, nowMs: MeetingClock.milliseconds(now)) != nil {
-                        state.metrics.rttMs = state.echo.smoothedRTTMs
-                    }
-                    facts.append(.report(report, rttMs: state.metrics.rttMs, mediaSent: state.metrics.mediaSent))
-                case .leave:
-                    facts.append(.leave)
-                case .unknown:
-                    break
-                }
-            default:
-                break
-            }
-            return output
+            return state.link.receive(taken, now: now, nowMs: MeetingClock.milliseconds(now))
         }
-        if let media { media.withUnsafeBytes { channel.receive($0) } }
-        send(output.datagrams)
-        report(output.events)
-        for fact in facts { self.facts(fact) }
+        if let media = output.media { media.withUnsafeBytes { channel.receive($0) } }
+        deliver(output)
     }
 
     // MARK: Capture thread
 
     /// Seals one media payload into `scratch` (the capture thread's own buffer) and sends it.
     func sendMedia(_ payload: UnsafeRawBufferPointer, scratch: inout [UInt8], now: ContinuousClock.Instant) {
-        let sealed = state.withLock { state in
-            guard state.session.seal(.media, body: payload, now: now, into: &scratch) else { return false }
-            state.metrics.mediaSent += 1
-            return true
-        }
-        if sealed { stream.send(scratch) }
+        if state.withLock({ $0.link.seal(.media, body: payload, now: now, into: &scratch) }) { stream.send(scratch) }
     }
 
     // MARK: Sending and facts
 
-    /// The session's events as facts for the meeting.
-    private func report(_ events: [PeerSessionEvent]) {
-        for event in events {
-            switch event {
-            case .established: facts(.established)
-            case .rekeyed: facts(.rekeyed)
-            case .handshakeTimedOut: facts(.keysLost("handshake timed out"))
-            case .expired: facts(.keysLost("keys expired"))
-            case .tornDown: facts(.keysLost("torn down"))
-            }
-        }
+    /// Sends a step's datagrams and pushes its facts.
+    private func deliver(_ output: LinkSession.Output) {
+        send(output.datagrams)
+        for fact in output.facts { facts(fact) }
     }
 
     /// Sends what the session produced (handshake messages, keepalives). One the ICE stream could

@@ -24,14 +24,8 @@ public struct SecurityCode: Sendable, Hashable, CustomStringConvertible {
         let members = Array(Set(memberIdentities)).sorted { $0.lexicographicallyPrecedes($1) }
         precondition(members.count <= 255, "a meeting has at most 255 members")
         let input = Self.context + roomID + [UInt8(members.count)] + members.flatMap { $0 }
-        // 64 is a valid BLAKE2b output length, so these cannot throw.
-        var h = try! BLAKE2b.hash(input, outputLength: 64)
-        for _ in 1..<Self.iterations {
-            let hasher = try! BLAKE2b.hasher(outputLength: 64)
-            hasher.update(h)
-            hasher.update(input)
-            h = hasher.finalize()
-        }
+        // 64 is a valid BLAKE2b output length and the count is positive, so this cannot throw.
+        let h = try! BLAKE2b.chain(input, iterations: Self.iterations, outputLength: 64)
         let value = h.prefix(8).reduce(UInt64(0)) { $0 << 8 | UInt64($1) } % 1_000_000_000_000
         let text = String(value)
         digits = String(repeating: "0", count: Self.digitCount - text.count) + text

@@ -200,23 +200,27 @@ public struct PeerSession: Sendable {
 
     /// The latest time by which `tick` should run next, or nil if no timer is pending.
     public var nextDeadline: ContinuousClock.Instant? {
-        var deadlines: [ContinuousClock.Instant] = []
-        for keypair in [previous, current, next].compactMap({ $0 }) {
-            deadlines.append(keypair.createdAt + SessionTimers.rejectAfterTime)
+        // Called after every input the meeting handles, for every link: no allocation.
+        var earliest: ContinuousClock.Instant?
+        func consider(_ deadline: ContinuousClock.Instant) {
+            if earliest.map({ deadline < $0 }) ?? true { earliest = deadline }
         }
+        if let previous { consider(previous.createdAt + SessionTimers.rejectAfterTime) }
         if let current {
-            deadlines.append(
+            consider(current.createdAt + SessionTimers.rejectAfterTime)
+            consider(
                 current.createdAt
                     + (current.isInitiator ? SessionTimers.rekeyAfterTime : SessionTimers.responderRekeyAfterTime))
         }
-        if let pending { deadlines.append(pending.sentAt + SessionTimers.rekeyTimeout) }
+        if let next { consider(next.createdAt + SessionTimers.rejectAfterTime) }
+        if let pending { consider(pending.sentAt + SessionTimers.rekeyTimeout) }
         if current == nil, next == nil, pending == nil, !gaveUp, let startedAt {
-            deadlines.append(startedAt + SessionTimers.rekeyTimeout)
+            consider(startedAt + SessionTimers.rekeyTimeout)
         }
         if let received = lastDataReceivedAt, current != nil {
-            deadlines.append(received + SessionTimers.keepaliveTimeout)
+            consider(received + SessionTimers.keepaliveTimeout)
         }
-        return deadlines.min()
+        return earliest
     }
 
     // MARK: Handshake
