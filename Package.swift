@@ -80,7 +80,7 @@ let package = Package(
 
         // MARK: Audio engine: devices, capture/playback threads, per-peer receive channels, mixer.
         .target(
-            name: "ParleyAudio", dependencies: ["Opus", "PulseAudio", "SpeexDSP", "ParleyCore"],
+            name: "ParleyAudio", dependencies: ["Opus", "PulseAudio", "SpeexDSP", "ParleyCore", "ParleyProtocol"],
             swiftSettings: swiftSettings),
 
         // MARK: Control API between parley (CLI) and parleyd (daemon): types, framing, client.
@@ -96,7 +96,7 @@ let package = Package(
             name: "ParleyNode",
             dependencies: [
                 "ControlAPI", "MeetingCore", "ParleyCore",
-                "ParleyProtocol", "ParleyAudio", "PulseAudio", "ICE", "RendezvousClient", "RendezvousServer",
+                "ParleyProtocol", "ParleyAudio", "ICE", "RendezvousClient", "RendezvousServer",
                 "RendezvousWire",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -156,7 +156,42 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
 
-        // MARK: Benchmarks (Scripts/bench-*): executables that print figures.
+        // MARK: Tools (Tools/): test support, labs, benchmarks and fuzzing; none of it is shipped.
+        .target(
+            name: "ParleyTestSupport", dependencies: ["ParleyCore"], path: "Tools/ParleyTestSupport",
+            swiftSettings: swiftSettings),
+        .target(
+            name: "ICETestSupport", dependencies: ["ICE"], path: "Tools/ICETestSupport", swiftSettings: swiftSettings),
+        // Whole meetings of cores on a virtual clock, for MeetingCoreTests.
+        .target(
+            name: "MeetingSimulation",
+            dependencies: ["MeetingCore", "ControlAPI", "ParleyCore", "ParleyProtocol", "RendezvousWire", "Sodium"],
+            path: "Tools/MeetingSimulation", swiftSettings: swiftSettings),
+        // Meetings of the real executables (parley-rendezvous, parleyd, parley) on 127.0.0.1 and in
+        // the NAT lab; NodeLab runs them (also for Scripts/demo and Scripts/bench-node).
+        .target(name: "CSpawn", path: "Tools/CSpawn"),
+        .target(
+            name: "NodeLab", dependencies: ["ControlAPI", "ParleyCore", "ParleyTestSupport", "CSpawn"],
+            path: "Tools/NodeLab", swiftSettings: swiftSettings),
+        .executableTarget(
+            name: "parley-lab",
+            dependencies: [
+                "NodeLab", "ControlAPI", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            path: "Tools/parley-lab", swiftSettings: swiftSettings),
+        // The NAT lab's ICE matrix (Scripts/natlab test) and the loopback benchmark (Scripts/bench-ice).
+        .target(name: "CNetNamespace", path: "Tools/CNetNamespace"),
+        .executableTarget(
+            name: "ice-lab",
+            dependencies: [
+                "ICE", "ICETestSupport", "ParleyTestSupport", "CNetNamespace",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            path: "Tools/ice-lab", swiftSettings: swiftSettings),
+        .executableTarget(
+            name: "ice-bench", dependencies: ["ICE", "ICETestSupport"], path: "Tools/ice-bench",
+            swiftSettings: swiftSettings),
+        // Benchmarks (Scripts/bench-*): executables that print figures.
         .executableTarget(
             name: "rendezvous-bench",
             dependencies: [
@@ -166,42 +201,26 @@ let package = Package(
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOWebSocket", package: "swift-nio"),
             ],
-            swiftSettings: swiftSettings
-        ),
-
-        // MARK: Benchmarks (Scripts/bench-audio); not shipped.
+            path: "Tools/rendezvous-bench", swiftSettings: swiftSettings),
         .executableTarget(
-            name: "parley-audio-bench", dependencies: ["ParleyAudio", "ParleyCore", "Opus", "SpeexDSP"],
+            name: "parley-audio-bench",
+            dependencies: ["ParleyAudio", "ParleyCore", "ParleyProtocol", "ParleyTestSupport", "Opus", "SpeexDSP"],
+            path: "Tools/parley-audio-bench", swiftSettings: swiftSettings),
+        .executableTarget(
+            name: "parley-bench-crypto", dependencies: ["ParleyProtocol", "Sodium"], path: "Tools/parley-bench-crypto",
             swiftSettings: swiftSettings),
-
-        // MARK: Fuzzing: libFuzzer entry (built by Scripts/fuzz) and, in a plain build, a seed/replay tool.
+        // Fuzzing: libFuzzer entry (built by Scripts/fuzz) and, in a plain build, a seed/replay tool.
         .executableTarget(
             name: "parley-fuzz", dependencies: ["ParleyProtocol", "ParleyCore", "RendezvousWire"],
-            swiftSettings: swiftSettings),
-
-        // MARK: Benchmarks (Scripts/bench-crypto).
-        .executableTarget(
-            name: "parley-bench-crypto", dependencies: ["ParleyProtocol", "Sodium"], swiftSettings: swiftSettings),
+            path: "Tools/parley-fuzz", swiftSettings: swiftSettings),
 
         // MARK: Tests.
-        .target(name: "ParleyTestSupport", swiftSettings: swiftSettings),
         .testTarget(name: "SodiumTests", dependencies: ["Sodium", "ParleyTestSupport"], swiftSettings: swiftSettings),
-        .testTarget(name: "OpusTests", dependencies: ["Opus", "ParleyCore"], swiftSettings: swiftSettings),
-        .target(name: "ICETestSupport", dependencies: ["ICE"], swiftSettings: swiftSettings),
-        // The NAT lab's ICE matrix (Scripts/natlab test) and the loopback benchmark (Scripts/bench-ice).
-        .executableTarget(name: "ice-bench", dependencies: ["ICE", "ICETestSupport"], swiftSettings: swiftSettings),
-        .target(name: "CNetNamespace"),
-        .executableTarget(
-            name: "ice-lab",
-            dependencies: [
-                "ICE", "ICETestSupport", "ParleyTestSupport", "CNetNamespace",
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
-            ],
-            swiftSettings: swiftSettings
-        ),
         .testTarget(
-            name: "ICETests", dependencies: ["ICE", "ICETestSupport", "ParleyTestSupport"], swiftSettings: swiftSettings
-        ),
+            name: "OpusTests", dependencies: ["Opus", "ParleyCore", "ParleyTestSupport"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "ICETests", dependencies: ["ICE", "ICETestSupport", "ParleyCore", "ParleyTestSupport"],
+            swiftSettings: swiftSettings),
         .testTarget(
             name: "ParleyProtocolTests", dependencies: ["ParleyProtocol", "Sodium", "ParleyCore", "ParleyTestSupport"],
             swiftSettings: swiftSettings),
@@ -214,25 +233,10 @@ let package = Package(
             ],
             swiftSettings: swiftSettings),
         .testTarget(name: "ParleyCoreTests", dependencies: ["ParleyCore"], swiftSettings: swiftSettings),
-        // Whole meetings of cores on a virtual clock, for MeetingCoreTests.
-        .target(
-            name: "MeetingSimulation",
-            dependencies: ["MeetingCore", "ControlAPI", "ParleyCore", "ParleyProtocol", "RendezvousWire", "Sodium"],
-            swiftSettings: swiftSettings),
         .testTarget(
             name: "MeetingCoreTests",
             dependencies: [
                 "MeetingCore", "MeetingSimulation", "ControlAPI", "ParleyCore", "ParleyProtocol", "RendezvousWire",
-            ],
-            swiftSettings: swiftSettings),
-        // Meetings of the real executables (parley-rendezvous, parleyd, parley) on 127.0.0.1 and in
-        // the NAT lab; NodeLab runs them (also for Scripts/demo and Scripts/bench-node).
-        .target(name: "CSpawn"),
-        .target(name: "NodeLab", dependencies: ["ControlAPI", "ParleyCore", "CSpawn"], swiftSettings: swiftSettings),
-        .executableTarget(
-            name: "parley-lab",
-            dependencies: [
-                "NodeLab", "ControlAPI", .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: swiftSettings),
         .testTarget(
@@ -243,9 +247,12 @@ let package = Package(
             swiftSettings: swiftSettings),
         .testTarget(
             name: "ParleyAudioTests",
-            dependencies: ["ParleyAudio", "ParleyCore", "Opus", "PulseAudio", "SpeexDSP", "ParleyTestSupport"],
+            dependencies: [
+                "ParleyAudio", "ParleyCore", "ParleyProtocol", "Opus", "PulseAudio", "SpeexDSP", "ParleyTestSupport",
+            ],
             swiftSettings: swiftSettings),
-        .testTarget(name: "RendezvousWireTests", dependencies: ["RendezvousWire"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "RendezvousWireTests", dependencies: ["RendezvousWire", "ParleyCore"], swiftSettings: swiftSettings),
         .testTarget(
             name: "RendezvousServerTests",
             dependencies: [

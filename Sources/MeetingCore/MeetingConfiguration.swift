@@ -2,14 +2,12 @@ public import ParleyProtocol
 
 /// Who this node is in the meeting, and the core's timers.
 public struct MeetingConfiguration: Sendable {
-    public var identity: NodeIdentity
+    public let identity: NodeIdentity
     public var keys: RoomKeys
-    /// How the node is called (validated by the daemon: docs/PROTOCOL.md §6.5.1).
-    public var displayName: String
-    /// Random and non-zero, new at every start of the node (§5.1).
-    public var sessionEpoch: UInt64
-    /// Protocol versions this node speaks (§12).
-    public var protocolVersions: [UInt8] = [1]
+    /// What this node announces (§6.5.1): its identity, session epoch (random, non-zero, new at
+    /// every start, §5.1), protocol versions (§12) and display name, checked once here.
+    public let hello: Hello
+    public var displayName: String { hello.displayName }
     /// The first envelope sequence number (§6.4: the wall clock in microseconds at start).
     public var firstEnvelopeSequence: UInt64
     /// Whether the audio engine holds quiet frames back (§9.3); affects when a link is up (§10.1).
@@ -18,14 +16,16 @@ public struct MeetingConfiguration: Sendable {
     /// Seeds the core's own randomness (REPORT interval jitter), so a simulation is repeatable.
     public var randomSeed: UInt64
 
+    /// Throws for a display name or epoch that §6.5.1 does not allow.
     public init(
         identity: NodeIdentity, keys: RoomKeys, displayName: String, sessionEpoch: UInt64,
-        firstEnvelopeSequence: UInt64, randomSeed: UInt64
-    ) {
+        protocolVersions: [UInt8] = [1], firstEnvelopeSequence: UInt64, randomSeed: UInt64
+    ) throws(EnvelopeError) {
         self.identity = identity
         self.keys = keys
-        self.displayName = displayName
-        self.sessionEpoch = sessionEpoch
+        hello = try Hello(
+            identity: identity.peerIdentity, sessionEpoch: sessionEpoch, protocolVersions: protocolVersions,
+            displayName: displayName)
         self.firstEnvelopeSequence = firstEnvelopeSequence
         self.randomSeed = randomSeed
     }

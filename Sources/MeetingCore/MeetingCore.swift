@@ -182,13 +182,7 @@ public struct MeetingCore: Sendable {
 
     // MARK: Envelopes (§6)
 
-    private func hello() -> SignalingMessage {
-        // The daemon validated the name, and the epoch is non-zero (MeetingConfiguration).
-        .hello(
-            try! Hello(
-                identity: configuration.identity.peerIdentity, sessionEpoch: configuration.sessionEpoch,
-                protocolVersions: configuration.protocolVersions, displayName: configuration.displayName))
-    }
+    private func hello() -> SignalingMessage { .hello(configuration.hello) }
 
     /// Seals an envelope to one peer (by identity key) or to everyone, and asks the driver to
     /// relay it. A peer without a member id (before its HELLO, after a reconnect) gets nothing:
@@ -271,7 +265,7 @@ public struct MeetingCore: Sendable {
     private mutating func helloReceived(_ hello: Hello, broadcast: Bool, from member: RendezvousMemberID) {
         let key = hello.identity.identityKey
         let known = peers[key]
-        let common = hello.commonVersion(with: configuration.protocolVersions)
+        let common = hello.commonVersion(with: configuration.hello.protocolVersions)
         let decision = SignalingRules.hello(
             from: known.map { SignalingRules.KnownPeer(epoch: $0.epoch, hasLink: $0.link != nil) },
             epoch: hello.sessionEpoch, isBroadcast: broadcast, commonVersion: common)

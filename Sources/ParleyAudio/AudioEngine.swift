@@ -58,11 +58,15 @@ public final class AudioEngine: Sendable {
     /// What the engine and its two threads share. The threads hold it strongly (never the engine
     /// itself), so an engine dropped without `stop()` can stop and join them from its `deinit`.
     private let pipeline: Pipeline
-    private let control = Mutex(ControlState())
+    private let control: Mutex<ControlState>
 
     private struct ControlState: ~Copyable {
         var channels: [ObjectIdentifier: ReceiveChannel] = [:]
         var retiring: [ReceiveChannel] = []
+        /// The channel in each mixer slot (a channel keeps its slot for its life).
+        var slots: [ReceiveChannel?]
+
+        init(slotCount: Int) { slots = Array(repeating: nil, count: slotCount) }
         var captureThread: RealtimeThread?
         var playbackThread: RealtimeThread?
         var playback: (any PlaybackDevice)?
@@ -79,7 +83,7 @@ public final class AudioEngine: Sendable {
         let onSpeakersChanged: @Sendable () -> Void
         let running = Atomic<Bool>(false)
         let inputLevelTenths = Atomic<Int>(Int(LevelMeter.floor * 10))
-        let commands: PeerCommandRing
+        let table: MixerTable
         let farEnd: SampleRing
         // Safety: `mixer` is used by the playback thread while it runs, and by the control side
         // only under the engine's `control` lock while no playback thread runs (before start,
@@ -98,7 +102,7 @@ public final class AudioEngine: Sendable {
             self.onEncodedFrame = onEncodedFrame
             self.onFailure = onFailure
             self.onPauseChanged = onPauseChanged
-            commands = PeerCommandRing(capacity: 4 * configuration.maximumPeers)
+            table = MixerTable(slotCount: configuration.maximumPeers)
             farEnd = SampleRing(capacity: 10 * configuration.frameDuration.samples)
             mixer = MixerState(
                 maximumPeers: configuration.maximumPeers, frameSamples: configuration.frameDuration.samples)
@@ -136,6 +140,7 @@ public final class AudioEngine: Sendable {
         } catch {
             throw AudioEngineError("cannot create the Opus encoder: \(error)")
         }
+        control = Mutex(ControlState(slotCount: configuration.maximumPeers))
         pipeline = Pipeline(
             configuration: configuration, sender: sender, onEncodedFrame: onEncodedFrame, onFailure: onFailure,
             onPauseChanged: onPauseChanged, onSpeakersChanged: onSpeakersChanged)
@@ -179,8 +184,8 @@ public final class AudioEngine: Sendable {
             state.playbackThread = nil
             try? state.playback?.close()
             state.playback = nil
-            // No playback thread now: apply pending peer changes here.
-            pipeline.mixer.apply(pipeline.commands)
+            // No playback thread now: apply the latest peer changes here.
+            pipeline.mixer.apply(pipeline.table)
             state.retiring.removeAll { $0.detached.load(ordering: .acquiring) }
         }
     }
@@ -205,8 +210,9 @@ public final class AudioEngine: Sendable {
                 throw AudioEngineError("cannot create the Opus decoder: \(error)")
             }
             state.channels[ObjectIdentifier(channel)] = channel
-            pipeline.commands.push(.add, channel)
-            if state.playbackThread == nil { pipeline.mixer.apply(pipeline.commands) }
+            // A free slot exists: at most `maximumPeers` channels are active.
+            state.slots[state.slots.firstIndex(where: { $0 == nil })!] = channel
+            publishSlots(&state)
             return channel
         }
     }
@@ -216,10 +222,16 @@ public final class AudioEngine: Sendable {
         control.withLock { state in
             guard let removed = state.channels.removeValue(forKey: ObjectIdentifier(channel)) else { return }
             state.retiring.append(removed)
-            pipeline.commands.push(.remove, removed)
-            if state.playbackThread == nil { pipeline.mixer.apply(pipeline.commands) }
+            if let slot = state.slots.firstIndex(where: { $0 === removed }) { state.slots[slot] = nil }
+            publishSlots(&state)
             state.retiring.removeAll { $0.detached.load(ordering: .acquiring) }
         }
+    }
+
+    /// Hands the slot table to the playback thread (or applies it at once when none runs).
+    private func publishSlots(_ state: inout ControlState) {
+        pipeline.table.publish(state.slots)
+        if state.playbackThread == nil { pipeline.mixer.apply(pipeline.table) }
     }
 
     public var peers: [ReceiveChannel] { control.withLock { Array($0.channels.values) } }
@@ -290,7 +302,7 @@ public final class AudioEngine: Sendable {
         func runPlayback() {
             let processes = processor != nil
             while pipeline.running.load(ordering: .acquiring) {
-                pipeline.mixer.apply(pipeline.commands)
+                pipeline.mixer.apply(pipeline.table)
                 let (output, speakersChanged) = pipeline.mixer.mix(now: pipeline.configuration.clock.now())
                 if speakersChanged { pipeline.onSpeakersChanged() }
                 if processes { pipeline.farEnd.write(output) }

@@ -1,5 +1,6 @@
 public import Opus
 public import ParleyCore
+import ParleyProtocol
 import Synchronization
 
 /// What one peer's receive path has seen; read from any thread with `ReceiveChannel.statistics`.

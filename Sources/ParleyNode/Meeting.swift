@@ -237,11 +237,19 @@ private final class MeetingDriver {
         } catch {
             logger.warning("identity pins unavailable", metadata: ["error": "\(error)"])
         }
-        var coreConfiguration = MeetingConfiguration(
-            identity: context.identity, keys: keys, displayName: configuration.displayName,
-            sessionEpoch: UInt64.random(in: 1...UInt64.max),
-            firstEnvelopeSequence: WallClock.system.unixNanoseconds() / 1000,
-            randomSeed: UInt64.random(in: 0...UInt64.max))
+        var coreConfiguration: MeetingConfiguration
+        do {
+            coreConfiguration = try MeetingConfiguration(
+                identity: context.identity, keys: keys, displayName: configuration.displayName,
+                sessionEpoch: UInt64.random(in: 1...UInt64.max),
+                firstEnvelopeSequence: WallClock.system.unixNanoseconds() / 1000,
+                randomSeed: UInt64.random(in: 0...UInt64.max))
+        } catch {
+            // NodeDaemon checked the name at start, so this does not happen; if it did, say why.
+            let failure = "invalid --name \"\(configuration.displayName)\": \(error)"
+            admission.resolve(.failed(failure))
+            return failure
+        }
         coreConfiguration.dtx = configuration.audio.dtx
         core = MeetingCore(configuration: coreConfiguration, pins: pins, muted: muted, now: .now)
         startAudio(muted: muted)

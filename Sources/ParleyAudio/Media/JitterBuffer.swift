@@ -1,3 +1,5 @@
+public import ParleyProtocol
+
 /// A per-peer adaptive jitter buffer for Opus frames, ordered by sequence number and scheduled by
 /// RTP-like timestamps (48 kHz samples). Pure logic with an injected clock: every call takes the
 /// current time, so tests drive it through reorder, duplicates, loss bursts, clock drift and jitter

@@ -97,7 +97,7 @@ public final class MeetingSimulation {
             staticSecret: Self.secureBytes(count: 32, using: &random))
         let keys = try! RoomKeys(
             roomSecret: options.wrongSecret ? Self.secureBytes(count: 32, using: &random) : roomSecret)
-        var configuration = MeetingConfiguration(
+        var configuration = try! MeetingConfiguration(
             identity: identity, keys: keys, displayName: name, sessionEpoch: random.next() | 1,
             firstEnvelopeSequence: 1_000_000 + UInt64(nodes.count) << 32, randomSeed: random.next())
         configuration.timing = world.timing

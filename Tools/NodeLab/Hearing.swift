@@ -1,4 +1,5 @@
 import ParleyCore
+import ParleyTestSupport
 
 #if canImport(Glibc)
 import Glibc

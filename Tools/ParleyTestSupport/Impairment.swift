@@ -1,3 +1,5 @@
+public import ParleyCore
+
 /// A deterministic network impairment stage for tests and benchmarks: it decides, for each packet
 /// sent at a given time, whether and when it is delivered (loss, bursts, duplicates, delay, jitter,
 /// reordering), drawing from a seeded generator so every run is reproducible. It holds no packets;

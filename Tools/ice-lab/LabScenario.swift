@@ -47,7 +47,7 @@ struct LabScenario: Sendable {
 }
 
 extension LabScenario {
-    /// The matrix of issue #4 and DESIGN §6: every NAT pairing without and with TURN, then the
+    /// The NAT matrix (docs/DEVELOPING.md, "NAT lab"): every NAT pairing without and with TURN, then the
     /// relay-only, TURN/TCP, impaired and restart trials.
     static let matrix: [LabScenario] = {
         let pairs: [(String, String, String, ICERoute?)] = [

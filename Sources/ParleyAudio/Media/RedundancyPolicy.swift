@@ -1,3 +1,5 @@
+public import ParleyProtocol
+
 /// How much protection the sender adds for the loss its receivers report (docs/PROTOCOL.md §9).
 ///
 /// Two tools: RFC 2198-style copies of previous frames (full quality, costs a frame's bitrate each)

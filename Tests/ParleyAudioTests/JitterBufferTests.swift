@@ -1,4 +1,6 @@
+import ParleyAudio
 import ParleyCore
+import ParleyTestSupport
 import Testing
 
 /// Drives a jitter buffer with an injected clock: a sender emits a 20 ms frame per period (its

@@ -1,3 +1,5 @@
+public import ParleyProtocol
+
 /// The sender's last few encoded frames, kept so each new media payload can carry copies of them
 /// (RFC 2198 redundancy, docs/PROTOCOL.md §9). Fixed storage; `append` and `writePayload` never
 /// allocate (they run on the capture thread once per frame).

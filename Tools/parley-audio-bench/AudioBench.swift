@@ -2,6 +2,7 @@ import Foundation
 import Opus
 import ParleyAudio
 import ParleyCore
+import ParleyTestSupport
 import SpeexDSP
 
 #if canImport(Glibc)
