@@ -1,4 +1,4 @@
-public import ControlAPI
+import ControlAPI
 import ParleyCore
 public import ParleyProtocol
 import RendezvousWire

@@ -1,5 +1,5 @@
 public import Opus
-public import ParleyCore
+import ParleyCore
 import ParleyProtocol
 import Synchronization
 

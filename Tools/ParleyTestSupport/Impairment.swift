@@ -1,4 +1,4 @@
-public import ParleyCore
+import ParleyCore
 
 /// A deterministic network impairment stage for tests and benchmarks: it decides, for each packet
 /// sent at a given time, whether and when it is delivered (loss, bursts, duplicates, delay, jitter,

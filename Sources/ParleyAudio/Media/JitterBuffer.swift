@@ -1,4 +1,4 @@
-public import ParleyProtocol
+import ParleyProtocol
 
 /// A per-peer adaptive jitter buffer for Opus frames, ordered by sequence number and scheduled by
 /// RTP-like timestamps (48 kHz samples). Pure logic with an injected clock: every call takes the

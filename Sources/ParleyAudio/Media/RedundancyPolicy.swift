@@ -1,4 +1,4 @@
-public import ParleyProtocol
+import ParleyProtocol
 
 /// How much protection the sender adds for the loss its receivers report (docs/PROTOCOL.md §9).
 ///
