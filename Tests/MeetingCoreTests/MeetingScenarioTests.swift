@@ -4,8 +4,11 @@ import MeetingSimulation
 import Testing
 
 /// Whole meetings of `MeetingCore`s on a virtual clock (`MeetingSimulation`): real envelopes and
-/// sessions over simulated rendezvous and paths. Each scenario runs in milliseconds of real time.
-@Suite("Meeting scenarios (simulated)")
+/// sessions over simulated rendezvous and paths, seconds or minutes of meeting in a fraction of a
+/// second of real time each (the sixteen-member one in about two, in a debug build).
+/// Serialized: each scenario is seconds of CPU on the concurrency pool (as wide as the machine has
+/// cores); one at a time leaves the rest of the pool to the tests that wait on real threads.
+@Suite("Meeting scenarios (simulated)", .serialized)
 struct MeetingScenarioTests {
     /// `count` nodes named after the alphabet, joined at once.
     static func meeting(
