@@ -76,11 +76,14 @@ public struct NodeStatus: Codable, Sendable, Equatable {
     public var securityCode: String?
     /// The link to the rendezvous (audio does not need it).
     public var rendezvous: RendezvousConnectionState
+    /// The pairs of members this node relays for (§13), each as two member ids.
+    public var relaying: [[String]]
 
     public init(
         id: String, name: String, muted: Bool, meeting: MeetingState, invite: String?, securityCode: String?,
-        rendezvous: RendezvousConnectionState
+        rendezvous: RendezvousConnectionState, relaying: [[String]] = []
     ) {
+        self.relaying = relaying
         self.id = id
         self.name = name
         self.muted = muted
@@ -93,7 +96,7 @@ public struct NodeStatus: Codable, Sendable, Equatable {
     enum CodingKeys: String, CodingKey {
         case id, name, muted, meeting, invite
         case securityCode = "security_code"
-        case rendezvous
+        case rendezvous, relaying
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -105,6 +108,7 @@ public struct NodeStatus: Codable, Sendable, Equatable {
         try container.encode(invite, forKey: .invite)
         try container.encode(securityCode, forKey: .securityCode)
         try container.encode(rendezvous, forKey: .rendezvous)
+        try container.encode(relaying, forKey: .relaying)
     }
 }
 
@@ -140,7 +144,10 @@ public enum LinkState: String, Codable, Sendable, CaseIterable {
     case lost
     /// An ICE restart is under way (new credentials, new checks).
     case restarting
-    /// The peer left or was silent too long; the link is removed.
+    /// No path works (no direct path, no TURN relay, no member that can relay): `reason` says
+    /// why. It keeps being retried, less and less often, while both are in the meeting.
+    case failed
+    /// The peer left; the link is removed.
     case gone
 }
 
@@ -182,8 +189,13 @@ public struct PeerStatus: Codable, Sendable, Equatable {
     public var id: String
     public var name: String
     public var state: LinkState
-    /// `host`, `srflx`, `prflx` or `relay` once a pair is selected.
+    /// `host`, `srflx`, `prflx` or `relay` (TURN) once ICE selected a pair; `peer` while the
+    /// link goes through another member (`via` names it).
     public var route: String?
+    /// The id of the member the link goes through, when `route` is `peer`.
+    public var via: String?
+    /// Why the link is not up (e.g. for `failed`: "ICE found no working path"), null when up.
+    public var reason: String?
     public var rttMs: Double?
     public var lossPct: Double?
     public var jitterMs: Double?
@@ -194,7 +206,8 @@ public struct PeerStatus: Codable, Sendable, Equatable {
     public var concealedMs: Double
 
     public init(
-        id: String, name: String, state: LinkState, route: String? = nil, rttMs: Double? = nil, lossPct: Double? = nil,
+        id: String, name: String, state: LinkState, route: String? = nil, via: String? = nil, reason: String? = nil,
+        rttMs: Double? = nil, lossPct: Double? = nil,
         jitterMs: Double? = nil, rxKbps: Double = 0, txKbps: Double = 0, packetsRx: UInt64 = 0, packetsTx: UInt64 = 0,
         concealedMs: Double = 0
     ) {
@@ -202,6 +215,8 @@ public struct PeerStatus: Codable, Sendable, Equatable {
         self.name = name
         self.state = state
         self.route = route
+        self.via = via
+        self.reason = reason
         self.rttMs = rttMs
         self.lossPct = lossPct
         self.jitterMs = jitterMs
@@ -213,7 +228,7 @@ public struct PeerStatus: Codable, Sendable, Equatable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case id, name, state, route
+        case id, name, state, route, via, reason
         case rttMs = "rtt_ms"
         case lossPct = "loss_pct"
         case jitterMs = "jitter_ms"
@@ -230,6 +245,8 @@ public struct PeerStatus: Codable, Sendable, Equatable {
         try container.encode(name, forKey: .name)
         try container.encode(state, forKey: .state)
         try container.encode(route, forKey: .route)
+        try container.encode(via, forKey: .via)
+        try container.encode(reason, forKey: .reason)
         try container.encode(rttMs, forKey: .rttMs)
         try container.encode(lossPct, forKey: .lossPct)
         try container.encode(jitterMs, forKey: .jitterMs)

@@ -7,11 +7,17 @@ public enum StatusTable {
             "\(node.name) (\(node.id)) · \(node.meeting.rawValue) · \(node.muted ? "muted" : "unmuted") · rendezvous: \(node.rendezvous.rawValue)"
         )
         if let code = node.securityCode { lines.append("security code: \(code)") }
+        if !node.relaying.isEmpty {
+            let names = Dictionary(status.peers.map { ($0.id, $0.name) }, uniquingKeysWith: { first, _ in first })
+            let pairs = node.relaying.map { pair in pair.map { names[$0] ?? $0 }.joined(separator: " ↔ ") }
+            lines.append("relaying for: " + pairs.joined(separator: ", "))
+        }
         guard !status.peers.isEmpty else {
             lines.append(node.meeting == .idle ? "not in a meeting" : "no peers yet")
             return lines.joined(separator: "\n")
         }
         let header = ["PEER", "NAME", "STATE", "ROUTE", "RTT", "LOSS", "JITTER", "RX kb/s", "TX kb/s", "CONCEALED"]
+        let names = Dictionary(status.peers.map { ($0.id, $0.name) }, uniquingKeysWith: { first, _ in first })
         let rows = status.peers.map { peer -> [String] in
             let rtt = peer.rttMs.map { format($0, decimals: 0) + " ms" } ?? "-"
             let loss = peer.lossPct.map { format($0, decimals: 1) + " %" } ?? "-"
@@ -19,7 +25,9 @@ public enum StatusTable {
             let concealed = format(peer.concealedMs, decimals: 0) + " ms"
             let rx = format(peer.rxKbps, decimals: 1)
             let tx = format(peer.txKbps, decimals: 1)
-            return [peer.id, peer.name, peer.state.rawValue, peer.route ?? "-", rtt, loss, jitter, rx, tx, concealed]
+            let route = peer.via.map { via in "peer (\(names[via] ?? via))" } ?? peer.route ?? "-"
+            let state = peer.state == .failed ? "failed: \(peer.reason ?? "?")" : peer.state.rawValue
+            return [peer.id, peer.name, state, route, rtt, loss, jitter, rx, tx, concealed]
         }
         lines += table([header] + rows)
         return lines.joined(separator: "\n")
@@ -59,6 +67,7 @@ public enum EventLine {
         case .peerLeft: return "- \(who) left" + (event.message.map { ": \($0)" } ?? "")
         case .link:
             return "~ \(who) link \(event.state?.rawValue ?? "?")" + (event.route.map { " via \($0)" } ?? "")
+                + (event.message.map { ": \($0)" } ?? "")
         case .speaking:
             let speakers = event.speaking ?? []
             return speakers.isEmpty ? "  nobody speaking" : "  speaking: " + speakers.joined(separator: ", ")

@@ -18,6 +18,7 @@ public struct LinkSession: Sendable {
     /// Authenticated packets are reported at most this often (liveness is judged in seconds).
     private let authenticatedFactInterval: Duration
     private var authenticatedReportedAt: ContinuousClock.Instant?
+    private var authenticatedVia: [UInt8]?
 
     public init(session: PeerSession, authenticatedFactInterval: Duration) {
         self.session = session
@@ -31,6 +32,9 @@ public struct LinkSession: Sendable {
         public var facts: [SessionFact] = []
         /// The body of a media payload that arrived (§9), a slice of the received datagram.
         public var media: ArraySlice<UInt8>?
+        /// Something the peer asked this node to relay, or relayed to it (§13.2): for the data
+        /// path's relay table. (An envelope delivered over the mesh is a fact instead.)
+        public var relay: RelayPacket?
     }
 
     /// The path is (again) up. `rehandshake`: drop the keys first, so the pair's lead starts a
@@ -47,8 +51,11 @@ public struct LinkSession: Sendable {
         Self.output(of: session.tick(now: now))
     }
 
-    /// Handles one datagram from the peer. A transport packet is decrypted in place.
-    public mutating func receive(_ datagram: consuming [UInt8], now: ContinuousClock.Instant, nowMs: UInt32) -> Output {
+    /// Handles one datagram from the peer. A transport packet is decrypted in place. `via`: the
+    /// identity key of the member that relayed it (§13), nil when it came over the direct path.
+    public mutating func receive(
+        _ datagram: consuming [UInt8], now: ContinuousClock.Instant, nowMs: UInt32, via: [UInt8]? = nil
+    ) -> Output {
         let isTransport = datagram.first == PacketType.transportData.rawValue
         let failuresBefore = session.statistics.authenticationFailures
         let step = session.receive(datagram, now: now)
@@ -59,7 +66,14 @@ public struct LinkSession: Sendable {
             // Reported recently enough.
         } else {
             authenticatedReportedAt = now
-            output.facts.append(.authenticated)
+            authenticatedVia = via
+            output.facts.append(.authenticated(via: via))
+        }
+        if via != authenticatedVia {
+            // The route changed: say so at once rather than a quarter of a second later.
+            authenticatedVia = via
+            authenticatedReportedAt = now
+            output.facts.append(.authenticated(via: via))
         }
         switch step.payload?.type {
         case .media?:
@@ -74,8 +88,19 @@ public struct LinkSession: Sendable {
                 output.facts.append(.report(report, rttMs: rttMs, mediaSent: mediaSent))
             case .leave:
                 output.facts.append(.leave)
+            case .links(let links):
+                output.facts.append(.links(links))
+            case .relayRefused(let destination, let reason):
+                output.facts.append(.relayRefused(destination: destination, reason: reason))
             case .unknown:
                 break
+            }
+        case .relay?:
+            guard let body = step.payload?.body, let packet = try? RelayPacket(parsing: body) else { break }
+            if packet.kind == .deliverEnvelope {
+                output.facts.append(.meshEnvelope(packet.payload))
+            } else {
+                output.relay = packet
             }
         default:
             break
@@ -96,6 +121,11 @@ public struct LinkSession: Sendable {
         _ type: InnerPacketType, body: [UInt8], now: ContinuousClock.Instant, into packet: inout [UInt8]
     ) -> Bool {
         body.withUnsafeBytes { seal(type, body: $0, now: now, into: &packet) }
+    }
+
+    /// Seals a relay packet (§13.2) for the peer into `packet`; false when there are no keys.
+    public mutating func seal(_ relay: RelayPacket, now: ContinuousClock.Instant, into packet: inout [UInt8]) -> Bool {
+        seal(.relay, body: relay.encoded(), now: now, into: &packet)
     }
 
     /// What the receive side measured, for a REPORT.

@@ -27,6 +27,12 @@ public enum MeetingCommand: Sendable {
     case restartPath(LinkID, keepingOldPath: Bool)
     /// Forget the link: stream (released in the background), session keys, audio channel.
     case removePath(LinkID)
+    /// Send the link's datagrams over ICE (`via` nil) or through the link of the member that
+    /// relays them (§13.2). Receiving takes either way at any time.
+    case setRoute(LinkID, via: LinkID?)
+    /// What this node will carry for others (§13.3): the data path checks every relayed packet
+    /// against it.
+    case setRelayPolicy(RelayPolicy)
 
     // MARK: Sessions
 
@@ -36,7 +42,11 @@ public enum MeetingCommand: Sendable {
     /// Send a REPORT (§10.1) now. `closesInterval`: this one ends a once-a-second loss
     /// measurement interval (the others, sent while we pause, repeat its figure).
     case sendReport(LinkID, closesInterval: Bool, muted: Bool)
-    case sendLeave(LinkID)
+    /// Send a session control message (LEAVE, LINKS, RELAY_REFUSED …, §10, §13).
+    case sendControl(LinkID, SessionControl)
+    /// Send an envelope over the mesh (§13.4) on `link`: to that link's peer itself, or for the
+    /// peer to forward to `forwardTo` (an identity key; all zeros: to everyone it reaches).
+    case sendMeshEnvelope([UInt8], over: LinkID, forwardTo: [UInt8]?)
 
     // MARK: Audio
 

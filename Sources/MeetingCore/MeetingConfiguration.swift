@@ -13,13 +13,15 @@ public struct MeetingConfiguration: Sendable {
     /// Whether the audio engine holds quiet frames back (§9.3); affects when a link is up (§10.1).
     public var dtx = true
     public var timing = MeetingTiming()
+    /// How many pairs of other members this node relays for at most (§13; 0: never).
+    public var maximumRelayedPairs = 4
     /// Seeds the core's own randomness (REPORT interval jitter), so a simulation is repeatable.
     public var randomSeed: UInt64
 
     /// Throws for a display name or epoch that §6.5.1 does not allow.
     public init(
         identity: NodeIdentity, keys: RoomKeys, displayName: String, sessionEpoch: UInt64,
-        protocolVersions: [UInt8] = [1], firstEnvelopeSequence: UInt64, randomSeed: UInt64
+        protocolVersions: [UInt8] = [1, 2], firstEnvelopeSequence: UInt64, randomSeed: UInt64
     ) throws(EnvelopeError) {
         self.identity = identity
         self.keys = keys
@@ -46,6 +48,26 @@ public struct MeetingTiming: Sendable, Equatable {
     /// How long the member set must stay the same before the security code is recomputed and
     /// published (a join of many at once settles first; `verify` computes it at once if asked).
     public var securityCodeSettle: Duration = .milliseconds(100)
+    /// A link that has no direct path this long after it started goes through a member that
+    /// reaches both ends (§13), while ICE keeps trying; a link that was up does so as soon as
+    /// it is lost.
+    public var relayAfter: Duration = .seconds(2)
+    /// A lost link goes through a member this long after it was lost (the members' LINKS catch up
+    /// with a peer that froze or crashed for everyone in about a round trip) …
+    public var relayDelay: Duration = .milliseconds(300)
+    /// … and leaves a member that has not brought it up this long after it started carrying it.
+    public var relayTrial: Duration = .seconds(2)
+    /// While a link goes through a member, its lead tries the direct path again (an ICE restart)
+    /// this long after, then twice as long after each attempt that fails, up to once a minute.
+    public var probeInterval: Duration = .seconds(5)
+    public var maximumProbeInterval: Duration = .seconds(60)
+    /// LINKS (§13.1) go out when the set of direct links changes, and this often anyway (RTTs).
+    public var linksInterval: Duration = .seconds(5)
+    /// A member that refused to relay toward a peer is not asked again for this long.
+    public var refusalMemory: Duration = .seconds(30)
+    /// Inputs this much later than the core's own deadline mean the process was stopped (a
+    /// suspended laptop, SIGSTOP): every path is suspect, so every link restarts.
+    public var resumeAfter: Duration = .seconds(3)
 
     public init() {}
 }

@@ -10,7 +10,11 @@ extension MeetingCore {
         public var peerID: String
         public var name: String
         public var state: LinkState
+        /// How the peer is reached: the ICE route (`host`, `srflx`, `prflx`, `relay`), or `peer`
+        /// while the link goes through a member.
         public var route: String?
+        /// The short id of that member.
+        public var via: String?
         /// Why the link is not up, if it is not.
         public var reason: String?
         public var rttMs: Double?
@@ -33,10 +37,17 @@ extension MeetingCore {
     public var links: [LinkView] {
         peers.values.compactMap { peer -> LinkView? in
             guard let link = peer.link else { return nil }
+            let via = link.relay.flatMap { peers[$0]?.shortID }
             return LinkView(
                 id: link.id, peerID: peer.shortID, name: peer.name, state: link.machine.state,
-                route: link.route?.kind, reason: link.machine.reason, rttMs: link.rttMs)
+                route: via == nil ? link.route?.kind : Self.relayedRoute, via: via,
+                reason: link.machine.state == .up ? nil : link.machine.reason, rttMs: link.rttMs)
         }.sorted { ($0.name, $0.id) < ($1.name, $1.id) }
+    }
+
+    /// A member's short id and name, for status (e.g. the pairs this node relays for).
+    public func member(_ identityKey: [UInt8]) -> (id: String, name: String)? {
+        peers[identityKey].map { ($0.shortID, $0.name) }
     }
 
     /// The code to read aloud now and whom it covers: this node and every peer with keys.

@@ -20,24 +20,30 @@ public struct MeetingCore: Sendable {
     var peers: [[UInt8]: Peer] = [:]
     /// Which peer each link belongs to.
     var linkOwners: [LinkID: [UInt8]] = [:]
-    private var nextLinkID = 1
-    private var sequencer: EnvelopeSequencer
-    private var replayGuard = EnvelopeReplayGuard()
-    private(set) var pins: IdentityPins
-    private(set) var rendezvous: RendezvousConnectionState = .connecting
-    private(set) var admitted = false
-    private var agent: AgentState = .none
-    private(set) var ended = false
+    var nextLinkID = 1
+    var sequencer: EnvelopeSequencer
+    var replayGuard = EnvelopeReplayGuard()
+    var pins: IdentityPins
+    var rendezvous: RendezvousConnectionState = .connecting
+    var admitted = false
+    var agent: AgentState = .none
+    var ended = false
     public private(set) var muted: Bool
     /// DTX holds our media back (silent or muted): no media flows from us right now.
-    private var paused = false
-    private var encoderLoss: Double?
-    private(set) var securityCodeState = SecurityCodeState()
-    private var random: SeededGenerator
+    var paused = false
+    var encoderLoss: Double?
+    var securityCodeState = SecurityCodeState()
+    var random: SeededGenerator
+    /// What this node last told the data path it relays, and the members LINKS last listed.
+    var relayPolicy: RelayPolicy?
+    var linksSent: [[UInt8]] = []
+    var linksSentAt: ContinuousClock.Instant?
+    /// The deadline the driver was last given: inputs far later than it mean the process slept.
+    var expectedBy: ContinuousClock.Instant?
     /// The time of the latest input.
-    private(set) var now: ContinuousClock.Instant
+    var now: ContinuousClock.Instant
     /// Commands of the input being handled.
-    private var output: [MeetingCommand] = []
+    var output: [MeetingCommand] = []
 
     enum AgentState: Equatable {
         case none, creating, ready
@@ -64,6 +70,10 @@ public struct MeetingCore: Sendable {
     public mutating func handle(_ input: MeetingInput, at now: ContinuousClock.Instant) -> [MeetingCommand] {
         guard !ended else { return [] }
         self.now = max(self.now, now)
+        if let expectedBy, now - expectedBy >= configuration.timing.resumeAfter {
+            self.expectedBy = nil
+            resumed(after: now - expectedBy)
+        }
         switch input {
         case .start:
             publish(ControlEvent(kind: .meeting, state: .joining))
@@ -102,10 +112,15 @@ public struct MeetingCore: Sendable {
             output.append(.setMuted(value))
         case .leave:
             leave()
+        case .localAddressesChanged:
+            restartAllLinks(why: "this machine's addresses changed")
         case .tick:
             break
         }
-        if !ended { runTimers() }
+        if !ended {
+            runTimers()
+            expectedBy = nextDeadline
+        }
         defer { output = [] }
         return output
     }
@@ -117,12 +132,29 @@ public struct MeetingCore: Sendable {
         for peer in peers.values {
             guard let link = peer.link else { continue }
             earliest = Self.earlier(earliest, link.machine.nextDeadline)
+            if link.relay != nil, link.machine.isInitiator { earliest = Self.earlier(earliest, link.nextProbe) }
+            // When a link that has not connected may go through a member (only a deadline still
+            // ahead: one that passed with nobody to relay must not wake the node over and over).
+            let relayFrom = link.startedAt + configuration.timing.relayAfter
+            if link.relay == nil, link.machine.state != .up, peer.version >= 2, relayFrom > now {
+                earliest = Self.earlier(earliest, relayFrom)
+            }
+            if peer.version >= 2, link.machine.state != .up {
+                let moments = [
+                    link.relay == nil ? link.machine.troubleSince.map { $0 + configuration.timing.relayDelay } : nil,
+                    link.relay != nil ? link.relayedSince.map { $0 + configuration.timing.relayTrial } : nil,
+                ]
+                for case let moment? in moments where moment > now { earliest = Self.earlier(earliest, moment) }
+            }
             if link.established {
                 earliest = Self.earlier(earliest, link.nextReport)
                 if paused {
                     earliest = Self.earlier(earliest, link.lastReportSent + configuration.timing.pausedReportInterval)
                 }
             }
+        }
+        if let linksSentAt, !linksSent.isEmpty {
+            earliest = Self.earlier(earliest, linksSentAt + configuration.timing.linksInterval)
         }
         return earliest
     }
@@ -137,7 +169,7 @@ public struct MeetingCore: Sendable {
 
     // MARK: Rendezvous
 
-    private mutating func rendezvousJoined(_ welcome: RendezvousWelcome, reconnected: Bool) {
+    mutating func rendezvousJoined(_ welcome: RendezvousWelcome, reconnected: Bool) {
         rendezvous = .connected
         if reconnected {
             // Member ids from the old connection mean nothing now (§4.3); HELLOs re-address.
@@ -162,14 +194,14 @@ public struct MeetingCore: Sendable {
         }
     }
 
-    private mutating func memberLeft(_ member: RendezvousMemberID) {
+    mutating func memberLeft(_ member: RendezvousMemberID) {
         for key in peers.keys.sorted(by: { $0.lexicographicallyPrecedes($1) }) where peers[key]?.memberID == member {
             peers[key]?.memberID = nil
             feed(.rendezvousLeft, toPeer: key)
         }
     }
 
-    private mutating func rendezvousStopped(_ reason: String?) {
+    mutating func rendezvousStopped(_ reason: String?) {
         guard let reason else { return }
         guard admitted else {
             log(.error, "the rendezvous refused this node", ["reason": reason])
@@ -182,39 +214,38 @@ public struct MeetingCore: Sendable {
 
     // MARK: Envelopes (§6)
 
-    private func hello() -> SignalingMessage { .hello(configuration.hello) }
+    func hello() -> SignalingMessage { .hello(configuration.hello) }
 
     /// Seals an envelope to one peer (by identity key) or to everyone, and asks the driver to
     /// relay it. A peer without a member id (before its HELLO, after a reconnect) gets nothing:
     /// the link's timers and the re-sending on re-addressing (§6.6 steps 2 and 4) cover it.
     mutating func send(_ message: SignalingMessage, to key: [UInt8]?) {
-        let recipient: MeetingCommand.Recipient
-        let envelopeRecipient: EnvelopeRecipient
+        var envelopeRecipient = EnvelopeRecipient.everyone
         if let key {
             guard let peer = peers[key] else { return }
-            guard let member = peer.memberID else {
-                log(
-                    .debug, "no member id for peer; envelope dropped",
-                    ["peer": peer.shortID, "type": "\(message.kind)"])
-                return
-            }
-            recipient = .member(member)
             envelopeRecipient = .peer(peer.identity)
-        } else {
-            recipient = .everyone
-            envelopeRecipient = .everyone
         }
+        let envelope: [UInt8]
         do {
-            let envelope = try Envelope.seal(
+            envelope = try Envelope.seal(
                 message, to: envelopeRecipient, from: configuration.identity, sequence: sequencer.nextSequence(),
                 keys: configuration.keys)
-            output.append(.sendEnvelope(envelope, to: recipient))
         } catch {
             log(.debug, "envelope not sealed", ["type": "\(message.kind)", "error": "\(error)"])
+            return
+        }
+        // Through the rendezvous when it can carry it; over the members' sessions otherwise
+        // (§13.4), so a link can restart while the rendezvous is away.
+        let member = key.flatMap { peers[$0]?.memberID }
+        if rendezvous == .connected, key == nil || member != nil {
+            output.append(.sendEnvelope(envelope, to: member.map { .member($0) } ?? .everyone))
+        } else {
+            sendOverMesh(envelope, to: key)
         }
     }
 
-    private mutating func envelopeDelivered(_ payload: [UInt8], from member: RendezvousMemberID) {
+    /// An envelope from the rendezvous (`member`), or over the mesh (nil).
+    mutating func envelopeDelivered(_ payload: [UInt8], from member: RendezvousMemberID?) {
         let received: ReceivedEnvelope
         do {
             received = try Envelope.open(
@@ -262,14 +293,14 @@ public struct MeetingCore: Sendable {
         }
     }
 
-    private mutating func helloReceived(_ hello: Hello, broadcast: Bool, from member: RendezvousMemberID) {
+    mutating func helloReceived(_ hello: Hello, broadcast: Bool, from member: RendezvousMemberID?) {
         let key = hello.identity.identityKey
         let known = peers[key]
         let common = hello.commonVersion(with: configuration.hello.protocolVersions)
         let decision = SignalingRules.hello(
             from: known.map { SignalingRules.KnownPeer(epoch: $0.epoch, hasLink: $0.link != nil) },
             epoch: hello.sessionEpoch, isBroadcast: broadcast, commonVersion: common)
-        let readdressed = known?.memberID != member
+        let readdressed = member != nil && known?.memberID != member
         if let known {
             if known.name != hello.displayName {
                 publish(
@@ -277,7 +308,10 @@ public struct MeetingCore: Sendable {
             }
             peers[key]?.name = hello.displayName
             peers[key]?.epoch = hello.sessionEpoch
-            peers[key]?.memberID = member
+            if let member {
+                peers[key]?.memberID = member
+                if known.link != nil { feed(.rendezvousReturned, toPeer: key) }
+            }
             if let common { peers[key]?.version = common }
         } else {
             peers[key] = Peer(
@@ -304,7 +338,7 @@ public struct MeetingCore: Sendable {
         startLink(for: key)
     }
 
-    private mutating func checkPin(_ key: [UInt8]) {
+    mutating func checkPin(_ key: [UInt8]) {
         guard let peer = peers[key] else { return }
         do {
             switch try pins.check(displayName: peer.name, identityKey: key) {
@@ -321,7 +355,7 @@ public struct MeetingCore: Sendable {
 
     // MARK: Links
 
-    private mutating func startLink(for key: [UInt8]) {
+    mutating func startLink(for key: [UInt8]) {
         guard let peer = peers[key] else { return }
         let id = LinkID(nextLinkID)
         nextLinkID += 1
@@ -335,7 +369,7 @@ public struct MeetingCore: Sendable {
         if agent == .ready { requestPath(for: key) }
     }
 
-    private mutating func requestPath(for key: [UInt8]) {
+    mutating func requestPath(for key: [UInt8]) {
         guard let peer = peers[key], let link = peer.link else { return }
         peers[key]?.link?.pathRequested = true
         output.append(
@@ -345,7 +379,7 @@ public struct MeetingCore: Sendable {
 
     /// A signaling message from the peer for the link's current generation: carried out at once
     /// when the stream exists, held until it does otherwise (§6.6 step 4).
-    private mutating func remoteSignal(_ signal: RemoteSignal, for key: [UInt8]) {
+    mutating func remoteSignal(_ signal: RemoteSignal, for key: [UInt8]) {
         guard let link = peers[key]?.link else { return }
         guard link.pathCreated else {
             peers[key]?.link?.heldRemote.append(signal)
@@ -355,7 +389,7 @@ public struct MeetingCore: Sendable {
         if case .credentials = signal { feed(.remoteCredentials, toPeer: key) }
     }
 
-    private mutating func apply(_ signal: RemoteSignal, to id: LinkID) {
+    mutating func apply(_ signal: RemoteSignal, to id: LinkID) {
         switch signal {
         case .credentials(let credentials): output.append(.setRemoteCredentials(id, credentials))
         case .candidate(let line): output.append(.addRemoteCandidate(id, line: line))
@@ -365,7 +399,7 @@ public struct MeetingCore: Sendable {
 
     /// Our signaling for the link's current generation once more (§6.6 steps 4–5; duplicates are
     /// harmless: same-generation credentials and candidates change nothing at the peer).
-    private mutating func resendSignaling(to key: [UInt8]) {
+    mutating func resendSignaling(to key: [UInt8]) {
         guard let peer = peers[key], let link = peer.link, let credentials = link.localCredentials else { return }
         log(.info, "re-sending ICE signaling", ["peer": peer.shortID, "generation": "\(link.generation)"])
         if link.generation > 0, link.machine.isInitiator { send(.iceRestart(generation: link.generation), to: key) }
@@ -374,7 +408,7 @@ public struct MeetingCore: Sendable {
         if link.localDone { send(.iceCandidatesDone(generation: link.generation), to: key) }
     }
 
-    private mutating func sendCredentials(_ credentials: PathCredentials, generation: UInt32, to key: [UInt8]) {
+    mutating func sendCredentials(_ credentials: PathCredentials, generation: UInt32, to key: [UInt8]) {
         do {
             let message = try ParleyProtocol.ICECredentials(
                 generation: generation, usernameFragment: credentials.ufrag, password: credentials.password)
@@ -385,7 +419,7 @@ public struct MeetingCore: Sendable {
     }
 
     /// ICE restart at `generation` (§6.6 step 5), asked by us (`announce`) or following the peer.
-    private mutating func restartICE(of key: [UInt8], to generation: UInt32, announce: Bool) {
+    mutating func restartICE(of key: [UInt8], to generation: UInt32, announce: Bool, keepingOldPath: Bool? = nil) {
         guard let link = peers[key]?.link else { return }
         if announce { send(.iceRestart(generation: generation), to: key) }
         guard link.pathCreated else {
@@ -395,20 +429,25 @@ public struct MeetingCore: Sendable {
             return
         }
         peers[key]?.link?.beginRestart(generation: generation)
-        // A link that still hears the peer keeps its old path until the new one works; one that
-        // does not has no path worth bridging (handshake answers wait for the new one).
-        output.append(.restartPath(link.id, keepingOldPath: link.machine.state == .up))
+        // A link that worked keeps its old path until the new one works (a burst of loss may end,
+        // and then nothing was lost); one that never did or has failed has none worth keeping.
+        let state = link.machine.state
+        let keep = keepingOldPath ?? (link.relay == nil && (state == .up || state == .lost || state == .restarting))
+        output.append(.restartPath(link.id, keepingOldPath: keep))
         log(.info, "ICE restart", ["peer": peers[key]?.shortID ?? "?", "generation": "\(generation)"])
     }
 
     /// The peer restarted ICE: the generation rule restarts ours at its generation, and the link
     /// state machine learns why its path changed.
-    private mutating func followRestart(of key: [UInt8], to generation: UInt32) {
-        restartICE(of: key, to: generation, announce: false)
-        feed(.restartRequested, toPeer: key)
+    mutating func followRestart(of key: [UInt8], to generation: UInt32) {
+        let relayed = peers[key]?.link?.relay != nil
+        restartICE(of: key, to: generation, announce: false, keepingOldPath: relayed ? false : nil)
+        // A link that works (directly, or through a member while the lead probes the direct
+        // path) stays up while its paths are renewed.
+        if peers[key]?.link?.machine.state != .up { feed(.restartBegan, toPeer: key) }
     }
 
-    private mutating func pathFact(_ fact: PathFact, on id: LinkID) {
+    mutating func pathFact(_ fact: PathFact, on id: LinkID) {
         guard let key = linkOwners[id], let link = peers[key]?.link, link.id == id else { return }
         let shortID = peers[key]?.shortID ?? "?"
         switch fact {
@@ -446,15 +485,23 @@ public struct MeetingCore: Sendable {
                     route: route.kind))
         case .connected:
             guard link.restartsInFlight == 0 else { return }
-            feed(.iceReady, toPeer: key)
+            peers[key]?.link?.directConnected = true
+            if link.relay != nil {
+                // The direct path works again: back to it (the member stays the fallback).
+                route(key, via: nil, why: "the direct path works again")
+                if link.machine.state == .up { return }
+            }
+            feed(.pathReady, toPeer: key)
         case .failed(let why):
             guard link.restartsInFlight == 0 else { return }
+            peers[key]?.link?.directConnected = false
             log(.info, "ICE failed", ["peer": shortID, "why": why])
-            feed(.iceFailed, toPeer: key)
+            // While a member carries the link, a failed try of the direct path changes nothing.
+            if link.relay == nil { feed(.pathFailed, toPeer: key) }
         }
     }
 
-    private mutating func sessionFact(_ fact: SessionFact, on id: LinkID) {
+    mutating func sessionFact(_ fact: SessionFact, on id: LinkID) {
         guard let key = linkOwners[id], let link = peers[key]?.link, link.id == id else { return }
         let shortID = peers[key]?.shortID ?? "?"
         switch fact {
@@ -472,7 +519,8 @@ public struct MeetingCore: Sendable {
             peers[key]?.link?.established = false
             log(.info, "session without keys", ["peer": shortID, "why": why])
             securityCodeState.membersMayHaveChanged(at: now, settle: configuration.timing.securityCodeSettle)
-        case .authenticated:
+        case .authenticated(let via):
+            noteAuthenticated(from: key, via: via)
             feed(.packetReceived, toPeer: key)
         case .report(let report, let rtt, let mediaSent):
             peers[key]?.link?.peerReport = report
@@ -488,10 +536,17 @@ public struct MeetingCore: Sendable {
             sendReport(on: key, closesInterval: false)
         case .leave:
             feed(.left, toPeer: key)
+        case .links(let links):
+            peers[key]?.links = links
+        case .relayRefused(let destination, let reason):
+            log(.info, "a member will not relay", ["member": shortID, "reason": "\(reason)"])
+            peers[destination]?.link?.refusedBy[key] = now
+        case .meshEnvelope(let envelope):
+            envelopeDelivered(envelope, from: nil)
         }
     }
 
-    private mutating func audioFact(_ fact: AudioFact) {
+    mutating func audioFact(_ fact: AudioFact) {
         switch fact {
         case .failed(let reason):
             warn("audio device failed: \(reason); the meeting goes on without sound")
@@ -503,11 +558,11 @@ public struct MeetingCore: Sendable {
     }
 
     /// Gives the peer's link state machine one fact and obeys what it returns.
-    private mutating func feed(_ event: PeerLink.Event, toPeer key: [UInt8]) {
+    mutating func feed(_ event: PeerLink.Event, toPeer key: [UInt8]) {
         guard let link = peers[key]?.link else { return }
         let before = link.machine.state
         guard let actions = peers[key]?.link?.machine.handle(event, at: now) else { return }
-        if event == .iceReady, before == .restarting, peers[key]?.link?.established == true,
+        if event == .pathReady, before != .signaling, before != .checking, peers[key]?.link?.established == true,
             !actions.contains(.startSession(rehandshake: true))
         {
             // Keys survive an ICE restart on the side that does not re-key (§6.6 step 5).
@@ -527,7 +582,7 @@ public struct MeetingCore: Sendable {
         }
     }
 
-    private mutating func reportStateChange(of key: [UInt8], from before: PeerLink.State) {
+    mutating func reportStateChange(of key: [UInt8], from before: PeerLink.State) {
         guard let peer = peers[key], let link = peer.link, link.machine.state != before else { return }
         let state = link.machine.state
         log(.info, "link state", ["peer": peer.shortID, "state": "\(state)", "why": link.machine.reason ?? "-"])
@@ -549,7 +604,7 @@ public struct MeetingCore: Sendable {
     }
 
     /// Ends a peer's link (its record stays: its identity, name and epoch).
-    private mutating func endLink(of key: [UInt8], reason: String, announce: Bool = true) {
+    mutating func endLink(of key: [UInt8], reason: String, announce: Bool = true) {
         guard let peer = peers[key], let link = peer.link else { return }
         peers[key]?.link = nil
         linkOwners[link.id] = nil
@@ -567,7 +622,10 @@ public struct MeetingCore: Sendable {
 
     // MARK: Timers
 
-    private mutating func runTimers() {
+    mutating func runTimers() {
+        chooseRoutes()
+        probeDirectPaths()
+        shareLinks()
         // The links with something due (usually none), in link order.
         var due: [(LinkID, [UInt8])] = []
         for (key, peer) in peers {
@@ -601,7 +659,7 @@ public struct MeetingCore: Sendable {
     /// REPORT (§10.1), every 1000 ms ± 10 % while the session has keys, at least every 250 ms
     /// while DTX holds our media back, and at once when the session is established or the
     /// link's first media arrives.
-    private mutating func sendReport(on key: [UInt8], closesInterval: Bool) {
+    mutating func sendReport(on key: [UInt8], closesInterval: Bool) {
         guard let link = peers[key]?.link, link.established else { return }
         peers[key]?.link?.lastReportSent = now
         var closes = closesInterval
@@ -620,7 +678,7 @@ public struct MeetingCore: Sendable {
     /// is up (a lost or restarting link's last word is stale). A peer that has not yet seen a
     /// second of our media has measured nothing; its link counts as slightly lossy, so the first
     /// words of a call (or of a participant silent until now) go out with one copy.
-    private mutating func updateEncoderLoss() {
+    mutating func updateEncoderLoss() {
         var worst = 0.0
         for peer in peers.values {
             guard let link = peer.link, link.machine.state == .up, let report = link.peerReport else { continue }
@@ -639,16 +697,16 @@ public struct MeetingCore: Sendable {
     // MARK: Leaving
 
     /// LEAVE over every session (heard even without the rendezvous), BYE through the rendezvous.
-    private mutating func leave() {
+    mutating func leave() {
         for key in peers.keys.sorted(by: { $0.lexicographicallyPrecedes($1) }) {
-            if let link = peers[key]?.link, link.established { output.append(.sendLeave(link.id)) }
+            if let link = peers[key]?.link, link.established { output.append(.sendControl(link.id, .leave)) }
         }
         if rendezvous == .connected { send(.bye, to: nil) }
         log(.info, "left the meeting")
         end(failure: nil)
     }
 
-    private mutating func end(failure: String?) {
+    mutating func end(failure: String?) {
         guard !ended else { return }
         ended = true
         for key in peers.keys.sorted(by: { $0.lexicographicallyPrecedes($1) }) {
@@ -692,10 +750,10 @@ enum RemoteSignal: Sendable, Hashable {
 
 /// The security code, recomputed once the member set has been the same for a moment.
 struct SecurityCodeState: Sendable {
-    private(set) var members: [[UInt8]] = []
-    private(set) var code: SecurityCode?
+    var members: [[UInt8]] = []
+    var code: SecurityCode?
     /// When to recompute (the member set may have changed), if pending.
-    private(set) var deadline: ContinuousClock.Instant?
+    var deadline: ContinuousClock.Instant?
 
     mutating func membersMayHaveChanged(at now: ContinuousClock.Instant, settle: Duration) {
         deadline = now + settle

@@ -54,6 +54,12 @@ public enum MeetingInput: Sendable {
     /// Leave the meeting: LEAVE over every session, BYE through the rendezvous, then end.
     case leave
 
+    // MARK: The node's own network
+
+    /// An address of this machine appeared or went away (Wi-Fi to wired, a VPN, a new lease):
+    /// every path may be dead, so every link restarts ICE.
+    case localAddressesChanged
+
     /// Nothing happened but time passed: the driver's timer fired at (or after) `nextDeadline`.
     case tick
 }
@@ -112,10 +118,11 @@ public enum SessionFact: Sendable, Hashable {
     /// The session has no keys any more: handshake attempts timed out, keys expired, or it was
     /// torn down.
     case keysLost(String)
-    /// An authenticated packet arrived. The data path reports the first one after a quiet spell
-    /// at once and then at most one every `MeetingConfiguration.authenticatedFactInterval`, so
-    /// liveness is known to that precision without a fact per packet.
-    case authenticated
+    /// An authenticated packet arrived, over the direct path (`via` nil) or relayed by the member
+    /// with identity key `via` (§13). The data path reports the first one after a quiet spell at
+    /// once and then at most one every `MeetingTiming.authenticatedFactInterval`, so liveness is
+    /// known to that precision without a fact per packet.
+    case authenticated(via: [UInt8]?)
     /// A REPORT (§10.1) arrived; `rttMs` is the smoothed round-trip time it let us measure.
     /// `mediaSent` is how many media payloads we have sealed for this peer so far.
     case report(SessionControl.Report, rttMs: Double?, mediaSent: UInt64)
@@ -123,6 +130,13 @@ public enum SessionFact: Sendable, Hashable {
     case firstMedia
     /// The peer said LEAVE (§10.2).
     case leave
+    /// The peer's LINKS (§13.1): whom it reaches, and whether it relays.
+    case links(SessionControl.Links)
+    /// The peer will not relay to `destination` (§13.3).
+    case relayRefused(destination: [UInt8], reason: SessionControl.RelayRefusal)
+    /// A signaling envelope (§6) that came over the mesh instead of the rendezvous (§13.4): from
+    /// this peer, or relayed by it.
+    case meshEnvelope([UInt8])
 }
 
 /// What the audio engine reports.

@@ -13,6 +13,8 @@ struct Peer: Sendable {
     /// The protocol version both HELLOs share (§12).
     var version: UInt8
     var link: Link?
+    /// The peer's latest LINKS (§13.1): whom it reaches directly, and whether it relays.
+    var links: SessionControl.Links?
 
     var shortID: String { identity.shortID }
 }
@@ -37,7 +39,24 @@ struct Link: Sendable {
     var restartsInFlight = 0
     /// The peer's signaling for this generation that arrived before the stream existed.
     var heldRemote: [RemoteSignal] = []
+    /// The pair ICE selected (for status).
     var route: PathRoute?
+    /// Whether ICE has a working pair in the current generation.
+    var directConnected = false
+    /// The member this link's datagrams go through (§13), nil when they go over ICE.
+    var relay: [UInt8]?
+    /// When the link started going through its current relay.
+    var relayedSince: ContinuousClock.Instant?
+    /// While relayed: when the lead next tries the direct path, and how many tries failed.
+    var nextProbe: ContinuousClock.Instant?
+    var probes = 0
+    /// Members that refused to relay toward this peer, and when.
+    var refusedBy: [[UInt8]: ContinuousClock.Instant] = [:]
+    /// When packets last came over the direct path and through a member.
+    var lastDirectPacket: ContinuousClock.Instant?
+    var lastRelayedPacket: ContinuousClock.Instant?
+    /// When the link was started (for `relayAfter`).
+    let startedAt: ContinuousClock.Instant
     /// Whether the session has keys (facts `.established` / `.keysLost`).
     var established = false
     var peerReport: SessionControl.Report?
@@ -48,6 +67,7 @@ struct Link: Sendable {
     init(id: LinkID, machine: PeerLink, now: ContinuousClock.Instant) {
         self.id = id
         self.machine = machine
+        startedAt = now
         nextReport = now
         lastReportSent = now
     }
@@ -55,6 +75,7 @@ struct Link: Sendable {
     /// A restart to `generation` was asked of the driver: what we signaled is void.
     mutating func beginRestart(generation: UInt32) {
         self.generation = generation
+        directConnected = false
         localCandidates = []
         localDone = false
         heldRemote = []

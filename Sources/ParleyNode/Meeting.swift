@@ -43,6 +43,8 @@ struct MeetingStatus: Sendable {
     var rendezvous: RendezvousConnectionState
     var securityCode: String?
     var peers: [PeerStatus]
+    /// The pairs this node relays for, as member ids.
+    var relaying: [[String]] = []
 
     static let idle = MeetingStatus(state: .idle, rendezvous: .none, securityCode: nil, peers: [])
 }
@@ -134,7 +136,8 @@ final class Admission: Sendable {
 
     var outcome: Outcome { state.withLock { $0.outcome } }
 
-    /// Waits for the outcome, at most `limit` (then `.pending`).
+    /// Waits for the outcome, at most `limit` (then `.pending`), and no longer than the waiting
+    /// task is not cancelled (a daemon told to stop while its rendezvous does not answer).
     func wait(limit: Duration) async -> Outcome {
         let id = state.withLock { state in
             defer { state.next += 1 }
@@ -145,13 +148,21 @@ final class Admission: Sendable {
             self.timeOut(id)
         }
         defer { timer.cancel() }
-        return await withCheckedContinuation { continuation in
-            let settled = state.withLock { state -> Outcome? in
-                guard state.outcome == .pending else { return state.outcome }
-                state.waiters[id] = continuation
-                return nil
+        return await withTaskCancellationHandler {
+            await withCheckedContinuation { continuation in
+                let settled = state.withLock { state -> Outcome? in
+                    guard state.outcome == .pending else { return state.outcome }
+                    state.waiters[id] = continuation
+                    return nil
+                }
+                if let settled {
+                    continuation.resume(returning: settled)
+                } else if Task.isCancelled {
+                    timeOut(id)  // cancelled before the handler could see the waiter
+                }
             }
-            if let settled { continuation.resume(returning: settled) }
+        } onCancel: {
+            timeOut(id)
         }
     }
 
@@ -191,6 +202,7 @@ private final class MeetingDriver {
     var agent: ICEAgent?
     var paths: [LinkID: LinkPath] = [:]
     let fanout = MediaFanout()
+    let router = RelayRouter()
     let outbox: EnvelopeOutbox
     let pinStore: PinStore
     var background: [Task<Void, Never>] = []
@@ -338,8 +350,17 @@ private final class MeetingDriver {
             paths[id]?.transport.start(now: .now, rehandshake: rehandshake)
         case .sendReport(let id, let closesInterval, let muted):
             paths[id]?.transport.sendReport(closesInterval: closesInterval, muted: muted, now: .now)
-        case .sendLeave(let id):
-            paths[id]?.transport.sendControl(.leave, now: .now)
+        case .sendControl(let id, let message):
+            paths[id]?.transport.sendControl(message, now: .now)
+        case .sendMeshEnvelope(let envelope, let id, let forwardTo):
+            let packet =
+                forwardTo.map { RelayPacket(kind: .forwardEnvelope, peer: $0, payload: envelope) }
+                ?? RelayPacket(kind: .deliverEnvelope, peer: context.identity.publicKey, payload: envelope)
+            paths[id]?.transport.sendRelay(packet, now: .now)
+        case .setRoute(let id, let via):
+            paths[id]?.transport.setRoute(through: via.flatMap { paths[$0]?.transport })
+        case .setRelayPolicy(let policy):
+            router.update(policy)
         case .setMuted(let muted):
             engine?.setMuted(muted)
         case .setEncoderLoss(let loss):
@@ -483,8 +504,9 @@ private final class MeetingDriver {
             let session = PeerSession(local: context.identity, peer: peer, keys: keys, protocolVersion: version)
             let transport = PeerTransport(
                 session: session, stream: stream, channel: channel,
-                authenticatedFactInterval: core.configuration.timing.authenticatedFactInterval,
+                authenticatedFactInterval: core.configuration.timing.authenticatedFactInterval, router: router,
                 facts: { fact in mailbox.yield(.input(.session(id, fact))) })
+            router.register(transport)
             // Datagrams are decrypted on the ICE thread as they arrive (no task wake-up per
             // packet); only what the meeting must act on goes through its mailbox.
             stream.deliverDatagrams { datagram in transport.receive(datagram, now: .now) }
@@ -507,6 +529,7 @@ private final class MeetingDriver {
     private func removePath(_ id: LinkID) {
         guard let path = paths.removeValue(forKey: id) else { return }
         path.events.cancel()
+        router.unregister(path.transport)
         path.transport.close()
         if path.inEngine { engine?.removePeer(path.channel) }
         updateFanout()
@@ -532,7 +555,8 @@ private final class MeetingDriver {
         guard deadline != timerDeadline else { return }
         timer?.cancel()
         timerDeadline = deadline
-        guard let deadline else { return }
+        // Never sooner than a millisecond from now: a deadline already passed must not spin.
+        guard let deadline = deadline.map({ max($0, ContinuousClock.now + .milliseconds(1)) }) else { return }
         let mailbox = self.mailbox
         timer = Task {
             guard (try? await Task.sleep(until: deadline, clock: .continuous)) != nil else { return }
@@ -584,21 +608,28 @@ private final class MeetingDriver {
         let frameMs = Double(context.configuration.audio.frameDuration.rawValue)
         let peers = core.links.map { link -> PeerStatus in
             guard let path = paths[link.id] else {
-                return PeerStatus(id: link.peerID, name: link.name, state: link.state, route: link.route)
+                return PeerStatus(
+                    id: link.peerID, name: link.name, state: link.state, route: link.route, via: link.via,
+                    reason: link.reason)
             }
             let statistics = path.channel.statistics
             let traffic = path.stream.traffic
             let measured = path.transport.measurements(now: now)
             let jitter = statistics.received > 0 ? Self.milliseconds(statistics.jitter) : nil
             return PeerStatus(
-                id: link.peerID, name: link.name, state: link.state, route: link.route,
-                rttMs: link.rttMs.map { Self.rounded($0, 1) }, lossPct: measured.lossPct.map { Self.rounded($0, 2) },
+                id: link.peerID, name: link.name, state: link.state, route: link.route, via: link.via,
+                reason: link.reason, rttMs: link.rttMs.map { Self.rounded($0, 1) },
+                lossPct: measured.lossPct.map { Self.rounded($0, 2) },
                 jitterMs: jitter.map { Self.rounded($0, 2) }, rxKbps: Self.rounded(measured.rxKbps, 1),
                 txKbps: Self.rounded(measured.txKbps, 1), packetsRx: traffic.packetsReceived,
                 packetsTx: traffic.packetsSent, concealedMs: Double(statistics.concealed) * frameMs)
         }
+        let relaying = router.activePairs(at: now).map { pair in
+            pair.map { core.member($0)?.id ?? hexString($0.prefix(8)) }
+        }
         return MeetingStatus(
-            state: core.meetingState, rendezvous: core.rendezvousState, securityCode: core.securityCode, peers: peers)
+            state: core.meetingState, rendezvous: core.rendezvousState, securityCode: core.securityCode, peers: peers,
+            relaying: relaying)
     }
 
     /// `value` to `decimals` places, so `status --json` shows what was measured, not float noise.

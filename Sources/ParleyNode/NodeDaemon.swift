@@ -134,7 +134,7 @@ public actor NodeDaemon: ControlHandler {
         let node = NodeStatus(
             id: shortID, name: configuration.displayName, muted: muted, meeting: meetingStatus?.state ?? .idle,
             invite: meeting?.invite.string, securityCode: meetingStatus?.securityCode,
-            rendezvous: meetingStatus?.rendezvous ?? .none)
+            rendezvous: meetingStatus?.rendezvous ?? .none, relaying: meetingStatus?.relaying ?? [])
         return StatusReport(node: node, peers: meetingStatus?.peers ?? [])
     }
 }

@@ -15,8 +15,13 @@ import Synchronization
 final class PeerTransport: Sendable {
     let stream: ICEStream
     let channel: ReceiveChannel
+    /// The peer's identity key (relayed packets name it).
+    let peerKey: [UInt8]
     private let state: Mutex<State>
     private let facts: @Sendable (SessionFact) -> Void
+    private let router: RelayRouter
+    /// The transport of the member our datagrams to this peer go through (§13), nil: over ICE.
+    private let relay = Mutex<PeerTransport?>(nil)
 
     /// Counters for status.
     struct Metrics: Sendable {
@@ -29,17 +34,21 @@ final class PeerTransport: Sendable {
     private struct State {
         var link: LinkSession
         var meter = LinkMeter()
-        /// Sealing buffer of the driver (the capture thread has its own, in `MediaFanout`).
+        /// Sealing buffers of the driver and of relayed packets (the capture thread has its own,
+        /// in `MediaFanout`).
         var controlPacket: [UInt8] = []
+        var relayPacket: [UInt8] = []
     }
 
     init(
         session: PeerSession, stream: ICEStream, channel: ReceiveChannel, authenticatedFactInterval: Duration,
-        facts: @escaping @Sendable (SessionFact) -> Void
+        router: RelayRouter, facts: @escaping @Sendable (SessionFact) -> Void
     ) {
         self.stream = stream
         self.channel = channel
         self.facts = facts
+        self.router = router
+        peerKey = session.peer.identityKey
         state = Mutex(State(link: LinkSession(session: session, authenticatedFactInterval: authenticatedFactInterval)))
     }
 
@@ -78,7 +87,31 @@ final class PeerTransport: Sendable {
             return state.controlPacket
         }
         guard let packet else { return false }
-        return stream.send(packet)
+        return transmit(packet)
+    }
+
+    /// Sends the peer a relay packet (§13.2) sealed under this session: something we ask it to
+    /// carry, or something we carry for others to it. False without keys or a path.
+    @discardableResult
+    func sendRelay(_ relayed: RelayPacket, now: ContinuousClock.Instant) -> Bool {
+        let packet: [UInt8]? = state.withLock { state in
+            guard state.link.seal(relayed, now: now, into: &state.relayPacket) else { return nil }
+            return state.relayPacket
+        }
+        guard let packet else { return false }
+        return transmit(packet)
+    }
+
+    /// Sends datagrams through `transport`'s member from now on (nil: over ICE again).
+    func setRoute(through transport: PeerTransport?) {
+        relay.withLock { $0 = transport }
+    }
+
+    /// One datagram of this link's session to the peer: over ICE, or through the member (§13.2).
+    @discardableResult
+    private func transmit(_ datagram: [UInt8]) -> Bool {
+        guard let through = relay.withLock({ $0 }) else { return stream.send(datagram) }
+        return through.sendRelay(RelayPacket(kind: .forward, peer: peerKey, payload: datagram), now: .now)
     }
 
     /// Sends a REPORT (§10.1). `closesInterval`: this REPORT ends a loss measurement interval.
@@ -120,23 +153,25 @@ final class PeerTransport: Sendable {
 
     /// Handles one datagram from the peer: handshake answers go straight back out, media goes to
     /// the audio channel, what the meeting must know is pushed as facts.
-    func receive(_ datagram: consuming [UInt8], now: ContinuousClock.Instant) {
+    /// `via`: the member that relayed it (§13), nil when it came over ICE.
+    func receive(_ datagram: consuming [UInt8], now: ContinuousClock.Instant, via: [UInt8]? = nil) {
         var pending = datagram
         let output = state.withLock { state in
             // Moved out, so the session decrypts this array in place without copying it.
             var taken: [UInt8] = []
             swap(&taken, &pending)
-            return state.link.receive(taken, now: now, nowMs: MeetingClock.milliseconds(now))
+            return state.link.receive(taken, now: now, nowMs: MeetingClock.milliseconds(now), via: via)
         }
         if let media = output.media { media.withUnsafeBytes { channel.receive($0) } }
         deliver(output)
+        if let relayed = output.relay { router.handle(relayed, from: self, now: now) }
     }
 
     // MARK: Capture thread
 
     /// Seals one media payload into `scratch` (the capture thread's own buffer) and sends it.
     func sendMedia(_ payload: UnsafeRawBufferPointer, scratch: inout [UInt8], now: ContinuousClock.Instant) {
-        if state.withLock({ $0.link.seal(.media, body: payload, now: now, into: &scratch) }) { stream.send(scratch) }
+        if state.withLock({ $0.link.seal(.media, body: payload, now: now, into: &scratch) }) { transmit(scratch) }
     }
 
     // MARK: Sending and facts
@@ -152,7 +187,7 @@ final class PeerTransport: Sendable {
     /// pair our side has not selected yet — is held and sent when the path comes up (`flush`),
     /// instead of leaving the initiator to retry after REKEY_TIMEOUT (5 s).
     private func send(_ datagrams: [[UInt8]]) {
-        for datagram in datagrams where !stream.send(datagram) {
+        for datagram in datagrams where !transmit(datagram) {
             held.withLock { held in
                 held.append(datagram)
                 if held.count > Self.heldLimit { held.removeFirst() }
@@ -171,6 +206,73 @@ final class PeerTransport: Sendable {
 
     private static let heldLimit = 4
     private let held = Mutex<[[UInt8]]>([])
+}
+
+/// The node's relay data path (docs/PROTOCOL.md §13): the transport toward each member, and the
+/// table of what this node carries for others. Every relayed packet passes through `handle` on
+/// the ICE thread; the lock is held for the table's decision only, never while sending.
+final class RelayRouter: Sendable {
+    private struct State {
+        var transports: [[UInt8]: PeerTransport] = [:]
+        var table = RelayTable()
+    }
+
+    private let state = Mutex(State())
+
+    func register(_ transport: PeerTransport) {
+        state.withLock { $0.transports[transport.peerKey] = transport }
+    }
+
+    func unregister(_ transport: PeerTransport) {
+        state.withLock { state in
+            if state.transports[transport.peerKey] === transport { state.transports[transport.peerKey] = nil }
+        }
+    }
+
+    func update(_ policy: RelayPolicy) {
+        state.withLock { $0.table.update(policy) }
+    }
+
+    /// The pairs this node carries now (each as two identity keys).
+    func activePairs(at now: ContinuousClock.Instant) -> [[[UInt8]]] {
+        state.withLock { $0.table.activePairs(at: now) }
+    }
+
+    /// A relay packet `origin`'s peer sent us over `origin`.
+    func handle(_ packet: RelayPacket, from origin: PeerTransport, now: ContinuousClock.Instant) {
+        let source = origin.peerKey
+        switch packet.kind {
+        case .forward:
+            let (decision, destination) = state.withLock { state in
+                (state.table.decide(from: source, to: packet.peer, at: now), state.transports[packet.peer])
+            }
+            switch decision {
+            case .forward:
+                destination?.sendRelay(RelayPacket(kind: .deliver, peer: source, payload: packet.payload), now: now)
+            case .refuse(let reason, let tell):
+                if tell { origin.sendControl(.relayRefused(destination: packet.peer, reason: reason), now: now) }
+            }
+        case .deliver:
+            // A datagram of our own session with `packet.peer`, carried by `origin`'s member: that
+            // session authenticates it; the member could only drop or delay it.
+            let target = state.withLock { $0.transports[packet.peer] }
+            target?.receive(packet.payload, now: now, via: source)
+        case .forwardEnvelope:
+            let targets: [PeerTransport] = state.withLock { state in
+                guard state.table.acceptEnvelope(from: source, at: now) else { return [] }
+                if packet.peer == RelayPacket.everyone {
+                    return state.table.policy.linked.filter { $0 != source }.compactMap { state.transports[$0] }
+                }
+                return state.table.policy.linked.contains(packet.peer)
+                    ? [state.transports[packet.peer]].compactMap { $0 } : []
+            }
+            for target in targets {
+                target.sendRelay(RelayPacket(kind: .deliverEnvelope, peer: source, payload: packet.payload), now: now)
+            }
+        case .deliverEnvelope:
+            break  // a fact for the meeting (LinkSession)
+        }
+    }
 }
 
 /// The node's monotonic clock in the units REPORTs use.

@@ -17,11 +17,12 @@ struct ControlAPITests {
         let line = try ControlCodec.line(Self.status)
         let object = try #require(JSONSerialization.jsonObject(with: Data(line)) as? [String: Any])
         let node = try #require(object["self"] as? [String: Any])
-        #expect(Set(node.keys) == ["id", "name", "muted", "meeting", "invite", "security_code", "rendezvous"])
+        #expect(
+            Set(node.keys) == ["id", "name", "muted", "meeting", "invite", "security_code", "rendezvous", "relaying"])
         let peers = try #require(object["peers"] as? [[String: Any]])
         let expectedKeys: Set<String> = [
-            "id", "name", "state", "route", "rtt_ms", "loss_pct", "jitter_ms", "rx_kbps", "tx_kbps", "packets_rx",
-            "packets_tx", "concealed_ms",
+            "id", "name", "state", "route", "via", "reason", "rtt_ms", "loss_pct", "jitter_ms", "rx_kbps", "tx_kbps",
+            "packets_rx", "packets_tx", "concealed_ms",
         ]
         #expect(Set(peers[0].keys) == expectedKeys)
         #expect(Set(peers[1].keys) == expectedKeys)

@@ -139,6 +139,26 @@ struct RefusalTests {
         }
     }
 
+    /// SIGTERM ends a daemon within 2 s whatever its rendezvous does: here it refuses every
+    /// connection, so the daemon started with --join is still waiting to be admitted (it used to
+    /// wait forever, and only SIGKILL stopped it).
+    @Test func stoppingWorksWhileTheRendezvousIsUnreachable() async throws {
+        try await withLab("stop") { lab in
+            let invite = try lab.invite(rendezvous: "ws://127.0.0.1:9")
+            let node = try lab.node(NodeSpec(name: "alice", input: "silence", join: invite))
+            try LabWait.until(.seconds(10), "alice to try the rendezvous") {
+                node.process.standardError.contains("joining")
+            }
+            let asked = ContinuousClock.now
+            node.process.signal(SIGTERM)
+            let status = node.process.wait(upTo: .seconds(5))
+            let took = ContinuousClock.now - asked
+            #expect(status == 0, "exit status \(status.map(String.init) ?? "none: still running")")
+            #expect(took < .seconds(2), "stopped after \(took)")
+            #expect(node.process.standardError.contains("left the meeting"))
+        }
+    }
+
     /// A Unix socket file with nobody listening: what a crashed daemon leaves.
     static func leaveStaleSocket(at path: String) throws {
         let descriptor = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)

@@ -186,8 +186,20 @@ public final class MeetingSimulation {
     public func setLoss(from a: NodeID, to b: NodeID, _ loss: Double) { network.loss[[a, b]] = loss }
 
     /// The node's public address changes (its NAT renumbered, or it moved networks): paths
-    /// through the old address stop carrying datagrams.
-    public func changeAddress(_ id: NodeID) { nodes[id.index].addressGeneration += 1 }
+    /// through the old address stop carrying datagrams. `noticed`: the node's own interfaces
+    /// changed (Wi-Fi to wired), which it learns from the kernel at once; a renumbered NAT it
+    /// can only notice by the silence.
+    public func changeAddress(_ id: NodeID, noticed: Bool = false) {
+        nodes[id.index].addressGeneration += 1
+        if noticed { schedule(.input(id, .localAddressesChanged)) }
+    }
+
+    /// The rendezvous goes away until `restoreRendezvous` (members keep retrying).
+    public func stopRendezvous() { schedule(.rendezvousDown) }
+    public func restoreRendezvous() { schedule(.rendezvousUp) }
+
+    /// How many times the node asked its driver for `command` so far (e.g. "restartPath").
+    public func count(_ command: String, at id: NodeID) -> Int { nodes[id.index].commandCounts[command, default: 0] }
 
     /// The rendezvous goes away for `downtime`: every connection drops; members reconnect once
     /// it is back. Audio between connected members does not need it.

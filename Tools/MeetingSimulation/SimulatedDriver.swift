@@ -101,6 +101,7 @@ extension MeetingSimulation {
 
     private func carryOut(_ id: NodeID, _ command: MeetingCommand) -> [MeetingInput] {
         let node = nodes[id.index]
+        node.commandCounts[command.kind, default: 0] += 1
         switch command {
         case .sendEnvelope(let envelope, let recipient):
             counters["envelopes", default: 0] += 1
@@ -160,8 +161,17 @@ extension MeetingSimulation {
             let report = node.paths[link]!.link.report(
                 nowMs: Self.milliseconds(now - start), reception: reception, muted: muted)
             sendControl(.report(report), from: id, on: link)
-        case .sendLeave(let link):
-            sendControl(.leave, from: id, on: link)
+        case .sendControl(let link, let message):
+            sendControl(message, from: id, on: link)
+        case .sendMeshEnvelope(let envelope, let link, let forwardTo):
+            let packet =
+                forwardTo.map { RelayPacket(kind: .forwardEnvelope, peer: $0, payload: envelope) }
+                ?? RelayPacket(kind: .deliverEnvelope, peer: node.identity.publicKey, payload: envelope)
+            sendRelay(packet, from: id, on: link)
+        case .setRoute(let link, let via):
+            node.paths[link]?.relayVia = via
+        case .setRelayPolicy(let policy):
+            node.relayTable.update(policy)
         case .setMuted(let muted):
             node.muted = muted
             updatePause(id)
@@ -210,6 +220,22 @@ extension MeetingSimulation {
         guard node.phase == .running else { return }
         if let scheduled = node.scheduledWake, scheduled > now { return }  // superseded by a later one
         node.scheduledWake = nil
+        // A deadline that a tick does not move would wake the node forever at one instant (the
+        // daemon would spin): fail loudly instead of hanging.
+        if node.lastWake == now {
+            node.wakesAtOneInstant += 1
+            if node.wakesAtOneInstant >= 1000 {
+                let sessions = node.paths.map {
+                    "\($0.key): \(String(describing: $0.value.link.nextDeadline.map { $0 - start }))"
+                }
+                preconditionFailure(
+                    "\(node.name) keeps waking at \(now - start): a deadline that never moves (core: "
+                        + "\(String(describing: node.core.nextDeadline.map { $0 - start })), sessions: \(sessions))")
+            }
+        } else {
+            node.lastWake = now
+            node.wakesAtOneInstant = 0
+        }
         for link in node.paths.keys.sorted() {
             guard let path = node.paths[link], let due = path.link.nextDeadline, due <= now else { continue }
             let output = path.link.tick(now: now)
@@ -258,10 +284,27 @@ extension MeetingSimulation {
         for datagram in datagrams { transmit(datagram, from: id, on: link, holding: true) }
     }
 
-    /// Puts one datagram on the link's path; one that cannot go yet is held (session datagrams,
-    /// as the daemon's transport holds them until the path is up).
+    /// Seals a relay packet (§13.2) on a link and sends it.
+    @discardableResult
+    private func sendRelay(_ relayed: RelayPacket, from id: NodeID, on link: LinkID) -> Bool {
+        let node = nodes[id.index]
+        var packet: [UInt8] = []
+        guard node.paths[link]?.link.seal(relayed, now: now, into: &packet) == true else { return false }
+        transmit(packet, from: id, on: link, holding: false)
+        return true
+    }
+
+    /// Puts one datagram on the link's path — its direct path, or through the member it is routed
+    /// via (§13.2); one that cannot go yet is held (session datagrams, as the daemon's transport
+    /// holds them until the path is up).
     private func transmit(_ datagram: [UInt8], from id: NodeID, on link: LinkID, holding: Bool) {
         let node = nodes[id.index]
+        if let via = node.paths[link]?.relayVia, let path = node.paths[link] {
+            if via != link, node.paths[via]?.relayVia == nil {
+                sendRelay(RelayPacket(kind: .forward, peer: path.peerKey, payload: datagram), from: id, on: via)
+            }
+            return
+        }
         guard let connection = node.paths[link]?.connection else {
             if holding {
                 node.paths[link]?.held.append(datagram)
@@ -289,7 +332,15 @@ extension MeetingSimulation {
         node.paths[link]?.bytesReceived += UInt64(datagram.count)
         counters["datagrams", default: 0] += 1
         if datagram.first == 1 { counters["initiations", default: 0] += 1 }
-        guard let output = node.paths[link]?.link.receive(datagram, now: now, nowMs: Self.milliseconds(now - start))
+        receiveSession(datagram, at: id, on: link, via: nil)
+    }
+
+    /// One datagram of the session on `link`, straight off its path or carried by member `via`.
+    private func receiveSession(_ datagram: [UInt8], at id: NodeID, on link: LinkID, via: [UInt8]?) {
+        let node = nodes[id.index]
+        guard let path = node.paths[link],
+            let output = node.paths[link]?.link.receive(
+                datagram, now: now, nowMs: Self.milliseconds(now - start), via: via)
         else { return }
         if let media = output.media, media.count == 4 {
             let sequence = media.reduce(UInt32(0)) { $0 << 8 | UInt32($1) }
@@ -301,6 +352,40 @@ extension MeetingSimulation {
             node.mediaArrivals[path.peerKey, default: []].append(now)
         }
         for fact in deliver(output, at: id, on: link) { feed(id, fact) }
+        if let relayed = output.relay { relay(relayed, at: id, from: path.peerKey, on: link) }
+    }
+
+    /// What the daemon's RelayRouter does with a relay packet from `source` (§13.2).
+    private func relay(_ packet: RelayPacket, at id: NodeID, from source: [UInt8], on origin: LinkID) {
+        let node = nodes[id.index]
+        counters["relayed", default: 0] += 1
+        switch packet.kind {
+        case .forward:
+            switch node.relayTable.decide(from: source, to: packet.peer, at: now) {
+            case .forward:
+                guard let target = node.pathID(toward: packet.peer) else { return }
+                sendRelay(RelayPacket(kind: .deliver, peer: source, payload: packet.payload), from: id, on: target)
+            case .refuse(let reason, let tell):
+                if tell { sendControl(.relayRefused(destination: packet.peer, reason: reason), from: id, on: origin) }
+            }
+        case .deliver:
+            guard let target = node.pathID(toward: packet.peer) else { return }
+            receiveSession(packet.payload, at: id, on: target, via: source)
+        case .forwardEnvelope:
+            guard node.relayTable.acceptEnvelope(from: source, at: now) else { return }
+            let linked = node.relayTable.policy.linked
+            let targets =
+                packet.peer == RelayPacket.everyone
+                ? linked.filter { $0 != source }.sorted { $0.lexicographicallyPrecedes($1) }
+                : (linked.contains(packet.peer) ? [packet.peer] : [])
+            for key in targets {
+                guard let target = node.pathID(toward: key) else { continue }
+                sendRelay(
+                    RelayPacket(kind: .deliverEnvelope, peer: source, payload: packet.payload), from: id, on: target)
+            }
+        case .deliverEnvelope:
+            break
+        }
     }
 
     // MARK: ICE (a model)
@@ -461,6 +546,35 @@ extension MeetingSimulation {
     static func milliseconds(_ duration: Duration) -> UInt32 {
         let ms = duration.components.seconds * 1000 + duration.components.attoseconds / 1_000_000_000_000_000
         return ReportEcho.timestamp(milliseconds: UInt64(max(0, ms)) + 1)
+    }
+}
+
+extension MeetingCommand {
+    /// The command's case name, for counting.
+    var kind: String {
+        switch self {
+        case .sendEnvelope: "sendEnvelope"
+        case .createICEAgent: "createICEAgent"
+        case .createPath: "createPath"
+        case .setRemoteCredentials: "setRemoteCredentials"
+        case .addRemoteCandidate: "addRemoteCandidate"
+        case .remoteCandidatesDone: "remoteCandidatesDone"
+        case .restartPath: "restartPath"
+        case .removePath: "removePath"
+        case .setRoute: "setRoute"
+        case .setRelayPolicy: "setRelayPolicy"
+        case .startSession: "startSession"
+        case .sendReport: "sendReport"
+        case .sendControl: "sendControl"
+        case .sendMeshEnvelope: "sendMeshEnvelope"
+        case .setMuted: "setMuted"
+        case .setEncoderLoss: "setEncoderLoss"
+        case .publish: "publish"
+        case .log: "log"
+        case .savePins: "savePins"
+        case .admitted: "admitted"
+        case .end: "end"
+        }
     }
 }
 

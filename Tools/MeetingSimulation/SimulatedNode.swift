@@ -47,11 +47,17 @@ extension MeetingSimulation {
         var muted: Bool
         var paused = false
         var encoderLoss = 0.0
+        /// What this node carries for others (§13.3).
+        var relayTable = RelayTable()
         var events: [ControlEvent] = []
+        /// Commands by kind, for scenario checks.
+        var commandCounts: [String: Int] = [:]
         var logs: [MeetingLog] = []
         /// What reached the node while it was frozen, handled when it goes on.
         var inbox: [Event] = []
         var scheduledWake: ContinuousClock.Instant?
+        var lastWake: ContinuousClock.Instant?
+        var wakesAtOneInstant = 0
         /// When media from each peer (by identity key) arrived.
         var mediaArrivals: [[UInt8]: [ContinuousClock.Instant]] = [:]
 
@@ -86,6 +92,8 @@ extension MeetingSimulation {
         var remoteAddresses: Set<Int> = []
         var remoteDone = false
         var connection: Connection?
+        /// The link of the member this path's datagrams go through (§13), nil: the direct path.
+        var relayVia: LinkID?
         var connectedGeneration: Int?
         var failScheduled = false
         /// Session datagrams that could not be sent before the path was up.

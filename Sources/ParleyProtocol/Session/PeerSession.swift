@@ -200,27 +200,37 @@ public struct PeerSession: Sendable {
 
     /// The latest time by which `tick` should run next, or nil if no timer is pending.
     public var nextDeadline: ContinuousClock.Instant? {
-        // Called after every input the meeting handles, for every link: no allocation.
+        // Called after every input the meeting handles, for every link: no allocation. Each
+        // deadline is exactly when `tick` would act, so a tick at it always moves it on (a
+        // deadline that stays put would wake the node over and over).
         var earliest: ContinuousClock.Instant?
-        func consider(_ deadline: ContinuousClock.Instant) {
+        func consider(_ deadline: ContinuousClock.Instant?) {
+            guard let deadline else { return }
             if earliest.map({ deadline < $0 }) ?? true { earliest = deadline }
         }
         if let previous { consider(previous.createdAt + SessionTimers.rejectAfterTime) }
-        if let current {
-            consider(current.createdAt + SessionTimers.rejectAfterTime)
-            consider(
-                current.createdAt
-                    + (current.isInitiator ? SessionTimers.rekeyAfterTime : SessionTimers.responderRekeyAfterTime))
-        }
+        if let current { consider(current.createdAt + SessionTimers.rejectAfterTime) }
         if let next { consider(next.createdAt + SessionTimers.rejectAfterTime) }
         if let pending { consider(pending.sentAt + SessionTimers.rekeyTimeout) }
-        if current == nil, next == nil, pending == nil, !gaveUp, let startedAt {
-            consider(startedAt + SessionTimers.rekeyTimeout)
-        }
-        if let received = lastDataReceivedAt, current != nil {
+        consider(handshakeDeadline)
+        if let received = lastDataReceivedAt, current != nil, lastSentAt.map({ $0 < received }) ?? true {
             consider(received + SessionTimers.keepaliveTimeout)
         }
         return earliest
+    }
+
+    /// When `wantsHandshake` turns true without any other input, if it will.
+    private var handshakeDeadline: ContinuousClock.Instant? {
+        guard pending == nil, !gaveUp, let startedAt else { return nil }
+        if let current {
+            if current.sendCounter >= SessionTimers.rekeyAfterMessages { return current.createdAt }
+            let rekeyAge = current.isInitiator ? SessionTimers.rekeyAfterTime : SessionTimers.responderRekeyAfterTime
+            let due = current.createdAt + rekeyAge
+            return next.map { max(due, $0.createdAt + SessionTimers.rekeyTimeout) } ?? due
+        }
+        if next != nil { return nil }
+        if isPreferredInitiator { return startedAt }
+        return max(startedAt, lastInitiationAcceptedAt ?? startedAt) + SessionTimers.rekeyTimeout
     }
 
     // MARK: Handshake
@@ -389,7 +399,7 @@ public struct PeerSession: Sendable {
         switch type {
         case .keepalive:
             if !body.isEmpty { output.dropped = .malformed }
-        case _ where InnerPacketType.known.contains(type.rawValue):
+        case _ where InnerPacketType.known(in: version).contains(type.rawValue):
             lastDataReceivedAt = now
             output.payload = InnerPayload(type: type, body: body)
         default:

@@ -6,11 +6,50 @@ public import ParleyCore
 public enum SessionControl: Sendable, Hashable {
     case report(Report)
     case leave
+    /// Which members the sender has working links with (§13.1, version 2).
+    case links(Links)
+    /// The sender will not carry what we asked it to relay to `destination` (§13.3, version 2).
+    case relayRefused(destination: [UInt8], reason: RelayRefusal)
     /// A control type this version does not know (§10: ignored).
     case unknown(UInt8)
 
     public static let reportType: UInt8 = 0x01
     public static let leaveType: UInt8 = 0x02
+    public static let linksType: UInt8 = 0x03
+    public static let relayRefusedType: UInt8 = 0x04
+
+    /// LINKS (§13.1): the members whose links with the sender are up (directly, not themselves
+    /// relayed), with the sender's smoothed RTT to each, and whether it relays for others.
+    public struct Links: Sendable, Hashable {
+        public static let maximumPeers = 255
+        public var relays: Bool
+        public var peers: [Peer]
+
+        public struct Peer: Sendable, Hashable {
+            public var identityKey: [UInt8]
+            /// Milliseconds, 0xFFFF when not measured yet.
+            public var rttMs: UInt16
+            public init(identityKey: [UInt8], rttMs: UInt16) {
+                self.identityKey = identityKey
+                self.rttMs = rttMs
+            }
+        }
+
+        public init(relays: Bool, peers: [Peer]) {
+            self.relays = relays
+            self.peers = Array(peers.prefix(Self.maximumPeers))
+        }
+    }
+
+    /// Why a relay refused (§13.3).
+    public enum RelayRefusal: UInt8, Sendable, Hashable {
+        /// It has no working link with the destination.
+        case notLinked = 1
+        /// It already carries as many pairs as it will.
+        case busy = 2
+        /// It does not relay for others (`--relay-only`, or `--max-relayed-pairs 0`).
+        case declines = 3
+    }
 
     /// The REPORT body (§10.1), 28 bytes.
     public struct Report: Sendable, Hashable {
@@ -63,6 +102,18 @@ public enum SessionControl: Sendable, Hashable {
             writer.writeU8(0)
         case .leave:
             writer.writeU8(Self.leaveType)
+        case .links(let links):
+            writer.writeU8(Self.linksType)
+            writer.writeU8(links.relays ? 1 : 0)
+            writer.writeU8(UInt8(links.peers.count))
+            for peer in links.peers {
+                writer.writeBytes(peer.identityKey)
+                writer.writeU16(peer.rttMs)
+            }
+        case .relayRefused(let destination, let reason):
+            writer.writeU8(Self.relayRefusedType)
+            writer.writeBytes(destination)
+            writer.writeU8(reason.rawValue)
         case .unknown(let type):
             writer.writeU8(type)
         }
@@ -88,6 +139,20 @@ public enum SessionControl: Sendable, Hashable {
             self = .report(report)
         case Self.leaveType:
             self = .leave
+        case Self.linksType:
+            let relays = try reader.readU8("LINKS flags") & 1 != 0
+            let count = Int(try reader.readU8("LINKS count"))
+            var peers: [Links.Peer] = []
+            for _ in 0..<count {
+                let key = try reader.readBytes(32, "LINKS identity key")
+                peers.append(Links.Peer(identityKey: key, rttMs: try reader.readU16("LINKS rtt_ms")))
+            }
+            self = .links(Links(relays: relays, peers: peers))
+        case Self.relayRefusedType:
+            let destination = try reader.readBytes(32, "RELAY_REFUSED destination")
+            let code = try reader.readU8("RELAY_REFUSED reason")
+            // An unknown reason from a newer peer is still a refusal.
+            self = .relayRefused(destination: destination, reason: RelayRefusal(rawValue: code) ?? .declines)
         case let other:
             self = .unknown(other)
         }
