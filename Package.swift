@@ -84,7 +84,7 @@ let package = Package(
             swiftSettings: swiftSettings),
 
         // MARK: Control API between parley (CLI) and parleyd (daemon): types, framing, client.
-        .target(name: "ControlAPI", swiftSettings: swiftSettings),
+        .target(name: "ControlAPI", dependencies: ["ParleyCore"], swiftSettings: swiftSettings),
 
         // MARK: The meeting's logic, sans-I/O: inputs and the time in, commands out.
         .target(
@@ -232,7 +232,8 @@ let package = Package(
                 "ParleyCore", "ParleyProtocol", "ICE", "RendezvousWire",
             ],
             swiftSettings: swiftSettings),
-        .testTarget(name: "ParleyCoreTests", dependencies: ["ParleyCore"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "ParleyCoreTests", dependencies: ["ParleyCore", "ParleyTestSupport"], swiftSettings: swiftSettings),
         .testTarget(
             name: "MeetingCoreTests",
             dependencies: [
