@@ -23,7 +23,7 @@ let swiftSettings: [SwiftSetting] = [
 /// What the rendezvous server and client both build on (docs/PROTOCOL.md §4): the wire format, the
 /// join proof, and WebSocket over TCP or TLS on SwiftNIO.
 let rendezvousDependencies: [Target.Dependency] = [
-    "RendezvousWire", "ParleyProtocol", "Sodium",
+    "RendezvousWire", "ParleyProtocol", "ParleyCore", "Sodium",
     .product(name: "NIOCore", package: "swift-nio"),
     .product(name: "NIOPosix", package: "swift-nio"),
     .product(name: "NIOHTTP1", package: "swift-nio"),

@@ -135,7 +135,6 @@ public struct LinkSession: Sendable {
             case .rekeyed: output.facts.append(.rekeyed)
             case .handshakeTimedOut: output.facts.append(.keysLost("handshake timed out"))
             case .expired: output.facts.append(.keysLost("keys expired"))
-            case .tornDown: output.facts.append(.keysLost("torn down"))
             }
         }
         return output

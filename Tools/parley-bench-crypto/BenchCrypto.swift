@@ -1,6 +1,10 @@
 import ParleyProtocol
 import Sodium
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// Prints what Parley's cryptography costs on this machine (Scripts/bench-crypto builds it in
 /// release mode and runs it). Numbers are printed, never asserted.
 @main
@@ -9,6 +13,7 @@ enum BenchCrypto {
         print("Parley crypto benchmark (libsodium \(Sodium.versionString), one thread)")
         try transport()
         try handshake()
+        try initiationFlood()
         try envelopes()
         securityCode()
     }
@@ -124,6 +129,58 @@ enum BenchCrypto {
         let dh = X25519.KeyPair.generate()
         let other = X25519.KeyPair.generate().publicKey
         report("X25519 (one DH)", try measure(count) { _ = try dh.sharedSecret(with: other) })
+    }
+
+    /// The flood of issue 15 (finding 6): initiations replayed at ~1900/s to one peer's session,
+    /// 3000 of them. Arrival times are the flood's (on the session's injected clock); what is
+    /// measured is the CPU the responder spends on them. A replayed initiation that reaches the
+    /// Diffie-Hellman step is dropped only there, for its old timestamp.
+    static func initiationFlood() throws {
+        print("Handshake flood (§7.3): 3000 initiations at 1900/s to one session, responder's CPU:")
+        let keys = try RoomKeys(roomSecret: .random(count: 32))
+        let nodes = [NodeIdentity.generate(), NodeIdentity.generate()].sorted {
+            $0.publicKey.lexicographicallyPrecedes($1.publicKey)
+        }
+        let start = ContinuousClock.now
+        var initiator = PeerSession(local: nodes[0], peer: nodes[1].peerIdentity, keys: keys)
+        // What an eavesdropper on the path collects over time: the peer's successive initiations.
+        var captured: [[UInt8]] = []
+        for _ in 0...3000 {
+            initiator.close()
+            captured.append(initiator.start(now: start).datagrams[0])
+        }
+        let count = 3000
+        let spacing = Duration.seconds(1) / 1900
+        func flood(_ name: String, _ packets: [[UInt8]]) {
+            var responder = PeerSession(local: nodes[1], peer: nodes[0].peerIdentity, keys: keys)
+            precondition(responder.receive(captured[count], now: start).datagrams.count == 1)  // the genuine one
+            var reachedDH = 0
+            let cpu = threadCPUNanoseconds {
+                for (index, packet) in packets.enumerated() {
+                    let output = responder.receive(packet, now: start + spacing * (index + 1))
+                    if output.dropped == .handshake(.replayedTimestamp) { reachedDH += 1 }
+                    precondition(output.datagrams.isEmpty)
+                }
+            }
+            let milliseconds = String(format2: cpu / 1e6)
+            print(
+                "  \(name.padding(46)) \((milliseconds + " ms").padding(10, left: true))  CPU in all "
+                    + "(\(Int(cpu) / count) ns each); \(reachedDH) reached Diffie-Hellman")
+        }
+        flood("3000 copies of the initiation it accepted", Array(repeating: captured[count], count: count))
+        flood("3000 older initiations, each once", Array(captured[0..<count]))
+    }
+
+    /// The CPU time this thread spends in `body`, in nanoseconds.
+    static func threadCPUNanoseconds(_ body: () -> Void) -> Double {
+        func now() -> Double {
+            var time = timespec()
+            clock_gettime(CLOCK_THREAD_CPUTIME_ID, &time)
+            return Double(time.tv_sec) * 1e9 + Double(time.tv_nsec)
+        }
+        let before = now()
+        body()
+        return now() - before
     }
 
     static func envelopes() throws {

@@ -278,6 +278,48 @@ def test_handshake_rejections():
     assert responder.receive(packet, 0.0)[1] == [(1, b"hello")]
 
 
+def test_forged_transport_packets_change_nothing():
+    """§8.7: packets under a known index that fail to authenticate are counted, nothing more."""
+    clock = iter(range(1, 10**6))
+    initiator, responder = sessions(lambda: next(clock) * 10**9)
+    response = responder.receive(initiator.create_initiation(0.0), 0.0)[0]
+    keepalive = initiator.receive(response[0], 0.0)[0]
+    responder.receive(keepalive[0], 0.0)
+    keys = responder.current
+    genuine = initiator.seal(1, b"hello", 0.0)
+    for counter in range(1000):
+        forged = bytearray(genuine)
+        forged[8:16] = (100 + counter).to_bytes(8, "big")
+        assert responder.receive(bytes(forged), 0.0) == ([], [])
+    assert responder.stats.authentication_failures == 1000
+    assert responder.current is keys and responder.current.send_key
+    assert responder.receive(genuine, 0.0) == ([], [(1, b"hello")])
+
+
+def test_replayed_and_flooded_initiations_reach_no_diffie_hellman(monkeypatch):
+    """§7.3 steps 3-4: a copy of a processed initiation, or one beyond the budget, costs no DH."""
+    import parley_peer.session as session
+    reads = []
+    original = session.HandshakeState.read_message
+    monkeypatch.setattr(session.HandshakeState, "read_message",
+                        lambda self, message: reads.append(1) or original(self, message))
+    clock = iter(range(1, 10**6))
+    initiator, responder = sessions(lambda: next(clock) * 10**9)
+    captured = []
+    for _ in range(12):
+        initiator.pending = None
+        captured.append(initiator.create_initiation(0.0))
+    assert responder.receive(captured[-1], 0.0)[0]  # the newest: answered
+    for old in captured[:-1]:
+        assert responder.receive(old, 0.0) == ([], [])
+    assert len(reads) == 5  # the burst: the newest and four stale ones
+    for replayed in captured * 10:
+        assert responder.receive(replayed, 0.5) == ([], [])
+    assert len(reads) == 5
+    assert responder.receive(captured[4], 1.0) == ([], [])  # a token again: the first one left out
+    assert len(reads) == 6
+
+
 def test_glare_resolves_to_one_session():
     clock = iter(range(1, 10**6))
     alice, bob = sessions(lambda: next(clock) * 10**9)
