@@ -30,10 +30,12 @@ def assert_hears_tones(path: str, present: list[float], absent: list[float], min
         assert value < 0.02, f"{path}: {frequency} Hz should be absent but has {value:.1%}"
 
 
-def meeting_code(status: dict, members: int) -> str:
-    """The security code a Python peer showed while `members` members (itself included) had sessions."""
-    codes = [entry["code"] for entry in status["security_codes"] if len(entry["members"]) == members]
-    assert codes, f"{status['name']} never had {members} members: {status['security_codes']}"
+def meeting_code(status: dict, members: int, kind: str = "security_codes") -> str:
+    """The security code a Python peer agreed on (§11.1) while `members` members (itself included) had
+    sessions. `kind="legacy_security_codes"`: the identity-only code a parleyd shows until its meeting runs
+    the agreement (issue 15, finding 7)."""
+    codes = [entry["code"] for entry in status[kind] if len(entry["members"]) == members]
+    assert codes, f"{status['name']} never had a code for {members} members: {status[kind]}"
     return codes[-1]
 
 

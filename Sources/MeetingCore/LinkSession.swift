@@ -74,8 +74,8 @@ public struct LinkSession: Sendable {
                 output.facts.append(.report(report, rttMs: rttMs, mediaSent: mediaSent))
             case .leave:
                 output.facts.append(.leave)
-            case .unknown:
-                break
+            case .securityCode, .unknown:
+                break  // COMMIT/REVEAL (§11.1): for SecurityCodeAgreement once the core runs one
             }
         default:
             break

@@ -6,6 +6,8 @@ public import ParleyCore
 public enum SessionControl: Sendable, Hashable {
     case report(Report)
     case leave
+    /// COMMIT (0x03) or REVEAL (0x04) of the security code agreement (§11.1).
+    case securityCode(SecurityCodeMessage)
     /// A control type this version does not know (§10: ignored).
     case unknown(UInt8)
 
@@ -63,6 +65,8 @@ public enum SessionControl: Sendable, Hashable {
             writer.writeU8(0)
         case .leave:
             writer.writeU8(Self.leaveType)
+        case .securityCode(let message):
+            writer.writeBytes(message.encoded())
         case .unknown(let type):
             writer.writeU8(type)
         }
@@ -73,7 +77,12 @@ public enum SessionControl: Sendable, Hashable {
     /// trailing bytes are allowed (§10).
     public init(parsing payload: some Collection<UInt8>) throws(WireFormatError) {
         var reader = ByteReader(Array(payload))
-        switch try reader.readU8("control type") {
+        let type = try reader.readU8("control type")
+        if let message = try SecurityCodeMessage(controlType: type, body: &reader) {
+            self = .securityCode(message)
+            return
+        }
+        switch type {
         case Self.reportType:
             let report = Report(
                 timestampMs: try reader.readU32("REPORT timestamp_ms"),
