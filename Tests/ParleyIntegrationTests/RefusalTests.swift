@@ -86,6 +86,40 @@ struct RefusalTests {
         }
     }
 
+    /// The invite is the meeting's only secret: at the chattiest log level, joining with it at
+    /// start (the daemon logged `NodeService(…initialInvite: "parley1:…")` at debug) and meeting
+    /// someone write it nowhere but where the user asked for it (issue 15, finding 8).
+    @Test func theInviteNeverReachesTheLogs() async throws {
+        try await withLab("secrets") { lab in
+            try await runBlocking {
+                let rendezvous = try lab.rendezvous(arguments: ["--log-level", "trace"])
+                let invite = try lab.invite(rendezvous: rendezvous.url)
+                var spec = NodeSpec(name: "alice", input: "silence", join: invite)
+                spec.output = "null"
+                spec.logLevel = "trace"
+                let alice = try lab.node(spec)
+                var bobSpec = NodeSpec(name: "bob", input: "silence")
+                bobSpec.output = "null"
+                bobSpec.logLevel = "trace"
+                let bob = try lab.node(bobSpec)
+                let joined = try bob.parley(["join", invite])
+                #expect(joined.status == 0, "\(joined.error)")
+                try alice.waitForPeersUp(1)
+                try bob.waitForPeersUp(1)
+                #expect(alice.terminate() == 0 && bob.terminate() == 0)
+                let secret = String(invite.dropFirst("parley1:".count))
+                for (name, text) in [
+                    ("alice", alice.process.standardError + alice.process.standardOutput),
+                    ("bob", bob.process.standardError + bob.process.standardOutput),
+                    ("rendezvous", rendezvous.process.standardError),
+                ] {
+                    #expect(text.count > 1000, "\(name) logged at trace level")
+                    #expect(!text.contains(secret), "\(name)'s output holds the invite")
+                }
+            }
+        }
+    }
+
     @Test func badInputGetsOneClearLine() async throws {
         try await withLab("input") { lab in
             try await runBlocking {

@@ -59,7 +59,7 @@ struct ProtocolVectorTests {
             var object: [String: Any] = ["room_secret": hexString(roomSecret), "rendezvous_url": url]
             object["tls_pin"] = pinObject
             object["turn_hints"] = hintObjects
-            object["binary"] = hexString(invite.encodedBytes())
+            object["binary"] = hexString(bytes(invite.encodedBytes()))
             object["invite"] = invite.string
             valid.append(object)
         }
@@ -408,7 +408,7 @@ struct ProtocolVectorTests {
         let file = try Self.load("protocol-v1-invite.json")
         for entry in file["valid"] as! [[String: Any]] {
             let invite = try Invite(parsing: entry["invite"] as! String)
-            #expect(hexString(invite.encodedBytes()) == entry["binary"] as? String)
+            #expect(hexString(Self.bytes(invite.encodedBytes())) == entry["binary"] as? String)
             #expect(invite.rendezvous.description == entry["rendezvous_url"] as? String)
         }
         for entry in file["pasted"] as! [[String: Any]] {

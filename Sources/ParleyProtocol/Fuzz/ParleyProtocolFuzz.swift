@@ -34,7 +34,10 @@ public enum ParleyProtocolFuzz {
                 turnHints: [try! TURNHint(uri: "turn:[2001:db8::1]:3478?transport=udp", username: "u", password: "p")]),
         ]
         return invites.flatMap { invite in
-            [Array(invite.string.utf8), Array("  \"\(invite.string.uppercased())\"\n".utf8), invite.encodedBytes()]
+            [
+                Array(invite.string.utf8), Array("  \"\(invite.string.uppercased())\"\n".utf8),
+                invite.encodedBytes().withUnsafeBytes { Array($0) },
+            ]
         }
     }
 
