@@ -41,6 +41,10 @@ struct Parleyd: AsyncParsableCommand {
     var listen: String = "0.0.0.0:7777"
     @Option(help: "With --host: the host name or address peers reach the rendezvous at (see the README).")
     var advertise: String?
+    @Flag(
+        inversion: .prefixedNo,
+        help: "With --host: serve wss:// with a self-signed certificate the invite pins (--no-tls: plain ws://).")
+    var tls = true
     @Option(help: "Microphone: pulse[:SOURCE], wav:PATH, tone:HZ or silence (default: pulse).")
     var audioIn: String?
     @Option(help: "Speaker: pulse[:SINK], wav:PATH or null (default: pulse).")
@@ -143,7 +147,8 @@ struct Parleyd: AsyncParsableCommand {
         if host {
             let (server, minted) = try await HostedRendezvous.start(
                 listen: RendezvousServerConfiguration.HostAndPort(parsing: listen)!, advertise: advertise,
-                localAddresses: ice.localAddresses, logger: Logger(label: "parley.rendezvous"))
+                localAddresses: ice.localAddresses, tls: tls, stateDirectory: configuration.stateDirectory,
+                logger: Logger(label: "parley.rendezvous"))
             services.append(server)  // first in, last out: BYE still goes through it on shutdown
             invite = minted.string
             // The invite is the product of --host: printed (never logged) as the first stdout line.
