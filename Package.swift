@@ -123,11 +123,17 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
 
+        // MARK: What the executables share: one-line errors.
+        .target(
+            name: "ParleyCommandLine",
+            dependencies: ["ParleyCore", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            swiftSettings: swiftSettings),
+
         // MARK: Executables (thin mains).
         .executableTarget(
             name: "parleyd",
             dependencies: [
-                "ParleyCore",
+                "ParleyCore", "ParleyCommandLine",
                 "ParleyNode", "ParleyAudio", "ControlAPI", "ICE", "RendezvousServer", "ParleyProtocol",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -139,7 +145,7 @@ let package = Package(
         .executableTarget(
             name: "parley",
             dependencies: [
-                "ParleyCore", "ControlAPI",
+                "ParleyCore", "ControlAPI", "ParleyCommandLine",
                 "ParleyProtocol",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
@@ -148,7 +154,7 @@ let package = Package(
         .executableTarget(
             name: "parley-rendezvous",
             dependencies: [
-                "ParleyCore", "RendezvousServer",
+                "ParleyCore", "RendezvousServer", "ParleyCommandLine",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -4,6 +4,7 @@ import ICE
 import Logging
 import NIOPosix
 import ParleyAudio
+import ParleyCommandLine
 import ParleyCore
 import ParleyNode
 import ParleyProtocol
@@ -49,11 +50,13 @@ struct Parleyd: AsyncParsableCommand {
     var audioIn: String?
     @Option(help: "Speaker: pulse[:SINK], wav:PATH or null (default: pulse).")
     var audioOut: String?
-    @Option(help: "Audio frame duration in milliseconds: 10, 20 or 40.")
+    // Numbers parse unconditionally, so `--bitrate -5` is refused for its value (AudioSetup), not
+    // taken for a flag.
+    @Option(parsing: .unconditional, help: "Audio frame duration in milliseconds: 10, 20 or 40.")
     var frameMs = 20
-    @Option(help: "Opus bitrate in bits per second.")
+    @Option(parsing: .unconditional, help: "Opus bitrate in bits per second, 6000 to 510000.")
     var bitrate = 32_000
-    @Option(help: "Opus encoder complexity, 0 (cheapest) to 10 (best quality per bit).")
+    @Option(parsing: .unconditional, help: "Opus encoder complexity, 0 (cheapest) to 10 (best quality per bit).")
     var complexity = AudioSender.defaultComplexity
     @Flag(
         inversion: .prefixedNo,
@@ -91,27 +94,24 @@ struct Parleyd: AsyncParsableCommand {
         if RendezvousServerConfiguration.HostAndPort(parsing: listen) == nil {
             throw ValidationError("--listen wants HOST:PORT or [IPv6]:PORT, got \(listen)")
         }
+        do { try iceSettings().validate() } catch { throw ValidationError(error.description) }
     }
 
-    /// Every error is one clear line on stderr and a non-zero exit.
-    static func main() async {
-        do {
-            var command = try parseAsRoot()
-            if var asyncCommand = command as? any AsyncParsableCommand {
-                try await asyncCommand.run()
-            } else {
-                try command.run()
-            }
-        } catch {
-            let code = exitCode(for: error)
-            if code == .success {
-                print(fullMessage(for: error))
-            } else {
-                let text = (error as? NodeError)?.description ?? message(for: error)
-                StandardStreams.printError("parleyd: \(text.split(separator: "\n").first.map(String.init) ?? text)")
-            }
-            Glibc.exit(code == .success ? 0 : max(code.rawValue, 1))
+    /// The ICE flags (`--stun`, `--turn…`, `--relay-only`, `--local-address`).
+    func iceSettings() -> ICESettings {
+        var ice = ICESettings()
+        ice.stun = stun
+        if let turn, let turnUser, let turnPass {
+            ice.turn = .init(url: turn, username: turnUser, password: turnPass)
         }
+        ice.relayOnly = relayOnly
+        ice.localAddresses = localAddress.compactMap(IPAddress.init)
+        return ice
+    }
+
+    /// Every error is one clear line on stderr and a non-zero exit (`OneLineErrors`).
+    static func main() async {
+        await mainWithOneLineErrors()
     }
 
     func run() async throws {
@@ -127,13 +127,7 @@ struct Parleyd: AsyncParsableCommand {
             input: audioIn, output: audioOut, frameMilliseconds: frameMs, bitrate: bitrate, complexity: complexity,
             dtx: dtx)
         if let warning = audio.warning { StandardStreams.printError("parleyd: \(warning)") }
-        var ice = ICESettings()
-        ice.stun = stun
-        if let turn, let turnUser, let turnPass {
-            ice.turn = .init(url: turn, username: turnUser, password: turnPass)
-        }
-        ice.relayOnly = relayOnly
-        ice.localAddresses = localAddress.compactMap(IPAddress.init)
+        let ice = iceSettings()
         let configuration = NodeConfiguration(
             stateDirectory: stateDir ?? Self.defaultStateDirectory(), displayName: name ?? Self.defaultName(),
             audio: audio.configuration, ice: ice)

@@ -158,6 +158,51 @@ struct RefusalTests {
                 try expectOneLine("parley", ["invite", "--rendezvous", "http://example.org"], saying: "rendezvous")
                 try expectOneLine(
                     "parley", ["invite", "--rendezvous", "wss://example.org", "--tls-pin", "12"], saying: "64 hex")
+                // Numbers and files each flag refuses in its own words (issue 15, finding 12).
+                let silent = ["--audio-in", "silence", "--audio-out", "null", "--socket", missing]
+                try expectOneLine(
+                    "parleyd", ["--frame-ms", "7"] + silent, saying: "--frame-ms must be 10, 20 or 40, got 7")
+                try expectOneLine(
+                    "parleyd", ["--bitrate", "-5"] + silent,
+                    saying: "--bitrate must be 6000 to 510000 bits per second, got -5")
+                try expectOneLine(
+                    "parleyd", ["--complexity", "-1"] + silent, saying: "--complexity must be 0 to 10, got -1")
+                try expectOneLine("parleyd", ["--complexity", "ten"], saying: "'ten' is invalid for '--complexity")
+                try expectOneLine("parleyd", ["--stun", "[::1"], saying: "--stun wants HOST:PORT")
+                try expectOneLine(
+                    "parleyd", ["--turn", "http://relay", "--turn-user", "u", "--turn-pass", "p"],
+                    saying: "--turn http://relay")
+                try expectOneLine("parleyd", ["--name", " "] + silent, saying: "invalid --name")
+                try expectOneLine(
+                    "parleyd", ["--state-dir", "/etc/passwd"] + silent,
+                    saying: "/etc/passwd exists and is not a directory")
+                let junk = "\(lab.directory)/junk"
+                try expectOneLine(
+                    "parley-rendezvous", ["--listen", "127.0.0.1:0", "--tls-cert", junk, "--tls-key", junk],
+                    saying: "cannot read a PEM certificate from \(junk): No such file or directory")
+                #expect(creat(junk, 0o600) >= 0)
+                try expectOneLine(
+                    "parley-rendezvous", ["--listen", "127.0.0.1:0", "--tls-cert", junk, "--tls-key", junk],
+                    saying: "cannot read a PEM certificate from \(junk): not PEM")
+                try expectOneLine(
+                    "parley-rendezvous",
+                    [
+                        "--listen", "127.0.0.1:0", "--tls-cert", Self.fixtures + "/test-cert.pem", "--tls-key",
+                        Self.fixtures + "/other-host-key.pem",
+                    ], saying: "does not belong to the certificate in")
+                try expectOneLine(
+                    "parley-rendezvous",
+                    ["--listen", "127.0.0.1:0", "--tls-cert", Self.fixtures + "/test-cert.pem", "--tls-key", junk],
+                    saying: "cannot read a PEM private key from \(junk): not PEM")
+                try expectOneLine(
+                    "parley-rendezvous", ["--max-members", "-5"], saying: "members per room must be 2…256")
+                try expectOneLine("parley-rendezvous", ["--turn-ttl", "-5"], saying: "'-5' is invalid for '--turn-ttl")
+                try expectOneLine(
+                    "parley-rendezvous", ["--going-away-retry-ms", "-1"], saying: "--going-away-retry-ms")
+                try expectOneLine("parley-rendezvous", ["--idle-timeout", "1"], saying: "idle timeout must be longer")
+                try expectOneLine("parley-rendezvous", ["--listen", "nowhere"], saying: "--listen wants HOST:PORT")
+                try expectOneLine("parley-rendezvous", ["--bogus"], saying: "--bogus")
+
                 // No daemon, and a socket a dead daemon left behind.
                 try expectOneLine("parley", ["status", "--socket", missing], saying: "parleyd is not running")
                 let stale = "\(lab.directory)/stale.sock"
@@ -172,6 +217,12 @@ struct RefusalTests {
             }
         }
     }
+
+    static let fixtures: String = {
+        var path = "\(#filePath)".split(separator: "/", omittingEmptySubsequences: false)
+        path.removeLast(2)
+        return path.joined(separator: "/") + "/Fixtures/rendezvous"
+    }()
 
     /// A Unix socket file with nobody listening: what a crashed daemon leaves.
     static func leaveStaleSocket(at path: String) throws {
