@@ -23,7 +23,7 @@ let swiftSettings: [SwiftSetting] = [
 /// What the rendezvous server and client both build on (docs/PROTOCOL.md §4): the wire format, the
 /// join proof, and WebSocket over TCP or TLS on SwiftNIO.
 let rendezvousDependencies: [Target.Dependency] = [
-    "RendezvousWire", "ParleyProtocol", "Sodium",
+    "RendezvousWire", "ParleyProtocol", "ParleyCore", "Sodium",
     .product(name: "NIOCore", package: "swift-nio"),
     .product(name: "NIOPosix", package: "swift-nio"),
     .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -84,7 +84,7 @@ let package = Package(
             swiftSettings: swiftSettings),
 
         // MARK: Control API between parley (CLI) and parleyd (daemon): types, framing, client.
-        .target(name: "ControlAPI", swiftSettings: swiftSettings),
+        .target(name: "ControlAPI", dependencies: ["ParleyCore"], swiftSettings: swiftSettings),
 
         // MARK: The meeting's logic, sans-I/O: inputs and the time in, commands out.
         .target(
@@ -123,11 +123,17 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
 
+        // MARK: What the executables share: one-line errors.
+        .target(
+            name: "ParleyCommandLine",
+            dependencies: ["ParleyCore", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            swiftSettings: swiftSettings),
+
         // MARK: Executables (thin mains).
         .executableTarget(
             name: "parleyd",
             dependencies: [
-                "ParleyCore",
+                "ParleyCore", "ParleyCommandLine",
                 "ParleyNode", "ParleyAudio", "ControlAPI", "ICE", "RendezvousServer", "ParleyProtocol",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -139,7 +145,7 @@ let package = Package(
         .executableTarget(
             name: "parley",
             dependencies: [
-                "ParleyCore", "ControlAPI",
+                "ParleyCore", "ControlAPI", "ParleyCommandLine",
                 "ParleyProtocol",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
@@ -148,7 +154,7 @@ let package = Package(
         .executableTarget(
             name: "parley-rendezvous",
             dependencies: [
-                "ParleyCore", "RendezvousServer",
+                "ParleyCore", "RendezvousServer", "ParleyCommandLine",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -232,7 +238,8 @@ let package = Package(
                 "ParleyCore", "ParleyProtocol", "ICE", "RendezvousWire",
             ],
             swiftSettings: swiftSettings),
-        .testTarget(name: "ParleyCoreTests", dependencies: ["ParleyCore"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "ParleyCoreTests", dependencies: ["ParleyCore", "ParleyTestSupport"], swiftSettings: swiftSettings),
         .testTarget(
             name: "MeetingCoreTests",
             dependencies: [

@@ -92,6 +92,8 @@ public struct LinkSession: Sendable {
                 output.facts.append(.links(links))
             case .relayRefused(let destination, let reason):
                 output.facts.append(.relayRefused(destination: destination, reason: reason))
+            case .securityCode(let message):
+                output.facts.append(.securityCode(message))
             case .unknown:
                 break
             }
@@ -165,7 +167,6 @@ public struct LinkSession: Sendable {
             case .rekeyed: output.facts.append(.rekeyed)
             case .handshakeTimedOut: output.facts.append(.keysLost("handshake timed out"))
             case .expired: output.facts.append(.keysLost("keys expired"))
-            case .tornDown: output.facts.append(.keysLost("torn down"))
             }
         }
         return output

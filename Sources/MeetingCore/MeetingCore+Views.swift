@@ -1,4 +1,5 @@
 public import ControlAPI
+import ParleyCore
 import ParleyProtocol
 
 /// What the core shows of the meeting (`parley status`, `parley verify`): pure reads of its
@@ -23,14 +24,16 @@ extension MeetingCore {
     public var meetingState: MeetingState { admitted ? .inMeeting : .joining }
     public var rendezvousState: RendezvousConnectionState { rendezvous }
 
-    /// The security code for the members now (`parley status`; the `security-code` event follows
-    /// once the member set has settled).
-    public var securityCode: String { currentSecurityCode().description }
-
-    private func currentSecurityCode() -> SecurityCode {
-        let members = securityMembers()
-        if securityCodeState.members == members, let code = securityCodeState.code { return code }
-        return SecurityCode(roomID: configuration.keys.roomID, memberIdentities: members)
+    /// The security code (`parley status`), or why there is none yet: the agreement (§11.1)
+    /// shows a code once every member's nonce is in.
+    public var securityCode: String {
+        switch codeAgreement.state {
+        case .agreed(let code): code.description
+        case .settling(let waiting):
+            waiting.isEmpty
+                ? "settling" : "settling (waiting for \(waiting.map { peers[$0]?.name ?? hexString($0.prefix(8)) }.sorted().joined(separator: ", ")))"
+        case .unavailable(let reason): "unavailable: \(reason)"
+        }
     }
 
     /// Every link, by peer name.
@@ -52,13 +55,12 @@ extension MeetingCore {
 
     /// The code to read aloud now and whom it covers: this node and every peer with keys.
     public func verification() -> Verification {
-        let code = currentSecurityCode()
         var covered = [
             Verification.Member(id: configuration.identity.peerIdentity.shortID, name: configuration.displayName)
         ]
         for peer in peers.values.sorted(by: { $0.name < $1.name }) where peer.link?.established == true {
             covered.append(Verification.Member(id: peer.shortID, name: peer.name))
         }
-        return Verification(securityCode: code.description, members: covered)
+        return Verification(securityCode: securityCode, members: covered)
     }
 }

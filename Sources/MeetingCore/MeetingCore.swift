@@ -32,7 +32,12 @@ public struct MeetingCore: Sendable {
     /// DTX holds our media back (silent or muted): no media flows from us right now.
     var paused = false
     var encoderLoss: Double?
-    var securityCodeState = SecurityCodeState()
+    /// The security code's commit/reveal agreement (§11.1), and when its view is next taken
+    /// (the member set is left to settle a moment after a change, so a join of many at once is
+    /// one round, not one per link).
+    var codeAgreement: SecurityCodeAgreement
+    var codeViewDue: ContinuousClock.Instant?
+    var publishedCode: SecurityCode?
     var random: SeededGenerator
     /// What this node last told the data path it relays, and the members LINKS last listed.
     var relayPolicy: RelayPolicy?
@@ -60,6 +65,9 @@ public struct MeetingCore: Sendable {
         self.muted = muted
         self.now = now
         sequencer = EnvelopeSequencer(start: configuration.firstEnvelopeSequence)
+        codeAgreement = SecurityCodeAgreement(
+            roomID: configuration.keys.roomID,
+            me: CodeMember(identityKey: configuration.identity.publicKey, name: configuration.displayName))
         random = SeededGenerator(seed: configuration.randomSeed)
     }
 
@@ -77,7 +85,7 @@ public struct MeetingCore: Sendable {
         switch input {
         case .start:
             publish(ControlEvent(kind: .meeting, state: .joining))
-            securityCodeState.membersMayHaveChanged(at: now, settle: .zero)
+            codeViewDue = now
         case .rendezvousJoined(let welcome, let reconnected):
             rendezvousJoined(welcome, reconnected: reconnected)
         case .rendezvousMemberJoined:
@@ -128,7 +136,7 @@ public struct MeetingCore: Sendable {
     /// When the core next needs a `.tick`, if nothing else happens first.
     public var nextDeadline: ContinuousClock.Instant? {
         guard !ended else { return nil }
-        var earliest = securityCodeState.deadline
+        var earliest = codeViewDue
         for peer in peers.values {
             guard let link = peer.link else { continue }
             earliest = Self.earlier(earliest, link.machine.nextDeadline)
@@ -306,6 +314,7 @@ public struct MeetingCore: Sendable {
                 publish(
                     ControlEvent(kind: .peerJoined, peer: known.shortID, name: hello.displayName, message: "renamed"))
             }
+            if known.name != hello.displayName, known.link?.established == true { membersMayHaveChanged() }
             peers[key]?.name = hello.displayName
             peers[key]?.epoch = hello.sessionEpoch
             if let member {
@@ -510,7 +519,7 @@ public struct MeetingCore: Sendable {
             log(.info, "session established", ["peer": shortID])
             feed(.sessionEstablished, toPeer: key)
             sendReport(on: key, closesInterval: false)
-            securityCodeState.membersMayHaveChanged(at: now, settle: configuration.timing.securityCodeSettle)
+            membersMayHaveChanged()
         case .rekeyed:
             // After an ICE restart the lead re-keys over the new path: the session works there.
             peers[key]?.link?.established = true
@@ -518,7 +527,7 @@ public struct MeetingCore: Sendable {
         case .keysLost(let why):
             peers[key]?.link?.established = false
             log(.info, "session without keys", ["peer": shortID, "why": why])
-            securityCodeState.membersMayHaveChanged(at: now, settle: configuration.timing.securityCodeSettle)
+            membersMayHaveChanged()
         case .authenticated(let via):
             noteAuthenticated(from: key, via: via)
             feed(.packetReceived, toPeer: key)
@@ -543,6 +552,8 @@ public struct MeetingCore: Sendable {
             peers[destination]?.link?.refusedBy[key] = now
         case .meshEnvelope(let envelope):
             envelopeDelivered(envelope, from: nil)
+        case .securityCode(let message):
+            codeMessage(message, from: key)
         }
     }
 
@@ -615,7 +626,7 @@ public struct MeetingCore: Sendable {
             publish(ControlEvent(kind: .peerLeft, peer: peer.shortID, name: peer.name, message: reason))
         }
         if link.established {
-            securityCodeState.membersMayHaveChanged(at: now, settle: configuration.timing.securityCodeSettle)
+            membersMayHaveChanged()
         }
         updateEncoderLoss()
     }
@@ -648,11 +659,9 @@ public struct MeetingCore: Sendable {
                 sendReport(on: key, closesInterval: false)
             }
         }
-        if let deadline = securityCodeState.deadline, now >= deadline,
-            let code = securityCodeState.publishIfSettled(
-                at: now, members: securityMembers(), roomID: configuration.keys.roomID)
-        {
-            publish(ControlEvent(kind: .securityCode, message: code.description))
+        if let due = codeViewDue, now >= due {
+            codeViewDue = nil
+            sendCodeMessages(codeAgreement.viewChanged(peers: codeMembers()))
         }
     }
 
@@ -672,6 +681,8 @@ public struct MeetingCore: Sendable {
             peers[key]?.link?.nextReport = next
         }
         output.append(.sendReport(link.id, closesInterval: closes, muted: muted))
+        // Until the code is agreed, the current COMMIT or REVEAL goes with every REPORT (§11.1).
+        if let message = codeAgreement.repeated(to: key) { output.append(.sendControl(link.id, .securityCode(message))) }
     }
 
     /// The loss the encoder protects against (§9.3): the worst latest REPORT of a peer whose link
@@ -733,11 +744,34 @@ public struct MeetingCore: Sendable {
 
     // MARK: Security code (§11)
 
-    /// The identity keys the code covers: ours and every peer's with an established session.
-    func securityMembers() -> [[UInt8]] {
-        ([configuration.identity.publicKey]
-            + peers.values.filter { $0.link?.established == true }.map(\.identity.identityKey))
-            .sorted { $0.lexicographicallyPrecedes($1) }
+    /// The member set may have changed (a session gained or lost its keys, a peer renamed).
+    mutating func membersMayHaveChanged() {
+        codeViewDue = now + configuration.timing.securityCodeSettle
+    }
+
+    /// The members the code covers besides this node: every peer with an established session.
+    func codeMembers() -> [CodeMember] {
+        sortedPeerKeys.compactMap { key in
+            guard let peer = peers[key], peer.link?.established == true else { return nil }
+            return CodeMember(identityKey: key, name: peer.name)
+        }
+    }
+
+    /// A COMMIT or REVEAL from a peer.
+    mutating func codeMessage(_ message: SecurityCodeMessage, from key: [UInt8]) {
+        sendCodeMessages(codeAgreement.received(message, from: key))
+    }
+
+    /// Sends the agreement's messages over the peers' sessions, and announces a new code.
+    mutating func sendCodeMessages(_ outgoing: [SecurityCodeAgreement.Outgoing]) {
+        for message in outgoing {
+            guard let link = peers[message.peer]?.link, link.established else { continue }
+            output.append(.sendControl(link.id, .securityCode(message.message)))
+        }
+        if let code = codeAgreement.code, code != publishedCode {
+            publishedCode = code
+            publish(ControlEvent(kind: .securityCode, message: code.description))
+        }
     }
 }
 
@@ -746,34 +780,4 @@ enum RemoteSignal: Sendable, Hashable {
     case credentials(PathCredentials)
     case candidate(String)
     case done
-}
-
-/// The security code, recomputed once the member set has been the same for a moment.
-struct SecurityCodeState: Sendable {
-    var members: [[UInt8]] = []
-    var code: SecurityCode?
-    /// When to recompute (the member set may have changed), if pending.
-    var deadline: ContinuousClock.Instant?
-
-    mutating func membersMayHaveChanged(at now: ContinuousClock.Instant, settle: Duration) {
-        deadline = now + settle
-    }
-
-    /// The new code when it is time and the members changed, else nil.
-    mutating func publishIfSettled(
-        at now: ContinuousClock.Instant, members: [[UInt8]], roomID: [UInt8]
-    ) -> SecurityCode? {
-        guard let deadline, now >= deadline else { return nil }
-        self.deadline = nil
-        return update(members: members, roomID: roomID)
-    }
-
-    /// Recomputes at once if the members changed; returns the new code, if it changed.
-    mutating func update(members: [[UInt8]], roomID: [UInt8]) -> SecurityCode? {
-        guard members != self.members || code == nil else { return nil }
-        self.members = members
-        let code = SecurityCode(roomID: roomID, memberIdentities: members)
-        self.code = code
-        return code
-    }
 }

@@ -134,9 +134,11 @@ public enum SessionFact: Sendable, Hashable {
     case links(SessionControl.Links)
     /// The peer will not relay to `destination` (§13.3).
     case relayRefused(destination: [UInt8], reason: SessionControl.RelayRefusal)
-    /// A signaling envelope (§6) that came over the mesh instead of the rendezvous (§13.4): from
+    /// A signaling envelope (§6) that came over the mesh instead of the rendezvous (§13.5): from
     /// this peer, or relayed by it.
     case meshEnvelope([UInt8])
+    /// A COMMIT or REVEAL of the security code agreement (§11.1).
+    case securityCode(SecurityCodeMessage)
 }
 
 /// What the audio engine reports.

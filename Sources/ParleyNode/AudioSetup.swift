@@ -20,7 +20,11 @@ public enum AudioSetup {
         var configuration = AudioEngineConfiguration(
             input: try input.map(AudioInput.init(parsing:)) ?? .pulse(source: nil),
             output: try output.map(AudioOutput.init(parsing:)) ?? .pulse(sink: nil))
-        configuration.frameDuration = try AudioFrameDuration(milliseconds: frameMilliseconds)
+        do {
+            configuration.frameDuration = try AudioFrameDuration(milliseconds: frameMilliseconds)
+        } catch {
+            throw NodeError("--frame-ms must be 10, 20 or 40, got \(frameMilliseconds)")
+        }
         guard (6_000...510_000).contains(bitrate) else {
             throw NodeError("--bitrate must be 6000 to 510000 bits per second, got \(bitrate)")
         }

@@ -141,7 +141,9 @@ public actor NodeDaemon: ControlHandler {
 
 /// The daemon as a service: joins the meeting it was started with (failing the whole process on
 /// a refusal such as "meeting full"), then runs until SIGTERM/SIGINT, when it leaves gracefully.
-public struct NodeService: Service {
+/// ServiceLifecycle names services by their description in its (debug) logs: this one never
+/// shows its invite.
+public struct NodeService: Service, CustomStringConvertible {
     let daemon: NodeDaemon
     let initialInvite: String?
 
@@ -149,6 +151,8 @@ public struct NodeService: Service {
         self.daemon = daemon
         self.initialInvite = initialInvite
     }
+
+    public var description: String { "NodeService" }
 
     public func run() async throws {
         if let initialInvite {

@@ -1,5 +1,6 @@
 import ControlAPI
 import NodeLab
+import ParleyProtocol
 import ParleyTestSupport
 import Testing
 
@@ -145,6 +146,10 @@ struct MeetingTests {
             hostSpec.host = true
             let alice = try lab.node(hostSpec)
             let invite = try alice.hostedInvite()
+            // The embedded rendezvous serves TLS by default, its self-signed key pinned in the
+            // invite (issue 15, finding 11): everyone below connects over wss:// to 127.0.0.1.
+            let parsed = try Invite(parsing: invite)
+            #expect(parsed.rendezvous.usesTLS && parsed.tlsPin != nil, "\(parsed)")
             let bob = try lab.node(NodeSpec(name: "bob", input: "tone:660", join: invite))
             try alice.waitForPeersUp(1)
             try bob.waitForPeersUp(1)

@@ -9,6 +9,7 @@ let fuzzTargets: [String: FuzzTarget] = [
     "invite": FuzzTarget(run: ParleyProtocolFuzz.invite, seeds: ParleyProtocolFuzz.inviteSeeds),
     "envelope": FuzzTarget(run: ParleyProtocolFuzz.envelope, seeds: ParleyProtocolFuzz.envelopeSeeds),
     "transport": FuzzTarget(run: ParleyProtocolFuzz.transportPacket, seeds: ParleyProtocolFuzz.transportSeeds),
+    "security-code": FuzzTarget(run: ParleyProtocolFuzz.securityCode, seeds: ParleyProtocolFuzz.securityCodeSeeds),
     "rendezvous-frame": FuzzTarget(run: { bytes in bytes.withUnsafeBytes(RendezvousWire.fuzz) }),
     "stun": FuzzTarget(run: { bytes in bytes.withUnsafeBytes(RendezvousWire.fuzzSTUN) }),
     "media": FuzzTarget(run: { bytes in bytes.withUnsafeBytes(MediaPayload.fuzzOneInput) }),

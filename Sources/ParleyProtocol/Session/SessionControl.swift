@@ -6,17 +6,19 @@ public import ParleyCore
 public enum SessionControl: Sendable, Hashable {
     case report(Report)
     case leave
-    /// Which members the sender has working links with (§13.1, version 2).
+    /// Which members the sender has working links with (0x05, §13.1, version 2).
     case links(Links)
-    /// The sender will not carry what we asked it to relay to `destination` (§13.3, version 2).
+    /// The sender will not carry what we asked it to relay to `destination` (0x06, §13.3, version 2).
     case relayRefused(destination: [UInt8], reason: RelayRefusal)
+    /// COMMIT (0x03) or REVEAL (0x04) of the security code agreement (§11.1).
+    case securityCode(SecurityCodeMessage)
     /// A control type this version does not know (§10: ignored).
     case unknown(UInt8)
 
     public static let reportType: UInt8 = 0x01
     public static let leaveType: UInt8 = 0x02
-    public static let linksType: UInt8 = 0x03
-    public static let relayRefusedType: UInt8 = 0x04
+    public static let linksType: UInt8 = 0x05
+    public static let relayRefusedType: UInt8 = 0x06
 
     /// LINKS (§13.1): the members whose links with the sender are up (directly, not themselves
     /// relayed), with the sender's smoothed RTT to each, and whether it relays for others.
@@ -114,6 +116,8 @@ public enum SessionControl: Sendable, Hashable {
             writer.writeU8(Self.relayRefusedType)
             writer.writeBytes(destination)
             writer.writeU8(reason.rawValue)
+        case .securityCode(let message):
+            writer.writeBytes(message.encoded())
         case .unknown(let type):
             writer.writeU8(type)
         }
@@ -124,7 +128,12 @@ public enum SessionControl: Sendable, Hashable {
     /// trailing bytes are allowed (§10).
     public init(parsing payload: some Collection<UInt8>) throws(WireFormatError) {
         var reader = ByteReader(Array(payload))
-        switch try reader.readU8("control type") {
+        let type = try reader.readU8("control type")
+        if let message = try SecurityCodeMessage(controlType: type, body: &reader) {
+            self = .securityCode(message)
+            return
+        }
+        switch type {
         case Self.reportType:
             let report = Report(
                 timestampMs: try reader.readU32("REPORT timestamp_ms"),
