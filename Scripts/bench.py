@@ -195,7 +195,7 @@ def loopback_meetings(results: dict, work: Path) -> None:
     try:
         for count in (2, 4, 8):
             directory = work / f"loopback-{count}"
-            directory.mkdir()
+            directory.mkdir(mode=0o700)  # holds control sockets: parleyd wants it private
             invite = new_invite(rendezvous.url)
             nodes, joins = meeting(directory, count, invite)
             try:
@@ -321,7 +321,7 @@ def latency(results: dict, work: Path) -> None:
     try:
         for frame in (10, 20):
             directory = work / f"latency-{frame}"
-            directory.mkdir()
+            directory.mkdir(mode=0o700)  # holds control sockets: parleyd wants it private
             invite = new_invite(rendezvous.url)
             nodes = []
 
@@ -466,7 +466,7 @@ def lab(out: Path) -> None:
         hosts = ["c1a", "c2", "c1b", "pub", "c1a", "c2", "c1b", "pub2"]
         for count in (2, 4, 8):
             directory = work / f"join-{count}"
-            directory.mkdir()
+            directory.mkdir(mode=0o700)  # holds control sockets: parleyd wants it private
             nodes, joins = meeting(directory, count, new_invite(rendezvous.url),
                                    prefix_for=lambda i: ns(hosts[i]), local_for=lambda i: (addresses[hosts[i]],))
             for node in nodes:
@@ -525,7 +525,7 @@ def pesq_call(directory: Path, speech: dict, url: str, sender_ns: list, receiver
               impair) -> dict:
     """One call: speech from a WAV through a real link; `impair` is called once the link is up,
     within the speech's silent lead-in (checked)."""
-    directory.mkdir()
+    directory.mkdir(mode=0o700)  # holds control sockets: parleyd wants it private
     invite = new_invite(url)
     out = directory / "received.wav"
     sender = Node(directory, "sender", f"wav:{speech['input']}", prefix=sender_ns, local_addresses=(addresses["c1a"],))

@@ -152,7 +152,8 @@ public final class RendezvousClient: Service, Sendable {
             session.withLockedValue { $0 = nil }
             if joinedThisSession.withLockedValue({ $0 }) {
                 hasJoined = true
-                attempt = 0
+                // A connection the server throttled was no success: keep backing off.
+                if case .throttled = end {} else { attempt = 0 }
             }
             if Task.isCancelled || Task.isShuttingDownGracefully { return }
             let delay: Duration
@@ -161,6 +162,11 @@ public final class RendezvousClient: Service, Sendable {
                 delay = configuration.reconnect.delay(goingAwayHint: milliseconds, using: &generator)
                 attempt = 1
             case .lost:
+                delay = configuration.reconnect.delay(attempt: attempt, using: &generator)
+                attempt += 1
+            case .throttled:
+                // Sending slower is the node's business; the client waits at least one step.
+                attempt = max(attempt, 1)
                 delay = configuration.reconnect.delay(attempt: attempt, using: &generator)
                 attempt += 1
             }
@@ -177,11 +183,13 @@ public final class RendezvousClient: Service, Sendable {
     enum SessionEnd: Error, CustomStringConvertible {
         case goingAway(retryAfterMilliseconds: UInt32)
         case lost(String)
+        /// ERROR `rate-limited` (§4.4): we sent faster than the server allows.
+        case throttled(String)
 
         var description: String {
             switch self {
             case .goingAway(let milliseconds): "the rendezvous is going away (retry after \(milliseconds) ms)"
-            case .lost(let reason): reason
+            case .lost(let reason), .throttled(let reason): reason
             }
         }
     }
@@ -272,6 +280,7 @@ public final class RendezvousClient: Service, Sendable {
                 return .goingAway(retryAfterMilliseconds: milliseconds)
             case .error(let error):
                 logger.info("rendezvous error", metadata: ["code": "\(error.code.name)", "reason": "\(error.reason)"])
+                if error.code == .rateLimited { return .throttled("the rendezvous throttled this node: \(error)") }
                 guard error.code.isRetryable else { throw RendezvousClientError.rejected(error) }
                 return .lost("the rendezvous closed the connection: \(error)")
             default:
@@ -390,8 +399,13 @@ public final class RendezvousClient: Service, Sendable {
         }
     }
 
+    /// With a pin the certificate's names do not matter (§4.1: the key alone decides, so an invite
+    /// may point at an address the certificate does not name): NIOSSL must not check the host
+    /// name, which it would do after the handshake even when the pin callback accepted the key.
     private func makeTLSContext() throws -> NIOSSLContext {
-        try NIOSSLContext(configuration: .makeClientConfiguration())
+        var tls = TLSConfiguration.makeClientConfiguration()
+        if configuration.certificatePin != nil { tls.certificateVerification = .noHostnameVerification }
+        return try NIOSSLContext(configuration: tls)
     }
 
     /// With a pin, the only check is that the leaf certificate's key hashes to it (RFC 7469's

@@ -1,6 +1,7 @@
 internal import Logging
 internal import NIOCore
 internal import NIOWebSocket
+internal import ParleyCore
 internal import ParleyProtocol
 internal import RendezvousWire
 internal import Sodium

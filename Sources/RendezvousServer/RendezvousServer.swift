@@ -84,14 +84,7 @@ public final class RendezvousServer: Service, Sendable {
     public func start() async throws -> BoundAddresses {
         if let addresses { return addresses }
         try configuration.limits.validate()
-        let tls = try configuration.tls.map { files in
-            try NIOSSLContext(
-                configuration: .makeServerConfiguration(
-                    certificateChain: NIOSSLCertificate.fromPEMFile(files.certificateChainPath).map {
-                        .certificate($0)
-                    },
-                    privateKey: .privateKey(NIOSSLPrivateKey(file: files.privateKeyPath, format: .pem))))
-        }
+        let tls = try configuration.tls.map { try $0.makeServerContext() }
         let loop = self.loop
         let (configuration, logger, metrics, unixTime) = (configuration, logger, metrics, unixTime)
         let state = try await loop.submit {

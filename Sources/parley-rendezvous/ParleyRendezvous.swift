@@ -1,5 +1,6 @@
 import ArgumentParser
 import Logging
+import ParleyCommandLine
 import ParleyCore
 import RendezvousServer
 import RendezvousWire
@@ -24,6 +25,11 @@ struct ParleyRendezvous: AsyncParsableCommand {
         version: ParleyVersion.string
     )
 
+    /// Every error is one clear line on stderr and a non-zero exit (`OneLineErrors`).
+    static func main() async {
+        await mainWithOneLineErrors()
+    }
+
     @Option(help: "Where to accept WebSocket connections (HOST:PORT, [IPv6]:PORT; port 0 picks one).")
     var listen = "0.0.0.0:7777"
     @Option(help: "PEM certificate chain for built-in TLS (wss://); needs --tls-key.")
@@ -40,7 +46,7 @@ struct ParleyRendezvous: AsyncParsableCommand {
     var turnSecretFile: String?
     @Option(help: "TURN URL to hand out with credentials, e.g. turn:rv.example.org:3478?transport=udp (repeatable).")
     var turnURL: [String] = []
-    @Option(help: "Lifetime of TURN credentials in seconds.")
+    @Option(parsing: .unconditional, help: "Lifetime of TURN credentials in seconds.")
     var turnTTL: UInt32 = 86_400
     @Option(help: "Serve Prometheus text metrics at http://HOST:PORT/metrics.")
     var metricsListen: String?
@@ -57,18 +63,23 @@ struct ParleyRendezvous: AsyncParsableCommand {
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = "info"
 
-    @Option(help: "Members per room.") var maxMembers = 8
-    @Option(help: "Largest message in bytes (at least 16384).") var maxMessageBytes = 16_384
-    @Option(help: "Messages per second per connection (token bucket rate).") var messagesPerSecond = 100.0
-    @Option(help: "Message burst per connection (token bucket size).") var messageBurst = 200.0
-    @Option(help: "Connections at once per source address (IPv6: per /64).") var maxConnectionsPerAddress = 64
-    @Option(help: "Rooms at once per source address.") var maxRoomsPerAddress = 16
-    @Option(help: "Connections at once in all.") var maxConnections = 50_000
-    @Option(help: "Bytes queued for a slow client before it is dropped.") var outboundQueueBytes = 256 * 1024
-    @Option(help: "Seconds from TCP accept to JOIN.") var handshakeTimeout = 10.0
-    @Option(help: "Seconds between pings.") var pingInterval = 15.0
-    @Option(help: "Seconds of silence (no pong) before a client is dropped.") var idleTimeout = 45.0
-    @Option(help: "Milliseconds clients are told to wait before reconnecting after shutdown.") var goingAwayRetryMs =
+    @Option(parsing: .unconditional, help: "Members per room.") var maxMembers = 8
+    @Option(parsing: .unconditional, help: "Largest message in bytes (at least 16384).") var maxMessageBytes = 16_384
+    @Option(parsing: .unconditional, help: "Messages per second per connection (token bucket rate).")
+    var messagesPerSecond = 100.0
+    @Option(parsing: .unconditional, help: "Message burst per connection (token bucket size).") var messageBurst = 200.0
+    @Option(parsing: .unconditional, help: "Connections at once per source address (IPv6: per /64).")
+    var maxConnectionsPerAddress = 64
+    @Option(parsing: .unconditional, help: "Rooms at once per source address.") var maxRoomsPerAddress = 16
+    @Option(parsing: .unconditional, help: "Connections at once in all.") var maxConnections = 50_000
+    @Option(parsing: .unconditional, help: "Bytes queued for a slow client before it is dropped.")
+    var outboundQueueBytes = 256 * 1024
+    @Option(parsing: .unconditional, help: "Seconds from TCP accept to JOIN.") var handshakeTimeout = 10.0
+    @Option(parsing: .unconditional, help: "Seconds between pings.") var pingInterval = 15.0
+    @Option(parsing: .unconditional, help: "Seconds of silence (no pong) before a client is dropped.") var idleTimeout =
+        45.0
+    @Option(parsing: .unconditional, help: "Milliseconds clients are told to wait before reconnecting after shutdown.")
+    var goingAwayRetryMs =
         1000
 
     func validate() throws {
@@ -83,6 +94,10 @@ struct ParleyRendezvous: AsyncParsableCommand {
         for network in trustedProxy where IPNetwork(parsing: network) == nil {
             throw ValidationError("--trusted-proxy wants an IP address or network such as 10.0.0.0/8, got \(network)")
         }
+        if goingAwayRetryMs < 0 {
+            throw ValidationError("--going-away-retry-ms must be 0 or more, got \(goingAwayRetryMs)")
+        }
+        if turnTTL == 0 { throw ValidationError("--turn-ttl must be at least 1 second") }
     }
 
     func run() async throws {
