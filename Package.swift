@@ -23,7 +23,7 @@ let swiftSettings: [SwiftSetting] = [
 /// What the rendezvous server and client both build on (docs/PROTOCOL.md §4): the wire format, the
 /// join proof, and WebSocket over TCP or TLS on SwiftNIO.
 let rendezvousDependencies: [Target.Dependency] = [
-    "RendezvousWire", "ParleyProtocol", "Sodium",
+    "RendezvousWire", "ParleyProtocol", "ParleyCore", "Sodium",
     .product(name: "NIOCore", package: "swift-nio"),
     .product(name: "NIOPosix", package: "swift-nio"),
     .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -81,18 +81,23 @@ let package = Package(
 
         // MARK: Audio engine: devices, capture/playback threads, per-peer receive channels, mixer.
         .target(
-            name: "ParleyAudio", dependencies: ["Opus", "PulseAudio", "SpeexDSP", "ParleyCore"],
+            name: "ParleyAudio", dependencies: ["Opus", "PulseAudio", "SpeexDSP", "ParleyCore", "ParleyProtocol"],
             swiftSettings: swiftSettings),
 
         // MARK: Control API between parley (CLI) and parleyd (daemon): types, framing, client.
-        .target(name: "ControlAPI", swiftSettings: swiftSettings),
+        .target(name: "ControlAPI", dependencies: ["ParleyCore"], swiftSettings: swiftSettings),
+
+        // MARK: The meeting's logic, sans-I/O: inputs and the time in, commands out.
+        .target(
+            name: "MeetingCore", dependencies: ["ControlAPI", "ParleyCore", "ParleyProtocol", "RendezvousWire"],
+            swiftSettings: swiftSettings),
 
         // MARK: The node engine (daemon library).
         .target(
             name: "ParleyNode",
             dependencies: [
-                "ControlAPI", "ParleyCore",
-                "ParleyProtocol", "ParleyAudio", "PulseAudio", "ICE", "RendezvousClient", "RendezvousServer",
+                "ControlAPI", "MeetingCore", "ParleyCore",
+                "ParleyProtocol", "ParleyAudio", "ICE", "RendezvousClient", "RendezvousServer",
                 "RendezvousWire",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -119,11 +124,17 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
 
+        // MARK: What the executables share: one-line errors.
+        .target(
+            name: "ParleyCommandLine",
+            dependencies: ["ParleyCore", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            swiftSettings: swiftSettings),
+
         // MARK: Executables (thin mains).
         .executableTarget(
             name: "parleyd",
             dependencies: [
-                "ParleyCore",
+                "ParleyCore", "ParleyCommandLine",
                 "ParleyNode", "ParleyAudio", "ControlAPI", "ICE", "RendezvousServer", "ParleyProtocol",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -135,7 +146,7 @@ let package = Package(
         .executableTarget(
             name: "parley",
             dependencies: [
-                "ParleyCore", "ControlAPI",
+                "ParleyCore", "ControlAPI", "ParleyCommandLine",
                 "ParleyProtocol",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
@@ -144,60 +155,81 @@ let package = Package(
         .executableTarget(
             name: "parley-rendezvous",
             dependencies: [
-                "ParleyCore", "RendezvousServer",
+                "ParleyCore", "RendezvousServer", "RendezvousWire", "ParleyCommandLine",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             ],
             swiftSettings: swiftSettings
         ),
 
-        // MARK: Benchmarks (Scripts/bench-*): executables that print figures.
+        // MARK: Tools (Tools/): test support, labs, benchmarks and fuzzing; none of it is shipped.
+        .target(
+            name: "ParleyTestSupport", dependencies: ["ParleyCore"], path: "Tools/ParleyTestSupport",
+            swiftSettings: swiftSettings),
+        .target(
+            name: "ICETestSupport", dependencies: ["ICE"], path: "Tools/ICETestSupport", swiftSettings: swiftSettings),
+        // Whole meetings of cores on a virtual clock, for MeetingCoreTests.
+        .target(
+            name: "MeetingSimulation",
+            dependencies: ["MeetingCore", "ControlAPI", "ParleyCore", "ParleyProtocol", "RendezvousWire", "Sodium"],
+            path: "Tools/MeetingSimulation", swiftSettings: swiftSettings),
+        // Meetings of the real executables (parley-rendezvous, parleyd, parley) on 127.0.0.1 and in
+        // the NAT lab; NodeLab runs them (also for Scripts/demo and Scripts/bench-node).
+        .target(name: "CSpawn", path: "Tools/CSpawn"),
+        .target(
+            name: "NodeLab", dependencies: ["ControlAPI", "ParleyCore", "ParleyTestSupport", "CSpawn"],
+            path: "Tools/NodeLab", swiftSettings: swiftSettings),
         .executableTarget(
-            name: "rendezvous-bench",
+            name: "parley-lab",
             dependencies: [
-                "RendezvousWire", "ParleyProtocol", "Sodium",
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "NIOHTTP1", package: "swift-nio"),
-                .product(name: "NIOWebSocket", package: "swift-nio"),
+                "NodeLab", "ControlAPI", .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
-            swiftSettings: swiftSettings
-        ),
-
-        // MARK: Benchmarks (Scripts/bench-audio); not shipped.
-        .executableTarget(
-            name: "parley-audio-bench", dependencies: ["ParleyAudio", "ParleyCore", "Opus", "SpeexDSP"],
-            swiftSettings: swiftSettings),
-
-        // MARK: Fuzzing: libFuzzer entry (built by Scripts/fuzz) and, in a plain build, a seed/replay tool.
-        .executableTarget(
-            name: "parley-fuzz", dependencies: ["ParleyProtocol", "ParleyCore", "RendezvousWire"],
-            swiftSettings: swiftSettings),
-
-        // MARK: Benchmarks (Scripts/bench-crypto).
-        .executableTarget(
-            name: "parley-bench-crypto", dependencies: ["ParleyProtocol", "Sodium"], swiftSettings: swiftSettings),
-
-        // MARK: Tests.
-        .target(name: "ParleyTestSupport", swiftSettings: swiftSettings),
-        .testTarget(name: "SodiumTests", dependencies: ["Sodium", "ParleyTestSupport"], swiftSettings: swiftSettings),
-        .testTarget(name: "OpusTests", dependencies: ["Opus", "ParleyCore"], swiftSettings: swiftSettings),
-        .target(name: "ICETestSupport", dependencies: ["ICE"], swiftSettings: swiftSettings),
+            path: "Tools/parley-lab", swiftSettings: swiftSettings),
         // The NAT lab's ICE matrix (Scripts/natlab test) and the loopback benchmark (Scripts/bench-ice).
-        .executableTarget(name: "ice-bench", dependencies: ["ICE", "ICETestSupport"], swiftSettings: swiftSettings),
-        .target(name: "CNetNamespace"),
+        .target(name: "CNetNamespace", path: "Tools/CNetNamespace"),
         .executableTarget(
             name: "ice-lab",
             dependencies: [
                 "ICE", "ICETestSupport", "ParleyTestSupport", "CNetNamespace",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
-            swiftSettings: swiftSettings
-        ),
+            path: "Tools/ice-lab", swiftSettings: swiftSettings),
+        .executableTarget(
+            name: "ice-bench", dependencies: ["ICE", "ICETestSupport"], path: "Tools/ice-bench",
+            swiftSettings: swiftSettings),
+        // Benchmarks (Scripts/bench-*): executables that print figures.
+        .executableTarget(
+            name: "rendezvous-bench",
+            dependencies: [
+                "RendezvousWire", "ParleyProtocol", "Sodium", "RendezvousClient", "NodeLab",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOWebSocket", package: "swift-nio"),
+            ],
+            path: "Tools/rendezvous-bench", swiftSettings: swiftSettings),
+        .executableTarget(
+            name: "parley-audio-bench",
+            dependencies: ["ParleyAudio", "ParleyCore", "ParleyProtocol", "ParleyTestSupport", "Opus", "SpeexDSP"],
+            path: "Tools/parley-audio-bench", swiftSettings: swiftSettings),
+        .executableTarget(
+            name: "parley-bench-crypto", dependencies: ["ParleyProtocol", "Sodium"], path: "Tools/parley-bench-crypto",
+            swiftSettings: swiftSettings),
+        // Fuzzing: libFuzzer entry (built by Scripts/fuzz) and, in a plain build, a seed/replay tool.
+        .executableTarget(
+            name: "parley-fuzz", dependencies: ["ParleyProtocol", "ParleyCore", "RendezvousWire"],
+            path: "Tools/parley-fuzz", swiftSettings: swiftSettings),
+
+        // MARK: Tests.
+        .testTarget(name: "SodiumTests", dependencies: ["Sodium", "ParleyTestSupport"], swiftSettings: swiftSettings),
         .testTarget(
-            name: "ICETests", dependencies: ["ICE", "ICETestSupport", "ParleyTestSupport"], swiftSettings: swiftSettings
-        ),
+            name: "OpusTests", dependencies: ["Opus", "ParleyCore", "ParleyTestSupport"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "ICETests", dependencies: ["ICE", "ICETestSupport", "ParleyCore", "ParleyTestSupport"],
+            swiftSettings: swiftSettings),
         .testTarget(
             name: "ParleyProtocolTests", dependencies: ["ParleyProtocol", "Sodium", "ParleyCore", "ParleyTestSupport"],
             swiftSettings: swiftSettings),
@@ -209,15 +241,12 @@ let package = Package(
                 "ParleyCore", "ParleyProtocol", "ICE", "RendezvousWire",
             ],
             swiftSettings: swiftSettings),
-        .testTarget(name: "ParleyCoreTests", dependencies: ["ParleyCore"], swiftSettings: swiftSettings),
-        // Meetings of the real executables (parley-rendezvous, parleyd, parley) on 127.0.0.1 and in
-        // the NAT lab; NodeLab runs them (also for Scripts/demo and Scripts/bench-node).
-        .target(name: "CSpawn"),
-        .target(name: "NodeLab", dependencies: ["ControlAPI", "ParleyCore", "CSpawn"], swiftSettings: swiftSettings),
-        .executableTarget(
-            name: "parley-lab",
+        .testTarget(
+            name: "ParleyCoreTests", dependencies: ["ParleyCore", "ParleyTestSupport"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "MeetingCoreTests",
             dependencies: [
-                "NodeLab", "ControlAPI", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                "MeetingCore", "MeetingSimulation", "ControlAPI", "ParleyCore", "ParleyProtocol", "RendezvousWire",
             ],
             swiftSettings: swiftSettings),
         .testTarget(
@@ -228,9 +257,12 @@ let package = Package(
             swiftSettings: swiftSettings),
         .testTarget(
             name: "ParleyAudioTests",
-            dependencies: ["ParleyAudio", "ParleyCore", "Opus", "PulseAudio", "SpeexDSP", "ParleyTestSupport"],
+            dependencies: [
+                "ParleyAudio", "ParleyCore", "ParleyProtocol", "Opus", "PulseAudio", "SpeexDSP", "ParleyTestSupport",
+            ],
             swiftSettings: swiftSettings),
-        .testTarget(name: "RendezvousWireTests", dependencies: ["RendezvousWire"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "RendezvousWireTests", dependencies: ["RendezvousWire", "ParleyCore"], swiftSettings: swiftSettings),
         .testTarget(
             name: "RendezvousServerTests",
             dependencies: [

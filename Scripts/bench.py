@@ -195,7 +195,7 @@ def loopback_meetings(results: dict, work: Path) -> None:
     try:
         for count in (2, 4, 8):
             directory = work / f"loopback-{count}"
-            directory.mkdir()
+            directory.mkdir(mode=0o700)  # holds control sockets: parleyd wants it private
             invite = new_invite(rendezvous.url)
             nodes, joins = meeting(directory, count, invite)
             try:
@@ -321,7 +321,7 @@ def latency(results: dict, work: Path) -> None:
     try:
         for frame in (10, 20):
             directory = work / f"latency-{frame}"
-            directory.mkdir()
+            directory.mkdir(mode=0o700)  # holds control sockets: parleyd wants it private
             invite = new_invite(rendezvous.url)
             nodes = []
 
@@ -422,17 +422,25 @@ def baresip_call(directory: Path, probe: bool, seconds: float = 10.0):
 
 
 def rendezvous_capacity(results: dict) -> None:
-    log("== rendezvous capacity (Scripts/bench-rendezvous, shortened)")
-    text = run(["Scripts/bench-rendezvous", "--connections", "5000", "--latency-seconds", "4",
-                "--throughput-seconds", "3"], timeout=300)
+    log("== rendezvous capacity: one instance, and nginx in front of three (Scripts/bench-rendezvous)")
+    text = run(["Scripts/bench-rendezvous", "--latency-seconds", "5", "--throughput-seconds", "3"], timeout=1500)
     log(text.strip())
-    results["rendezvous"] = {
-        "connections": number(r"held connections:\s+(\d+)", text),
-        "bytes_per_connection": number(r"memory per connection:\s+(\d+) bytes", text),
-        "p50_ms": number(r"p50 ([0-9.]+) ms", text),
-        "p99_ms": number(r"p99 ([0-9.]+) ms", text),
-        "messages_per_second": number(r"(\d+) messages/s relayed", text),
-    }
+
+    def setup(name: str) -> dict:
+        lines = "\n".join(line[len(name) + 3:] for line in text.splitlines() if line.startswith(f"[{name}] "))
+        return {
+            "connections": number(r"held connections:\s+(\d+)", lines),
+            "bytes_per_connection": number(r"memory per connection:\s+(\d+) bytes", lines),
+            "balancer_bytes_per_connection": number(r"nginx resident memory:.*: (\d+) bytes", lines),
+            "rate": number(r"relay latency at (\d+) msg/s", lines),
+            "p50_ms": number(r"p50 ([0-9.]+) ms", lines),
+            "p99_ms": number(r"p99 ([0-9.]+) ms", lines),
+            "messages_per_second": number(r"(\d+) messages/s relayed", lines),
+            "failover_seconds": number(r"re-formed on the survivors in ([0-9.]+) s", lines),
+        }
+
+    results["rendezvous"] = setup("single")
+    results["rendezvous_nginx"] = setup("nginx")
 
 
 # MARK: the NAT lab (run inside Scripts/natlab run)
@@ -458,7 +466,7 @@ def lab(out: Path) -> None:
         hosts = ["c1a", "c2", "c1b", "pub", "c1a", "c2", "c1b", "pub2"]
         for count in (2, 4, 8):
             directory = work / f"join-{count}"
-            directory.mkdir()
+            directory.mkdir(mode=0o700)  # holds control sockets: parleyd wants it private
             nodes, joins = meeting(directory, count, new_invite(rendezvous.url),
                                    prefix_for=lambda i: ns(hosts[i]), local_for=lambda i: (addresses[hosts[i]],))
             for node in nodes:
@@ -517,7 +525,7 @@ def pesq_call(directory: Path, speech: dict, url: str, sender_ns: list, receiver
               impair) -> dict:
     """One call: speech from a WAV through a real link; `impair` is called once the link is up,
     within the speech's silent lead-in (checked)."""
-    directory.mkdir()
+    directory.mkdir(mode=0o700)  # holds control sockets: parleyd wants it private
     invite = new_invite(url)
     out = directory / "received.wav"
     sender = Node(directory, "sender", f"wav:{speech['input']}", prefix=sender_ns, local_addresses=(addresses["c1a"],))
@@ -626,10 +634,21 @@ def write_outputs(results: dict, out: Path) -> str:
             f"codec + loss model {floor:.2f}" if floor else "—")
     rv = results.get("rendezvous") or {}
     if rv:
-        row("rendezvous: connections held / memory each", f"{rv['connections']:.0f} / "
+        row("rendezvous, one instance: connections held / memory each", f"{rv['connections']:.0f} / "
             f"{(rv['bytes_per_connection'] or 0) / 1024:.1f} KiB", "—")
-        row("rendezvous: relay latency p50 / p99 at 1000 msg/s", f"{rv['p50_ms']} / {rv['p99_ms']} ms", "—")
-        row("rendezvous: messages relayed per second (one core)", f"{rv['messages_per_second']:.0f}", "—")
+        row(f"rendezvous, one instance: relay latency p50 / p99 at {rv['rate']:.0f} msg/s",
+            f"{rv['p50_ms']} / {rv['p99_ms']} ms", "—")
+        row("rendezvous, one instance: messages relayed per second (one core)", f"{rv['messages_per_second']:.0f}", "—")
+    balanced = results.get("rendezvous_nginx") or {}
+    if balanced:
+        row("rendezvous, nginx + 3 instances: connections held / memory each (rendezvous + nginx)",
+            f"{balanced['connections']:.0f} / {(balanced['bytes_per_connection'] or 0) / 1024:.1f} + "
+            f"{(balanced['balancer_bytes_per_connection'] or 0) / 1024:.1f} KiB", "—")
+        row(f"rendezvous, nginx + 3 instances: relay latency p50 / p99 at {balanced['rate']:.0f} msg/s",
+            f"{balanced['p50_ms']} / {balanced['p99_ms']} ms", "—")
+        if balanced.get("failover_seconds") is not None:
+            row("rendezvous, nginx + 3 instances: 300 rooms re-formed after kill -9 of one instance",
+                f"{balanced['failover_seconds']:.2f} s", "—")
     table = "| figure | Parley | floor (same run) | peer (same run) |\n|---|---|---|---|\n" + "\n".join(rows)
     summary = (f"# Parley benchmarks\n\n{results['machine']}; {results['date']}; `Scripts/bench` took "
                f"{results.get('seconds', 0):.0f} s.\n\n{table}\n")

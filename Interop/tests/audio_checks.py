@@ -31,9 +31,10 @@ def assert_hears_tones(path: str, present: list[float], absent: list[float], min
 
 
 def meeting_code(status: dict, members: int) -> str:
-    """The security code a Python peer showed while `members` members (itself included) had sessions."""
+    """The security code a Python peer agreed on (§11.1) while `members` members (itself included) had
+    sessions."""
     codes = [entry["code"] for entry in status["security_codes"] if len(entry["members"]) == members]
-    assert codes, f"{status['name']} never had {members} members: {status['security_codes']}"
+    assert codes, f"{status['name']} never had a code for {members} members: {status['security_codes']}"
     return codes[-1]
 
 

@@ -239,6 +239,18 @@ class SwiftNode:
 
         return wait_until(ready, timeout, f"{self.name} to have {count} peers up", interval=0.1)
 
+    def wait_for_security_code(self, members: int, timeout: float = 30.0) -> str:
+        """The agreed code (§11.1, digits only) once this node's view holds `members` members, itself
+        included; until then `status` shows "settling (…)"."""
+        def agreed():
+            status = self.status()
+            if not status or sum(1 for p in status["peers"] if p["state"] == "up") != members - 1:
+                return None
+            code = status["self"]["security_code"].replace(" ", "")
+            return code if code.isdigit() and len(code) == 12 else None
+
+        return wait_until(agreed, timeout, f"{self.name} to agree on a code for {members} members", interval=0.1)
+
     def stop(self) -> None:
         """SIGTERM: the node leaves gracefully and finishes its WAV file."""
         code = self.process.stop(grace=15.0)

@@ -9,8 +9,8 @@ from websockets.asyncio.client import connect
 
 from parley_peer.invite import Invite, RendezvousURL
 from parley_peer.keys import RoomKeys
-from parley_peer.rendezvous import (DELIVER, EVERYONE, MEMBER_JOINED, MEMBER_LEFT, RendezvousClient,
-                                    RendezvousError)
+from parley_peer.rendezvous import (DELIVER, ERROR, ERROR_NAMES, EVERYONE, JOIN, MEMBER_JOINED, MEMBER_LEFT,
+                                    RendezvousClient, RendezvousError, shard_path)
 
 
 def invite_for(url: str) -> Invite:
@@ -83,5 +83,26 @@ def test_subprotocol_is_required(rendezvous):
         with pytest.raises(Exception):
             async with connect(rendezvous.url, subprotocols=["parley.v2"]) as websocket:
                 await websocket.recv()
+
+    asyncio.run(scenario())
+
+
+def test_shard_path_is_checked_against_the_room(rendezvous):
+    """§4.1: the Python client's shard path is accepted by the Swift server (the keys agree: a client whose key
+    were wrong would be refused), and a connection routed by another room's key is refused as misrouted."""
+    async def scenario():
+        invite = invite_for(rendezvous.url)
+        keys = RoomKeys.derive(invite.room_secret)
+        other = RoomKeys.derive(os.urandom(32))
+        good = RendezvousClient(invite, keys)
+        assert (await good.connect()).member_id != 0
+        path = shard_path(invite.rendezvous_url.request_path, other.room_id)
+        async with connect(rendezvous.url.rstrip("/") + path, subprotocols=["parley.v1"]) as websocket:
+            challenge = await websocket.recv()
+            await websocket.send(bytes([JOIN]) + keys.room_id + keys.join_proof(challenge[1:]))
+            error = await websocket.recv()
+        assert error[0] == ERROR and int.from_bytes(error[1:3], "big") == 10
+        assert ERROR_NAMES[10] == "misrouted" and b"shard key" in error[5:]
+        await good.close()
 
     asyncio.run(scenario())

@@ -57,6 +57,13 @@ public struct ControlClient: Sendable {
     }
 }
 
+/// `struct ucred` of SO_PEERCRED (socket(7)); Glibc's module hides it behind _GNU_SOURCE.
+private struct PeerCredentials {
+    var pid: pid_t = 0
+    var uid: uid_t = 0
+    var gid: gid_t = 0
+}
+
 /// One connected Unix stream socket with a line reader.
 private final class Connection {
     private let descriptor: Int32
@@ -87,6 +94,19 @@ private final class Connection {
             case EACCES, EPERM: throw .permissionDenied(path: path)
             default: throw .system("could not connect to \(path): \(String(cString: strerror(code)))")
             }
+        }
+        // Only our own daemon may hear our requests (a join carries the invite): whoever answers on
+        // the socket must run as this user, whatever the socket file's permissions say.
+        var credentials = PeerCredentials()
+        var length = socklen_t(MemoryLayout<PeerCredentials>.size)
+        guard getsockopt(descriptor, SOL_SOCKET, SO_PEERCRED, &credentials, &length) == 0 else {
+            let reason = Self.errorText()
+            Glibc.close(descriptor)
+            throw .system("cannot tell who serves \(path): \(reason)")
+        }
+        guard credentials.uid == geteuid() else {
+            Glibc.close(descriptor)
+            throw .foreignDaemon(path: path, daemonUser: credentials.uid, user: geteuid())
         }
         setTimeout(seconds: timeoutSeconds)
     }

@@ -41,6 +41,8 @@ public enum ControlError: Error, CustomStringConvertible, Equatable, Sendable {
     case noDaemon(path: String)
     case staleSocket(path: String)
     case permissionDenied(path: String)
+    /// The process answering on the socket runs as another user (SO_PEERCRED): not our daemon.
+    case foreignDaemon(path: String, daemonUser: UInt32, user: UInt32)
     case timeout(seconds: Int)
     case closed
     case malformed(String)
@@ -57,6 +59,9 @@ public enum ControlError: Error, CustomStringConvertible, Equatable, Sendable {
             "parleyd is not running (\(path) is a stale socket left by a daemon that exited); start `parleyd`"
         case .permissionDenied(let path):
             "permission denied on \(path): the daemon belongs to another user"
+        case .foreignDaemon(let path, let daemonUser, let user):
+            "\(path) is served by user \(daemonUser), not by you (user \(user)): someone may be impersonating "
+                + "parleyd; refusing to talk to it (remove the socket's directory and restart parleyd)"
         case .timeout(let seconds):
             "parleyd did not answer within \(seconds) s"
         case .closed:

@@ -68,19 +68,22 @@ public struct NodeStatus: Codable, Sendable, Equatable {
     public var id: String
     public var name: String
     public var muted: Bool
-    /// Whether the node is in a meeting, joining, or idle: `idle`, `joining`, `in-meeting`.
-    public var meeting: String
+    /// Whether the node is in a meeting, joining, or idle.
+    public var meeting: MeetingState
     /// The invite of the current meeting (shown only to the local user over the 0600 socket).
     public var invite: String?
     /// The meeting security code everyone should see alike (`parley verify`).
     public var securityCode: String?
-    /// `connected`, `reconnecting` or `none`: the link to the rendezvous (audio does not need it).
-    public var rendezvous: String
+    /// The link to the rendezvous (audio does not need it).
+    public var rendezvous: RendezvousConnectionState
+    /// The pairs of members this node relays for (§13), each as two member ids.
+    public var relaying: [[String]]
 
     public init(
-        id: String, name: String, muted: Bool, meeting: String, invite: String?, securityCode: String?,
-        rendezvous: String
+        id: String, name: String, muted: Bool, meeting: MeetingState, invite: String?, securityCode: String?,
+        rendezvous: RendezvousConnectionState, relaying: [[String]] = []
     ) {
+        self.relaying = relaying
         self.id = id
         self.name = name
         self.muted = muted
@@ -93,7 +96,7 @@ public struct NodeStatus: Codable, Sendable, Equatable {
     enum CodingKeys: String, CodingKey {
         case id, name, muted, meeting, invite
         case securityCode = "security_code"
-        case rendezvous
+        case rendezvous, relaying
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -105,18 +108,94 @@ public struct NodeStatus: Codable, Sendable, Equatable {
         try container.encode(invite, forKey: .invite)
         try container.encode(securityCode, forKey: .securityCode)
         try container.encode(rendezvous, forKey: .rendezvous)
+        try container.encode(relaying, forKey: .relaying)
     }
+}
+
+/// Whether the node is in a meeting (`parley status`: `"meeting"`).
+public enum MeetingState: String, Codable, Sendable, CaseIterable {
+    case idle
+    case joining
+    case inMeeting = "in-meeting"
+}
+
+/// The node's connection to the rendezvous (`parley status`: `"rendezvous"`).
+public enum RendezvousConnectionState: String, Codable, Sendable, CaseIterable {
+    /// Not admitted yet.
+    case connecting
+    case connected
+    /// Lost; the client reconnects by itself (audio between connected peers goes on).
+    case reconnecting
+    /// No rendezvous: not in a meeting, or it refused to take this node back.
+    case none
+}
+
+/// A peer link's state (`parley status`: `"state"`).
+public enum LinkState: String, Codable, Sendable, CaseIterable {
+    /// Exchanging ICE credentials and candidates through the rendezvous.
+    case signaling
+    /// ICE connectivity checks are running.
+    case checking
+    /// ICE found a path; the Noise handshake runs over it.
+    case handshaking
+    /// Session established and audio flows both ways.
+    case up
+    /// Was up, but nothing authenticated has arrived for a while.
+    case lost
+    /// An ICE restart is under way (new credentials, new checks).
+    case restarting
+    /// No path works (no direct path, no TURN relay, no member that can relay): `reason` says
+    /// why. It keeps being retried, less and less often, while both are in the meeting.
+    case failed
+    /// The peer left; the link is removed.
+    case gone
+}
+
+/// The `state` of a `parley watch` event: a meeting, rendezvous, mute or link state, spelled the
+/// same way in every release (scripts match on it).
+public struct EventState: RawRepresentable, Codable, Sendable, Hashable, CustomStringConvertible {
+    public let rawValue: String
+    public init(rawValue: String) { self.rawValue = rawValue }
+    public init(_ link: LinkState) { rawValue = link.rawValue }
+    public var description: String { rawValue }
+
+    public static let joining = EventState(rawValue: "joining")
+    public static let inMeeting = EventState(rawValue: "in-meeting")
+    public static let left = EventState(rawValue: "left")
+    public static let failed = EventState(rawValue: "failed")
+    public static let rendezvousConnected = EventState(rawValue: "rendezvous-connected")
+    public static let rendezvousReconnecting = EventState(rawValue: "rendezvous-reconnecting")
+    public static let muted = EventState(rawValue: "muted")
+    public static let unmuted = EventState(rawValue: "unmuted")
+    public static let gone = EventState(.gone)
+
+    public init(from decoder: any Decoder) throws {
+        rawValue = try decoder.singleValueContainer().decode(String.self)
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        try container.encode(rawValue)
+    }
+}
+
+extension LinkState {
+    /// This state as a `parley watch` event state.
+    public var eventState: EventState { EventState(self) }
 }
 
 /// One peer link. Keys are always present (null when not yet measured).
 public struct PeerStatus: Codable, Sendable, Equatable {
     public var id: String
     public var name: String
-    /// The link state: `signaling`, `checking`, `handshaking`, `up` (audio flows both ways), `lost`,
-    /// `restarting`, `gone`.
-    public var state: String
-    /// `host`, `srflx`, `prflx` or `relay` once a pair is selected.
+    public var state: LinkState
+    /// `host`, `srflx`, `prflx` or `relay` (TURN) once ICE selected a pair; `peer` while the
+    /// link goes through another member (`via` names it).
     public var route: String?
+    /// The id of the member the link goes through, when `route` is `peer`.
+    public var via: String?
+    /// Why the link is not up (e.g. for `failed`: "ICE found no working path"), null when up.
+    public var reason: String?
     public var rttMs: Double?
     public var lossPct: Double?
     public var jitterMs: Double?
@@ -127,7 +206,8 @@ public struct PeerStatus: Codable, Sendable, Equatable {
     public var concealedMs: Double
 
     public init(
-        id: String, name: String, state: String, route: String? = nil, rttMs: Double? = nil, lossPct: Double? = nil,
+        id: String, name: String, state: LinkState, route: String? = nil, via: String? = nil, reason: String? = nil,
+        rttMs: Double? = nil, lossPct: Double? = nil,
         jitterMs: Double? = nil, rxKbps: Double = 0, txKbps: Double = 0, packetsRx: UInt64 = 0, packetsTx: UInt64 = 0,
         concealedMs: Double = 0
     ) {
@@ -135,6 +215,8 @@ public struct PeerStatus: Codable, Sendable, Equatable {
         self.name = name
         self.state = state
         self.route = route
+        self.via = via
+        self.reason = reason
         self.rttMs = rttMs
         self.lossPct = lossPct
         self.jitterMs = jitterMs
@@ -146,7 +228,7 @@ public struct PeerStatus: Codable, Sendable, Equatable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case id, name, state, route
+        case id, name, state, route, via, reason
         case rttMs = "rtt_ms"
         case lossPct = "loss_pct"
         case jitterMs = "jitter_ms"
@@ -163,6 +245,8 @@ public struct PeerStatus: Codable, Sendable, Equatable {
         try container.encode(name, forKey: .name)
         try container.encode(state, forKey: .state)
         try container.encode(route, forKey: .route)
+        try container.encode(via, forKey: .via)
+        try container.encode(reason, forKey: .reason)
         try container.encode(rttMs, forKey: .rttMs)
         try container.encode(lossPct, forKey: .lossPct)
         try container.encode(jitterMs, forKey: .jitterMs)
@@ -224,13 +308,13 @@ public struct ControlEvent: Codable, Sendable, Equatable {
     public var kind: Kind
     public var peer: String?
     public var name: String?
-    public var state: String?
+    public var state: EventState?
     public var route: String?
     public var speaking: [String]?
     public var message: String?
 
     public init(
-        kind: Kind, peer: String? = nil, name: String? = nil, state: String? = nil, route: String? = nil,
+        kind: Kind, peer: String? = nil, name: String? = nil, state: EventState? = nil, route: String? = nil,
         speaking: [String]? = nil, message: String? = nil
     ) {
         self.kind = kind

@@ -1,3 +1,5 @@
+import ParleyCore
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -19,15 +21,16 @@ public enum ControlSocketPath {
 
 extension ControlSocketPath {
     /// Makes `path` ready for a daemon to bind (tailscale's safesocket habit): creates the parent
-    /// directory (0700) if missing, replaces a stale socket left by a daemon that died, and refuses
-    /// when another daemon is live there or the path is something other than a socket.
+    /// directory (0700) if missing and refuses one that is not private to this user (another user
+    /// who can write there could swap in their own socket, docs/SECURITY.md), replaces a stale
+    /// socket left by a daemon that died, and refuses when another daemon is live there or the path
+    /// is something other than a socket.
     public static func prepareForListening(_ path: String) throws(ControlError) {
         guard path.utf8.count <= maximumLength else { throw .pathTooLong(path: path) }
-        if let slash = path.lastIndex(of: "/"), slash != path.startIndex {
-            let directory = String(path[..<slash])
-            if mkdir(directory, 0o700) != 0 && errno != EEXIST {
-                throw .system("cannot create \(directory): \(String(cString: strerror(errno)))")
-            }
+        do {
+            try PrivateDirectory.prepare(PrivateDirectory.parentPath(of: path))
+        } catch {
+            throw .system("control socket \(path): \(error)")
         }
         var info = stat()
         guard lstat(path, &info) == 0 else { return }  // nothing there

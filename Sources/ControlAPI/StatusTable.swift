@@ -4,14 +4,20 @@ public enum StatusTable {
         let node = status.node
         var lines: [String] = []
         lines.append(
-            "\(node.name) (\(node.id)) · \(node.meeting) · \(node.muted ? "muted" : "unmuted") · rendezvous: \(node.rendezvous)"
+            "\(node.name) (\(node.id)) · \(node.meeting.rawValue) · \(node.muted ? "muted" : "unmuted") · rendezvous: \(node.rendezvous.rawValue)"
         )
         if let code = node.securityCode { lines.append("security code: \(code)") }
+        if !node.relaying.isEmpty {
+            let names = Dictionary(status.peers.map { ($0.id, $0.name) }, uniquingKeysWith: { first, _ in first })
+            let pairs = node.relaying.map { pair in pair.map { names[$0] ?? $0 }.joined(separator: " ↔ ") }
+            lines.append("relaying for: " + pairs.joined(separator: ", "))
+        }
         guard !status.peers.isEmpty else {
-            lines.append(node.meeting == "idle" ? "not in a meeting" : "no peers yet")
+            lines.append(node.meeting == .idle ? "not in a meeting" : "no peers yet")
             return lines.joined(separator: "\n")
         }
         let header = ["PEER", "NAME", "STATE", "ROUTE", "RTT", "LOSS", "JITTER", "RX kb/s", "TX kb/s", "CONCEALED"]
+        let names = Dictionary(status.peers.map { ($0.id, $0.name) }, uniquingKeysWith: { first, _ in first })
         let rows = status.peers.map { peer -> [String] in
             let rtt = peer.rttMs.map { format($0, decimals: 0) + " ms" } ?? "-"
             let loss = peer.lossPct.map { format($0, decimals: 1) + " %" } ?? "-"
@@ -19,7 +25,9 @@ public enum StatusTable {
             let concealed = format(peer.concealedMs, decimals: 0) + " ms"
             let rx = format(peer.rxKbps, decimals: 1)
             let tx = format(peer.txKbps, decimals: 1)
-            return [peer.id, peer.name, peer.state, peer.route ?? "-", rtt, loss, jitter, rx, tx, concealed]
+            let route = peer.via.map { via in "peer (\(names[via] ?? via))" } ?? peer.route ?? "-"
+            let state = peer.state == .failed ? "failed: \(peer.reason ?? "?")" : peer.state.rawValue
+            return [peer.id, peer.name, state, route, rtt, loss, jitter, rx, tx, concealed]
         }
         lines += table([header] + rows)
         return lines.joined(separator: "\n")
@@ -58,12 +66,13 @@ public enum EventLine {
         case .peerJoined: return "+ \(who) joined"
         case .peerLeft: return "- \(who) left" + (event.message.map { ": \($0)" } ?? "")
         case .link:
-            return "~ \(who) link \(event.state ?? "?")" + (event.route.map { " via \($0)" } ?? "")
+            return "~ \(who) link \(event.state?.rawValue ?? "?")" + (event.route.map { " via \($0)" } ?? "")
+                + (event.message.map { ": \($0)" } ?? "")
         case .speaking:
             let speakers = event.speaking ?? []
             return speakers.isEmpty ? "  nobody speaking" : "  speaking: " + speakers.joined(separator: ", ")
-        case .muted: return event.state == "muted" ? "  you are muted" : "  you are unmuted"
-        case .meeting: return "* meeting \(event.state ?? "")" + (event.message.map { ": \($0)" } ?? "")
+        case .muted: return event.state == .muted ? "  you are muted" : "  you are unmuted"
+        case .meeting: return "* meeting \(event.state?.rawValue ?? "")" + (event.message.map { ": \($0)" } ?? "")
         case .securityCode: return "! security code is now \(event.message ?? "?") (membership changed)"
         case .warning: return "! \(event.message ?? "")"
         }

@@ -8,7 +8,7 @@ public struct ICECandidatePolicy: Hashable, Sendable {
     /// and meetings on one machine).
     public var allowLoopback: Bool
     /// RFC 6544 ICE-TCP candidates. Off by default: it triples connect time here
-    /// (LIBNICE-NOTES.md), and UDP with a TURN/TCP relay covers UDP-blocking networks.
+    /// (measured with libnice here), and UDP with a TURN/TCP relay covers UDP-blocking networks.
     public var allowTCP: Bool
     /// Offer only relayed candidates, so the peer never learns this node's addresses.
     public var relayOnly: Bool

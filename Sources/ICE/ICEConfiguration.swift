@@ -12,7 +12,7 @@ public struct ICEConfiguration: Sendable {
     /// Gather host candidates on these addresses only (e.g. 127.0.0.1 for tests and single-machine
     /// meetings). Empty: every interface libnice finds.
     public var localAddresses: [IPAddress]
-    /// RFC 6544 ICE-TCP. Off by default (connects ~3× slower here; LIBNICE-NOTES.md).
+    /// RFC 6544 ICE-TCP. Off by default (with libnice it connects ~3× slower here).
     public var iceTCP: Bool
     /// RFC 7675 consent freshness: a path that stops answering fails after ~30 s, so a peer that
     /// vanished is noticed even when nothing is sent.

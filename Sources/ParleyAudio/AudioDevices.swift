@@ -18,7 +18,35 @@ protocol PlaybackDevice: AnyObject {
     func close() throws
 }
 
-enum AudioDevices {
+public enum AudioDevices {
+    /// Opens the devices once (and closes them, without playing anything), returning why they
+    /// cannot be used: a PulseAudio stream is opened and freed, a WAV input read, a WAV output
+    /// created. (Starting an engine would also work, but closing a playback stream drains what
+    /// the server buffered: seconds of start-up.)
+    public static func problem(input: AudioInput, output: AudioOutput, frameSamples frame: Int) -> String? {
+        do {
+            switch input {
+            case .pulse(let source):
+                _ = try PulseAudioStream(direction: .capture, device: source, streamName: "probe", frameSamples: frame)
+            case .wav(let path):
+                _ = try WAVFile.read(path: path)
+            case .tone, .silence:
+                break
+            }
+            switch output {
+            case .pulse(let sink):
+                _ = try PulseAudioStream(direction: .playback, device: sink, streamName: "probe", frameSamples: frame)
+            case .wav(let path):
+                try WAVFileWriter(path: path).close()
+            case .null:
+                break
+            }
+            return nil
+        } catch {
+            return "cannot open audio device: \(error)"
+        }
+    }
+
     /// Opens an input: a slow path (allocates, may touch the disk or the audio server).
     static func open(_ input: AudioInput, frameSamples: Int) throws -> any CaptureDevice {
         switch input {

@@ -58,11 +58,15 @@ public final class AudioEngine: Sendable {
     /// What the engine and its two threads share. The threads hold it strongly (never the engine
     /// itself), so an engine dropped without `stop()` can stop and join them from its `deinit`.
     private let pipeline: Pipeline
-    private let control = Mutex(ControlState())
+    private let control: Mutex<ControlState>
 
     private struct ControlState: ~Copyable {
         var channels: [ObjectIdentifier: ReceiveChannel] = [:]
         var retiring: [ReceiveChannel] = []
+        /// The channel in each mixer slot (a channel keeps its slot for its life).
+        var slots: [ReceiveChannel?]
+
+        init(slotCount: Int) { slots = Array(repeating: nil, count: slotCount) }
         var captureThread: RealtimeThread?
         var playbackThread: RealtimeThread?
         var playback: (any PlaybackDevice)?
@@ -75,9 +79,11 @@ public final class AudioEngine: Sendable {
         nonisolated(unsafe) let sender: AudioSender
         let onEncodedFrame: @Sendable (UnsafeRawBufferPointer) -> Void
         let onFailure: @Sendable (any Error) -> Void
+        let onPauseChanged: @Sendable (Bool) -> Void
+        let onSpeakersChanged: @Sendable () -> Void
         let running = Atomic<Bool>(false)
         let inputLevelTenths = Atomic<Int>(Int(LevelMeter.floor * 10))
-        let commands: PeerCommandRing
+        let table: MixerTable
         let farEnd: SampleRing
         // Safety: `mixer` is used by the playback thread while it runs, and by the control side
         // only under the engine's `control` lock while no playback thread runs (before start,
@@ -87,13 +93,16 @@ public final class AudioEngine: Sendable {
         init(
             configuration: AudioEngineConfiguration, sender: AudioSender,
             onEncodedFrame: @escaping @Sendable (UnsafeRawBufferPointer) -> Void,
-            onFailure: @escaping @Sendable (any Error) -> Void
+            onFailure: @escaping @Sendable (any Error) -> Void, onPauseChanged: @escaping @Sendable (Bool) -> Void,
+            onSpeakersChanged: @escaping @Sendable () -> Void
         ) {
+            self.onSpeakersChanged = onSpeakersChanged
             self.configuration = configuration
             self.sender = sender
             self.onEncodedFrame = onEncodedFrame
             self.onFailure = onFailure
-            commands = PeerCommandRing(capacity: 4 * configuration.maximumPeers)
+            self.onPauseChanged = onPauseChanged
+            table = MixerTable(slotCount: configuration.maximumPeers)
             farEnd = SampleRing(capacity: 10 * configuration.frameDuration.samples)
             mixer = MixerState(
                 maximumPeers: configuration.maximumPeers, frameSamples: configuration.frameDuration.samples)
@@ -112,9 +121,15 @@ public final class AudioEngine: Sendable {
     ///     only during the call; do not block in it.
     ///   - onFailure: called (once, on an audio thread) when a device fails; the engine has stopped
     ///     its loops and the caller should `stop()` it.
+    ///   - onPauseChanged: called on the capture thread when DTX starts (true) or ends (false) a
+    ///     pause (docs/PROTOCOL.md §9.3): while paused, this node sends no media.
+    ///   - onSpeakersChanged: called on an audio thread when a peer or the microphone starts or
+    ///     stops counting as speaking; read `speakers` and `isSpeaking` then.
     public init(
         configuration: AudioEngineConfiguration, onEncodedFrame: @escaping @Sendable (UnsafeRawBufferPointer) -> Void,
-        onFailure: @escaping @Sendable (any Error) -> Void = { _ in }
+        onFailure: @escaping @Sendable (any Error) -> Void = { _ in },
+        onPauseChanged: @escaping @Sendable (Bool) -> Void = { _ in },
+        onSpeakersChanged: @escaping @Sendable () -> Void = {}
     ) throws(AudioEngineError) {
         self.configuration = configuration
         let sender: AudioSender
@@ -125,8 +140,10 @@ public final class AudioEngine: Sendable {
         } catch {
             throw AudioEngineError("cannot create the Opus encoder: \(error)")
         }
+        control = Mutex(ControlState(slotCount: configuration.maximumPeers))
         pipeline = Pipeline(
-            configuration: configuration, sender: sender, onEncodedFrame: onEncodedFrame, onFailure: onFailure)
+            configuration: configuration, sender: sender, onEncodedFrame: onEncodedFrame, onFailure: onFailure,
+            onPauseChanged: onPauseChanged, onSpeakersChanged: onSpeakersChanged)
     }
 
     deinit {
@@ -167,8 +184,8 @@ public final class AudioEngine: Sendable {
             state.playbackThread = nil
             try? state.playback?.close()
             state.playback = nil
-            // No playback thread now: apply pending peer changes here.
-            pipeline.mixer.apply(pipeline.commands)
+            // No playback thread now: apply the latest peer changes here.
+            pipeline.mixer.apply(pipeline.table)
             state.retiring.removeAll { $0.detached.load(ordering: .acquiring) }
         }
     }
@@ -193,8 +210,9 @@ public final class AudioEngine: Sendable {
                 throw AudioEngineError("cannot create the Opus decoder: \(error)")
             }
             state.channels[ObjectIdentifier(channel)] = channel
-            pipeline.commands.push(.add, channel)
-            if state.playbackThread == nil { pipeline.mixer.apply(pipeline.commands) }
+            // A free slot exists: at most `maximumPeers` channels are active.
+            state.slots[state.slots.firstIndex(where: { $0 == nil })!] = channel
+            publishSlots(&state)
             return channel
         }
     }
@@ -204,10 +222,16 @@ public final class AudioEngine: Sendable {
         control.withLock { state in
             guard let removed = state.channels.removeValue(forKey: ObjectIdentifier(channel)) else { return }
             state.retiring.append(removed)
-            pipeline.commands.push(.remove, removed)
-            if state.playbackThread == nil { pipeline.mixer.apply(pipeline.commands) }
+            if let slot = state.slots.firstIndex(where: { $0 === removed }) { state.slots[slot] = nil }
+            publishSlots(&state)
             state.retiring.removeAll { $0.detached.load(ordering: .acquiring) }
         }
+    }
+
+    /// Hands the slot table to the playback thread (or applies it at once when none runs).
+    private func publishSlots(_ state: inout ControlState) {
+        pipeline.table.publish(state.slots)
+        if state.playbackThread == nil { pipeline.mixer.apply(pipeline.table) }
     }
 
     public var peers: [ReceiveChannel] { control.withLock { Array($0.channels.values) } }
@@ -221,6 +245,8 @@ public final class AudioEngine: Sendable {
     /// The worst loss any peer reports (0...1): sizes FEC and the RFC 2198 copies.
     public func setMeasuredLoss(_ loss: Double) { pipeline.sender.setMeasuredLoss(loss) }
     public func setBitrate(_ bitrate: Int) { pipeline.sender.setBitrate(bitrate) }
+    /// Whether the microphone hears speech (its level above `LevelMeter.speakingThreshold`).
+    public var isSpeaking: Bool { inputLevel > LevelMeter.speakingThreshold }
     /// The microphone's smoothed level in dBFS (after processing, before mute).
     public var inputLevel: Double { Double(pipeline.inputLevelTenths.load(ordering: .relaxed)) / 10 }
 
@@ -249,6 +275,8 @@ public final class AudioEngine: Sendable {
             captured.initialize(repeating: 0)
             defer { captured.deallocate() }
             var meter = LevelMeter()
+            var paused = false
+            var speaking = false
             while pipeline.running.load(ordering: .acquiring) {
                 do {
                     try capture.read(into: captured)
@@ -256,6 +284,14 @@ public final class AudioEngine: Sendable {
                     let level = meter.measure(cleaned)
                     pipeline.inputLevelTenths.store(Int(meter.level * 10), ordering: .relaxed)
                     try pipeline.sender.process(cleaned, level: level, emit: pipeline.onEncodedFrame)
+                    if pipeline.sender.isPausedByDTX != paused {
+                        paused.toggle()
+                        pipeline.onPauseChanged(paused)
+                    }
+                    if meter.isSpeaking != speaking {
+                        speaking.toggle()
+                        pipeline.onSpeakersChanged()
+                    }
                 } catch {
                     pipeline.fail(error)
                     return
@@ -266,8 +302,9 @@ public final class AudioEngine: Sendable {
         func runPlayback() {
             let processes = processor != nil
             while pipeline.running.load(ordering: .acquiring) {
-                pipeline.mixer.apply(pipeline.commands)
-                let output = pipeline.mixer.mix(now: pipeline.configuration.clock.now())
+                pipeline.mixer.apply(pipeline.table)
+                let (output, speakersChanged) = pipeline.mixer.mix(now: pipeline.configuration.clock.now())
+                if speakersChanged { pipeline.onSpeakersChanged() }
                 if processes { pipeline.farEnd.write(output) }
                 do {
                     try playback.write(output)

@@ -1,5 +1,6 @@
 public import Opus
-public import ParleyCore
+import ParleyCore
+import ParleyProtocol
 import Synchronization
 
 /// Settings the daemon changes while the engine runs. Lock-free: the control side stores, the

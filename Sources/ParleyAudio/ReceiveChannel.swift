@@ -1,5 +1,6 @@
 public import Opus
 public import ParleyCore
+import ParleyProtocol
 import Synchronization
 
 /// What one peer's receive path has seen; read from any thread with `ReceiveChannel.statistics`.
@@ -34,13 +35,6 @@ public struct ReceiveStatistics: Sendable, Hashable {
     public var isSpeaking = false
 
     public init() {}
-
-    /// Network loss (0...1) between an earlier snapshot and this one: what to report to the sender.
-    public func lossFraction(since earlier: ReceiveStatistics) -> Double {
-        let expected = self.expected - earlier.expected
-        guard expected > 0 else { return 0 }
-        return min(1, max(0, Double(expected - (received - earlier.received)) / Double(expected)))
-    }
 }
 
 /// One peer's receive path: payloads from the network → jitter buffer → RFC 2198 copies → Opus
@@ -81,6 +75,9 @@ public final class ReceiveChannel: Sendable {
     public func receive(_ payload: [UInt8]) {
         payload.withUnsafeBytes { receive($0) }
     }
+
+    /// Playback thread: whether the peer counts as speaking after the latest `render`.
+    var isSpeakingNow: Bool { state.meter.isSpeaking }
 
     /// The latest counters (published once per rendered frame).
     public var statistics: ReceiveStatistics { published.withLock { $0 } }

@@ -1,5 +1,4 @@
 public import ParleyAudio
-import PulseAudio
 
 /// Chooses the daemon's audio devices. Explicit `--audio-in`/`--audio-out` must work (a bad WAV
 /// path or an unknown PulseAudio device is an error at start-up, not in the middle of a meeting).
@@ -21,7 +20,11 @@ public enum AudioSetup {
         var configuration = AudioEngineConfiguration(
             input: try input.map(AudioInput.init(parsing:)) ?? .pulse(source: nil),
             output: try output.map(AudioOutput.init(parsing:)) ?? .pulse(sink: nil))
-        configuration.frameDuration = try AudioFrameDuration(milliseconds: frameMilliseconds)
+        do {
+            configuration.frameDuration = try AudioFrameDuration(milliseconds: frameMilliseconds)
+        } catch {
+            throw NodeError("--frame-ms must be 10, 20 or 40, got \(frameMilliseconds)")
+        }
         guard (6_000...510_000).contains(bitrate) else {
             throw NodeError("--bitrate must be 6000 to 510000 bits per second, got \(bitrate)")
         }
@@ -29,15 +32,16 @@ public enum AudioSetup {
         guard (0...10).contains(complexity) else { throw NodeError("--complexity must be 0 to 10, got \(complexity)") }
         configuration.complexity = complexity
         configuration.dtx = dtx
+        let frame = configuration.frameDuration.samples
         var fallbacks: [String] = []
         var reasons: [String] = []
-        if let failure = probe(configuration, input: configuration.input, output: .null) {
+        if let failure = AudioDevices.problem(input: configuration.input, output: .null, frameSamples: frame) {
             guard input == nil else { throw NodeError("--audio-in \(configuration.input): \(failure)") }
             configuration.input = .silence
             fallbacks.append("microphone: silence")
             reasons.append(failure)
         }
-        if let failure = probe(configuration, input: .silence, output: configuration.output) {
+        if let failure = AudioDevices.problem(input: .silence, output: configuration.output, frameSamples: frame) {
             guard output == nil else { throw NodeError("--audio-out \(configuration.output): \(failure)") }
             configuration.output = .null
             fallbacks.append("speaker: null")
@@ -48,36 +52,5 @@ public enum AudioSetup {
             "no PulseAudio server reachable (\(reasons[0])): running without sound (\(fallbacks.joined(separator: ", "))); "
             + "start PulseAudio or PipeWire, or pass --audio-in/--audio-out"
         return Choice(configuration: configuration, warning: warning)
-    }
-
-    /// Opens the devices once (and closes them, without playing anything), returning why they
-    /// cannot be used: a PulseAudio stream is opened and freed, a WAV input read, a WAV output
-    /// created. (Starting an engine would also work, but closing a playback stream drains what
-    /// the server buffered: seconds of start-up.)
-    private static func probe(
-        _ configuration: AudioEngineConfiguration, input: AudioInput, output: AudioOutput
-    ) -> String? {
-        let frame = configuration.frameDuration.samples
-        do {
-            switch input {
-            case .pulse(let source):
-                _ = try PulseAudioStream(direction: .capture, device: source, streamName: "probe", frameSamples: frame)
-            case .wav(let path):
-                _ = try WAVFile.read(path: path)
-            case .tone, .silence:
-                break
-            }
-            switch output {
-            case .pulse(let sink):
-                _ = try PulseAudioStream(direction: .playback, device: sink, streamName: "probe", frameSamples: frame)
-            case .wav(let path):
-                try WAVFileWriter(path: path).close()
-            case .null:
-                break
-            }
-            return nil
-        } catch {
-            return "cannot open audio device: \(error)"
-        }
     }
 }

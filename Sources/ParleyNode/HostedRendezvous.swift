@@ -1,6 +1,7 @@
 public import ICE
 public import Logging
 public import ParleyProtocol
+import RendezvousClient
 public import RendezvousServer
 
 #if canImport(Glibc)
@@ -8,15 +9,28 @@ import Glibc
 #endif
 
 /// `parleyd --host`: a rendezvous server embedded in the daemon, and a fresh invite that points
-/// at it.
+/// at it. It serves wss:// by default, with a self-signed certificate made at start whose key the
+/// invite pins (§2.2), as a standalone rendezvous with its own certificate does: the rendezvous
+/// learns nothing from TLS, but whoever watches the network learns even less (room id, sizes).
 public enum HostedRendezvous {
-    /// Starts the server (port 0 picks a free port) and mints the meeting's invite.
+    /// Where the certificate and its key go: the node's state directory (0700; the key 0600).
+    static let certificateFile = "hosted-rendezvous-cert.pem"
+    static let keyFile = "hosted-rendezvous-key.pem"
+
+    /// Starts the server (port 0 picks a free port) and mints the meeting's invite. With `tls`,
+    /// a fresh certificate and key are written to `stateDirectory` first.
     public static func start(
         listen: RendezvousServerConfiguration.HostAndPort, advertise: String?, localAddresses: [IPAddress],
-        logger: Logger
+        tls: Bool, stateDirectory: String, logger: Logger
     ) async throws -> (server: RendezvousServer, invite: Invite) {
         var configuration = RendezvousServerConfiguration()
         configuration.listen = listen
+        var pin: [UInt8]?
+        if tls {
+            let files = try writeCertificate(to: stateDirectory)
+            configuration.tls = files
+            pin = try SPKIPin.ofCertificate(pemFile: files.certificateChainPath)
+        }
         let server = RendezvousServer(configuration: configuration, logger: logger)
         let bound = try await server.start()
         let host = advertisedHost(
@@ -24,12 +38,25 @@ public enum HostedRendezvous {
             interfaces: interfaceAddresses())
         let url: RendezvousURL
         do {
-            url = try RendezvousURL(parsing: "ws://\(host.contains(":") ? "[\(host)]" : host):\(bound.rendezvous.port)")
+            let scheme = tls ? "wss" : "ws"
+            url = try RendezvousURL(
+                parsing: "\(scheme)://\(host.contains(":") ? "[\(host)]" : host):\(bound.rendezvous.port)")
         } catch {
             await server.shutdown()
             throw NodeError("cannot advertise \(host) in an invite: \(error)")
         }
-        return (server, try Invite.mint(rendezvous: url))
+        return (server, try Invite.mint(rendezvous: url, tlsPin: pin))
+    }
+
+    /// A new self-signed certificate and its key in `directory` (replacing the last run's).
+    static func writeCertificate(to directory: String) throws -> RendezvousServerConfiguration.TLSFiles {
+        let pem = SelfSignedCertificate.make()
+        try PrivateFile.ensureDirectory(directory)
+        let files = RendezvousServerConfiguration.TLSFiles(
+            certificateChainPath: "\(directory)/\(certificateFile)", privateKeyPath: "\(directory)/\(keyFile)")
+        try PrivateFile.write(Array(pem.privateKey.utf8), to: files.privateKeyPath)
+        try PrivateFile.write(Array(pem.certificate.utf8), to: files.certificateChainPath)
+        return files
     }
 
     /// The host peers use to reach the embedded rendezvous, by this rule:

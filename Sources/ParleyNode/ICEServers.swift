@@ -31,6 +31,23 @@ public struct ICESettings: Sendable {
     }
 
     public init() {}
+
+    /// Refuses the flags' own mistakes at start, one line each (a server that is merely
+    /// unreachable shows only when ICE uses it).
+    public func validate() throws(NodeError) {
+        if let stun, ICEServerPlan.hostAndPort(stun, defaultPort: 3478) == nil {
+            throw NodeError("--stun wants HOST:PORT or [IPv6]:PORT, got \(stun)")
+        }
+        if let turn {
+            let hint: TURNHint
+            do {
+                hint = try TURNHint(uri: turn.url, username: turn.username, password: turn.password)
+            } catch {
+                throw NodeError("--turn \(turn.url): \(error)")
+            }
+            if hint.isTLS { throw NodeError("--turn \(turn.url): turns: (TLS) is not supported by libnice; use turn:") }
+        }
+    }
 }
 
 /// A STUN or TURN server before name resolution.

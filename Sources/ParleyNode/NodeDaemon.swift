@@ -114,7 +114,7 @@ public actor NodeDaemon: ControlHandler {
         case .mute, .unmute:
             muted = request.method == .mute
             await meeting?.setMuted(muted)
-            eventHub.publish(ControlEvent(kind: .muted, state: muted ? "muted" : "unmuted"))
+            eventHub.publish(ControlEvent(kind: .muted, state: muted ? .muted : .unmuted))
             return .success(message: muted ? "muted" : "unmuted")
         case .verify:
             guard let meeting else { return .failure("not in a meeting") }
@@ -132,16 +132,18 @@ public actor NodeDaemon: ControlHandler {
     private func status() async -> StatusReport {
         let meetingStatus = await meeting?.status()
         let node = NodeStatus(
-            id: shortID, name: configuration.displayName, muted: muted, meeting: meetingStatus?.state ?? "idle",
+            id: shortID, name: configuration.displayName, muted: muted, meeting: meetingStatus?.state ?? .idle,
             invite: meeting?.invite.string, securityCode: meetingStatus?.securityCode,
-            rendezvous: meetingStatus?.rendezvous ?? "none")
+            rendezvous: meetingStatus?.rendezvous ?? .none, relaying: meetingStatus?.relaying ?? [])
         return StatusReport(node: node, peers: meetingStatus?.peers ?? [])
     }
 }
 
 /// The daemon as a service: joins the meeting it was started with (failing the whole process on
 /// a refusal such as "meeting full"), then runs until SIGTERM/SIGINT, when it leaves gracefully.
-public struct NodeService: Service {
+/// ServiceLifecycle names services by their description in its (debug) logs: this one never
+/// shows its invite.
+public struct NodeService: Service, CustomStringConvertible {
     let daemon: NodeDaemon
     let initialInvite: String?
 
@@ -149,6 +151,8 @@ public struct NodeService: Service {
         self.daemon = daemon
         self.initialInvite = initialInvite
     }
+
+    public var description: String { "NodeService" }
 
     public func run() async throws {
         if let initialInvite {

@@ -1,83 +1,79 @@
 import ICE
+import MeetingCore
 import ParleyAudio
 import ParleyCore
 import ParleyProtocol
 import Synchronization
 
-/// One peer's encrypted path: its `PeerSession` (docs/PROTOCOL.md §7–§8) over its ICE stream, fed
-/// by three threads — the audio capture thread seals media, the ICE thread decrypts what
-/// arrives, and the meeting loop runs timers and sends session control. The session sits behind a
-/// mutex held only for the session step itself (microseconds; a responder's handshake, ~0.5 ms,
-/// is the longest); sending and the audio hand-off happen outside it.
+/// One peer's encrypted path: its `LinkSession` (the session of docs/PROTOCOL.md §7–§8 with its
+/// REPORTs and facts) over its ICE stream, fed by three threads — the audio capture thread seals media, the ICE thread decrypts what
+/// arrives, and the meeting's driver runs the session's timers and sends session control. The
+/// session sits behind a mutex held only for the session step itself (microseconds; a
+/// responder's handshake, ~0.5 ms, is the longest); sending and the audio hand-off happen
+/// outside it. What the meeting must know is pushed as `SessionFact`s through `facts` as it
+/// happens; counters for status are read with `metrics`.
 final class PeerTransport: Sendable {
     let stream: ICEStream
     let channel: ReceiveChannel
+    /// The peer's identity key (relayed packets name it).
+    let peerKey: [UInt8]
     private let state: Mutex<State>
+    private let facts: @Sendable (SessionFact) -> Void
+    private let router: RelayRouter
+    /// The transport of the member our datagrams to this peer go through (§13), nil: over ICE.
+    private let relay = Mutex<PeerTransport?>(nil)
 
-    /// What the ICE thread learned from one datagram, for the meeting loop.
-    struct Received: Sendable {
-        var events: [PeerSessionEvent] = []
-        var report: SessionControl.Report?
-        var leave = false
-        /// The first media payload from this peer on this link: answer with an early REPORT (§10.1).
-        var firstMedia = false
-    }
-
-    /// Counters and the latest REPORT, for status, REPORTs and the link state machine.
+    /// Counters for status.
     struct Metrics: Sendable {
-        var isEstablished = false
-        /// When the last authenticated packet (any inner type) arrived.
-        var lastAuthenticated: ContinuousClock.Instant?
-        /// Media payloads that authenticated (the session's replay window makes them distinct).
-        var mediaReceived: UInt64 = 0
-        /// Media payloads sealed for this peer.
-        var mediaSent: UInt64 = 0
-        var reportsReceived = 0
-        var lastReport: SessionControl.Report?
+        var mediaReceived: UInt64
+        var mediaSent: UInt64
         var rttMs: Double?
-        var authenticationFailures = 0
+        var authenticationFailures: Int
     }
 
     private struct State {
-        var session: PeerSession
-        var metrics = Metrics()
-        var echo = ReportEcho()
-        /// Sealing buffer of the meeting loop (the capture thread has its own, in `MediaFanout`).
+        var link: LinkSession
+        var meter = LinkMeter()
+        /// Sealing buffers of the driver and of relayed packets (the capture thread has its own,
+        /// in `MediaFanout`).
         var controlPacket: [UInt8] = []
+        var relayPacket: [UInt8] = []
     }
 
-    init(session: PeerSession, stream: ICEStream, channel: ReceiveChannel) {
+    init(
+        session: PeerSession, stream: ICEStream, channel: ReceiveChannel, authenticatedFactInterval: Duration,
+        router: RelayRouter, facts: @escaping @Sendable (SessionFact) -> Void
+    ) {
         self.stream = stream
         self.channel = channel
-        state = Mutex(State(session: session))
+        self.facts = facts
+        self.router = router
+        peerKey = session.peer.identityKey
+        state = Mutex(State(link: LinkSession(session: session, authenticatedFactInterval: authenticatedFactInterval)))
     }
 
-    var metrics: Metrics { state.withLock { $0.metrics } }
-
-    // MARK: Meeting loop
-
-    /// The ICE path is (again) up. `rehandshake`: drop the keys first, so the pair's lead starts a
-    /// fresh handshake over the new path (after an ICE restart; the issue asks links to re-key).
-    func start(now: ContinuousClock.Instant, rehandshake: Bool) -> [PeerSessionEvent] {
-        let output = state.withLock { state in
-            if rehandshake { state.session.close() }
-            let output = state.session.start(now: now)
-            state.metrics.isEstablished = state.session.isEstablished
-            return output
+    var metrics: Metrics {
+        state.withLock {
+            Metrics(
+                mediaReceived: $0.link.mediaReceived, mediaSent: $0.link.mediaSent, rttMs: $0.link.rttMs,
+                authenticationFailures: $0.link.authenticationFailures)
         }
-        send(output.datagrams)
-        return output.events
     }
 
-    /// Runs the session's timers (handshake retries, rekeying, keepalives, expiry).
-    func tick(now: ContinuousClock.Instant) -> [PeerSessionEvent] {
-        let output = state.withLock { state in
-            let output = state.session.tick(now: now)
-            state.metrics.isEstablished = state.session.isEstablished
-            return output
-        }
-        send(output.datagrams)
-        return output.events
+    // MARK: Driver
+
+    /// The ICE path is (again) up: send what was held for it and start the session over it.
+    func start(now: ContinuousClock.Instant, rehandshake: Bool) {
+        flush()
+        deliver(state.withLock { $0.link.start(now: now, rehandshake: rehandshake) })
+    }
+
+    /// When `tick` next has work (handshake retries, rekeying, keepalives, expiry).
+    var nextDeadline: ContinuousClock.Instant? { state.withLock { $0.link.nextDeadline } }
+
+    /// Runs the session's timers.
+    func tick(now: ContinuousClock.Instant) {
+        deliver(state.withLock { $0.link.tick(now: now) })
     }
 
     /// Seals and sends one session control message; false if there are no keys yet.
@@ -85,95 +81,105 @@ final class PeerTransport: Sendable {
     func sendControl(_ message: SessionControl, now: ContinuousClock.Instant) -> Bool {
         let body = message.encoded()
         let packet: [UInt8]? = state.withLock { state in
-            guard state.session.seal(.sessionControl, body: body, now: now, into: &state.controlPacket) else {
+            guard state.link.seal(.sessionControl, body: body, now: now, into: &state.controlPacket) else {
                 return nil
             }
             return state.controlPacket
         }
         guard let packet else { return false }
-        return stream.send(packet)
+        return transmit(packet)
     }
 
-    /// A REPORT (§10.1) to send now: the echo of the peer's latest report, and what we receive.
-    func makeReport(
-        nowMs: UInt32, statistics: ReceiveStatistics, lossPermille: UInt16, muted: Bool
-    ) -> SessionControl.Report {
-        let (echo, received) = state.withLock { ($0.echo.echo(nowMs: nowMs), $0.metrics.mediaReceived) }
-        return SessionControl.Report(
-            timestampMs: nowMs, echoTimestampMs: echo.timestampMs, echoDelayMs: echo.delayMs,
-            mediaReceived: UInt32(truncatingIfNeeded: received),
-            mediaExpected: UInt32(truncatingIfNeeded: max(UInt64(max(statistics.expected, 0)), received)),
-            lossPermille: lossPermille,
-            jitterMicroseconds: UInt32(
-                clamping: statistics.jitter.components.seconds * 1_000_000
-                    + statistics.jitter.components.attoseconds / 1_000_000_000_000),
-            muted: muted)
+    /// Sends the peer a relay packet (§13.2) sealed under this session: something we ask it to
+    /// carry, or something we carry for others to it. False without keys or a path.
+    @discardableResult
+    func sendRelay(_ relayed: RelayPacket, now: ContinuousClock.Instant) -> Bool {
+        let packet: [UInt8]? = state.withLock { state in
+            guard state.link.seal(relayed, now: now, into: &state.relayPacket) else { return nil }
+            return state.relayPacket
+        }
+        guard let packet else { return false }
+        return transmit(packet)
+    }
+
+    /// Sends datagrams through `transport`'s member from now on (nil: over ICE again).
+    func setRoute(through transport: PeerTransport?) {
+        relay.withLock { $0 = transport }
+    }
+
+    /// One datagram of this link's session to the peer: over ICE, or through the member (§13.2).
+    @discardableResult
+    private func transmit(_ datagram: [UInt8]) -> Bool {
+        guard let through = relay.withLock({ $0 }) else { return stream.send(datagram) }
+        return through.sendRelay(RelayPacket(kind: .forward, peer: peerKey, payload: datagram), now: .now)
+    }
+
+    /// Sends a REPORT (§10.1). `closesInterval`: this REPORT ends a loss measurement interval.
+    func sendReport(closesInterval: Bool, muted: Bool, now: ContinuousClock.Instant) {
+        let statistics = channel.statistics
+        let counts = Self.counts(statistics, stream.traffic)
+        let report = state.withLock { state in
+            if closesInterval { state.meter.closeInterval(counts, at: now) }
+            let reception = LinkSession.Reception(
+                expected: statistics.expected,
+                jitterMicroseconds: UInt32(
+                    clamping: statistics.jitter.components.seconds * 1_000_000
+                        + statistics.jitter.components.attoseconds / 1_000_000_000_000),
+                lossPermille: state.meter.lossPermille)
+            return state.link.report(nowMs: MeetingClock.milliseconds(now), reception: reception, muted: muted)
+        }
+        sendControl(.report(report), now: now)
+    }
+
+    /// What status shows of this link's traffic: rates over the last second or two and loss
+    /// over the last five.
+    func measurements(now: ContinuousClock.Instant) -> LinkMeter.Measurements {
+        let counts = Self.counts(channel.statistics, stream.traffic)
+        return state.withLock { $0.meter.measurements(counts, at: now) }
+    }
+
+    private static func counts(_ statistics: ReceiveStatistics, _ traffic: ICETrafficCounts) -> LinkMeter.Counts {
+        LinkMeter.Counts(
+            expected: statistics.expected, received: statistics.received, bytesSent: traffic.bytesSent,
+            bytesReceived: traffic.bytesReceived)
     }
 
     /// Ends the session (keys zeroed).
     func close() {
-        state.withLock { $0.session.close() }
+        state.withLock { $0.link.close() }
     }
 
     // MARK: ICE thread (receive)
 
     /// Handles one datagram from the peer: handshake answers go straight back out, media goes to
-    /// the audio channel, session control is returned for the meeting loop.
-    func receive(_ datagram: consuming [UInt8], now: ContinuousClock.Instant) -> Received {
-        let isTransport = datagram.first == PacketType.transportData.rawValue
-        var received = Received()
-        var media: ArraySlice<UInt8>?
+    /// the audio channel, what the meeting must know is pushed as facts.
+    /// `via`: the member that relayed it (§13), nil when it came over ICE.
+    func receive(_ datagram: consuming [UInt8], now: ContinuousClock.Instant, via: [UInt8]? = nil) {
         var pending = datagram
         let output = state.withLock { state in
-            let failuresBefore = state.session.statistics.authenticationFailures
             // Moved out, so the session decrypts this array in place without copying it.
             var taken: [UInt8] = []
             swap(&taken, &pending)
-            let output = state.session.receive(taken, now: now)
-            state.metrics.isEstablished = state.session.isEstablished
-            state.metrics.authenticationFailures += state.session.statistics.authenticationFailures - failuresBefore
-            if output.dropped == nil, isTransport { state.metrics.lastAuthenticated = now }
-            switch output.payload?.type {
-            case .media?:
-                state.metrics.mediaReceived += 1
-                received.firstMedia = state.metrics.mediaReceived == 1
-                media = output.payload?.body
-            case .sessionControl?:
-                guard let body = output.payload?.body, let control = try? SessionControl(parsing: body) else { break }
-                switch control {
-                case .report(let report):
-                    if state.echo.received(report, nowMs: MeetingClock.milliseconds(now)) != nil {
-                        state.metrics.rttMs = state.echo.smoothedRTTMs
-                    }
-                    state.metrics.reportsReceived += 1
-                    state.metrics.lastReport = report
-                    received.report = report
-                case .leave:
-                    received.leave = true
-                case .unknown:
-                    break
-                }
-            default:
-                break
-            }
-            return output
+            return state.link.receive(taken, now: now, nowMs: MeetingClock.milliseconds(now), via: via)
         }
-        if let media { media.withUnsafeBytes { channel.receive($0) } }
-        send(output.datagrams)
-        received.events = output.events
-        return received
+        if let media = output.media { media.withUnsafeBytes { channel.receive($0) } }
+        deliver(output)
+        if let relayed = output.relay { router.handle(relayed, from: self, now: now) }
     }
 
     // MARK: Capture thread
 
     /// Seals one media payload into `scratch` (the capture thread's own buffer) and sends it.
     func sendMedia(_ payload: UnsafeRawBufferPointer, scratch: inout [UInt8], now: ContinuousClock.Instant) {
-        let sealed = state.withLock { state in
-            guard state.session.seal(.media, body: payload, now: now, into: &scratch) else { return false }
-            state.metrics.mediaSent += 1
-            return true
-        }
-        if sealed { stream.send(scratch) }
+        if state.withLock({ $0.link.seal(.media, body: payload, now: now, into: &scratch) }) { transmit(scratch) }
+    }
+
+    // MARK: Sending and facts
+
+    /// Sends a step's datagrams and pushes its facts.
+    private func deliver(_ output: LinkSession.Output) {
+        send(output.datagrams)
+        for fact in output.facts { facts(fact) }
     }
 
     /// Sends what the session produced (handshake messages, keepalives). One the ICE stream could
@@ -181,7 +187,7 @@ final class PeerTransport: Sendable {
     /// pair our side has not selected yet — is held and sent when the path comes up (`flush`),
     /// instead of leaving the initiator to retry after REKEY_TIMEOUT (5 s).
     private func send(_ datagrams: [[UInt8]]) {
-        for datagram in datagrams where !stream.send(datagram) {
+        for datagram in datagrams where !transmit(datagram) {
             held.withLock { held in
                 held.append(datagram)
                 if held.count > Self.heldLimit { held.removeFirst() }
@@ -202,6 +208,73 @@ final class PeerTransport: Sendable {
     private let held = Mutex<[[UInt8]]>([])
 }
 
+/// The node's relay data path (docs/PROTOCOL.md §13): the transport toward each member, and the
+/// table of what this node carries for others. Every relayed packet passes through `handle` on
+/// the ICE thread; the lock is held for the table's decision only, never while sending.
+final class RelayRouter: Sendable {
+    private struct State {
+        var transports: [[UInt8]: PeerTransport] = [:]
+        var table = RelayTable()
+    }
+
+    private let state = Mutex(State())
+
+    func register(_ transport: PeerTransport) {
+        state.withLock { $0.transports[transport.peerKey] = transport }
+    }
+
+    func unregister(_ transport: PeerTransport) {
+        state.withLock { state in
+            if state.transports[transport.peerKey] === transport { state.transports[transport.peerKey] = nil }
+        }
+    }
+
+    func update(_ policy: RelayPolicy) {
+        state.withLock { $0.table.update(policy) }
+    }
+
+    /// The pairs this node carries now (each as two identity keys).
+    func activePairs(at now: ContinuousClock.Instant) -> [[[UInt8]]] {
+        state.withLock { $0.table.activePairs(at: now) }
+    }
+
+    /// A relay packet `origin`'s peer sent us over `origin`.
+    func handle(_ packet: RelayPacket, from origin: PeerTransport, now: ContinuousClock.Instant) {
+        let source = origin.peerKey
+        switch packet.kind {
+        case .forward:
+            let (decision, destination) = state.withLock { state in
+                (state.table.decide(from: source, to: packet.peer, at: now), state.transports[packet.peer])
+            }
+            switch decision {
+            case .forward:
+                destination?.sendRelay(RelayPacket(kind: .deliver, peer: source, payload: packet.payload), now: now)
+            case .refuse(let reason, let tell):
+                if tell { origin.sendControl(.relayRefused(destination: packet.peer, reason: reason), now: now) }
+            }
+        case .deliver:
+            // A datagram of our own session with `packet.peer`, carried by `origin`'s member: that
+            // session authenticates it; the member could only drop or delay it.
+            let target = state.withLock { $0.transports[packet.peer] }
+            target?.receive(packet.payload, now: now, via: source)
+        case .forwardEnvelope:
+            let targets: [PeerTransport] = state.withLock { state in
+                guard state.table.acceptEnvelope(from: source, at: now) else { return [] }
+                if packet.peer == RelayPacket.everyone {
+                    return state.table.policy.linked.filter { $0 != source }.compactMap { state.transports[$0] }
+                }
+                return state.table.policy.linked.contains(packet.peer)
+                    ? [state.transports[packet.peer]].compactMap { $0 } : []
+            }
+            for target in targets {
+                target.sendRelay(RelayPacket(kind: .deliverEnvelope, peer: source, payload: packet.payload), now: now)
+            }
+        case .deliverEnvelope:
+            break  // a fact for the meeting (LinkSession)
+        }
+    }
+}
+
 /// The node's monotonic clock in the units REPORTs use.
 enum MeetingClock {
     static let origin = ContinuousClock.now
@@ -214,8 +287,8 @@ enum MeetingClock {
     }
 }
 
-/// Hands each encoded audio frame to every peer: encode once, encrypt per peer (DESIGN §4).
-/// Runs on the audio capture thread; the peer list is swapped by the meeting loop.
+/// Hands each encoded audio frame to every peer: encode once, encrypt per peer. Runs on the audio
+/// capture thread; the peer list is swapped by the meeting's driver.
 final class MediaFanout: Sendable {
     private let peers = Mutex<[PeerTransport]>([])
     // Safety: only the audio engine's capture thread calls `send`, the only user of this buffer.

@@ -152,7 +152,8 @@ public final class RendezvousClient: Service, Sendable {
             session.withLockedValue { $0 = nil }
             if joinedThisSession.withLockedValue({ $0 }) {
                 hasJoined = true
-                attempt = 0
+                // A connection the server throttled was no success: keep backing off.
+                if case .throttled = end {} else { attempt = 0 }
             }
             if Task.isCancelled || Task.isShuttingDownGracefully { return }
             let delay: Duration
@@ -161,6 +162,11 @@ public final class RendezvousClient: Service, Sendable {
                 delay = configuration.reconnect.delay(goingAwayHint: milliseconds, using: &generator)
                 attempt = 1
             case .lost:
+                delay = configuration.reconnect.delay(attempt: attempt, using: &generator)
+                attempt += 1
+            case .throttled:
+                // Sending slower is the node's business; the client waits at least one step.
+                attempt = max(attempt, 1)
                 delay = configuration.reconnect.delay(attempt: attempt, using: &generator)
                 attempt += 1
             }
@@ -177,11 +183,13 @@ public final class RendezvousClient: Service, Sendable {
     enum SessionEnd: Error, CustomStringConvertible {
         case goingAway(retryAfterMilliseconds: UInt32)
         case lost(String)
+        /// ERROR `rate-limited` (§4.4): we sent faster than the server allows.
+        case throttled(String)
 
         var description: String {
             switch self {
             case .goingAway(let milliseconds): "the rendezvous is going away (retry after \(milliseconds) ms)"
-            case .lost(let reason): reason
+            case .lost(let reason), .throttled(let reason): reason
             }
         }
     }
@@ -272,6 +280,7 @@ public final class RendezvousClient: Service, Sendable {
                 return .goingAway(retryAfterMilliseconds: milliseconds)
             case .error(let error):
                 logger.info("rendezvous error", metadata: ["code": "\(error.code.name)", "reason": "\(error.reason)"])
+                if error.code == .rateLimited { return .throttled("the rendezvous throttled this node: \(error)") }
                 guard error.code.isRetryable else { throw RendezvousClientError.rejected(error) }
                 return .lost("the rendezvous closed the connection: \(error)")
             default:
@@ -316,6 +325,10 @@ public final class RendezvousClient: Service, Sendable {
         let tls = try url.usesTLS ? makeTLSContext() : nil
         let pin = configuration.certificatePin
         let maxMessageBytes = configuration.maxMessageBytes
+        // §4.1: the invite's path plus the room's shard key, so a load balancer that hashes the
+        // path sends every member of the room to the same instance.
+        let path = RendezvousShard.path(invitePath: url.path, roomID: roomKey.publicKey)
+        let status = NIOLockedValueBox<Int?>(nil)
         let upgrade = try await ClientBootstrap(group: group)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .connectTimeout(TimeAmount(configuration.handshakeTimeout))
@@ -334,7 +347,7 @@ public final class RendezvousClient: Service, Sendable {
                     var headers = HTTPHeaders()
                     headers.add(name: "Host", value: url.hostHeader)
                     headers.add(name: "Sec-WebSocket-Protocol", value: RendezvousWire.subprotocol)
-                    let head = HTTPRequestHead(version: .http1_1, method: .GET, uri: url.path, headers: headers)
+                    let head = HTTPRequestHead(version: .http1_1, method: .GET, uri: path, headers: headers)
                     let upgrader = NIOTypedWebSocketClientUpgrader<UpgradeResult>(
                         maxFrameSize: maxMessageBytes, enableAutomaticErrorHandling: true
                     ) { channel, response in
@@ -357,8 +370,13 @@ public final class RendezvousClient: Service, Sendable {
                             }))
                     // The server sends CHALLENGE right behind its 101 response, often in the same read.
                     configuration.leftOverBytesStrategy = .forwardBytes
-                    return try channel.pipeline.syncOperations.configureUpgradableHTTPClientPipeline(
+                    let upgraded = try channel.pipeline.syncOperations.configureUpgradableHTTPClientPipeline(
                         configuration: configuration)
+                    let upgradeHandler = try channel.pipeline.syncOperations.handler(
+                        type: NIOTypedHTTPClientUpgradeHandler<UpgradeResult>.self)
+                    try channel.pipeline.syncOperations.addHandler(
+                        ResponseStatusRecorder(status), position: .before(upgradeHandler))
+                    return upgraded
                 }
             }
         let result: UpgradeResult
@@ -368,13 +386,26 @@ public final class RendezvousClient: Service, Sendable {
             throw RendezvousClientError.unsupportedVersion
         }
         switch result {
-        case .upgraded(let channel): return channel
-        case .refused: throw RendezvousClientError.unsupportedVersion
+        case .upgraded(let channel):
+            return channel
+        case .refused:
+            // §4.1: a proxy in front of the rendezvous answers 502, 503 or 504 while no server
+            // behind it is available (one is restarting, or failing over): retry like a lost
+            // connection. Any other answer means this is no Parley rendezvous.
+            if let code = status.withLockedValue({ $0 }), code == 408 || code == 429 || (500...599).contains(code) {
+                throw SessionEnd.lost("the rendezvous answered HTTP \(code)")
+            }
+            throw RendezvousClientError.unsupportedVersion
         }
     }
 
+    /// With a pin the certificate's names do not matter (§4.1: the key alone decides, so an invite
+    /// may point at an address the certificate does not name): NIOSSL must not check the host
+    /// name, which it would do after the handshake even when the pin callback accepted the key.
     private func makeTLSContext() throws -> NIOSSLContext {
-        try NIOSSLContext(configuration: .makeClientConfiguration())
+        var tls = TLSConfiguration.makeClientConfiguration()
+        if configuration.certificatePin != nil { tls.certificateVerification = .noHostnameVerification }
+        return try NIOSSLContext(configuration: tls)
     }
 
     /// With a pin, the only check is that the leaf certificate's key hashes to it (RFC 7469's
@@ -396,6 +427,28 @@ public final class RendezvousClient: Service, Sendable {
                 promise.succeed(.failed)
             }
         }
+    }
+}
+
+/// Notes the status of the upgrade request's response (which NIO's upgrade handler does not pass
+/// on when it is not 101) and steps out of the pipeline.
+private final class ResponseStatusRecorder: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPClientResponsePart
+    typealias InboundOut = HTTPClientResponsePart
+    private let status: NIOLockedValueBox<Int?>
+
+    init(_ status: NIOLockedValueBox<Int?>) {
+        self.status = status
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if case .head(let head) = Self.unwrapInboundIn(data) {
+            status.withLockedValue { $0 = Int(head.status.code) }
+            context.fireChannelRead(data)
+            context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+            return
+        }
+        context.fireChannelRead(data)
     }
 }
 

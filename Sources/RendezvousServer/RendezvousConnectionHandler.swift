@@ -1,6 +1,7 @@
 internal import Logging
 internal import NIOCore
 internal import NIOWebSocket
+internal import ParleyCore
 internal import ParleyProtocol
 internal import RendezvousWire
 internal import Sodium
@@ -24,8 +25,17 @@ final class RendezvousConnectionHandler: ChannelInboundHandler, RemovableChannel
 
     let id: UInt64
     let channel: any Channel
-    let address: SourceAddressKey
-    let logger: Logger
+    /// The TCP peer's IP address (nil for a Unix socket).
+    let peer: InternetAddress?
+    /// Whether the peer is a trusted proxy (`--trusted-proxy`): then the client behind it is
+    /// counted once the proxy has said who it is (`ServerState.identifyClient`).
+    let fromTrustedProxy: Bool
+    /// The client address the PROXY protocol header named, if the proxy sent one.
+    var proxyProtocolSource: InternetAddress?
+    /// What per-address limits count this connection as, once `isCounted`.
+    private(set) var address = SourceAddressKey(bytes: [])
+    private(set) var isCounted = false
+    var logger: Logger
     private unowned let state: ServerState
     private(set) var phase = Phase.connecting
     /// ERROR or GOING_AWAY sent (or the close begun): input is ignored, nothing more is sent.
@@ -34,15 +44,22 @@ final class RendezvousConnectionHandler: ChannelInboundHandler, RemovableChannel
     var refusal: RendezvousError?
     /// The host the client asked for (HTTP `Host`), for WELCOME's STUN advertisement.
     var requestedHost: String?
+    /// The shard key in the upgrade's path (§4.1), which JOIN's room id must match; nil for a
+    /// path without one (an older client).
+    var pathShardKey: Substring?
     private var context: ChannelHandlerContext?
     private var bucket: TokenBucket
     private var lastHeard: NIODeadline
     private var timer: Scheduled<Void>?
 
-    init(id: UInt64, channel: any Channel, address: SourceAddressKey, state: ServerState, logger: Logger) {
+    init(
+        id: UInt64, channel: any Channel, peer: InternetAddress?, fromTrustedProxy: Bool, state: ServerState,
+        logger: Logger
+    ) {
         self.id = id
         self.channel = channel
-        self.address = address
+        self.peer = peer
+        self.fromTrustedProxy = fromTrustedProxy
         self.state = state
         self.logger = logger
         let now = channel.eventLoop.now
@@ -54,6 +71,12 @@ final class RendezvousConnectionHandler: ChannelInboundHandler, RemovableChannel
         schedule(after: state.limits.handshakeTimeout) { handler in
             handler.fail(RendezvousError(.timeout, "no JOIN within the handshake timeout"))
         }
+    }
+
+    /// Records what the per-address limits count this connection as (`ServerState.count`).
+    func counted(as address: SourceAddressKey) {
+        self.address = address
+        isCounted = true
     }
 
     // MARK: Pipeline events
@@ -147,6 +170,15 @@ final class RendezvousConnectionHandler: ChannelInboundHandler, RemovableChannel
     private func handle(_ message: RendezvousMessage) {
         switch (phase, message) {
         case (.challenged(let nonce), .join(let roomID, let proof)):
+            // §4.3 step 2: a load balancer routed this connection by its path's shard key; a room
+            // it is not the key of may live on another instance, so this one must not open it.
+            if let pathShardKey, pathShardKey != RendezvousShard.key(roomID: roomID) {
+                return fail(
+                    RendezvousError(
+                        .misrouted,
+                        "the path's shard key r/\(pathShardKey) is not this room's: connect to the path for the room (§4.1)"
+                    ))
+            }
             // §3: the proof signs this connection's nonce with the room key. A wrong proof and a
             // room that does not exist get the same answer (§4.3 step 2).
             guard JoinProof.verify(proof, nonce: nonce, roomID: roomID) else {

@@ -4,6 +4,7 @@ internal import NIOHTTP1
 internal import NIOPosix
 internal import NIOSSL
 internal import NIOWebSocket
+internal import ParleyProtocol
 internal import RendezvousWire
 public import ServiceLifecycle
 internal import Synchronization
@@ -66,6 +67,7 @@ public final class RendezvousServer: Service, Sendable {
         loop = group.next()
         self.logger = logger
         self.unixTime = unixTime
+        metrics.maxConnections.set(Int64(configuration.limits.maxConnections))
     }
 
     /// Seconds since 1970 from the system clock.
@@ -82,14 +84,7 @@ public final class RendezvousServer: Service, Sendable {
     public func start() async throws -> BoundAddresses {
         if let addresses { return addresses }
         try configuration.limits.validate()
-        let tls = try configuration.tls.map { files in
-            try NIOSSLContext(
-                configuration: .makeServerConfiguration(
-                    certificateChain: NIOSSLCertificate.fromPEMFile(files.certificateChainPath).map {
-                        .certificate($0)
-                    },
-                    privateKey: .privateKey(NIOSSLPrivateKey(file: files.privateKeyPath, format: .pem))))
-        }
+        let tls = try configuration.tls.map { try $0.makeServerContext() }
         let loop = self.loop
         let (configuration, logger, metrics, unixTime) = (configuration, logger, metrics, unixTime)
         let state = try await loop.submit {
@@ -102,7 +97,9 @@ public final class RendezvousServer: Service, Sendable {
         do {
             let queue = configuration.limits.outboundQueueBytes
             let listener = try await ServerBootstrap(group: loop)
-                .serverChannelOption(.backlog, value: 1024)
+                // Room for a stampede: when an instance behind a load balancer dies, its clients
+                // all reconnect to the others within a second (the kernel caps it at somaxconn).
+                .serverChannelOption(.backlog, value: 4096)
                 .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
                 .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
                 .childChannelOption(.writeBufferWaterMark, value: .init(low: queue / 2, high: queue))
@@ -181,6 +178,15 @@ public final class RendezvousServer: Service, Sendable {
         if ownsGroup { try? await group.shutdownGracefully() }
     }
 
+    /// Sends GOING_AWAY to every client while going on serving (SIGHUP of `parley-rendezvous`):
+    /// each comes back after the retry hint, through the load balancer to its room's instance.
+    /// After a failed instance is back, this moves the rooms that had failed over home again.
+    public func askEveryoneToReconnect() async {
+        guard case .running(let running) = lifecycle.withLock({ $0 }) else { return }
+        try? await loop.submit { running.state.value.askEveryoneToReconnect() }.get()
+        logger.info("asked every client to reconnect")
+    }
+
     /// Adds TLS (if configured), HTTP with the WebSocket upgrade, and the connection's handler.
     private static func configureConnection(_ channel: any Channel, state: ServerState, tls: NIOSSLContext?) throws {
         guard let handler = state.accept(channel) else {
@@ -188,9 +194,18 @@ public final class RendezvousServer: Service, Sendable {
             return
         }
         let pipeline = channel.pipeline.syncOperations
+        let boundHandler = NIOLoopBound(handler, eventLoop: channel.eventLoop)
+        let boundState = NIOLoopBound(state, eventLoop: channel.eventLoop)
+        if handler.fromTrustedProxy {
+            try pipeline.addHandler(
+                ProxyProtocolHandler(
+                    found: { boundHandler.value.proxyProtocolSource = $0 },
+                    failed: { reason in
+                        boundHandler.value.logger.info("bad PROXY protocol header", metadata: ["reason": "\(reason)"])
+                    }))
+        }
         if let tls { try pipeline.addHandler(NIOSSLServerHandler(context: tls)) }
         let fallback = HTTPFallbackHandler { _ in HTTPFallbackHandler.notParley }
-        let boundHandler = NIOLoopBound(handler, eventLoop: channel.eventLoop)
         let boundFallback = NIOLoopBound(fallback, eventLoop: channel.eventLoop)
         let maxMessageBytes = state.limits.maxMessageBytes
         let upgrader = NIOWebSocketServerUpgrader(
@@ -200,7 +215,10 @@ public final class RendezvousServer: Service, Sendable {
                 guard Self.offeredProtocols(head.headers).contains(where: { $0 == RendezvousWire.subprotocol }) else {
                     return channel.eventLoop.makeSucceededFuture(nil)
                 }
-                boundHandler.value.requestedHost = head.headers.first(name: "Host").flatMap(Self.hostname)
+                let handler = boundHandler.value
+                handler.requestedHost = head.headers.first(name: "Host").flatMap(Self.hostname)
+                handler.pathShardKey = RendezvousShard.key(inRequestTarget: head.uri)
+                boundState.value.identifyClient(handler, forwardedFor: head.headers["X-Forwarded-For"])
                 return channel.eventLoop.makeSucceededFuture(
                     HTTPHeaders([("Sec-WebSocket-Protocol", RendezvousWire.subprotocol)]))
             },

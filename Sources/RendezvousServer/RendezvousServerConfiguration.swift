@@ -1,4 +1,4 @@
-internal import RendezvousWire
+public import RendezvousWire
 
 /// Everything a rendezvous server is told: where to listen, which helpers to offer, and every
 /// limit (docs/PROTOCOL.md §4). Defaults suit a small self-hosted server; every limit is a flag
@@ -20,6 +20,11 @@ public struct RendezvousServerConfiguration: Sendable {
     public var metricsListen: HostAndPort?
     /// Whether logs may name clients' source addresses (off by default: addresses are personal data).
     public var logSourceAddresses = false
+    /// Load balancers or reverse proxies whose report of a client's address is believed: for a
+    /// connection from one of these networks, the per-address limits count the address the PROXY
+    /// protocol header or the upgrade's `X-Forwarded-For` names (the nearest hop that is not
+    /// itself trusted), not the proxy's. Empty: every peer is the client.
+    public var trustedProxies: [IPNetwork] = []
     public var limits = Limits()
 
     public init() {}

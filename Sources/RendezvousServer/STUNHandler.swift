@@ -31,14 +31,7 @@ final class STUNHandler: ChannelInboundHandler {
 extension STUNTransportAddress {
     /// The IP address and port of a NIO socket address (`nil` for a Unix socket).
     init?(_ address: SocketAddress) {
-        guard let port = address.port else { return nil }
-        switch address {
-        case .v4(let v4):
-            self.init(address: withUnsafeBytes(of: v4.address.sin_addr.s_addr) { Array($0) }, port: UInt16(port))
-        case .v6(let v6):
-            self.init(address: withUnsafeBytes(of: v6.address.sin6_addr) { Array($0) }, port: UInt16(port))
-        default:
-            return nil
-        }
+        guard let port = address.port, let ip = InternetAddress(address) else { return nil }
+        self.init(address: ip.bytes, port: UInt16(port))
     }
 }

@@ -8,6 +8,7 @@ final class ServerMetrics: Sendable {
     let connections: Gauge
     let members: Gauge
     let rooms: Gauge
+    let maxConnections: Gauge
     let connectionsAccepted: Counter
     let messagesReceived: Counter
     let messagesRelayed: Counter
@@ -22,6 +23,8 @@ final class ServerMetrics: Sendable {
         connections = registry.makeGauge(descriptor: name("connections", "Open connections (upgraded or not)."))
         members = registry.makeGauge(descriptor: name("members", "Admitted members in all rooms."))
         rooms = registry.makeGauge(descriptor: name("rooms", "Rooms with at least one member."))
+        maxConnections = registry.makeGauge(
+            descriptor: name("max_connections", "The connection limit (--max-connections, capped by open files)."))
         connectionsAccepted = registry.makeCounter(
             descriptor: name("connections_accepted", unit: "total", "TCP connections accepted."))
         messagesReceived = registry.makeCounter(

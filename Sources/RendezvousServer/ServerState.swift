@@ -12,6 +12,7 @@ final class ServerState {
     let logger: Logger
     let metrics: ServerMetrics
     let turnIssuer: TURNCredentialIssuer?
+    let trustedProxies: TrustedProxies
     /// The bound STUN port, once the STUN listener is up (for WELCOME's default advertisement).
     var stunPort: Int?
     /// Wall-clock Unix seconds, for TURN credential expiry (injected by tests).
@@ -36,6 +37,7 @@ final class ServerState {
         self.metrics = metrics
         self.unixTime = unixTime
         turnIssuer = configuration.turn.map(TURNCredentialIssuer.init)
+        trustedProxies = TrustedProxies(networks: configuration.trustedProxies)
         rooms = RoomRegistry(
             membersPerRoom: configuration.limits.membersPerRoom, roomsPerAddress: configuration.limits.roomsPerAddress)
     }
@@ -45,6 +47,8 @@ final class ServerState {
     /// Registers a freshly accepted TCP connection. `nil` means close it unanswered: the server is
     /// at its global connection limit or shutting down. Over the per-address limit, the
     /// connection is still upgraded so the client gets a readable `too-many-connections` ERROR.
+    /// A connection from a trusted proxy is counted once the client behind it is known
+    /// (`identifyClient`, at the upgrade).
     func accept(_ channel: any Channel) -> RendezvousConnectionHandler? {
         metrics.connectionsAccepted.increment()
         guard !isShuttingDown, connections.count < limits.maxConnections else {
@@ -53,20 +57,16 @@ final class ServerState {
         }
         let id = nextConnectionID
         nextConnectionID += 1
-        let address = SourceAddressKey(channel.remoteAddress)
+        let peer = InternetAddress(channel.remoteAddress)
         var logger = logger
         logger[metadataKey: "connection"] = "\(id)"
         if configuration.logSourceAddresses, let remote = channel.remoteAddress {
             logger[metadataKey: "source"] = "\(remote)"
         }
         let handler = RendezvousConnectionHandler(
-            id: id, channel: channel, address: address, state: self, logger: logger)
-        let count = connectionsByAddress[address, default: 0] + 1
-        connectionsByAddress[address] = count
-        if count > limits.connectionsPerAddress {
-            handler.refusal = RendezvousError(
-                .tooManyConnections, "too many connections from your address (\(limits.connectionsPerAddress))")
-        }
+            id: id, channel: channel, peer: peer, fromTrustedProxy: trustedProxies.isTrusted(peer), state: self,
+            logger: logger)
+        if !handler.fromTrustedProxy { count(handler, as: SourceAddressKey(peer)) }
         connections[id] = handler
         channel.closeFuture.assumeIsolated().whenComplete { [self] _ in closed(handler) }
         metrics.connections.increment()
@@ -74,11 +74,32 @@ final class ServerState {
         return handler
     }
 
+    /// For a connection from a trusted proxy, at the upgrade: the client is the nearest hop the
+    /// proxies report that is not itself a trusted proxy (`TrustedProxies`); count it as that.
+    func identifyClient(_ handler: RendezvousConnectionHandler, forwardedFor: [String]) {
+        guard handler.fromTrustedProxy, !handler.isCounted, let peer = handler.peer else { return }
+        let client = trustedProxies.clientAddress(
+            peer: peer, proxyProtocolSource: handler.proxyProtocolSource, forwardedFor: ForwardedFor.hops(forwardedFor))
+        if configuration.logSourceAddresses { handler.logger[metadataKey: "client"] = "\(client)" }
+        count(handler, as: SourceAddressKey(client))
+    }
+
+    /// Counts a connection against its address's limit, marking it for refusal beyond it.
+    private func count(_ handler: RendezvousConnectionHandler, as address: SourceAddressKey) {
+        handler.counted(as: address)
+        let count = connectionsByAddress[address, default: 0] + 1
+        connectionsByAddress[address] = count
+        if count > limits.connectionsPerAddress {
+            handler.refusal = RendezvousError(
+                .tooManyConnections, "too many connections from your address (\(limits.connectionsPerAddress))")
+        }
+    }
+
     /// Forgets a closed connection, its per-address count and its room membership.
     func closed(_ handler: RendezvousConnectionHandler) {
         guard connections.removeValue(forKey: handler.id) != nil else { return }
         metrics.connections.decrement()
-        if let count = connectionsByAddress[handler.address] {
+        if handler.isCounted, let count = connectionsByAddress[handler.address] {
             connectionsByAddress[handler.address] = count > 1 ? count - 1 : nil
         }
         if case .admitted(let roomID, let memberID) = handler.phase {
@@ -132,6 +153,14 @@ final class ServerState {
     /// Tells every open connection GOING_AWAY and closes it (§4.3 step 6); refuses new ones.
     func goAway() {
         isShuttingDown = true
+        askEveryoneToReconnect()
+    }
+
+    /// GOING_AWAY to every open connection, while still accepting new ones: the clients come back
+    /// after the retry hint, each through the load balancer to its room's instance. After a
+    /// failed instance is back, this moves the rooms that had failed over to a survivor home
+    /// again (docs/OPERATIONS.md), so a newcomer routed to the home instance finds its room.
+    func askEveryoneToReconnect() {
         let retry = limits.goingAwayRetry
         let milliseconds = UInt32(
             clamping: retry.components.seconds * 1000 + retry.components.attoseconds / 1_000_000_000_000_000)

@@ -15,10 +15,13 @@ public struct RendezvousErrorCode: RawRepresentable, Hashable, Sendable, CustomS
     public static let timeout = Self(rawValue: 7)
     public static let slowReader = Self(rawValue: 8)
     public static let unsupported = Self(rawValue: 9)
+    /// The request path's shard key is not the JOIN's room's (§4.1): a load balancer routed the
+    /// member by another room's key, so it would have met an empty copy of its room.
+    public static let misrouted = Self(rawValue: 10)
 
     public static let allKnown: [Self] = [
         .malformed, .badProof, .roomFull, .rateLimited, .tooLarge, .tooManyConnections, .timeout, .slowReader,
-        .unsupported,
+        .unsupported, .misrouted,
     ]
 
     /// The name §4.4 gives the code (`room-full`), or `code-N` for one it does not know.
@@ -33,6 +36,7 @@ public struct RendezvousErrorCode: RawRepresentable, Hashable, Sendable, CustomS
         case .timeout: "timeout"
         case .slowReader: "slow-reader"
         case .unsupported: "unsupported"
+        case .misrouted: "misrouted"
         default: "code-\(rawValue)"
         }
     }

@@ -19,6 +19,35 @@ public enum BLAKE2b {
         return hasher.finalize()
     }
 
+    /// A hash chain over `input`: h = BLAKE2b(input), then `iterations − 1` times
+    /// h = BLAKE2b(h || input), each `outputLength` bytes (16...64). One buffer, no allocation
+    /// per round: the security code runs 16384 rounds each time a meeting's membership changes.
+    public static func chain(
+        _ input: some ReadableBytes, iterations: Int, outputLength: Int = 64
+    ) throws(SodiumError) -> [UInt8] {
+        guard (minOutputLength...maxOutputLength).contains(outputLength) else {
+            throw SodiumError(
+                "BLAKE2b output must be \(minOutputLength) to \(maxOutputLength) bytes, got \(outputLength)")
+        }
+        guard iterations >= 1 else { throw SodiumError("a hash chain needs at least one round, got \(iterations)") }
+        Sodium.ensureInitialized()
+        return input.withUnsafeBytes { input in
+            // [h || input]: each round hashes the whole buffer into its first `outputLength` bytes.
+            var buffer = [UInt8](repeating: 0, count: outputLength + input.count)
+            buffer.withUnsafeMutableBytes { buffer in
+                let base = buffer.bindMemory(to: UInt8.self).baseAddress!
+                if let source = input.baseAddress {
+                    (base + outputLength).update(from: source.assumingMemoryBound(to: UInt8.self), count: input.count)
+                }
+                _ = crypto_generichash(base, outputLength, base + outputLength, UInt64(input.count), nil, 0)
+                for _ in 1..<iterations {
+                    _ = crypto_generichash(base, outputLength, base, UInt64(buffer.count), nil, 0)
+                }
+            }
+            return Array(buffer.prefix(outputLength))
+        }
+    }
+
     /// A multi-part BLAKE2b computation.
     public static func hasher(outputLength: Int = 32, key: SecureBytes? = nil) throws(SodiumError) -> MultipartHasher {
         guard (minOutputLength...maxOutputLength).contains(outputLength) else {

@@ -1,8 +1,11 @@
 import ArgumentParser
 import Logging
+import ParleyCommandLine
 import ParleyCore
 import RendezvousServer
+import RendezvousWire
 import ServiceLifecycle
+import UnixSignals
 
 #if canImport(Glibc)
 import Glibc
@@ -15,10 +18,17 @@ struct ParleyRendezvous: AsyncParsableCommand {
         abstract: "The Parley rendezvous: passes sealed signaling between nodes and learns nothing else.",
         discussion: """
             Prints one line 'parley-rendezvous listening on ws://HOST:PORT/' (wss:// with TLS) once it \
-            accepts connections. SIGTERM or SIGINT shut it down gracefully: clients are told to reconnect.
+            accepts connections. SIGTERM or SIGINT shut it down gracefully: clients are told to reconnect. \
+            SIGHUP tells every client to reconnect and goes on serving: behind a load balancer, after a failed \
+            instance is back, it sends the rooms that failed over to a survivor home again (docs/OPERATIONS.md).
             """,
         version: ParleyVersion.string
     )
+
+    /// Every error is one clear line on stderr and a non-zero exit (`OneLineErrors`).
+    static func main() async {
+        await mainWithOneLineErrors()
+    }
 
     @Option(help: "Where to accept WebSocket connections (HOST:PORT, [IPv6]:PORT; port 0 picks one).")
     var listen = "0.0.0.0:7777"
@@ -36,27 +46,40 @@ struct ParleyRendezvous: AsyncParsableCommand {
     var turnSecretFile: String?
     @Option(help: "TURN URL to hand out with credentials, e.g. turn:rv.example.org:3478?transport=udp (repeatable).")
     var turnURL: [String] = []
-    @Option(help: "Lifetime of TURN credentials in seconds.")
+    @Option(parsing: .unconditional, help: "Lifetime of TURN credentials in seconds.")
     var turnTTL: UInt32 = 86_400
     @Option(help: "Serve Prometheus text metrics at http://HOST:PORT/metrics.")
     var metricsListen: String?
     @Flag(help: "Include clients' source addresses in logs (off: addresses are personal data).")
     var logSourceAddresses = false
+    @Option(
+        help: ArgumentHelp(
+            "A load balancer's address or network (CIDR) whose client address is believed (repeatable).",
+            discussion: """
+                Connections from it are counted by the per-address limits under the client address its PROXY \
+                protocol header or X-Forwarded-For names, not its own.
+                """))
+    var trustedProxy: [String] = []
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = "info"
 
-    @Option(help: "Members per room.") var maxMembers = 8
-    @Option(help: "Largest message in bytes (at least 16384).") var maxMessageBytes = 16_384
-    @Option(help: "Messages per second per connection (token bucket rate).") var messagesPerSecond = 100.0
-    @Option(help: "Message burst per connection (token bucket size).") var messageBurst = 200.0
-    @Option(help: "Connections at once per source address (IPv6: per /64).") var maxConnectionsPerAddress = 64
-    @Option(help: "Rooms at once per source address.") var maxRoomsPerAddress = 16
-    @Option(help: "Connections at once in all.") var maxConnections = 50_000
-    @Option(help: "Bytes queued for a slow client before it is dropped.") var outboundQueueBytes = 256 * 1024
-    @Option(help: "Seconds from TCP accept to JOIN.") var handshakeTimeout = 10.0
-    @Option(help: "Seconds between pings.") var pingInterval = 15.0
-    @Option(help: "Seconds of silence (no pong) before a client is dropped.") var idleTimeout = 45.0
-    @Option(help: "Milliseconds clients are told to wait before reconnecting after shutdown.") var goingAwayRetryMs =
+    @Option(parsing: .unconditional, help: "Members per room.") var maxMembers = 8
+    @Option(parsing: .unconditional, help: "Largest message in bytes (at least 16384).") var maxMessageBytes = 16_384
+    @Option(parsing: .unconditional, help: "Messages per second per connection (token bucket rate).")
+    var messagesPerSecond = 100.0
+    @Option(parsing: .unconditional, help: "Message burst per connection (token bucket size).") var messageBurst = 200.0
+    @Option(parsing: .unconditional, help: "Connections at once per source address (IPv6: per /64).")
+    var maxConnectionsPerAddress = 64
+    @Option(parsing: .unconditional, help: "Rooms at once per source address.") var maxRoomsPerAddress = 16
+    @Option(parsing: .unconditional, help: "Connections at once in all.") var maxConnections = 50_000
+    @Option(parsing: .unconditional, help: "Bytes queued for a slow client before it is dropped.")
+    var outboundQueueBytes = 256 * 1024
+    @Option(parsing: .unconditional, help: "Seconds from TCP accept to JOIN.") var handshakeTimeout = 10.0
+    @Option(parsing: .unconditional, help: "Seconds between pings.") var pingInterval = 15.0
+    @Option(parsing: .unconditional, help: "Seconds of silence (no pong) before a client is dropped.") var idleTimeout =
+        45.0
+    @Option(parsing: .unconditional, help: "Milliseconds clients are told to wait before reconnecting after shutdown.")
+    var goingAwayRetryMs =
         1000
 
     func validate() throws {
@@ -68,6 +91,13 @@ struct ParleyRendezvous: AsyncParsableCommand {
             throw ValidationError("--turn-url and --turn-secret (or --turn-secret-file) go together")
         }
         if Logger.Level(rawValue: logLevel) == nil { throw ValidationError("unknown --log-level \(logLevel)") }
+        for network in trustedProxy where IPNetwork(parsing: network) == nil {
+            throw ValidationError("--trusted-proxy wants an IP address or network such as 10.0.0.0/8, got \(network)")
+        }
+        if goingAwayRetryMs < 0 {
+            throw ValidationError("--going-away-retry-ms must be 0 or more, got \(goingAwayRetryMs)")
+        }
+        if turnTTL == 0 { throw ValidationError("--turn-ttl must be at least 1 second") }
     }
 
     func run() async throws {
@@ -77,6 +107,7 @@ struct ParleyRendezvous: AsyncParsableCommand {
         configuration.stunAdvertise = stunAdvertise
         configuration.metricsListen = try metricsListen.map { try hostAndPort($0, "--metrics-listen") }
         configuration.logSourceAddresses = logSourceAddresses
+        configuration.trustedProxies = trustedProxy.compactMap(IPNetwork.init(parsing:))
         if let tlsCert, let tlsKey {
             configuration.tls = .init(certificateChainPath: tlsCert, privateKeyPath: tlsKey)
         }
@@ -90,7 +121,20 @@ struct ParleyRendezvous: AsyncParsableCommand {
         limits.messageBurst = messageBurst
         limits.connectionsPerAddress = maxConnectionsPerAddress
         limits.roomsPerAddress = maxRoomsPerAddress
-        limits.maxConnections = maxConnections
+        // One descriptor per connection: raise the soft open-file limit, and serve no more
+        // connections than it allows (refusing the extra ones beats failing accept() for all).
+        var logger = Logger(label: "parley.rendezvous")
+        logger.logLevel = Logger.Level(rawValue: logLevel)!
+        let files = OpenFileLimit.apply(maxConnections: maxConnections)
+        if files.isCapped {
+            logger.warning(
+                """
+                the open-file limit (\(files.softLimit)) allows \(files.maxConnections) connections, fewer than \
+                --max-connections \(maxConnections): serving at most \(files.maxConnections) (raise it: LimitNOFILE= \
+                in the systemd unit, or ulimit -n)
+                """)
+        }
+        limits.maxConnections = files.maxConnections
         limits.outboundQueueBytes = outboundQueueBytes
         limits.handshakeTimeout = .seconds(handshakeTimeout)
         limits.pingInterval = .seconds(pingInterval)
@@ -99,8 +143,6 @@ struct ParleyRendezvous: AsyncParsableCommand {
         do { try limits.validate() } catch { throw ValidationError("\(error)") }
         configuration.limits = limits
 
-        var logger = Logger(label: "parley.rendezvous")
-        logger.logLevel = Logger.Level(rawValue: logLevel)!
         let server = RendezvousServer(configuration: configuration, logger: logger)
         let addresses = try await server.start()
         // One line, on stdout, flushed: scripts wait for it and parse the URL.
@@ -110,7 +152,13 @@ struct ParleyRendezvous: AsyncParsableCommand {
         fflush(nil)  // all streams: stdout may be a pipe (block-buffered)
         let group = ServiceGroup(
             configuration: .init(services: [server], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
-        try await group.run()
+        try await withThrowingTaskGroup(of: Void.self) { tasks in
+            tasks.addTask {
+                for await _ in await UnixSignalsSequence(trapping: .sighup) { await server.askEveryoneToReconnect() }
+            }
+            try await group.run()
+            tasks.cancelAll()  // the server stopped: stop listening for SIGHUP too
+        }
     }
 
     private func hostAndPort(_ text: String, _ flag: String) throws -> RendezvousServerConfiguration.HostAndPort {

@@ -1,5 +1,6 @@
 import ArgumentParser
 import ControlAPI
+import ParleyCommandLine
 import ParleyCore
 import ParleyProtocol
 
@@ -20,22 +21,9 @@ struct Parley: ParsableCommand {
         ]
     )
 
-    /// Every error is one clear line on stderr and a non-zero exit (ArgumentParser's default
-    /// adds usage lines; help and version still print in full).
+    /// Every error is one clear line on stderr and a non-zero exit (`OneLineErrors`).
     static func main() {
-        do {
-            var command = try parseAsRoot(globalOptionsLast(Array(CommandLine.arguments.dropFirst())))
-            try command.run()
-        } catch {
-            let code = exitCode(for: error)
-            if code == .success {
-                print(fullMessage(for: error))
-            } else {
-                let message = message(for: error).split(separator: "\n").first.map(String.init) ?? "\(error)"
-                StandardStreams.printError("parley: \(message)")
-            }
-            Glibc.exit(code.rawValue)
-        }
+        mainWithOneLineErrors(globalOptionsLast(Array(CommandLine.arguments.dropFirst())))
     }
 }
 

@@ -4,6 +4,7 @@ import ICE
 import Logging
 import NIOPosix
 import ParleyAudio
+import ParleyCommandLine
 import ParleyCore
 import ParleyNode
 import ParleyProtocol
@@ -41,15 +42,21 @@ struct Parleyd: AsyncParsableCommand {
     var listen: String = "0.0.0.0:7777"
     @Option(help: "With --host: the host name or address peers reach the rendezvous at (see the README).")
     var advertise: String?
+    @Flag(
+        inversion: .prefixedNo,
+        help: "With --host: serve wss:// with a self-signed certificate the invite pins (--no-tls: plain ws://).")
+    var tls = true
     @Option(help: "Microphone: pulse[:SOURCE], wav:PATH, tone:HZ or silence (default: pulse).")
     var audioIn: String?
     @Option(help: "Speaker: pulse[:SINK], wav:PATH or null (default: pulse).")
     var audioOut: String?
-    @Option(help: "Audio frame duration in milliseconds: 10, 20 or 40.")
+    // Numbers parse unconditionally, so `--bitrate -5` is refused for its value (AudioSetup), not
+    // taken for a flag.
+    @Option(parsing: .unconditional, help: "Audio frame duration in milliseconds: 10, 20 or 40.")
     var frameMs = 20
-    @Option(help: "Opus bitrate in bits per second.")
+    @Option(parsing: .unconditional, help: "Opus bitrate in bits per second, 6000 to 510000.")
     var bitrate = 32_000
-    @Option(help: "Opus encoder complexity, 0 (cheapest) to 10 (best quality per bit).")
+    @Option(parsing: .unconditional, help: "Opus encoder complexity, 0 (cheapest) to 10 (best quality per bit).")
     var complexity = AudioSender.defaultComplexity
     @Flag(
         inversion: .prefixedNo,
@@ -87,27 +94,24 @@ struct Parleyd: AsyncParsableCommand {
         if RendezvousServerConfiguration.HostAndPort(parsing: listen) == nil {
             throw ValidationError("--listen wants HOST:PORT or [IPv6]:PORT, got \(listen)")
         }
+        do { try iceSettings().validate() } catch { throw ValidationError(error.description) }
     }
 
-    /// Every error is one clear line on stderr and a non-zero exit.
-    static func main() async {
-        do {
-            var command = try parseAsRoot()
-            if var asyncCommand = command as? any AsyncParsableCommand {
-                try await asyncCommand.run()
-            } else {
-                try command.run()
-            }
-        } catch {
-            let code = exitCode(for: error)
-            if code == .success {
-                print(fullMessage(for: error))
-            } else {
-                let text = (error as? NodeError)?.description ?? message(for: error)
-                StandardStreams.printError("parleyd: \(text.split(separator: "\n").first.map(String.init) ?? text)")
-            }
-            Glibc.exit(code == .success ? 0 : max(code.rawValue, 1))
+    /// The ICE flags (`--stun`, `--turn…`, `--relay-only`, `--local-address`).
+    func iceSettings() -> ICESettings {
+        var ice = ICESettings()
+        ice.stun = stun
+        if let turn, let turnUser, let turnPass {
+            ice.turn = .init(url: turn, username: turnUser, password: turnPass)
         }
+        ice.relayOnly = relayOnly
+        ice.localAddresses = localAddress.compactMap(IPAddress.init)
+        return ice
+    }
+
+    /// Every error is one clear line on stderr and a non-zero exit (`OneLineErrors`).
+    static func main() async {
+        await mainWithOneLineErrors()
     }
 
     func run() async throws {
@@ -123,13 +127,7 @@ struct Parleyd: AsyncParsableCommand {
             input: audioIn, output: audioOut, frameMilliseconds: frameMs, bitrate: bitrate, complexity: complexity,
             dtx: dtx)
         if let warning = audio.warning { StandardStreams.printError("parleyd: \(warning)") }
-        var ice = ICESettings()
-        ice.stun = stun
-        if let turn, let turnUser, let turnPass {
-            ice.turn = .init(url: turn, username: turnUser, password: turnPass)
-        }
-        ice.relayOnly = relayOnly
-        ice.localAddresses = localAddress.compactMap(IPAddress.init)
+        let ice = iceSettings()
         let configuration = NodeConfiguration(
             stateDirectory: stateDir ?? Self.defaultStateDirectory(), displayName: name ?? Self.defaultName(),
             audio: audio.configuration, ice: ice)
@@ -143,7 +141,8 @@ struct Parleyd: AsyncParsableCommand {
         if host {
             let (server, minted) = try await HostedRendezvous.start(
                 listen: RendezvousServerConfiguration.HostAndPort(parsing: listen)!, advertise: advertise,
-                localAddresses: ice.localAddresses, logger: Logger(label: "parley.rendezvous"))
+                localAddresses: ice.localAddresses, tls: tls, stateDirectory: configuration.stateDirectory,
+                logger: Logger(label: "parley.rendezvous"))
             services.append(server)  // first in, last out: BYE still goes through it on shutdown
             invite = minted.string
             // The invite is the product of --host: printed (never logged) as the first stdout line.

@@ -5,23 +5,24 @@ import Testing
 @Suite("Control API messages")
 struct ControlAPITests {
     static let peer = PeerStatus(
-        id: "a1b2c3d4", name: "alice", state: "up", route: "host", rttMs: 1.4, lossPct: 0.5, jitterMs: 2.25,
+        id: "a1b2c3d4", name: "alice", state: .up, route: "host", rttMs: 1.4, lossPct: 0.5, jitterMs: 2.25,
         rxKbps: 32.1, txKbps: 31.9, packetsRx: 500, packetsTx: 498, concealedMs: 40)
     static let status = StatusReport(
         node: NodeStatus(
-            id: "00ff00ff", name: "bob", muted: false, meeting: "in-meeting", invite: "parley1:x",
-            securityCode: "1234 5678 9012", rendezvous: "connected"),
-        peers: [peer, PeerStatus(id: "deadbeef", name: "carol", state: "checking")])
+            id: "00ff00ff", name: "bob", muted: false, meeting: .inMeeting, invite: "parley1:x",
+            securityCode: "1234 5678 9012", rendezvous: .connected),
+        peers: [peer, PeerStatus(id: "deadbeef", name: "carol", state: .checking)])
 
     @Test func statusJSONHasTheDocumentedShapeWithNullsForUnknowns() throws {
         let line = try ControlCodec.line(Self.status)
         let object = try #require(JSONSerialization.jsonObject(with: Data(line)) as? [String: Any])
         let node = try #require(object["self"] as? [String: Any])
-        #expect(Set(node.keys) == ["id", "name", "muted", "meeting", "invite", "security_code", "rendezvous"])
+        #expect(
+            Set(node.keys) == ["id", "name", "muted", "meeting", "invite", "security_code", "rendezvous", "relaying"])
         let peers = try #require(object["peers"] as? [[String: Any]])
         let expectedKeys: Set<String> = [
-            "id", "name", "state", "route", "rtt_ms", "loss_pct", "jitter_ms", "rx_kbps", "tx_kbps", "packets_rx",
-            "packets_tx", "concealed_ms",
+            "id", "name", "state", "route", "via", "reason", "rtt_ms", "loss_pct", "jitter_ms", "rx_kbps", "tx_kbps",
+            "packets_rx", "packets_tx", "concealed_ms",
         ]
         #expect(Set(peers[0].keys) == expectedKeys)
         #expect(Set(peers[1].keys) == expectedKeys)
@@ -68,7 +69,7 @@ struct ControlAPITests {
         #expect(
             EventLine.render(ControlEvent(kind: .peerJoined, peer: "ab12", name: "alice")) == "+ alice (ab12) joined")
         #expect(
-            EventLine.render(ControlEvent(kind: .link, peer: "ab12", name: "alice", state: "up", route: "relay"))
+            EventLine.render(ControlEvent(kind: .link, peer: "ab12", name: "alice", state: .init(.up), route: "relay"))
                 == "~ alice (ab12) link up via relay")
         #expect(EventLine.render(ControlEvent(kind: .speaking, speaking: [])) == "  nobody speaking")
     }

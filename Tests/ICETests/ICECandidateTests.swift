@@ -1,4 +1,5 @@
 import ICE
+import ParleyCore
 import Testing
 
 @Suite("ICE candidate lines (RFC 5245 §15.1)")
@@ -132,7 +133,7 @@ struct ICECandidateTests {
     /// parser must either refuse with an `ICECandidateError` or return a candidate whose printed
     /// line parses back to itself. A crash or a trap fails the whole test run.
     @Test func survivesMutatedLines() {
-        var random = SplitMix64(seed: 0x5EED_1CE)
+        var random = SeededGenerator(seed: 0x5EED_1CE)
         let seeds = Self.valid.map(\.line)
         let alphabet = Array(" :.0123456789abcdefABCDEF/+-typhostsrflxrelayUDPTCPraddrrport\u{0}\u{7f}\u{ff}é%[]".utf8)
         var accepted = 0
@@ -202,18 +203,5 @@ struct IPAddressTests {
     @Test(arguments: ["", " 10.0.0.1", "10.0.0", "1.2.3.4.", "localhost", "1.2.3.4\u{0}", "::1%lo", "12345::"])
     func refuses(text: String) {
         #expect(IPAddress(text) == nil)
-    }
-}
-
-/// A small deterministic PRNG, so fuzz failures reproduce.
-struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }

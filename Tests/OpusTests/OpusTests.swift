@@ -1,5 +1,6 @@
 import Opus
 import ParleyCore
+import ParleyTestSupport
 import Testing
 
 #if canImport(Glibc)

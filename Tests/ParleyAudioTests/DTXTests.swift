@@ -1,5 +1,7 @@
 import ParleyAudio
 import ParleyCore
+import ParleyProtocol
+import ParleyTestSupport
 import Testing
 
 /// Discontinuous transmission through the real Opus encoder: a pause sends nothing at all, and the

@@ -219,6 +219,28 @@ struct AudioEngineTests {
         #expect(frames.load(ordering: .relaxed) == afterRelease)
     }
 
+    /// Peers coming and going faster than the playback thread takes the changes (a stalled
+    /// device while a meeting churns) used to overflow the ring of peer changes and trap; the
+    /// changes now wait for room, and every one is applied in order.
+    @Test func peerChurnFasterThanPlaybackLosesNothing() async throws {
+        var configuration = AudioEngineConfiguration(input: .silence, output: .null)
+        configuration.maximumPeers = 2
+        let engine = try AudioEngine(configuration: configuration, onEncodedFrame: { _ in })
+        try engine.start()
+        defer { engine.stop() }
+        var kept: ReceiveChannel?
+        for round in 0..<100 {
+            let channel = try engine.addPeer(name: "peer \(round)")
+            if round == 57 { kept = channel } else { engine.removePeer(channel) }
+        }
+        let survivor = try #require(kept)
+        #expect(engine.peers.count == 1 && engine.peers.first === survivor)
+        survivor.receive([1, 0, 0, 1, 0, 0, 0, 0, 3, 192, 0xF8])  // one 20 ms payload the mixer will play
+        try await waitUntil(.seconds(10), "the playback thread to take every change") {
+            survivor.statistics.received == 1
+        }
+    }
+
     @Test func aMissingWAVInputFailsToStartWithItsName() throws {
         let engine = try AudioEngine(
             configuration: AudioEngineConfiguration(input: .wav(path: "/nonexistent/in.wav"), output: .null),

@@ -1,5 +1,6 @@
 import ParleyAudio
 import ParleyCore
+import ParleyTestSupport
 import Testing
 
 #if canImport(Glibc)

@@ -69,7 +69,7 @@ struct ReplayWindowTests {
     /// tiny ring so the blocks wrap around constantly.
     @Test(arguments: [2, 4, 32])
     func agreesWithAReferenceModel(blockCount: Int) {
-        var generator = SplitMix64(seed: UInt64(blockCount))
+        var generator = SeededGenerator(seed: UInt64(blockCount))
         var window = ReplayWindow(blockCount: blockCount, limit: 5000)
         var seen = Set<UInt64>()
         var greatest: UInt64?
@@ -93,18 +93,5 @@ struct ReplayWindowTests {
                 greatest = max(greatest ?? 0, counter)
             }
         }
-    }
-}
-
-/// A small deterministic generator for reproducible randomized tests.
-struct SplitMix64 {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }

@@ -16,7 +16,7 @@ struct WireTests {
     }
 
     @Test func base32RoundTripsEveryLengthAndReportsBadCharacters() throws {
-        var generator = SplitMix64(seed: 7)
+        var generator = SeededGenerator(seed: 7)
         for length in 0..<70 {
             let bytes = (0..<length).map { _ in UInt8(truncatingIfNeeded: generator.next()) }
             #expect(try Base32.decode(Array(Base32.encode(bytes).utf8)).get() == bytes)

@@ -21,7 +21,12 @@ struct ChildProcessTests {
             name: "sleep", executable: "/bin/sleep", arguments: ["30"], stdoutPath: directory + "/out",
             stderrPath: directory + "/err")
         defer { child.kill9() }
-        // posix_spawn returns once the program is executing, so its descriptor table is final.
+        // Until sleep is in its nanosleep, the dynamic loader and locale set-up briefly hold
+        // descriptors of their own (libc.so as 3 was seen in CI), so read the table only then.
+        let deadline = ContinuousClock.now + .seconds(10)
+        while !((try? String(contentsOfFile: "/proc/\(child.pid)/wchan", encoding: .utf8)) ?? "").contains("nanosleep"), ContinuousClock.now < deadline {
+            usleep(1000)
+        }
         let open = try FileManager.default.contentsOfDirectory(atPath: "/proc/\(child.pid)/fd").compactMap(Int32.init)
         #expect(open.sorted() == [0, 1, 2])
     }

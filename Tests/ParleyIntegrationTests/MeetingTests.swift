@@ -1,5 +1,6 @@
 import ControlAPI
 import NodeLab
+import ParleyProtocol
 import ParleyTestSupport
 import Testing
 
@@ -85,14 +86,14 @@ struct MeetingTests {
             for node in nodes {
                 let status = try node.statusFromCLI()
                 #expect(status.node.name == node.name)
-                #expect(status.node.meeting == "in-meeting")
+                #expect(status.node.meeting == .inMeeting)
                 #expect(status.node.invite == invite)
                 #expect(status.node.muted == false)
                 #expect(status.node.id.count == 16)
                 codes.insert(status.node.securityCode ?? "none")
                 #expect(status.peers.count == 2)
                 for peer in status.peers {
-                    #expect(peer.state == "up")
+                    #expect(peer.state == .up)
                     #expect(peer.route == "host")
                     #expect(peer.rttMs != nil && peer.rttMs! < 200)
                     #expect(peer.packetsRx > 50 && peer.packetsTx > 50)
@@ -145,12 +146,16 @@ struct MeetingTests {
             hostSpec.host = true
             let alice = try lab.node(hostSpec)
             let invite = try alice.hostedInvite()
+            // The embedded rendezvous serves TLS by default, its self-signed key pinned in the
+            // invite (issue 15, finding 11): everyone below connects over wss:// to 127.0.0.1.
+            let parsed = try Invite(parsing: invite)
+            #expect(parsed.rendezvous.usesTLS && parsed.tlsPin != nil, "\(parsed)")
             let bob = try lab.node(NodeSpec(name: "bob", input: "tone:660", join: invite))
             try alice.waitForPeersUp(1)
             try bob.waitForPeersUp(1)
 
             let carol = try lab.node(NodeSpec(name: "carol", input: "tone:880"))
-            #expect(try carol.status().node.meeting == "idle")
+            #expect(try carol.status().node.meeting == .idle)
             let joined = try carol.parley(["join", invite])
             #expect(joined.status == 0, "\(joined.error)")
             #expect(joined.output.contains("joined"))
@@ -162,7 +167,7 @@ struct MeetingTests {
             let leftAt = ContinuousClock.now
             for node in [alice, bob] { try node.waitForPeersUp(1, limit: .seconds(3)) }
             #expect(ContinuousClock.now - leftAt < .seconds(3))
-            #expect(try carol.status().node.meeting == "idle")
+            #expect(try carol.status().node.meeting == .idle)
             // The security code covers the members present (§11.1): it changed, the same for both.
             let codes = try [alice, bob].map { try $0.status().node.securityCode }
             #expect(codes[0] != nil && codes[0] == codes[1])
@@ -218,7 +223,7 @@ struct MeetingTests {
             #expect(removal < .seconds(10), "carol removed after \(removal)")
             let heard = try Self.listen([alice, bob])
             #expect(heard["alice"] == ["bob"] && heard["bob"] == ["alice"], "\(ListeningWindow.describe(heard))")
-            for node in [alice, bob] { #expect(try node.status().peers.map(\.state) == ["up"]) }
+            for node in [alice, bob] { #expect(try node.status().peers.map(\.state) == [.up]) }
         }
     }
 
@@ -240,7 +245,7 @@ struct MeetingTests {
             frozen.process.signal(SIGSTOP)
             try LabWait.until(.seconds(5), "the others to restart ICE to the frozen node") {
                 try others.allSatisfy { node in
-                    try node.status().peers.contains { $0.name == frozen.name && $0.state == "restarting" }
+                    try node.status().peers.contains { $0.name == frozen.name && $0.state == .restarting }
                 }
             }
             LabWait.sleep(for: .seconds(1))  // frozen for ~4 s in all: past the restart, short of removal
@@ -253,9 +258,10 @@ struct MeetingTests {
                     try? ControlCodec.decode(ControlEvent.self, from: Array($0.utf8))
                 }
                 let states = events.filter { $0.kind == .link && $0.name == frozen.name }.compactMap(\.state)
-                #expect(states.contains("lost") && states.contains("restarting"), "\(watch.name): \(states)")
-                #expect(states.last == "up", "\(watch.name): \(states)")
-                #expect(!states.contains("gone"), "\(watch.name): \(states)")
+                #expect(
+                    states.contains(.init(.lost)) && states.contains(.init(.restarting)), "\(watch.name): \(states)")
+                #expect(states.last == .init(.up), "\(watch.name): \(states)")
+                #expect(!states.contains(.gone), "\(watch.name): \(states)")
             }
             // The frozen node followed both restarts; each lead re-keyed over the new path
             // (§6.6 step 5): a second "session established" for the frozen peer.
@@ -279,17 +285,17 @@ struct MeetingTests {
             rendezvous.process.kill9()
             for node in nodes {
                 try LabWait.until(.seconds(10), "\(node.name) to notice the rendezvous is gone") {
-                    try node.status().node.rendezvous == "reconnecting"
+                    try node.status().node.rendezvous == .reconnecting
                 }
             }
             Self.expectFullMesh(try Self.listen(nodes, seconds: 3), nodes.map(\.name))
-            for node in nodes { #expect(try node.status().peers.allSatisfy { $0.state == "up" }) }
+            for node in nodes { #expect(try node.status().peers.allSatisfy { $0.state == .up }) }
 
             _ = try lab.rendezvous(name: "rendezvous-2", port: rendezvous.port)
             for node in nodes {
                 // Backoff is at most 30 s by §4.3; after a few seconds of outage it is a few seconds.
                 try LabWait.until(.seconds(40), "\(node.name) to reconnect") {
-                    try node.status().node.rendezvous == "connected"
+                    try node.status().node.rendezvous == .connected
                 }
             }
             let dave = try lab.node(NodeSpec(name: "dave", input: "tone:1100", join: invite))
@@ -331,7 +337,7 @@ struct MeetingTests {
             let joined = try dave.parley(["join", invite])
             #expect(joined.status != 0)
             #expect(joined.error.split(separator: "\n").count == 1 && joined.error.contains("full"), "\(joined.error)")
-            #expect(try dave.status().node.meeting == "idle")
+            #expect(try dave.status().node.meeting == .idle)
             for node in nodes { #expect(try node.status().peers.count == 1) }
         }
     }
@@ -349,7 +355,7 @@ struct MeetingTests {
             let heard = try Self.listen(nodes, skipping: 0.5)
             #expect(heard["bob"] == ["carol"] && heard["carol"] == ["bob"], "\(ListeningWindow.describe(heard))")
             #expect(heard["alice"] == ["bob", "carol"])
-            for node in nodes { #expect(try node.status().peers.allSatisfy { $0.state == "up" }) }
+            for node in nodes { #expect(try node.status().peers.allSatisfy { $0.state == .up }) }
 
             #expect(try alice.parley(["unmute"]).status == 0)
             Self.expectFullMesh(try Self.listen(nodes, skipping: 0.5), nodes.map(\.name))
@@ -382,7 +388,7 @@ struct MeetingTests {
             let after = (bob: try packets(from: "bob"), carol: try packets(from: "carol"))
             for node in nodes {
                 let states = try node.status().peers.map(\.state)
-                #expect(states == ["up", "up"], "\(node.name): \(states)")
+                #expect(states == [.up, .up], "\(node.name): \(states)")
             }
             // No link went lost in between (each change of state is logged).
             let logs = lab.logs(of: nodes.map(\.name))

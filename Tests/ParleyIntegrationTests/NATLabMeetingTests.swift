@@ -84,9 +84,9 @@ struct NATLabMeetingTests {
         ]
         for node in nodes {
             let status = try node.statusFromCLI()
-            #expect(status.node.rendezvous == "connected")
+            #expect(status.node.rendezvous == .connected)
             for peer in status.peers {
-                #expect(peer.state == "up")
+                #expect(peer.state == .up)
                 #expect(
                     expected[node.name]?[peer.name]?.contains(peer.route ?? "none") == true,
                     "\(node.name) reaches \(peer.name) via \(peer.route ?? "none")")
@@ -102,13 +102,13 @@ struct NATLabMeetingTests {
         let bob = nodes[1]
         try LabWait.until(.seconds(10), "a link through bob's router to be noticed broken") {
             try nodes.contains { node in
-                try node.status().peers.contains { $0.state != "up" && (node.name == "bob" || $0.name == "bob") }
+                try node.status().peers.contains { $0.state != .up && (node.name == "bob" || $0.name == "bob") }
             }
         }
         try LabWait.until(.seconds(40), "the meeting to recover from bob's new address") {
             try nodes.allSatisfy { node in
                 let peers = try node.status().peers
-                return peers.count == 2 && peers.allSatisfy { $0.state == "up" }
+                return peers.count == 2 && peers.allSatisfy { $0.state == .up }
             }
         }
         let recovered = try ListeningWindow(nodes).heard(

@@ -40,7 +40,7 @@ struct RefusalTests {
                 let wrong = try lab.invite(rendezvous: rendezvous.url)
                 let eve = try lab.node(NodeSpec(name: "eve", input: "tone:880", join: wrong))
                 try LabWait.until(.seconds(10), "eve to be admitted to her own room") {
-                    try eve.status().node.meeting == "in-meeting"
+                    try eve.status().node.meeting == .inMeeting
                 }
                 return (invite, alice, bob, eve)
             }
@@ -79,9 +79,43 @@ struct RefusalTests {
                 for node in [alice, bob] {
                     let peers = try node.status().peers
                     #expect(peers.map(\.name) == [node.name == "alice" ? "bob" : "alice"])
-                    #expect(peers.allSatisfy { $0.state == "up" })
+                    #expect(peers.allSatisfy { $0.state == .up })
                 }
                 #expect(try eve.status().peers.isEmpty)
+            }
+        }
+    }
+
+    /// The invite is the meeting's only secret: at the chattiest log level, joining with it at
+    /// start (the daemon logged `NodeService(…initialInvite: "parley1:…")` at debug) and meeting
+    /// someone write it nowhere but where the user asked for it (issue 15, finding 8).
+    @Test func theInviteNeverReachesTheLogs() async throws {
+        try await withLab("secrets") { lab in
+            try await runBlocking {
+                let rendezvous = try lab.rendezvous(arguments: ["--log-level", "trace"])
+                let invite = try lab.invite(rendezvous: rendezvous.url)
+                var spec = NodeSpec(name: "alice", input: "silence", join: invite)
+                spec.output = "null"
+                spec.logLevel = "trace"
+                let alice = try lab.node(spec)
+                var bobSpec = NodeSpec(name: "bob", input: "silence")
+                bobSpec.output = "null"
+                bobSpec.logLevel = "trace"
+                let bob = try lab.node(bobSpec)
+                let joined = try bob.parley(["join", invite])
+                #expect(joined.status == 0, "\(joined.error)")
+                try alice.waitForPeersUp(1)
+                try bob.waitForPeersUp(1)
+                #expect(alice.terminate() == 0 && bob.terminate() == 0)
+                let secret = String(invite.dropFirst("parley1:".count))
+                for (name, text) in [
+                    ("alice", alice.process.standardError + alice.process.standardOutput),
+                    ("bob", bob.process.standardError + bob.process.standardOutput),
+                    ("rendezvous", rendezvous.process.standardError),
+                ] {
+                    #expect(text.count > 1000, "\(name) logged at trace level")
+                    #expect(!text.contains(secret), "\(name)'s output holds the invite")
+                }
             }
         }
     }
@@ -124,6 +158,51 @@ struct RefusalTests {
                 try expectOneLine("parley", ["invite", "--rendezvous", "http://example.org"], saying: "rendezvous")
                 try expectOneLine(
                     "parley", ["invite", "--rendezvous", "wss://example.org", "--tls-pin", "12"], saying: "64 hex")
+                // Numbers and files each flag refuses in its own words (issue 15, finding 12).
+                let silent = ["--audio-in", "silence", "--audio-out", "null", "--socket", missing]
+                try expectOneLine(
+                    "parleyd", ["--frame-ms", "7"] + silent, saying: "--frame-ms must be 10, 20 or 40, got 7")
+                try expectOneLine(
+                    "parleyd", ["--bitrate", "-5"] + silent,
+                    saying: "--bitrate must be 6000 to 510000 bits per second, got -5")
+                try expectOneLine(
+                    "parleyd", ["--complexity", "-1"] + silent, saying: "--complexity must be 0 to 10, got -1")
+                try expectOneLine("parleyd", ["--complexity", "ten"], saying: "'ten' is invalid for '--complexity")
+                try expectOneLine("parleyd", ["--stun", "[::1"], saying: "--stun wants HOST:PORT")
+                try expectOneLine(
+                    "parleyd", ["--turn", "http://relay", "--turn-user", "u", "--turn-pass", "p"],
+                    saying: "--turn http://relay")
+                try expectOneLine("parleyd", ["--name", " "] + silent, saying: "invalid --name")
+                try expectOneLine(
+                    "parleyd", ["--state-dir", "/etc/passwd"] + silent,
+                    saying: "/etc/passwd exists and is not a directory")
+                let junk = "\(lab.directory)/junk"
+                try expectOneLine(
+                    "parley-rendezvous", ["--listen", "127.0.0.1:0", "--tls-cert", junk, "--tls-key", junk],
+                    saying: "cannot read a PEM certificate from \(junk): No such file or directory")
+                #expect(creat(junk, 0o600) >= 0)
+                try expectOneLine(
+                    "parley-rendezvous", ["--listen", "127.0.0.1:0", "--tls-cert", junk, "--tls-key", junk],
+                    saying: "cannot read a PEM certificate from \(junk): not PEM")
+                try expectOneLine(
+                    "parley-rendezvous",
+                    [
+                        "--listen", "127.0.0.1:0", "--tls-cert", Self.fixtures + "/test-cert.pem", "--tls-key",
+                        Self.fixtures + "/other-host-key.pem",
+                    ], saying: "does not belong to the certificate in")
+                try expectOneLine(
+                    "parley-rendezvous",
+                    ["--listen", "127.0.0.1:0", "--tls-cert", Self.fixtures + "/test-cert.pem", "--tls-key", junk],
+                    saying: "cannot read a PEM private key from \(junk): not PEM")
+                try expectOneLine(
+                    "parley-rendezvous", ["--max-members", "-5"], saying: "members per room must be 2…256")
+                try expectOneLine("parley-rendezvous", ["--turn-ttl", "-5"], saying: "'-5' is invalid for '--turn-ttl")
+                try expectOneLine(
+                    "parley-rendezvous", ["--going-away-retry-ms", "-1"], saying: "--going-away-retry-ms")
+                try expectOneLine("parley-rendezvous", ["--idle-timeout", "1"], saying: "idle timeout must be longer")
+                try expectOneLine("parley-rendezvous", ["--listen", "nowhere"], saying: "--listen wants HOST:PORT")
+                try expectOneLine("parley-rendezvous", ["--bogus"], saying: "--bogus")
+
                 // No daemon, and a socket a dead daemon left behind.
                 try expectOneLine("parley", ["status", "--socket", missing], saying: "parleyd is not running")
                 let stale = "\(lab.directory)/stale.sock"
@@ -138,6 +217,32 @@ struct RefusalTests {
             }
         }
     }
+
+    /// SIGTERM ends a daemon within 2 s whatever its rendezvous does: here it refuses every
+    /// connection, so the daemon started with --join is still waiting to be admitted (it used to
+    /// wait forever, and only SIGKILL stopped it).
+    @Test func stoppingWorksWhileTheRendezvousIsUnreachable() async throws {
+        try await withLab("stop") { lab in
+            let invite = try lab.invite(rendezvous: "ws://127.0.0.1:9")
+            let node = try lab.node(NodeSpec(name: "alice", input: "silence", join: invite))
+            try LabWait.until(.seconds(10), "alice to try the rendezvous") {
+                node.process.standardError.contains("joining")
+            }
+            let asked = ContinuousClock.now
+            node.process.signal(SIGTERM)
+            let status = node.process.wait(upTo: .seconds(5))
+            let took = ContinuousClock.now - asked
+            #expect(status == 0, "exit status \(status.map(String.init) ?? "none: still running")")
+            #expect(took < .seconds(2), "stopped after \(took)")
+            #expect(node.process.standardError.contains("left the meeting"))
+        }
+    }
+
+    static let fixtures: String = {
+        var path = "\(#filePath)".split(separator: "/", omittingEmptySubsequences: false)
+        path.removeLast(2)
+        return path.joined(separator: "/") + "/Fixtures/rendezvous"
+    }()
 
     /// A Unix socket file with nobody listening: what a crashed daemon leaves.
     static func leaveStaleSocket(at path: String) throws {

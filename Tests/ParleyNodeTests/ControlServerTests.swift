@@ -22,8 +22,8 @@ final class RecordingHandler: ControlHandler {
             return .success(
                 status: StatusReport(
                     node: NodeStatus(
-                        id: "0a0b", name: "test", muted: false, meeting: "idle", invite: nil,
-                        securityCode: nil, rendezvous: "none"),
+                        id: "0a0b", name: "test", muted: false, meeting: .idle, invite: nil,
+                        securityCode: nil, rendezvous: .none),
                     peers: []))
         case .join where request.invite == "bad":
             return .failure("invalid invite: bad checksum (a typo?)")
@@ -149,6 +149,20 @@ struct ControlServerTests {
         {
             _ = try await fixture.server().bind()
         }
+    }
+
+    /// A socket directory another user could write to (the attacker pre-created it 0777 in /tmp):
+    /// the daemon refuses to put its socket there, with one line saying why.
+    @Test func aSocketDirectoryOthersCanWriteIsRefused() async throws {
+        let fixture = ServerFixture()
+        defer { fixture.cleanUp() }
+        #expect(chmod(fixture.directory, 0o777) == 0)
+        let error = await #expect(throws: ControlError.self) { _ = try await fixture.server().bind() }
+        #expect(
+            error?.description == "control socket \(fixture.path): \(fixture.directory) is open to other users "
+                + "(mode 777); refusing to use it: run chmod 700 \(fixture.directory)")
+        var info = stat()
+        #expect(lstat(fixture.path, &info) != 0, "no socket was created")
     }
 
     @Test func missingDaemonIsOneClearLine() {

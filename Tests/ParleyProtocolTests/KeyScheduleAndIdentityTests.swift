@@ -98,6 +98,26 @@ struct KeyScheduleAndIdentityTests {
         let notADirectory = state + "/" + NodeIdentity.fileName
         #expect(throws: StateFileError.self) { try NodeIdentity.loadOrCreate(stateDirectory: notADirectory) }
     }
+
+    /// A state directory other users may write to (they could delete `identity` or `pins` and
+    /// reset trust on first use) is refused, and so are the pins in it; 0700 works again.
+    @Test func aStateDirectoryOthersCanWriteIsRefused() throws {
+        let directory = try TemporaryDirectory()
+        let state = directory.path + "/state"
+        _ = try NodeIdentity.loadOrCreate(stateDirectory: state)
+        chmod(state, 0o777)
+        let refusal = #expect(throws: StateFileError.self) { try NodeIdentity.loadOrCreate(stateDirectory: state) }
+        #expect(
+            refusal?.description
+                == "state directory: \(state) is open to other users (mode 777); refusing to use it: run chmod 700 \(state)"
+        )
+        let file = IdentityPins.File(stateDirectory: state, roomID: Array(repeating: 7, count: 32))
+        var pins = try file.load()
+        try pins.pin(displayName: "alice", identityKey: Array(repeating: 1, count: 32))
+        #expect(throws: StateFileError.self) { try file.save(pins) }
+        chmod(state, 0o700)
+        _ = try NodeIdentity.loadOrCreate(stateDirectory: state)
+    }
 }
 
 /// A fresh directory under /tmp, removed (with its contents) when dropped.

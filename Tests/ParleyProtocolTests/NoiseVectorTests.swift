@@ -5,9 +5,9 @@ import Testing
 
 @testable import ParleyProtocol
 
-/// The cacophony test vectors for `Noise_*_25519_ChaChaPoly_{BLAKE2b,SHA256,SHA512}` (from
-/// ../shared/testvectors, copied into Tests/Fixtures so a clean clone has them): every pattern
-/// shares the HandshakeState code that Parley's IKpsk2 handshake runs.
+/// The cacophony test vectors for `Noise_*_25519_ChaChaPoly_{BLAKE2b,SHA256,SHA512}` (the public
+/// Noise test vectors, kept in Tests/Fixtures): every pattern shares the HandshakeState code that
+/// Parley's IKpsk2 handshake runs.
 @Suite("Noise test vectors (cacophony)")
 struct NoiseVectorTests {
     struct Vector: Decodable, CustomTestStringConvertible, Sendable {

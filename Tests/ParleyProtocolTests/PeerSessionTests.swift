@@ -102,7 +102,7 @@ struct PeerSessionTests {
         #expect(pair.drops[.b] == [.replayed])
         #expect(pair.payloads[.b] == [])
         pair.deliver(initiation, to: .b)
-        #expect(pair.drops[.b]?.last == .handshake(.replayedTimestamp))
+        #expect(pair.drops[.b]?.last == .repeatedInitiation)
         #expect(pair.sent[.b] == [], "no response to a replayed initiation")
         pair.deliver(response, to: .a)
         #expect(pair.drops[.a] == [.handshake(.unknownIndex)])
@@ -272,24 +272,77 @@ struct PeerSessionTests {
         #expect(pair.events[.a] == [.established] && pair.events[.b] == [.established], "and it stays one session")
     }
 
-    @Test func repeatedAuthenticationFailuresTearTheSessionDown() throws {
+    /// The receiver index is in clear: anyone who can spoof the peer's address can send packets
+    /// that name it. However many fail to authenticate, they are only counted (§8.7): the keys,
+    /// the replay window and the traffic stay as they were (issue 15, finding 5).
+    @Test func forgedPacketsNeverTearASessionDown() throws {
         var pair = try SessionPair.sameRoom()
         pair.start()
         pair.send([1], from: .a)
         var forged = pair.inFlight.removeLast().datagram
         forged[forged.count - 1] ^= 1
-        for attempt in 1...SessionTimers.authenticationFailureLimit {
+        pair.clearRecords()
+        let keys = (pair.b.current?.localIndex, pair.b.previous?.localIndex, pair.b.next?.localIndex)
+        for attempt in 1...1000 {
             var packet = forged
             // Fresh counters, so the replay check does not stop them before decryption.
-            packet[15] = UInt8(attempt)
+            packet[14] = UInt8(attempt >> 8)
+            packet[15] = UInt8(attempt & 0xff)
             pair.deliver(packet, to: .b)
         }
-        #expect(pair.events[.b]?.last == .tornDown)
-        #expect(!pair.b.isEstablished)
-        #expect(pair.b.statistics.authenticationFailures == SessionTimers.authenticationFailureLimit)
-        // The peer's next initiation builds a new session.
-        pair.advance(by: .seconds(125))
-        #expect(pair.a.isEstablished && pair.b.isEstablished)
+        #expect(pair.events[.b] == [])
+        #expect(pair.drops[.b] == Array(repeating: .authenticationFailed, count: 1000))
+        #expect(pair.b.statistics.authenticationFailures == 1000)
+        #expect(pair.b.isEstablished)
+        #expect((pair.b.current?.localIndex, pair.b.previous?.localIndex, pair.b.next?.localIndex) == keys)
+        #expect(pair.sent[.b] == [], "no handshake, nothing sent")
+        // The forged counters were never recorded: the genuine packets still arrive.
+        pair.send([2], from: .a)
+        pair.run()
+        #expect(pair.payloads[.b]?.map { Array($0.body) } == [[2]])
+    }
+
+    /// A captured initiation keeps a valid mac1, so replaying it used to cost the responder two
+    /// Diffie-Hellman operations each time (issue 15, finding 6). A copy of one it processed is
+    /// now dropped after a hash; other stale initiations draw on a budget (a burst of 5, then 1
+    /// per second) before any Diffie-Hellman, and the peer's genuine next one still gets through.
+    @Test func replayedAndFloodedInitiationsCostNoDiffieHellman() throws {
+        var pair = try SessionPair.sameRoom()
+        pair.filter = { _, _ in false }  // a's initiations are captured, not delivered
+        var captured: [[UInt8]] = []
+        for _ in 0..<12 {
+            pair.close(.a)
+            pair.absorb(pair.a.start(now: pair.now), from: .a)
+            captured.append(pair.inFlight.removeLast().datagram)
+            pair.wall.advance(by: .milliseconds(1))
+        }
+        pair.filter = { _, _ in true }
+        pair.clearRecords()
+        pair.deliver(captured.last!, to: .b)  // the newest: accepted, answered
+        #expect(pair.sent[.b]?.count == 1)
+
+        for initiation in captured.dropLast() { pair.deliver(initiation, to: .b) }
+        // Four tokens were left: four old ones cost a handshake's Diffie-Hellman and were found
+        // stale by their timestamp; the other seven never reached it.
+        #expect(
+            pair.drops[.b] == Array(repeating: .handshake(.replayedTimestamp), count: 4)
+                + Array(repeating: .initiationFlood, count: 7))
+        pair.clearRecords()
+        for initiation in captured { pair.deliver(initiation, to: .b) }
+        #expect(
+            pair.drops[.b] == Array(repeating: .repeatedInitiation, count: 4)
+                + Array(repeating: .initiationFlood, count: 7) + [.repeatedInitiation])
+        #expect(pair.sent[.b] == [], "no response to any of them")
+
+        // A second later there is one token again; a's next genuine initiation takes it.
+        pair.now += .seconds(1)
+        pair.wall.advance(by: .seconds(1))
+        pair.clearRecords()
+        pair.close(.a)
+        pair.absorb(pair.a.start(now: pair.now), from: .a)
+        pair.run()
+        #expect(pair.drops[.b] == [])
+        #expect(pair.a.isEstablished)
     }
 
     @Test func innerTypesAndKeepalives() throws {

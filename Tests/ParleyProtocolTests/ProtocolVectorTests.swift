@@ -59,7 +59,7 @@ struct ProtocolVectorTests {
             var object: [String: Any] = ["room_secret": hexString(roomSecret), "rendezvous_url": url]
             object["tls_pin"] = pinObject
             object["turn_hints"] = hintObjects
-            object["binary"] = hexString(invite.encodedBytes())
+            object["binary"] = hexString(bytes(invite.encodedBytes()))
             object["invite"] = invite.string
             valid.append(object)
         }
@@ -99,8 +99,9 @@ struct ProtocolVectorTests {
 
     static func keyVectors() -> [String: Any] {
         let keys = keys()
-        let result: [String: String] = [
-            "description": "§3: crypto_kdf subkeys (id 1) of the room secret, the room key, and a join proof",
+        var result: [String: Any] = [
+            "description":
+                "§3: crypto_kdf subkeys (id 1) of the room secret, the room key, and a join proof; §4.1: the room's shard key and the request paths it gives",
             "room_secret": hexString(roomSecret),
             "room_key_seed": hexString(bytes(keys.roomKey.seed)),
             "room_id": hexString(keys.roomID),
@@ -109,7 +110,14 @@ struct ProtocolVectorTests {
             "mac_key": hexString(bytes(keys.macKey)),
             "join_nonce": hexString(joinNonce),
             "join_proof": hexString(keys.joinProof(nonce: joinNonce)),
+            "shard_key": RendezvousShard.key(roomID: keys.roomID),
         ]
+        result["shard_paths"] = ["/", "/parley", "/parley/"].map { invitePath -> [String: String] in
+            [
+                "invite_path": invitePath,
+                "request_path": RendezvousShard.path(invitePath: invitePath, roomID: keys.roomID),
+            ]
+        }
         return result
     }
 
@@ -130,19 +138,57 @@ struct ProtocolVectorTests {
         ]
     }
 
+    /// §11.1: a view hash, commitments, the two messages and the code, and a whole agreement —
+    /// alice and bob, then carol joining: view changes, every message each node sends, and where
+    /// everything in flight is delivered, first in first out, over sessions both sides hold
+    /// (nonce k of node i: `i || 23 zero bytes || k: u64`).
     static func securityCodeVectors() -> [String: Any] {
         let roomID = keys().roomID
-        let alice = identity(aliceSeed, aliceStatic).publicKey
-        let bob = identity(bobSeed, bobStatic).publicKey
-        let carol = pattern(0x33)
-        let entries = [[alice, bob], [bob, alice, carol], [alice]].map { members -> [String: Any] in
-            let code = SecurityCode(roomID: roomID, memberIdentities: members)
-            let memberHex: [String] = members.map { hexString($0) }
-            return ["members": memberHex, "digits": code.digits, "display": code.description]
+        let members = [
+            CodeMember(identityKey: identity(aliceSeed, aliceStatic).publicKey, name: "Alice Ω"),
+            CodeMember(identityKey: identity(bobSeed, bobStatic).publicKey, name: "bob"),
+            CodeMember(identityKey: pattern(0x33), name: "carol"),
+        ]
+        var meeting = CodeMeeting(members: members, roomID: roomID)
+        meeting.setView(of: 0, to: [1])
+        meeting.setView(of: 1, to: [0])
+        meeting.run()
+        let pairCode = meeting.codes[0]!
+        meeting.setView(of: 0, to: [1, 2])
+        meeting.setView(of: 2, to: [0, 1])
+        meeting.setView(of: 1, to: [0, 2])
+        meeting.run()
+        let view = meeting.nodes[0].view!
+        let steps: [[String: Any]] = meeting.log.compactMap { event in
+            switch event {
+            case .view(let node, let peers): ["view": node, "peers": peers]
+            case .sent(let sent):
+                ["from": sent.from, "to": sent.to, "message": hexString(sent.message.encoded())]
+            case .run: ["deliver": "all"]
+            case .delivered: nil
+            }
+        }
+        let nonce = CodeMeeting.nonces(0)()
+        let memberList: [[String: String]] = view.members.map {
+            ["identity_key": hexString($0.identityKey), "name": $0.name]
         }
         return [
-            "description": "§11: meeting security codes (members in any order)", "room_id": hexString(roomID),
-            "codes": entries,
+            "description": "§11.1: the security code agreement (view hash, commitment, code, messages, a whole run)",
+            "room_id": hexString(roomID),
+            "view": ["members": memberList, "view_hash": hexString(view.hash)] as [String: Any],
+            "commitment": [
+                "sender": hexString(members[0].identityKey), "round": 7, "nonce": hexString(nonce),
+                "commitment": hexString(view.commitment(of: nonce, by: members[0].identityKey, round: 7)),
+            ] as [String: Any],
+            "code": [
+                "nonces": view.members.indices.map { hexString(CodeMeeting.nonces(10 + $0)()) },
+                "digits": SecurityCode(
+                    viewHash: view.hash, nonces: view.members.indices.map { CodeMeeting.nonces(10 + $0)() }
+                ).digits,
+            ] as [String: Any],
+            "run": [
+                "steps": steps, "pair_code": pairCode.description, "meeting_code": meeting.codes[0]!.description,
+            ] as [String: Any],
         ]
     }
 
@@ -370,7 +416,7 @@ struct ProtocolVectorTests {
         let file = try Self.load("protocol-v1-invite.json")
         for entry in file["valid"] as! [[String: Any]] {
             let invite = try Invite(parsing: entry["invite"] as! String)
-            #expect(hexString(invite.encodedBytes()) == entry["binary"] as? String)
+            #expect(hexString(Self.bytes(invite.encodedBytes())) == entry["binary"] as? String)
             #expect(invite.rendezvous.description == entry["rendezvous_url"] as? String)
         }
         for entry in file["pasted"] as! [[String: Any]] {

@@ -121,6 +121,86 @@ struct LiveLifecycleTests {
         }
     }
 
+    /// §4.1: with a pin, the key alone decides. The certificate names rv.example.org (no
+    /// SubjectAltName) and the client connects to wss://127.0.0.1: it must join all the same, and
+    /// still refuse a wrong pin.
+    @Test func pinnedTLSDoesNotCheckTheHostName() async throws {
+        let pin = try SPKIPin.ofCertificate(pemFile: Self.fixtures + "/other-host-cert.pem")
+        try await withServer({
+            $0.tls = .init(
+                certificateChainPath: Self.fixtures + "/other-host-cert.pem",
+                privateKeyPath: Self.fixtures + "/other-host-key.pem")
+        }) { _, addresses in
+            #expect(addresses.url.hasPrefix("wss://127.0.0.1:"))
+            let room = Ed25519.KeyPair.generate()
+            let member = try TestMember(url: addresses.url, room: room, pin: pin)
+            _ = try await member.joined()
+            await member.stop()
+            var wrong = pin
+            wrong[31] ^= 0x80
+            let impostor = try TestMember(url: addresses.url, room: room, pin: wrong)
+            guard case .failure(let error) = try await impostor.outcome() else {
+                Issue.record("wrong pin accepted"); return
+            }
+            #expect(error as? RendezvousClientError == .certificatePinMismatch)
+        }
+    }
+
+    /// The certificate `parleyd --host` makes for itself: the real server serves it, and a client
+    /// holding its pin joins (a wrong pin still fails).
+    @Test func aSelfSignedCertificateServesPinnedClients() async throws {
+        let directory = "/tmp/parley-selfsigned-\(UInt32.random(in: 0...UInt32.max))"
+        #expect(mkdir(directory, 0o700) == 0)
+        defer {
+            for file in ["cert.pem", "key.pem"] { unlink("\(directory)/\(file)") }
+            rmdir(directory)
+        }
+        let pem = SelfSignedCertificate.make(commonName: "parleyd")
+        for (file, text) in [("cert.pem", pem.certificate), ("key.pem", pem.privateKey)] {
+            let descriptor = open("\(directory)/\(file)", O_WRONLY | O_CREAT | O_EXCL, 0o600)
+            #expect(descriptor >= 0)
+            _ = Array(text.utf8).withUnsafeBytes { write(descriptor, $0.baseAddress, $0.count) }
+            close(descriptor)
+        }
+        #expect(pem.certificate.hasPrefix("-----BEGIN CERTIFICATE-----\n"))
+        #expect(pem.privateKey.hasPrefix("-----BEGIN PRIVATE KEY-----\n"))
+        let pin = try SPKIPin.ofCertificate(pemFile: "\(directory)/cert.pem")
+        try await withServer({
+            $0.tls = .init(certificateChainPath: "\(directory)/cert.pem", privateKeyPath: "\(directory)/key.pem")
+        }) { _, addresses in
+            let member = try TestMember(url: addresses.url, room: .generate(), pin: pin)
+            _ = try await member.joined()
+            await member.stop()
+        }
+        #expect(SelfSignedCertificate.make().certificate != pem.certificate, "a fresh key every time")
+    }
+
+    /// ERROR rate-limited (§4.4) is not a refusal: the client backs off and comes back, and a
+    /// connection that was throttled again does not reset the back-off.
+    @Test func aRateLimitedClientBacksOffAndComesBack() async throws {
+        try await withServer({
+            $0.limits.messagesPerSecond = 1
+            $0.limits.messageBurst = 4
+        }) { _, addresses in
+            let member = try TestMember(url: addresses.url, room: .generate())
+            var waits: [Duration] = []
+            for round in 0..<2 {
+                _ = try await member.joined(reconnected: round > 0)
+                for _ in 0..<8 { try? await member.client.send(to: .everyone, payload: [1]) }
+                let (reason, retryIn) = try await member.next("rate-limited") {
+                    if case .disconnected(let reason, let retryIn) = $0 { (reason, retryIn) } else { nil }
+                }
+                #expect(reason.contains("rate-limited"), "\(reason)")
+                waits.append(retryIn)
+            }
+            _ = try await member.joined(reconnected: true)
+            // TestMember backs off from 50 ms: attempt 1 waits 50–100 ms, attempt 2 100–200 ms.
+            #expect(waits[0] >= .milliseconds(50) && waits[0] <= .milliseconds(100), "\(waits)")
+            #expect(waits[1] >= .milliseconds(100) && waits[1] <= .milliseconds(200), "\(waits)")
+            await member.stop()
+        }
+    }
+
     @Test func stunResponderReportsTheSourceAddress() async throws {
         try await withServer({ $0.stunListen = .init(host: "127.0.0.1", port: 0) }) { _, addresses in
             let port = try #require(addresses.stun?.port)
@@ -210,7 +290,8 @@ struct LiveLifecycleTests {
             for line in [
                 "parley_rendezvous_connections 2.0", "parley_rendezvous_members 2.0", "parley_rendezvous_rooms 1.0",
                 "parley_rendezvous_messages_received_total 1", "parley_rendezvous_messages_relayed_total 1",
-                "# TYPE parley_rendezvous_rejections_total counter",
+                "# TYPE parley_rendezvous_rejections_total counter", "parley_rendezvous_max_connections 50000.0",
+                "parley_rendezvous_rejections_total{reason=\"misrouted\"} 0",
             ] {
                 #expect(text.contains(line), "\(line)")
             }

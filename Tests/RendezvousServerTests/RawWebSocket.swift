@@ -83,10 +83,16 @@ final class RawWebSocket: @unchecked Sendable {
     }
 
     /// Sends the HTTP upgrade request; returns the response status code.
-    func upgrade(protocols: String? = RendezvousWire.subprotocol, path: String = "/") throws -> Int {
+    /// `headers`: extra header lines (`Name: value`).
+    func upgrade(
+        protocols: String? = RendezvousWire.subprotocol, path: String = "/", headers: [String] = []
+    ) throws
+        -> Int
+    {
         var request = "GET \(path) HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
         request += "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
         if let protocols { request += "Sec-WebSocket-Protocol: \(protocols)\r\n" }
+        for header in headers { request += header + "\r\n" }
         try send(Array((request + "\r\n").utf8))
         var head: [UInt8] = []
         while !head.suffix(4).elementsEqual([13, 10, 13, 10]) {

@@ -7,37 +7,6 @@ import Testing
 
 @Suite("Rendezvous server logic")
 struct ServerLogicTests {
-    // MARK: Token bucket
-
-    struct BucketStep: Sendable, CustomTestStringConvertible {
-        let name: String
-        let rate: Double
-        let burst: Double
-        /// (time in ms, expected outcome of take)
-        let takes: [(Int, Bool)]
-        var testDescription: String { name }
-    }
-
-    static let bucketSteps: [BucketStep] = [
-        BucketStep(name: "burst then empty", rate: 1, burst: 3, takes: [(0, true), (0, true), (0, true), (0, false)]),
-        BucketStep(
-            name: "refills at the rate", rate: 10, burst: 1, takes: [(0, true), (50, false), (100, true), (150, false)]),
-        BucketStep(
-            name: "never above the burst", rate: 1000, burst: 2,
-            takes: [(0, true), (10_000, true), (10_000, true), (10_000, false)]),
-        BucketStep(
-            name: "clock going back is ignored", rate: 1, burst: 1, takes: [(1000, true), (0, false), (999, false)]),
-    ]
-
-    @Test(arguments: bucketSteps)
-    func tokenBucket(_ row: BucketStep) {
-        var bucket = TokenBucket(rate: row.rate, capacity: row.burst, now: 0)
-        for (index, (milliseconds, expected)) in row.takes.enumerated() {
-            #expect(
-                bucket.take(now: UInt64(milliseconds) * 1_000_000) == expected, "take \(index) at \(milliseconds) ms")
-        }
-    }
-
     // MARK: Rooms
 
     static let roomA = [UInt8](repeating: 1, count: 32)
@@ -210,5 +179,88 @@ struct SubprotocolOfferTests {
         var headers = HTTPHeaders()
         for line in lines { headers.add(name: "Sec-WebSocket-Protocol", value: line) }
         #expect(RendezvousServer.offeredProtocols(headers).map(String.init) == tokens)
+    }
+
+    // MARK: Trusted proxies
+
+    struct ProxyCase: Sendable, CustomTestStringConvertible {
+        let name: String
+        let peer: String
+        let proxyProtocol: String?
+        let forwardedFor: [String]
+        let client: String
+        var testDescription: String { name }
+    }
+
+    static let proxyCases: [ProxyCase] = [
+        ProxyCase(
+            name: "a direct client is itself", peer: "203.0.113.9", proxyProtocol: nil, forwardedFor: ["192.0.2.1"],
+            client: "203.0.113.9"),
+        ProxyCase(
+            name: "the proxy's X-Forwarded-For", peer: "10.0.0.2", proxyProtocol: nil, forwardedFor: ["192.0.2.1"],
+            client: "192.0.2.1"),
+        ProxyCase(
+            name: "what the client wrote in front is not believed", peer: "10.0.0.2", proxyProtocol: nil,
+            forwardedFor: ["198.51.100.66, 192.0.2.1"], client: "192.0.2.1"),
+        ProxyCase(
+            name: "a chain of trusted proxies", peer: "10.0.0.2", proxyProtocol: nil,
+            forwardedFor: ["192.0.2.1, 10.0.0.7", "10.0.0.8"], client: "192.0.2.1"),
+        ProxyCase(
+            name: "the PROXY protocol", peer: "10.0.0.2", proxyProtocol: "192.0.2.1", forwardedFor: [],
+            client: "192.0.2.1"),
+        ProxyCase(
+            name: "the PROXY source outranks X-Forwarded-For behind it", peer: "10.0.0.2", proxyProtocol: "192.0.2.1",
+            forwardedFor: ["198.51.100.66"], client: "192.0.2.1"),
+        ProxyCase(
+            name: "PROXY from a trusted proxy, then X-Forwarded-For", peer: "10.0.0.2", proxyProtocol: "10.0.0.3",
+            forwardedFor: ["192.0.2.1"], client: "192.0.2.1"),
+        ProxyCase(
+            name: "garbage stops the walk at the last known hop", peer: "10.0.0.2", proxyProtocol: nil,
+            forwardedFor: ["192.0.2.1, unknown, 10.0.0.9"], client: "10.0.0.9"),
+        ProxyCase(
+            name: "nothing reported: the proxy itself", peer: "10.0.0.2", proxyProtocol: nil, forwardedFor: [],
+            client: "10.0.0.2"),
+        ProxyCase(
+            name: "a dual-stack socket's IPv4 proxy", peer: "::ffff:10.0.0.2", proxyProtocol: nil,
+            forwardedFor: ["2001:db8::1"], client: "2001:db8::1"),
+    ]
+
+    @Test(arguments: proxyCases)
+    func trustedProxiesNameTheClient(_ row: ProxyCase) {
+        let proxies = TrustedProxies(networks: [IPNetwork(parsing: "10.0.0.0/8")!])
+        let client = proxies.clientAddress(
+            peer: InternetAddress(parsing: row.peer)!,
+            proxyProtocolSource: row.proxyProtocol.flatMap(InternetAddress.init(parsing:)),
+            forwardedFor: ForwardedFor.hops(row.forwardedFor))
+        #expect(client == InternetAddress(parsing: row.client))
+    }
+
+    @Test func sourceKeysCountIPv6PerSlash64AndMappedAsIPv4() {
+        #expect(
+            SourceAddressKey(InternetAddress(parsing: "::ffff:192.0.2.1")) == SourceAddressKey(bytes: [192, 0, 2, 1]))
+        #expect(
+            SourceAddressKey(InternetAddress(parsing: "2001:db8:1:2::1"))
+                == SourceAddressKey(InternetAddress(parsing: "2001:db8:1:2:ffff::9")))
+        #expect(
+            SourceAddressKey(InternetAddress(parsing: "2001:db8:1:2::1"))
+                != SourceAddressKey(InternetAddress(parsing: "2001:db8:1:3::1")))
+    }
+
+    // MARK: Open-file limit
+
+    @Test(
+        arguments: [
+            // (asked, soft, hard) -> (soft to set, connections served)
+            (50_000, 1024, 524_288, 50_064, 50_000),
+            (50_000, 20_000, 20_000, 20_000, 19_936),
+            (50_000, 1024, 20_000, 20_000, 19_936),
+            (50_000, 100_000, 100_000, 100_000, 50_000),
+            (10, 10, 10, 10, 1),
+        ] as [(Int, Int, Int, Int, Int)])
+    func openFileLimitIsRaisedAndCapsTheConnections(asked: Int, soft: Int, hard: Int, softToSet: Int, served: Int) {
+        let plan = OpenFileLimit.plan(maxConnections: asked, soft: soft, hard: hard)
+        #expect(plan.softLimit == softToSet)
+        #expect(plan.maxConnections == served)
+        #expect(plan.isCapped == (served < asked))
     }
 }

@@ -1,3 +1,4 @@
+import ParleyCore
 import RendezvousWire
 import Testing
 
@@ -7,18 +8,6 @@ import Testing
 /// mismatch, and any crash fails the test run.
 @Suite("Parser mutation fuzzing")
 struct FuzzMutationTests {
-    /// SplitMix64: a tiny seeded generator, so a failure reproduces.
-    struct SeededGenerator: RandomNumberGenerator {
-        var state: UInt64
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-    }
-
     static func mutate(_ seed: [UInt8], using rng: inout SeededGenerator) -> [UInt8] {
         var bytes = seed
         for _ in 0...Int.random(in: 0...3, using: &rng) {
@@ -42,7 +31,7 @@ struct FuzzMutationTests {
     @Test func rendezvousParserSurvivesMutations() throws {
         let seeds = try FuzzCorpus.seeds("rendezvous-wire")
         #expect(seeds.count >= 9)
-        var rng = SeededGenerator(state: 0x5EED_0005)
+        var rng = SeededGenerator(seed: 0x5EED_0005)
         var parsed = 0
         for round in 0..<60_000 {
             let input = Self.mutate(seeds[round % seeds.count], using: &rng)
@@ -56,7 +45,7 @@ struct FuzzMutationTests {
     @Test func stunParserSurvivesMutations() throws {
         let seeds = try FuzzCorpus.seeds("stun")
         #expect(seeds.count >= 3)
-        var rng = SeededGenerator(state: 0x5EED_3489)
+        var rng = SeededGenerator(seed: 0x5EED_3489)
         for round in 0..<30_000 {
             let input = Self.mutate(seeds[round % seeds.count], using: &rng)
             input.withUnsafeBytes { RendezvousWire.fuzzSTUN($0) }

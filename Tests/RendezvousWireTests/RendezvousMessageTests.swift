@@ -156,11 +156,11 @@ struct RendezvousMessageTests {
     }
 
     @Test func errorCodesHaveTheirSpecNames() {
-        #expect(RendezvousErrorCode.allKnown.map(\.rawValue) == Array(1...9))
+        #expect(RendezvousErrorCode.allKnown.map(\.rawValue) == Array(1...10))
         #expect(
             RendezvousErrorCode.allKnown.map(\.name) == [
                 "malformed", "bad-proof", "room-full", "rate-limited", "too-large", "too-many-connections", "timeout",
-                "slow-reader", "unsupported",
+                "slow-reader", "unsupported", "misrouted",
             ])
         #expect(RendezvousErrorCode(rawValue: 77).name == "code-77")
         #expect(RendezvousErrorCode.allKnown.filter(\.isRetryable) == [.timeout, .slowReader])

@@ -5,6 +5,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from . import security_code
+
 REPORT, LEAVE = 0x01, 0x02
 REPORT_SIZE = 28
 MUTED = 0x01
@@ -38,11 +40,16 @@ class Leave:
         return bytes([LEAVE])
 
 
-def parse(body: bytes) -> Report | Leave | None:
+def parse(body: bytes) -> Report | Leave | security_code.Message | None:
     """None for an unknown type or a message shorter than its type requires (dropped/ignored)."""
     if not body:
         return None
     kind = body[0]
+    if kind in (security_code.COMMIT, security_code.REVEAL):  # §11.1
+        try:
+            return security_code.Message.parse(body)
+        except ValueError:
+            return None
     if kind == REPORT:
         if len(body) - 1 < REPORT_SIZE:
             return None  # longer is allowed: later fields are ignored

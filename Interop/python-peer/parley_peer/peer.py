@@ -26,7 +26,7 @@ from .keys import RoomKeys
 from .media import MAX_PAYLOAD, Frame, MediaError, MediaPayload
 from .rendezvous import (DELIVER, EVERYONE, GOING_AWAY, MEMBER_JOINED, MEMBER_LEFT, Backoff, RendezvousClient,
                          RendezvousError, Welcome)
-from .security_code import security_code
+from . import security_code
 from .session import INNER_CONTROL, INNER_MEDIA, PeerSession
 
 log = logging.getLogger("parley-peer")
@@ -293,6 +293,8 @@ class Link:
             if message.media_received > 0:  # §10.1: audio flows both ways
                 self.state = "up"
             self.node.note_progress(self)
+        elif isinstance(message, security_code.Message):
+            await self.node.send_code_messages(self.node.code_agreement.received(message, self.peer))
         elif isinstance(message, control.Leave):
             log.info("link %s: LEAVE", self.label)
             # The peer stopped: if it heard us (its last REPORT) and we heard it, this link is complete.
@@ -301,6 +303,10 @@ class Link:
 
     async def send_report(self, now: float) -> None:
         await self.send_datagram(self.session.seal(INNER_CONTROL, self.make_report(now), now))
+        # §11.1: until the code is agreed, the current COMMIT or REVEAL goes with every REPORT.
+        repeated = self.node.code_agreement.repeated(self.peer)
+        if repeated is not None:
+            await self.send_datagram(self.session.seal(INNER_CONTROL, repeated.encode(), now))
 
     def make_report(self, now: float) -> bytes:
         r = self.report
@@ -403,7 +409,10 @@ class Node:
         self.stopping = asyncio.Event()
         self.finished_reason = "running"
         self.completed: set[bytes] = set()
-        self.security_codes: list[dict] = []
+        self.code_agreement = security_code.SecurityCodeAgreement(
+            self.room_keys.room_id, self.identity.identity_key, options.name)
+        self.code_view: list[tuple[bytes, str]] | None = None
+        self.security_codes: list[dict] = []  # every code agreed (§11.1), with its members
         self.ended_links: dict[bytes, dict] = {}  # the last status of links that ended, by peer
         self.packet_log = open(options.log_packets, "w") if options.log_packets else None
         self.wav_started_at: float | None = None
@@ -601,7 +610,7 @@ class Node:
                 await link.tick(now)
             for link in list(self.links.values()):
                 self.note_progress(link)
-            self._update_security_code()
+            await self._update_security_code()
             if self.options.status_path:
                 self.write_status()
             await asyncio.sleep(0.05)
@@ -629,12 +638,25 @@ class Node:
 
     # MARK: outputs
 
-    def _update_security_code(self) -> None:
-        """§11.1: recomputed whenever the set of members with an established session changes."""
-        members = sorted([self.identity.identity_key] + [p for p, l in self.links.items() if l.session.has_keys])
-        if not self.security_codes or self.security_codes[-1]["members"] != [m.hex() for m in members]:
-            self.security_codes.append({"members": [m.hex() for m in members],
-                                        "code": security_code(self.room_keys.room_id, members)})
+    async def _update_security_code(self) -> None:
+        """§11.1: the view is every member with an established session, and this node; each change starts a
+        round of the agreement. Records each code once agreed."""
+        peers = sorted((p, self.names.get(p, "")) for p, link in self.links.items() if link.session.has_keys)
+        if peers != self.code_view:
+            self.code_view = peers
+            await self.send_code_messages(self.code_agreement.view_changed(peers))
+        agreement = self.code_agreement
+        if agreement.code is not None and (not self.security_codes
+                                          or self.security_codes[-1]["round"] != agreement.round):
+            self.security_codes.append({"members": [m.hex() for m in agreement.members], "code": agreement.code,
+                                        "round": agreement.round})
+
+    async def send_code_messages(self, outgoing: list) -> None:
+        now = time.monotonic()
+        for peer, message in outgoing:
+            link = self.links.get(peer)
+            if link is not None:
+                await link.send_datagram(link.session.seal(INNER_CONTROL, message.encode(), now))
 
     def status(self) -> dict:
         return {

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import random
 import ssl
 from dataclasses import dataclass, field
 
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 from websockets.typing import Subprotocol
 
 from .invite import Invite
@@ -23,8 +24,10 @@ MAX_MESSAGE = 16384
 SERVICE_STUN, SERVICE_TURN = 0x01, 0x02
 
 ERROR_NAMES = {1: "malformed", 2: "bad-proof", 3: "room-full", 4: "rate-limited", 5: "too-large",
-               6: "too-many-connections", 7: "timeout", 8: "slow-reader", 9: "unsupported"}
+               6: "too-many-connections", 7: "timeout", 8: "slow-reader", 9: "unsupported", 10: "misrouted"}
 RETRYABLE_ERRORS = {"timeout", "slow-reader"}
+# §4.1: answers a proxy gives while no rendezvous behind it is available; retried like a lost connection.
+TRANSIENT_HTTP_STATUSES = {408, 429} | set(range(500, 600))
 
 
 class RendezvousError(Exception):
@@ -86,6 +89,20 @@ def parse_welcome(reader: Reader) -> Welcome:
     return Welcome(member_id, members, tuple(stun), tuple(turn))
 
 
+SHARD_HASH_KEY = b"parley/v1/shard"
+
+
+def shard_key(room_id: bytes) -> str:
+    """§4.1: base32 (lowercase, unpadded) of the first 8 bytes of BLAKE2b-256 keyed with "parley/v1/shard"."""
+    digest = hashlib.blake2b(room_id, digest_size=32, key=SHARD_HASH_KEY).digest()
+    return base64.b32encode(digest[:8]).decode().rstrip("=").lower()
+
+
+def shard_path(invite_path: str, room_id: bytes) -> str:
+    """§4.1: the invite's path without its trailing slashes, then /r/ and the room's shard key."""
+    return f"{invite_path.rstrip('/')}/r/{shard_key(room_id)}"
+
+
 def parse_server_message(data: bytes) -> tuple[int, Reader]:
     if not data:
         raise WireError("empty message")
@@ -131,7 +148,8 @@ class RendezvousClient:
 
     async def connect(self) -> Welcome:
         url = self.invite.rendezvous_url
-        uri = f"{url.scheme}://{url.endpoint.host_for_url()}:{url.port}{url.request_path}"
+        path = shard_path(url.request_path, self.room_keys.room_id)
+        uri = f"{url.scheme}://{url.endpoint.host_for_url()}:{url.port}{path}"
         context = None
         if url.scheme == "wss":
             context = ssl.create_default_context()
@@ -142,6 +160,11 @@ class RendezvousClient:
             self.websocket = await connect(
                 uri, subprotocols=[Subprotocol(SUBPROTOCOL)], ssl=context, open_timeout=self.open_timeout,
                 ping_interval=15, ping_timeout=30, max_size=1 << 20, compression=None)
+        except InvalidStatus as error:
+            status = error.response.status_code
+            if status in TRANSIENT_HTTP_STATUSES:  # §4.1: a proxy with no server available behind it
+                raise RendezvousError(f"the rendezvous answered HTTP {status}", retryable=True) from None
+            raise RendezvousError(f"rendezvous does not speak Parley protocol v1 ({error})") from None
         except InvalidHandshake as error:
             raise RendezvousError(f"rendezvous does not speak Parley protocol v1 ({error})") from None
         except (OSError, asyncio.TimeoutError) as error:

@@ -38,7 +38,10 @@ REKEY_ATTEMPT_TIME = 90.0
 KEEPALIVE_TIMEOUT = 10.0
 REKEY_AFTER_MESSAGES = 2**60
 FLOOD_GUARD = 0.020
-AUTH_FAILURE_LIMIT = 64
+# §7.3: initiations that may cost Diffie-Hellman, per session (a receiver's choice; Parley's values).
+INITIATION_BURST = 5.0
+INITIATIONS_PER_SECOND = 1.0
+REMEMBERED_INITIATIONS = 256
 NON_LEAD_WAIT = 5.0  # §7.5
 REPLAY_WINDOW = (32 - 1) * 64  # §8.4: Parley's choice (a receiver's choice; does not affect interoperation)
 
@@ -95,6 +98,22 @@ class SessionStats:
     responses_sent: int = 0
 
 
+class TokenBucket:
+    """At most `capacity` tokens, refilled at `rate` per second; each initiation takes one."""
+
+    def __init__(self, rate: float, capacity: float, now: float):
+        self.rate, self.capacity, self.tokens, self.last = rate, capacity, capacity, now
+
+    def take(self, now: float) -> bool:
+        if now > self.last:
+            self.tokens = min(self.capacity, self.tokens + (now - self.last) * self.rate)
+            self.last = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+
 class PeerSession:
     """The session with one peer over one ICE path (§7, §8)."""
 
@@ -122,7 +141,8 @@ class PeerSession:
         self.greatest_timestamp_received: bytes | None = None
         self.last_initiation_accepted_at: float | None = None
         self.path_up_at: float | None = None
-        self.consecutive_auth_failures = 0
+        self.initiation_budget: TokenBucket | None = None
+        self.processed_initiations: dict[bytes, None] = {}  # mac1 of initiations we did DH for, oldest first
         self.last_sent_at: float | None = None
         self.last_received_data_at: float | None = None  # a non-keepalive packet
         self.last_authenticated_at: float | None = None
@@ -171,6 +191,17 @@ class PeerSession:
             return self._drop()
         if not hmac.compare_digest(mac1(self.mac1_key_mine, packet[:-16]), packet[-16:]):
             return self._drop()
+        # Steps 3-4, before any Diffie-Hellman: a copy of an initiation already processed is a
+        # replay, and a flood of others may not cost more than the budget.
+        if packet[-16:] in self.processed_initiations:
+            return self._drop()
+        if self.initiation_budget is None:
+            self.initiation_budget = TokenBucket(INITIATIONS_PER_SECOND, INITIATION_BURST, now)
+        if not self.initiation_budget.take(now):
+            return self._drop()
+        self.processed_initiations[packet[-16:]] = None
+        if len(self.processed_initiations) > REMEMBERED_INITIATIONS:
+            del self.processed_initiations[next(iter(self.processed_initiations))]
         state = HandshakeState(PROTOCOL_NAME, False, self._prologue(False), s=self.static_secret,
                                psks=[self.noise_psk], ephemeral=ephemeral)
         try:
@@ -285,12 +316,9 @@ class PeerSession:
         try:
             plaintext = aead_decrypt(keys.receive_key, counter, packet[:16], packet[16:])
         except NoiseError:
+            # §8.7: counted, and nothing else: unauthenticated input never destroys keys.
             self.stats.authentication_failures += 1
-            self.consecutive_auth_failures += 1
-            if self.consecutive_auth_failures >= AUTH_FAILURE_LIMIT:  # §8.7
-                self.reset()
             return []
-        self.consecutive_auth_failures = 0
         keys.window.record(counter)
         if slot == "next":
             self.next = None
@@ -309,16 +337,6 @@ class PeerSession:
     def _drop(self) -> list[bytes]:
         self.stats.dropped += 1
         return []
-
-    def reset(self) -> None:
-        """Destroy every key and any handshake in progress (§8.7)."""
-        for slot in ("current", "previous", "next"):
-            keys = getattr(self, slot)
-            if keys:
-                keys.destroy()
-            setattr(self, slot, None)
-        self.pending = None
-        self.consecutive_auth_failures = 0
 
     # MARK: timers (§7.5, §8.6)
 

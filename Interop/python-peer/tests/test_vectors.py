@@ -11,8 +11,9 @@ from parley_peer.identity import Identity, verify_binding
 from parley_peer.invite import Invite, InviteError, RendezvousURL
 from parley_peer.keys import RoomKeys
 from parley_peer.noise import HandshakeState, parse_protocol_name
+from parley_peer.rendezvous import shard_key, shard_path
 from parley_peer.replay import ReplayWindow
-from parley_peer.security_code import display, security_code
+from parley_peer import security_code
 from parley_peer.session import PeerSession, mac1_key, prologue, tai64n
 
 FIXTURES = Path(__file__).resolve().parents[3] / "Tests" / "Fixtures"
@@ -100,6 +101,13 @@ def test_key_schedule_and_join_proof():
     assert ROOM.mac_key.hex() == KEYS["mac_key"]
     assert ROOM.room_id.hex() == KEYS["room_id"]
     assert ROOM.join_proof(h(KEYS["join_nonce"])).hex() == KEYS["join_proof"]
+
+
+def test_shard_key_and_request_paths():
+    """§4.1: the routing key in the rendezvous URL's path."""
+    assert shard_key(ROOM.room_id) == KEYS["shard_key"]
+    for vector in KEYS["shard_paths"]:
+        assert shard_path(vector["invite_path"], ROOM.room_id) == vector["request_path"]
 
 
 # MARK: §5 identity
@@ -278,6 +286,48 @@ def test_handshake_rejections():
     assert responder.receive(packet, 0.0)[1] == [(1, b"hello")]
 
 
+def test_forged_transport_packets_change_nothing():
+    """§8.7: packets under a known index that fail to authenticate are counted, nothing more."""
+    clock = iter(range(1, 10**6))
+    initiator, responder = sessions(lambda: next(clock) * 10**9)
+    response = responder.receive(initiator.create_initiation(0.0), 0.0)[0]
+    keepalive = initiator.receive(response[0], 0.0)[0]
+    responder.receive(keepalive[0], 0.0)
+    keys = responder.current
+    genuine = initiator.seal(1, b"hello", 0.0)
+    for counter in range(1000):
+        forged = bytearray(genuine)
+        forged[8:16] = (100 + counter).to_bytes(8, "big")
+        assert responder.receive(bytes(forged), 0.0) == ([], [])
+    assert responder.stats.authentication_failures == 1000
+    assert responder.current is keys and responder.current.send_key
+    assert responder.receive(genuine, 0.0) == ([], [(1, b"hello")])
+
+
+def test_replayed_and_flooded_initiations_reach_no_diffie_hellman(monkeypatch):
+    """§7.3 steps 3-4: a copy of a processed initiation, or one beyond the budget, costs no DH."""
+    import parley_peer.session as session
+    reads = []
+    original = session.HandshakeState.read_message
+    monkeypatch.setattr(session.HandshakeState, "read_message",
+                        lambda self, message: reads.append(1) or original(self, message))
+    clock = iter(range(1, 10**6))
+    initiator, responder = sessions(lambda: next(clock) * 10**9)
+    captured = []
+    for _ in range(12):
+        initiator.pending = None
+        captured.append(initiator.create_initiation(0.0))
+    assert responder.receive(captured[-1], 0.0)[0]  # the newest: answered
+    for old in captured[:-1]:
+        assert responder.receive(old, 0.0) == ([], [])
+    assert len(reads) == 5  # the burst: the newest and four stale ones
+    for replayed in captured * 10:
+        assert responder.receive(replayed, 0.5) == ([], [])
+    assert len(reads) == 5
+    assert responder.receive(captured[4], 1.0) == ([], [])  # a token again: the first one left out
+    assert len(reads) == 6
+
+
 def test_glare_resolves_to_one_session():
     clock = iter(range(1, 10**6))
     alice, bob = sessions(lambda: next(clock) * 10**9)
@@ -369,11 +419,74 @@ def test_control_messages():
 # MARK: §11 security code
 
 
-@pytest.mark.parametrize("vector", load("protocol-v1-security-code.json")["codes"], ids=lambda v: v["digits"])
-def test_security_codes(vector):
-    room_id = h(load("protocol-v1-security-code.json")["room_id"])
-    code = security_code(room_id, [h(m) for m in vector["members"]])
-    assert code == vector["digits"] and display(code) == vector["display"]
+CODE = load("protocol-v1-security-code.json")
+
+
+def test_security_code_view_commitment_and_code():
+    room_id = h(CODE["room_id"])
+    members = [(h(m["identity_key"]), m["name"]) for m in CODE["view"]["members"]]
+    view = security_code.view_hash(room_id, list(reversed(members)))  # any order
+    assert view.hex() == CODE["view"]["view_hash"]
+    c = CODE["commitment"]
+    assert security_code.commitment(h(c["sender"]), view, c["round"], h(c["nonce"])).hex() == c["commitment"]
+    assert security_code.code(view, [h(n) for n in CODE["code"]["nonces"]]) == CODE["code"]["digits"]
+
+
+def vector_nonces(node: int):
+    """The vectors' nonces: node index, 23 zero bytes, draw number (u64)."""
+    draws = iter(range(1, 10**6))
+    return lambda: bytes([node]) + bytes(23) + next(draws).to_bytes(8, "big")
+
+
+def test_security_code_agreement_run():
+    """The whole run of the vector, with this implementation's state machine: the same messages, in the
+    same order, and the same codes. Steps are view changes, and "deliver all": everything in flight is
+    delivered, first in first out, over sessions both sides hold (what it provokes too)."""
+    room_id = h(CODE["room_id"])
+    members = [(h(m["identity_key"]), m["name"]) for m in CODE["view"]["members"]]
+    # The vector's nodes are alice, bob, carol: identity-vector order, carol last.
+    order = [h(i["identity_key"]) for i in load("protocol-v1-identity.json")["identities"]]
+    names = dict(members)
+    keys = order + [key for key, _ in members if key not in order]
+    nodes = [security_code.SecurityCodeAgreement(room_id, key, names[key], vector_nonces(i))
+             for i, key in enumerate(keys)]
+    links = [set() for _ in keys]
+    queue, sent, expected = [], [], []
+
+    def send(node, outgoing):
+        for peer, message in outgoing:
+            queue.append((node, keys.index(peer), message))
+            sent.append({"from": node, "to": keys.index(peer), "message": message.encode().hex()})
+
+    codes_after_runs = []
+    for step in CODE["run"]["steps"]:
+        if "view" in step:
+            node = step["view"]
+            links[node] = set(step["peers"])
+            send(node, nodes[node].view_changed([(keys[p], names[keys[p]]) for p in step["peers"]]))
+        elif "deliver" in step:
+            while queue:
+                sender, receiver, message = queue.pop(0)
+                if receiver in links[sender] and sender in links[receiver]:
+                    parsed = security_code.Message.parse(message.encode())
+                    send(receiver, nodes[receiver].received(parsed, keys[sender]))
+            codes_after_runs.append([node.code for node in nodes])
+        else:
+            expected.append(step)
+    assert sent == expected
+    alice_and_bob = {security_code.display(code) for code in codes_after_runs[0][:2]}
+    assert alice_and_bob == {CODE["run"]["pair_code"]}
+    assert {security_code.display(code) for code in codes_after_runs[-1]} == {CODE["run"]["meeting_code"]}
+
+
+def test_security_code_messages_parse_strictly():
+    message = security_code.Message(security_code.REVEAL, bytes(range(32)), 9, bytes(32), True)
+    encoded = message.encode()
+    assert len(encoded) == 1 + 73 and security_code.Message.parse(encoded) == message
+    assert security_code.Message.parse(encoded + b"later") == message  # §10: longer is allowed
+    with pytest.raises(ValueError):
+        security_code.Message.parse(encoded[:-1])
+    assert control.parse(encoded[:-1]) is None and control.parse(encoded) == message
 
 
 # MARK: Noise (cacophony)

@@ -19,40 +19,62 @@ public enum Base32 {
 
     /// `bytes` in lowercase base32 without padding. Unused low bits of the last character are 0.
     public static func encode(_ bytes: some Collection<UInt8>) -> String {
-        var output: [UInt8] = []
-        output.reserveCapacity(encodedLength(byteCount: bytes.count))
+        let input = Array(bytes)
+        var output = [UInt8](repeating: 0, count: encodedLength(byteCount: input.count))
+        input.withUnsafeBytes { input in output.withUnsafeMutableBytes { encode(input, into: $0) } }
+        return String(decoding: output, as: UTF8.self)
+    }
+
+    /// Writes the characters of `bytes` into `output`, which holds exactly
+    /// `encodedLength(byteCount: bytes.count)` bytes: for callers that keep secrets out of
+    /// memory they cannot zero (the invite).
+    public static func encode(_ bytes: UnsafeRawBufferPointer, into output: UnsafeMutableRawBufferPointer) {
+        precondition(output.count == encodedLength(byteCount: bytes.count))
         var buffer: UInt32 = 0
         var bits = 0
+        var written = 0
         for byte in bytes {
             buffer = buffer << 8 | UInt32(byte)
             bits += 8
             while bits >= 5 {
                 bits -= 5
-                output.append(alphabet[Int(buffer >> UInt32(bits) & 31)])
+                output[written] = alphabet[Int(buffer >> UInt32(bits) & 31)]
+                written += 1
             }
         }
-        if bits > 0 { output.append(alphabet[Int(buffer << UInt32(5 - bits) & 31)]) }
-        return String(decoding: output, as: UTF8.self)
+        if bits > 0 { output[written] = alphabet[Int(buffer << UInt32(5 - bits) & 31)] }
     }
 
     /// The bytes of base32 `characters` (ASCII): ⌊5·n/8⌋ bytes; bits left over at the end (fewer
     /// than 8) are dropped, so a truncated string still decodes to its complete leading bytes.
     /// Returns the index of the first character outside the alphabet instead, if any.
     public static func decode(_ characters: some Collection<UInt8>) -> Result<[UInt8], InvalidCharacter> {
-        var output: [UInt8] = []
-        output.reserveCapacity(characters.count * 5 / 8)
+        let input = Array(characters)
+        var output = [UInt8](repeating: 0, count: input.count * 5 / 8)
+        let invalid = input.withUnsafeBytes { input in output.withUnsafeMutableBytes { decode(input, into: $0) } }
+        return invalid.map { .failure($0) } ?? .success(output)
+    }
+
+    /// Decodes `characters` into `output`, which holds exactly ⌊5·n/8⌋ bytes; returns the first
+    /// character outside the alphabet, if any (`output` is then partly written).
+    public static func decode(
+        _ characters: UnsafeRawBufferPointer, into output: UnsafeMutableRawBufferPointer
+    ) -> InvalidCharacter? {
+        precondition(output.count == characters.count * 5 / 8)
         var buffer: UInt32 = 0
         var bits = 0
+        var written = 0
         for (offset, character) in characters.enumerated() {
-            guard let value = value(of: character) else { return .failure(InvalidCharacter(offset: offset)) }
+            guard let value = value(of: character) else { return InvalidCharacter(offset: offset) }
             buffer = buffer << 5 | UInt32(value)
             bits += 5
             if bits >= 8 {
                 bits -= 8
-                output.append(UInt8(truncatingIfNeeded: buffer >> UInt32(bits)))
+                output[written] = UInt8(truncatingIfNeeded: buffer >> UInt32(bits))
+                written += 1
             }
         }
-        return .success(output)
+        return nil
     }
 
     /// A character outside the base32 alphabet, at `offset` (0-based) in the decoded text.

@@ -34,7 +34,10 @@ public enum ParleyProtocolFuzz {
                 turnHints: [try! TURNHint(uri: "turn:[2001:db8::1]:3478?transport=udp", username: "u", password: "p")]),
         ]
         return invites.flatMap { invite in
-            [Array(invite.string.utf8), Array("  \"\(invite.string.uppercased())\"\n".utf8), invite.encodedBytes()]
+            [
+                Array(invite.string.utf8), Array("  \"\(invite.string.uppercased())\"\n".utf8),
+                invite.encodedBytes().withUnsafeBytes { Array($0) },
+            ]
         }
     }
 
@@ -139,6 +142,59 @@ public enum ParleyProtocolFuzz {
     }
 }
 
+extension ParleyProtocolFuzz {
+    // MARK: Security code agreement messages (§10, §11.1)
+
+    /// `control_type || body` as COMMIT or REVEAL: a parsed message re-encodes to itself, and an
+    /// agreement fed with it (as is, and moved into its view and round, so the deep paths are
+    /// reached) never crashes and never shows a code for a view it does not hold.
+    public static func securityCode(_ data: [UInt8]) {
+        guard let type = data.first else { return }
+        var reader = ByteReader(Array(data.dropFirst()))
+        guard let message = try? SecurityCodeMessage(controlType: type, body: &reader) else { return }
+        var again = ByteReader(Array(message.encoded().dropFirst()))
+        precondition((try? SecurityCodeMessage(controlType: type, body: &again)) == message)
+        let world = FuzzWorld.shared
+        var agreement = world.codeAgreement
+        let view = agreement.view!
+        var variants = [message]
+        for round in [agreement.round, agreement.round + 1, agreement.round &- 1] {
+            switch message {
+            case .commit(var commit):
+                commit.viewHash = view.hash
+                commit.round = round
+                variants.append(.commit(commit))
+            case .reveal(var reveal):
+                reveal.viewHash = view.hash
+                reveal.round = round
+                variants.append(.reveal(reveal))
+            }
+        }
+        for variant in variants {
+            for outgoing in agreement.received(variant, from: world.alice.publicKey) {
+                precondition(outgoing.peer == world.alice.publicKey && outgoing.message.viewHash == view.hash)
+            }
+            _ = agreement.repeated(to: world.alice.publicKey)
+        }
+    }
+
+    public static func securityCodeSeeds() -> [[UInt8]] {
+        let world = FuzzWorld.shared
+        let view = world.codeAgreement.view!
+        let round = world.codeAgreement.round
+        let nonce = [UInt8](repeating: 0x5A, count: 32)
+        return [
+            SecurityCodeMessage.commit(
+                .init(
+                    viewHash: view.hash, round: round,
+                    commitment: view.commitment(of: nonce, by: world.alice.publicKey, round: round))
+            ).encoded(),
+            SecurityCodeMessage.reveal(.init(viewHash: view.hash, round: round, nonce: nonce, complete: true))
+                .encoded(),
+        ]
+    }
+}
+
 /// Fixed keys and sessions the fuzz targets share (created once; never mutated after).
 struct FuzzWorld: Sendable {
     static let shared = FuzzWorld()
@@ -154,6 +210,8 @@ struct FuzzWorld: Sendable {
     let initiatorKeypair: TransportKeypair
     let initiation: [UInt8]
     let responderMAC1Key: SecureBytes
+    /// Bob's security code agreement with Alice in its view (round 1, its COMMIT sent).
+    let codeAgreement: SecurityCodeAgreement
 
     init() {
         keys = try! RoomKeys(roomSecret: roomSecret)
@@ -180,5 +238,10 @@ struct FuzzWorld: Sendable {
         session.current = TransportKeypair(
             localIndex: 2, remoteIndex: 1, keys: response.keys, isInitiator: false, createdAt: now)
         responderSession = session
+        var agreement = SecurityCodeAgreement(
+            roomID: keys.roomID, me: CodeMember(identityKey: bob.publicKey, name: "bob"),
+            nonces: { [UInt8](repeating: 0x42, count: 32) })
+        _ = agreement.viewChanged(peers: [CodeMember(identityKey: alice.publicKey, name: "alice")])
+        codeAgreement = agreement
     }
 }

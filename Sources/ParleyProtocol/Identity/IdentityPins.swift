@@ -3,11 +3,9 @@ import ParleyCore
 /// The identity keys this node has met in one room, by display name (docs/PROTOCOL.md §11.2):
 /// trust on first use, as ssh's known_hosts. When a member shows up under a known name with a
 /// different key, `check` throws, and the node should warn loudly and ask the user to compare the
-/// security code before trusting that member.
-///
-/// Stored in `<state>/pins/<room id in hex>`, mode 0600, one line per member:
+/// security code before trusting that member. A pure value: `File` loads and saves it, stored in `<state>/pins/<room id in hex>`, mode 0600, one line per member:
 /// `<identity key, 64 hex digits> <display name>`.
-public struct IdentityPins: Sendable {
+public struct IdentityPins: Sendable, Hashable {
     /// The display name and identity key of a pinned member.
     public struct Pin: Sendable, Hashable {
         public let displayName: String
@@ -24,21 +22,25 @@ public struct IdentityPins: Sendable {
         case renamed(from: String)
     }
 
-    public let path: String
     public private(set) var pins: [Pin] = []
 
-    /// Loads the pins of the room `roomID` from `stateDirectory` (none if the file does not exist).
-    public init(stateDirectory: String, roomID: [UInt8]) throws(StateFileError) {
-        path = stateDirectory + "/pins/" + hexString(roomID)
-        guard let contents = try PrivateFile.read(path) else { return }
-        let text = contents.withUnsafeBytes { String(decoding: $0, as: UTF8.self) }
+    /// No pins (a room never met before).
+    public init() {}
+
+    /// Parses the file format; `source` names the file in errors.
+    public init(parsing text: String, source: String) throws(StateFileError) {
         for (number, line) in text.split(separator: "\n", omittingEmptySubsequences: true).enumerated() {
             let parts = line.split(separator: " ", maxSplits: 1)
             guard parts.count == 2, let key = Self.bytes(ofHex: parts[0]), key.count == 32 else {
-                throw StateFileError("\(path) line \(number + 1) is not \"<64 hex digits> <name>\"")
+                throw StateFileError("\(source) line \(number + 1) is not \"<64 hex digits> <name>\"")
             }
             pins.append(Pin(displayName: String(parts[1]), identityKey: key))
         }
+    }
+
+    /// The file format: one `<identity key, 64 hex digits> <display name>` line per pin.
+    public var serialized: String {
+        pins.map { "\(hexString($0.identityKey)) \($0.displayName)\n" }.joined()
     }
 
     /// Compares a member who authenticated as `identityKey` and calls themselves `displayName`
@@ -55,22 +57,37 @@ public struct IdentityPins: Sendable {
         return .new
     }
 
-    /// Pins `displayName` to `identityKey` (replacing what either was pinned to) and saves.
-    /// Call it for new members, renames, and when the user accepted a changed key.
+    /// Pins `displayName` to `identityKey`, replacing what either was pinned to. Call it for new
+    /// members, renames, and when the user accepted a changed key; then save the pins.
     public mutating func pin(displayName: String, identityKey: [UInt8]) throws(StateFileError) {
         guard (try? Hello.validateDisplayName(displayName)) != nil, identityKey.count == 32 else {
             throw StateFileError("cannot pin \"\(displayName)\": not a valid display name and identity key")
         }
         pins.removeAll { $0.displayName == displayName || $0.identityKey == identityKey }
         pins.append(Pin(displayName: displayName, identityKey: identityKey))
-        try save()
     }
 
-    private func save() throws(StateFileError) {
-        let directory = String(path[..<path.lastIndex(of: "/")!])
-        try PrivateFile.ensureDirectory(directory)
-        let text = pins.map { "\(hexString($0.identityKey)) \($0.displayName)\n" }.joined()
-        try PrivateFile.write(Array(text.utf8), to: path)
+    /// Where a room's pins are kept: `<state>/pins/<room id in hex>`, mode 0600.
+    public struct File: Sendable, Hashable {
+        public let path: String
+
+        public init(stateDirectory: String, roomID: [UInt8]) {
+            path = stateDirectory + "/pins/" + hexString(roomID)
+        }
+
+        /// The pins saved for the room (none if the file does not exist).
+        public func load() throws(StateFileError) -> IdentityPins {
+            guard let contents = try PrivateFile.read(path) else { return IdentityPins() }
+            let text = contents.withUnsafeBytes { String(decoding: $0, as: UTF8.self) }
+            return try IdentityPins(parsing: text, source: path)
+        }
+
+        /// Replaces the file with `pins` (written aside and renamed: never half a file).
+        public func save(_ pins: IdentityPins) throws(StateFileError) {
+            let directory = String(path[..<path.lastIndex(of: "/")!])
+            try PrivateFile.ensureDirectory(directory)
+            try PrivateFile.write(Array(pins.serialized.utf8), to: path)
+        }
     }
 
     private static func bytes(ofHex text: Substring) -> [UInt8]? {

@@ -1,4 +1,5 @@
-import Sodium
+import ParleyCore
+public import Sodium
 
 #if canImport(Glibc)
 import Glibc
@@ -16,27 +17,25 @@ public struct StateFileError: Error, Hashable, Sendable, CustomStringConvertible
 
 /// Reading and writing the small secret files of the state directory (docs/PROTOCOL.md §5.2):
 /// created 0600 inside a 0700 directory, replaced atomically, and refused when anyone but the
-/// owner could read or write them (as ssh refuses a world-readable private key).
-enum PrivateFile {
+/// owner could read or write them (as ssh refuses a world-readable private key). Also used for the
+/// key of `parleyd --host`'s TLS certificate.
+public enum PrivateFile {
     static let maximumSize = 1 << 20
 
-    /// Creates `path` and missing parents with mode 0700.
-    static func ensureDirectory(_ path: String) throws(StateFileError) {
-        var stats = stat()
-        if stat(path, &stats) == 0 {
-            guard stats.st_mode & S_IFMT == S_IFDIR else {
-                throw StateFileError("\(path) exists and is not a directory")
-            }
-            return
+    /// Creates `path` and missing parents with mode 0700, and refuses a directory that is not
+    /// private to this user (another user who can write there could delete or replace the identity
+    /// and pins: `PrivateDirectory.check`).
+    public static func ensureDirectory(_ path: String) throws(StateFileError) {
+        do {
+            try PrivateDirectory.prepare(path, parents: true)
+        } catch {
+            throw StateFileError("state directory: \(error)")
         }
-        let parent = String(path.reversed().drop(while: { $0 == "/" }).drop(while: { $0 != "/" }).reversed())
-        if !parent.isEmpty, parent != "/" { try ensureDirectory(parent) }
-        guard mkdir(path, 0o700) == 0 || errno == EEXIST else { throw .system("create directory", path) }
     }
 
     /// The contents of `path`, or nil if it does not exist. Throws if it is not a regular file of
     /// ours with no group or other permissions.
-    static func read(_ path: String) throws(StateFileError) -> SecureBytes? {
+    public static func read(_ path: String) throws(StateFileError) -> SecureBytes? {
         let descriptor = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
         guard descriptor >= 0 else {
             if errno == ENOENT { return nil }
@@ -68,7 +67,7 @@ enum PrivateFile {
     /// existing file and returns false instead (two daemons creating an identity at once: the
     /// first one wins and the second loads it).
     @discardableResult
-    static func write(
+    public static func write(
         _ contents: some ReadableBytes, to path: String, onlyIfAbsent: Bool = false
     ) throws(StateFileError)
         -> Bool

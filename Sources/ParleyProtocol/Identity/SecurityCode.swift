@@ -1,37 +1,34 @@
+import ParleyCore
 import Sodium
 
-/// The meeting security code (docs/PROTOCOL.md §11): twelve digits every member computes from the
-/// room id and the identity keys of everyone in the meeting, read aloud to check that nobody sits
-/// in the middle. It changes whenever someone joins or leaves.
+/// The meeting security code (docs/PROTOCOL.md §11.1): twelve digits every member shows for the
+/// same meeting, read aloud to check that nobody sits in the middle. `SecurityCodeAgreement`
+/// arrives at it; this is the value and how it is shown.
 ///
 /// ```
-/// input = "parley/v1/security-code\0" || room_id[32] || n: u8 || identity_1 || ... || identity_n
-///         (identities sorted ascending as bytes, without duplicates, the reader's own included)
-/// h     = BLAKE2b-512(input); then 16383 times h = BLAKE2b-512(h || input)
-/// code  = (first 8 bytes of h as a big-endian u64) mod 10^12, 12 digits with leading zeros
+/// code = (first 8 bytes of BLAKE2b-512("parley/v1/code\0" || view_hash[32] || nonce_1 || … || nonce_n)
+///         as a big-endian u64) mod 10^12, 12 digits with leading zeros
 /// ```
-/// The iterations make each guess of an attacker who grinds identity keys for a matching code
-/// cost 2^14 hashes, about 2^54 work for an even chance at 40 bits.
+/// (the nonces in the order of the view's members).
 public struct SecurityCode: Sendable, Hashable, CustomStringConvertible {
     public static let digitCount = 12
-    public static let iterations = 16384
-    static let context: [UInt8] = Array("parley/v1/security-code\0".utf8)
+    static let context: [UInt8] = Array("parley/v1/code\0".utf8)
 
     /// The twelve digits without spaces.
     public let digits: String
 
-    public init(roomID: [UInt8], memberIdentities: [[UInt8]]) {
-        let members = Array(Set(memberIdentities)).sorted { $0.lexicographicallyPrecedes($1) }
-        precondition(members.count <= 255, "a meeting has at most 255 members")
-        let input = Self.context + roomID + [UInt8(members.count)] + members.flatMap { $0 }
-        // 64 is a valid BLAKE2b output length, so these cannot throw.
-        var h = try! BLAKE2b.hash(input, outputLength: 64)
-        for _ in 1..<Self.iterations {
-            let hasher = try! BLAKE2b.hasher(outputLength: 64)
-            hasher.update(h)
-            hasher.update(input)
-            h = hasher.finalize()
-        }
+    /// The code of a view whose members revealed `nonces` (in the view's member order).
+    init(viewHash: [UInt8], nonces: [[UInt8]]) {
+        var writer = ByteWriter()
+        writer.writeBytes(Self.context)
+        writer.writeBytes(viewHash)
+        for nonce in nonces { writer.writeBytes(nonce) }
+        // 64 is a valid BLAKE2b output length: this cannot throw.
+        let h = try! BLAKE2b.hash(writer.bytes, outputLength: 64)
+        self.init(digitsOf: h)
+    }
+
+    private init(digitsOf h: [UInt8]) {
         let value = h.prefix(8).reduce(UInt64(0)) { $0 << 8 | UInt64($1) } % 1_000_000_000_000
         let text = String(value)
         digits = String(repeating: "0", count: Self.digitCount - text.count) + text

@@ -5,7 +5,7 @@ public import Sodium
 /// optional TLS pin) and optional TURN hints, as one copy-paste-safe string
 /// `parley1:<base32 of the binary invite>`. Whoever holds the string can join the meeting, so it
 /// is never logged: `description` shows everything but the secret.
-public struct Invite: Sendable, Equatable, CustomStringConvertible {
+public struct Invite: Sendable, Equatable, CustomStringConvertible, CustomDebugStringConvertible {
     public static let prefix = "parley1:"
     public static let roomSecretLength = 32
     public static let tlsPinLength = 32
@@ -45,7 +45,7 @@ public struct Invite: Sendable, Equatable, CustomStringConvertible {
         self.rendezvous = rendezvous
         self.tlsPin = tlsPin
         self.turnHints = turnHints
-        let length = encodedBytes().count
+        let length = Self.binaryLength(fields: encodedFields())
         guard length <= Self.maximumByteCount else { throw .tooLong(bytes: length) }
     }
 
@@ -58,9 +58,26 @@ public struct Invite: Sendable, Equatable, CustomStringConvertible {
     }
 
     /// The invite string, `parley1:` and lowercase base32. Secret: show it only to the user.
-    public var string: String { Self.prefix + Base32.encode(encodedBytes()) }
+    /// Every step before it runs in memory that is zeroed when freed; the String itself cannot be
+    /// (Swift gives no way to wipe one), so ask for it only to show or pass it on.
+    public var string: String {
+        let binary = encodedBytes()
+        var characters = SecureBytes(zeroedCount: Base32.encodedLength(byteCount: binary.count))
+        characters.withUnsafeMutableBytes { output in binary.withUnsafeBytes { Base32.encode($0, into: output) } }
+        let prefix = Array(Self.prefix.utf8)
+        return characters.withUnsafeBytes { characters in
+            String(unsafeUninitializedCapacity: prefix.count + characters.count) { text in
+                _ = text.initialize(fromContentsOf: prefix)
+                UnsafeMutableRawBufferPointer(UnsafeMutableBufferPointer(rebasing: text[prefix.count...])).copyMemory(
+                    from: characters)
+                return prefix.count + characters.count
+            }
+        }
+    }
 
     /// Everything but the secret.
+    public var debugDescription: String { description }
+
     public var description: String {
         var parts = ["rendezvous \(rendezvous)"]
         if tlsPin != nil { parts.append("TLS pin") }
@@ -75,8 +92,29 @@ public struct Invite: Sendable, Equatable, CustomStringConvertible {
 
     // MARK: Binary form (§2.2)
 
-    /// `length: u16 || room_secret[32] || fields || checksum[4]`.
-    func encodedBytes() -> [UInt8] {
+    /// `length: u16 || room_secret[32] || fields || checksum[4]`, in memory that is zeroed when
+    /// freed (it holds the room secret).
+    func encodedBytes() -> SecureBytes {
+        let fields = encodedFields()
+        let length = Self.binaryLength(fields: fields)
+        var binary = SecureBytes(zeroedCount: length)
+        binary.withUnsafeMutableBytes { output in
+            output[0] = UInt8(truncatingIfNeeded: length >> 8)
+            output[1] = UInt8(truncatingIfNeeded: length)
+            roomSecret.withUnsafeBytes { UnsafeMutableRawBufferPointer(rebasing: output[2..<34]).copyMemory(from: $0) }
+            fields.withUnsafeBytes {
+                UnsafeMutableRawBufferPointer(rebasing: output[34..<(34 + fields.count)]).copyMemory(from: $0)
+            }
+            let checksum = Self.checksum(UnsafeRawBufferPointer(rebasing: output[0..<(length - Self.checksumLength)]))
+            checksum.withUnsafeBytes {
+                UnsafeMutableRawBufferPointer(rebasing: output[(length - Self.checksumLength)...]).copyMemory(from: $0)
+            }
+        }
+        return binary
+    }
+
+    /// The fields after the room secret (none of them secret).
+    private func encodedFields() -> [UInt8] {
         var fields = ByteWriter()
         func field(_ tag: Tag, _ value: [UInt8]) {
             fields.writeU8(tag.rawValue)
@@ -93,17 +131,13 @@ public struct Invite: Sendable, Equatable, CustomStringConvertible {
             }
             field(.turnHint, value.bytes)
         }
-        let length = 2 + Self.roomSecretLength + fields.bytes.count + Self.checksumLength
-        var writer = ByteWriter(capacity: length)
-        writer.writeU16(UInt16(truncatingIfNeeded: length))
-        roomSecret.withUnsafeBytes { writer.writeBytes($0) }
-        writer.writeBytes(fields.bytes)
-        writer.writeBytes(Self.checksum(writer.bytes))
-        return writer.bytes
+        return fields.bytes
     }
 
+    private static func binaryLength(fields: [UInt8]) -> Int { 2 + roomSecretLength + fields.count + checksumLength }
+
     /// The first 4 bytes of BLAKE2b-256 (unkeyed) of everything before the checksum.
-    static func checksum(_ bytes: [UInt8]) -> [UInt8] {
+    static func checksum(_ bytes: some ReadableBytes) -> [UInt8] {
         // 32 is a valid BLAKE2b output length and no key is given, so this cannot throw.
         Array(try! BLAKE2b.hash(bytes, outputLength: 32).prefix(checksumLength))
     }
@@ -145,41 +179,57 @@ public struct Invite: Sendable, Equatable, CustomStringConvertible {
     }
 
     /// Base32 body → binary invite, telling a cut-off invite, a pasted-on tail and a typo apart
-    /// by the length the invite declares in its first two bytes.
-    private static func decodeBody(_ body: Substring) throws(InviteError) -> [UInt8] {
-        var characters: [UInt8] = []
+    /// by the length the invite declares in its first two bytes. The characters and bytes are
+    /// kept in memory that is zeroed when freed.
+    private static func decodeBody(_ body: Substring) throws(InviteError) -> SecureBytes {
         for (offset, character) in body.enumerated() {
             guard let ascii = character.asciiValue, Base32.value(of: ascii) != nil else {
                 throw .invalidCharacter(character, position: offset + 1)
             }
-            characters.append(ascii)
         }
+        // Every character is one ASCII byte now.
+        var characters = SecureBytes(zeroedCount: body.utf8.count)
+        characters.withUnsafeMutableBytes { output in
+            for (index, byte) in body.utf8.enumerated() { output[index] = byte }
+        }
+        let count = characters.count
         // Four characters carry the 16-bit length (20 bits).
-        guard characters.count >= 4, case .success(let head) = Base32.decode(characters.prefix(4)) else {
-            throw .truncated(characters: characters.count, expected: Base32.encodedLength(byteCount: 40))
+        guard count >= 4 else { throw .truncated(characters: count, expected: Base32.encodedLength(byteCount: 40)) }
+        var head: [UInt8] = [0, 0]
+        _ = characters.withUnsafeBytes { input in
+            head.withUnsafeMutableBytes { Base32.decode(UnsafeRawBufferPointer(rebasing: input[0..<4]), into: $0) }
         }
         let declared = Int(head[0]) << 8 | Int(head[1])
         let minimum = 2 + roomSecretLength + checksumLength
         guard declared >= minimum, declared <= maximumByteCount else { throw .checksumMismatch }
         let expected = Base32.encodedLength(byteCount: declared)
-        guard characters.count >= expected else { throw .truncated(characters: characters.count, expected: expected) }
-        guard characters.count == expected else {
-            throw .extraCharacters(count: characters.count - expected, expected: expected)
+        guard count >= expected else { throw .truncated(characters: count, expected: expected) }
+        guard count == expected else { throw .extraCharacters(count: count - expected, expected: expected) }
+        var bytes = SecureBytes(zeroedCount: count * 5 / 8)
+        _ = bytes.withUnsafeMutableBytes { output in characters.withUnsafeBytes { Base32.decode($0, into: output) } }
+        guard bytes.count == declared else { throw .checksumMismatch }
+        let matches = bytes.withUnsafeBytes { all in
+            Sodium.constantTimeEqual(
+                checksum(UnsafeRawBufferPointer(rebasing: all[..<(declared - checksumLength)])),
+                Array(all[(declared - checksumLength)...]))
         }
-        guard case .success(let bytes) = Base32.decode(characters), bytes.count == declared else {
-            throw .checksumMismatch
-        }
-        guard Sodium.constantTimeEqual(checksum(Array(bytes.dropLast(checksumLength))), bytes.suffix(checksumLength))
-        else { throw .checksumMismatch }
+        guard matches else { throw .checksumMismatch }
         return bytes
     }
 
-    /// Parses the fields of a binary invite whose length and checksum were already verified.
-    init(binary bytes: [UInt8]) throws(InviteError) {
-        var reader = ByteReader(bytes.dropLast(Self.checksumLength))
+    /// Parses the fields of a binary invite whose length and checksum were already verified. The
+    /// room secret goes straight into `SecureBytes`; only the fields after it are copied.
+    init(binary: some ReadableBytes) throws(InviteError) {
+        let count = binary.withUnsafeBytes { $0.count }
+        let secretEnd = 2 + Self.roomSecretLength
+        guard count >= secretEnd + Self.checksumLength else {
+            throw .malformed("message ends inside the room secret or checksum: \(count) bytes")
+        }
+        let secret = binary.withUnsafeBytes {
+            SecureBytes(copying: UnsafeRawBufferPointer(rebasing: $0[2..<secretEnd]))
+        }
+        var reader = ByteReader(binary.withUnsafeBytes { Array($0[secretEnd..<(count - Self.checksumLength)]) })
         do {
-            _ = try reader.readU16("length")
-            let secret = SecureBytes(copying: try reader.readSlice(Self.roomSecretLength, "room secret"))
             var url: RendezvousURL?
             var pin: [UInt8]?
             var hints: [TURNHint] = []

@@ -19,14 +19,21 @@ public struct InnerPacketType: RawRepresentable, Sendable, Hashable, CustomStrin
     public static let media = InnerPacketType(rawValue: 0x01)
     /// A session control message (§10, node).
     public static let sessionControl = InnerPacketType(rawValue: 0x02)
+    /// A packet relayed through this member for another pair, or to it from another member
+    /// (§13, version 2 links only).
+    public static let relay = InnerPacketType(rawValue: 0x03)
 
-    static let known: Set<UInt8> = [0x00, 0x01, 0x02]
+    /// The inner types a link of protocol `version` carries.
+    static func known(in version: UInt8) -> Set<UInt8> {
+        version >= 2 ? [0x00, 0x01, 0x02, 0x03] : [0x00, 0x01, 0x02]
+    }
 
     public var description: String {
         switch self {
         case .keepalive: "keepalive"
         case .media: "media"
         case .sessionControl: "session-control"
+        case .relay: "relay"
         default: "inner-type-0x\(String(rawValue, radix: 16))"
         }
     }

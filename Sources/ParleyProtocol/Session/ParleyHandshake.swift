@@ -81,16 +81,29 @@ enum ParleyHandshake {
         let timestamp: TAI64N
     }
 
-    /// Checks and reads message 1 from `peer`: layout, mac1 (before any DH), Noise, the initiator's
-    /// static key, and the timestamp's syntax. Freshness of the timestamp is the caller's check.
+    /// Checks and reads message 1 from `peer`: `checkInitiation`, then `readInitiation`.
     static func acceptInitiation(
         _ packet: [UInt8], local: NodeIdentity, peer: PeerIdentity, keys: RoomKeys, version: UInt8,
         mac1Key: SecureBytes
     ) throws(HandshakeRejection) -> AcceptedInitiation {
+        try checkInitiation(packet, mac1Key: mac1Key)
+        return try readInitiation(packet, local: local, peer: peer, keys: keys, version: version)
+    }
+
+    /// What a responder checks before any Diffie-Hellman (§7.3 steps 1–2): the layout and mac1.
+    static func checkInitiation(_ packet: [UInt8], mac1Key: SecureBytes) throws(HandshakeRejection) {
         guard packet.count == HandshakePacket.initiationLength,
             HandshakePacket.hasValidHeader(packet, .handshakeInitiation)
         else { throw .malformed }
         guard HandshakePacket.hasValidMAC1(packet, key: mac1Key) else { throw .badMAC }
+    }
+
+    /// Reads a message 1 that passed `checkInitiation` (two Diffie-Hellman operations, §7.3
+    /// step 5): Noise, the initiator's static key, and the timestamp's syntax. Freshness of the
+    /// timestamp is the caller's check.
+    static func readInitiation(
+        _ packet: [UInt8], local: NodeIdentity, peer: PeerIdentity, keys: RoomKeys, version: UInt8
+    ) throws(HandshakeRejection) -> AcceptedInitiation {
         var noise = try! NoiseHandshakeState(
             protocolName: protocolName, isInitiator: false,
             prologue: prologue(

@@ -11,8 +11,6 @@ public enum PeerSessionEvent: Sendable, Hashable {
     case handshakeTimedOut
     /// The keys expired with no replacement: no traffic until a new handshake completes.
     case expired
-    /// Too many packets failed authentication in a row: every key was dropped.
-    case tornDown
 }
 
 /// Why a received datagram was dropped (for counters and debugging; never sent anywhere).
@@ -20,8 +18,12 @@ public enum PeerSessionDrop: Sendable, Hashable {
     case malformed
     case unknownPacketType
     case handshake(HandshakeRejection)
-    /// An initiation arriving within `minimumInitiationInterval` of the last accepted one.
+    /// An initiation arriving within `minimumInitiationInterval` of the last accepted one, or
+    /// beyond the budget of initiations that may cost Diffie-Hellman (§7.3).
     case initiationFlood
+    /// A byte-for-byte copy of an initiation already processed: a replay, dropped before any
+    /// Diffie-Hellman.
+    case repeatedInitiation
     /// The peer's initiation crossed ours and we are the pair's preferred initiator (§7.5).
     case glareLostByPeer
     case unknownIndex
@@ -96,7 +98,11 @@ public struct PeerSession: Sendable {
     private var lastInitiationAcceptedAt: ContinuousClock.Instant?
     private var lastDataReceivedAt: ContinuousClock.Instant?
     private var lastSentAt: ContinuousClock.Instant?
-    private var consecutiveAuthenticationFailures = 0
+    /// Initiations that may still cost Diffie-Hellman (§7.3), timed from `budgetOrigin`.
+    private var initiationBudget: TokenBucket?
+    private var budgetOrigin: ContinuousClock.Instant?
+    /// mac1 of the initiations we did Diffie-Hellman for: a copy of one is a replay.
+    private var processedInitiations = RecentValues(capacity: SessionTimers.rememberedInitiations)
 
     /// A session with `peer`, whose identity came from a verified HELLO. `protocolVersion` is the
     /// version both HELLOs share (§12).
@@ -200,23 +206,37 @@ public struct PeerSession: Sendable {
 
     /// The latest time by which `tick` should run next, or nil if no timer is pending.
     public var nextDeadline: ContinuousClock.Instant? {
-        var deadlines: [ContinuousClock.Instant] = []
-        for keypair in [previous, current, next].compactMap({ $0 }) {
-            deadlines.append(keypair.createdAt + SessionTimers.rejectAfterTime)
+        // Called after every input the meeting handles, for every link: no allocation. Each
+        // deadline is exactly when `tick` would act, so a tick at it always moves it on (a
+        // deadline that stays put would wake the node over and over).
+        var earliest: ContinuousClock.Instant?
+        func consider(_ deadline: ContinuousClock.Instant?) {
+            guard let deadline else { return }
+            if earliest.map({ deadline < $0 }) ?? true { earliest = deadline }
         }
+        if let previous { consider(previous.createdAt + SessionTimers.rejectAfterTime) }
+        if let current { consider(current.createdAt + SessionTimers.rejectAfterTime) }
+        if let next { consider(next.createdAt + SessionTimers.rejectAfterTime) }
+        if let pending { consider(pending.sentAt + SessionTimers.rekeyTimeout) }
+        consider(handshakeDeadline)
+        if let received = lastDataReceivedAt, current != nil, lastSentAt.map({ $0 < received }) ?? true {
+            consider(received + SessionTimers.keepaliveTimeout)
+        }
+        return earliest
+    }
+
+    /// When `wantsHandshake` turns true without any other input, if it will.
+    private var handshakeDeadline: ContinuousClock.Instant? {
+        guard pending == nil, !gaveUp, let startedAt else { return nil }
         if let current {
-            deadlines.append(
-                current.createdAt
-                    + (current.isInitiator ? SessionTimers.rekeyAfterTime : SessionTimers.responderRekeyAfterTime))
+            if current.sendCounter >= SessionTimers.rekeyAfterMessages { return current.createdAt }
+            let rekeyAge = current.isInitiator ? SessionTimers.rekeyAfterTime : SessionTimers.responderRekeyAfterTime
+            let due = current.createdAt + rekeyAge
+            return next.map { max(due, $0.createdAt + SessionTimers.rekeyTimeout) } ?? due
         }
-        if let pending { deadlines.append(pending.sentAt + SessionTimers.rekeyTimeout) }
-        if current == nil, next == nil, pending == nil, !gaveUp, let startedAt {
-            deadlines.append(startedAt + SessionTimers.rekeyTimeout)
-        }
-        if let received = lastDataReceivedAt, current != nil {
-            deadlines.append(received + SessionTimers.keepaliveTimeout)
-        }
-        return deadlines.min()
+        if next != nil { return nil }
+        if isPreferredInitiator { return startedAt }
+        return max(startedAt, lastInitiationAcceptedAt ?? startedAt) + SessionTimers.rekeyTimeout
     }
 
     // MARK: Handshake
@@ -254,8 +274,21 @@ public struct PeerSession: Sendable {
     ) {
         let accepted: ParleyHandshake.AcceptedInitiation
         do throws(HandshakeRejection) {
-            accepted = try ParleyHandshake.acceptInitiation(
-                datagram, local: local, peer: peer, keys: keys, version: version, mac1Key: ourMAC1Key)
+            try ParleyHandshake.checkInitiation(datagram, mac1Key: ourMAC1Key)
+            // Before any Diffie-Hellman (§7.3 steps 3–4): a captured initiation keeps a valid
+            // mac1, so copies of it, and a flood of others, must cost no more than a hash.
+            let fingerprint = Array(datagram.suffix(HandshakePacket.mac1Length))
+            guard !processedInitiations.contains(fingerprint) else {
+                output.dropped = .repeatedInitiation
+                return
+            }
+            guard takeInitiationToken(now: now) else {
+                output.dropped = .initiationFlood
+                return
+            }
+            processedInitiations.insert(fingerprint)
+            accepted = try ParleyHandshake.readInitiation(
+                datagram, local: local, peer: peer, keys: keys, version: version)
             guard lastPeerTimestamp.map({ accepted.timestamp > $0 }) ?? true else {
                 throw HandshakeRejection.replayedTimestamp
             }
@@ -328,7 +361,6 @@ public struct PeerSession: Sendable {
         output.events.append(current == nil ? .established : .rekeyed)
         previous = current
         current = keypair
-        consecutiveAuthenticationFailures = 0
         statistics.handshakesCompleted += 1
     }
 
@@ -354,25 +386,18 @@ public struct PeerSession: Sendable {
             _ = keypair.acceptCounter(header.counter)
             return nil
         }
+        // A packet that fails to authenticate is only counted: anyone who learns the index (it is
+        // in clear) and can spoof the peer's address could send it, so it must not change any
+        // authenticated state (§8.7, as WireGuard).
         switch drop {
-        case .replayed?:
-            statistics.replaysRejected += 1
-        case .authenticationFailed?:
-            statistics.authenticationFailures += 1
-            consecutiveAuthenticationFailures += 1
-            if consecutiveAuthenticationFailures >= SessionTimers.authenticationFailureLimit {
-                close()
-                startedAt = now
-                output.events.append(.tornDown)
-            }
-        default:
-            break
+        case .replayed?: statistics.replaysRejected += 1
+        case .authenticationFailed?: statistics.authenticationFailures += 1
+        default: break
         }
         if let drop {
             output.dropped = drop
             return
         }
-        consecutiveAuthenticationFailures = 0
         statistics.packetsReceived += 1
         gaveUp = false
         if slot == .next, let confirmed = next {
@@ -385,7 +410,7 @@ public struct PeerSession: Sendable {
         switch type {
         case .keepalive:
             if !body.isEmpty { output.dropped = .malformed }
-        case _ where InnerPacketType.known.contains(type.rawValue):
+        case _ where InnerPacketType.known(in: version).contains(type.rawValue):
             lastDataReceivedAt = now
             output.payload = InnerPayload(type: type, body: body)
         default:
@@ -421,6 +446,21 @@ public struct PeerSession: Sendable {
         }
     }
 
+    /// Takes one of the initiations that may cost Diffie-Hellman now (§7.3), if any is left.
+    private mutating func takeInitiationToken(now: ContinuousClock.Instant) -> Bool {
+        let origin = budgetOrigin ?? now
+        budgetOrigin = origin
+        let elapsed = (now - origin).components
+        let nanoseconds =
+            UInt64(max(0, elapsed.seconds)) * 1_000_000_000 + UInt64(max(0, elapsed.attoseconds) / 1_000_000_000)
+        var budget =
+            initiationBudget
+            ?? TokenBucket(
+                rate: SessionTimers.initiationsPerSecond, capacity: SessionTimers.initiationBurst, now: nanoseconds)
+        defer { initiationBudget = budget }
+        return budget.take(now: nanoseconds)
+    }
+
     /// A random non-zero index different from every index this session uses.
     private func freshIndex() -> UInt32 {
         let used = Set(
@@ -430,6 +470,29 @@ public struct PeerSession: Sendable {
         while true {
             let candidate = UInt32(RandomBytes.uniform(UInt32.max)) + 1
             if !used.contains(candidate) { return candidate }
+        }
+    }
+}
+
+/// The last `capacity` distinct values inserted, oldest forgotten first.
+struct RecentValues: Sendable {
+    let capacity: Int
+    private var members: Set<[UInt8]> = []
+    private var order: [[UInt8]] = []
+    private var next = 0
+
+    init(capacity: Int) { self.capacity = capacity }
+
+    func contains(_ value: [UInt8]) -> Bool { members.contains(value) }
+
+    mutating func insert(_ value: [UInt8]) {
+        guard members.insert(value).inserted else { return }
+        if order.count < capacity {
+            order.append(value)
+        } else {
+            members.remove(order[next])
+            order[next] = value
+            next = (next + 1) % capacity
         }
     }
 }

@@ -91,10 +91,16 @@ public enum SessionTimers {
     public static let keepaliveTimeout: Duration = .seconds(10)
     /// Initiations from the peer arriving closer together than this are dropped (flood guard).
     public static let minimumInitiationInterval: Duration = .milliseconds(20)
+    /// Initiations that may reach the Diffie-Hellman step (§7.3): a burst of this many, then
+    /// `initiationsPerSecond`. A peer sends one every REKEY_TIMEOUT at most while retrying, so
+    /// this only ever holds back a flood (replayed or forged by a member, who knows the MAC key).
+    public static let initiationBurst = 5.0
+    public static let initiationsPerSecond = 1.0
+    /// How many processed initiations a responder remembers, to drop an identical copy (a replay)
+    /// before any Diffie-Hellman.
+    public static let rememberedInitiations = 256
     /// The initiator rekeys after sending this many packets with one key.
     public static let rekeyAfterMessages: UInt64 = 1 << 60
     /// No key sends or accepts a counter at or above this.
     public static let rejectAfterMessages: UInt64 = UInt64.max - (1 << 13)
-    /// This many authentication failures in a row tear the session down.
-    public static let authenticationFailureLimit = 64
 }

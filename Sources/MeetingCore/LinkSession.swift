@@ -1,0 +1,174 @@
+public import ParleyProtocol
+
+/// One link's encrypted session as the meeting uses it: the `PeerSession` (docs/PROTOCOL.md
+/// §7–§8) plus what the meeting needs around it — REPORTs (§10.1) with their round-trip echo,
+/// the link's counters, and the translation of what arrives into `SessionFact`s. A plain value
+/// with no I/O and no clock: the daemon's `PeerTransport` holds one behind a lock and sends its
+/// datagrams over ICE; the meeting simulator runs the same code over simulated paths.
+public struct LinkSession: Sendable {
+    public private(set) var session: PeerSession
+    private var echo = ReportEcho()
+    /// Media payloads that authenticated (the session's replay window makes them distinct).
+    public private(set) var mediaReceived: UInt64 = 0
+    /// Media payloads sealed for this peer.
+    public private(set) var mediaSent: UInt64 = 0
+    /// The smoothed round-trip time from REPORT echoes.
+    public private(set) var rttMs: Double?
+    public private(set) var authenticationFailures = 0
+    /// Authenticated packets are reported at most this often (liveness is judged in seconds).
+    private let authenticatedFactInterval: Duration
+    private var authenticatedReportedAt: ContinuousClock.Instant?
+    private var authenticatedVia: [UInt8]?
+
+    public init(session: PeerSession, authenticatedFactInterval: Duration) {
+        self.session = session
+        self.authenticatedFactInterval = authenticatedFactInterval
+    }
+
+    /// What one step produced: datagrams for the peer, facts for the meeting, and a media
+    /// payload for the audio channel.
+    public struct Output: Sendable {
+        public var datagrams: [[UInt8]] = []
+        public var facts: [SessionFact] = []
+        /// The body of a media payload that arrived (§9), a slice of the received datagram.
+        public var media: ArraySlice<UInt8>?
+        /// Something the peer asked this node to relay, or relayed to it (§13.2): for the data
+        /// path's relay table. (An envelope delivered over the mesh is a fact instead.)
+        public var relay: RelayPacket?
+    }
+
+    /// The path is (again) up. `rehandshake`: drop the keys first, so the pair's lead starts a
+    /// fresh handshake over the new path (after an ICE restart, §6.6 step 5).
+    public mutating func start(now: ContinuousClock.Instant, rehandshake: Bool) -> Output {
+        if rehandshake { session.close() }
+        return Self.output(of: session.start(now: now))
+    }
+
+    /// When `tick` next has work (handshake retries, rekeying, keepalives, expiry).
+    public var nextDeadline: ContinuousClock.Instant? { session.nextDeadline }
+
+    public mutating func tick(now: ContinuousClock.Instant) -> Output {
+        Self.output(of: session.tick(now: now))
+    }
+
+    /// Handles one datagram from the peer. A transport packet is decrypted in place. `via`: the
+    /// identity key of the member that relayed it (§13), nil when it came over the direct path.
+    public mutating func receive(
+        _ datagram: consuming [UInt8], now: ContinuousClock.Instant, nowMs: UInt32, via: [UInt8]? = nil
+    ) -> Output {
+        let isTransport = datagram.first == PacketType.transportData.rawValue
+        let failuresBefore = session.statistics.authenticationFailures
+        let step = session.receive(datagram, now: now)
+        authenticationFailures += session.statistics.authenticationFailures - failuresBefore
+        var output = Self.output(of: step)
+        guard step.dropped == nil, isTransport else { return output }
+        if let last = authenticatedReportedAt, now - last < authenticatedFactInterval {
+            // Reported recently enough.
+        } else {
+            authenticatedReportedAt = now
+            authenticatedVia = via
+            output.facts.append(.authenticated(via: via))
+        }
+        if via != authenticatedVia {
+            // The route changed: say so at once rather than a quarter of a second later.
+            authenticatedVia = via
+            authenticatedReportedAt = now
+            output.facts.append(.authenticated(via: via))
+        }
+        switch step.payload?.type {
+        case .media?:
+            mediaReceived += 1
+            if mediaReceived == 1 { output.facts.append(.firstMedia) }
+            output.media = step.payload?.body
+        case .sessionControl?:
+            guard let body = step.payload?.body, let control = try? SessionControl(parsing: body) else { break }
+            switch control {
+            case .report(let report):
+                if echo.received(report, nowMs: nowMs) != nil { rttMs = echo.smoothedRTTMs }
+                output.facts.append(.report(report, rttMs: rttMs, mediaSent: mediaSent))
+            case .leave:
+                output.facts.append(.leave)
+            case .links(let links):
+                output.facts.append(.links(links))
+            case .relayRefused(let destination, let reason):
+                output.facts.append(.relayRefused(destination: destination, reason: reason))
+            case .securityCode(let message):
+                output.facts.append(.securityCode(message))
+            case .unknown:
+                break
+            }
+        case .relay?:
+            guard let body = step.payload?.body, let packet = try? RelayPacket(parsing: body) else { break }
+            if packet.kind == .deliverEnvelope {
+                output.facts.append(.meshEnvelope(packet.payload))
+            } else {
+                output.relay = packet
+            }
+        default:
+            break
+        }
+        return output
+    }
+
+    /// Encrypts a payload into `packet` (its storage is reused); false when there are no keys.
+    public mutating func seal(
+        _ type: InnerPacketType, body: UnsafeRawBufferPointer, now: ContinuousClock.Instant, into packet: inout [UInt8]
+    ) -> Bool {
+        guard session.seal(type, body: body, now: now, into: &packet) else { return false }
+        if type == .media { mediaSent += 1 }
+        return true
+    }
+
+    public mutating func seal(
+        _ type: InnerPacketType, body: [UInt8], now: ContinuousClock.Instant, into packet: inout [UInt8]
+    ) -> Bool {
+        body.withUnsafeBytes { seal(type, body: $0, now: now, into: &packet) }
+    }
+
+    /// Seals a relay packet (§13.2) for the peer into `packet`; false when there are no keys.
+    public mutating func seal(_ relay: RelayPacket, now: ContinuousClock.Instant, into packet: inout [UInt8]) -> Bool {
+        seal(.relay, body: relay.encoded(), now: now, into: &packet)
+    }
+
+    /// What the receive side measured, for a REPORT.
+    public struct Reception: Sendable, Hashable {
+        /// Media payloads the sender's sequence numbers say were sent so far.
+        public var expected: Int
+        public var jitterMicroseconds: UInt32
+        /// Loss over the last measurement interval (`LinkMeter`), 0–1000.
+        public var lossPermille: UInt16
+
+        public init(expected: Int, jitterMicroseconds: UInt32, lossPermille: UInt16) {
+            self.expected = expected
+            self.jitterMicroseconds = jitterMicroseconds
+            self.lossPermille = lossPermille
+        }
+    }
+
+    /// A REPORT to send at `nowMs` (§10.1): the echo of the peer's latest and what we receive.
+    public func report(nowMs: UInt32, reception: Reception, muted: Bool) -> SessionControl.Report {
+        let echo = echo.echo(nowMs: nowMs)
+        return SessionControl.Report(
+            timestampMs: nowMs, echoTimestampMs: echo.timestampMs, echoDelayMs: echo.delayMs,
+            mediaReceived: UInt32(truncatingIfNeeded: mediaReceived),
+            mediaExpected: UInt32(truncatingIfNeeded: max(UInt64(max(reception.expected, 0)), mediaReceived)),
+            lossPermille: reception.lossPermille, jitterMicroseconds: reception.jitterMicroseconds, muted: muted)
+    }
+
+    /// Ends the session (keys zeroed).
+    public mutating func close() { session.close() }
+
+    private static func output(of step: PeerSessionOutput) -> Output {
+        var output = Output()
+        output.datagrams = step.datagrams
+        for event in step.events {
+            switch event {
+            case .established: output.facts.append(.established)
+            case .rekeyed: output.facts.append(.rekeyed)
+            case .handshakeTimedOut: output.facts.append(.keysLost("handshake timed out"))
+            case .expired: output.facts.append(.keysLost("keys expired"))
+            }
+        }
+        return output
+    }
+}

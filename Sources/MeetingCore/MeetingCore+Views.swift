@@ -1,0 +1,66 @@
+public import ControlAPI
+import ParleyCore
+import ParleyProtocol
+
+/// What the core shows of the meeting (`parley status`, `parley verify`): pure reads of its
+/// state. Counters of the data path (traffic, loss, jitter) are the driver's to add.
+extension MeetingCore {
+    /// One peer link as status shows it.
+    public struct LinkView: Sendable, Hashable {
+        public var id: LinkID
+        public var peerID: String
+        public var name: String
+        public var state: LinkState
+        /// How the peer is reached: the ICE route (`host`, `srflx`, `prflx`, `relay`), or `peer`
+        /// while the link goes through a member.
+        public var route: String?
+        /// The short id of that member.
+        public var via: String?
+        /// Why the link is not up, if it is not.
+        public var reason: String?
+        public var rttMs: Double?
+    }
+
+    public var meetingState: MeetingState { admitted ? .inMeeting : .joining }
+    public var rendezvousState: RendezvousConnectionState { rendezvous }
+
+    /// The security code (`parley status`), or why there is none yet: the agreement (§11.1)
+    /// shows a code once every member's nonce is in.
+    public var securityCode: String {
+        switch codeAgreement.state {
+        case .agreed(let code): code.description
+        case .settling(let waiting):
+            waiting.isEmpty
+                ? "settling" : "settling (waiting for \(waiting.map { peers[$0]?.name ?? hexString($0.prefix(8)) }.sorted().joined(separator: ", ")))"
+        case .unavailable(let reason): "unavailable: \(reason)"
+        }
+    }
+
+    /// Every link, by peer name.
+    public var links: [LinkView] {
+        peers.values.compactMap { peer -> LinkView? in
+            guard let link = peer.link else { return nil }
+            let via = link.relay.flatMap { peers[$0]?.shortID }
+            return LinkView(
+                id: link.id, peerID: peer.shortID, name: peer.name, state: link.machine.state,
+                route: via == nil ? link.route?.kind : Self.relayedRoute, via: via,
+                reason: link.machine.state == .up ? nil : link.machine.reason, rttMs: link.rttMs)
+        }.sorted { ($0.name, $0.id) < ($1.name, $1.id) }
+    }
+
+    /// A member's short id and name, for status (e.g. the pairs this node relays for).
+    public func member(_ identityKey: [UInt8]) -> (id: String, name: String)? {
+        peers[identityKey].map { ($0.shortID, $0.name) }
+    }
+
+    /// The code to read aloud now and whom it covers: this node and every peer with keys.
+    public func verification() -> Verification {
+        var covered = [
+            Verification.Member(id: configuration.identity.peerIdentity.shortID, name: configuration.displayName)
+        ]
+        for peer in peers.values.sorted(by: { $0.name < $1.name }) where peer.link?.established == true {
+            covered.append(Verification.Member(id: peer.shortID, name: peer.name))
+        }
+        return Verification(securityCode: securityCode, members: covered)
+    }
+}

@@ -1,0 +1,315 @@
+public import ControlAPI
+
+/// The life of one peer link in the mesh, as a plain state machine: the node feeds it facts
+/// (signaling arrived, a path works or failed, handshake done, packets seen, time passing) and
+/// runs the actions it returns. It never reads a clock or does I/O, so every path is testable
+/// with made-up times.
+///
+///     signaling → checking → handshaking → up ⇄ lost → restarting → handshaking → up …
+///                      ↘ failed (no path; retried with back-off) ↗       ↘ gone (the member left)
+///
+/// A link is removed only when its member leaves: it said so (BYE, LEAVE), or the rendezvous says
+/// its connection closed while we cannot hear it, or it has been silent for `Timing.silentGoneAfter`.
+/// A pair that cannot connect is `failed`, with a reason, and keeps being retried.
+public struct PeerLink: Sendable {
+    /// The states, as `parley status` shows them.
+    public typealias State = LinkState
+
+    public enum Event: Sendable, Equatable {
+        /// The peer's ICE credentials arrived (first time or after a restart).
+        case remoteCredentials
+        /// A path to the peer works: ICE selected a pair, or the link was routed through a member.
+        case pathReady
+        /// ICE gave up on this generation (all checks failed, or no path before its deadline).
+        case pathFailed
+        /// The Noise handshake completed; a transport session exists.
+        case sessionEstablished
+        /// An authenticated packet arrived from the peer over the session (reported at most every
+        /// 250 ms or so: liveness is judged in seconds).
+        case packetReceived
+        /// The peer reports that it receives our packets (its receiver report counts some).
+        case peerReceivesUs
+        /// An ICE restart began (the peer asked for one and we followed, or this node restarted its
+        /// paths after its network changed or it woke up).
+        case restartBegan
+        /// The peer said goodbye (authenticated BYE or LEAVE).
+        case left
+        /// The rendezvous says the peer's connection closed. Not proof the peer is gone: the
+        /// rendezvous may have restarted while audio still flows directly.
+        case rendezvousLeft
+        /// The peer is in the rendezvous room again (its HELLO came through it).
+        case rendezvousReturned
+        /// Time passed; lets timeouts fire.
+        case tick
+    }
+
+    public enum Action: Sendable, Equatable {
+        /// A path is up: start the session over it (the pair's lead initiates the handshake, the
+        /// other side arms its fallback, §7.5). `rehandshake`: drop the keys first, so the lead
+        /// re-keys over the new path after an ICE restart (§6.6 step 5).
+        case startSession(rehandshake: Bool)
+        /// Restart ICE on this peer's stream and send the new credentials (only the lead is told
+        /// to on its own; the other side follows its ICE_RESTART).
+        case restartICE
+        /// Forget the peer: close its stream, session and audio channel.
+        case remove
+    }
+
+    /// How long things may take before the machine acts.
+    public struct Timing: Sendable, Equatable {
+        /// Silence (no authenticated packet) after which an up link counts as lost, when the peer
+        /// only sends a REPORT a second …
+        public var lostAfter: Duration = .seconds(2)
+        /// … and when packets came densely (media, or REPORTs every 250 ms in a DTX pause): four
+        /// or more missing in a row are no longer bad luck.
+        public var quickLostAfter: Duration = .milliseconds(1200)
+        /// Facts this close together make a link dense.
+        public var denseInterval: Duration = .milliseconds(400)
+        /// How long a link stays visibly lost before an ICE restart is tried (a short burst of
+        /// loss heals by itself; a dead path does not).
+        public var restartAfterLost: Duration = .milliseconds(300)
+        /// How long signaling, checks and handshake may take before the first connection counts
+        /// as failed.
+        public var connectTimeout: Duration = .seconds(15)
+        /// Restarts while a link does not work: the first this long after the last, doubling up
+        /// to `maximumRestartInterval`.
+        public var restartInterval: Duration = .seconds(5)
+        public var maximumRestartInterval: Duration = .seconds(60)
+        /// A lost link still not up this long after it was lost is shown `failed`.
+        public var failAfter: Duration = .seconds(15)
+        /// Silence after which a member is dropped even though nobody said it left (it may have
+        /// crashed while the rendezvous was down).
+        public var silentGoneAfter: Duration = .seconds(120)
+
+        public init() {}
+    }
+
+    public private(set) var state: State = .signaling
+    /// Whether this side initiates handshakes and ICE restarts (a deterministic rule on the two
+    /// identities, so exactly one side does).
+    public let isInitiator: Bool
+    public let timing: Timing
+    /// Why the link is not up, for status displays (e.g. "ICE found no working path").
+    public private(set) var reason: String?
+    /// Whether the link has ever been up.
+    public private(set) var wasUp = false
+
+    private var enteredState: ContinuousClock.Instant
+    private var lastPacket: ContinuousClock.Instant?
+    private var packetGap: Duration?
+    private var lastRestart: ContinuousClock.Instant?
+    /// Restarts since the link last worked (for the back-off).
+    private var restartsWithoutSuccess = 0
+    /// When the link stopped working (lost, or started and not yet up).
+    private var troubleStart: ContinuousClock.Instant
+    private var hasSession = false
+    private var peerHears = false
+    private var weHear = false
+    /// The rendezvous said the member's connection closed, and nothing since said it is back.
+    private var leftRoom = false
+    /// An ICE restart began and its new path has not come up yet: when it does, the lead re-keys
+    /// over it (§6.6 step 5) even if the link recovered over the old path meanwhile.
+    private var restartPending = false
+
+    public init(isInitiator: Bool, now: ContinuousClock.Instant, timing: Timing = Timing()) {
+        self.isInitiator = isInitiator
+        self.timing = timing
+        enteredState = now
+        troubleStart = now
+    }
+
+    /// When the link stopped working (lost, or started and not yet up); nil while up.
+    public var troubleSince: ContinuousClock.Instant? { state == .up ? nil : troubleStart }
+
+    /// The silence after which this link counts as lost: shorter when packets came densely.
+    public var silenceLimit: Duration {
+        (packetGap.map { $0 <= timing.denseInterval } ?? false) ? timing.quickLostAfter : timing.lostAfter
+    }
+
+    /// Feeds one fact; returns what the node must do now.
+    public mutating func handle(_ event: Event, at now: ContinuousClock.Instant) -> [Action] {
+        guard state != .gone else { return [] }
+        switch event {
+        case .left:
+            return enter(.gone, at: now, reason: "left the meeting")
+        case .rendezvousLeft:
+            leftRoom = true
+            // While audio flows directly the rendezvous's view does not matter (it may have
+            // restarted); a member that left the room and that we cannot hear is gone.
+            return state == .up
+                ? []
+                : enter(
+                    .gone, at: now, reason: wasUp ? "left the meeting (connection closed)" : "left before connecting")
+        case .rendezvousReturned:
+            leftRoom = false
+            return []
+        case .remoteCredentials:
+            return state == .signaling ? enter(.checking, at: now) : []
+        case .pathReady:
+            switch state {
+            case .signaling, .checking:
+                // The first path. The peer may have been quicker: a responder can have the session,
+                // the peer's audio and its REPORT before its own ICE says ready (packets come
+                // straight off the socket; the ICE event takes the slower road through the
+                // node's mailbox). Those facts are about this path: keep them.
+                return enter(.handshaking, at: now) + [.startSession(rehandshake: false)] + promoteIfFlowing(at: now)
+            case .restarting, .failed, .lost:
+                // What we knew is about the old path: the new one must show it all again.
+                restartPending = false
+                hasSession = false
+                peerHears = false
+                weHear = false
+                return enter(.handshaking, at: now) + [.startSession(rehandshake: isInitiator && wasUp)]
+            case .up:
+                guard restartPending else { return [] }
+                restartPending = false
+                return [.startSession(rehandshake: isInitiator)]
+            case .handshaking, .gone:
+                return []
+            }
+        case .pathFailed:
+            switch state {
+            case .signaling, .checking, .handshaking:
+                return fail(at: now, reason: "ICE found no working path")
+            case .up:
+                return enter(.lost, at: now, reason: "ICE path failed")
+            case .restarting:
+                return timeSinceTrouble(now) >= timing.failAfter
+                    ? fail(at: now, reason: "ICE found no working path") : []
+            case .lost, .failed, .gone:
+                return []
+            }
+        case .sessionEstablished:
+            hasSession = true
+            return promoteIfFlowing(at: now)
+        case .packetReceived:
+            if let lastPacket { packetGap = now - lastPacket }
+            lastPacket = now
+            weHear = true
+            if state == .lost || state == .restarting || state == .failed, hasSession, peerHears {
+                return enter(.up, at: now)
+            }
+            return promoteIfFlowing(at: now)
+        case .peerReceivesUs:
+            peerHears = true
+            return promoteIfFlowing(at: now)
+        case .restartBegan:
+            guard state != .signaling else { return [] }
+            restartPending = true
+            lastRestart = now
+            restartsWithoutSuccess += 1
+            if state == .failed || state == .restarting { return [] }
+            if state == .up || state == .lost { troubleStart = now }
+            return enter(.restarting, at: now, reason: reason ?? "ICE restart")
+        case .tick:
+            return tick(at: now)
+        }
+    }
+
+    /// When `handle(.tick, at:)` next has something to do, if no other fact comes first.
+    public var nextDeadline: ContinuousClock.Instant? {
+        var deadlines: [ContinuousClock.Instant] = []
+        if let lastPacket { deadlines.append(lastPacket + timing.silentGoneAfter) }
+        switch state {
+        case .up:
+            if let lastPacket { deadlines.append(lastPacket + silenceLimit) }
+        case .lost:
+            deadlines.append(enteredState + timing.restartAfterLost)
+        case .restarting, .failed:
+            if isInitiator { deadlines.append(nextRestart) }
+            if state == .restarting { deadlines.append(troubleStart + timing.failAfter) }
+        case .signaling, .checking, .handshaking:
+            deadlines.append(troubleStart + timing.connectTimeout)
+        case .gone:
+            return nil
+        }
+        return deadlines.min()
+    }
+
+    private var nextRestart: ContinuousClock.Instant {
+        guard let lastRestart else { return enteredState }
+        var interval = timing.restartInterval
+        for _ in 1..<max(1, restartsWithoutSuccess) where interval < timing.maximumRestartInterval {
+            interval = min(interval * 2, timing.maximumRestartInterval)
+        }
+        return lastRestart + interval
+    }
+
+    private mutating func promoteIfFlowing(at now: ContinuousClock.Instant) -> [Action] {
+        guard state == .handshaking, hasSession, weHear, peerHears else { return [] }
+        return enter(.up, at: now)
+    }
+
+    private func timeSinceTrouble(_ now: ContinuousClock.Instant) -> Duration { now - troubleStart }
+
+    private mutating func tick(at now: ContinuousClock.Instant) -> [Action] {
+        if let lastPacket, now - lastPacket >= timing.silentGoneAfter, state != .up {
+            return enter(.gone, at: now, reason: "silent for \(timing.silentGoneAfter)")
+        }
+        switch state {
+        case .up:
+            if let lastPacket, now - lastPacket >= silenceLimit {
+                troubleStart = now
+                return enter(.lost, at: now, reason: "no packets for \(silenceLimit)")
+            }
+            return []
+        case .lost:
+            guard now - enteredState >= timing.restartAfterLost else { return [] }
+            return restart(at: now)
+        case .restarting:
+            if timeSinceTrouble(now) >= timing.failAfter {
+                return fail(at: now, reason: reason ?? "no path")
+            }
+            return isInitiator && now >= nextRestart ? restart(at: now) : []
+        case .failed:
+            return isInitiator && now >= nextRestart ? restart(at: now) : []
+        case .signaling, .checking, .handshaking:
+            if timeSinceTrouble(now) >= timing.connectTimeout {
+                return fail(at: now, reason: "could not connect within \(timing.connectTimeout)")
+            }
+            return []
+        case .gone:
+            return []
+        }
+    }
+
+    /// No path works: say so and keep trying (the lead restarts on the back-off schedule).
+    private mutating func fail(at now: ContinuousClock.Instant, reason: String) -> [Action] {
+        if leftRoom { return enter(.gone, at: now, reason: "left the meeting (connection closed)") }
+        let actions = enter(.failed, at: now, reason: reason)
+        guard isInitiator, now >= nextRestart else { return actions }
+        return actions + restart(at: now)
+    }
+
+    /// Only the lead restarts ICE on its own (the other side follows its request), so two
+    /// restarts rarely cross; a link that keeps failing is retried less and less often.
+    private mutating func restart(at now: ContinuousClock.Instant) -> [Action] {
+        if leftRoom { return enter(.gone, at: now, reason: "left the meeting (connection closed)") }
+        let actions = state == .failed ? [] : enter(.restarting, at: now, reason: reason)
+        guard isInitiator else { return actions }
+        lastRestart = now
+        restartsWithoutSuccess += 1
+        restartPending = true
+        return actions + [.restartICE]
+    }
+
+    private mutating func enter(_ next: State, at now: ContinuousClock.Instant, reason: String? = nil) -> [Action] {
+        guard next != state else {
+            if let reason, next != .up { self.reason = reason }
+            return []
+        }
+        enteredState = now
+        state = next
+        if next == .up {
+            wasUp = true
+            restartsWithoutSuccess = 0
+            self.reason = nil
+        } else {
+            self.reason = reason ?? self.reason
+        }
+        if next == .lost, leftRoom {
+            return enter(.gone, at: now, reason: "left the meeting (connection closed)")
+        }
+        return next == .gone ? [.remove] : []
+    }
+}

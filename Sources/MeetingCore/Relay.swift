@@ -1,0 +1,104 @@
+public import ParleyProtocol
+
+/// What this node carries for others (docs/PROTOCOL.md §13.3).
+public struct RelayPolicy: Sendable, Hashable {
+    /// The members it relays between: those whose links with it are up over their own direct
+    /// path and speak version 2. A pair outside this set is refused, so nobody can make it relay
+    /// for someone who is not in the meeting with it.
+    public var linked: Set<[UInt8]>
+    /// At most this many pairs at a time; 0: it never relays.
+    public var maximumPairs: Int
+
+    public init(linked: Set<[UInt8]> = [], maximumPairs: Int = 0) {
+        self.linked = linked
+        self.maximumPairs = maximumPairs
+    }
+}
+
+/// The relay's side of §13 on the data path: which pairs it carries, checked for every packet
+/// (`decide`), and the envelopes it forwards over the mesh, rate-limited per sender. A plain
+/// value; the daemon holds one behind a lock, the simulator one per node.
+public struct RelayTable: Sendable {
+    public var policy: RelayPolicy
+    /// Pairs (lower key first) and when each last carried a packet.
+    private var pairs: [[[UInt8]]: ContinuousClock.Instant] = [:]
+    private var refusalsSent: [[[UInt8]]: ContinuousClock.Instant] = [:]
+    private var envelopeBudget: [[UInt8]: (tokens: Double, at: ContinuousClock.Instant)] = [:]
+
+    /// A pair that carried nothing for this long no longer counts against the limit.
+    public static let pairIdle: Duration = .seconds(10)
+    /// Envelopes one member may send through this node over the mesh: a burst, then a rate.
+    public static let envelopeBurst = 40.0
+    public static let envelopesPerSecond = 20.0
+
+    public init(policy: RelayPolicy = RelayPolicy()) {
+        self.policy = policy
+    }
+
+    public enum Decision: Sendable, Equatable {
+        case forward
+        /// Drop it; `tell`: answer RELAY_REFUSED (at most once a second per pair).
+        case refuse(SessionControl.RelayRefusal, tell: Bool)
+    }
+
+    /// Whether to carry a datagram from `source` to `destination` now.
+    public mutating func decide(
+        from source: [UInt8], to destination: [UInt8], at now: ContinuousClock.Instant
+    )
+        -> Decision
+    {
+        let pair = Self.pair(source, destination)
+        let refusal: SessionControl.RelayRefusal?
+        if policy.maximumPairs == 0 {
+            refusal = .declines
+        } else if !policy.linked.contains(source) || !policy.linked.contains(destination) || source == destination {
+            refusal = .notLinked
+        } else if pairs[pair] == nil, activePairs(at: now).count >= policy.maximumPairs {
+            refusal = .busy
+        } else {
+            refusal = nil
+        }
+        guard let refusal else {
+            pairs[pair] = now
+            return .forward
+        }
+        let tell = refusalsSent[pair].map { now - $0 >= .seconds(1) } ?? true
+        if tell { refusalsSent[pair] = now }
+        return .refuse(refusal, tell: tell)
+    }
+
+    /// Whether to pass on an envelope `source` asked this node to forward over the mesh.
+    public mutating func acceptEnvelope(from source: [UInt8], at now: ContinuousClock.Instant) -> Bool {
+        guard policy.linked.contains(source) else { return false }
+        var budget = envelopeBudget[source] ?? (Self.envelopeBurst, now)
+        budget.tokens = min(Self.envelopeBurst, budget.tokens + Self.seconds(now - budget.at) * Self.envelopesPerSecond)
+        budget.at = now
+        guard budget.tokens >= 1 else {
+            envelopeBudget[source] = budget
+            return false
+        }
+        budget.tokens -= 1
+        envelopeBudget[source] = budget
+        return true
+    }
+
+    /// The pairs carried within `pairIdle`, each as (lower key, higher key), sorted.
+    public func activePairs(at now: ContinuousClock.Instant) -> [[[UInt8]]] {
+        pairs.filter { now - $0.value < Self.pairIdle }.map(\.key).sorted { $0[0].lexicographicallyPrecedes($1[0]) }
+    }
+
+    /// Forgets pairs and budgets of members no longer linked.
+    public mutating func update(_ policy: RelayPolicy) {
+        self.policy = policy
+        pairs = pairs.filter { policy.linked.contains($0.key[0]) && policy.linked.contains($0.key[1]) }
+        envelopeBudget = envelopeBudget.filter { policy.linked.contains($0.key) }
+    }
+
+    static func pair(_ a: [UInt8], _ b: [UInt8]) -> [[UInt8]] {
+        a.lexicographicallyPrecedes(b) ? [a, b] : [b, a]
+    }
+
+    static func seconds(_ duration: Duration) -> Double {
+        Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
+    }
+}

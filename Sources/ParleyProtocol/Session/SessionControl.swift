@@ -1,0 +1,213 @@
+public import ParleyCore
+
+/// Session control messages (docs/PROTOCOL.md §10): the plaintext after `inner_type = 0x02` in a
+/// transport packet, `control_type: u8 || body`. Longer bodies are accepted (fields may be
+/// appended in later versions); unknown types are ignored.
+public enum SessionControl: Sendable, Hashable {
+    case report(Report)
+    case leave
+    /// Which members the sender has working links with (0x05, §13.1, version 2).
+    case links(Links)
+    /// The sender will not carry what we asked it to relay to `destination` (0x06, §13.3, version 2).
+    case relayRefused(destination: [UInt8], reason: RelayRefusal)
+    /// COMMIT (0x03) or REVEAL (0x04) of the security code agreement (§11.1).
+    case securityCode(SecurityCodeMessage)
+    /// A control type this version does not know (§10: ignored).
+    case unknown(UInt8)
+
+    public static let reportType: UInt8 = 0x01
+    public static let leaveType: UInt8 = 0x02
+    public static let linksType: UInt8 = 0x05
+    public static let relayRefusedType: UInt8 = 0x06
+
+    /// LINKS (§13.1): the members whose links with the sender are up (directly, not themselves
+    /// relayed), with the sender's smoothed RTT to each, and whether it relays for others.
+    public struct Links: Sendable, Hashable {
+        public static let maximumPeers = 255
+        public var relays: Bool
+        public var peers: [Peer]
+
+        public struct Peer: Sendable, Hashable {
+            public var identityKey: [UInt8]
+            /// Milliseconds, 0xFFFF when not measured yet.
+            public var rttMs: UInt16
+            public init(identityKey: [UInt8], rttMs: UInt16) {
+                self.identityKey = identityKey
+                self.rttMs = rttMs
+            }
+        }
+
+        public init(relays: Bool, peers: [Peer]) {
+            self.relays = relays
+            self.peers = Array(peers.prefix(Self.maximumPeers))
+        }
+    }
+
+    /// Why a relay refused (§13.3).
+    public enum RelayRefusal: UInt8, Sendable, Hashable {
+        /// It has no working link with the destination.
+        case notLinked = 1
+        /// It already carries as many pairs as it will.
+        case busy = 2
+        /// It does not relay for others (`--relay-only`, or `--max-relayed-pairs 0`).
+        case declines = 3
+    }
+
+    /// The REPORT body (§10.1), 28 bytes.
+    public struct Report: Sendable, Hashable {
+        public static let length = 28
+        /// Bit 0 of `flags`.
+        public static let mutedFlag: UInt8 = 0x01
+
+        /// The sender's monotonic clock in milliseconds (mod 2^32); never 0, which means "none".
+        public var timestampMs: UInt32
+        /// `timestampMs` of the latest REPORT received from the peer, or 0.
+        public var echoTimestampMs: UInt32
+        /// Milliseconds from receiving that REPORT to sending this one.
+        public var echoDelayMs: UInt32
+        public var mediaReceived: UInt32
+        public var mediaExpected: UInt32
+        /// Network loss over the last report interval, 0–1000.
+        public var lossPermille: UInt16
+        public var jitterMicroseconds: UInt32
+        public var muted: Bool
+
+        public init(
+            timestampMs: UInt32, echoTimestampMs: UInt32 = 0, echoDelayMs: UInt32 = 0, mediaReceived: UInt32 = 0,
+            mediaExpected: UInt32 = 0, lossPermille: UInt16 = 0, jitterMicroseconds: UInt32 = 0, muted: Bool = false
+        ) {
+            self.timestampMs = timestampMs
+            self.echoTimestampMs = echoTimestampMs
+            self.echoDelayMs = echoDelayMs
+            self.mediaReceived = mediaReceived
+            self.mediaExpected = mediaExpected
+            self.lossPermille = lossPermille
+            self.jitterMicroseconds = jitterMicroseconds
+            self.muted = muted
+        }
+    }
+
+    /// `control_type || body`, ready to seal as a session control payload.
+    public func encoded() -> [UInt8] {
+        var writer = ByteWriter()
+        switch self {
+        case .report(let report):
+            writer.writeU8(Self.reportType)
+            writer.writeU32(report.timestampMs)
+            writer.writeU32(report.echoTimestampMs)
+            writer.writeU32(report.echoDelayMs)
+            writer.writeU32(report.mediaReceived)
+            writer.writeU32(report.mediaExpected)
+            writer.writeU16(min(report.lossPermille, 1000))
+            writer.writeU32(report.jitterMicroseconds)
+            writer.writeU8(report.muted ? Report.mutedFlag : 0)
+            writer.writeU8(0)
+        case .leave:
+            writer.writeU8(Self.leaveType)
+        case .links(let links):
+            writer.writeU8(Self.linksType)
+            writer.writeU8(links.relays ? 1 : 0)
+            writer.writeU8(UInt8(links.peers.count))
+            for peer in links.peers {
+                writer.writeBytes(peer.identityKey)
+                writer.writeU16(peer.rttMs)
+            }
+        case .relayRefused(let destination, let reason):
+            writer.writeU8(Self.relayRefusedType)
+            writer.writeBytes(destination)
+            writer.writeU8(reason.rawValue)
+        case .securityCode(let message):
+            writer.writeBytes(message.encoded())
+        case .unknown(let type):
+            writer.writeU8(type)
+        }
+        return writer.bytes
+    }
+
+    /// Parses a session control payload. Throws only for a known type with a short body; extra
+    /// trailing bytes are allowed (§10).
+    public init(parsing payload: some Collection<UInt8>) throws(WireFormatError) {
+        var reader = ByteReader(Array(payload))
+        let type = try reader.readU8("control type")
+        if let message = try SecurityCodeMessage(controlType: type, body: &reader) {
+            self = .securityCode(message)
+            return
+        }
+        switch type {
+        case Self.reportType:
+            let report = Report(
+                timestampMs: try reader.readU32("REPORT timestamp_ms"),
+                echoTimestampMs: try reader.readU32("REPORT echo_timestamp_ms"),
+                echoDelayMs: try reader.readU32("REPORT echo_delay_ms"),
+                mediaReceived: try reader.readU32("REPORT media_received"),
+                mediaExpected: try reader.readU32("REPORT media_expected"),
+                lossPermille: min(try reader.readU16("REPORT loss_permille"), 1000),
+                jitterMicroseconds: try reader.readU32("REPORT jitter_us"),
+                muted: try reader.readU8("REPORT flags") & Report.mutedFlag != 0)
+            _ = try reader.readU8("REPORT reserved")
+            self = .report(report)
+        case Self.leaveType:
+            self = .leave
+        case Self.linksType:
+            let relays = try reader.readU8("LINKS flags") & 1 != 0
+            let count = Int(try reader.readU8("LINKS count"))
+            var peers: [Links.Peer] = []
+            for _ in 0..<count {
+                let key = try reader.readBytes(32, "LINKS identity key")
+                peers.append(Links.Peer(identityKey: key, rttMs: try reader.readU16("LINKS rtt_ms")))
+            }
+            self = .links(Links(relays: relays, peers: peers))
+        case Self.relayRefusedType:
+            let destination = try reader.readBytes(32, "RELAY_REFUSED destination")
+            let code = try reader.readU8("RELAY_REFUSED reason")
+            // An unknown reason from a newer peer is still a refusal.
+            self = .relayRefused(destination: destination, reason: RelayRefusal(rawValue: code) ?? .declines)
+        case let other:
+            self = .unknown(other)
+        }
+    }
+}
+
+/// Round-trip time from REPORT echoes (§10.1, RTCP's LSR/DLSR of RFC 3550 §6.4.1): remembers the
+/// latest REPORT received to echo it, and measures the RTT from the peer's echoes of ours, all on
+/// the node's own monotonic clock in milliseconds (mod 2^32). Smoothed as RFC 6298 smooths
+/// TCP's RTT (α = 1/8) so the status display does not flicker.
+public struct ReportEcho: Sendable {
+    /// Echoes above this are discarded (a clock wrap or a garbled report, not a real path).
+    public static let maximumRTTMs: UInt32 = 60_000
+
+    private var lastPeerTimestamp: UInt32 = 0
+    private var lastReceivedAtMs: UInt32 = 0
+    /// The latest measured RTT and its smoothed value, in milliseconds.
+    public private(set) var latestRTTMs: Double?
+    public private(set) var smoothedRTTMs: Double?
+
+    public init() {}
+
+    /// Our clock as REPORT writes it: milliseconds mod 2^32, but never 0 (0 means "no echo").
+    public static func timestamp(milliseconds: UInt64) -> UInt32 {
+        let value = UInt32(truncatingIfNeeded: milliseconds)
+        return value == 0 ? 1 : value
+    }
+
+    /// Records a REPORT from the peer received at `nowMs` (our clock); returns the RTT it
+    /// measured, if it echoed one of ours.
+    @discardableResult
+    public mutating func received(_ report: SessionControl.Report, nowMs: UInt32) -> Double? {
+        lastPeerTimestamp = report.timestampMs
+        lastReceivedAtMs = nowMs
+        guard report.echoTimestampMs != 0 else { return nil }
+        let rtt = nowMs &- report.echoTimestampMs &- report.echoDelayMs
+        guard rtt <= Self.maximumRTTMs else { return nil }
+        let sample = Double(rtt)
+        latestRTTMs = sample
+        smoothedRTTMs = smoothedRTTMs.map { $0 + (sample - $0) / 8 } ?? sample
+        return sample
+    }
+
+    /// The echo fields for a REPORT we send at `nowMs`.
+    public func echo(nowMs: UInt32) -> (timestampMs: UInt32, delayMs: UInt32) {
+        guard lastPeerTimestamp != 0 else { return (0, 0) }
+        return (lastPeerTimestamp, nowMs &- lastReceivedAtMs)
+    }
+}

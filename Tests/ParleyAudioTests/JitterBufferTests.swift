@@ -1,0 +1,322 @@
+import ParleyAudio
+import ParleyCore
+import ParleyTestSupport
+import Testing
+
+/// Drives a jitter buffer with an injected clock: a sender emits a 20 ms frame per period (its
+/// own clock may drift), a network decides when each arrives, and a player asks for a frame every
+/// 20 ms of the receiver's clock.
+struct JitterSimulation {
+    static let frame = 960
+    static let frameNanoseconds: UInt64 = 20_000_000
+
+    var buffer: JitterBuffer
+    var actions: [JitterBuffer.Action] = []
+    /// Sequence numbers in the order their frames were played (from `.play`).
+    var played: [Int64] = []
+    var delays: [Int] = []
+
+    init(configuration: JitterBuffer.Configuration = .init()) {
+        buffer = JitterBuffer(configuration: configuration)
+    }
+
+    /// - Parameters:
+    ///   - sendPeriod: nanoseconds between frames on the receiver's clock (20 ms; less when the
+    ///     sender's clock runs fast).
+    ///   - arrivals: for packet `index` sent at `time`, the times it arrives (empty: lost).
+    mutating func run(
+        frames: Int, firstSequence: UInt16 = 1000, sendPeriod: UInt64 = frameNanoseconds,
+        playerPhase: UInt64 = 7_000_000,
+        arrivals: (_ index: Int, _ sentAt: UInt64) -> [UInt64] = { [$1 + 5_000_000] }
+    ) {
+        var deliveries: [(time: UInt64, index: Int)] = []
+        for index in 0..<frames {
+            let sent = 1_000_000_000 + UInt64(index) * sendPeriod
+            for time in arrivals(index, sent) { deliveries.append((time, index)) }
+        }
+        deliveries.sort { $0.time < $1.time || ($0.time == $1.time && $0.index < $1.index) }
+        var next = 0
+        let end = 1_000_000_000 + UInt64(frames) * sendPeriod + 500_000_000
+        var tick = 1_000_000_000 + playerPhase
+        while tick < end {
+            while next < deliveries.count && deliveries[next].time <= tick {
+                insert(index: deliveries[next].index, firstSequence: firstSequence, arrival: deliveries[next].time)
+                next += 1
+            }
+            let action = buffer.next(now: tick)
+            actions.append(action)
+            if case .play(let frame) = action {
+                played.append(frame.sequence)
+                // The payload is the frame's index: check the right bytes come back.
+                let bytes = Array(buffer.payload(of: frame))
+                #expect(bytes == Self.payload(for: Int(frame.sequence - Int64(firstSequence))))
+            }
+            delays.append(buffer.statistics.currentDelay)
+            tick += Self.frameNanoseconds
+        }
+    }
+
+    mutating func insert(index: Int, firstSequence: UInt16, arrival: UInt64, isCopy: Bool = false) {
+        Self.payload(for: index).withUnsafeBytes { bytes in
+            _ = buffer.insert(
+                sequence: firstSequence &+ UInt16(truncatingIfNeeded: index),
+                timestamp: UInt32(5_000_000) &+ UInt32(index * Self.frame), duration: Self.frame, payload: bytes,
+                arrival: arrival, isCopy: isCopy)
+        }
+    }
+
+    static func payload(for index: Int) -> [UInt8] {
+        [UInt8(truncatingIfNeeded: index >> 8), UInt8(truncatingIfNeeded: index)]
+    }
+
+    var stats: JitterBuffer.Statistics { buffer.statistics }
+
+    func count(where predicate: (JitterBuffer.Action) -> Bool) -> Int { actions.count(where: predicate) }
+}
+
+extension JitterBuffer.Action {
+    var isConceal: Bool { if case .conceal = self { true } else { false } }
+    var isRecover: Bool { if case .recover = self { true } else { false } }
+}
+
+@Suite("Jitter buffer (injected clock)")
+struct JitterBufferTests {
+    static func isIncreasing(_ values: [Int64]) -> Bool { zip(values, values.dropFirst()).allSatisfy { $0 < $1 } }
+
+    @Test func calmNetworkPlaysEveryFrameInOrderWithLowDelay() {
+        var simulation = JitterSimulation()
+        simulation.run(frames: 500)
+        #expect(simulation.played == (0..<500).map { Int64(1000 + $0) })
+        #expect(simulation.stats.lost == 0)
+        // Nothing concealed while the stream ran (the end of the stream is concealed, then idle).
+        let concealedEarly = simulation.actions.prefix(495).contains(where: \.isConceal)
+        #expect(!concealedEarly)
+        #expect(simulation.stats.received == 500)
+        // Constant transit: no jitter, no extra target, and each frame waits less than a frame.
+        #expect(simulation.stats.jitter == 0)
+        #expect(simulation.stats.targetDelay == 0)
+        #expect(simulation.delays.dropFirst(5).prefix(490).allSatisfy { $0 < JitterSimulation.frame })
+    }
+
+    @Test(arguments: [UInt16(65_500), 65_535, 0])
+    func sequenceAndTimestampWrapAround(firstSequence: UInt16) {
+        var simulation = JitterSimulation()
+        simulation.run(frames: 100, firstSequence: firstSequence)
+        #expect(simulation.played.count == 100)
+        #expect(Self.isIncreasing(simulation.played))
+        #expect(simulation.stats.lost == 0)
+    }
+
+    @Test func reorderedPacketsArePlayedInOrder() {
+        // Every third packet is held back 30 ms, arriving after its successor.
+        var simulation = JitterSimulation()
+        simulation.run(frames: 600) { index, sent in [sent + 5_000_000 + (index % 3 == 1 ? 30_000_000 : 0)] }
+        #expect(Self.isIncreasing(simulation.played))
+        // The buffer learns the reordering within its first packets; after that nothing is lost.
+        #expect(simulation.stats.lost <= 2)
+        #expect(simulation.played.count >= 597)
+        #expect(simulation.stats.targetDelay >= 30 * 48)
+    }
+
+    @Test func duplicatesAreDroppedAndCounted() {
+        var simulation = JitterSimulation()
+        simulation.run(frames: 300) { _, sent in [sent + 5_000_000, sent + 9_000_000] }
+        #expect(simulation.played == (0..<300).map { Int64(1000 + $0) })
+        #expect(simulation.stats.duplicates == 300)
+        #expect(simulation.stats.received == 300)
+    }
+
+    @Test(arguments: [1, 3, 8])
+    func aBurstOfLossIsConcealedAndTheLastFrameRecoveredByFEC(burst: Int) {
+        // One frame of minimum delay (what a receive channel keeps on a lossy link), so the packet
+        // after a loss is here in time for its FEC.
+        var configuration = JitterBuffer.Configuration()
+        configuration.minimumDelay = .milliseconds(20)
+        var simulation = JitterSimulation(configuration: configuration)
+        let lostRange = 100..<(100 + burst)
+        simulation.run(frames: 300) { index, sent in lostRange.contains(index) ? [] : [sent + 5_000_000] }
+        #expect(simulation.stats.lost == burst)
+        // The frame just before the next packet comes back through that packet's in-band FEC.
+        #expect(simulation.stats.recoveredByFEC == 1)
+        #expect(simulation.count(where: \.isRecover) == 1)
+        #expect(simulation.played.count == 300 - burst)
+        #expect(simulation.stats.dropped == 0)
+        #expect(Self.isIncreasing(simulation.played))
+        #expect(!simulation.played.contains(where: { lostRange.contains(Int($0) - 1000) }))
+    }
+
+    @Test func aRedundantCopyRestoresALostFrame() {
+        var simulation = JitterSimulation()
+        // Frame 50 is lost; frame 51's payload carries a copy of it, arriving with 51.
+        simulation.run(frames: 120) { index, sent in index == 50 ? [] : [sent + 5_000_000] }
+        #expect(simulation.stats.lost == 1)  // without the copy
+
+        var withCopy = JitterSimulation()
+        withCopy.buffer.setMinimumDelay(.milliseconds(20))  // room for the copy to arrive
+        var deliveries: [(UInt64, Int, Bool)] = []
+        for index in 0..<120 where index != 50 {
+            let arrival = 1_000_000_000 + UInt64(index) * 20_000_000 + 5_000_000
+            deliveries.append((arrival, index, false))
+            if index == 51 { deliveries.append((arrival, 50, true)) }
+        }
+        var tick: UInt64 = 1_007_000_000
+        var next = 0
+        while tick < 1_000_000_000 + 121 * 20_000_000 + 100_000_000 {
+            while next < deliveries.count && deliveries[next].0 <= tick {
+                withCopy.insert(
+                    index: deliveries[next].1, firstSequence: 1000, arrival: deliveries[next].0,
+                    isCopy: deliveries[next].2)
+                next += 1
+            }
+            if case .play(let frame) = withCopy.buffer.next(now: tick) { withCopy.played.append(frame.sequence) }
+            tick += 20_000_000
+        }
+        #expect(withCopy.stats.lost == 0)
+        #expect(withCopy.stats.recoveredByRedundancy == 1)
+        #expect(withCopy.played == (0..<120).map { Int64(1000 + $0) })
+    }
+
+    @Test func aLatePacketIsDroppedAndCounted() {
+        var simulation = JitterSimulation()
+        // Packet 60 arrives 300 ms late: long after its turn, which was concealed.
+        simulation.run(frames: 200) { index, sent in [sent + 5_000_000 + (index == 60 ? 300_000_000 : 0)] }
+        #expect(simulation.stats.late == 1)
+        #expect(simulation.stats.lost == 1)
+        #expect(!simulation.played.contains(1060))
+    }
+
+    @Test(arguments: [0.99, 1.01])
+    func clockDriftKeepsTheDelayBounded(rateRatio: Double) {
+        // The sender's clock runs 1 % fast (frames every 19.8 ms) or slow (20.2 ms) for 60 s: the
+        // buffer must skip or stretch frames rather than grow without bound or run dry.
+        var simulation = JitterSimulation()
+        let period = UInt64(Double(JitterSimulation.frameNanoseconds) * rateRatio)
+        simulation.run(frames: 3000, sendPeriod: period)
+        let delays = simulation.delays.dropFirst(50).dropLast(30)
+        #expect(delays.max()! <= 3 * JitterSimulation.frame)
+        #expect(Self.isIncreasing(simulation.played))
+        #expect(simulation.stats.lost == 0)
+        if rateRatio < 1 {
+            // 3000 frames × 1 % = 30 frames too many: skipped.
+            #expect(simulation.stats.dropped >= 20)
+            #expect(simulation.played.count >= 2950)
+        } else {
+            // 30 frames too few: stretched with concealment.
+            #expect(simulation.stats.concealed >= 20)
+            #expect(simulation.played.count == 3000)
+        }
+    }
+
+    @Test func aJitterSpikeGrowsTheDelayAtOnceWhichShrinksSlowlyAfterwards() {
+        // Packets 200–209 are held up to 150 ms (a spike), then the network is calm again.
+        var simulation = JitterSimulation()
+        simulation.run(frames: 1500) { index, sent in
+            let spike: UInt64 = (200..<210).contains(index) ? UInt64(210 - index) * 15_000_000 : 0
+            return [sent + 5_000_000 + spike]
+        }
+        let targets = simulation.stats.targetDelay
+        #expect(simulation.stats.jitter > 0)
+        // The spiked frames still play (the buffer waited for them), in order.
+        #expect(Self.isIncreasing(simulation.played))
+        #expect(simulation.stats.lost == 0)
+        #expect(simulation.played.count == 1500 - simulation.stats.dropped)
+        // After the spike the buffer held more delay than before it; 25 s later it is back down.
+        let before = simulation.delays[150...190].max()!
+        let after = simulation.delays[215...235].max()!
+        let end = simulation.delays[1450...1490].max()!
+        #expect(after > before + 100 * 48)
+        #expect(end <= before + JitterSimulation.frame)
+        #expect(targets <= 5 * 48)
+    }
+
+    @Test func randomImpairmentNeverBreaksOrderOrBounds() {
+        // Loss, bursts, duplicates, jitter and reordering together, from a seeded generator.
+        var impairment = Impairment(
+            .init(
+                loss: 0.05, burstProbability: 0.01, burstLength: 4, duplicate: 0.05, delay: .milliseconds(10),
+                jitter: .milliseconds(40), reorder: 0.05, reorderDelay: .milliseconds(60)),
+            seed: 7)
+        var simulation = JitterSimulation()
+        simulation.run(frames: 3000) { _, sent in
+            impairment.deliveries(sentAt: .nanoseconds(Int64(sent))).times.map { $0.nanoseconds }
+        }
+        #expect(Self.isIncreasing(simulation.played))
+        #expect(simulation.stats.targetDelay <= 400 * 48)
+        #expect(simulation.buffer.bufferedCount <= 64)
+        // Everything sent is accounted for: played, dropped to shrink, or lost.
+        let sent = 3000 - impairment.dropped
+        #expect(simulation.played.count + simulation.stats.dropped + simulation.stats.lost >= 3000 - 5)
+        // A duplicate of a packet that came too late cannot be told from the original (it was never
+        // stored), so it may count as received once more.
+        #expect(simulation.stats.received >= sent)
+        #expect(simulation.stats.received - simulation.stats.late <= sent)
+    }
+
+    @Test func aStoppedPeerGoesIdleAndRestartsWithItsNextPacket() {
+        var simulation = JitterSimulation()
+        // 100 frames, silence for 2 s, then 100 more (e.g. the peer's app was suspended).
+        simulation.run(frames: 300) { index, sent in (100..<200).contains(index) ? [] : [sent + 5_000_000] }
+        #expect(simulation.actions.contains(.idle))
+        #expect(simulation.played.count == 200)
+        #expect(Self.isIncreasing(simulation.played))
+    }
+
+    /// A sender that adds RFC 2198 copies sends a new receiver, in its first payload, a copy of a
+    /// frame from before the receiver was listening: that frame was never sent to it, not lost.
+    @Test func aCopyOfAFrameFromBeforeTheFirstPayloadIsNotCountedAsLost() {
+        let buffer = JitterBuffer()
+        for index in 10..<20 {
+            let arrival = 1_000_000_000 + UInt64(index) * 20_000_000
+            [UInt8(index - 1)].withUnsafeBytes { copy in
+                _ = buffer.insert(
+                    sequence: UInt16(index - 1), timestamp: UInt32((index - 1) * 960), duration: 960, payload: copy,
+                    arrival: arrival, isCopy: true)
+            }
+            [UInt8(index)].withUnsafeBytes { primary in
+                _ = buffer.insert(
+                    sequence: UInt16(index), timestamp: UInt32(index * 960), duration: 960, payload: primary,
+                    arrival: arrival)
+            }
+        }
+        #expect(buffer.statistics.received == 10)
+        #expect(buffer.statistics.expected == 10, "\(buffer.statistics)")
+    }
+
+    @Test func aDTXPauseIsSilenceNotLossAndAddsNoDelay() {
+        // Frames 0–49, then the sender's DTX skips 10 frames of time (200 ms) without skipping a
+        // sequence number, then frames 50–99. Each arrives 5 ms after it was sent; the player asks
+        // every 20 ms and the buffer gets each packet only when it arrives, so during the pause it
+        // cannot know yet that the gap is DTX.
+        let buffer = JitterBuffer()
+        var playedAt: [Int64: UInt64] = [:]
+        var afterPause: JitterBuffer.Statistics?
+        var tick: UInt64 = 1_007_000_000
+        func play() {
+            if case .play(let frame) = buffer.next(now: tick) {
+                playedAt[frame.sequence] = tick
+                if frame.sequence == 50 { afterPause = buffer.statistics }
+            }
+            tick += 20_000_000
+        }
+        func arrival(_ index: Int) -> UInt64 {
+            1_000_000_000 + UInt64(index < 50 ? index : index + 10) * 20_000_000 + 5_000_000
+        }
+        for index in 0..<100 {
+            while tick < arrival(index) { play() }
+            [UInt8(index)].withUnsafeBytes { bytes in
+                _ = buffer.insert(
+                    sequence: UInt16(index), timestamp: UInt32((index < 50 ? index : index + 10) * 960), duration: 960,
+                    payload: bytes, arrival: arrival(index))
+            }
+        }
+        for _ in 0..<5 { play() }
+        #expect(buffer.statistics.lost == 0)
+        #expect(playedAt.count == 100)
+        // What played in the pause counts as silence, not concealment.
+        #expect(afterPause.map { $0.silent >= 9 && $0.concealed == 0 } == true, "\(String(describing: afterPause))")
+        // The pause does not become delay: frame 50 plays as soon after its arrival as frame 49 did.
+        let before = Int64(playedAt[49] ?? 0) - Int64(arrival(49))
+        let after = Int64(playedAt[50] ?? .max / 2) - Int64(arrival(50))
+        #expect(after <= before + 20_000_000, "frame 49 played \(before) ns after it arrived, frame 50 \(after) ns")
+    }
+}

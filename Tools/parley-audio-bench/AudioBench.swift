@@ -1,0 +1,301 @@
+import Foundation
+import Opus
+import ParleyAudio
+import ParleyCore
+import ParleyTestSupport
+import SpeexDSP
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Audio benchmarks that print numbers (run by Scripts/bench-audio):
+///   parley-audio-bench quality SPEECH.wav OUTDIR   encode → impairment → jitter buffer → decode at
+///                                                  0/5/10/20 % loss, plain FEC vs adaptive copies;
+///                                                  writes 16 kHz reference/degraded WAVs for PESQ-WB
+///   parley-audio-bench latency                     frame in → frame out on a calm network
+///   parley-audio-bench cpu [SPEECH.wav]            one encode + 7 decodes + mix per frame
+@main
+enum AudioBench {
+    static func main() throws {
+        let arguments = CommandLine.arguments.dropFirst()
+        switch arguments.first {
+        case "quality" where arguments.count == 3:
+            try quality(
+                speech: arguments[arguments.startIndex + 1], outputDirectory: arguments[arguments.startIndex + 2])
+        case "latency":
+            try latency()
+        case "cpu":
+            try cpu(speech: arguments.count > 1 ? arguments[arguments.startIndex + 1] : nil)
+        default:
+            print("usage: parley-audio-bench quality SPEECH.wav OUTDIR | latency | cpu [SPEECH.wav]")
+            exit(2)
+        }
+    }
+
+    static let frame = AudioFrameDuration.ms20
+    static let frameNanoseconds: UInt64 = 20_000_000
+
+    // MARK: Quality
+
+    struct Scheme {
+        let name: String
+        let policy: RedundancyPolicy
+    }
+
+    static func quality(speech path: String, outputDirectory: String) throws {
+        let speech = try WAVFile.read(path: path)
+        let reference16k = try Resampler.convert(speech, from: 48_000, to: 16_000)
+        try WAVFile.write(reference16k, sampleRate: 16_000, to: "\(outputDirectory)/reference.wav")
+        let schemes = [
+            Scheme(name: "fec", policy: .fecOnly),
+            Scheme(name: "copies", policy: RedundancyPolicy()),
+        ]
+        print(
+            "quality: \(String(format: "%.1f", Double(speech.count) / 48_000)) s of speech, 20 ms frames, 32 kb/s primary"
+        )
+        print("scheme  loss  lost  copies  fec  concealed  delay(ms)  kb/s  file")
+        for loss in [0.0, 0.05, 0.10, 0.20] {
+            for scheme in schemes {
+                let result = try simulate(speech: speech, loss: loss, policy: scheme.policy, seed: 20_240_601)
+                let name = "\(scheme.name)-\(Int(loss * 100)).wav"
+                try WAVFile.write(
+                    try Resampler.convert(result.output, from: 48_000, to: 16_000), sampleRate: 16_000,
+                    to: "\(outputDirectory)/\(name)")
+                let s = result.statistics
+                let padded = scheme.name.padding(toLength: 6, withPad: " ", startingAt: 0)
+                print(
+                    padded
+                        + String(
+                            format: "  %3d%%  %4d  %6d  %3d  %9d  %9.1f  %4.1f  ", Int(loss * 100), s.lost,
+                            s.recoveredByRedundancy, s.recoveredByFEC, s.concealed, result.meanDelayMilliseconds,
+                            result.kilobitsPerSecond) + name)
+            }
+        }
+    }
+
+    struct SimulationResult {
+        var output: [Int16]
+        var statistics: ReceiveStatistics
+        var meanDelayMilliseconds: Double
+        var kilobitsPerSecond: Double
+    }
+
+    /// The real send and receive objects under a manual clock: a frame is captured every 20 ms,
+    /// encoded once, impaired (random loss, 20 ms ± 2 ms one-way), queued into the receive channel
+    /// at its arrival time, and the player renders a frame every 20 ms.
+    static func simulate(
+        speech: [Int16], loss: Double, policy: RedundancyPolicy, seed: UInt64
+    ) throws
+        -> SimulationResult
+    {
+        let clock = ManualClock(nanoseconds: 1_000_000_000)
+        let sender = try AudioSender(frameDuration: frame, bitrate: 32_000, policy: policy)
+        sender.setMeasuredLoss(loss)  // what the receiver reports back, here known exactly
+        let channel = try ReceiveChannel(name: "bench", clock: clock)
+        var impairment = Impairment(.init(loss: loss, delay: .milliseconds(20), jitter: .milliseconds(2)), seed: seed)
+        let samples = frame.samples
+        let frames = speech.count / samples + 15  // play out the tail
+        var pending: [(time: UInt64, payload: [UInt8])] = []
+        var output: [Int16] = []
+        output.reserveCapacity((frames + 10) * samples)
+        var playback = [Int16](repeating: 0, count: samples)
+        var delaySum = 0.0
+        var delayCount = 0
+        var payloadBytes = 0
+        let start: UInt64 = 1_000_000_000
+        let playerPhase: UInt64 = 7_000_000
+        for index in 0..<frames {
+            // Capture and send frame `index`, complete at the end of its 20 ms.
+            let sendTime = start + UInt64(index + 1) * frameNanoseconds
+            var pcm = [Int16](repeating: 0, count: samples)
+            for offset in 0..<samples where index * samples + offset < speech.count {
+                pcm[offset] = speech[index * samples + offset]
+            }
+            try pcm.withUnsafeBufferPointer { input in
+                try sender.process(input) { payload in
+                    payloadBytes += payload.count
+                    let deliveries = impairment.deliveries(sentAt: .nanoseconds(Int64(sendTime)))
+                    for time in deliveries.times { pending.append((time.nanoseconds, Array(payload))) }
+                }
+            }
+            // The player's tick in this period, after delivering what arrived before it.
+            let tick = sendTime + playerPhase
+            pending.sort { $0.time < $1.time }
+            while let first = pending.first, first.time <= tick {
+                clock.set(nanoseconds: first.time)
+                channel.receive(first.payload)
+                pending.removeFirst()
+            }
+            clock.set(nanoseconds: tick)
+            playback.withUnsafeMutableBufferPointer { channel.render(into: $0, now: tick) }
+            output += playback
+            let statistics = channel.statistics
+            if statistics.received > 0 {
+                delaySum +=
+                    Double(statistics.currentDelay.components.attoseconds) / 1e15
+                    + Double(statistics.currentDelay.components.seconds) * 1000
+                delayCount += 1
+            }
+        }
+        let seconds = Double(frames * samples) / 48_000
+        return SimulationResult(
+            output: output, statistics: channel.statistics,
+            meanDelayMilliseconds: delaySum / Double(max(1, delayCount)),
+            kilobitsPerSecond: Double(payloadBytes * 8) / seconds / 1000)
+    }
+
+    // MARK: Latency
+
+    /// Sends silence then a tone that starts at a known sample, through the same pipeline with a
+    /// calm network (loopback: 0.2 ms), and finds where the tone starts in the output. Repeated for
+    /// player phases across a frame, since the player's tick falls anywhere within one.
+    static func latency() throws {
+        let samples = frame.samples
+        let encoder = try AudioSender(frameDuration: frame)
+        let lookahead = try encoder.lookahead()
+        print("latency: 20 ms frames, calm network (0.2 ms one-way), onset of a 1 kHz tone")
+        print("  in = the first sample of a captured frame; out = when that sample is played by the mixer")
+        var results: [Double] = []
+        for phaseStep in 0..<10 {
+            let phase = UInt64(phaseStep) * 2_000_000
+            let clock = ManualClock(nanoseconds: 0)
+            let sender = try AudioSender(frameDuration: frame)
+            let channel = try ReceiveChannel(name: "latency", clock: clock)
+            let onsetFrame = 50
+            var output: [Int16] = []
+            var playback = [Int16](repeating: 0, count: samples)
+            var pending: [(UInt64, [UInt8])] = []
+            let start: UInt64 = 1_000_000_000
+            var firstTick: UInt64 = 0
+            for index in 0..<80 {
+                var pcm = [Int16](repeating: 0, count: samples)
+                if index >= onsetFrame {
+                    for offset in 0..<samples {
+                        let n = Double((index - onsetFrame) * samples + offset)
+                        pcm[offset] = Int16(10_000 * sin(2 * Double.pi * 1000 * n / 48_000))
+                    }
+                }
+                let captured = start + UInt64(index + 1) * frameNanoseconds  // frame complete
+                try pcm.withUnsafeBufferPointer { input in
+                    try sender.process(input) { pending.append((captured + 200_000, Array($0))) }
+                }
+                // Player ticks in this period, at the chosen phase.
+                let tick = captured + phase
+                if firstTick == 0 { firstTick = tick }
+                for (time, payload) in pending where time <= tick {
+                    clock.set(nanoseconds: time)
+                    channel.receive(payload)
+                }
+                pending.removeAll { $0.0 <= tick }
+                clock.set(nanoseconds: tick)
+                playback.withUnsafeMutableBufferPointer { channel.render(into: $0, now: tick) }
+                output += playback
+            }
+            // Output sample k is played at firstTick + k / 48 kHz (the mixer's frame goes to the
+            // device at its tick); input onset sample was captured at start + onsetFrame × 20 ms.
+            guard let onset = output.firstIndex(where: { abs(Int($0)) > 2000 }) else {
+                print("  phase \(phase / 1_000_000) ms: tone not found")
+                continue
+            }
+            let played = Double(firstTick) / 1e6 + Double(onset) / 48
+            let spoken = Double(start) / 1e6 + Double(onsetFrame) * 20
+            results.append(played - spoken)
+        }
+        let mean = results.reduce(0, +) / Double(max(1, results.count))
+        print(
+            String(
+                format: "  over %d player phases: mean %.1f ms, min %.1f ms, max %.1f ms", results.count, mean,
+                results.min() ?? .nan, results.max() ?? .nan))
+        let target = 20 + Double(lookahead) / 48 + 20 + 5
+        print(
+            String(
+                format: "  target ≤ frame + %.1f ms lookahead + one frame + 5 ms = %.1f ms", Double(lookahead) / 48,
+                target))
+        print("  (excludes the sound card's own buffer: PulseAudio adds its latency on top, see the note)")
+    }
+
+    // MARK: CPU
+
+    /// One encode + 7 decodes + mix per 20 ms frame, timed with the thread's CPU clock.
+    static func cpu(speech path: String?) throws {
+        let samples = frame.samples
+        let speech: [Int16] =
+            try path.map { try WAVFile.read(path: $0) }
+            ?? (0..<(48_000 * 10)).map { Int16(8000 * sin(2 * Double.pi * 220 * Double($0) / 48_000)) }
+        let frames = 1500  // 30 s
+        let clock = ManualClock(nanoseconds: 1_000_000_000)
+        let sender = try AudioSender(frameDuration: frame, bitrate: 32_000)
+        sender.setMeasuredLoss(0.02)  // FEC on, one copy: the usual state on a real network
+        let channels = try (0..<7).map { try ReceiveChannel(name: "peer\($0)", clock: clock) }
+        var pcm = [Int16](repeating: 0, count: samples)
+        var peer = [Int16](repeating: 0, count: samples)
+        var accumulator = [Float](repeating: 0, count: samples)
+        var mixed = [Int16](repeating: 0, count: samples)
+        // Warm up, then time.
+        var encodeNanoseconds: UInt64 = 0
+        var total: UInt64 = 0
+        for index in 0..<(frames + 50) {
+            for offset in 0..<samples { pcm[offset] = speech[(index * samples + offset) % speech.count] }
+            let begin = threadCPUTime()
+            try pcm.withUnsafeBufferPointer { input in
+                try sender.process(input) { payload in for channel in channels { channel.receive(payload) } }
+            }
+            let encoded = threadCPUTime()
+            clock.advance(by: .milliseconds(20))
+            accumulator.withUnsafeMutableBufferPointer { acc in
+                SoftClipMixer.clear(acc)
+                for channel in channels {
+                    peer.withUnsafeMutableBufferPointer { channel.render(into: $0, now: clock.now()) }
+                    peer.withUnsafeBufferPointer { SoftClipMixer.add($0, to: acc) }
+                }
+                mixed.withUnsafeMutableBufferPointer { SoftClipMixer.render(UnsafeBufferPointer(acc), into: $0) }
+            }
+            let end = threadCPUTime()
+            if index >= 50 {
+                encodeNanoseconds += encoded - begin
+                total += end - begin
+            }
+        }
+        let perFrame = Double(total) / Double(frames) / 1000
+        let encodePerFrame = Double(encodeNanoseconds) / Double(frames) / 1000
+        print(
+            "cpu: 20 ms frames, 32 kb/s, complexity \(AudioSender.defaultComplexity), \(frames) frames of \(path == nil ? "tone" : "speech")"
+        )
+        print(String(format: "  encode once:            %6.1f µs/frame", encodePerFrame))
+        print(String(format: "  7 decodes + mix:        %6.1f µs/frame", perFrame - encodePerFrame))
+        print(
+            String(
+                format: "  total:                  %6.1f µs/frame = %.2f %% of one core (target ≤ 4 %%)", perFrame,
+                perFrame / 200))
+
+        // Echo cancellation and noise suppression (pulse devices only), for the record.
+        let canceller = try EchoCanceller(frameSize: samples, tail: 9600, sampleRate: 48_000)
+        let preprocessor = try Preprocessor(frameSize: samples, sampleRate: 48_000, echoCanceller: canceller)
+        var cleaned = [Int16](repeating: 0, count: samples)
+        var processing: UInt64 = 0
+        for index in 0..<500 {
+            for offset in 0..<samples { pcm[offset] = speech[(index * samples + offset) % speech.count] }
+            let begin = threadCPUTime()
+            pcm.withUnsafeBufferPointer { near in
+                mixed.withUnsafeBufferPointer { far in
+                    cleaned.withUnsafeMutableBufferPointer { canceller.process(captured: near, played: far, into: $0) }
+                }
+            }
+            cleaned.withUnsafeMutableBufferPointer { preprocessor.process($0) }
+            processing += threadCPUTime() - begin
+        }
+        let processingPerFrame = Double(processing) / 500 / 1000
+        print(
+            String(
+                format: "  + echo cancel + denoise: %6.1f µs/frame = %.2f %% more (pulse devices only)",
+                processingPerFrame,
+                processingPerFrame / 200))
+    }
+
+    static func threadCPUTime() -> UInt64 {
+        var spec = timespec()
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &spec)
+        return UInt64(spec.tv_sec) * 1_000_000_000 + UInt64(spec.tv_nsec)
+    }
+}

@@ -1,0 +1,172 @@
+import ArgumentParser
+import ControlAPI
+import NodeLab
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `parley-lab bench`: a real meeting of `--nodes` parleyd processes on 127.0.0.1 (through a
+/// parley-rendezvous process), and three figures: join time, CPU per node, traffic per node.
+struct Bench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Measure join time, CPU per node and bytes per second of a loopback meeting.",
+        discussion: """
+            Join time: from starting the last node's process until it has every other peer 'up' and \
+            every other node has it 'up' (PROTOCOL §10.1: media received both ways), polled every 10 ms. \
+            CPU: utime+stime from /proc/PID/stat of each parleyd over the window, in % of one core. \
+            Traffic: the ICE stream counters (UDP payload) per node, plus 28 bytes of IPv4+UDP header per packet.
+            """)
+
+    @Option(help: "Nodes in the meeting (the rendezvous' default cap is 8).")
+    var nodes = 8
+    @Option(help: "How many times to measure the last node's join.")
+    var joins = 5
+    @Option(help: "Seconds over which CPU and traffic are measured.")
+    var window = 20.0
+    @Option(
+        help:
+            "Audio input of every node: tone:HZ (default: one tone each) or wav:PATH (e.g. speech); {n} in it is replaced by the node's number (1...)."
+    )
+    var input: String?
+    @Option(help: "More arguments for every parleyd, e.g. --daemon-argument=--complexity=5 (repeatable).")
+    var daemonArgument: [String] = []
+    @Option(help: "Who talks when, in words, for the report (the input decides it).")
+    var scenario = "every node sending all the time"
+
+    func run() throws {
+        let lab = try NodeLab("bench")
+        defer { lab.shutdown() }
+        let rendezvous = try lab.rendezvous(arguments: ["--max-members", "\(max(nodes, 8))"])
+        let invite = try lab.invite(rendezvous: rendezvous.url)
+        let names = (1...nodes).map { "node\($0)" }
+        func spec(_ index: Int) -> NodeSpec {
+            let audio = input?.replacing("{n}", with: "\(index + 1)") ?? "tone:\(300 + 150 * index)"
+            var spec = NodeSpec(name: names[index], input: audio, join: invite)
+            spec.output = "null"
+            spec.waitUntilReady = false
+            spec.logLevel = "notice"
+            spec.arguments = daemonArgument
+            return spec
+        }
+        var members = try (0..<(nodes - 1)).map { try lab.node(spec($0)) }
+        for member in members { try member.waitUntilReady() }
+        for member in members { try member.waitForPeersUp(nodes - 2, limit: .seconds(60)) }
+        print("bench-node: \(nodes - 1) nodes up on 127.0.0.1; measuring the \(nodes)th node's join \(joins) times")
+
+        var joinTimes: [Double] = []
+        for round in 1...joins {
+            let started = ContinuousClock.now
+            let last = try lab.node(spec(nodes - 1))
+            var answeredAt: Double?
+            try LabWait.until(.seconds(30), "the last node to join", every: .milliseconds(10)) {
+                guard let status = try? last.status() else { return false }
+                if answeredAt == nil { answeredAt = Self.seconds(since: started) }
+                guard status.peers.count == nodes - 1, status.peers.allSatisfy({ $0.state == .up }) else {
+                    return false
+                }
+                return try members.allSatisfy { member in
+                    try member.status().peers.contains { $0.name == last.name && $0.state == .up }
+                }
+            }
+            let joined = Self.seconds(since: started)
+            joinTimes.append(joined)
+            print(
+                "  join \(round): \(Self.ms(joined)) ms (process start to control socket: \(Self.ms(answeredAt ?? 0)) ms)"
+            )
+            if round < joins {
+                last.process.terminate()
+                for member in members { try member.waitForPeersUp(nodes - 2, limit: .seconds(15)) }
+            } else {
+                members.append(last)
+            }
+        }
+        joinTimes.sort()
+        print(
+            "join time (\(nodes)th node started → hears all \(nodes - 1), all \(nodes - 1) hear it): "
+                + "median \(Self.ms(joinTimes[joinTimes.count / 2])) ms, min \(Self.ms(joinTimes.first!)) ms, "
+                + "max \(Self.ms(joinTimes.last!)) ms  (target ≤ 500 ms)")
+
+        // CPU and traffic over the window, with everyone in the meeting. Traffic: the packet
+        // counters' difference, and the mean of the kb/s each status reports (once a second).
+        let cpuBefore = members.map { Self.cpuTicks($0.process.pid) }
+        let packetsBefore = try members.map { try Self.packets($0) }
+        let rendezvousBefore = Self.cpuTicks(rendezvous.process.pid)
+        var kbps = [(up: Double, down: Double)](repeating: (0, 0), count: members.count)
+        var samples = 0
+        let started = ContinuousClock.now
+        while Self.seconds(since: started) < window {
+            LabWait.sleep(for: .seconds(1))
+            for (index, member) in members.enumerated() {
+                let peers = try member.status().peers
+                kbps[index].up += peers.map(\.txKbps).reduce(0, +)
+                kbps[index].down += peers.map(\.rxKbps).reduce(0, +)
+            }
+            samples += 1
+        }
+        let elapsed = Self.seconds(since: started)
+        let ticks = Double(sysconf(Int32(_SC_CLK_TCK)))
+        print("per node over \(Self.one(elapsed)) s (\(nodes)-node meeting, 20 ms Opus frames; \(scenario)):")
+        print("  node      CPU % of a core   up kB/s  (pkts/s)   down kB/s  (pkts/s)")
+        var cpus: [Double] = []
+        var ups: [Double] = []
+        var downs: [Double] = []
+        for (index, member) in members.enumerated() {
+            let cpu = Double(Self.cpuTicks(member.process.pid) - cpuBefore[index]) / ticks / elapsed * 100
+            let packets = try Self.packets(member)
+            let packetsUp = Double(packets.sent - packetsBefore[index].sent) / elapsed
+            let packetsDown = Double(packets.received - packetsBefore[index].received) / elapsed
+            // kb/s of UDP payload → kB/s on the wire with 28 bytes of IPv4 + UDP header a packet.
+            let up = kbps[index].up / Double(samples) / 8 + 28 * packetsUp / 1000
+            let down = kbps[index].down / Double(samples) / 8 + 28 * packetsDown / 1000
+            cpus.append(cpu)
+            ups.append(up)
+            downs.append(down)
+            let upText = Self.one(up) + "  (\(Int(packetsUp.rounded())))"
+            print(
+                "  \(member.name.padding(8))  \(Self.one(cpu).padding(16))  \(upText.padding(19))  \(Self.one(down))  (\(Int(packetsDown.rounded())))"
+            )
+        }
+        let rendezvousCPU = Double(Self.cpuTicks(rendezvous.process.pid) - rendezvousBefore) / ticks / elapsed * 100
+        let meanCPU = cpus.reduce(0, +) / Double(cpus.count)
+        print(
+            "CPU per node: mean \(Self.one(meanCPU)) %, max \(Self.one(cpus.max()!)) % of one core (target ≤ 4 %); "
+                + "rendezvous \(Self.one(rendezvousCPU)) %")
+        print(
+            "traffic per node: up \(Self.one(ups.reduce(0, +) / Double(ups.count))) kB/s, "
+                + "down \(Self.one(downs.reduce(0, +) / Double(downs.count))) kB/s (IPv4 + UDP headers included)")
+    }
+
+    /// Packets sent and received over all of a node's links (ICE stream counters, via status).
+    static func packets(_ node: NodeHandle) throws -> (sent: UInt64, received: UInt64) {
+        let peers = try node.status().peers
+        return (peers.map(\.packetsTx).reduce(0, +), peers.map(\.packetsRx).reduce(0, +))
+    }
+
+    /// utime + stime of a process, in clock ticks (/proc/PID/stat fields 14 and 15).
+    static func cpuTicks(_ pid: Int32) -> Int {
+        guard let file = fopen("/proc/\(pid)/stat", "r") else { return 0 }
+        defer { fclose(file) }
+        var buffer = [CChar](repeating: 0, count: 4096)
+        guard fgets(&buffer, Int32(buffer.count), file) != nil else { return 0 }
+        let line = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        // The command name (field 2) is in parentheses and may contain spaces: count after it.
+        guard let close = line.lastIndex(of: ")") else { return 0 }
+        let fields = line[line.index(after: close)...].split(separator: " ")
+        // fields[0] is field 3 (state); utime and stime are fields 14 and 15.
+        guard fields.count > 12, let user = Int(fields[11]), let system = Int(fields[12]) else { return 0 }
+        return user + system
+    }
+
+    static func seconds(since start: ContinuousClock.Instant) -> Double {
+        let elapsed = (ContinuousClock.now - start).components
+        return Double(elapsed.seconds) + Double(elapsed.attoseconds) / 1e18
+    }
+
+    static func ms(_ seconds: Double) -> String { "\(Int((seconds * 1000).rounded()))" }
+    static func one(_ value: Double) -> String { format1(value) }
+}
+
+extension String {
+    func padding(_ width: Int) -> String { count >= width ? self : self + String(repeating: " ", count: width - count) }
+}
