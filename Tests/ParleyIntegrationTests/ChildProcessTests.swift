@@ -24,7 +24,9 @@ struct ChildProcessTests {
         // Until sleep is in its nanosleep, the dynamic loader and locale set-up briefly hold
         // descriptors of their own (libc.so as 3 was seen in CI), so read the table only then.
         let deadline = ContinuousClock.now + .seconds(10)
-        while !((try? String(contentsOfFile: "/proc/\(child.pid)/wchan", encoding: .utf8)) ?? "").contains("nanosleep"), ContinuousClock.now < deadline {
+        while !((try? String(contentsOfFile: "/proc/\(child.pid)/wchan", encoding: .utf8)) ?? "").contains("nanosleep"),
+            ContinuousClock.now < deadline
+        {
             usleep(1000)
         }
         let open = try FileManager.default.contentsOfDirectory(atPath: "/proc/\(child.pid)/fd").compactMap(Int32.init)
