@@ -28,11 +28,12 @@ extension MeetingCore {
     /// shows a code once every member's nonce is in.
     public var securityCode: String {
         switch codeAgreement.state {
-        case .agreed(let code): code.description
+        case .agreed(let code): return code.description
         case .settling(let waiting):
-            waiting.isEmpty
-                ? "settling" : "settling (waiting for \(waiting.map { peers[$0]?.name ?? hexString($0.prefix(8)) }.sorted().joined(separator: ", ")))"
-        case .unavailable(let reason): "unavailable: \(reason)"
+            if waiting.isEmpty { return "settling" }
+            let names = waiting.map { peers[$0]?.name ?? hexString($0.prefix(8)) }.sorted()
+            return "settling (waiting for \(names.joined(separator: ", ")))"
+        case .unavailable(let reason): return "unavailable: \(reason)"
         }
     }
 

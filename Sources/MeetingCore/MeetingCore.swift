@@ -682,7 +682,9 @@ public struct MeetingCore: Sendable {
         }
         output.append(.sendReport(link.id, closesInterval: closes, muted: muted))
         // Until the code is agreed, the current COMMIT or REVEAL goes with every REPORT (§11.1).
-        if let message = codeAgreement.repeated(to: key) { output.append(.sendControl(link.id, .securityCode(message))) }
+        if let message = codeAgreement.repeated(to: key) {
+            output.append(.sendControl(link.id, .securityCode(message)))
+        }
     }
 
     /// The loss the encoder protects against (§9.3): the worst latest REPORT of a peer whose link
