@@ -330,7 +330,7 @@ public final class RendezvousClient: Service, Sendable {
         let path = RendezvousShard.path(invitePath: url.path, roomID: roomKey.publicKey)
         let status = NIOLockedValueBox<Int?>(nil)
         let upgrade = try await ClientBootstrap(group: group)
-            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelOption(.tcpOption(.tcp_nodelay), value: 1)
             .connectTimeout(TimeAmount(configuration.handshakeTimeout))
             .connect(host: url.host, port: Int(url.port)) { channel in
                 channel.eventLoop.makeCompletedFuture {

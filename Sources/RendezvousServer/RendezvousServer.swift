@@ -101,7 +101,9 @@ public final class RendezvousServer: Service, Sendable {
                 // all reconnect to the others within a second (the kernel caps it at somaxconn).
                 .serverChannelOption(.backlog, value: 4096)
                 .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-                .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+                // At IPPROTO_TCP: as a socketOption, TCP_NODELAY's number means SO_DEBUG, which
+                // only root may set, and every connection of an unprivileged server failed.
+                .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
                 .childChannelOption(.writeBufferWaterMark, value: .init(low: queue / 2, high: queue))
                 .childChannelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
