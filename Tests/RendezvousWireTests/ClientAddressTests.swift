@@ -1,3 +1,4 @@
+import ParleyCore
 import RendezvousWire
 import Testing
 
@@ -137,7 +138,7 @@ struct ClientAddressTests {
     }
 
     @Test func fuzzEntryPointHoldsOnItsSeedsAndMutations() {
-        var rng = FuzzMutationTests.SeededGenerator(state: 0x5EED_0018)
+        var rng = SeededGenerator(seed: 0x5EED_0018)
         let seeds = RendezvousWire.clientAddressSeeds()
         for round in 0..<30_000 {
             RendezvousWire.fuzzClientAddress(FuzzMutationTests.mutate(seeds[round % seeds.count], using: &rng))
