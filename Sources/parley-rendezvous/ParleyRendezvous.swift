@@ -126,14 +126,6 @@ struct ParleyRendezvous: AsyncParsableCommand {
         var logger = Logger(label: "parley.rendezvous")
         logger.logLevel = Logger.Level(rawValue: logLevel)!
         let files = OpenFileLimit.apply(maxConnections: maxConnections)
-        if files.isCapped {
-            logger.warning(
-                """
-                the open-file limit (\(files.softLimit)) allows \(files.maxConnections) connections, fewer than \
-                --max-connections \(maxConnections): serving at most \(files.maxConnections) (raise it: LimitNOFILE= \
-                in the systemd unit, or ulimit -n)
-                """)
-        }
         limits.maxConnections = files.maxConnections
         limits.outboundQueueBytes = outboundQueueBytes
         limits.handshakeTimeout = .seconds(handshakeTimeout)
@@ -145,6 +137,15 @@ struct ParleyRendezvous: AsyncParsableCommand {
 
         let server = RendezvousServer(configuration: configuration, logger: logger)
         let addresses = try await server.start()
+        // Said once serving, so that a configuration error stays the only line of a failed start.
+        if files.isCapped {
+            logger.warning(
+                """
+                the open-file limit (\(files.softLimit)) allows \(files.maxConnections) connections, fewer than \
+                --max-connections \(maxConnections): serving at most \(files.maxConnections) (raise it: LimitNOFILE= \
+                in the systemd unit, or ulimit -n)
+                """)
+        }
         // One line, on stdout, flushed: scripts wait for it and parse the URL.
         print("parley-rendezvous listening on \(addresses.url)")
         if let stun = addresses.stun { print("parley-rendezvous STUN on udp \(stun)") }

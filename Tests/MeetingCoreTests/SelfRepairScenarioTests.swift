@@ -34,7 +34,12 @@ struct SelfRepairScenarioTests {
         #expect(bobToCarol?.route == "peer" && bobToCarol?.via == sim.links(of: carol)["alice"]?.peerID)
         #expect(sim.links(of: carol)["bob"]?.route == "peer")
         #expect(sim.links(of: alice)["bob"]?.route == "host")
-        #expect(Set([alice, bob, carol].map { sim.securityCode(of: $0) }).count == 1)
+        // The security code agreement (§11.1) runs over the relayed link too.
+        #expect(
+            sim.run(until: .seconds(3)) {
+                let codes = Set([alice, bob, carol].map { sim.securityCode(of: $0) })
+                return codes.count == 1 && codes.first?.first?.isNumber == true
+            })
     }
 
     /// The direct path between two members is cut mid-call while both still reach a third: they
