@@ -263,6 +263,10 @@ public struct Verification: Codable, Sendable, Equatable {
     public var securityCode: String
     /// Names and ids of the members the code covers, this node included.
     public var members: [Member]
+    /// Who has the invite and is in the room but has no session with this node after a while
+    /// (not covered by the code): someone listening in on the signaling, or a member whose
+    /// network blocks every path.
+    public var notConnected: [Member]
 
     public struct Member: Codable, Sendable, Equatable {
         public var id: String
@@ -273,14 +277,23 @@ public struct Verification: Codable, Sendable, Equatable {
         }
     }
 
-    public init(securityCode: String, members: [Member]) {
+    public init(securityCode: String, members: [Member], notConnected: [Member] = []) {
         self.securityCode = securityCode
         self.members = members
+        self.notConnected = notConnected
     }
 
     enum CodingKeys: String, CodingKey {
         case securityCode = "security_code"
         case members
+        case notConnected = "not_connected"
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        securityCode = try container.decode(String.self, forKey: .securityCode)
+        members = try container.decode([Member].self, forKey: .members)
+        notConnected = try container.decodeIfPresent([Member].self, forKey: .notConnected) ?? []
     }
 }
 

@@ -15,6 +15,14 @@ public struct MeetingConfiguration: Sendable {
     public var timing = MeetingTiming()
     /// How many pairs of other members this node relays for at most (§13; 0: never).
     public var maximumRelayedPairs = 4
+    /// Identities never seen before that may start links: a burst of `newIdentityBurst` (a whole
+    /// meeting joining at once), then `newIdentityRate` per second. HELLOs from fresh identities
+    /// beyond that are dropped, so a flood of them (issue 15, finding 3) costs each member at most
+    /// a few links and envelopes a second instead of hundreds.
+    public var newIdentityBurst = 16.0
+    public var newIdentityRate = 1.0
+    /// At most this many pins (§11.2) in the room's pins file; members met later are not pinned.
+    public var maximumPins = 1024
     /// Seeds the core's own randomness (REPORT interval jitter), so a simulation is repeatable.
     public var randomSeed: UInt64
 
@@ -68,6 +76,10 @@ public struct MeetingTiming: Sendable, Equatable {
     /// Inputs this much later than the core's own deadline mean the process was stopped (a
     /// suspended laptop, SIGSTOP): every path is suspect, so every link restarts.
     public var resumeAfter: Duration = .seconds(3)
+    /// A peer whose session has not come up this long after its HELLO is shown in `verify` and
+    /// `watch` as someone who has the invite but is not in the meeting (a lurker, or a member
+    /// whose network blocks every path).
+    public var notConnectedAfter: Duration = .seconds(10)
 
     public init() {}
 }

@@ -62,6 +62,17 @@ extension MeetingCore {
         for peer in peers.values.sorted(by: { $0.name < $1.name }) where peer.link?.established == true {
             covered.append(Verification.Member(id: peer.shortID, name: peer.name))
         }
-        return Verification(securityCode: securityCode, members: covered)
+        return Verification(
+            securityCode: securityCode, members: covered,
+            notConnected: notConnectedPeers.map { Verification.Member(id: $0.shortID, name: $0.name) })
+    }
+
+    /// Peers in the room that never established a session although their link started
+    /// `notConnectedAfter` ago (finding 10), by name.
+    var notConnectedPeers: [Peer] {
+        peers.values.filter { peer in
+            guard let link = peer.link, !peer.verified else { return false }
+            return now - link.startedAt >= configuration.timing.notConnectedAfter
+        }.sorted { ($0.name, $0.shortID) < ($1.name, $1.shortID) }
     }
 }

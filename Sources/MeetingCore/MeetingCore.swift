@@ -39,6 +39,11 @@ public struct MeetingCore: Sendable {
     var codeViewDue: ContinuousClock.Instant?
     var publishedCode: SecurityCode?
     var random: SeededGenerator
+    /// HELLOs from identities never seen before that may still start a link (finding 3).
+    var newIdentities: TokenBucket
+    var newIdentitiesRefused = 0
+    /// The time of the first input: the origin of the token bucket's clock.
+    let origin: ContinuousClock.Instant
     /// What this node last told the data path it relays, and the members LINKS last listed.
     var relayPolicy: RelayPolicy?
     var linksSent: [[UInt8]] = []
@@ -69,6 +74,9 @@ public struct MeetingCore: Sendable {
             roomID: configuration.keys.roomID,
             me: CodeMember(identityKey: configuration.identity.publicKey, name: configuration.displayName))
         random = SeededGenerator(seed: configuration.randomSeed)
+        origin = now
+        newIdentities = TokenBucket(
+            rate: configuration.newIdentityRate, capacity: configuration.newIdentityBurst, now: 0)
     }
 
     // MARK: Inputs
@@ -154,6 +162,10 @@ public struct MeetingCore: Sendable {
                 ]
                 for case let moment? in moments where moment > now { earliest = Self.earlier(earliest, moment) }
             }
+            let notConnectedFrom = link.startedAt + configuration.timing.notConnectedAfter
+            if !peer.verified, !peer.reportedNotConnected, notConnectedFrom > now {
+                earliest = Self.earlier(earliest, notConnectedFrom)
+            }
             if link.established {
                 earliest = Self.earlier(earliest, link.nextReport)
                 if paused {
@@ -205,7 +217,11 @@ public struct MeetingCore: Sendable {
     mutating func memberLeft(_ member: RendezvousMemberID) {
         for key in peers.keys.sorted(by: { $0.lexicographicallyPrecedes($1) }) where peers[key]?.memberID == member {
             peers[key]?.memberID = nil
-            feed(.rendezvousLeft, toPeer: key)
+            if peers[key]?.link == nil {
+                forget(key, reason: "left")  // never had a link (no common version): nothing to end
+            } else {
+                feed(.rendezvousLeft, toPeer: key)
+            }
         }
     }
 
@@ -309,13 +325,21 @@ public struct MeetingCore: Sendable {
             from: known.map { SignalingRules.KnownPeer(epoch: $0.epoch, hasLink: $0.link != nil) },
             epoch: hello.sessionEpoch, isBroadcast: broadcast, commonVersion: common)
         let readdressed = member != nil && known?.memberID != member
+        if known == nil, !admitNewIdentity(from: member) { return }
         if let known {
-            if known.name != hello.displayName {
+            let renamed = known.name != hello.displayName
+            if renamed {
                 publish(
                     ControlEvent(kind: .peerJoined, peer: known.shortID, name: hello.displayName, message: "renamed"))
             }
-            if known.name != hello.displayName, known.link?.established == true { membersMayHaveChanged() }
+            if renamed, known.link?.established == true { membersMayHaveChanged() }
             peers[key]?.name = hello.displayName
+            // A new name is checked like a new member (finding 4): taking a name pinned to
+            // another key, or one that looks like another member's, is warned about.
+            if renamed {
+                checkPin(key, pinning: known.verified)
+                checkLookAlikes(of: key)
+            }
             peers[key]?.epoch = hello.sessionEpoch
             if let member {
                 peers[key]?.memberID = member
@@ -326,6 +350,9 @@ public struct MeetingCore: Sendable {
             peers[key] = Peer(
                 identity: hello.identity, name: hello.displayName, epoch: hello.sessionEpoch, memberID: member,
                 version: common ?? 1)
+            // A member's replay window stays while it is one (§6.4): a flood of fresh identities
+            // cannot push it out and let an old HELLO of its through (finding 2).
+            replayGuard.keep(key)
         }
         if decision.answer { send(self.hello(), to: key) }
         switch decision.link {
@@ -342,23 +369,87 @@ public struct MeetingCore: Sendable {
         case .start:
             break
         }
-        checkPin(key)
+        if known == nil {
+            checkPin(key, pinning: false)
+            checkLookAlikes(of: key)
+        }
         if let peer = peers[key] { publish(ControlEvent(kind: .peerJoined, peer: peer.shortID, name: peer.name)) }
         startLink(for: key)
     }
 
-    mutating func checkPin(_ key: [UInt8]) {
+    /// Whether a HELLO from an identity never seen before may add a peer (finding 3). A node has
+    /// one identity, so a second identity on the same rendezvous connection replaces the first
+    /// unless that one proved itself with a session; and fresh identities are rate-limited.
+    mutating func admitNewIdentity(from member: RendezvousMemberID?) -> Bool {
+        let elapsed = now - origin
+        let nanoseconds =
+            UInt64(elapsed.components.seconds) * 1_000_000_000
+            + UInt64(elapsed.components.attoseconds / 1_000_000_000)
+        guard newIdentities.take(now: nanoseconds) else {
+            newIdentitiesRefused += 1
+            // Once per burst refused, not once per HELLO: the log must not grow with the flood.
+            if newIdentitiesRefused == 1 || newIdentitiesRefused.isMultiple(of: 1000) {
+                warn(
+                    "too many new identities at once (\(newIdentitiesRefused) ignored): someone with the invite is flooding the room"
+                )
+            }
+            return false
+        }
+        if let member {
+            let squatters = peers.filter { $0.value.memberID == member && !$0.value.verified }.keys
+            for key in squatters.sorted(by: { $0.lexicographicallyPrecedes($1) }) {
+                forget(key, reason: "its rendezvous connection presented another identity")
+            }
+        }
+        return true
+    }
+
+    /// Ends the peer's link and forgets it: it left, or was an unverified identity replaced by
+    /// another. Its replay window becomes an ordinary one again.
+    mutating func forget(_ key: [UInt8], reason: String) {
+        endLink(of: key, reason: reason, announce: peers[key]?.verified == true)
+        peers[key] = nil
+        replayGuard.release(key)
+    }
+
+    /// Checks the peer's name and key against the pins (§11.2): a name pinned to another key is
+    /// warned about. `pinning`: record a new name or key (only for a verified peer: a pin of an
+    /// identity that never proved itself would let a flood of them grow the file).
+    mutating func checkPin(_ key: [UInt8], pinning: Bool) {
         guard let peer = peers[key] else { return }
         do {
             switch try pins.check(displayName: peer.name, identityKey: key) {
             case .known: return
             case .new, .renamed:
+                guard pinning else { return }
+                guard pins.pins.count < configuration.maximumPins else {
+                    log(.warning, "pins file full; not pinned", ["peer": peer.shortID])
+                    return
+                }
                 try? pins.pin(displayName: peer.name, identityKey: key)
                 output.append(.savePins(pins))
             }
         } catch {
+            // Warned at the HELLO; pinning only records what the check accepted.
+            guard !pinning else { return }
             log(.warning, "identity key changed", ["peer": peer.shortID, "name": peer.name])
             publish(ControlEvent(kind: .warning, peer: peer.shortID, name: peer.name, message: "WARNING: \(error)"))
+        }
+    }
+
+    /// Warns when the peer's name is, or looks like, another member's or ours (finding 4: `аlice`
+    /// with a Cyrillic а next to `alice`). Both keep their names; the user is told to check the
+    /// security code with them.
+    mutating func checkLookAlikes(of key: [UInt8]) {
+        guard let peer = peers[key] else { return }
+        let skeleton = NameSkeleton(peer.name)
+        var others = peers.filter { $0.key != key }.map { ($0.value.name, $0.value.shortID) }
+        others.append((configuration.displayName, "you"))
+        for (name, id) in others.sorted(by: { $0.1 < $1.1 }) where NameSkeleton(name) == skeleton {
+            let what = name == peer.name ? "has the same name as" : "has a name that looks like"
+            let message = "WARNING: \(peer.name) (\(peer.shortID)) \(what) \(name) (\(id)); compare the security code"
+            log(.warning, "look-alike names", ["peer": peer.shortID, "other": id])
+            publish(ControlEvent(kind: .warning, peer: peer.shortID, name: peer.name, message: message))
         }
     }
 
@@ -516,6 +607,10 @@ public struct MeetingCore: Sendable {
         switch fact {
         case .established:
             peers[key]?.link?.established = true
+            if peers[key]?.verified == false {
+                peers[key]?.verified = true
+                checkPin(key, pinning: true)
+            }
             log(.info, "session established", ["peer": shortID])
             feed(.sessionEstablished, toPeer: key)
             sendReport(on: key, closesInterval: false)
@@ -588,7 +683,7 @@ public struct MeetingCore: Sendable {
             case .restartICE:
                 restartICE(of: key, to: link.generation + 1, announce: true)
             case .remove:
-                endLink(of: key, reason: peers[key]?.link?.machine.reason ?? "gone")
+                forget(key, reason: peers[key]?.link?.machine.reason ?? "gone")
             }
         }
     }
@@ -658,6 +753,15 @@ public struct MeetingCore: Sendable {
             } else if paused, now - link.lastReportSent >= configuration.timing.pausedReportInterval {
                 sendReport(on: key, closesInterval: false)
             }
+        }
+        for peer in notConnectedPeers where !peer.reportedNotConnected {
+            peers[peer.identity.identityKey]?.reportedNotConnected = true
+            log(.warning, "present but not connected", ["peer": peer.shortID])
+            publish(
+                ControlEvent(
+                    kind: .warning, peer: peer.shortID, name: peer.name,
+                    message: "someone with the invite is present but has not connected: \(peer.name) (\(peer.shortID))")
+            )
         }
         if let due = codeViewDue, now >= due {
             codeViewDue = nil

@@ -15,6 +15,12 @@ struct Peer: Sendable {
     var link: Link?
     /// The peer's latest LINKS (§13.1): whom it reaches directly, and whether it relays.
     var links: SessionControl.Links?
+    /// Whether a session with it was ever established: it holds the private key of its identity
+    /// (Noise IK proved it). Only verified peers are pinned (§11.2); an unverified one gives way to
+    /// the next identity its rendezvous connection presents.
+    var verified = false
+    /// Whether `watch` was told it has not connected (once per link).
+    var reportedNotConnected = false
 
     var shortID: String { identity.shortID }
 }

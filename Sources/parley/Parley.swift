@@ -177,6 +177,10 @@ struct Verify: ParsableCommand {
         print("security code: \(verification.securityCode)")
         print("covers \(verification.members.count) members:")
         for member in verification.members { print("  \(member.id)  \(member.name)") }
+        if !verification.notConnected.isEmpty {
+            print("present with the invite but not connected (not covered by the code):")
+            for member in verification.notConnected { print("  \(member.id)  \(member.name)") }
+        }
     }
 }
 

@@ -26,11 +26,11 @@ struct MeetingCoreTests {
         var now = MeetingCoreTests.start
         static let member = RendezvousMemberID(42)
 
-        init(paused: Bool = false) {
+        init(paused: Bool = false, pins: IdentityPins = IdentityPins()) {
             let configuration = try! MeetingConfiguration(
                 identity: me, keys: MeetingCoreTests.keys, displayName: "me", sessionEpoch: 1,
                 firstEnvelopeSequence: 1, randomSeed: 1)
-            core = MeetingCore(configuration: configuration, pins: IdentityPins(), muted: false, now: now)
+            core = MeetingCore(configuration: configuration, pins: pins, muted: false, now: now)
             _ = feed(.start)
             _ = feed(
                 .rendezvousJoined(RendezvousWelcome(memberID: RendezvousMemberID(1), members: []), reconnected: false))

@@ -73,19 +73,28 @@ class Hello:
         return Hello(static_key, signature, epoch, versions, check_display_name(name))
 
 
-_BIDI_CONTROLS = {0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A)}
+def _joins_emoji(name: str, index: int) -> bool:
+    """§6.5.1: U+200D is allowed right after a non-ASCII So or Sk scalar (or U+FE0F) and right before a
+    non-ASCII So scalar."""
+    if name[index] != "\u200d" or index == 0 or index + 1 == len(name):
+        return False
+    before, after = name[index - 1], name[index + 1]
+    before_ok = ord(before) > 0x7F and (unicodedata.category(before) in ("So", "Sk") or before == "\ufe0f")
+    return before_ok and ord(after) > 0x7F and unicodedata.category(after) == "So"
 
 
 def check_display_name(raw: bytes) -> str:
-    """§6.5.1: 1–64 bytes of UTF-8; no Cc, line/paragraph separators, bidi controls; no white space at the ends."""
+    """§6.5.1: 1–64 bytes of UTF-8; no Cc, line/paragraph separators or format characters (Cf, but for a
+    zero-width joiner inside an emoji sequence); no white space at the ends."""
     if not 1 <= len(raw) <= 64:
         raise WireError("HELLO: display name must be 1 to 64 bytes")
     try:
         name = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise WireError("HELLO: display name is not UTF-8") from None
-    for character in name:
-        if unicodedata.category(character) in ("Cc", "Zl", "Zp") or ord(character) in _BIDI_CONTROLS:
+    for index, character in enumerate(name):
+        category = unicodedata.category(character)
+        if category in ("Cc", "Zl", "Zp") or (category == "Cf" and not _joins_emoji(name, index)):
             raise WireError(f"HELLO: display name contains U+{ord(character):04X}")
     if name[0] in WHITE_SPACE or name[-1] in WHITE_SPACE:
         raise WireError("HELLO: display name has white space at an end")
@@ -212,6 +221,7 @@ class Signaling:
         # §6.4 "Sequence numbers": wall-clock microseconds, then +1 per envelope.
         self.sequence = first_sequence if first_sequence is not None else time.time_ns() // 1000
         self.windows: OrderedDict[bytes, ReplayWindow] = OrderedDict()
+        self.kept: dict[bytes, ReplayWindow] = {}  # the members' windows, never evicted (§6.4 step 6)
 
     def seal(self, message: Message, recipient: bytes = BROADCAST, recipient_static_key: bytes | None = None,
              nonce: bytes | None = None, sequence: int | None = None) -> bytes:
@@ -232,6 +242,16 @@ class Signaling:
             plaintext, associated_data(self.room_id), nonce, self.key
         )
         return u8(VERSION) + nonce + ciphertext
+
+    def keep(self, sender: bytes) -> None:
+        """`sender` is a member: its window stays until `release` (§6.4 step 6)."""
+        if sender not in self.kept:
+            self.kept[sender] = self.windows.pop(sender, None) or ReplayWindow(64)
+
+    def release(self, sender: bytes) -> None:
+        window = self.kept.pop(sender, None)
+        if window is not None:
+            self.windows[sender] = window
 
     def open(self, envelope: bytes) -> Received:
         """§6.4, in order; raises EnvelopeError naming the first check that failed."""
@@ -271,16 +291,20 @@ class Signaling:
             )
         except (nacl.exceptions.BadSignatureError, ValueError):
             raise EnvelopeError("bad signature") from None
-        # 6. replay window per sender (64 wide), keeping the 256 most recent senders
-        window = self.windows.pop(sender, None) or ReplayWindow(64)
-        self.windows[sender] = window
-        while len(self.windows) > 256:
-            self.windows.popitem(last=False)
+        # 6. replay window per sender (64 wide): the members' for as long as they are members, besides
+        # them the 256 most recent senders; 7. an unknown type creates no window
+        message_type = MESSAGE_TYPES.get(kind)
+        if message_type is None and sender not in self.kept and sender not in self.windows:
+            return Received(sender, recipient, sequence, None)
+        window = self.kept.get(sender)
+        if window is None:
+            window = self.windows.pop(sender, None) or ReplayWindow(64)
+            self.windows[sender] = window
+            while len(self.windows) > 256:
+                self.windows.popitem(last=False)
         if not window.would_accept(sequence):
             raise EnvelopeError("replayed sequence")
         window.record(sequence)
-        # 7. known type
-        message_type = MESSAGE_TYPES.get(kind)
         if message_type is None:
             return Received(sender, recipient, sequence, None)
         # 8. unicast-only types not broadcast

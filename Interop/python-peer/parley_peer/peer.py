@@ -478,6 +478,7 @@ class Node:
         link = self.links.get(peer)
         if isinstance(message, Hello):
             self.names[peer] = message.display_name
+            self.signaling.keep(peer)
             if received.recipient == BROADCAST:
                 # §6.6 step 2: answer every broadcast HELLO (the sender may have missed ours), never a unicast one.
                 await self._send(member_id, self.signaling.seal(self.hello(), recipient=peer))

@@ -119,8 +119,15 @@ public enum Envelope {
         guard Ed25519.isValidSignature(parsed.signature, of: signed, publicKey: parsed.sender) else {
             throw .badSignature
         }
+        guard let kind = SignalingMessage.Kind(rawValue: parsed.type) else {
+            // Recorded only for a sender already heard from: unknown types from fresh identities
+            // must not push known senders out of the guard (§6.4 step 6).
+            if replayGuard.hasWindow(for: parsed.sender) {
+                guard replayGuard.accept(sender: parsed.sender, sequence: parsed.sequence) else { throw .replayed }
+            }
+            throw .unknownType(parsed.type)
+        }
         guard replayGuard.accept(sender: parsed.sender, sequence: parsed.sequence) else { throw .replayed }
-        guard let kind = SignalingMessage.Kind(rawValue: parsed.type) else { throw .unknownType(parsed.type) }
         var body = parsed.body
         if kind.isUnicastOnly, isBroadcast {
             throw .malformed("a \(kind) message was broadcast")
@@ -210,29 +217,59 @@ public enum Envelope {
 
 /// Remembers, per sender, which envelope sequence numbers were seen (§6.4): a 64-wide RFC 6479
 /// window each, so envelopes reordered by a little are still accepted and none is accepted twice.
-/// Holds at most `maximumSenders`; beyond that the sender heard from least recently is forgotten.
+/// The windows of the meeting's members (`keep`) stay for as long as they are members: a replayed
+/// HELLO of a member that has since restarted would otherwise end its live link once a flood of
+/// fresh identities had pushed its window out. Of the other senders it holds at most
+/// `maximumSenders`, forgetting the one heard from least recently.
 public struct EnvelopeReplayGuard: Sendable {
     public static let maximumSenders = 256
     static let windowBlocks = 2
 
     private var windows: [[UInt8]: (window: ReplayWindow, lastUse: UInt64)] = [:]
+    private var kept: [[UInt8]: ReplayWindow] = [:]
     private var uses: UInt64 = 0
 
     public init() {}
 
+    /// Whether `sender` has a window (a member's, or one of the recently heard).
+    public func hasWindow(for sender: [UInt8]) -> Bool {
+        kept[sender] != nil || windows[sender] != nil
+    }
+
     /// Records `sequence` from `sender`; false if it was seen or is too far behind.
     public mutating func accept(sender: [UInt8], sequence: UInt64) -> Bool {
+        if var window = kept[sender] {
+            guard window.accept(sequence) else { return false }
+            kept[sender] = window
+            return true
+        }
+        var window = windows[sender]?.window ?? ReplayWindow(blockCount: Self.windowBlocks)
+        guard window.accept(sequence) else { return false }
+        store(window, for: sender)
+        return true
+    }
+
+    /// Stores an ordinary window as the most recently used, forgetting the stalest when full.
+    private mutating func store(_ window: ReplayWindow, for sender: [UInt8]) {
         uses += 1
-        var entry = windows[sender] ?? (ReplayWindow(blockCount: Self.windowBlocks), 0)
-        guard entry.window.accept(sequence) else { return false }
-        entry.lastUse = uses
         if windows[sender] == nil, windows.count >= Self.maximumSenders,
             let stalest = windows.min(by: { $0.value.lastUse < $1.value.lastUse })?.key
         {
             windows[stalest] = nil
         }
-        windows[sender] = entry
-        return true
+        windows[sender] = (window, uses)
+    }
+
+    /// `sender` is a member of the meeting: its window is never evicted until `release`.
+    public mutating func keep(_ sender: [UInt8]) {
+        guard kept[sender] == nil else { return }
+        kept[sender] = windows.removeValue(forKey: sender)?.window ?? ReplayWindow(blockCount: Self.windowBlocks)
+    }
+
+    /// `sender` left the meeting: its window becomes an ordinary, evictable one.
+    public mutating func release(_ sender: [UInt8]) {
+        guard let window = kept.removeValue(forKey: sender) else { return }
+        store(window, for: sender)
     }
 }
 

@@ -153,26 +153,51 @@ public struct Hello: Sendable, Hashable {
         self.displayName = displayName
     }
 
+    /// What may stand next to a zero-width joiner in an emoji sequence (§6.5.1, by general
+    /// category so that every implementation draws the same line): a symbol (So) above ASCII on
+    /// both sides; before it also a skin tone (Sk) or the emoji presentation selector U+FE0F.
+    static func isEmojiPart(_ scalar: Unicode.Scalar, before: Bool) -> Bool {
+        guard scalar.value > 0x7F else { return false }
+        switch scalar.properties.generalCategory {
+        case .otherSymbol: return true
+        case .modifierSymbol: return before
+        default: return before && scalar == "\u{FE0F}"
+        }
+    }
+
+    static func hex(_ scalar: Unicode.Scalar) -> String {
+        let digits = String(scalar.value, radix: 16, uppercase: true)
+        return String(repeating: "0", count: max(0, 4 - digits.count)) + digits
+    }
+
     /// The highest version both sides list (§12), or nil if they share none.
     public func commonVersion(with other: [UInt8]) -> UInt8? {
         protocolVersions.filter(other.contains).max()
     }
 
-    /// 1 to 64 bytes of UTF-8 without control characters, line separators or bidirectional
-    /// overrides (which could make one name look like another), and no leading or trailing space.
+    /// 1 to 64 bytes of UTF-8 without control characters, line separators or invisible format
+    /// characters (Unicode category Cf: bidirectional overrides, zero-width spaces, which could make
+    /// one name look like another; only the zero-width joiner inside an emoji sequence is allowed),
+    /// and no leading or trailing space.
     public static func validateDisplayName(_ name: String) throws(EnvelopeError) {
         guard (1...maximumDisplayNameBytes).contains(name.utf8.count) else {
             throw .malformed("a display name must be 1 to \(maximumDisplayNameBytes) bytes of UTF-8")
         }
-        let bidiControls: [ClosedRange<UInt32>] = [0x202A...0x202E, 0x2066...0x2069, 0x200E...0x200F, 0x061C...0x061C]
-        for scalar in name.unicodeScalars {
+        let scalars = Array(name.unicodeScalars)
+        for (index, scalar) in scalars.enumerated() {
             switch scalar.properties.generalCategory {
             case .control, .lineSeparator, .paragraphSeparator:
                 throw .malformed("a display name must not contain control characters or line breaks")
+            case .format:
+                let joinsEmoji =
+                    scalar == "\u{200D}" && index > 0 && index + 1 < scalars.count
+                    && Self.isEmojiPart(scalars[index - 1], before: true)
+                    && Self.isEmojiPart(scalars[index + 1], before: false)
+                guard joinsEmoji else {
+                    throw .malformed(
+                        "a display name must not contain invisible format characters (U+\(Self.hex(scalar)))")
+                }
             default: break
-            }
-            guard !bidiControls.contains(where: { $0.contains(scalar.value) }) else {
-                throw .malformed("a display name must not contain bidirectional control characters")
             }
         }
         guard let first = name.unicodeScalars.first, let last = name.unicodeScalars.last,
