@@ -1,13 +1,15 @@
 // swift-tools-version: 6.2
 // Parley: self-hosted, end-to-end encrypted, peer-to-peer audio meetings.
 //
-// Layering (dependencies point down only):
-//   executables   parleyd · parley · parley-rendezvous        (thin mains)
-//   engines       ParleyNode · RendezvousServer               (services)
-//   domain        ParleyProtocol · ParleyAudio · ICE · ControlAPI · RendezvousWire
-//   wrappers      Sodium · Opus · PulseAudio · SpeexDSP · ICE  (the only importers of the C modules)
-//   pure core     ParleyCore                                  (no C: framing, windows, buffers, state machines)
+// Layering (dependencies point down only; docs/ARCHITECTURE.md, checked by Scripts/check-deps):
+//   executables   parleyd · parley · parley-rendezvous          (thin mains; ParleyCommandLine)
+//   engines       ParleyNode · RendezvousServer · RendezvousClient (services)
+//   domain        MeetingCore (sans-I/O) · ParleyProtocol · ParleyAudio · ControlAPI · RendezvousWire
+//   wrappers      Sodium · Opus · ICE · PulseAudio · SpeexDSP    (the only importers of the C modules)
+//   pure core     ParleyCore                                    (no C: byte codecs, windows, rings, rate limits)
 //   C             CSodium · COpus(+Shims) · CNice(+Shims) · CPulse · CSpeexDSP
+// Tools/ holds what does not ship (test support, simulator, labs, benchmarks, fuzzing); Plugins/
+// the build plugin that makes VERSION into ParleyVersion.string.
 //
 // `parley` and `parley-rendezvous` never link libnice, libopus or libpulse (Scripts/check-links).
 import PackageDescription
@@ -66,7 +68,7 @@ let package = Package(
         .target(name: "Opus", dependencies: ["COpus", "COpusShims"], swiftSettings: swiftSettings),
         .target(
             name: "ICE",
-            dependencies: ["CNice", "CNiceShims", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["CNice", "CNiceShims", "ParleyCore", .product(name: "Logging", package: "swift-log")],
             swiftSettings: swiftSettings
         ),
         .target(name: "PulseAudio", dependencies: ["CPulse"], swiftSettings: swiftSettings),
@@ -108,7 +110,7 @@ let package = Package(
         ),
 
         // MARK: Rendezvous (docs/PROTOCOL.md §4): wire format (pure Swift, fuzzed), server, client.
-        .target(name: "RendezvousWire", swiftSettings: swiftSettings),
+        .target(name: "RendezvousWire", dependencies: ["ParleyCore"], swiftSettings: swiftSettings),
         .target(
             name: "RendezvousServer",
             dependencies: rendezvousDependencies + [
@@ -135,7 +137,7 @@ let package = Package(
             name: "parleyd",
             dependencies: [
                 "ParleyCore", "ParleyCommandLine",
-                "ParleyNode", "ParleyAudio", "ControlAPI", "ICE", "RendezvousServer", "ParleyProtocol",
+                "ParleyNode", "ParleyAudio", "ControlAPI", "ParleyProtocol",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -1,3 +1,5 @@
+import ParleyCore
+
 /// How a node's ICE agent gathers and connects. One configuration per node; every peer stream
 /// uses it.
 public struct ICEConfiguration: Sendable {
@@ -96,21 +98,12 @@ public struct ICEServerEndpoint: Hashable, Sendable, CustomStringConvertible {
     public init(_ text: String, defaultPort: UInt16 = 3478) throws(ICEError) {
         let host: Substring
         var portText: Substring?
-        if text.hasPrefix("[") {
-            guard let close = text.firstIndex(of: "]") else {
-                throw ICEError(.invalidConfiguration, "unclosed [ in server address \(text)")
-            }
-            host = text[text.index(after: text.startIndex)..<close]
-            let rest = text[text.index(after: close)...]
-            if !rest.isEmpty {
-                guard rest.hasPrefix(":") else { throw ICEError(.invalidConfiguration, "bad server address \(text)") }
-                portText = rest.dropFirst()
-            }
-        } else if text.filter({ $0 == ":" }).count == 1, let colon = text.firstIndex(of: ":") {
-            host = text[..<colon]
-            portText = text[text.index(after: colon)...]
+        if let (splitHost, splitPort) = HostPortText.split(text) {
+            (host, portText) = (splitHost, splitPort)
+        } else if !text.hasPrefix("[") {
+            host = Substring(text)  // an IPv6 address without brackets and without a port
         } else {
-            host = Substring(text)
+            throw ICEError(.invalidConfiguration, "bad server address \(text)")
         }
         guard let address = IPAddress(host) else {
             throw ICEError(

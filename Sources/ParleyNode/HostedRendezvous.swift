@@ -3,6 +3,7 @@ public import Logging
 public import ParleyProtocol
 import RendezvousClient
 public import RendezvousServer
+public import ServiceLifecycle
 
 #if canImport(Glibc)
 import Glibc
@@ -13,16 +14,40 @@ import Glibc
 /// invite pins (§2.2), as a standalone rendezvous with its own certificate does: the rendezvous
 /// learns nothing from TLS, but whoever watches the network learns even less (room id, sizes).
 public enum HostedRendezvous {
+    /// The `--host` flags as given: `--listen HOST:PORT`, `--advertise HOST`, and TLS unless
+    /// `--no-tls`.
+    public struct Settings: Sendable {
+        public var listen: String
+        public var advertise: String?
+        public var tls: Bool
+
+        public init(listen: String, advertise: String?, tls: Bool) {
+            self.listen = listen
+            self.advertise = advertise
+            self.tls = tls
+        }
+
+        /// Refuses a `--listen` that is not HOST:PORT, one line.
+        public func validate() throws(NodeError) {
+            guard RendezvousServerConfiguration.HostAndPort(parsing: listen) != nil else {
+                throw NodeError("--listen wants HOST:PORT or [IPv6]:PORT, got \(listen)")
+            }
+        }
+    }
+
     /// Where the certificate and its key go: the node's state directory (0700; the key 0600).
     static let certificateFile = "hosted-rendezvous-cert.pem"
     static let keyFile = "hosted-rendezvous-key.pem"
 
     /// Starts the server (port 0 picks a free port) and mints the meeting's invite. With `tls`,
     /// a fresh certificate and key are written to `stateDirectory` first.
+    /// The server is a `Service`: stopping it sends every client GOING_AWAY.
     public static func start(
-        listen: RendezvousServerConfiguration.HostAndPort, advertise: String?, localAddresses: [IPAddress],
-        tls: Bool, stateDirectory: String, logger: Logger
-    ) async throws -> (server: RendezvousServer, invite: Invite) {
+        _ settings: Settings, ice: ICESettings, stateDirectory: String, logger: Logger
+    ) async throws -> (server: any Service, invite: Invite) {
+        try settings.validate()
+        let listen = RendezvousServerConfiguration.HostAndPort(parsing: settings.listen)!
+        let (advertise, tls) = (settings.advertise, settings.tls)
         var configuration = RendezvousServerConfiguration()
         configuration.listen = listen
         var pin: [UInt8]?
@@ -34,7 +59,7 @@ public enum HostedRendezvous {
         let server = RendezvousServer(configuration: configuration, logger: logger)
         let bound = try await server.start()
         let host = advertisedHost(
-            listenHost: listen.host, advertise: advertise, localAddresses: localAddresses,
+            listenHost: listen.host, advertise: advertise, localAddresses: ice.localIPAddresses,
             interfaces: interfaceAddresses())
         let url: RendezvousURL
         do {

@@ -1,5 +1,6 @@
 public import ICE
 import NIOPosix
+import ParleyCore
 import ParleyProtocol
 import RendezvousWire
 
@@ -16,8 +17,11 @@ public struct ICESettings: Sendable {
     public var turn: TURNFlag?
     /// `--relay-only`.
     public var relayOnly = false
-    /// `--local-address` (repeatable): host candidates only on these addresses.
-    public var localAddresses: [IPAddress] = []
+    /// `--local-address` (repeatable, as given): host candidates only on these addresses.
+    public var localAddresses: [String] = []
+
+    /// The local addresses as IP addresses (`validate()` refuses the others).
+    var localIPAddresses: [IPAddress] { localAddresses.compactMap(IPAddress.init) }
 
     public struct TURNFlag: Sendable {
         public var url: String
@@ -35,6 +39,9 @@ public struct ICESettings: Sendable {
     /// Refuses the flags' own mistakes at start, one line each (a server that is merely
     /// unreachable shows only when ICE uses it).
     public func validate() throws(NodeError) {
+        for address in localAddresses where IPAddress(address) == nil {
+            throw NodeError("--local-address wants an IP address, got \(address)")
+        }
         if let stun, ICEServerPlan.hostAndPort(stun, defaultPort: 3478) == nil {
             throw NodeError("--stun wants HOST:PORT or [IPv6]:PORT, got \(stun)")
         }
@@ -122,7 +129,7 @@ enum ICEServerPlan {
     static func configuration(
         _ plan: Plan, settings: ICESettings, resolve: (String) async throws -> IPAddress
     ) async throws -> ICEConfiguration {
-        var configuration = ICEConfiguration(relayOnly: settings.relayOnly, localAddresses: settings.localAddresses)
+        var configuration = ICEConfiguration(relayOnly: settings.relayOnly, localAddresses: settings.localIPAddresses)
         // Consent comes from the session instead: a link with no authenticated packet for 2 s is
         // lost, restarted, and after 8 s removed (no more media to it) — sooner than RFC 7675's
         // 30 s. libnice's consent checks, on top, expired working paths under sustained 10–20 %

@@ -4,6 +4,7 @@ internal import NIOHTTP1
 internal import NIOPosix
 internal import NIOSSL
 internal import NIOWebSocket
+internal import ParleyCore
 internal import ParleyProtocol
 internal import RendezvousWire
 public import ServiceLifecycle
@@ -261,10 +262,7 @@ public final class RendezvousServer: Service, Sendable {
 
     /// The host part of an HTTP `Host` header (`name:port`, `[v6]:port`, `name`).
     static func hostname(_ hostHeader: String) -> String? {
-        if hostHeader.hasPrefix("["), let close = hostHeader.firstIndex(of: "]") {
-            return String(hostHeader[hostHeader.index(after: hostHeader.startIndex)..<close])
-        }
-        return hostHeader.split(separator: ":", maxSplits: 1).first.map(String.init)
+        HostPortText.split(hostHeader).map { String($0.host) }
     }
 
     private static func bindMetrics(

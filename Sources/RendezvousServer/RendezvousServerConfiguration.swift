@@ -1,3 +1,4 @@
+import ParleyCore
 public import RendezvousWire
 
 /// Everything a rendezvous server is told: where to listen, which helpers to offer, and every

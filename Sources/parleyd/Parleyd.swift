@@ -1,6 +1,5 @@
 import ArgumentParser
 import ControlAPI
-import ICE
 import Logging
 import NIOPosix
 import ParleyAudio
@@ -8,7 +7,6 @@ import ParleyCommandLine
 import ParleyCore
 import ParleyNode
 import ParleyProtocol
-import RendezvousServer
 import ServiceLifecycle
 
 #if canImport(Glibc)
@@ -88,13 +86,10 @@ struct Parleyd: AsyncParsableCommand {
             throw ValidationError("--turn, --turn-user and --turn-pass go together")
         }
         if Logger.Level(rawValue: logLevel) == nil { throw ValidationError("unknown --log-level \(logLevel)") }
-        for address in localAddress where IPAddress(address) == nil {
-            throw ValidationError("--local-address wants an IP address, got \(address)")
-        }
-        if RendezvousServerConfiguration.HostAndPort(parsing: listen) == nil {
-            throw ValidationError("--listen wants HOST:PORT or [IPv6]:PORT, got \(listen)")
-        }
-        do { try iceSettings().validate() } catch { throw ValidationError(error.description) }
+        do {
+            try iceSettings().validate()
+            try hostSettings().validate()
+        } catch { throw ValidationError(error.description) }
     }
 
     /// The ICE flags (`--stun`, `--turn…`, `--relay-only`, `--local-address`).
@@ -105,8 +100,13 @@ struct Parleyd: AsyncParsableCommand {
             ice.turn = .init(url: turn, username: turnUser, password: turnPass)
         }
         ice.relayOnly = relayOnly
-        ice.localAddresses = localAddress.compactMap(IPAddress.init)
+        ice.localAddresses = localAddress
         return ice
+    }
+
+    /// The `--host` flags (`--listen`, `--advertise`, `--no-tls`).
+    func hostSettings() -> HostedRendezvous.Settings {
+        HostedRendezvous.Settings(listen: listen, advertise: advertise, tls: tls)
     }
 
     /// Every error is one clear line on stderr and a non-zero exit (`OneLineErrors`).
@@ -140,8 +140,7 @@ struct Parleyd: AsyncParsableCommand {
         var invite = join
         if host {
             let (server, minted) = try await HostedRendezvous.start(
-                listen: RendezvousServerConfiguration.HostAndPort(parsing: listen)!, advertise: advertise,
-                localAddresses: ice.localAddresses, tls: tls, stateDirectory: configuration.stateDirectory,
+                hostSettings(), ice: ice, stateDirectory: configuration.stateDirectory,
                 logger: Logger(label: "parley.rendezvous"))
             services.append(server)  // first in, last out: BYE still goes through it on shutdown
             invite = minted.string

@@ -29,8 +29,11 @@ public func waitUntil(
     condition: @escaping @Sendable () async throws -> Bool
 ) async throws {
     let deadline = ContinuousClock.now + limit
-    while ContinuousClock.now < deadline {
+    while true {
+        // Checked once more after the deadline: a poller starved of CPU (the test process runs
+        // many suites on two threads) must not call a condition that already holds a time-out.
         if try await condition() { return }
+        guard ContinuousClock.now < deadline else { break }
         try await Task.sleep(for: interval)
     }
     throw TimeoutError("timed out after \(limit) waiting for \(what)")

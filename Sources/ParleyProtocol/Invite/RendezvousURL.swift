@@ -1,3 +1,5 @@
+import ParleyCore
+
 /// The rendezvous server an invite points to: `ws://` or `wss://`, a host (DNS name, IPv4, or
 /// IPv6 in brackets), an optional port and an optional path (docs/PROTOCOL.md §2.3). Parsed
 /// strictly: no user info, query or fragment.
@@ -88,22 +90,16 @@ enum HostAndPort {
         func fail(_ reason: String) -> InviteError {
             what == "rendezvous URL" ? .badRendezvousURL(reason) : .badTURNHint(reason)
         }
-        var host: Substring
-        var portText: Substring?
+        guard let (host, portText) = HostPortText.split(String(authority)) else {
+            throw fail(
+                authority.hasPrefix("[")
+                    ? "the IPv6 address needs a closing ] and nothing after it but :PORT"
+                    : "\"\(authority)\" has more than one colon (an IPv6 address goes in brackets)")
+        }
         if authority.hasPrefix("[") {
-            guard let close = authority.firstIndex(of: "]") else { throw fail("the IPv6 address has no closing ]") }
-            host = authority[authority.index(after: authority.startIndex)..<close]
-            let after = authority[authority.index(after: close)...]
-            if !after.isEmpty {
-                guard after.hasPrefix(":") else { throw fail("unexpected text after the IPv6 address") }
-                portText = after.dropFirst()
-            }
             guard host.contains(":"), host.count <= 45, host.utf8.allSatisfy({ $0.isHexDigit || $0 == 58 || $0 == 46 })
             else { throw fail("\"[\(host)]\" is not an IPv6 address") }
         } else {
-            let parts = authority.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false)
-            host = parts[0]
-            if parts.count == 2 { portText = parts[1] }
             guard !host.isEmpty else { throw fail("it has no host") }
             guard host.utf8.count <= 253 else { throw fail("the host name is too long") }
             for label in host.split(separator: ".", omittingEmptySubsequences: false) {

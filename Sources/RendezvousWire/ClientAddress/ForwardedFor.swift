@@ -1,3 +1,5 @@
+import ParleyCore
+
 /// The `X-Forwarded-For` header: the addresses a request passed through, the client (as the first
 /// proxy saw it) first, each proxy appending the address it received the request from. Only the
 /// entries written by trusted proxies are believed; anything to their left may be made up by

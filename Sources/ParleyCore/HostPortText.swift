@@ -1,5 +1,7 @@
-/// `host:port` as WELCOME's STUN service and the command lines write it: an IPv6 host in brackets
-/// (`[2001:db8::1]:3478`), so the last colon is not a guess.
+/// `host:port` as URLs, WELCOME's STUN service and the command lines write it: an IPv6 host in
+/// brackets (`[2001:db8::1]:3478`), so the last colon is not a guess. The one splitter of such
+/// text: invites (`RendezvousURL`), ICE server flags, the rendezvous's listen address and proxy
+/// headers all use it and then judge the parts by their own rules.
 public enum HostPortText {
     /// Splits `host:port`, `[v6]:port`, `host` or `[v6]` into the host (brackets removed) and the
     /// port text if there is one; nil when the text cannot be either (an unclosed bracket, text
