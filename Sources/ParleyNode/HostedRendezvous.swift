@@ -2,7 +2,7 @@ public import ICE
 public import Logging
 public import ParleyProtocol
 import RendezvousClient
-public import RendezvousServer
+import RendezvousServer
 public import ServiceLifecycle
 
 #if canImport(Glibc)

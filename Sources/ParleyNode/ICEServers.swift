@@ -1,4 +1,4 @@
-public import ICE
+import ICE
 import NIOPosix
 import ParleyCore
 import ParleyProtocol
