@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from audio_checks import assert_hears_tones
-from harness import SwiftNode, executable, new_invite, require, start_rendezvous
+from harness import SwiftNode, executable, new_invite, require, start_rendezvous, wait_until
 
 NOBODY = 65534
 AS_NOBODY = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
@@ -49,6 +49,10 @@ def test_a_meeting_of_ordinary_users(home, monkeypatch):
                  SwiftNode(home, "bob", invite, "tone:660", "--local-address", "127.0.0.1", prefix=AS_NOBODY)]
         for node in nodes:
             node.wait_for_peers_up(1, timeout=30)
+        # Three seconds of each other's audio (50 packets a second) before the WAVs are judged.
+        for node in nodes:
+            wait_until(lambda: all(p["packets_rx"] >= 150 for p in node.status()["peers"]), 20,
+                       f"{node.name} to receive 3 s of audio")
     finally:
         for node in nodes:
             node.stop()
