@@ -117,6 +117,7 @@ extension MeetingCore {
         if via != nil, relayLink == nil { return }
         peers[key]?.link?.relay = via
         peers[key]?.link?.relayedSince = via == nil ? nil : now
+        meshChanged = true
         if via != nil {
             if link.relay == nil {
                 let probe = now + configuration.timing.probeInterval
@@ -224,5 +225,5 @@ extension MeetingCore {
         }
     }
 
-    var sortedPeerKeys: [[UInt8]] { peers.keys.sorted { $0.lexicographicallyPrecedes($1) } }
+    var sortedPeerKeys: [[UInt8]] { peerOrder }
 }

@@ -150,3 +150,15 @@ public enum AudioFact: Sendable, Hashable {
     /// DTX (§9.3) started or ended a pause: while paused, this node sends no media.
     case paused(Bool)
 }
+
+extension MeetingInput {
+    /// An authenticated packet or a REPORT: the bulk of a meeting's inputs. They change what the
+    /// mesh upkeep reads only by moving a link's state or route, which flags it themselves.
+    var isPacketFact: Bool {
+        guard case .session(_, let fact) = self else { return false }
+        switch fact {
+        case .authenticated, .report: return true
+        default: return false
+        }
+    }
+}

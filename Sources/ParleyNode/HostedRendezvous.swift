@@ -105,8 +105,9 @@ public enum HostedRendezvous {
         return "127.0.0.1"
     }
 
-    /// Addresses of the interfaces that are up, in the order the kernel lists them.
-    static func interfaceAddresses() -> [IPAddress] {
+    /// IPv4 (and with `ipv6`, IPv6) addresses of the interfaces that are up, in the order the
+    /// kernel lists them.
+    static func interfaceAddresses(ipv6: Bool = false) -> [IPAddress] {
         var list: UnsafeMutablePointer<ifaddrs>?
         guard getifaddrs(&list) == 0 else { return [] }
         defer { freeifaddrs(list) }
@@ -114,11 +115,20 @@ public enum HostedRendezvous {
         var entry = list
         while let current = entry {
             defer { entry = current.pointee.ifa_next }
-            guard current.pointee.ifa_flags & UInt32(IFF_UP) != 0, let address = current.pointee.ifa_addr,
-                address.pointee.sa_family == sa_family_t(AF_INET)
-            else { continue }
-            let bytes = address.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { v4 in
-                withUnsafeBytes(of: v4.pointee.sin_addr.s_addr) { Array($0) }
+            guard current.pointee.ifa_flags & UInt32(IFF_UP) != 0, let address = current.pointee.ifa_addr else {
+                continue
+            }
+            let bytes: [UInt8]
+            switch Int32(address.pointee.sa_family) {
+            case AF_INET:
+                bytes = address.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { v4 in
+                    withUnsafeBytes(of: v4.pointee.sin_addr.s_addr) { Array($0) }
+                }
+            case AF_INET6 where ipv6:
+                bytes = address.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { v6 in
+                    withUnsafeBytes(of: v6.pointee.sin6_addr) { Array($0) }
+                }
+            default: continue
             }
             if let parsed = IPAddress(bytes: bytes) { addresses.append(parsed) }
         }

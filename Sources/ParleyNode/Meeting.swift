@@ -266,6 +266,7 @@ private final class MeetingDriver {
         core = MeetingCore(configuration: coreConfiguration, pins: pins, muted: muted, now: .now)
         startAudio(muted: muted)
         startRendezvous()
+        startAddressWatch()
         await feed(.start)
         for await item in mail {
             switch item {
@@ -415,6 +416,37 @@ private final class MeetingDriver {
                     try engine.start()
                 } catch {
                     mailbox.yield(.input(.audio(.unavailable("\(error)"))))
+                }
+            })
+    }
+
+    /// Tells the core when this machine's addresses change (another network, Wi-Fi to wired, an
+    /// address added or removed), so every link restarts ICE at once instead of waiting for its
+    /// path to go quiet. Reads the interface list once a second (getifaddrs: a change shows within
+    /// a second, with no netlink socket to keep); loopback and link-local addresses do not count,
+    /// and a node held to `--local-address` has nothing to watch.
+    private func startAddressWatch() {
+        guard context.configuration.ice.localAddresses.isEmpty else { return }
+        let mailbox = self.mailbox
+        let logger = self.logger
+        background.append(
+            Task.detached {
+                func routable() -> Set<IPAddress> {
+                    Set(HostedRendezvous.interfaceAddresses(ipv6: true).filter { !$0.isLoopback && !$0.isLinkLocal })
+                }
+                var known = routable()
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: .seconds(1))
+                    let current = routable()
+                    guard current != known else { continue }
+                    logger.info(
+                        "local addresses changed",
+                        metadata: [
+                            "added": "\(current.subtracting(known).count)",
+                            "removed": "\(known.subtracting(current).count)",
+                        ])
+                    known = current
+                    mailbox.yield(.input(.localAddressesChanged))
                 }
             })
     }

@@ -404,7 +404,12 @@ public final class RendezvousClient: Service, Sendable {
     /// name, which it would do after the handshake even when the pin callback accepted the key.
     private func makeTLSContext() throws -> NIOSSLContext {
         var tls = TLSConfiguration.makeClientConfiguration()
-        if configuration.certificatePin != nil { tls.certificateVerification = .noHostnameVerification }
+        if configuration.certificatePin != nil {
+            // The pin alone decides (§4.1): no host name check, and no system CA bundle either (a
+            // machine without one, such as a minimal Debian root, failed every handshake loading it).
+            tls.certificateVerification = .noHostnameVerification
+            tls.trustRoots = .certificates([])
+        }
         return try NIOSSLContext(configuration: tls)
     }
 
