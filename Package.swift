@@ -240,7 +240,7 @@ let package = Package(
             name: "ParleyNodeTests",
             dependencies: [
                 "ParleyNode", "ControlAPI", "ParleyTestSupport",
-                "ParleyCore", "ParleyProtocol", "ICE", "RendezvousWire",
+                "ParleyCore", "ParleyProtocol", "ICE", "RendezvousWire", "ParleyAudio",
             ],
             swiftSettings: swiftSettings),
         .testTarget(

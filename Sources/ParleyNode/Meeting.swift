@@ -263,6 +263,7 @@ private final class MeetingDriver {
             return failure
         }
         coreConfiguration.dtx = configuration.audio.dtx
+        coreConfiguration.maximumRelayedPairs = configuration.relayedPairs
         core = MeetingCore(configuration: coreConfiguration, pins: pins, muted: muted, now: .now)
         startAudio(muted: muted)
         startRendezvous()

@@ -8,11 +8,24 @@ public struct NodeConfiguration: Sendable {
     public var displayName: String
     public var audio: AudioEngineConfiguration
     public var ice: ICESettings
+    /// `--relay-pairs`: how many pairs of other members this node carries at most when their
+    /// direct path fails (docs/PROTOCOL.md §13; 0: never).
+    public var relayPairs: Int
 
-    public init(stateDirectory: String, displayName: String, audio: AudioEngineConfiguration, ice: ICESettings) {
+    public static let relayPairsRange = 0...64
+
+    public init(
+        stateDirectory: String, displayName: String, audio: AudioEngineConfiguration, ice: ICESettings,
+        relayPairs: Int = 4
+    ) {
         self.stateDirectory = stateDirectory
         self.displayName = displayName
         self.audio = audio
         self.ice = ice
+        self.relayPairs = relayPairs
     }
+
+    /// The pairs this node relays for: none with `--relay-only`, whose own traffic already goes
+    /// through TURN (carrying others' would double it there) and whose addresses stay private.
+    public var relayedPairs: Int { ice.relayOnly ? 0 : relayPairs }
 }

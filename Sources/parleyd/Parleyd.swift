@@ -70,8 +70,13 @@ struct Parleyd: AsyncParsableCommand {
     var turnUser: String?
     @Option(help: "Password for --turn (visible in ps; prefer the rendezvous' short-lived credentials).")
     var turnPass: String?
-    @Flag(help: "Send everything through TURN: peers never learn this node's addresses.")
+    @Flag(help: "Send everything through TURN: peers never learn this node's addresses (and it relays for nobody).")
     var relayOnly = false
+    @Option(
+        help:
+            "Carry the audio of at most this many pairs of other members whose direct path failed (0: never; status shows whom)."
+    )
+    var relayPairs = 4
     @Option(help: "Use only this local address for ICE host candidates (repeatable).")
     var localAddress: [String] = []
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
@@ -79,6 +84,9 @@ struct Parleyd: AsyncParsableCommand {
 
     func validate() throws {
         if host && join != nil { throw ValidationError("give --host or --join, not both") }
+        guard NodeConfiguration.relayPairsRange.contains(relayPairs) else {
+            throw ValidationError("--relay-pairs must be 0 to 64, got \(relayPairs)")
+        }
         if let join {
             do { _ = try Invite(parsing: join) } catch { throw ValidationError("invalid invite: \(error)") }
         }
@@ -130,7 +138,7 @@ struct Parleyd: AsyncParsableCommand {
         let ice = iceSettings()
         let configuration = NodeConfiguration(
             stateDirectory: stateDir ?? Self.defaultStateDirectory(), displayName: name ?? Self.defaultName(),
-            audio: audio.configuration, ice: ice)
+            audio: audio.configuration, ice: ice, relayPairs: relayPairs)
         let daemon = try NodeDaemon(configuration: configuration, logger: logger)
 
         let control = try await ControlServer(

@@ -167,6 +167,8 @@ struct RefusalTests {
                     saying: "--bitrate must be 6000 to 510000 bits per second, got -5")
                 try expectOneLine(
                     "parleyd", ["--complexity", "-1"] + silent, saying: "--complexity must be 0 to 10, got -1")
+                try expectOneLine(
+                    "parleyd", ["--relay-pairs", "99"] + silent, saying: "--relay-pairs must be 0 to 64, got 99")
                 try expectOneLine("parleyd", ["--complexity", "ten"], saying: "'ten' is invalid for '--complexity")
                 try expectOneLine("parleyd", ["--stun", "[::1"], saying: "--stun wants HOST:PORT")
                 try expectOneLine(
