@@ -31,6 +31,88 @@ struct NATLabMeetingTests {
         await runBlockingQuietly { lab.shutdown() }
     }
 
+    /// The mesh repairs itself with no TURN at all (issue 14): alice and dave on public
+    /// addresses, bob and carol behind symmetric NATs. bob and carol have no direct path, so a
+    /// public member carries them. Then the rendezvous dies and the path between alice and dave
+    /// is cut: they go on through a NATed member; the cut heals and their
+    /// link returns to the direct path, its ICE restart signaled over the mesh.
+    @Test func theMeshRepairsItselfWithoutTURN() async throws {
+        let lab = try NodeLab("natlab-mesh")
+        do {
+            try await withTimeout(.seconds(150), "the self-repairing mesh in the NAT lab") {
+                try await runBlocking { try Self.selfRepair(lab) }
+            }
+        } catch {
+            Issue.record("\(error)\n\(lab.logs(of: ["alice", "bob", "carol", "dave", "rendezvous"]))")
+        }
+        await runBlockingQuietly { lab.shutdown() }
+    }
+
+    static let meshTones: [String: Double] = ["alice": 440, "bob": 660, "carol": 880, "dave": 550]
+
+    /// Drops (`-I`) or stops dropping (`-D`) every packet between the two public members, both
+    /// ways, at alice's host (the lab's internet is a bridge that iptables does not see).
+    static func cut(_ lab: NodeLab, _ action: String) throws {
+        for rule in [["OUTPUT", "-d", "203.0.113.21"], ["INPUT", "-s", "203.0.113.21"]] {
+            let result = try lab.run(
+                NATLab.iptables, [action] + rule + ["-j", "DROP"], namespace: NATLab.namespace("pub"))
+            #expect(result.status == 0, "iptables \(action) \(rule): \(result.error)")
+        }
+    }
+
+    static func selfRepair(_ lab: NodeLab) throws {
+        let server = NATLab.namespace("srv")
+        let rendezvous = try lab.rendezvous(
+            host: "203.0.113.10", port: 7778, arguments: ["--stun-listen", "203.0.113.10:3481"], namespace: server)
+        let invite = try lab.invite(rendezvous: rendezvous.url)
+        let placement = ["alice": "pub", "dave": "pub2", "bob": "s1", "carol": "s2"]
+        var nodes: [NodeHandle] = []
+        for name in ["alice", "bob", "carol", "dave"] {
+            var spec = NodeSpec(name: name, input: "tone:\(Int(meshTones[name]!))", join: invite)
+            spec.localAddresses = []
+            spec.namespace = NATLab.namespace(placement[name]!)
+            spec.waitUntilReady = false
+            nodes.append(try lab.node(spec))
+        }
+        for node in nodes { try node.waitUntilReady() }
+        for node in nodes { try node.waitForPeersUp(3, limit: .seconds(45)) }
+        let (alice, bob, dave) = (nodes[0], nodes[1], nodes[3])
+        try expectEveryoneHears(nodes, "all four joined")
+        // Between the symmetric NATs there is no direct path: a public member carries the pair.
+        let bobToCarol = try bob.status().peers.first { $0.name == "carol" }
+        #expect(bobToCarol?.route == "peer", "bob reaches carol via \(bobToCarol?.route ?? "none")")
+        let publicMembers = try [alice, dave].map { try $0.status().node.id }
+        #expect(publicMembers.contains(bobToCarol?.via ?? ""), "carried by \(bobToCarol?.via ?? "nobody")")
+
+        // The rendezvous goes away; then the path between alice and dave is cut.
+        rendezvous.process.kill9()
+        try cut(lab, "-I")
+        try LabWait.until(.seconds(15), "alice's link to dave to go through a member") {
+            try alice.status().peers.first { $0.name == "dave" }.map { $0.route == "peer" && $0.state == .up } == true
+        }
+        try expectEveryoneHears(nodes, "the path between alice and dave cut, no rendezvous")
+
+        // The cut heals: the lead's next probe (an ICE restart signaled through the members)
+        // finds the direct path again.
+        try cut(lab, "-D")
+        try LabWait.until(.seconds(30), "alice's link to dave back on its direct path") {
+            try alice.status().peers.first { $0.name == "dave" }.map { $0.route != "peer" && $0.state == .up } == true
+        }
+        try expectEveryoneHears(nodes, "the cut healed")
+        #expect(alice.process.standardError.contains("link goes through a member"))
+        #expect(alice.process.standardError.contains("link back on its direct path"))
+        for node in nodes { #expect(node.terminate() == 0) }
+    }
+
+    static func expectEveryoneHears(_ nodes: [NodeHandle], _ when: String) throws {
+        let heard = try ListeningWindow(nodes).heard(
+            nodes, seconds: 2, tones: meshTones, threshold: Hearing.expectedPower(dBFS: -10) / 8)
+        for name in meshTones.keys {
+            #expect(
+                heard[name] == Set(meshTones.keys).subtracting([name]), "\(when): \(ListeningWindow.describe(heard))")
+        }
+    }
+
     static func meeting(_ lab: NodeLab) throws {
         let server = NATLab.namespace("srv")
         let secret = "lab-secret-\(UInt32.random(in: 0...UInt32.max))"
@@ -132,6 +214,7 @@ enum NATLab {
     static var prefix: String? { TestEnvironment.environment("NATLAB_PREFIX") }
     static var script: String { TestEnvironment.environment("NATLAB_SCRIPT") ?? "Scripts/natlab" }
     static func namespace(_ host: String) -> String { "\(prefix ?? "none")-\(host)" }
+    static let iptables = "/usr/sbin/iptables"
 }
 
 enum LabFilesText {
