@@ -585,6 +585,7 @@ private final class MeetingDriver {
         for path in paths.values {
             if let session = path.transport.nextDeadline { deadline = deadline.map { min($0, session) } ?? session }
         }
+        deadline = deadline.map(Self.coalesced)
         guard deadline != timerDeadline else { return }
         timer?.cancel()
         timerDeadline = deadline
@@ -595,6 +596,19 @@ private final class MeetingDriver {
             guard (try? await Task.sleep(until: deadline, clock: .continuous)) != nil else { return }
             mailbox.yield(.timer)
         }
+    }
+
+    /// Timer slack: deadlines are rounded up to the next multiple of this, so the links' own
+    /// timers (a REPORT every 250 ms per link while DTX pauses, each jittered) share wake-ups
+    /// instead of waking the loop, and creating a timer task, once per link. Every timer the core
+    /// and sessions keep tolerates it (REPORTs already vary by ±100 ms; liveness is judged in
+    /// seconds).
+    static let timerSlack = Duration.milliseconds(25)
+    static let timerEpoch = ContinuousClock.now
+
+    static func coalesced(_ deadline: ContinuousClock.Instant) -> ContinuousClock.Instant {
+        let steps = ((deadline - timerEpoch) / timerSlack).rounded(.up)
+        return timerEpoch + timerSlack * steps
     }
 
     private func runSessionTimers() {
