@@ -30,12 +30,13 @@ def assert_hears_tones(path: str, present: list[float], absent: list[float], min
         assert value < 0.02, f"{path}: {frequency} Hz should be absent but has {value:.1%}"
 
 
-def meeting_code(status: dict, members: int) -> str:
-    """The security code a Python peer agreed on (§11.1) while `members` members (itself included) had
-    sessions."""
-    codes = [entry["code"] for entry in status["security_codes"] if len(entry["members"]) == members]
+def meeting_codes(status: dict, members: int) -> set[str]:
+    """Every security code a Python peer agreed on (§11.1) while `members` members (itself included) had
+    sessions: one per round of the agreement, and a view can go through several (a rekey, a member whose
+    session came up a moment later), so a code read from parleyd at one moment is one of these."""
+    codes = {entry["code"] for entry in status["security_codes"] if len(entry["members"]) == members}
     assert codes, f"{status['name']} never had a code for {members} members: {status['security_codes']}"
-    return codes[-1]
+    return codes
 
 
 def assert_ogg_decodes(ogg_path: str, tone: float, work_dir) -> None:

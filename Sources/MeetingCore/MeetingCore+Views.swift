@@ -25,9 +25,12 @@ extension MeetingCore {
     public var rendezvousState: RendezvousConnectionState { rendezvous }
 
     /// The security code (`parley status`), or why there is none yet: the agreement (§11.1)
-    /// shows a code once every member's nonce is in.
+    /// shows a code once every member's nonce is in. While the member set has just changed and
+    /// its new round has not begun (`securityCodeSettle`), the last code no longer covers everyone
+    /// present, so it is not shown.
     public var securityCode: String {
         switch codeAgreement.state {
+        case .agreed where codeViewDue != nil: return "settling"
         case .agreed(let code): return code.description
         case .settling(let waiting):
             if waiting.isEmpty { return "settling" }

@@ -155,3 +155,18 @@ struct HardeningTests {
         #expect(!harness.core.verification().members.contains { $0.name == "lurker" })
     }
 }
+
+extension HardeningTests {
+    /// The code shown must cover everyone present (§11.1): once a member's session comes up, the
+    /// code of the old view is no longer shown, even before the new round begins (it was, for
+    /// 100 ms, and the interop test read it).
+    @Test func aCodeThatNoLongerCoversEveryoneIsNotShown() throws {
+        var harness = Harness()
+        _ = harness.feed(.tick, after: 0.2)
+        #expect(harness.core.securityCode.first?.isNumber == true, "alone: \(harness.core.securityCode)")
+        let id = try #require(MeetingCoreTests.linkID(in: harness.fromPeer(harness.hello(), broadcast: true)))
+        _ = harness.feed(.session(id, .established))
+        #expect(harness.core.securityCode == "settling")
+        #expect(harness.core.verification().securityCode == "settling")
+    }
+}
