@@ -56,8 +56,6 @@ public struct MeetingCore: Sendable {
     var relayPolicy: RelayPolicy?
     var linksSent: [[UInt8]] = []
     var linksSentAt: ContinuousClock.Instant?
-    /// The deadline the driver was last given: inputs far later than it mean the process slept.
-    var expectedBy: ContinuousClock.Instant?
     /// The time of the latest input.
     var now: ContinuousClock.Instant
     /// Commands of the input being handled.
@@ -95,8 +93,8 @@ public struct MeetingCore: Sendable {
         guard !ended else { return [] }
         self.now = max(self.now, now)
         if !input.isPacketFact { meshChanged = true }
-        if let expectedBy, now - expectedBy >= configuration.timing.resumeAfter {
-            self.expectedBy = nil
+        // Inputs far later than the deadline last given to the driver mean the process slept.
+        if let expectedBy = nextDeadline, now - expectedBy >= configuration.timing.resumeAfter {
             resumed(after: now - expectedBy)
         }
         switch input {
@@ -144,7 +142,6 @@ public struct MeetingCore: Sendable {
         }
         if !ended { runTimers() }
         nextDeadline = ended ? nil : earliestDeadline
-        expectedBy = nextDeadline
         defer { output = [] }
         return output
     }
