@@ -103,7 +103,7 @@ struct MeetingCoreTests {
         // (broadcast, versions, expected commands, answered with a HELLO)
         (true, [UInt8(1)], ["envelope", "createPath"], true),
         (false, [1], ["createPath"], false),
-        (true, [3], ["envelope"], true),  // no version in common: answered, but no link
+        (true, [9], ["envelope"], true),  // no version in common: answered, but no link
     ])
     func aHelloFromSomeoneNew(broadcast: Bool, versions: [UInt8], expected: [String], answered: Bool) {
         var harness = Harness()

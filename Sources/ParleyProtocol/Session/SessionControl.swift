@@ -19,6 +19,10 @@ public enum SessionControl: Sendable, Hashable {
     public static let leaveType: UInt8 = 0x02
     public static let linksType: UInt8 = 0x05
     public static let relayRefusedType: UInt8 = 0x06
+    /// Version 3 (§14): chat and the recording notice.
+    public static let chatType: UInt8 = 0x07
+    public static let chatAckType: UInt8 = 0x08
+    public static let recordingType: UInt8 = 0x09
 
     /// LINKS (§13.1): the members whose links with the sender are up (directly, not themselves
     /// relayed), with the sender's smoothed RTT to each, and whether it relays for others.
