@@ -1,5 +1,6 @@
 import ICE
 import NIOPosix
+import NIOSSL
 import ParleyCore
 import ParleyProtocol
 import RendezvousWire
@@ -19,6 +20,9 @@ public struct ICESettings: Sendable {
     public var relayOnly = false
     /// `--local-address` (repeatable, as given): host candidates only on these addresses.
     public var localAddresses: [String] = []
+    /// `--turn-ca FILE`: PEM certificates that `turns:` servers are verified against, instead of
+    /// the system's CAs (a TURN server with a private CA or a self-signed certificate).
+    public var turnCA: String?
 
     /// The local addresses as IP addresses (`validate()` refuses the others).
     var localIPAddresses: [IPAddress] { localAddresses.compactMap(IPAddress.init) }
@@ -46,13 +50,22 @@ public struct ICESettings: Sendable {
             throw NodeError("--stun wants HOST:PORT or [IPv6]:PORT, got \(stun)")
         }
         if let turn {
-            let hint: TURNHint
             do {
-                hint = try TURNHint(uri: turn.url, username: turn.username, password: turn.password)
+                _ = try TURNHint(uri: turn.url, username: turn.username, password: turn.password)
             } catch {
                 throw NodeError("--turn \(turn.url): \(error)")
             }
-            if hint.isTLS { throw NodeError("--turn \(turn.url): turns: (TLS) is not supported by libnice; use turn:") }
+        }
+        if let turnCA {
+            do {
+                guard !(try NIOSSLCertificate.fromPEMFile(turnCA)).isEmpty else {
+                    throw NodeError("--turn-ca \(turnCA): no PEM certificate in it")
+                }
+            } catch let error as NodeError {
+                throw error
+            } catch {
+                throw NodeError("--turn-ca \(turnCA): \(error)")
+            }
         }
     }
 }
@@ -63,6 +76,8 @@ struct PlannedServer: Sendable, Hashable {
     var port: UInt16
     /// TURN only: `udp` or `tcp`, and the long-term credentials.
     var transport: TURNServer.Transport = .udp
+    /// A `turns:` server: TCP inside TLS, which libnice reaches through a tunnel (`TURNTLSTunnels`).
+    var tls = false
     var username = ""
     var password = ""
 }
@@ -70,7 +85,7 @@ struct PlannedServer: Sendable, Hashable {
 /// Which STUN and TURN servers a node uses (pure: table-tested). Flags win; otherwise the
 /// rendezvous' WELCOME services (§4.2), plus TURN hints that carry their own credentials from the
 /// invite (§2.4; hints without credentials name a server whose credentials WELCOME brings, so
-/// they add nothing). `turns:` is skipped: libnice does not verify a relay's certificate.
+/// they add nothing). `turns:` servers are reached through a local TLS tunnel (`TURNTLSTunnels`).
 enum ICEServerPlan {
     struct Plan: Sendable, Hashable {
         var stun: PlannedServer?
@@ -107,13 +122,9 @@ enum ICEServerPlan {
             plan.skipped.append("TURN \(uri): not a turn: URI")
             return
         }
-        guard !hint.isTLS else {
-            plan.skipped.append("TURN \(hint.uri): turns: (TLS) is not supported by libnice")
-            return
-        }
         let server = PlannedServer(
-            host: hint.host, port: hint.port, transport: hint.transport == "tcp" ? .tcp : .udp, username: username,
-            password: password)
+            host: hint.host, port: hint.port, transport: hint.isTLS || hint.transport == "tcp" ? .tcp : .udp,
+            tls: hint.isTLS, username: username, password: password)
         if !plan.turn.contains(server) { plan.turn.append(server) }
     }
 
@@ -125,9 +136,13 @@ enum ICEServerPlan {
         return (String(host), port)
     }
 
-    /// The ICE configuration for a plan, with host names resolved (libnice takes literals only).
+    /// The ICE configuration for a plan, with host names resolved (libnice takes literals only);
+    /// `tunnel` gives the local end of a tunnel to a `turns:` server (host, address, port).
     static func configuration(
-        _ plan: Plan, settings: ICESettings, resolve: (String) async throws -> IPAddress
+        _ plan: Plan, settings: ICESettings, resolve: (String) async throws -> IPAddress,
+        tunnel: (String, IPAddress, UInt16) async throws -> ICEServerEndpoint = { host, _, _ in
+            throw NodeError("TURN over TLS to \(host): no tunnel")
+        }
     ) async throws -> ICEConfiguration {
         var configuration = ICEConfiguration(relayOnly: settings.relayOnly, localAddresses: settings.localIPAddresses)
         // Consent comes from the session instead: a link with no authenticated packet for 2 s is
@@ -139,10 +154,13 @@ enum ICEServerPlan {
             configuration.stunServer = ICEServerEndpoint(address: try await resolve(stun.host), port: stun.port)
         }
         for turn in plan.turn.prefix(8) {
+            let address = try await resolve(turn.host)
+            let endpoint =
+                turn.tls
+                ? try await tunnel(turn.host, address, turn.port) : ICEServerEndpoint(address: address, port: turn.port)
             configuration.turnServers.append(
                 TURNServer(
-                    endpoint: ICEServerEndpoint(address: try await resolve(turn.host), port: turn.port),
-                    transport: turn.transport, username: turn.username, password: turn.password))
+                    endpoint: endpoint, transport: turn.transport, username: turn.username, password: turn.password))
         }
         try configuration.validate()
         return configuration

@@ -200,6 +200,8 @@ private final class MeetingDriver {
     var engine: AudioEngine?
     var client: RendezvousClient?
     var agent: ICEAgent?
+    /// Tunnels to `turns:` servers; closed after the agent released its allocations through them.
+    var turnTunnels: TURNTLSTunnels?
     var paths: [LinkID: LinkPath] = [:]
     let fanout = MediaFanout()
     let router = RelayRouter()
@@ -499,11 +501,23 @@ private final class MeetingDriver {
         let executor = context.executor
         let logger = self.logger
         let mailbox = self.mailbox
+        if plan.turn.contains(where: \.tls), turnTunnels == nil {
+            do {
+                turnTunnels = try TURNTLSTunnels(caFile: settings.turnCA, logger: logger)
+            } catch {
+                logger.notice("ICE server not used", metadata: ["why": "\(error)"])
+            }
+        }
+        let tunnels = turnTunnels
         background.append(
             Task {
                 do {
                     let configuration = try await ICEServerPlan.configuration(
-                        plan, settings: settings, resolve: resolveHost)
+                        plan, settings: settings, resolve: resolveHost
+                    ) { host, address, port in
+                        guard let tunnels else { throw NodeError("TURN over TLS to \(host): no TLS context") }
+                        return try await tunnels.open(host: host, address: address, port: port)
+                    }
                     let agent = try ICEAgent(
                         configuration: configuration, executor: executor, logger: logger.with(label: "parley.ice"))
                     logger.info(
@@ -703,9 +717,11 @@ private final class MeetingDriver {
         engine = nil
         let agent = self.agent
         let removals = self.removals
+        let tunnels = turnTunnels
         let released = await withTimeLimit(.seconds(1)) {
             for removal in removals { await removal.value }
             await agent?.close()
+            await tunnels?.close()
         }
         if !released { logger.notice("ICE streams still closing at exit (TURN allocations time out by themselves)") }
         self.agent = nil

@@ -70,6 +70,8 @@ struct Parleyd: AsyncParsableCommand {
     var turnUser: String?
     @Option(help: "Password for --turn (visible in ps; prefer the rendezvous' short-lived credentials).")
     var turnPass: String?
+    @Option(help: "Verify turns: (TLS) servers against the PEM certificates in this file instead of the system's CAs.")
+    var turnCa: String?
     @Flag(help: "Send everything through TURN: peers never learn this node's addresses (and it relays for nobody).")
     var relayOnly = false
     @Option(
@@ -109,6 +111,7 @@ struct Parleyd: AsyncParsableCommand {
         }
         ice.relayOnly = relayOnly
         ice.localAddresses = localAddress
+        ice.turnCA = turnCa
         return ice
     }
 

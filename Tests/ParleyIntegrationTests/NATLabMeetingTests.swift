@@ -48,6 +48,144 @@ struct NATLabMeetingTests {
         await runBlockingQuietly { lab.shutdown() }
     }
 
+    /// A laptop lid closed for 20 s (issue 14): carol (behind a cone NAT) is SIGSTOPped while the
+    /// others go on, and SIGCONT brings her back without anyone acting: she notices her timers fired
+    /// late, restarts her links and reconnects to the rendezvous; the others kept her in the meeting.
+    @Test func aMemberSuspendedTwentySecondsComesBack() async throws {
+        let lab = try NodeLab("natlab-suspend")
+        do {
+            try await withTimeout(.seconds(150), "the suspended member's return") {
+                try await runBlocking { try Self.suspendAndResume(lab) }
+            }
+        } catch {
+            Issue.record("\(error)\n\(lab.logs(of: ["alice", "bob", "carol", "rendezvous"]))")
+        }
+        await runBlockingQuietly { lab.shutdown() }
+    }
+
+    static func suspendAndResume(_ lab: NodeLab) throws {
+        let rendezvous = try lab.rendezvous(
+            host: "203.0.113.10", port: 7779, arguments: ["--stun-listen", "203.0.113.10:3482"],
+            namespace: NATLab.namespace("srv"))
+        let invite = try lab.invite(rendezvous: rendezvous.url)
+        let placement = ["alice": "pub", "bob": "c1a", "carol": "c2"]
+        var nodes: [NodeHandle] = []
+        for name in ["alice", "bob", "carol"] {
+            var spec = NodeSpec(name: name, input: "tone:\(Int(tones[name]!))", join: invite)
+            spec.localAddresses = []
+            spec.namespace = NATLab.namespace(placement[name]!)
+            spec.waitUntilReady = false
+            nodes.append(try lab.node(spec))
+        }
+        for node in nodes { try node.waitUntilReady() }
+        for node in nodes { try node.waitForPeersUp(2, limit: .seconds(45)) }
+        let carol = nodes[2]
+        let carolID = try carol.status().node.id
+        carol.process.signal(SIGSTOP)
+        try LabWait.until(.seconds(10), "the others to see carol's links lost") {
+            try nodes.prefix(2).allSatisfy { node in
+                try node.status().peers.contains { $0.name == "carol" && $0.state != .up }
+            }
+        }
+        LabWait.sleep(for: .seconds(20))  // the lid stays closed this long: the event itself
+        carol.process.signal(SIGCONT)
+        let resumed = ContinuousClock.now
+        for node in nodes { try node.waitForPeersUp(2, limit: .seconds(20)) }
+        print("suspend 20 s: every link up again \(ContinuousClock.now - resumed) after SIGCONT")
+        let heard = try ListeningWindow(nodes).heard(
+            nodes, seconds: 2, tones: tones, threshold: Hearing.expectedPower(dBFS: -10) / 8)
+        for name in tones.keys {
+            #expect(heard[name] == Set(tones.keys).subtracting([name]), "\(ListeningWindow.describe(heard))")
+        }
+        // The same member came back (same identity, still in the others' meeting), by itself.
+        #expect(try carol.status().node.id == carolID)
+        for node in nodes.prefix(2) {
+            #expect(try node.status().peers.contains { $0.id == carolID && $0.state == .up })
+        }
+        #expect(carol.process.standardError.contains("ICE restart"), "carol restarted her links on waking")
+        for node in nodes { #expect(node.terminate() == 0) }
+    }
+
+    /// A network that lets only HTTPS out (issue 14): carol's router drops everything she sends
+    /// but TCP to port 443. The rendezvous listens on 443, and coturn speaks TURN only over TLS on
+    /// 443 with a certificate from a CA the nodes are given (`--turn-ca`). carol joins and hears
+    /// everyone through TURN over TLS (a local tunnel carries libnice's TURN-over-TCP).
+    @Test func aMemberWhoseNetworkPassesOnlyTLSOn443() async throws {
+        let lab = try NodeLab("natlab-tls")
+        do {
+            try await withTimeout(.seconds(150), "the meeting through TURN over TLS") {
+                try await runBlocking { try Self.onlyTLS(lab) }
+            }
+        } catch {
+            let coturn = String(LabFilesText.read("\(lab.directory)/coturn-tls.log").suffix(3000))
+            Issue.record("\(error)\n\(lab.logs(of: ["alice", "bob", "carol", "rendezvous"]))\n--- coturn\n\(coturn)")
+        }
+        await runBlockingQuietly { lab.shutdown() }
+    }
+
+    static func onlyTLS(_ lab: NodeLab) throws {
+        let server = NATLab.namespace("srv")
+        let (key, certificate) = ("\(lab.directory)/turn-key.pem", "\(lab.directory)/turn-cert.pem")
+        let made = try lab.run(
+            "/usr/bin/openssl",
+            [
+                "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "1",
+                "-subj", "/CN=turn.parley.lab", "-addext", "subjectAltName=IP:203.0.113.11", "-keyout", key, "-out",
+                certificate,
+            ])
+        #expect(made.status == 0, "openssl: \(made.error)")
+        let secret = "lab-secret-\(UInt32.random(in: 0...UInt32.max))"
+        _ = try lab.spawn(
+            "coturn-tls", "/usr/bin/turnserver",
+            [
+                "-n", "--no-cli", "--no-udp", "--no-tcp", "--no-dtls", "--listening-ip", "203.0.113.11",
+                "--relay-ip", "203.0.113.11", "--tls-listening-port", "443", "--cert", certificate, "--pkey", key,
+                "--min-port", "51000", "--max-port", "51999", "--use-auth-secret", "--static-auth-secret", secret,
+                "--realm", "parley.lab", "--no-multicast-peers", "--userdb", "\(lab.directory)/turndb-tls",
+                "--pidfile", "\(lab.directory)/coturn-tls.pid", "--log-file", "\(lab.directory)/coturn-tls.log",
+                "--simple-log", "--no-stdout-log",
+            ], namespace: server)
+        try LabWait.until(.seconds(10), "coturn to listen on 203.0.113.11:443") {
+            try lab.run("/usr/bin/ss", ["-lnt"], namespace: server).output.contains("203.0.113.11:443")
+        }
+        let rendezvous = try lab.rendezvous(
+            host: "203.0.113.10", port: 443,
+            arguments: ["--turn-secret", secret, "--turn-url", "turns:203.0.113.11:443"], namespace: server)
+        let invite = try lab.invite(rendezvous: rendezvous.url)
+        // carol's router forwards only TCP to port 443 (replies come back as for any connection).
+        let router = NATLab.namespace("cone2")
+        for rule in [
+            ["-s", "10.12.0.0/24", "-j", "DROP"],
+            ["-s", "10.12.0.0/24", "-p", "tcp", "--dport", "443", "-j", "ACCEPT"],
+        ] {
+            let result = try lab.run(NATLab.iptables, ["-I", "FORWARD", "1"] + rule, namespace: router)
+            #expect(result.status == 0, "iptables \(rule): \(result.error)")
+        }
+        let placement = ["alice": "pub", "bob": "c1a", "carol": "c2"]
+        var nodes: [NodeHandle] = []
+        for name in ["alice", "bob", "carol"] {
+            var spec = NodeSpec(name: name, input: "tone:\(Int(tones[name]!))", join: invite)
+            spec.localAddresses = []
+            spec.namespace = NATLab.namespace(placement[name]!)
+            spec.arguments = ["--turn-ca", certificate]
+            spec.waitUntilReady = false
+            nodes.append(try lab.node(spec))
+        }
+        for node in nodes { try node.waitUntilReady() }
+        for node in nodes { try node.waitForPeersUp(2, limit: .seconds(45)) }
+        let heard = try ListeningWindow(nodes).heard(
+            nodes, seconds: 2, tones: tones, threshold: Hearing.expectedPower(dBFS: -10) / 8)
+        for name in tones.keys {
+            #expect(heard[name] == Set(tones.keys).subtracting([name]), "\(ListeningWindow.describe(heard))")
+        }
+        // Nothing but the TLS relay can carry carol's audio.
+        for peer in try nodes[2].status().peers {
+            #expect(peer.route == "relay", "carol reaches \(peer.name) via \(peer.route ?? "none")")
+        }
+        for node in nodes { #expect(node.terminate() == 0) }
+        #expect(!LabFilesText.read("\(lab.directory)/carol.err").contains(secret))
+    }
+
     static let meshTones: [String: Double] = ["alice": 440, "bob": 660, "carol": 880, "dave": 550]
 
     /// Drops (`-I`) or stops dropping (`-D`) every packet between the two public members, both

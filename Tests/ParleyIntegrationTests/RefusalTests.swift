@@ -174,6 +174,8 @@ struct RefusalTests {
                 try expectOneLine(
                     "parleyd", ["--turn", "http://relay", "--turn-user", "u", "--turn-pass", "p"],
                     saying: "--turn http://relay")
+                try expectOneLine(
+                    "parleyd", ["--turn-ca", "/etc/passwd"] + silent, saying: "--turn-ca /etc/passwd: ")
                 try expectOneLine("parleyd", ["--name", " "] + silent, saying: "invalid --name")
                 try expectOneLine(
                     "parleyd", ["--state-dir", "/etc/passwd"] + silent,

@@ -1,3 +1,4 @@
+import Foundation
 import ICE
 import ParleyProtocol
 import RendezvousWire
@@ -30,7 +31,7 @@ struct ICEServerPlanTests {
             ])
     }
 
-    @Test func inviteHintsWithCredentialsAreAddedAndTLSIsSkipped() throws {
+    @Test func inviteHintsWithCredentialsAreAddedAndTLSGoesThroughATunnel() async throws {
         let hints = [
             try TURNHint(uri: "turn:relay.example.org", username: "long", password: "term"),
             try TURNHint(uri: "turn:nocreds.example.org"),
@@ -38,9 +39,34 @@ struct ICEServerPlanTests {
         let tls = RendezvousService.turn(
             TURNCredential(ttlSeconds: 60, url: "turns:rv.example.org:5349", username: "1:a", password: "p"))
         let plan = ICEServerPlan.plan(settings: ICESettings(), services: [tls], hints: hints)
-        #expect(plan.turn == [PlannedServer(host: "relay.example.org", port: 3478, username: "long", password: "term")])
-        #expect(plan.skipped.count == 1)
-        #expect(plan.skipped.first?.contains("turns:") == true)
+        let overTLS = PlannedServer(
+            host: "rv.example.org", port: 5349, transport: .tcp, tls: true, username: "1:a", password: "p")
+        #expect(
+            plan.turn == [
+                overTLS, PlannedServer(host: "relay.example.org", port: 3478, username: "long", password: "term"),
+            ])
+        #expect(plan.skipped.isEmpty)
+        // libnice is given the tunnel's loopback end, over TCP; the plain server as it is.
+        let configuration = try await ICEServerPlan.configuration(plan, settings: ICESettings()) { host in
+            IPAddress(host == "rv.example.org" ? "203.0.113.10" : "203.0.113.11")!
+        } tunnel: { host, address, port in
+            #expect(host == "rv.example.org" && address == IPAddress("203.0.113.10") && port == 5349)
+            return ICEServerEndpoint(address: IPAddress("127.0.0.1")!, port: 40001)
+        }
+        #expect(configuration.turnServers.map(\.endpoint.description) == ["127.0.0.1:40001", "203.0.113.11:3478"])
+        #expect(configuration.turnServers.map(\.transport) == [.tcp, .udp])
+    }
+
+    @Test func aTURNCAFileThatIsNotPEMIsRefusedAtStart() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("parley-not-pem-\(getpid())").path
+        try Data("not a certificate\n".utf8).write(to: URL(fileURLWithPath: path))
+        defer { unlink(path) }
+        var settings = ICESettings()
+        settings.turnCA = path
+        #expect(throws: NodeError.self) { try settings.validate() }
+        settings.turnCA = "/nonexistent/parley-ca.pem"
+        let error = #expect(throws: NodeError.self) { try settings.validate() }
+        #expect(error?.description.hasPrefix("--turn-ca /nonexistent/parley-ca.pem") == true)
     }
 
     @Test(arguments: [
