@@ -68,6 +68,10 @@ public struct PeerLink: Sendable {
         /// How long a link stays visibly lost before an ICE restart is tried (a short burst of
         /// loss heals by itself; a dead path does not).
         public var restartAfterLost: Duration = .milliseconds(300)
+        /// How long the other side waits, once its link is lost, for the lead's restart before
+        /// restarting once itself: when only this side's direction broke (its NAT renumbered, and
+        /// the lead still hears it from the new address), the lead sees nothing wrong.
+        public var followerRestartAfter: Duration = .seconds(1)
         /// How long signaling, checks and handshake may take before the first connection counts
         /// as failed.
         public var connectTimeout: Duration = .seconds(15)
@@ -154,7 +158,10 @@ public struct PeerLink: Sendable {
                 // node's mailbox). Those facts are about this path: keep them.
                 return enter(.handshaking, at: now) + [.startSession(rehandshake: false)] + promoteIfFlowing(at: now)
             case .restarting, .failed, .lost:
-                // What we knew is about the old path: the new one must show it all again.
+                // What we knew is about the old path: the new one must show it all again, and it
+                // gets its own time to (a path found 20 s into trouble, when a suspended peer
+                // woke, was failed at the next tick for the old trouble's 15 s).
+                troubleStart = now
                 restartPending = false
                 hasSession = false
                 peerHears = false
@@ -218,6 +225,7 @@ public struct PeerLink: Sendable {
         case .restarting, .failed:
             if isInitiator { deadlines.append(nextRestart) }
             if state == .restarting { deadlines.append(troubleStart + timing.failAfter) }
+            if followerAwaitsLead { deadlines.append(troubleStart + timing.followerRestartAfter) }
         case .signaling, .checking, .handshaking:
             deadlines.append(troubleStart + timing.connectTimeout)
         case .gone:
@@ -233,6 +241,12 @@ public struct PeerLink: Sendable {
             interval = min(interval * 2, timing.maximumRestartInterval)
         }
         return lastRestart + interval
+    }
+
+    /// The other side, lost, has not seen a restart since the trouble began: the lead may not
+    /// know (`Timing.followerRestartAfter`).
+    private var followerAwaitsLead: Bool {
+        !isInitiator && state == .restarting && lastRestart.map { $0 < troubleStart } ?? true
     }
 
     private mutating func promoteIfFlowing(at now: ContinuousClock.Instant) -> [Action] {
@@ -260,6 +274,9 @@ public struct PeerLink: Sendable {
             if timeSinceTrouble(now) >= timing.failAfter {
                 return fail(at: now, reason: reason ?? "no path")
             }
+            if followerAwaitsLead, now - troubleStart >= timing.followerRestartAfter {
+                return restart(at: now, evenIfFollower: true)
+            }
             return isInitiator && now >= nextRestart ? restart(at: now) : []
         case .failed:
             return isInitiator && now >= nextRestart ? restart(at: now) : []
@@ -282,11 +299,12 @@ public struct PeerLink: Sendable {
     }
 
     /// Only the lead restarts ICE on its own (the other side follows its request), so two
-    /// restarts rarely cross; a link that keeps failing is retried less and less often.
-    private mutating func restart(at now: ContinuousClock.Instant) -> [Action] {
+    /// restarts rarely cross; a link that keeps failing is retried less and less often. The
+    /// other side restarts once per trouble if the lead does not (`followerRestartAfter`).
+    private mutating func restart(at now: ContinuousClock.Instant, evenIfFollower: Bool = false) -> [Action] {
         if leftRoom { return enter(.gone, at: now, reason: "left the meeting (connection closed)") }
         let actions = state == .failed ? [] : enter(.restarting, at: now, reason: reason)
-        guard isInitiator else { return actions }
+        guard isInitiator || evenIfFollower else { return actions }
         lastRestart = now
         restartsWithoutSuccess += 1
         restartPending = true

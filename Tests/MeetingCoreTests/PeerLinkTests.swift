@@ -81,14 +81,27 @@ struct PeerLinkTests {
     }
 
     /// The lead restarts ICE 0.3 s after a link is lost; the other side follows its request.
-    @Test func onlyTheLeadRestartsOnItsOwn() {
+    /// The lead restarts at once; the other side waits for the lead's restart and follows it,
+    /// so the two rarely cross …
+    @Test func theLeadRestartsAndTheOtherSideFollows() {
         let steps = Self.connect + [(1.0, .packetReceived), (3.0, .tick), (3.3, .tick)]
         let lead = Self.run(initiator: true, steps)
         #expect(lead.states.suffix(2) == [.lost, .restarting])
         #expect(lead.actions == [.startSession(rehandshake: false), .restartICE])
-        let follower = Self.run(initiator: false, steps + [(3.5, .restartBegan)])
-        #expect(follower.states.suffix(3) == [.lost, .restarting, .restarting])
+        let follower = Self.run(initiator: false, steps + [(3.5, .restartBegan), (4.0, .tick), (9.0, .tick)])
+        #expect(follower.states.suffix(5) == [.lost, .restarting, .restarting, .restarting, .restarting])
         #expect(follower.actions == [.startSession(rehandshake: false)])
+    }
+
+    /// … but when only its own direction broke (its NAT renumbered: the lead still hears it from
+    /// the new address and sees nothing wrong), no restart comes, and it restarts once itself.
+    @Test func theOtherSideRestartsOnceWhenTheLeadDoesNot() {
+        let steps = Self.connect + [(1.0, .packetReceived), (3.0, .tick), (3.3, .tick)]
+        var follower = Self.run(initiator: false, steps).link
+        #expect(follower.nextDeadline == Self.at(4.0))
+        #expect(follower.handle(.tick, at: Self.at(3.9)) == [])
+        #expect(follower.handle(.tick, at: Self.at(4.0)) == [.restartICE])
+        #expect(follower.handle(.tick, at: Self.at(9.0)) == [])  // retries are the lead's
     }
 
     @Test func aLostLinkThatHearsAgainIsUpAgain() {
@@ -106,6 +119,21 @@ struct PeerLinkTests {
         let result = Self.run(initiator: true, steps)
         #expect(result.states.suffix(6) == [.lost, .restarting, .handshaking, .handshaking, .handshaking, .up])
         #expect(result.actions == [.startSession(rehandshake: false), .restartICE, .startSession(rehandshake: true)])
+    }
+
+    /// A path found long into trouble (the peer was suspended for 20 s, and woke) gets the whole
+    /// connect time for its handshake: it is not failed at the next tick for the old trouble.
+    @Test func aPathFoundLateInTroubleGetsItsOwnTimeToHandshake() {
+        let steps =
+            Self.connect + [
+                (1.0, .packetReceived), (3.0, .tick), (3.3, .tick), (18.0, .tick), (22.0, .pathReady), (22.1, .tick),
+                (22.2, .sessionEstablished), (22.3, .packetReceived), (22.4, .peerReceivesUs),
+            ]
+        let result = Self.run(initiator: true, steps)
+        #expect(
+            result.states.suffix(7) == [
+                .restarting, .failed, .handshaking, .handshaking, .handshaking, .handshaking, .up,
+            ])
     }
 
     /// A pair that finds no path is `failed`, says why, and is retried with back-off — never
