@@ -34,6 +34,7 @@ REKEY_AFTER_TIME = 120.0
 RESPONDER_REKEY_TIME = 165.0
 REJECT_AFTER_TIME = 180.0
 REKEY_TIMEOUT = 5.0
+FIRST_RETRY_AFTER_PATH_UP = 1.0  # §7.5: the first initiation over a path that just came up
 REKEY_ATTEMPT_TIME = 90.0
 KEEPALIVE_TIMEOUT = 10.0
 REKEY_AFTER_MESSAGES = 2**60
@@ -140,6 +141,7 @@ class PeerSession:
         self.last_timestamp_sent = 0
         self.greatest_timestamp_received: bytes | None = None
         self.last_initiation_accepted_at: float | None = None
+        self.retry_soon = False  # the first initiation after path_up is resent after 1 s
         self.path_up_at: float | None = None
         self.initiation_budget: TokenBucket | None = None
         self.processed_initiations: dict[bytes, None] = {}  # mac1 of initiations we did DH for, oldest first
@@ -220,6 +222,7 @@ class PeerSession:
             if self.is_lead:
                 return self._drop()
             self.pending = None
+            self.retry_soon = False
         self.greatest_timestamp_received = payload
         self.last_initiation_accepted_at = now
         peer_index = struct.unpack(">I", packet[4:8])[0]
@@ -261,6 +264,7 @@ class PeerSession:
         keys = KeySet(self.pending.index, struct.unpack(">I", packet[4:8])[0], to_responder.key, to_initiator.key,
                       now, made_as_initiator=True)
         self.pending = None
+        self.retry_soon = False
         self._install_current(keys)
         self.stats.handshakes_completed += 1
         self._authenticated(now)
@@ -343,6 +347,7 @@ class PeerSession:
     def path_up(self, now: float) -> list[bytes]:
         self.path_up_at = now
         self.gave_up = False
+        self.retry_soon = True
         if self.is_lead and self.current is None and self.pending is None:
             return [self.create_initiation(now)]
         return []
@@ -361,7 +366,8 @@ class PeerSession:
             if now - self.pending.first_attempt_at >= REKEY_ATTEMPT_TIME:
                 self.pending = None
                 self.gave_up = True  # the path is dead; tried again on restart or when the peer speaks
-            elif now - self.pending.sent_at >= REKEY_TIMEOUT:
+            elif now - self.pending.sent_at >= (FIRST_RETRY_AFTER_PATH_UP if self.retry_soon else REKEY_TIMEOUT):
+                self.retry_soon = False
                 out.append(self.create_initiation(now))
             return out
         if self.gave_up:

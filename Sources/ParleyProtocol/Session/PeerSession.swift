@@ -88,6 +88,11 @@ public struct PeerSession: Sendable {
     var current: TransportKeypair?
     var next: TransportKeypair?
     private var pending: (initiation: ParleyHandshake.Initiation, sentAt: ContinuousClock.Instant)?
+    /// The path just came up: the first initiation over it is resent sooner.
+    private var retrySoon = false
+    private var retryInterval: Duration {
+        retrySoon ? SessionTimers.firstRetryAfterPathUp : SessionTimers.rekeyTimeout
+    }
     /// When the current series of initiation attempts began (for `rekeyAttemptTime`).
     private var attemptsStartedAt: ContinuousClock.Instant?
     /// After giving up, no new attempt until `start` or a message from the peer.
@@ -131,6 +136,7 @@ public struct PeerSession: Sendable {
         startedAt = now
         gaveUp = false
         attemptsStartedAt = nil
+        retrySoon = true
         return tick(now: now)
     }
 
@@ -182,7 +188,8 @@ public struct PeerSession: Sendable {
     public mutating func tick(now: ContinuousClock.Instant) -> PeerSessionOutput {
         var output = PeerSessionOutput()
         expireKeys(now: now, output: &output)
-        if let pending, now - pending.sentAt >= SessionTimers.rekeyTimeout {
+        if let pending, now - pending.sentAt >= retryInterval {
+            retrySoon = false
             if let started = attemptsStartedAt, now - started >= SessionTimers.rekeyAttemptTime {
                 self.pending = nil
                 attemptsStartedAt = nil
@@ -217,7 +224,7 @@ public struct PeerSession: Sendable {
         if let previous { consider(previous.createdAt + SessionTimers.rejectAfterTime) }
         if let current { consider(current.createdAt + SessionTimers.rejectAfterTime) }
         if let next { consider(next.createdAt + SessionTimers.rejectAfterTime) }
-        if let pending { consider(pending.sentAt + SessionTimers.rekeyTimeout) }
+        if let pending { consider(pending.sentAt + retryInterval) }
         consider(handshakeDeadline)
         if let received = lastDataReceivedAt, current != nil, lastSentAt.map({ $0 < received }) ?? true {
             consider(received + SessionTimers.keepaliveTimeout)
@@ -309,6 +316,7 @@ public struct PeerSession: Sendable {
             }
             pending = nil
             attemptsStartedAt = nil
+            retrySoon = false
         }
         let response: (packet: [UInt8], keys: TransportKeys)
         let localIndex = freshIndex()
@@ -345,6 +353,7 @@ public struct PeerSession: Sendable {
         self.pending = nil
         attemptsStartedAt = nil
         gaveUp = false
+        retrySoon = false
         let keypair = TransportKeypair(
             localIndex: pending.initiation.localIndex, remoteIndex: result.remoteIndex, keys: result.keys,
             isInitiator: true, createdAt: now)
