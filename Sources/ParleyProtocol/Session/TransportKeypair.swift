@@ -87,7 +87,7 @@ public enum SessionTimers {
     public static let rekeyTimeout: Duration = .seconds(5)
     /// … except the first initiation after the path came up, resent after this long: the peer's
     /// end of a path ICE just found may not have been ready for it (§7.5).
-    public static let firstRetryAfterPathUp: Duration = .seconds(1)
+    public static let firstRetryAfterPathUp: Duration = .milliseconds(500)
     /// A handshake attempt gives up after this long without an answer.
     public static let rekeyAttemptTime: Duration = .seconds(90)
     /// After receiving data and sending nothing for this long, a keepalive is sent.
