@@ -1,0 +1,138 @@
+"""Relaying through a member (docs/PROTOCOL.md §13, version 2) between the Python peer and `parleyd`, with real
+processes on loopback. Each node has its own loopback address, and iptables drops UDP between two of them, so
+that pair has no direct path: ICE cannot connect it, and everything the two send each other (the Noise
+handshake, media, session control) goes through the third member, end to end.
+
+- The Python peer relays for two Swift nodes: each hears the other's tone, and `parley status --json` shows the
+  link as route "peer" via the Python peer's id.
+- A Swift node relays for the Python peer and a Swift node, with the Python peer as the pair's lead (it
+  initiates the handshake through the relay) and as the follower (it answers through the relay).
+
+The relayed pair's tones can only have come through the relay: the direct path is dropped from the start.
+"""
+
+import os
+import shutil
+import subprocess
+from contextlib import contextmanager
+
+import pytest
+
+from audio_checks import assert_hears_tones
+from harness import SwiftNode, new_invite, python_peer, read_status, require, wait_until
+
+pytestmark = pytest.mark.root
+
+FRAMES = 250  # 5 s of 20 ms frames through the relay, each way
+
+
+@contextmanager
+def udp_blocked(a: str, b: str):
+    """Drops UDP between loopback addresses a and b (both ways) until the block ends."""
+    require(os.geteuid() == 0 and shutil.which("iptables") is not None, "iptables as root is not available")
+    rules = [["INPUT", "-p", "udp", "-s", a, "-d", b, "-j", "DROP"],
+             ["INPUT", "-p", "udp", "-s", b, "-d", a, "-j", "DROP"]]
+    added = []
+    try:
+        for rule in rules:
+            subprocess.run(["iptables", "-I", *rule], check=True, capture_output=True)
+            added.append(rule)
+        yield
+    finally:
+        for rule in added:
+            subprocess.run(["iptables", "-D", *rule], check=False, capture_output=True)
+
+
+def peer_entry(node: SwiftNode, name: str) -> dict | None:
+    status = node.status()
+    return next((p for p in status["peers"] if p["name"] == name), None) if status else None
+
+
+def wait_relayed(node: SwiftNode, name: str, via: str, timeout: float = 45.0) -> dict:
+    """`parley status --json` on `node` shows the link to `name` up through member `via`. (Its packet and rate
+    counters count the link's own ICE path, which carries nothing while relayed: the relay's counts and the
+    recordings are what show the media.)"""
+    def relayed():
+        entry = peer_entry(node, name)
+        if entry and entry["state"] == "up" and entry["route"] == "peer" and entry["via"] == via:
+            return entry
+        return None
+
+    try:
+        return wait_until(relayed, timeout, f"{node.name} to hear {name} through {via}", interval=0.2)
+    except AssertionError as error:
+        raise AssertionError(f"{error}; last view: {peer_entry(node, name)}") from None
+
+
+def test_python_peer_relays_for_two_swift_nodes(tmp_path, rendezvous):
+    a, b, c = "127.0.14.1", "127.0.14.2", "127.0.14.3"
+    invite = new_invite(rendezvous.url)
+    with udp_blocked(a, c):
+        first = SwiftNode(tmp_path, "swiftA", invite, "tone:440", "--local-address", a)
+        third = SwiftNode(tmp_path, "swiftC", invite, "tone:660", "--local-address", c)
+        # The relay is silent, so what the two Swift nodes record of each other is the other's tone alone.
+        relay = python_peer(tmp_path, "relay", invite, "--silence", "--host-address", b, "--timeout", "120")
+        try:
+            relay_id = wait_until(lambda: (tmp_path / "relay.json").exists() and read_status(tmp_path, "relay"),
+                                  20, "the relay's status")["identity"][:16]
+            wait_relayed(first, "swiftC", relay_id)
+            wait_relayed(third, "swiftA", relay_id)
+
+            def carried():  # datagrams of the pair the relay carried, both ways: FRAMES of media each way
+                counts = read_status(tmp_path, "relay")["relayed_datagrams"]
+                return counts if sum(counts.values()) >= 2 * FRAMES else None
+
+            wait_until(carried, 30, "the relay to carry the pair's media")
+        finally:
+            relay.stop()
+            first.stop()
+            third.stop()
+        relay_view = read_status(tmp_path, "relay")
+    assert_hears_tones(str(first.wav), [660], [440])
+    assert_hears_tones(str(third.wav), [440], [660])
+    # The relay carried exactly one pair, A and C, and its own links were direct version-2 links.
+    links = {link["name"]: link for link in relay_view["links"]}
+    pair = "-".join(sorted(links[name]["peer"][:16] for name in ("swiftA", "swiftC")))
+    assert list(relay_view["relayed_datagrams"]) == [pair], relay_view["relayed_datagrams"]
+    assert all(link["version"] == 2 and link["via"] is None for link in links.values()), links
+
+
+@pytest.mark.parametrize("role", ["lead", "follower"])
+def test_swift_node_relays_for_the_python_peer(tmp_path, rendezvous, role):
+    p, b, c = "127.0.15.1", "127.0.15.2", "127.0.15.3"
+    invite = new_invite(rendezvous.url)
+    with udp_blocked(p, c):
+        middle = SwiftNode(tmp_path, "swiftB", invite, "silence", "--local-address", b)
+        far = SwiftNode(tmp_path, "swiftC", invite, "tone:660", "--local-address", c)
+        peer = python_peer(tmp_path, "python", invite, "--role", role, "--tone", "880", "--host-address", p,
+                           "--record-dir", str(tmp_path / "rec"), "--timeout", "120")
+        try:
+            middle_id = wait_until(lambda: middle.status(), 20, "swiftB's status")["self"]["id"]
+            peer_id = wait_until(lambda: (tmp_path / "python.json").exists() and read_status(tmp_path, "python"),
+                                 20, "the Python peer's status")["identity"][:16]
+            wait_relayed(far, "python", middle_id)
+
+            def both_hear():  # FRAMES of swiftC's media arrived, and swiftC's REPORTs count FRAMES of ours
+                status = read_status(tmp_path, "python")
+                link = next((link for link in status["links"] if link["name"] == "swiftC"), None)
+                return link if link and link["route"] == "peer" and link["frames_received"] >= FRAMES \
+                    and link["peer_media_received"] >= FRAMES else None
+
+            link = wait_until(both_hear, 30, "the Python peer and swiftC to hear each other through swiftB")
+            relaying = middle.status()["self"]
+            far_id = far.status()["self"]["id"]
+        finally:
+            peer.stop()
+            middle.stop()
+            far.stop()
+    assert link["via"] == middle_id and link["version"] == 2 and link["lead"] == (role == "lead"), link
+    assert link["datagrams_via"].get(middle_id, 0) >= FRAMES, link
+    if role == "lead":  # the Python peer initiated the pair's handshake through swiftB; swiftC answered
+        assert link["initiations_sent"] >= 1
+    else:
+        assert link["responses_sent"] >= 1
+    assert relaying["relaying"] == [sorted([peer_id, far_id])], relaying
+    assert_hears_tones(str(far.wav), [880], [660])
+    status = read_status(tmp_path, "python")
+    by_name = {entry["name"]: entry for entry in status["received"].values()}
+    assert_hears_tones(by_name["swiftC"]["wav"], [660], [880])
