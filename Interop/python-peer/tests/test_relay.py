@@ -139,8 +139,8 @@ def establish(initiator: PeerSession, responder: PeerSession, now: float) -> Non
 def session(me: Identity, peer: Identity, node: Node, version: int = 2) -> PeerSession:
     keys = node.room_keys
     return PeerSession(identity_key=me.identity_key, static_secret=me.static_secret,
-                       peer_identity_key=peer.identity_key, peer_static_key=peer.static_key, room_id=keys.room_id, noise_psk=keys.noise_psk,
-                       mac_key=keys.mac_key, version=version)
+                       peer_identity_key=peer.identity_key, peer_static_key=peer.static_key, room_id=keys.room_id,
+                       noise_psk=keys.noise_psk, mac_key=keys.mac_key, version=version)
 
 
 class Member:
