@@ -6,15 +6,16 @@ handshake, media, session control) goes through the third member, end to end.
 - The Python peer relays for two Swift nodes: each hears the other's tone, and `parley status --json` shows the
   link as route "peer" via the Python peer's id.
 - A Swift node relays for the Python peer and a Swift node, with the Python peer as the pair's lead (it
-  initiates the handshake through the relay) and as the follower (it answers through the relay).
+  initiates the handshake through the relay) and as the follower (it answers through the relay), and for a
+  pair whose direct path is cut mid-call.
 
-The relayed pair's tones can only have come through the relay: the direct path is dropped from the start.
+The relayed pair's tones can only have come through the relay while the direct path is dropped.
 """
 
 import os
 import shutil
 import subprocess
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 
 import pytest
 
@@ -97,28 +98,41 @@ def test_python_peer_relays_for_two_swift_nodes(tmp_path, rendezvous):
     assert all(link["version"] == 2 and link["via"] is None for link in links.values()), links
 
 
-@pytest.mark.parametrize("role", ["lead", "follower"])
-def test_swift_node_relays_for_the_python_peer(tmp_path, rendezvous, role):
+@pytest.mark.parametrize("role,cut", [("lead", "at start"), ("follower", "at start"), ("lead", "mid-call")])
+def test_swift_node_relays_for_the_python_peer(tmp_path, rendezvous, role, cut):
+    """`cut` "at start": the pair never has a direct path, and its handshake goes through the relay. "mid-call":
+    the pair talks directly first, then its path is dropped; both ends notice the silence and go through
+    the relay with the keys they have."""
     p, b, c = "127.0.15.1", "127.0.15.2", "127.0.15.3"
     invite = new_invite(rendezvous.url)
-    with udp_blocked(p, c):
+    with ExitStack() as block:
+        if cut == "at start":
+            block.enter_context(udp_blocked(p, c))
         middle = SwiftNode(tmp_path, "swiftB", invite, "silence", "--local-address", b)
         far = SwiftNode(tmp_path, "swiftC", invite, "tone:660", "--local-address", c)
         peer = python_peer(tmp_path, "python", invite, "--role", role, "--tone", "880", "--host-address", p,
                            "--record-dir", str(tmp_path / "rec"), "--timeout", "120")
+
+        def far_link(route: str, frames: int):
+            """The Python peer's link to swiftC goes by `route`, and `frames` more frames went each way (ours
+            as swiftC's REPORTs count them)."""
+            status = read_status(tmp_path, "python") if (tmp_path / "python.json").exists() else {"links": []}
+            link = next((link for link in status["links"] if link["name"] == "swiftC"), None)
+            return link if link and link["route"] == route and link["frames_received"] >= frames \
+                and link["peer_media_received"] >= frames else None
+
         try:
             middle_id = wait_until(lambda: middle.status(), 20, "swiftB's status")["self"]["id"]
+            before = {"frames_received": 0, "peer_media_received": 0}
+            if cut == "mid-call":
+                before = wait_until(lambda: far_link("direct", 50), 30, "the Python peer and swiftC to talk directly")
+                block.enter_context(udp_blocked(p, c))
             peer_id = wait_until(lambda: (tmp_path / "python.json").exists() and read_status(tmp_path, "python"),
                                  20, "the Python peer's status")["identity"][:16]
             wait_relayed(far, "python", middle_id)
-
-            def both_hear():  # FRAMES of swiftC's media arrived, and swiftC's REPORTs count FRAMES of ours
-                status = read_status(tmp_path, "python")
-                link = next((link for link in status["links"] if link["name"] == "swiftC"), None)
-                return link if link and link["route"] == "peer" and link["frames_received"] >= FRAMES \
-                    and link["peer_media_received"] >= FRAMES else None
-
-            link = wait_until(both_hear, 30, "the Python peer and swiftC to hear each other through swiftB")
+            frames = max(before["frames_received"], before["peer_media_received"]) + FRAMES
+            link = wait_until(lambda: far_link("peer", frames), 30,
+                              "the Python peer and swiftC to hear each other through swiftB")
             relaying = middle.status()["self"]
             far_id = far.status()["self"]["id"]
         finally:
@@ -126,11 +140,9 @@ def test_swift_node_relays_for_the_python_peer(tmp_path, rendezvous, role):
             middle.stop()
             far.stop()
     assert link["via"] == middle_id and link["version"] == 2 and link["lead"] == (role == "lead"), link
-    assert link["datagrams_via"].get(middle_id, 0) >= FRAMES, link
-    if role == "lead":  # the Python peer initiated the pair's handshake through swiftB; swiftC answered
-        assert link["initiations_sent"] >= 1
-    else:
-        assert link["responses_sent"] >= 1
+    assert link["datagrams_via"].get(middle_id, 0) >= FRAMES and link["handshakes"] >= 1, link
+    if cut == "at start":  # the pair's only handshake went through swiftB
+        assert link["initiations_sent" if role == "lead" else "responses_sent"] >= 1, link
     assert relaying["relaying"] == [sorted([peer_id, far_id])], relaying
     assert_hears_tones(str(far.wav), [880], [660])
     status = read_status(tmp_path, "python")
