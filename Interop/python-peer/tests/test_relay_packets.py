@@ -1,7 +1,8 @@
 """Version 2 (docs/PROTOCOL.md §13) in the Python peer: the wire formats of LINKS, RELAY_REFUSED and relay
 packets, byte for byte as the text gives them (Tests/Fixtures has no version-2 vectors yet), what a relay
 carries (§13.3), and that a relay passes the pair's datagrams on unchanged without ever decrypting them, while
-the destination accepts nothing the relay changed or repeated, and nothing it forged moves a route."""
+the destination accepts nothing the relay changed or repeated, and nothing it forged moves a route; and
+envelopes over the mesh (§13.5)."""
 
 import asyncio
 import time
@@ -10,7 +11,7 @@ import pytest
 
 from parley_peer import control, relay
 from parley_peer import session as session_module
-from parley_peer.envelope import Hello
+from parley_peer.envelope import Bye, Hello, Signaling
 from parley_peer.identity import Identity
 from parley_peer.invite import Invite, RendezvousURL
 from parley_peer.peer import Link, Node, PeerOptions
@@ -127,6 +128,9 @@ class CapturedPath:
 
     async def send(self, datagram: bytes) -> None:
         self.sent.append(datagram)
+
+    async def close(self) -> None:
+        pass
 
 
 def establish(initiator: PeerSession, responder: PeerSession, now: float) -> None:
@@ -256,3 +260,63 @@ def test_the_destination_drops_what_the_relay_changed_or_repeated_and_keeps_its_
     assert link_a.relay == b.identity_key  # the peer's authenticated packets come through B: follow it
     asyncio.run(deliver(datagram))  # a copy: the A–C replay window drops it
     assert link_a.receive_log.packets == before + 1
+
+
+# MARK: §13.5 signaling over the mesh
+
+
+def test_envelopes_over_the_mesh():
+    a, b, c = Identity.generate(), Identity.generate(), Identity.generate()
+    middle = Member(b, {"a": a, "c": c})
+    envelope = Signaling(middle.node.room_keys.room_id, middle.node.room_keys.signaling_key, a).seal(Bye(0))
+    now = time.monotonic()
+
+    async def forward(destination: bytes):
+        body = RelayPacket(relay.FORWARD_ENVELOPE, destination, envelope).encode()
+        await middle.link("a").on_datagram(middle.remote["a"].seal(relay.INNER_RELAY, body, now), via=None)
+
+    async def run():
+        await middle.node.share_links(now)
+        await forward(c.identity_key)
+        assert relayed(middle.sent_to("c")) == [RelayPacket(relay.DELIVER_ENVELOPE, a.identity_key, envelope)]
+        await forward(relay.EVERYONE)  # to every member linked with the relay but the sender
+        assert relayed(middle.sent_to("c")) == [RelayPacket(relay.DELIVER_ENVELOPE, a.identity_key, envelope)]
+        assert relayed(middle.sent_to("a")) == []
+        middle.link("a").state = "lost"  # the relay passes on envelopes only for members linked with it
+        await middle.node.share_links(now)
+        await forward(c.identity_key)
+        assert relayed(middle.sent_to("c")) == []
+
+    asyncio.run(run())
+
+
+def test_an_envelope_over_the_mesh_is_opened_as_one_from_the_rendezvous():
+    a, b, c = Identity.generate(), Identity.generate(), Identity.generate()
+    end = Member(c, {"a": a, "b": b})
+    envelope = Signaling(end.node.room_keys.room_id, end.node.room_keys.signaling_key, a).seal(Bye(0))
+
+    async def deliver():
+        body = RelayPacket(relay.DELIVER_ENVELOPE, a.identity_key, envelope).encode()
+        await end.link("b").on_datagram(end.remote["b"].seal(relay.INNER_RELAY, body, time.monotonic()), via=None)
+
+    asyncio.run(deliver())  # A's BYE, carried by B: A's link ends
+    assert a.identity_key not in end.node.links and b.identity_key in end.node.links
+    asyncio.run(deliver())  # the same envelope again: the replay check drops it
+    assert end.node.dropped_envelopes == 1
+
+
+def test_without_the_rendezvous_envelopes_go_over_sessions():
+    a, b, c = Identity.generate(), Identity.generate(), Identity.generate()
+    end = Member(c, {"a": a, "b": b})
+    end.link("b").peer_links = control.Links(True, ((a.identity_key, 10),))
+    envelope = b"\x01" + bytes(552)
+
+    async def run():
+        await end.node.send_sealed(a.identity_key, 7, envelope)  # the rendezvous is not connected
+        assert relayed(end.sent_to("a")) == [RelayPacket(relay.DELIVER_ENVELOPE, c.identity_key, envelope)]
+        end.link("a").state = "lost"  # A's own link does not work: through B, which reaches A
+        await end.node.send_sealed(a.identity_key, 7, envelope)
+        assert relayed(end.sent_to("a")) == []
+        assert relayed(end.sent_to("b")) == [RelayPacket(relay.FORWARD_ENVELOPE, a.identity_key, envelope)]
+
+    asyncio.run(run())
