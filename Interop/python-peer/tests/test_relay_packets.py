@@ -320,3 +320,34 @@ def test_without_the_rendezvous_envelopes_go_over_sessions():
         assert relayed(end.sent_to("b")) == [RelayPacket(relay.FORWARD_ENVELOPE, a.identity_key, envelope)]
 
     asyncio.run(run())
+
+
+# MARK: §13.4 choosing routes
+
+
+def test_routes_go_through_the_best_member_and_move_when_it_cannot_carry():
+    a, b1, b2, c = (Identity.generate() for _ in range(4))
+    end = Member(c, {"a": a, "b1": b1, "b2": b2})
+    link = end.link("a")
+    link.path, link.state, link.started_at = None, "checking", time.monotonic() - 10  # no direct path found
+    for name, ours, theirs in (("b1", 50.0, 50), ("b2", 10.0, 20)):
+        end.link(name).report.smoothed_rtt_ms = ours
+        end.link(name).peer_links = control.Links(True, ((a.identity_key, theirs),))
+
+    async def run():
+        await end.node.choose_routes(time.monotonic())
+        assert link.relay == b2.identity_key  # 10 + 20 ms beats 50 + 50 ms
+        refusal = control.RelayRefused(a.identity_key, relay.BUSY).encode()
+        await end.link("b2").on_datagram(end.remote["b2"].seal(INNER_CONTROL, refusal, time.monotonic()), via=None)
+        await end.node.choose_routes(time.monotonic())
+        assert link.relay == b1.identity_key  # b2 refused: the next best
+        end.link("b1").peer_links = control.Links(True, ())  # b1 no longer reaches a
+        await end.node.choose_routes(time.monotonic())
+        assert link.relay is None  # nobody can carry it: b2's refusal holds for 30 s
+        end.link("b1").peer_links = control.Links(False, ((a.identity_key, 5),))  # reaches a, does not relay
+        await end.node.choose_routes(time.monotonic())
+        assert link.relay is None
+
+    asyncio.run(run())
+    assert not end.node.can_relay(b2.identity_key, a.identity_key)
+    assert end.node.can_relay(b2.identity_key, a.identity_key, time.monotonic() + relay.REFUSAL_MEMORY)
