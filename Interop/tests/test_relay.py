@@ -7,7 +7,7 @@ handshake, media, session control) goes through the third member, end to end.
   link as route "peer" via the Python peer's id.
 - A Swift node relays for the Python peer and a Swift node, with the Python peer as the pair's lead (it
   initiates the handshake through the relay) and as the follower (it answers through the relay), and for a
-  pair whose direct path is cut mid-call.
+  pair whose direct path is cut mid-call and later works again (both go back to it).
 
 The relayed pair's tones can only have come through the relay while the direct path is dropped.
 """
@@ -102,7 +102,7 @@ def test_python_peer_relays_for_two_swift_nodes(tmp_path, rendezvous):
 def test_swift_node_relays_for_the_python_peer(tmp_path, rendezvous, role, cut):
     """`cut` "at start": the pair never has a direct path, and its handshake goes through the relay. "mid-call":
     the pair talks directly first, then its path is dropped; both ends notice the silence and go through
-    the relay with the keys they have."""
+    the relay with the keys they have, and go back to the direct path once it works again."""
     p, b, c = "127.0.15.1", "127.0.15.2", "127.0.15.3"
     invite = new_invite(rendezvous.url)
     with ExitStack() as block:
@@ -135,6 +135,14 @@ def test_swift_node_relays_for_the_python_peer(tmp_path, rendezvous, role, cut):
                               "the Python peer and swiftC to hear each other through swiftB")
             relaying = middle.status()["self"]
             far_id = far.status()["self"]["id"]
+            if cut == "mid-call":
+                # §13.4 "Going back": the path works again; the Python peer (the lead) tries it with an ICE
+                # restart on its schedule, and both ends go back to it.
+                block.close()
+                back = wait_until(lambda: far_link("direct", link["frames_received"] + 100), 60,
+                                  "the Python peer to go back to the direct path")
+                far_view = wait_until(lambda: (e := peer_entry(far, "python")) and e["route"] != "peer" and e,
+                                      20, "swiftC to go back to the direct path")
         finally:
             peer.stop()
             middle.stop()
@@ -144,6 +152,9 @@ def test_swift_node_relays_for_the_python_peer(tmp_path, rendezvous, role, cut):
     if cut == "at start":  # the pair's only handshake went through swiftB
         assert link["initiations_sent" if role == "lead" else "responses_sent"] >= 1, link
     assert relaying["relaying"] == [sorted([peer_id, far_id])], relaying
+    if cut == "mid-call":
+        assert back["via"] is None, back
+        assert far_view["via"] is None and far_view["state"] == "up", far_view
     assert_hears_tones(str(far.wav), [880], [660])
     status = read_status(tmp_path, "python")
     by_name = {entry["name"]: entry for entry in status["received"].values()}
