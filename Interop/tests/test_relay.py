@@ -8,6 +8,7 @@ handshake, media, session control) goes through the third member, end to end.
 - A Swift node relays for the Python peer and a Swift node, with the Python peer as the pair's lead (it
   initiates the handshake through the relay) and as the follower (it answers through the relay), and for a
   pair whose direct path is cut mid-call and later works again (both go back to it).
+- A Python relay limited to one pair refuses a second pair with RELAY_REFUSED (busy), which parleyd obeys.
 
 The relayed pair's tones can only have come through the relay while the direct path is dropped.
 """
@@ -159,3 +160,40 @@ def test_swift_node_relays_for_the_python_peer(tmp_path, rendezvous, role, cut):
     status = read_status(tmp_path, "python")
     by_name = {entry["name"]: entry for entry in status["received"].values()}
     assert_hears_tones(by_name["swiftC"]["wav"], [660], [880])
+
+
+def test_a_busy_python_relay_refuses_a_second_pair(tmp_path, rendezvous):
+    """The Python peer relays one pair at most (--relay-pairs 1); A has no direct path to C nor to D. It carries
+    the first of the two pairs that asks and answers the other with RELAY_REFUSED (busy), which parleyd reads:
+    it logs the refusal and does not route that pair through the Python peer."""
+    a, b, c, d = "127.0.16.1", "127.0.16.2", "127.0.16.3", "127.0.16.4"
+    invite = new_invite(rendezvous.url)
+    with udp_blocked(a, c), udp_blocked(a, d):
+        first = SwiftNode(tmp_path, "swiftA", invite, "tone:440", "--local-address", a)
+        others = [SwiftNode(tmp_path, name, invite, "silence", "--local-address", address)
+                  for name, address in (("swiftC", c), ("swiftD", d))]
+        relay = python_peer(tmp_path, "relay", invite, "--silence", "--host-address", b, "--relay-pairs", "1",
+                            "--timeout", "120")
+        try:
+            relay_id = wait_until(lambda: (tmp_path / "relay.json").exists() and read_status(tmp_path, "relay"),
+                                  20, "the relay's status")["identity"][:16]
+
+            def refused_and_relayed():
+                status = first.status()
+                if not status or "a member will not relay" not in first.process.stderr():
+                    return None
+                views = {p["name"]: p for p in status["peers"] if p["name"] in ("swiftC", "swiftD")}
+                carried = [v for v in views.values() if v["state"] == "up" and v["via"] == relay_id]
+                return (carried[0], views) if len(carried) == 1 and len(views) == 2 else None
+
+            carried, views = wait_until(refused_and_relayed, 45, "swiftA to be refused for one pair, relayed for one")
+            relay_view = read_status(tmp_path, "relay")
+        finally:
+            relay.stop()
+            first.stop()
+            for node in others:
+                node.stop()
+    (other,) = [v for v in views.values() if v is not carried]
+    assert other["via"] != relay_id and other["state"] != "up", views  # refused: not through the relay
+    assert "reason=busy" in first.process.stderr()
+    assert relay_view["relay_refusals_sent"] >= 1 and len(relay_view["relayed_datagrams"]) == 1, relay_view
