@@ -99,11 +99,14 @@ def test_python_peer_relays_for_two_swift_nodes(tmp_path, rendezvous):
     assert all(link["version"] == 2 and link["via"] is None for link in links.values()), links
 
 
-@pytest.mark.parametrize("role,cut", [("lead", "at start"), ("follower", "at start"), ("lead", "mid-call")])
+@pytest.mark.parametrize("role,cut", [("lead", "at start"), ("follower", "at start"), ("lead", "mid-call"),
+                                      ("lead", "mid-call, no rendezvous")])
 def test_swift_node_relays_for_the_python_peer(tmp_path, rendezvous, role, cut):
     """`cut` "at start": the pair never has a direct path, and its handshake goes through the relay. "mid-call":
     the pair talks directly first, then its path is dropped; both ends notice the silence and go through
-    the relay with the keys they have, and go back to the direct path once it works again."""
+    the relay with the keys they have, and go back to the direct path once it works again. "mid-call, no
+    rendezvous": the same after the rendezvous stopped, so the ICE restart that finds the direct path again is
+    signaled over the mesh (§13.5: the envelopes travel inside the pair's session, through the relay)."""
     p, b, c = "127.0.15.1", "127.0.15.2", "127.0.15.3"
     invite = new_invite(rendezvous.url)
     with ExitStack() as block:
@@ -125,8 +128,12 @@ def test_swift_node_relays_for_the_python_peer(tmp_path, rendezvous, role, cut):
         try:
             middle_id = wait_until(lambda: middle.status(), 20, "swiftB's status")["self"]["id"]
             before = {"frames_received": 0, "peer_media_received": 0}
-            if cut == "mid-call":
+            if cut.startswith("mid-call"):
                 before = wait_until(lambda: far_link("direct", 50), 30, "the Python peer and swiftC to talk directly")
+                if cut == "mid-call, no rendezvous":
+                    rendezvous.process.stop()
+                    wait_until(lambda: not read_status(tmp_path, "python")["rendezvous_connected"]
+                               and far.status()["self"]["rendezvous"] != "connected", 20, "both to lose the rendezvous")
                 block.enter_context(udp_blocked(p, c))
             peer_id = wait_until(lambda: (tmp_path / "python.json").exists() and read_status(tmp_path, "python"),
                                  20, "the Python peer's status")["identity"][:16]
@@ -136,7 +143,7 @@ def test_swift_node_relays_for_the_python_peer(tmp_path, rendezvous, role, cut):
                               "the Python peer and swiftC to hear each other through swiftB")
             relaying = middle.status()["self"]
             far_id = far.status()["self"]["id"]
-            if cut == "mid-call":
+            if cut.startswith("mid-call"):
                 # §13.4 "Going back": the path works again; the Python peer (the lead) tries it with an ICE
                 # restart on its schedule, and both ends go back to it.
                 block.close()
@@ -153,8 +160,11 @@ def test_swift_node_relays_for_the_python_peer(tmp_path, rendezvous, role, cut):
     if cut == "at start":  # the pair's only handshake went through swiftB
         assert link["initiations_sent" if role == "lead" else "responses_sent"] >= 1, link
     assert relaying["relaying"] == [sorted([peer_id, far_id])], relaying
-    if cut == "mid-call":
+    if cut.startswith("mid-call"):
         assert back["via"] is None, back
+    mesh = read_status(tmp_path, "python")
+    if cut == "mid-call, no rendezvous":  # the restart's envelopes went over the mesh, both ways
+        assert mesh["mesh_envelopes_sent"] >= 2 and mesh["mesh_envelopes_received"] >= 2, mesh
         assert far_view["via"] is None and far_view["state"] == "up", far_view
     assert_hears_tones(str(far.wav), [880], [660])
     status = read_status(tmp_path, "python")

@@ -563,6 +563,7 @@ class Node:
         self.links_sent_at = 0.0
         self.malformed_relay = 0
         self.relay_refusals_sent = 0
+        self.mesh_envelopes_sent = self.mesh_envelopes_received = 0  # §13.5, DELIVER_ENVELOPE both ways
 
     def clock_ms(self) -> int:
         """§10.1 timestamp_ms: monotonic milliseconds mod 2^32, never 0."""
@@ -628,6 +629,7 @@ class Node:
         if peer is not None:
             link = self.links.get(peer)
             if link is not None and link in reachable:
+                self.mesh_envelopes_sent += 1
                 await link.send_relay(RelayPacket(relay.DELIVER_ENVELOPE, mine, envelope))
             elif (through := self.relay_candidate(peer)) is not None:
                 await self.links[through].send_relay(RelayPacket(relay.FORWARD_ENVELOPE, peer, envelope))
@@ -636,6 +638,7 @@ class Node:
             return
         unreached = len(reachable) < len(self.links)
         for link in reachable:
+            self.mesh_envelopes_sent += 1
             await link.send_relay(RelayPacket(relay.DELIVER_ENVELOPE, mine, envelope))
             if unreached:
                 await link.send_relay(RelayPacket(relay.FORWARD_ENVELOPE, relay.EVERYONE, envelope))
@@ -718,6 +721,7 @@ class Node:
                     if (target := self.links.get(key)) is not None:
                         await target.send_relay(RelayPacket(relay.DELIVER_ENVELOPE, source, packet.payload))
         elif packet.kind == relay.DELIVER_ENVELOPE:
+            self.mesh_envelopes_received += 1
             await self.on_envelope(None, packet.payload)
 
     async def share_links(self, now: float) -> None:
@@ -960,6 +964,7 @@ class Node:
             "relayed_datagrams": {f"{a.hex()[:16]}-{b.hex()[:16]}": n
                                   for (a, b), n in self.relay_table.forwarded.items()},
             "relay_refusals_sent": self.relay_refusals_sent,
+            "mesh_envelopes_sent": self.mesh_envelopes_sent, "mesh_envelopes_received": self.mesh_envelopes_received,
             "ice_connected_at": {p.hex(): t for p, t in self.ice_connected_at.items()},
             "security_codes": self.security_codes,
             "links": [self.ended_links[p] for p in self.ended_links if p not in self.links]
