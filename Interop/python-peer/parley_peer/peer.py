@@ -921,8 +921,12 @@ class Node:
         for link in list(self.links.values()):
             await link.send_control(link.make_report(now))
             await link.send_control(control.Leave().encode())
+        bye = self.signaling.seal(Bye(0))
+        if self.rendezvous_connected:
+            await self._send(EVERYONE, bye)
+        else:  # §13.5: over the mesh, so members we have no working link with hear it too
+            await self.send_over_mesh(bye, None)
         if self.rendezvous is not None:
-            await self._send(EVERYONE, self.signaling.seal(Bye(0)))
             await self.rendezvous.close()
         for link in list(self.links.values()):
             await link.close()

@@ -351,3 +351,21 @@ def test_routes_go_through_the_best_member_and_move_when_it_cannot_carry():
     asyncio.run(run())
     assert not end.node.can_relay(b2.identity_key, a.identity_key)
     assert end.node.can_relay(b2.identity_key, a.identity_key, time.monotonic() + relay.REFUSAL_MEMORY)
+
+
+def test_a_broadcast_without_the_rendezvous_goes_to_every_working_link_and_through_them():
+    a, b, c = Identity.generate(), Identity.generate(), Identity.generate()
+    end = Member(c, {"a": a, "b": b})
+    envelope = b"\x01" + bytes(552)
+
+    async def run():
+        await end.node.send_over_mesh(envelope, None)  # every link works: straight to each
+        for name in ("a", "b"):
+            assert relayed(end.sent_to(name)) == [RelayPacket(relay.DELIVER_ENVELOPE, c.identity_key, envelope)]
+        end.link("a").state = "lost"  # a member we have no working link with: through the others to everyone
+        await end.node.send_over_mesh(envelope, None)
+        assert relayed(end.sent_to("a")) == []
+        assert relayed(end.sent_to("b")) == [RelayPacket(relay.DELIVER_ENVELOPE, c.identity_key, envelope),
+                                             RelayPacket(relay.FORWARD_ENVELOPE, relay.EVERYONE, envelope)]
+
+    asyncio.run(run())
