@@ -725,8 +725,10 @@ class Node:
             await self.on_envelope(None, packet.payload)
 
     async def share_links(self, now: float) -> None:
-        """§13.1: LINKS to every version-2 peer with a session when the set of direct links changes, and every
-        LINKS_INTERVAL anyway; the relay table follows the same set (§13.3)."""
+        """§13.1: LINKS when the set of direct links changes, and every LINKS_INTERVAL anyway; the relay table
+        follows the same set (§13.3). They go only to the members in that set: one whose link with us is not
+        up yet in our view would be refused (not linked) and then avoid us for 30 s, so it learns of our links
+        only once we would carry its packets."""
         direct = sorted(((link.peer, link) for link in self.links.values() if link.direct_up), key=lambda e: e[0])
         keys = [key for key, _ in direct]
         self.relay_table.update(frozenset(keys))
@@ -737,9 +739,8 @@ class Node:
                          else min(round(link.report.smoothed_rtt_ms), control.UNMEASURED_RTT))
                         for key, link in direct)
         message = control.Links(self.relay_table.max_pairs > 0, entries).encode()
-        for link in list(self.links.values()):
-            if link.version >= 2 and link.session.has_keys:
-                await link.send_control(message)
+        for _, link in direct:
+            await link.send_control(message)
 
     def can_relay(self, member: bytes, destination: bytes, now: float | None = None) -> bool:
         """§13.4: `member` can carry our datagrams toward `destination`: its own link is up directly, its latest
