@@ -2,7 +2,8 @@
 
     python -m parley_peer invite --rendezvous ws://127.0.0.1:7777 [--tls-pin HEX] [--turn URI ...]
     python -m parley_peer join INVITE [--name N] [--tone HZ | --wav FILE | --silence] [--frame-ms 20]
-                                      [--host-address IP ...] [--relay-only] [--role lead|follower]
+                                      [--host-address IP ...] [--relay-only] [--relay-pairs N]
+                                      [--role lead|follower]
                                       [--record-dir DIR] [--ogg] [--status FILE]
                                       [--expect-peers N --audio-seconds S] [--timeout S]
 
@@ -16,9 +17,20 @@ import logging
 import os
 import sys
 
-from . import audio
+from . import audio, relay
 from .invite import Invite, InviteError, RendezvousURL, TURNHint
 from .peer import Node, PeerOptions, restrict_host_addresses, seed_for_role
+
+
+def relay_pairs(text: str) -> int:
+    """0 to 64, as parleyd's --relay-pairs."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 64:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of pairs from 0 to 64")
+    return value
 
 
 def main() -> int:
@@ -39,7 +51,10 @@ def main() -> int:
     join.add_argument("--frame-ms", type=int, default=20, choices=(10, 20, 40))
     join.add_argument("--bitrate", type=int, default=32000)
     join.add_argument("--host-address", action="append", help="offer only these host addresses to ICE")
-    join.add_argument("--relay-only", action="store_true", help="offer only TURN relay candidates")
+    join.add_argument("--relay-only", action="store_true",
+                      help="offer only TURN relay candidates (and relay for nobody, as parleyd)")
+    join.add_argument("--relay-pairs", type=relay_pairs, default=relay.DEFAULT_PAIRS, metavar="N",
+                      help="carry at most N pairs of other members whose direct path failed (0: never; §13.3)")
     join.add_argument("--role", choices=("lead", "follower"), help="pick an identity that leads (or follows)")
     join.add_argument("--record-dir", help="write what each peer sent as <identity>.wav (and .opus with --ogg)")
     join.add_argument("--ogg", action="store_true")
@@ -77,7 +92,7 @@ def main() -> int:
         source = audio.ToneSource(args.tone)
     restrict_host_addresses(args.host_address)
     options = PeerOptions(name=args.name, source=source, frame_ms=args.frame_ms, bitrate=args.bitrate,
-                          relay_only=args.relay_only, record_dir=args.record_dir, write_ogg=args.ogg,
+                          relay_only=args.relay_only, relay_pairs=args.relay_pairs, record_dir=args.record_dir, write_ogg=args.ogg,
                           status_path=args.status, expect_peers=args.expect_peers, audio_seconds=args.audio_seconds,
                           identity=seed_for_role(args.role == "lead") if args.role else None,
                           log_packets=args.packet_log)

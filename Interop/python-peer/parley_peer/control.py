@@ -8,8 +8,11 @@ from dataclasses import dataclass
 from . import security_code
 
 REPORT, LEAVE = 0x01, 0x02
+LINKS, RELAY_REFUSED = 0x05, 0x06  # version 2 (§13)
 REPORT_SIZE = 28
 MUTED = 0x01
+RELAYS = 0x01  # LINKS flags bit 0
+UNMEASURED_RTT = 0xFFFF
 
 
 @dataclass(frozen=True)
@@ -40,7 +43,36 @@ class Leave:
         return bytes([LEAVE])
 
 
-def parse(body: bytes) -> Report | Leave | security_code.Message | None:
+@dataclass(frozen=True)
+class Links:
+    """§13.1: the members whose links with the sender are up over their own direct path (ascending by identity
+    key), each with the sender's smoothed RTT in ms (0xFFFF: not measured), and whether the sender relays."""
+
+    relays: bool
+    peers: tuple[tuple[bytes, int], ...] = ()
+
+    def encode(self) -> bytes:
+        if len(self.peers) > 255:
+            raise ValueError("LINKS lists at most 255 members")
+        entries = b"".join(key + struct.pack(">H", min(rtt, UNMEASURED_RTT)) for key, rtt in self.peers)
+        return bytes([LINKS, RELAYS if self.relays else 0, len(self.peers)]) + entries
+
+    def rtt_to(self, key: bytes) -> int | None:
+        return next((rtt for peer, rtt in self.peers if peer == key), None)
+
+
+@dataclass(frozen=True)
+class RelayRefused:
+    """§13.3: the sender will not carry what we asked it to relay toward `destination`."""
+
+    destination: bytes
+    reason: int
+
+    def encode(self) -> bytes:
+        return bytes([RELAY_REFUSED]) + self.destination + bytes([self.reason])
+
+
+def parse(body: bytes) -> Report | Leave | Links | RelayRefused | security_code.Message | None:
     """None for an unknown type or a message shorter than its type requires (dropped/ignored)."""
     if not body:
         return None
@@ -57,4 +89,14 @@ def parse(body: bytes) -> Report | Leave | security_code.Message | None:
         return Report(*values[:8])
     if kind == LEAVE:
         return Leave()
+    if kind == LINKS:
+        if len(body) < 3 or len(body) < 3 + 34 * body[2]:
+            return None
+        peers = tuple((body[3 + 34 * i : 35 + 34 * i], struct.unpack(">H", body[35 + 34 * i : 37 + 34 * i])[0])
+                      for i in range(body[2]))
+        return Links(bool(body[1] & RELAYS), peers)
+    if kind == RELAY_REFUSED:
+        if len(body) < 34:
+            return None
+        return RelayRefused(body[1:33], body[33] if body[33] in (1, 2, 3) else 3)  # unknown reason: 3
     return None

@@ -1,6 +1,8 @@
 """The Python peer: joins a meeting through the rendezvous (§4), signals with envelopes (§6), connects an ICE
 path per peer with aioice, runs the pairwise handshake and transport (§7–§8), sends a tone or a WAV as Opus
-media payloads (§9) and session control (§10), and records what it receives."""
+media payloads (§9) and session control (§10), and records what it receives. With version 2 (§13) a link
+without a working direct path goes through a member that reaches both ends, this node carries pairs of
+others the same way, and envelopes travel over the sessions when the rendezvous cannot carry them."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import json
 import logging
 import os
 import random
+import signal
 import socket
 import time
 from dataclasses import dataclass, field
@@ -17,7 +20,7 @@ import aioice
 import aioice.ice
 from aioice import Candidate, TransportPolicy
 
-from . import audio, control
+from . import audio, control, relay
 from .envelope import (BROADCAST, Bye, EnvelopeError, Hello, ICECandidate, ICECandidatesDone, ICECredentials,
                        ICERestart, Signaling)
 from .identity import Identity, new_session_epoch
@@ -27,13 +30,23 @@ from .media import MAX_PAYLOAD, Frame, MediaError, MediaPayload
 from .rendezvous import (DELIVER, EVERYONE, GOING_AWAY, MEMBER_JOINED, MEMBER_LEFT, Backoff, RendezvousClient,
                          RendezvousError, Welcome)
 from . import security_code
+from .relay import INNER_RELAY, RelayPacket, RelayTable
 from .session import INNER_CONTROL, INNER_MEDIA, PeerSession
+from .wire import WireError
 
 log = logging.getLogger("parley-peer")
 
-SUPPORTED_VERSIONS = (1,)
-LOST_AFTER, RESTART_AFTER, REMOVE_AFTER = 2.0, 3.0, 8.0  # §10.3 (the node's choice)
+# Version 2 is the relay protocol (§13); version 3 (chat, the recording notice, §14) is not spoken here.
+SUPPORTED_VERSIONS = (1, 2)
+LOST_AFTER, RESTART_AFTER, REMOVE_AFTER = 2.0, 3.0, 120.0  # §10.3 (the node's choice; removal as Parley)
 REPORT_INTERVAL = 1.0
+# §13.4 (the node's choice; Parley's values).
+RELAY_AFTER = 2.0  # a link that found no direct path this long after it started goes through a member
+RELAY_DELAY = 0.3  # a lost link goes through a member this long after it was declared lost
+RELAY_TRIAL = 2.0  # a member that carried nothing of a link not up for this long is treated as refusing
+FOLLOW_QUIET = 1.2  # the peer's packets through a member, none direct for this long: send through it too
+LINKS_INTERVAL = 5.0  # §13.1: LINKS when the set changes, and this often anyway
+PROBE_FIRST, PROBE_MAX = 5.0, 60.0  # §13.4 "Going back": ICE restarts at 5, 10, 20, 40 s, then every minute
 
 
 @dataclass
@@ -51,6 +64,7 @@ class PeerOptions:
     audio_seconds: float = 0.0
     identity: Identity | None = None
     log_packets: str | None = None  # a CSV of (arrival wall time, peer, sequence, timestamp) per media payload
+    relay_pairs: int = relay.DEFAULT_PAIRS  # §13.3: pairs of others carried at most (0: never; --relay-only: 0)
 
 
 @dataclass
@@ -64,6 +78,7 @@ class ReportState:
     peer_media_expected: int = 0
     peer_loss_permille: int = 0
     rtt_ms: float | None = None
+    smoothed_rtt_ms: float | None = None  # RFC 6298 (α = 1/8), what LINKS reports (§13.1)
     interval_received: int = 0
     interval_first_expected: int = 0
     loss_permille: int = 0  # what the last REPORT said; kept over intervals without media (DTX)
@@ -74,7 +89,7 @@ class ReportState:
 class Link:
     """One peer: its HELLO, the ICE path (one aioice Connection per generation) and the session."""
 
-    def __init__(self, node: Node, peer: bytes, hello: Hello, member_id: int, version: int):
+    def __init__(self, node: Node, peer: bytes, hello: Hello, member_id: int | None, version: int):
         self.node = node
         self.peer = peer
         self.hello = hello
@@ -102,6 +117,17 @@ class Link:
         self.selected_pair: str | None = None
         self.media_sent = 0
         self.next_report_at = time.monotonic() + random.uniform(0.9, 1.1)
+        # §13: the route. `relay` is the member our datagrams to this peer go through (None: the direct path).
+        self.started_at = time.monotonic()
+        self.relay: bytes | None = None
+        self.relayed_since: float | None = None
+        self.next_probe: float | None = None
+        self.probes = 0
+        self.last_direct_at: float | None = None  # the last authenticated datagram over the direct path
+        self.last_relayed_at: float | None = None  # ... and through a member
+        self.refused_by: dict[bytes, float] = {}  # members that would not relay toward this peer, and when
+        self.peer_links: control.Links | None = None  # the peer's latest LINKS: whom it can relay to
+        self.datagrams_via: dict[bytes, int] = {}  # authenticated datagrams received through each member
 
     @property
     def label(self) -> str:
@@ -179,7 +205,9 @@ class Link:
             if ice is self.ice and not self.ended:
                 self.connect_task = None
                 log.warning("link %s: ICE generation %d failed (%s)", self.label, generation, error)
-                if self.is_lead:  # §10.3: only the lead restarts on its own
+                # §10.3: only the lead restarts on its own; while a member carries the link, §13.4's probe
+                # schedule decides when the direct path is tried again.
+                if self.is_lead and self.relay is None:
                     await asyncio.sleep(1.0)
                     await self.request_restart()
             return
@@ -197,6 +225,8 @@ class Link:
             self.state = "handshaking"
         self.node.ice_connected_at.setdefault(self.peer, time.time())
         self._spawn(self._receive(ice))
+        if self.relay is not None:
+            await self.route(None, "the direct path works again")  # §13.4 "Going back"
         now = time.monotonic()
         datagrams = self.session.path_up(now)
         if not datagrams and self.is_lead and generation > 0 and self.session.pending is None:
@@ -219,33 +249,129 @@ class Link:
                 break
             if datagram is None:
                 break
-            now = time.monotonic()
-            had_keys = self.session.has_keys
-            replies, delivered = self.session.receive(datagram, now)
-            for reply in replies:
-                await self.send_datagram(reply)
-            if self.session.has_keys and not had_keys:
-                await self.send_report(now)  # §10.1: one at once when the session is established
-            for inner_type, body in delivered:
-                self.carried_traffic = True
-                if inner_type == INNER_MEDIA:
-                    first = self.receive_log.packets == 0
-                    self.on_media(body)
-                    if first:
-                        await self.send_report(now)  # §10.1: and when the first media payload arrives
-                elif inner_type == INNER_CONTROL:
-                    await self.on_control(body)
+            await self.on_datagram(datagram, via=None)
         if ice is self.path:
             self.path = None
 
+    async def on_datagram(self, datagram: bytes, via: bytes | None) -> None:
+        """One ICE-path datagram of this link's session, over the direct path (`via` None) or carried by the
+        member `via` (§13.2 DELIVER). Either way the session checks it (mac1, Noise, the replay window): what a
+        member changed, made up or repeated is dropped here."""
+        now = time.monotonic()
+        had_keys = self.session.has_keys
+        authenticated = self.session.stats.authenticated
+        replies, delivered = self.session.receive(datagram, now)
+        if self.session.stats.authenticated != authenticated:
+            await self.note_authenticated(via, now)  # before the replies, which follow the route it chose
+        for reply in replies:
+            await self.send_datagram(reply)
+        if self.session.has_keys and not had_keys:
+            await self.send_report(now)  # §10.1: one at once when the session is established
+        for inner_type, body in delivered:
+            self.carried_traffic = True
+            if inner_type == INNER_MEDIA:
+                first = self.receive_log.packets == 0
+                self.on_media(body)
+                if first:
+                    await self.send_report(now)  # §10.1: and when the first media payload arrives
+            elif inner_type == INNER_CONTROL:
+                await self.on_control(body)
+            elif inner_type == INNER_RELAY and self.version >= 2:  # on a version-1 link: an unknown type
+                await self.node.on_relay(self, body)
+
     async def send_datagram(self, datagram: bytes | None) -> None:
+        """A datagram of this link's session: over the direct path, or through the member the route names."""
+        if datagram is None:
+            return
+        if self.relay is not None:
+            through = self.node.links.get(self.relay)
+            if through is not None:
+                await through.send_relay(RelayPacket(relay.FORWARD, self.peer, datagram))
+            return
         path = self.path
-        if datagram is not None and path is not None:
+        if path is not None:
             try:
                 await path.send(datagram)
             except ConnectionError:
                 if path is self.path:
                     self.path = None
+
+    async def send_relay(self, packet: RelayPacket) -> None:
+        """A relay packet (§13.2) sealed in this link's session: something we ask the peer to carry, or
+        something we carry for others to it."""
+        if self.version >= 2:
+            await self.send_datagram(self.session.seal(INNER_RELAY, packet.encode(), time.monotonic()))
+
+    async def send_control(self, body: bytes) -> None:
+        await self.send_datagram(self.session.seal(INNER_CONTROL, body, time.monotonic()))
+
+    # MARK: routes (§13.4)
+
+    @property
+    def can_send(self) -> bool:
+        return self.path is not None or self.relay is not None
+
+    @property
+    def direct_up(self) -> bool:
+        """Up over its own direct path (not through a member), version 2: what LINKS lists, and whom this
+        node relays between (§13.1, §13.3)."""
+        return self.version >= 2 and self.state == "up" and self.relay is None and self.path is not None
+
+    def needs_relay(self, now: float) -> bool:
+        """§13.4 "When": lost (a moment after, so a member that lost the same peer says so in its LINKS first),
+        or no direct path RELAY_AFTER after the link started."""
+        if self.version < 2:
+            return False
+        if self.state in ("lost", "restarting"):
+            last = self.session.last_authenticated_at
+            return last is None or now - last >= LOST_AFTER + RELAY_DELAY
+        if self.state in ("signaling", "checking", "handshaking"):
+            return self.path is None and now - self.started_at >= RELAY_AFTER
+        return False
+
+    async def route(self, via: bytes | None, why: str) -> None:
+        """Sends this link's datagrams through member `via` from now on (None: over the direct path)."""
+        if via == self.relay:
+            return
+        now = time.monotonic()
+        was = self.relay
+        self.relay = via
+        self.relayed_since = None if via is None else now
+        if via is None:
+            self.next_probe, self.probes = None, 0
+        elif was is None:
+            self.next_probe, self.probes = now + PROBE_FIRST, 0
+        log.info("link %s: %s (%s)", self.label,
+                 "back on the direct path" if via is None else f"through member {via.hex()[:16]}", why)
+        if via is not None and not self.session.has_keys and self.session.pending is None:
+            # A link that never had a session starts its handshake over the member's path (the lead
+            # initiates; the other side starts its timers, §7.5).
+            for datagram in self.session.path_up(now):
+                await self.send_datagram(datagram)
+
+    async def note_authenticated(self, via: bytes | None, now: float) -> None:
+        """§13.4 "Following": the peer's route is a fact about the path. Packets through a member while none
+        came directly for FOLLOW_QUIET: ours go through it too. Packets directly again while ICE has a path:
+        back to it. Only authenticated datagrams count, so a relay cannot move a route by itself."""
+        if via is None:
+            self.last_direct_at = now
+            if self.relay is not None and self.path is not None:
+                await self.route(None, "direct packets again")
+            return
+        self.last_relayed_at = now
+        self.datagrams_via[via] = self.datagrams_via.get(via, 0) + 1
+        quiet = self.last_direct_at is None or now - self.last_direct_at >= FOLLOW_QUIET
+        if self.relay is None and quiet and via in self.node.links:
+            await self.route(via, "the peer's packets come through a member")
+
+    async def probe_direct_path(self, now: float) -> None:
+        """§13.4 "Going back": while a member carries the link, its lead restarts ICE now and then."""
+        if self.relay is None or not self.is_lead or self.next_probe is None or now < self.next_probe:
+            return
+        self.probes += 1
+        self.next_probe = now + min(PROBE_FIRST * 2**self.probes, PROBE_MAX)
+        log.info("link %s: trying the direct path again", self.label)
+        await self.request_restart()
 
     # MARK: media (§9) and control (§10)
 
@@ -290,11 +416,21 @@ class Link:
                 rtt = (self.node.clock_ms() - message.echo_timestamp_ms - message.echo_delay_ms) % 2**32
                 if rtt <= 60000:
                     r.rtt_ms = rtt
+                    previous = r.smoothed_rtt_ms
+                    r.smoothed_rtt_ms = rtt if previous is None else previous + (rtt - previous) / 8
             if message.media_received > 0:  # §10.1: audio flows both ways
                 self.state = "up"
             self.node.note_progress(self)
         elif isinstance(message, security_code.Message):
             await self.node.send_code_messages(self.node.code_agreement.received(message, self.peer))
+        elif isinstance(message, control.Links) and self.version >= 2:
+            self.peer_links = message
+        elif isinstance(message, control.RelayRefused) and self.version >= 2:
+            destination = self.node.links.get(message.destination)
+            if destination is not None:
+                log.info("link %s: will not relay toward %s (reason %d)", self.label, destination.label,
+                         message.reason)
+                destination.refused_by[self.peer] = now
         elif isinstance(message, control.Leave):
             log.info("link %s: LEAVE", self.label)
             # The peer stopped: if it heard us (its last REPORT) and we heard it, this link is complete.
@@ -302,11 +438,11 @@ class Link:
             await self.node.end_link(self, "left")
 
     async def send_report(self, now: float) -> None:
-        await self.send_datagram(self.session.seal(INNER_CONTROL, self.make_report(now), now))
+        await self.send_control(self.make_report(now))
         # §11.1: until the code is agreed, the current COMMIT or REVEAL goes with every REPORT.
         repeated = self.node.code_agreement.repeated(self.peer)
         if repeated is not None:
-            await self.send_datagram(self.session.seal(INNER_CONTROL, repeated.encode(), now))
+            await self.send_control(repeated.encode())
 
     def make_report(self, now: float) -> bytes:
         r = self.report
@@ -373,8 +509,12 @@ class Link:
         rl = self.receive_log
         return {
             "peer": self.peer.hex(), "name": self.hello.display_name, "member_id": self.member_id,
-            "state": self.state, "lead": self.is_lead, "ice_controlling": self.is_lead,
+            "state": self.state, "lead": self.is_lead, "ice_controlling": self.is_lead, "version": self.version,
             "generation": self.generation, "selected_pair": self.selected_pair,
+            # as `parley status`: "peer" while the link goes through a member, `via` its id (16 hex digits)
+            "route": "peer" if self.relay else ("direct" if self.path else None),
+            "via": self.relay.hex()[:16] if self.relay else None,
+            "datagrams_via": {k.hex()[:16]: n for k, n in self.datagrams_via.items()},
             "handshakes": self.session.stats.handshakes_completed, "has_keys": self.session.has_keys,
             "initiations_sent": self.session.stats.initiations_sent,
             "responses_sent": self.session.stats.responses_sent,
@@ -416,6 +556,14 @@ class Node:
         self.ended_links: dict[bytes, dict] = {}  # the last status of links that ended, by peer
         self.packet_log = open(options.log_packets, "w") if options.log_packets else None
         self.wav_started_at: float | None = None
+        self.rendezvous_connected = False
+        # §13: what this node carries for others, and the LINKS it last sent.
+        self.relay_table = RelayTable(max_pairs=0 if options.relay_only else options.relay_pairs)
+        self.links_sent: list[bytes] | None = None
+        self.links_sent_at = 0.0
+        self.malformed_relay = 0
+        self.relay_refusals_sent = 0
+        self.mesh_envelopes_sent = self.mesh_envelopes_received = 0  # §13.5, DELIVER_ENVELOPE both ways
 
     def clock_ms(self) -> int:
         """§10.1 timestamp_ms: monotonic milliseconds mod 2^32, never 0."""
@@ -454,10 +602,16 @@ class Node:
     # MARK: signaling (§6.6)
 
     async def send_envelope(self, link: Link, message) -> None:
-        if link.member_id is None:
-            return  # §6.6 step 2: no valid member id since our reconnect, until the peer's HELLO
         sealed = self.signaling.seal(message, recipient=link.peer, recipient_static_key=link.hello.static_key)
-        await self._send(link.member_id, sealed)
+        await self.send_sealed(link.peer, link.member_id, sealed)
+
+    async def send_sealed(self, peer: bytes, member_id: int | None, sealed: bytes) -> None:
+        """Through the rendezvous to the peer's member id; over the mesh (§13.5) while the rendezvous is not
+        connected or the peer has no member id (§6.6 step 2: version 1 would not send it at all)."""
+        if self.rendezvous_connected and member_id is not None:
+            await self._send(member_id, sealed)
+        else:
+            await self.send_over_mesh(sealed, peer)
 
     async def _send(self, member_id: int, payload: bytes) -> None:
         try:
@@ -465,7 +619,33 @@ class Node:
         except Exception as error:  # a lost rendezvous connection; the run loop reconnects
             log.warning("rendezvous send failed: %s", error)
 
-    async def on_envelope(self, member_id: int, payload: bytes) -> None:
+    async def send_over_mesh(self, envelope: bytes, peer: bytes | None) -> None:
+        """§13.5: an envelope over sessions instead of the rendezvous. To one peer: on its own link if that is up,
+        else through a member that can relay toward it. To everyone: on every link that is up, and through
+        each of them to everyone when some member has no working link with us."""
+        reachable = [link for link in self.links.values()
+                     if link.version >= 2 and link.session.has_keys and link.state == "up"]
+        mine = self.identity.identity_key
+        if peer is not None:
+            link = self.links.get(peer)
+            if link is not None and link in reachable:
+                self.mesh_envelopes_sent += 1
+                await link.send_relay(RelayPacket(relay.DELIVER_ENVELOPE, mine, envelope))
+            elif (through := self.relay_candidate(peer)) is not None:
+                await self.links[through].send_relay(RelayPacket(relay.FORWARD_ENVELOPE, peer, envelope))
+            else:
+                log.info("no way to reach %s without the rendezvous; envelope dropped", peer.hex()[:16])
+            return
+        unreached = len(reachable) < len(self.links)
+        for link in reachable:
+            self.mesh_envelopes_sent += 1
+            await link.send_relay(RelayPacket(relay.DELIVER_ENVELOPE, mine, envelope))
+            if unreached:
+                await link.send_relay(RelayPacket(relay.FORWARD_ENVELOPE, relay.EVERYONE, envelope))
+
+    async def on_envelope(self, member_id: int | None, payload: bytes) -> None:
+        """An envelope from the rendezvous (`member_id`), or over the mesh (None, §13.5: a HELLO that came
+        that way changes no member id)."""
         try:
             received = self.signaling.open(payload)
         except EnvelopeError as error:
@@ -481,9 +661,11 @@ class Node:
             self.signaling.keep(peer)
             if received.recipient == BROADCAST:
                 # §6.6 step 2: answer every broadcast HELLO (the sender may have missed ours), never a unicast one.
-                await self._send(member_id, self.signaling.seal(self.hello(), recipient=peer))
+                answer_to = member_id if member_id is not None else link.member_id if link is not None else None
+                await self.send_sealed(peer, answer_to, self.signaling.seal(self.hello(), recipient=peer))
             if link is not None and link.hello.session_epoch == message.session_epoch:
-                link.member_id = member_id  # same epoch: only the member id changes
+                if member_id is not None:
+                    link.member_id = member_id  # same epoch: only the member id changes
                 return
             if link is not None:
                 await self.end_link(link, "new session epoch")
@@ -507,9 +689,111 @@ class Node:
             log.info("link %s ended: %s", link.label, reason)
             await link.close()
 
+    # MARK: relaying (§13)
+
+    async def on_relay(self, origin: Link, body: bytes) -> None:
+        """A relay packet `origin`'s peer sent us over its session (§13.2). FORWARD and FORWARD_ENVELOPE ask us
+        to carry something we cannot open; DELIVER and DELIVER_ENVELOPE carry something to us."""
+        try:
+            packet = RelayPacket.parse(body)
+        except WireError:
+            self.malformed_relay += 1
+            return
+        now = time.monotonic()
+        source = origin.peer
+        if packet.kind == relay.FORWARD:
+            refusal = self.relay_table.decide(source, packet.peer, now)
+            destination = self.links.get(packet.peer)
+            if refusal is None and destination is not None:
+                # The datagram, unchanged, sealed in our session with the destination: we cannot read or
+                # forge it (the pair's own session authenticates it), only carry or drop it.
+                await destination.send_relay(RelayPacket(relay.DELIVER, source, packet.payload))
+            elif refusal is not None and refusal.tell:
+                self.relay_refusals_sent += 1
+                await origin.send_control(control.RelayRefused(packet.peer, refusal.reason).encode())
+        elif packet.kind == relay.DELIVER:
+            target = self.links.get(packet.peer)
+            if target is not None and target is not origin and target.version >= 2:
+                await target.on_datagram(packet.payload, via=source)
+        elif packet.kind == relay.FORWARD_ENVELOPE:
+            if self.relay_table.accept_envelope(source, now):
+                for key in self.relay_table.envelope_targets(source, packet.peer):
+                    if (target := self.links.get(key)) is not None:
+                        await target.send_relay(RelayPacket(relay.DELIVER_ENVELOPE, source, packet.payload))
+        elif packet.kind == relay.DELIVER_ENVELOPE:
+            self.mesh_envelopes_received += 1
+            await self.on_envelope(None, packet.payload)
+
+    async def share_links(self, now: float) -> None:
+        """§13.1: LINKS when the set of direct links changes, and every LINKS_INTERVAL anyway; the relay table
+        follows the same set (§13.3). They go only to the members in that set: one whose link with us is not
+        up yet in our view would be refused (not linked) and then avoid us for 30 s, so it learns of our links
+        only once we would carry its packets."""
+        direct = sorted(((link.peer, link) for link in self.links.values() if link.direct_up), key=lambda e: e[0])
+        keys = [key for key, _ in direct]
+        self.relay_table.update(frozenset(keys))
+        if keys == self.links_sent and now - self.links_sent_at < LINKS_INTERVAL:
+            return
+        self.links_sent, self.links_sent_at = keys, now
+        entries = tuple((key, control.UNMEASURED_RTT if link.report.smoothed_rtt_ms is None
+                         else min(round(link.report.smoothed_rtt_ms), control.UNMEASURED_RTT))
+                        for key, link in direct)
+        message = control.Links(self.relay_table.max_pairs > 0, entries).encode()
+        for _, link in direct:
+            await link.send_control(message)
+
+    def can_relay(self, member: bytes, destination: bytes, now: float | None = None) -> bool:
+        """§13.4: `member` can carry our datagrams toward `destination`: its own link is up directly, its latest
+        LINKS says it relays and lists the destination, and it did not refuse in the last 30 s."""
+        now = time.monotonic() if now is None else now
+        through = self.links.get(member)
+        if member == destination or through is None or not through.direct_up:
+            return False
+        links = through.peer_links
+        if links is None or not links.relays or links.rtt_to(destination) is None:
+            return False
+        target = self.links.get(destination)
+        refused = target.refused_by.get(member) if target is not None else None
+        return refused is None or now - refused >= relay.REFUSAL_MEMORY
+
+    def relay_candidate(self, destination: bytes, exclude: frozenset[bytes] = frozenset()) -> bytes | None:
+        """The member with the lowest RTT(us, it) + RTT(it, destination) (unmeasured counts as 1 s)."""
+        best: tuple[float, bytes] | None = None
+        for key in sorted(self.links):
+            if key in exclude or not self.can_relay(key, destination):
+                continue
+            first = self.links[key].report.smoothed_rtt_ms
+            second = self.links[key].peer_links.rtt_to(destination)
+            cost = (1000.0 if first is None else first) + (1000.0 if second == control.UNMEASURED_RTT else second)
+            if best is None or cost < best[0]:
+                best = (cost, key)
+        return best[1] if best else None
+
+    async def choose_routes(self, now: float) -> None:
+        """§13.4: links without a working direct path go through a member; a member that cannot carry a link
+        any more (it left, its link is not up, its LINKS dropped the destination, it refused, or it carried
+        nothing for RELAY_TRIAL while the link was not up) is replaced by the next best, or the direct path."""
+        for link in list(self.links.values()):
+            if link.version < 2:
+                continue
+            if link.relay is not None:
+                via = link.relay
+                carried = link.last_relayed_at is not None and now - link.last_relayed_at < RELAY_TRIAL
+                if link.state != "up" and now - link.relayed_since >= RELAY_TRIAL and not carried:
+                    link.refused_by[via] = now
+                if not self.can_relay(via, link.peer, now):
+                    await link.route(self.relay_candidate(link.peer, frozenset({via})),
+                                     "the relaying member cannot carry it")
+            elif link.needs_relay(now) and (candidate := self.relay_candidate(link.peer)) is not None:
+                await link.route(candidate, "no direct path")
+
     # MARK: the run loop
 
     async def run(self, timeout: float | None = None) -> str:
+        loop = asyncio.get_running_loop()
+        for signal_number in (signal.SIGTERM, signal.SIGINT):
+            # Stopping leaves the meeting (LEAVE, BYE) and writes the recordings and the final status.
+            loop.add_signal_handler(signal_number, self.stop, "terminated")
         tasks = [asyncio.create_task(self._rendezvous_loop()), asyncio.create_task(self._media_loop()),
                  asyncio.create_task(self._timer_loop())]
         try:
@@ -541,6 +825,7 @@ class Node:
             try:
                 self.welcome = await client.connect()
                 self.rendezvous = client
+                self.rendezvous_connected = True
                 for link in self.links.values():
                     link.member_id = None  # every member id of the previous connection is void (§4.2)
                 if self.joined_at is None:
@@ -563,12 +848,14 @@ class Node:
                 else:
                     delay = backoff.next_delay()
             except RendezvousError as error:
+                self.rendezvous_connected = False
                 if not error.retryable:
                     log.error("%s", error)
                     self.stop(f"rendezvous: {error}")
                     return
                 log.warning("%s", error)
                 delay = backoff.next_delay()
+            self.rendezvous_connected = False
             await asyncio.sleep(delay)
 
     async def _media_loop(self) -> None:
@@ -593,7 +880,7 @@ class Node:
             body = payload.encode()
             now = time.monotonic()
             for link in list(self.links.values()):
-                if link.ice_connected and link.session.has_keys:
+                if link.can_send and link.session.has_keys:
                     packet = link.session.seal(INNER_MEDIA, body, now)
                     if packet:
                         link.media_sent += 1
@@ -609,6 +896,10 @@ class Node:
             now = time.monotonic()
             for link in list(self.links.values()):
                 await link.tick(now)
+            await self.share_links(now)
+            await self.choose_routes(now)
+            for link in list(self.links.values()):
+                await link.probe_direct_path(now)
             for link in list(self.links.values()):
                 self.note_progress(link)
             await self._update_security_code()
@@ -629,10 +920,14 @@ class Node:
         the rendezvous (§6.5)."""
         now = time.monotonic()
         for link in list(self.links.values()):
-            await link.send_datagram(link.session.seal(INNER_CONTROL, link.make_report(now), now))
-            await link.send_datagram(link.session.seal(INNER_CONTROL, control.Leave().encode(), now))
+            await link.send_control(link.make_report(now))
+            await link.send_control(control.Leave().encode())
+        bye = self.signaling.seal(Bye(0))
+        if self.rendezvous_connected:
+            await self._send(EVERYONE, bye)
+        else:  # §13.5: over the mesh, so members we have no working link with hear it too
+            await self.send_over_mesh(bye, None)
         if self.rendezvous is not None:
-            await self._send(EVERYONE, self.signaling.seal(Bye(0)))
             await self.rendezvous.close()
         for link in list(self.links.values()):
             await link.close()
@@ -657,7 +952,7 @@ class Node:
         for peer, message in outgoing:
             link = self.links.get(peer)
             if link is not None:
-                await link.send_datagram(link.session.seal(INNER_CONTROL, message.encode(), now))
+                await link.send_control(message.encode())
 
     def status(self) -> dict:
         return {
@@ -666,7 +961,15 @@ class Node:
             "member_id": self.welcome.member_id if self.welcome else None,
             "joined_at": self.joined_at, "wav_started_at": self.wav_started_at,
             "finished": self.finished_reason, "dropped_envelopes": self.dropped_envelopes,
-            "malformed_media": self.malformed_media,
+            "malformed_media": self.malformed_media, "malformed_relay": self.malformed_relay,
+            "rendezvous_connected": self.rendezvous_connected,
+            # §13.3: the pairs this node carries now (as `parley status`'s "relaying"), and how much
+            "relay_pairs": self.relay_table.max_pairs,
+            "relaying": [[a.hex()[:16], b.hex()[:16]] for a, b in self.relay_table.active_pairs(time.monotonic())],
+            "relayed_datagrams": {f"{a.hex()[:16]}-{b.hex()[:16]}": n
+                                  for (a, b), n in self.relay_table.forwarded.items()},
+            "relay_refusals_sent": self.relay_refusals_sent,
+            "mesh_envelopes_sent": self.mesh_envelopes_sent, "mesh_envelopes_received": self.mesh_envelopes_received,
             "ice_connected_at": {p.hex(): t for p, t in self.ice_connected_at.items()},
             "security_codes": self.security_codes,
             "links": [self.ended_links[p] for p in self.ended_links if p not in self.links]

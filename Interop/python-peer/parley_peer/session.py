@@ -97,6 +97,7 @@ class SessionStats:
     handshakes_completed: int = 0
     initiations_sent: int = 0
     responses_sent: int = 0
+    authenticated: int = 0  # datagrams that passed the session's checks (handshake messages and transport)
 
 
 class TokenBucket:
@@ -337,6 +338,7 @@ class PeerSession:
 
     def _authenticated(self, now: float) -> None:
         self.last_authenticated_at = now
+        self.stats.authenticated += 1
 
     def _drop(self) -> list[bytes]:
         self.stats.dropped += 1
