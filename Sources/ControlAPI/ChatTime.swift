@@ -33,6 +33,7 @@ public enum ChatTime {
         }
         guard let year = number(0..<4), let month = number(5..<7), let day = number(8..<10),
             let hour = number(11..<13), let minute = number(14..<16), let second = number(17..<19),
+            number(20..<23) != nil,
             (1...12).contains(month), (1...31).contains(day), hour < 24, minute < 60, second < 61
         else { return nil }
         return Int64(days(fromCivil: year, month, day)) * 86400 + Int64(hour * 3600 + minute * 60 + second)

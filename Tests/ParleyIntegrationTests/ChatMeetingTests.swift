@@ -63,6 +63,9 @@ struct ChatMeetingTests {
         let carolSees = try nodes["carol"]!.statusFromCLI().chat
         #expect(carolSees.contains { $0.text == forged && $0.name == "bob" && $0.from == ids["bob"] })
         #expect(!carolSees.contains { $0.text == forged && $0.name == "carol" })
+        let chatCommand = try nodes["carol"]!.parley(["chat"])
+        #expect(chatCommand.status == 0 && chatCommand.output.contains("] bob (\(ids["bob"]!)): \(forged)\n"))
+        #expect(chatCommand.output.split(separator: "\n").count == 3, "\(chatCommand.output)")
         try LabWait.until(.seconds(10), "carol's `parley watch` to print bob's message") {
             watch.standardOutput.contains("] bob (\(ids["bob"]!)): \(forged)")
         }
