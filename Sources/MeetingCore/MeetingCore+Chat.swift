@@ -33,7 +33,7 @@ extension MeetingCore {
                 delivery.unreachable.append(peer.name)
                 continue
             }
-            if hasChatStreams(with: key) { chatStreams[key]!.enqueue(bytes) }
+            if prepareChatStreams(with: key) { chatStreams[key]!.enqueue(bytes) }
             delivery.recipients.append(peer.name)
             sendChatPieces(to: key)
         }
@@ -43,12 +43,10 @@ extension MeetingCore {
         return .success(delivery)
     }
 
-    /// The peer's streams, new when its session epoch is not the one they were made for (a
-    /// restarted process knows nothing of the old numbering; a member who joins later does not
-    /// get earlier messages).
-    /// Whether `chatStreams[key]` now holds the streams for the peer's current epoch (false for
-    /// an unknown peer).
-    mutating func hasChatStreams(with key: [UInt8]) -> Bool {
+    /// Makes `chatStreams[key]` the streams of the peer's current session epoch: new ones when
+    /// the epoch is not the one they were made for (a restarted process knows nothing of the old
+    /// numbering, and gets no earlier messages). False for an unknown peer.
+    mutating func prepareChatStreams(with key: [UInt8]) -> Bool {
         guard let epoch = peers[key]?.epoch else { return false }
         if chatStreams[key]?.epoch != epoch { chatStreams[key] = ChatStreams(epoch: epoch) }
         return true
@@ -63,14 +61,14 @@ extension MeetingCore {
     /// Sends the pieces the window lets out for the first time.
     mutating func sendChatPieces(to key: [UInt8]) {
         let (now, rtt) = (self.now, peers[key]?.link?.rttMs)
-        guard let id = chatCanSend(to: key), hasChatStreams(with: key) else { return }
+        guard let id = chatCanSend(to: key), prepareChatStreams(with: key) else { return }
         for piece in chatStreams[key]!.transmit(now: now, rttMs: rtt) { output.append(.sendControl(id, .chat(piece))) }
     }
 
     /// The session has keys again (established, or re-keyed after an ICE restart): what was in
     /// flight goes out at once, and what waited for it.
     mutating func chatSessionWorks(with key: [UInt8]) {
-        guard chatStreams[key] != nil, hasChatStreams(with: key) else { return }
+        guard chatStreams[key] != nil, prepareChatStreams(with: key) else { return }
         let now = self.now
         chatStreams[key]!.resume(now: now)
         sendChatPieces(to: key)
@@ -103,7 +101,7 @@ extension MeetingCore {
     /// A CHAT piece over the peer's session: complete messages go to the log and `watch` under
     /// the session's name; the acknowledgement goes back every time.
     mutating func chatReceived(_ piece: SessionControl.Chat, from key: [UInt8]) {
-        guard let id = chatCanSend(to: key), let peer = peers[key], hasChatStreams(with: key) else { return }
+        guard let id = chatCanSend(to: key), let peer = peers[key], prepareChatStreams(with: key) else { return }
         let result = chatStreams[key]!.receive(piece)
         for text in result.messages {
             let shown = text.displayableChat
@@ -119,7 +117,7 @@ extension MeetingCore {
 
     mutating func chatAcknowledged(_ cumulative: UInt32, by key: [UInt8]) {
         let (now, rtt) = (self.now, peers[key]?.link?.rttMs)
-        guard chatCanSend(to: key) != nil, hasChatStreams(with: key),
+        guard chatCanSend(to: key) != nil, prepareChatStreams(with: key),
             chatStreams[key]!.acknowledged(cumulative, now: now, rttMs: rtt)
         else { return }
         sendChatPieces(to: key)
