@@ -230,7 +230,7 @@ struct Say: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Send a chat message to everyone in the meeting (end-to-end encrypted, not stored).",
         discussion: """
-            With no TEXT the message is read from standard input (its final line break dropped). \
+            With no TEXT the message is read from standard input (line breaks at its end dropped). \
             At most 4096 bytes of UTF-8; members who join later do not get earlier messages.
             """)
     @OptionGroup var daemon: DaemonOptions
