@@ -224,7 +224,7 @@ let package = Package(
             swiftSettings: swiftSettings),
         // Fuzzing: libFuzzer entry (built by Scripts/fuzz) and, in a plain build, a seed/replay tool.
         .executableTarget(
-            name: "parley-fuzz", dependencies: ["ParleyProtocol", "ParleyCore", "RendezvousWire"],
+            name: "parley-fuzz", dependencies: ["ParleyProtocol", "ParleyCore", "RendezvousWire", "MeetingCore"],
             path: "Tools/parley-fuzz", swiftSettings: swiftSettings),
 
         // MARK: Tests.

@@ -9,17 +9,24 @@ public let controlAPIVersion = 1
 public struct ControlRequest: Codable, Sendable, Equatable {
     public enum Method: String, Codable, Sendable, CaseIterable {
         case status, join, leave, mute, unmute, verify, watch
+        /// Send `text` to everyone in the meeting (docs/PROTOCOL.md §14.1).
+        case say
+        /// The meeting's last chat messages.
+        case chat
     }
 
     public var version: Int
     public var method: Method
     /// For `join`: the invite string.
     public var invite: String?
+    /// For `say`: the message.
+    public var text: String?
 
-    public init(_ method: Method, invite: String? = nil) {
+    public init(_ method: Method, invite: String? = nil, text: String? = nil) {
         self.version = controlAPIVersion
         self.method = method
         self.invite = invite
+        self.text = text
     }
 }
 
@@ -34,31 +41,62 @@ public struct ControlResponse: Codable, Sendable, Equatable {
     public var verification: Verification?
     /// What happened, for people, when `ok` (e.g. "joined: 2 others in the meeting").
     public var message: String?
+    /// For `chat`: the last messages, oldest first.
+    public var chat: [ChatMessage]?
 
     public static func success(
-        status: StatusReport? = nil, verification: Verification? = nil, message: String? = nil
+        status: StatusReport? = nil, verification: Verification? = nil, message: String? = nil,
+        chat: [ChatMessage]? = nil
     ) -> ControlResponse {
-        ControlResponse(ok: true, error: nil, status: status, verification: verification, message: message)
+        ControlResponse(ok: true, error: nil, status: status, verification: verification, message: message, chat: chat)
     }
 
     public static func failure(_ message: String) -> ControlResponse {
-        ControlResponse(ok: false, error: message, status: nil, verification: nil, message: nil)
+        ControlResponse(ok: false, error: message, status: nil, verification: nil, message: nil, chat: nil)
     }
 }
 
-/// `parley status --json`: `{"self": {...}, "peers": [...]}`.
+/// One chat message (`parley chat`, `status --json`'s `"chat"`). The sender's id and name are
+/// those of the session it came over (docs/PROTOCOL.md §14.1), never taken from the message.
+public struct ChatMessage: Codable, Sendable, Equatable {
+    /// When this node received it (or sent it, for its own), RFC 3339 UTC with milliseconds.
+    public var time: String
+    /// The sender's member id (this node's own id for its own messages).
+    public var from: String
+    public var name: String
+    public var text: String
+
+    public init(time: String, from: String, name: String, text: String) {
+        self.time = time
+        self.from = from
+        self.name = name
+        self.text = text
+    }
+}
+
+/// `parley status --json`: `{"self": {...}, "peers": [...], "chat": [...]}`.
 public struct StatusReport: Codable, Sendable, Equatable {
     public var node: NodeStatus
     public var peers: [PeerStatus]
+    /// The meeting's last chat messages (at most 50), oldest first.
+    public var chat: [ChatMessage]
 
-    public init(node: NodeStatus, peers: [PeerStatus]) {
+    public init(node: NodeStatus, peers: [PeerStatus], chat: [ChatMessage] = []) {
         self.node = node
         self.peers = peers
+        self.chat = chat
     }
 
     enum CodingKeys: String, CodingKey {
         case node = "self"
-        case peers
+        case peers, chat
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        node = try container.decode(NodeStatus.self, forKey: .node)
+        peers = try container.decode([PeerStatus].self, forKey: .peers)
+        chat = try container.decodeIfPresent([ChatMessage].self, forKey: .chat) ?? []
     }
 }
 
@@ -316,6 +354,8 @@ public struct ControlEvent: Codable, Sendable, Equatable {
         case securityCode = "security-code"
         /// Something the user should know (e.g. a pinned identity changed).
         case warning
+        /// A chat message (`message`) from `peer` / `name` (or from this node), at `time`.
+        case chat
     }
 
     public var kind: Kind
@@ -325,11 +365,14 @@ public struct ControlEvent: Codable, Sendable, Equatable {
     public var route: String?
     public var speaking: [String]?
     public var message: String?
+    /// For `chat`: when it arrived, RFC 3339 UTC.
+    public var time: String?
 
     public init(
         kind: Kind, peer: String? = nil, name: String? = nil, state: EventState? = nil, route: String? = nil,
-        speaking: [String]? = nil, message: String? = nil
+        speaking: [String]? = nil, message: String? = nil, time: String? = nil
     ) {
+        self.time = time
         self.kind = kind
         self.peer = peer
         self.name = name

@@ -75,6 +75,20 @@ public enum EventLine {
         case .meeting: return "* meeting \(event.state?.rawValue ?? "")" + (event.message.map { ": \($0)" } ?? "")
         case .securityCode: return "! security code is now \(event.message ?? "?") (membership changed)"
         case .warning: return "! \(event.message ?? "")"
+        case .chat:
+            return ChatLine.render(
+                ChatMessage(
+                    time: event.time ?? "", from: event.peer ?? "?", name: event.name ?? "?", text: event.message ?? "")
+            )
         }
+    }
+}
+
+/// One chat message for people: `[14:02:03] alice (3f2a9c01): text`, continuation lines indented.
+public enum ChatLine {
+    public static func render(_ message: ChatMessage) -> String {
+        let lines = message.text.split(separator: "\n", omittingEmptySubsequences: false)
+        return "[\(ChatTime.localClock(message.time))] \(message.name) (\(message.from)): "
+            + lines.joined(separator: "\n    ")
     }
 }

@@ -94,6 +94,10 @@ public struct LinkSession: Sendable {
                 output.facts.append(.relayRefused(destination: destination, reason: reason))
             case .securityCode(let message):
                 output.facts.append(.securityCode(message))
+            case .chat(let chat):
+                output.facts.append(.chat(chat))
+            case .chatAck(let cumulative):
+                output.facts.append(.chatAck(cumulative: cumulative))
             case .unknown:
                 break
             }

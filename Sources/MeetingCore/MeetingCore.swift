@@ -56,6 +56,11 @@ public struct MeetingCore: Sendable {
     var relayPolicy: RelayPolicy?
     var linksSent: [[UInt8]] = []
     var linksSentAt: ContinuousClock.Instant?
+    /// Chat (§14.1): the streams with each peer identity (kept across links while its epoch
+    /// holds), the log, and the sender's rate limit.
+    var chatStreams: [[UInt8]: ChatStreams] = [:]
+    var chatLog: [ChatEntry] = []
+    var chatRate: TokenBucket
     /// The time of the latest input.
     var now: ContinuousClock.Instant
     /// Commands of the input being handled.
@@ -83,6 +88,7 @@ public struct MeetingCore: Sendable {
         origin = now
         newIdentities = TokenBucket(
             rate: configuration.newIdentityRate, capacity: configuration.newIdentityBurst, now: 0)
+        chatRate = TokenBucket(rate: ChatLimits.perSecond, capacity: ChatLimits.burst, now: 0)
     }
 
     // MARK: Inputs
@@ -90,13 +96,29 @@ public struct MeetingCore: Sendable {
     /// Handles one input at `now` (never earlier than the previous input's time) and returns
     /// what to do, in order.
     public mutating func handle(_ input: MeetingInput, at now: ContinuousClock.Instant) -> [MeetingCommand] {
+        step(at: now, changesMesh: !input.isPacketFact) { $0.dispatch(input) }
+    }
+
+    /// Runs `body` as one input at `now`: the clock, the resume check, the timers and the next
+    /// deadline around it, as every input gets them.
+    mutating func step(
+        at now: ContinuousClock.Instant, changesMesh: Bool, _ body: (inout MeetingCore) -> Void
+    ) -> [MeetingCommand] {
         guard !ended else { return [] }
         self.now = max(self.now, now)
-        if !input.isPacketFact { meshChanged = true }
+        if changesMesh { meshChanged = true }
         // Inputs far later than the deadline last given to the driver mean the process slept.
         if let expectedBy = nextDeadline, now - expectedBy >= configuration.timing.resumeAfter {
             resumed(after: now - expectedBy)
         }
+        body(&self)
+        if !ended { runTimers() }
+        nextDeadline = ended ? nil : earliestDeadline
+        defer { output = [] }
+        return output
+    }
+
+    mutating func dispatch(_ input: MeetingInput) {
         switch input {
         case .start:
             publish(ControlEvent(kind: .meeting, state: .joining))
@@ -140,10 +162,6 @@ public struct MeetingCore: Sendable {
         case .tick:
             break
         }
-        if !ended { runTimers() }
-        nextDeadline = ended ? nil : earliestDeadline
-        defer { output = [] }
-        return output
     }
 
     /// When the core next needs a `.tick`, if nothing else happens first (as of the last input).
@@ -181,13 +199,14 @@ public struct MeetingCore: Sendable {
                 }
             }
         }
+        earliest = Self.earlier(earliest, chatDeadline)
         if let linksSentAt, !linksSent.isEmpty {
             earliest = Self.earlier(earliest, linksSentAt + configuration.timing.linksInterval)
         }
         return earliest
     }
 
-    private static func earlier(
+    static func earlier(
         _ a: ContinuousClock.Instant?, _ b: ContinuousClock.Instant?
     ) -> ContinuousClock.Instant? {
         guard let a else { return b }
@@ -391,11 +410,7 @@ public struct MeetingCore: Sendable {
     /// one identity, so a second identity on the same rendezvous connection replaces the first
     /// unless that one proved itself with a session; and fresh identities are rate-limited.
     mutating func admitNewIdentity(from member: RendezvousMemberID?) -> Bool {
-        let elapsed = now - origin
-        let nanoseconds =
-            UInt64(elapsed.components.seconds) * 1_000_000_000
-            + UInt64(elapsed.components.attoseconds / 1_000_000_000)
-        guard newIdentities.take(now: nanoseconds) else {
+        guard newIdentities.take(now: nanosecondsSinceStart) else {
             newIdentitiesRefused += 1
             // Once per burst refused, not once per HELLO: the log must not grow with the flood.
             if newIdentitiesRefused == 1 || newIdentitiesRefused.isMultiple(of: 1000) {
@@ -412,6 +427,13 @@ public struct MeetingCore: Sendable {
             }
         }
         return true
+    }
+
+    /// The core's clock for its token buckets.
+    var nanosecondsSinceStart: UInt64 {
+        let elapsed = now - origin
+        return UInt64(elapsed.components.seconds) * 1_000_000_000
+            + UInt64(elapsed.components.attoseconds / 1_000_000_000)
     }
 
     /// Ends the peer's link and forgets it: it left, or was an unverified identity replaced by
@@ -626,10 +648,12 @@ public struct MeetingCore: Sendable {
             feed(.sessionEstablished, toPeer: key)
             sendReport(on: key, closesInterval: false)
             membersMayHaveChanged()
+            chatSessionWorks(with: key)
         case .rekeyed:
             // After an ICE restart the lead re-keys over the new path: the session works there.
             peers[key]?.link?.established = true
             feed(.sessionEstablished, toPeer: key)
+            chatSessionWorks(with: key)
         case .keysLost(let why):
             peers[key]?.link?.established = false
             log(.info, "session without keys", ["peer": shortID, "why": why])
@@ -660,6 +684,10 @@ public struct MeetingCore: Sendable {
             envelopeDelivered(envelope, from: nil)
         case .securityCode(let message):
             codeMessage(message, from: key)
+        case .chat(let piece):
+            chatReceived(piece, from: key)
+        case .chatAck(let cumulative):
+            chatAcknowledged(cumulative, by: key)
         }
     }
 
@@ -769,6 +797,7 @@ public struct MeetingCore: Sendable {
                 sendReport(on: key, closesInterval: false)
             }
         }
+        runChatTimers()
         for peer in notConnectedPeers where !peer.reportedNotConnected {
             peers[peer.identity.identityKey]?.reportedNotConnected = true
             log(.warning, "present but not connected", ["peer": peer.shortID])

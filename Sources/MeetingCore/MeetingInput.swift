@@ -139,6 +139,9 @@ public enum SessionFact: Sendable, Hashable {
     case meshEnvelope([UInt8])
     /// A COMMIT or REVEAL of the security code agreement (§11.1).
     case securityCode(SecurityCodeMessage)
+    /// A piece of a chat message from this peer, and its acknowledgement of ours (§14.1).
+    case chat(SessionControl.Chat)
+    case chatAck(cumulative: UInt32)
 }
 
 /// What the audio engine reports.

@@ -35,6 +35,8 @@ enum MeetingRequest: Sendable {
     case verify(CheckedContinuation<Verification, Never>)
     case setMuted(Bool, CheckedContinuation<Void, Never>)
     case leave(CheckedContinuation<Void, Never>)
+    case say(String, CheckedContinuation<Result<ChatDelivery, ChatRefusal>, Never>)
+    case chat(CheckedContinuation<[ChatMessage], Never>)
 }
 
 /// The meeting's part of `parley status`.
@@ -45,6 +47,7 @@ struct MeetingStatus: Sendable {
     var peers: [PeerStatus]
     /// The pairs this node relays for, as member ids.
     var relaying: [[String]] = []
+    var chat: [ChatMessage] = []
 
     static let idle = MeetingStatus(state: .idle, rendezvous: .none, securityCode: nil, peers: [])
 }
@@ -88,6 +91,16 @@ final class Meeting: Sendable {
 
     func setMuted(_ muted: Bool) async {
         await ask({ .setMuted(muted, $0) }, orElse: ())
+    }
+
+    /// Sends a chat message to everyone in the meeting (§14.1), or says why not.
+    func say(_ text: String) async -> Result<ChatDelivery, ChatRefusal> {
+        await ask({ .say(text, $0) }, orElse: .failure(.notInMeeting))
+    }
+
+    /// The meeting's last chat messages, oldest first.
+    func chat() async -> [ChatMessage] {
+        await ask({ .chat($0) }, orElse: [])
     }
 
     /// Announces the departure (LEAVE over every session, BYE through the rendezvous) and ends.
@@ -238,6 +251,8 @@ private final class MeetingDriver {
         case .verify(let reply): reply.resume(returning: Verification(securityCode: "", members: []))
         case .setMuted(_, let reply): reply.resume()
         case .leave(let reply): reply.resume()
+        case .say(_, let reply): reply.resume(returning: .failure(.notInMeeting))
+        case .chat(let reply): reply.resume(returning: [])
         }
     }
 
@@ -369,7 +384,11 @@ private final class MeetingDriver {
             engine?.setMuted(muted)
         case .setEncoderLoss(let loss):
             engine?.setMeasuredLoss(loss)
-        case .publish(let event):
+        case .publish(var event):
+            // The core has no wall clock: a chat message is stamped as it is shown.
+            if event.kind == .chat, event.time == nil {
+                event.time = ChatTime.format(unixMilliseconds: Self.wallMilliseconds())
+            }
             context.events.publish(event)
         case .log(let line):
             logger.log(level: line.level.logLevel, "\(line.message)", metadata: line.metadata.mapValues { .string($0) })
@@ -661,8 +680,28 @@ private final class MeetingDriver {
         case .leave(let reply):
             await feed(.leave)
             reply.resume()
+        case .say(let text, let reply):
+            let (outcome, commands) = core.say(text, at: .now)
+            reply.resume(returning: outcome)
+            await execute(commands)
+        case .chat(let reply): reply.resume(returning: chatMessages())
         }
     }
+
+    /// The core's chat log with wall-clock times (the core keeps its own monotonic clock).
+    private func chatMessages() -> [ChatMessage] {
+        let now = ContinuousClock.now
+        let wall = Self.wallMilliseconds()
+        return core.chat.map { entry in
+            let age = now - entry.at
+            let ageMs = age.components.seconds * 1000 + age.components.attoseconds / 1_000_000_000_000_000
+            return ChatMessage(
+                time: ChatTime.format(unixMilliseconds: wall - ageMs), from: entry.fromID, name: entry.name,
+                text: entry.text)
+        }
+    }
+
+    static func wallMilliseconds() -> Int64 { Int64(WallClock.system.unixNanoseconds() / 1_000_000) }
 
     private func status() -> MeetingStatus {
         let now = ContinuousClock.now
@@ -690,7 +729,7 @@ private final class MeetingDriver {
         }
         return MeetingStatus(
             state: core.meetingState, rendezvous: core.rendezvousState, securityCode: core.securityCode, peers: peers,
-            relaying: relaying)
+            relaying: relaying, chat: chatMessages())
     }
 
     /// `value` to `decimals` places, so `status --json` shows what was measured, not float noise.

@@ -1,6 +1,7 @@
 public import ControlAPI
 import ICE
 public import Logging
+import MeetingCore
 import ParleyProtocol
 public import ServiceLifecycle
 
@@ -122,6 +123,17 @@ public actor NodeDaemon: ControlHandler {
         case .watch:
             // The control server streams `events()` for watch; a plain request gets nothing more.
             return .success()
+        case .say:
+            guard let text = request.text else { return .failure("say needs a message") }
+            guard let meeting else { return .failure("cannot send: not in a meeting") }
+            switch await meeting.say(text) {
+            case .success(let delivery):
+                return .success(message: Self.describe(delivery))
+            case .failure(let refusal):
+                return .failure("not sent: \(refusal)")
+            }
+        case .chat:
+            return .success(chat: await meeting?.chat() ?? [])
         }
     }
 
@@ -135,7 +147,18 @@ public actor NodeDaemon: ControlHandler {
             id: shortID, name: configuration.displayName, muted: muted, meeting: meetingStatus?.state ?? .idle,
             invite: meeting?.invite.string, securityCode: meetingStatus?.securityCode,
             rendezvous: meetingStatus?.rendezvous ?? .none, relaying: meetingStatus?.relaying ?? [])
-        return StatusReport(node: node, peers: meetingStatus?.peers ?? [])
+        return StatusReport(node: node, peers: meetingStatus?.peers ?? [], chat: meetingStatus?.chat ?? [])
+    }
+
+    /// `parley say`'s answer: whom the message is on its way to, and who cannot get it.
+    static func describe(_ delivery: ChatDelivery) -> String {
+        var text =
+            delivery.recipients.isEmpty
+            ? "sent, but nobody else is in the meeting" : "sent to " + delivery.recipients.joined(separator: ", ")
+        if !delivery.unreachable.isEmpty {
+            text += "; not to " + delivery.unreachable.joined(separator: ", ") + " (their Parley is too old for chat)"
+        }
+        return text
     }
 }
 

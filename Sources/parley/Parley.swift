@@ -14,10 +14,11 @@ import Glibc
 struct Parley: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "parley",
-        abstract: "Make invites, and control a running parleyd: join, leave, status, mute, verify, watch.",
+        abstract: "Make invites, and control a running parleyd: join, leave, status, mute, verify, watch, say, chat.",
         version: ParleyVersion.string,
         subcommands: [
             MakeInvite.self, Join.self, Leave.self, Status.self, Mute.self, Unmute.self, Verify.self, Watch.self,
+            Say.self, Chat.self,
         ]
     )
 
@@ -203,7 +204,7 @@ struct Status: ParsableCommand {
 
 struct Watch: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Print live events: joins, leaves, link changes, who is speaking. Ctrl-C stops.")
+        abstract: "Print live events: joins, leaves, link changes, who is speaking, chat messages. Ctrl-C stops.")
     @OptionGroup var daemon: DaemonOptions
     @Flag(help: "Print each event as a JSON line.")
     var json = false
@@ -221,6 +222,69 @@ struct Watch: ParsableCommand {
             }
         } catch {
             throw CLIError(description: error.description)
+        }
+    }
+}
+
+struct Say: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Send a chat message to everyone in the meeting (end-to-end encrypted, not stored).",
+        discussion: """
+            With no TEXT the message is read from standard input (line breaks at its end dropped). \
+            At most 4096 bytes of UTF-8; members who join later do not get earlier messages.
+            """)
+    @OptionGroup var daemon: DaemonOptions
+    @Argument(help: "The message; several words are joined with spaces.")
+    var text: [String] = []
+
+    /// More than this on standard input is refused without reading on (the daemon refuses
+    /// anything above 4096 bytes with the exact size).
+    static let inputLimit = 1 << 16
+
+    func run() throws {
+        let message = text.isEmpty ? try Self.readStandardInput() : text.joined(separator: " ")
+        let response = try daemon.send(ControlRequest(.say, text: message))
+        print(response.message ?? "sent")
+    }
+
+    static func readStandardInput() throws -> String {
+        var bytes: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while bytes.count <= inputLimit {
+            let count = read(STDIN_FILENO, &buffer, buffer.count)
+            if count < 0, errno == EINTR { continue }
+            guard count >= 0 else {
+                throw CLIError(description: "cannot read standard input: \(String(cString: strerror(errno)))")
+            }
+            if count == 0 { break }
+            bytes += buffer[..<count]
+        }
+        guard bytes.count <= inputLimit else {
+            throw CLIError(description: "standard input holds more than \(inputLimit) bytes; a message is at most 4096")
+        }
+        while bytes.last == UInt8(ascii: "\n") || bytes.last == UInt8(ascii: "\r") { bytes.removeLast() }
+        guard let text = String(validating: bytes, as: UTF8.self) else {
+            throw CLIError(description: "standard input is not UTF-8 text")
+        }
+        return text
+    }
+}
+
+struct Chat: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Show the meeting's last chat messages (at most 50) with time and sender.")
+    @OptionGroup var daemon: DaemonOptions
+    @Flag(help: "Print JSON: [{\"time\", \"from\", \"name\", \"text\"}, ...].")
+    var json = false
+
+    func run() throws {
+        let messages = try daemon.send(ControlRequest(.chat)).chat ?? []
+        if json {
+            print(try ControlCodec.prettyJSON(messages))
+        } else if messages.isEmpty {
+            print("no chat messages yet")
+        } else {
+            for message in messages { print(ChatLine.render(message)) }
         }
     }
 }

@@ -74,3 +74,57 @@ struct ControlAPITests {
         #expect(EventLine.render(ControlEvent(kind: .speaking, speaking: [])) == "  nobody speaking")
     }
 }
+
+@Suite("Chat on the control API")
+struct ChatControlAPITests {
+    static let message = ChatMessage(
+        time: "2023-11-14T22:13:20.123Z", from: "a1b2c3d4", name: "alice", text: "hello\nsecond line")
+
+    /// `status --json` carries `"chat"`: time, from, name, text; a status from before chat
+    /// existed reads as no messages.
+    @Test func statusCarriesTheChat() throws {
+        var status = ControlAPITests.status
+        status.chat = [Self.message]
+        let line = try ControlCodec.line(status)
+        let object = try #require(JSONSerialization.jsonObject(with: Data(line)) as? [String: Any])
+        let chat = try #require(object["chat"] as? [[String: Any]])
+        #expect(chat.count == 1 && Set(chat[0].keys) == ["time", "from", "name", "text"])
+        #expect(try ControlCodec.decode(StatusReport.self, from: line) == status)
+        var older = try #require(JSONSerialization.jsonObject(with: Data(line)) as? [String: Any])
+        older["chat"] = nil
+        let decoded = try ControlCodec.decode(
+            StatusReport.self, from: Array(try JSONSerialization.data(withJSONObject: older)))
+        #expect(decoded.chat.isEmpty)
+        let request = ControlRequest(.say, text: "hi")
+        #expect(try ControlCodec.decode(ControlRequest.self, from: ControlCodec.line(request)) == request)
+    }
+
+    @Test(arguments: [
+        (Int64(0), "1970-01-01T00:00:00.000Z"),
+        (1_700_000_000_123, "2023-11-14T22:13:20.123Z"),
+        (951_782_400_999, "2000-02-29T00:00:00.999Z"),  // a leap day of a century leap year
+        (4_102_444_799_000, "2099-12-31T23:59:59.000Z"),
+    ])
+    func timesAreRFC3339UTC(milliseconds: Int64, text: String) {
+        #expect(ChatTime.format(unixMilliseconds: milliseconds) == text)
+        #expect(ChatTime.unixSeconds(text) == milliseconds / 1000)
+    }
+
+    @Test(arguments: ["", "2023-11-14 22:13:20.123Z", "2023-13-14T22:13:20.123Z", "2023-11-14T22:13:20.12xZ"])
+    func malformedTimesAreNotRead(text: String) {
+        #expect(ChatTime.unixSeconds(text) == nil)
+        #expect(ChatTime.localClock(text) == text)
+    }
+
+    /// `[HH:MM:SS] name (id): text`, the lines after the first indented; watch prints the same.
+    @Test func chatLinesShowTimeAndSender() {
+        let line = ChatLine.render(Self.message)
+        #expect(line.hasPrefix("["))
+        #expect(line.hasSuffix("] alice (a1b2c3d4): hello\n    second line"))
+        let clock = line.dropFirst().prefix(8)
+        #expect(clock.count == 8 && clock.filter { $0 == ":" }.count == 2)
+        let event = ControlEvent(
+            kind: .chat, peer: "a1b2c3d4", name: "alice", message: "hello\nsecond line", time: Self.message.time)
+        #expect(EventLine.render(event) == line)
+    }
+}

@@ -15,19 +15,15 @@ import Glibc
 struct RoamingTests {
     @Test func anAddressChangeRestartsEveryLinkAndTheMeetingGoesOn() async throws {
         let lab = try NodeLab("roaming")
-        let namespace = "parley-roam-\(UInt32.random(in: 0...UInt32.max))"
+        let scratch = try LabNamespace(lab, prefix: "parley-roam")
+        let namespace = scratch.name
         defer {
             lab.shutdown()  // first: the daemons inside must be gone before their namespace
-            let remove = try? ChildProcess(
-                name: "netns-del", executable: "/usr/sbin/ip", arguments: ["netns", "del", namespace],
-                stdoutPath: "/dev/null", stderrPath: "/dev/null")
-            remove?.wait(upTo: .seconds(10))
+            scratch.remove()
         }
         try await withTimeout(.seconds(120), "the roaming scenario") {
             try await runBlocking {
                 for command in [
-                    ["netns", "add", namespace],
-                    ["-n", namespace, "link", "set", "lo", "up"],
                     // A veth pair stands for the network card (this kernel has no dummy links).
                     ["-n", namespace, "link", "add", "wlan0", "type", "veth", "peer", "name", "wlan0-peer"],
                     ["-n", namespace, "link", "set", "wlan0-peer", "up"],

@@ -101,3 +101,53 @@ struct SessionControlTests {
         #expect(ReportEcho.timestamp(milliseconds: (1 << 32) + 5) == 5)
     }
 }
+
+@Suite("Chat messages (PROTOCOL §14.1)")
+struct ChatControlTests {
+    /// The example of §14.1: the second piece of a message, sequence 2, the sender holding
+    /// everything from 1, no more pieces, text "hi".
+    @Test func chatLayout() throws {
+        let chat = SessionControl.chat(.init(sequence: 2, first: 1, more: false, text: Array("hi".utf8)))
+        #expect(hexString(chat.encoded()) == "07" + "00000002" + "00000001" + "00" + "6869")
+        #expect(try SessionControl(parsing: chat.encoded()) == chat)
+        let more = SessionControl.chat(.init(sequence: 7, first: 5, more: true, text: [0xC3]))
+        #expect(hexString(more.encoded()) == "07" + "00000007" + "00000005" + "01" + "c3")
+        #expect(try SessionControl(parsing: more.encoded()) == more)
+        #expect(hexString(SessionControl.chatAck(cumulative: 0x0102_0304).encoded()) == "08" + "01020304")
+        #expect(try SessionControl(parsing: [0x08, 0, 0, 0, 9, 0xff]) == .chatAck(cumulative: 9))
+    }
+
+    /// Unknown flag bits are ignored; a piece may split a character (checked on the whole message).
+    @Test func otherFlagBitsAreIgnored() throws {
+        #expect(
+            try SessionControl(parsing: [0x07, 0, 0, 0, 1, 0, 0, 0, 1, 0xFE, 0x41])
+                == .chat(.init(sequence: 1, first: 1, more: false, text: [0x41])))
+    }
+
+    @Test(arguments: [
+        // (sequence, first, text length): what §14.1 does not allow
+        (UInt32(0), UInt32(0), 1),  // sequence 0
+        (1, 0, 1),  // first 0
+        (3, 4, 1),  // first after sequence
+        (1, 1, 0),  // no text
+        (1, 1, 1025),  // a piece above 1024 bytes
+    ])
+    func malformedPiecesAreRefused(sequence: UInt32, first: UInt32, length: Int) {
+        var writer = [UInt8]([0x07])
+        for value in [sequence, first] { writer += (0..<4).map { UInt8(truncatingIfNeeded: value >> (24 - 8 * $0)) } }
+        writer += [0] + [UInt8](repeating: 0x61, count: length)
+        #expect(throws: WireFormatError.self) { try SessionControl(parsing: writer) }
+    }
+
+    @Test(arguments: 0..<9)
+    func truncatedChatsAreRefused(length: Int) {
+        let bytes = Array(
+            SessionControl.chat(.init(sequence: 1, first: 1, more: false, text: [0x61])).encoded().prefix(1 + length))
+        #expect(throws: WireFormatError.self) { try SessionControl(parsing: bytes) }
+        if length < 4 {
+            #expect(throws: WireFormatError.self) {
+                try SessionControl(parsing: Array(SessionControl.chatAck(cumulative: 1).encoded().prefix(1 + length)))
+            }
+        }
+    }
+}

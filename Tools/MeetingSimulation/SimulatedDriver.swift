@@ -1,5 +1,5 @@
 import ControlAPI
-import MeetingCore
+public import MeetingCore
 import ParleyCore
 import ParleyProtocol
 import RendezvousWire
@@ -82,6 +82,22 @@ extension MeetingSimulation {
             }
         }
     }
+
+    // MARK: The user's chat (`parley say`)
+
+    /// The node sends a chat message now; the outcome as the daemon answers `parley say`.
+    @discardableResult
+    public func say(_ id: NodeID, _ text: String) -> Result<ChatDelivery, ChatRefusal> {
+        let node = nodes[id.index]
+        guard node.phase == .running else { return .failure(.notInMeeting) }
+        let (outcome, commands) = node.core.say(text, at: now)
+        execute(id, commands)
+        scheduleWake(id)
+        return outcome
+    }
+
+    /// The node's chat log (`parley chat`), oldest first.
+    public func chat(of id: NodeID) -> [ChatEntry] { nodes[id.index].core.chat }
 
     // MARK: Feeding the core
 

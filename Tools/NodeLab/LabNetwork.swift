@@ -96,3 +96,29 @@ extension LabNetwork {
         throw LabError("no free port found below the ephemeral range")
     }
 }
+
+/// A network namespace of a test's own (root), so it can add addresses and iptables rules
+/// without touching the host. Call `remove` after the lab's shutdown: the daemons inside must be
+/// gone before their namespace.
+public struct LabNamespace: Sendable {
+    public let name: String
+
+    /// `ip netns add` a fresh name with its loopback up.
+    public init(_ lab: NodeLab, prefix: String) throws {
+        name = "\(prefix)-\(UInt32.random(in: 0...UInt32.max))"
+        for command in [["netns", "add", name], ["-n", name, "link", "set", "lo", "up"]] {
+            let result = try lab.run("/usr/sbin/ip", command)
+            guard result.status == 0 else {
+                throw LabError("ip \(command.joined(separator: " ")): \(result.error.lastLine)")
+            }
+        }
+    }
+
+    /// `ip netns del`, waiting at most 10 s.
+    public func remove() {
+        let remove = try? ChildProcess(
+            name: "netns-del", executable: "/usr/sbin/ip", arguments: ["netns", "del", name],
+            stdoutPath: "/dev/null", stderrPath: "/dev/null")
+        remove?.wait(upTo: .seconds(10))
+    }
+}

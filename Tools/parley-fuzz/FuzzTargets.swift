@@ -1,3 +1,4 @@
+import MeetingCore
 import ParleyCore
 import ParleyProtocol
 import RendezvousWire
@@ -13,6 +14,7 @@ let fuzzTargets: [String: FuzzTarget] = [
     "rendezvous-frame": FuzzTarget(run: { bytes in bytes.withUnsafeBytes(RendezvousWire.fuzz) }),
     "stun": FuzzTarget(run: { bytes in bytes.withUnsafeBytes(RendezvousWire.fuzzSTUN) }),
     "client-address": FuzzTarget(run: RendezvousWire.fuzzClientAddress, seeds: RendezvousWire.clientAddressSeeds),
+    "session-control": FuzzTarget(run: MeetingCoreFuzz.sessionControl, seeds: MeetingCoreFuzz.sessionControlSeeds),
     "media": FuzzTarget(run: { bytes in bytes.withUnsafeBytes(MediaPayload.fuzzOneInput) }),
 ]
 

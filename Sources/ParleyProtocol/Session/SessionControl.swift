@@ -12,6 +12,10 @@ public enum SessionControl: Sendable, Hashable {
     case relayRefused(destination: [UInt8], reason: RelayRefusal)
     /// COMMIT (0x03) or REVEAL (0x04) of the security code agreement (§11.1).
     case securityCode(SecurityCodeMessage)
+    /// One piece of a chat message (0x07, §14.1, version 3).
+    case chat(Chat)
+    /// Every chat piece up to `cumulative` arrived (0x08, §14.1, version 3).
+    case chatAck(cumulative: UInt32)
     /// A control type this version does not know (§10: ignored).
     case unknown(UInt8)
 
@@ -44,6 +48,32 @@ public enum SessionControl: Sendable, Hashable {
         public init(relays: Bool, peers: [Peer]) {
             self.relays = relays
             self.peers = Array(peers.prefix(Self.maximumPeers))
+        }
+    }
+
+    /// CHAT (§14.1): one piece of a message, numbered in the sender's stream to this receiver.
+    /// A message of up to `maximumMessageBytes` goes in pieces of at most `maximumPieceBytes`
+    /// (so every packet fits a relay's FORWARD, §13.2, and no path needs IP fragments); `more`
+    /// says the next sequence continues it.
+    public struct Chat: Sendable, Hashable {
+        public static let maximumMessageBytes = 4096
+        public static let maximumPieceBytes = 1024
+        /// Bit 0 of `flags`.
+        public static let moreFlag: UInt8 = 0x01
+
+        public var sequence: UInt32
+        /// The oldest sequence the sender still holds for this receiver: everything before it was
+        /// acknowledged or given up (§14.1), so the receiver skips what it still waits for below.
+        public var first: UInt32
+        public var more: Bool
+        /// 1...`maximumPieceBytes` bytes of the message's UTF-8 (a piece may split a character).
+        public var text: [UInt8]
+
+        public init(sequence: UInt32, first: UInt32, more: Bool, text: [UInt8]) {
+            self.sequence = sequence
+            self.first = first
+            self.more = more
+            self.text = text
         }
     }
 
@@ -122,14 +152,24 @@ public enum SessionControl: Sendable, Hashable {
             writer.writeU8(reason.rawValue)
         case .securityCode(let message):
             writer.writeBytes(message.encoded())
+        case .chat(let chat):
+            writer.writeU8(Self.chatType)
+            writer.writeU32(chat.sequence)
+            writer.writeU32(chat.first)
+            writer.writeU8(chat.more ? Chat.moreFlag : 0)
+            writer.writeBytes(chat.text)
+        case .chatAck(let cumulative):
+            writer.writeU8(Self.chatAckType)
+            writer.writeU32(cumulative)
         case .unknown(let type):
             writer.writeU8(type)
         }
         return writer.bytes
     }
 
-    /// Parses a session control payload. Throws only for a known type with a short body; extra
-    /// trailing bytes are allowed (§10).
+    /// Parses a session control payload. Throws for a known type with a short body, and for a
+    /// CHAT that breaks §14.1's rules; extra trailing bytes are allowed (§10; a CHAT's text is
+    /// the rest of the message).
     public init(parsing payload: some Collection<UInt8>) throws(WireFormatError) {
         var reader = ByteReader(Array(payload))
         let type = try reader.readU8("control type")
@@ -166,6 +206,20 @@ public enum SessionControl: Sendable, Hashable {
             let code = try reader.readU8("RELAY_REFUSED reason")
             // An unknown reason from a newer peer is still a refusal.
             self = .relayRefused(destination: destination, reason: RelayRefusal(rawValue: code) ?? .declines)
+        case Self.chatType:
+            let sequence = try reader.readU32("CHAT sequence")
+            let first = try reader.readU32("CHAT first")
+            let flags = try reader.readU8("CHAT flags")
+            let text = Array(reader.readRest())
+            guard sequence != 0, first != 0, first <= sequence else {
+                throw WireFormatError("CHAT sequence \(sequence) with first \(first): needs 1 ≤ first ≤ sequence")
+            }
+            guard (1...Chat.maximumPieceBytes).contains(text.count) else {
+                throw WireFormatError("CHAT text of \(text.count) bytes: needs 1 to \(Chat.maximumPieceBytes)")
+            }
+            self = .chat(Chat(sequence: sequence, first: first, more: flags & Chat.moreFlag != 0, text: text))
+        case Self.chatAckType:
+            self = .chatAck(cumulative: try reader.readU32("CHAT_ACK cumulative"))
         case let other:
             self = .unknown(other)
         }
