@@ -217,7 +217,8 @@ public actor NodeDaemon: ControlHandler {
     /// `parley test-audio`: a tone on the chosen speaker while the chosen microphone is measured.
     private func testAudio() async -> ControlResponse {
         let input = audioInput
-        let output = audioOutput
+        // A WAV output is a recording of the meeting: the tone must not go into (or clobber) it.
+        let output: AudioOutput = if case .wav = audioOutput { .null } else { audioOutput }
         let seconds = 1.5
         let hertz = 440
         do {

@@ -145,6 +145,32 @@ struct DeviceMeetingTests {
         }
     }
 
+    /// `parley test-audio` before joining: the tone it plays on a speaker whose monitor is the
+    /// microphone comes back as the microphone's level; with a silent microphone it says so.
+    @Test(.enabled(if: TestEnvironment.shouldRun(needing: pulseServer != nil)))
+    func testAudioPlaysAToneAndMeasuresTheMicrophone() async throws {
+        await Self.lab("testaudio") { lab in
+            let loop = try NullSink.load(lab, "parley_test_loop")
+            defer { try? loop.unload(lab) }
+            var spec = NodeSpec(name: "alice", input: "pulse:\(loop.name).monitor")
+            spec.output = "pulse:\(loop.name)"
+            let alice = try lab.node(spec)
+            let result = try alice.parley(["test-audio"], limit: .seconds(30))
+            #expect(result.status == 0, "\(result.error)")
+            #expect(result.output.contains("played 440 Hz"), "\(result.output)")
+            let response = try alice.client.send(ControlRequest(.testAudio))
+            let test = try #require(response.audioTest)
+            // The tone is -10 dBFS (RMS -13 dBFS); noise suppression and the first frames lower the average.
+            #expect(test.inputPeakDbfs > -25, "the microphone heard the tone: \(test)")
+
+            #expect(
+                try alice.parley(["input", "\(loop.name).monitor"]).status == 0, "switching works without a meeting")
+            let silent = try lab.node(NodeSpec(name: "bob", input: "silence"))
+            let quiet = try silent.parley(["test-audio"], limit: .seconds(30))
+            #expect(quiet.status == 0 && quiet.output.contains("heard next to nothing"), "\(quiet.output)")
+        }
+    }
+
     static func outputFallback(_ node: NodeHandle) throws -> Bool {
         guard let devices = try node.client.send(ControlRequest(.devices)).devices else { throw LabError("no devices") }
         return devices.outputFallback
