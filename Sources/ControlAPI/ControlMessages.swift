@@ -13,6 +13,16 @@ public struct ControlRequest: Codable, Sendable, Equatable {
         case say
         /// The meeting's last chat messages.
         case chat
+        /// The audio devices the sound server has, and the ones in use.
+        case devices
+        /// Switch the microphone (`device`: a source name, nil for the server's default).
+        case input
+        /// Switch the speaker (`device`: a sink name, nil for the server's default).
+        case output
+        /// Set one peer's volume (`peer`, `percent`), or list them (no `peer`).
+        case volume
+        /// Play a short tone and measure the microphone (`AudioTestResult`).
+        case testAudio = "test-audio"
     }
 
     public var version: Int
@@ -21,12 +31,23 @@ public struct ControlRequest: Codable, Sendable, Equatable {
     public var invite: String?
     /// For `say`: the message.
     public var text: String?
+    /// For `input` and `output`: the device's name; nil for the sound server's default.
+    public var device: String?
+    /// For `volume`: a member's name or id, and the volume in percent (`volumeRange`).
+    public var peer: String?
+    public var percent: Int?
 
-    public init(_ method: Method, invite: String? = nil, text: String? = nil) {
+    public init(
+        _ method: Method, invite: String? = nil, text: String? = nil, device: String? = nil, peer: String? = nil,
+        percent: Int? = nil
+    ) {
         self.version = controlAPIVersion
         self.method = method
         self.invite = invite
         self.text = text
+        self.device = device
+        self.peer = peer
+        self.percent = percent
     }
 }
 
@@ -43,6 +64,12 @@ public struct ControlResponse: Codable, Sendable, Equatable {
     public var message: String?
     /// For `chat`: the last messages, oldest first.
     public var chat: [ChatMessage]?
+    /// For `devices`.
+    public var devices: DeviceList? = nil
+    /// For `volume`: every peer's volume.
+    public var volumes: [PeerVolume]? = nil
+    /// For `test-audio`.
+    public var audioTest: AudioTestResult? = nil
 
     public static func success(
         status: StatusReport? = nil, verification: Verification? = nil, message: String? = nil,
@@ -116,12 +143,21 @@ public struct NodeStatus: Codable, Sendable, Equatable {
     public var rendezvous: RendezvousConnectionState
     /// The pairs of members this node relays for (§13), each as two member ids.
     public var relaying: [[String]]
+    /// Whether the microphone hears speech (and this node is not muted).
+    public var speaking: Bool
+    /// The devices in use (`pulse:NAME`, `wav:PATH`, …; `pulse` for the server's default).
+    public var input: String?
+    public var output: String?
 
     public init(
         id: String, name: String, muted: Bool, meeting: MeetingState, invite: String?, securityCode: String?,
-        rendezvous: RendezvousConnectionState, relaying: [[String]] = []
+        rendezvous: RendezvousConnectionState, relaying: [[String]] = [], speaking: Bool = false, input: String? = nil,
+        output: String? = nil
     ) {
         self.relaying = relaying
+        self.speaking = speaking
+        self.input = input
+        self.output = output
         self.id = id
         self.name = name
         self.muted = muted
@@ -134,7 +170,7 @@ public struct NodeStatus: Codable, Sendable, Equatable {
     enum CodingKeys: String, CodingKey {
         case id, name, muted, meeting, invite
         case securityCode = "security_code"
-        case rendezvous, relaying
+        case rendezvous, relaying, speaking, input, output
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -147,6 +183,9 @@ public struct NodeStatus: Codable, Sendable, Equatable {
         try container.encode(securityCode, forKey: .securityCode)
         try container.encode(rendezvous, forKey: .rendezvous)
         try container.encode(relaying, forKey: .relaying)
+        try container.encode(speaking, forKey: .speaking)
+        try container.encode(input, forKey: .input)
+        try container.encode(output, forKey: .output)
     }
 }
 
@@ -242,13 +281,19 @@ public struct PeerStatus: Codable, Sendable, Equatable {
     public var packetsRx: UInt64
     public var packetsTx: UInt64
     public var concealedMs: Double
+    /// Whether this node plays the peer above the speaking level right now.
+    public var speaking: Bool
+    /// This node's volume for the peer, in percent (`parley volume`; local only).
+    public var volumePct: Int
 
     public init(
         id: String, name: String, state: LinkState, route: String? = nil, via: String? = nil, reason: String? = nil,
         rttMs: Double? = nil, lossPct: Double? = nil,
         jitterMs: Double? = nil, rxKbps: Double = 0, txKbps: Double = 0, packetsRx: UInt64 = 0, packetsTx: UInt64 = 0,
-        concealedMs: Double = 0
+        concealedMs: Double = 0, speaking: Bool = false, volumePct: Int = 100
     ) {
+        self.speaking = speaking
+        self.volumePct = volumePct
         self.id = id
         self.name = name
         self.state = state
@@ -275,6 +320,8 @@ public struct PeerStatus: Codable, Sendable, Equatable {
         case packetsRx = "packets_rx"
         case packetsTx = "packets_tx"
         case concealedMs = "concealed_ms"
+        case speaking
+        case volumePct = "volume_pct"
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -293,6 +340,8 @@ public struct PeerStatus: Codable, Sendable, Equatable {
         try container.encode(packetsRx, forKey: .packetsRx)
         try container.encode(packetsTx, forKey: .packetsTx)
         try container.encode(concealedMs, forKey: .concealedMs)
+        try container.encode(speaking, forKey: .speaking)
+        try container.encode(volumePct, forKey: .volumePct)
     }
 }
 
@@ -356,6 +405,8 @@ public struct ControlEvent: Codable, Sendable, Equatable {
         case warning
         /// A chat message (`message`) from `peer` / `name` (or from this node), at `time`.
         case chat
+        /// An audio device changed: switched, lost (fallen back to the default) or back.
+        case device
     }
 
     public var kind: Kind

@@ -5,7 +5,9 @@ public enum StatusTable {
         var lines: [String] = []
         lines.append(
             "\(node.name) (\(node.id)) · \(node.meeting.rawValue) · \(node.muted ? "muted" : "unmuted") · rendezvous: \(node.rendezvous.rawValue)"
+                + (node.speaking ? " · speaking" : "")
         )
+        if let input = node.input, let output = node.output { lines.append("input: \(input) · output: \(output)") }
         if let code = node.securityCode { lines.append("security code: \(code)") }
         if !node.relaying.isEmpty {
             let names = Dictionary(status.peers.map { ($0.id, $0.name) }, uniquingKeysWith: { first, _ in first })
@@ -16,7 +18,10 @@ public enum StatusTable {
             lines.append(node.meeting == .idle ? "not in a meeting" : "no peers yet")
             return lines.joined(separator: "\n")
         }
-        let header = ["PEER", "NAME", "STATE", "ROUTE", "RTT", "LOSS", "JITTER", "RX kb/s", "TX kb/s", "CONCEALED"]
+        let header = [
+            "PEER", "NAME", "TALK", "STATE", "ROUTE", "RTT", "LOSS", "JITTER", "RX kb/s", "TX kb/s", "CONCEALED",
+            "VOLUME",
+        ]
         let names = Dictionary(status.peers.map { ($0.id, $0.name) }, uniquingKeysWith: { first, _ in first })
         let rows = status.peers.map { peer -> [String] in
             let rtt = peer.rttMs.map { format($0, decimals: 0) + " ms" } ?? "-"
@@ -27,11 +32,19 @@ public enum StatusTable {
             let tx = format(peer.txKbps, decimals: 1)
             let route = peer.via.map { via in "peer (\(names[via] ?? via))" } ?? peer.route ?? "-"
             let state = peer.state == .failed ? "failed: \(peer.reason ?? "?")" : peer.state.rawValue
-            return [peer.id, peer.name, state, route, rtt, loss, jitter, rx, tx, concealed]
+            let volume = peer.volumePct == 0 ? "muted" : "\(peer.volumePct) %"
+            return [
+                peer.id, peer.name, peer.speaking ? speakingMark : "", state, route, rtt, loss, jitter, rx, tx,
+                concealed,
+                volume,
+            ]
         }
         lines += table([header] + rows)
         return lines.joined(separator: "\n")
     }
+
+    /// In the TALK column: the peer is heard speaking right now.
+    public static let speakingMark = "●"
 
     /// Left-aligned columns separated by two spaces.
     static func table(_ rows: [[String]]) -> [String] {
@@ -80,6 +93,7 @@ public enum EventLine {
                 ChatMessage(
                     time: event.time ?? "", from: event.peer ?? "?", name: event.name ?? "?", text: event.message ?? "")
             )
+        case .device: return "♪ \(event.message ?? "")"
         }
     }
 }

@@ -1,5 +1,6 @@
 import ParleyCore
 import PulseAudio
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -168,4 +169,75 @@ final class PacedPlayback: PlaybackDevice {
     }
 
     func close() throws { try writer?.close() }
+}
+
+extension AudioDevices {
+    /// Plays a tone on `output` while measuring `input` for `seconds` (both opened here, beside
+    /// whatever else plays): a check of the set-up before joining. Blocks for the test's length.
+    public static func test(
+        input: AudioInput, output: AudioOutput, hertz: Double = 440, seconds: Double = 1.5
+    )
+        throws -> (level: Double, peak: Double)
+    {
+        let frame = AudioFrameDuration.ms20.samples
+        let capture = try open(input, frameSamples: frame)
+        let playback = try open(output, frameSamples: frame)
+        let tone = GeneratedCapture(tone: hertz, frameSamples: frame)
+        let frames = Int(seconds * 50)
+        let failure = Mutex<(any Error)?>(nil)
+        // Safety: the playback device and the tone are used by this one thread only.
+        nonisolated(unsafe) let player = (playback, tone)
+        let playing = try RealtimeThread(name: "parley-test-tone") {
+            var samples = [Int16](repeating: 0, count: frame)
+            do {
+                for _ in 0..<frames {
+                    try samples.withUnsafeMutableBufferPointer { try player.1.read(into: $0) }
+                    try samples.withUnsafeBufferPointer { try player.0.write($0) }
+                }
+                try player.0.close()
+            } catch {
+                failure.withLock { $0 = error }
+            }
+        }
+        var samples = [Int16](repeating: 0, count: frame)
+        var energy = 0.0
+        var peak = LevelMeter.floor
+        do {
+            for _ in 0..<frames {
+                try samples.withUnsafeMutableBufferPointer { try capture.read(into: $0) }
+                let level = samples.withUnsafeBufferPointer { LevelMeter.rmsLevel(of: $0) }
+                peak = max(peak, level)
+                energy += pow(10, level / 10)
+            }
+        } catch {
+            playing.join()
+            throw error
+        }
+        playing.join()
+        if let error = failure.withLock({ $0 }) { throw error }
+        let mean = energy / Double(frames)
+        return (mean > 0 ? max(LevelMeter.floor, 10 * log10(mean)) : LevelMeter.floor, peak)
+    }
+}
+
+/// A sound server's devices, as `parley devices` shows them.
+public struct SoundServerDevices: Sendable, Hashable {
+    public struct Device: Sendable, Hashable {
+        public var name: String
+        public var description: String
+    }
+
+    public var sources: [Device]
+    public var sinks: [Device]
+    public var defaultSource: String?
+    public var defaultSink: String?
+
+    /// Asks the server (PulseAudio or PipeWire's; `$PULSE_SERVER` picks it), one round trip.
+    public static func list() throws -> SoundServerDevices {
+        let list = try PulseAudioServer.devices()
+        return SoundServerDevices(
+            sources: list.sources.map { Device(name: $0.name, description: $0.description) },
+            sinks: list.sinks.map { Device(name: $0.name, description: $0.description) },
+            defaultSource: list.defaultSource, defaultSink: list.defaultSink)
+    }
 }

@@ -61,15 +61,21 @@ public final class AudioEngine: Sendable {
     private let control: Mutex<ControlState>
 
     private struct ControlState: ~Copyable {
+        /// The devices in use (or to open at `start`).
+        var input: AudioInput
+        var output: AudioOutput
         var channels: [ObjectIdentifier: ReceiveChannel] = [:]
         var retiring: [ReceiveChannel] = []
         /// The channel in each mixer slot (a channel keeps its slot for its life).
         var slots: [ReceiveChannel?]
 
-        init(slotCount: Int) { slots = Array(repeating: nil, count: slotCount) }
+        init(slotCount: Int, input: AudioInput, output: AudioOutput) {
+            slots = Array(repeating: nil, count: slotCount)
+            self.input = input
+            self.output = output
+        }
         var captureThread: RealtimeThread?
         var playbackThread: RealtimeThread?
-        var playback: (any PlaybackDevice)?
     }
 
     private final class Pipeline: Sendable {
@@ -81,7 +87,11 @@ public final class AudioEngine: Sendable {
         let onFailure: @Sendable (any Error) -> Void
         let onPauseChanged: @Sendable (Bool) -> Void
         let onSpeakersChanged: @Sendable () -> Void
+        let onDeviceLost: @Sendable (AudioDirection, String) -> Void
         let running = Atomic<Bool>(false)
+        /// Devices switched at run time, taken by their thread at the start of a frame.
+        let nextCapture = DeviceHandover<any CaptureDevice>()
+        let nextPlayback = DeviceHandover<any PlaybackDevice>()
         let inputLevelTenths = Atomic<Int>(Int(LevelMeter.floor * 10))
         let table: MixerTable
         let farEnd: SampleRing
@@ -94,9 +104,11 @@ public final class AudioEngine: Sendable {
             configuration: AudioEngineConfiguration, sender: AudioSender,
             onEncodedFrame: @escaping @Sendable (UnsafeRawBufferPointer) -> Void,
             onFailure: @escaping @Sendable (any Error) -> Void, onPauseChanged: @escaping @Sendable (Bool) -> Void,
-            onSpeakersChanged: @escaping @Sendable () -> Void
+            onSpeakersChanged: @escaping @Sendable () -> Void,
+            onDeviceLost: @escaping @Sendable (AudioDirection, String) -> Void
         ) {
             self.onSpeakersChanged = onSpeakersChanged
+            self.onDeviceLost = onDeviceLost
             self.configuration = configuration
             self.sender = sender
             self.onEncodedFrame = onEncodedFrame
@@ -125,11 +137,16 @@ public final class AudioEngine: Sendable {
     ///     pause (docs/PROTOCOL.md §9.3): while paused, this node sends no media.
     ///   - onSpeakersChanged: called on an audio thread when a peer or the microphone starts or
     ///     stops counting as speaking; read `speakers` and `isSpeaking` then.
+    ///   - onDeviceLost: called on an audio thread when a sound server's device fails (unplugged,
+    ///     server gone): the engine goes on with silence in that direction (paced by the clock)
+    ///     until `switchInput`/`switchOutput` hands it another device. Files and generators fail
+    ///     the engine instead (`onFailure`).
     public init(
         configuration: AudioEngineConfiguration, onEncodedFrame: @escaping @Sendable (UnsafeRawBufferPointer) -> Void,
         onFailure: @escaping @Sendable (any Error) -> Void = { _ in },
         onPauseChanged: @escaping @Sendable (Bool) -> Void = { _ in },
-        onSpeakersChanged: @escaping @Sendable () -> Void = {}
+        onSpeakersChanged: @escaping @Sendable () -> Void = {},
+        onDeviceLost: @escaping @Sendable (AudioDirection, String) -> Void = { _, _ in }
     ) throws(AudioEngineError) {
         self.configuration = configuration
         let sender: AudioSender
@@ -140,10 +157,12 @@ public final class AudioEngine: Sendable {
         } catch {
             throw AudioEngineError("cannot create the Opus encoder: \(error)")
         }
-        control = Mutex(ControlState(slotCount: configuration.maximumPeers))
+        control = Mutex(
+            ControlState(
+                slotCount: configuration.maximumPeers, input: configuration.input, output: configuration.output))
         pipeline = Pipeline(
             configuration: configuration, sender: sender, onEncodedFrame: onEncodedFrame, onFailure: onFailure,
-            onPauseChanged: onPauseChanged, onSpeakersChanged: onSpeakersChanged)
+            onPauseChanged: onPauseChanged, onSpeakersChanged: onSpeakersChanged, onDeviceLost: onDeviceLost)
     }
 
     deinit {
@@ -160,17 +179,51 @@ public final class AudioEngine: Sendable {
             let capture: any CaptureDevice
             let playback: any PlaybackDevice
             do {
-                capture = try AudioDevices.open(configuration.input, frameSamples: frame)
-                playback = try AudioDevices.open(configuration.output, frameSamples: frame)
+                capture = try AudioDevices.open(state.input, frameSamples: frame)
+                playback = try AudioDevices.open(state.output, frameSamples: frame)
             } catch {
                 throw AudioEngineError("cannot open audio device: \(error)")
             }
             let processor = try configuration.processesCapture ? CaptureProcessor(frameSamples: frame) : nil
             pipeline.running.store(true, ordering: .releasing)
-            let loops = Loops(pipeline: pipeline, capture: capture, playback: playback, processor: processor)
+            let loops = Loops(
+                pipeline: pipeline, capture: capture, playback: playback, processor: processor, frameSamples: frame)
             state.captureThread = try RealtimeThread(name: "parley-capture") { loops.runCapture() }
             state.playbackThread = try RealtimeThread(name: "parley-playback") { loops.runPlayback() }
-            state.playback = playback
+        }
+    }
+
+    /// The devices in use, or to be opened by `start`.
+    public var input: AudioInput { control.withLock { $0.input } }
+    public var output: AudioOutput { control.withLock { $0.output } }
+
+    /// Opens `input` (on the calling thread: it may wait for the sound server) and hands it to the
+    /// capture thread, which takes it at its next frame and closes the old one. Before `start`, it
+    /// only records the choice. Errors name the device; the old one then stays.
+    public func switchInput(to input: AudioInput) throws(AudioEngineError) {
+        let device: any CaptureDevice
+        do {
+            device = try AudioDevices.open(input, frameSamples: configuration.frameDuration.samples)
+        } catch {
+            throw AudioEngineError("cannot open \(input): \(error)")
+        }
+        control.withLock { state in
+            state.input = input
+            if state.captureThread != nil { pipeline.nextCapture.hand(device) }
+        }
+    }
+
+    /// Opens `output` and hands it to the playback thread, as `switchInput` does.
+    public func switchOutput(to output: AudioOutput) throws(AudioEngineError) {
+        let device: any PlaybackDevice
+        do {
+            device = try AudioDevices.open(output, frameSamples: configuration.frameDuration.samples)
+        } catch {
+            throw AudioEngineError("cannot open \(output): \(error)")
+        }
+        control.withLock { state in
+            state.output = output
+            if state.playbackThread != nil { pipeline.nextPlayback.hand(device) }
         }
     }
 
@@ -182,8 +235,9 @@ public final class AudioEngine: Sendable {
             state.playbackThread?.join()
             state.captureThread = nil
             state.playbackThread = nil
-            try? state.playback?.close()
-            state.playback = nil
+            // The loops closed their devices as they ended; a device handed too late is dropped.
+            pipeline.nextCapture.discard()
+            pipeline.nextPlayback.discard()
             // No playback thread now: apply the latest peer changes here.
             pipeline.mixer.apply(pipeline.table)
             state.retiring.removeAll { $0.detached.load(ordering: .acquiring) }
@@ -254,19 +308,47 @@ public final class AudioEngine: Sendable {
 
     /// What the threads own. Created in `start`, captured by the two thread bodies.
     private final class Loops: Sendable {
-        // Safety: each device and the processor is used by exactly one of the two threads.
-        nonisolated(unsafe) let capture: any CaptureDevice
-        nonisolated(unsafe) let playback: any PlaybackDevice
+        // Safety: each device, stand-in and the processor is used by exactly one of the two threads.
+        nonisolated(unsafe) var capture: any CaptureDevice
+        nonisolated(unsafe) var playback: any PlaybackDevice
         nonisolated(unsafe) let processor: CaptureProcessor?
+        /// What a thread uses while its sound-server device is gone: silence paced by the clock.
+        nonisolated(unsafe) let silentCapture: GeneratedCapture
+        nonisolated(unsafe) let silentPlayback: PacedPlayback
         let pipeline: Pipeline
 
         init(
-            pipeline: Pipeline, capture: any CaptureDevice, playback: any PlaybackDevice, processor: CaptureProcessor?
+            pipeline: Pipeline, capture: any CaptureDevice, playback: any PlaybackDevice, processor: CaptureProcessor?,
+            frameSamples: Int
         ) {
             self.pipeline = pipeline
             self.capture = capture
             self.playback = playback
             self.processor = processor
+            silentCapture = GeneratedCapture(samples: [], frameSamples: frameSamples)
+            silentPlayback = PacedPlayback(writer: nil, frameSamples: frameSamples)
+        }
+
+        /// Capture thread: a device that failed. A sound server's is replaced by silence until
+        /// another is handed over (reported once); anything else ends the engine.
+        func captureFailed(_ error: any Error) -> Bool {
+            guard capture is PulseCapture else {
+                pipeline.fail(error)
+                return false
+            }
+            capture = silentCapture
+            pipeline.onDeviceLost(.input, "\(error)")
+            return true
+        }
+
+        func playbackFailed(_ error: any Error) -> Bool {
+            guard playback is PulsePlayback else {
+                pipeline.fail(error)
+                return false
+            }
+            playback = silentPlayback
+            pipeline.onDeviceLost(.output, "\(error)")
+            return true
         }
 
         func runCapture() {
@@ -277,7 +359,11 @@ public final class AudioEngine: Sendable {
             var meter = LevelMeter()
             var paused = false
             var speaking = false
+            defer { capture = silentCapture }  // closes the device on this thread
             while pipeline.running.load(ordering: .acquiring) {
+                // A switched device replaces the old one, which closes here (a stream's free: a
+                // round trip to the server, once per switch).
+                pipeline.nextCapture.take { capture = $0 }
                 do {
                     try capture.read(into: captured)
                     let cleaned = processor?.process(captured, farEnd: pipeline.farEnd) ?? UnsafeBufferPointer(captured)
@@ -293,7 +379,7 @@ public final class AudioEngine: Sendable {
                         pipeline.onSpeakersChanged()
                     }
                 } catch {
-                    pipeline.fail(error)
+                    if captureFailed(error) { continue }
                     return
                 }
             }
@@ -301,7 +387,13 @@ public final class AudioEngine: Sendable {
 
         func runPlayback() {
             let processes = processor != nil
+            defer {
+                try? playback.close()  // a WAV file gets its header; a stream plays out what it holds
+                playback = silentPlayback
+            }
             while pipeline.running.load(ordering: .acquiring) {
+                // The old stream is freed without draining: the new one plays on at once.
+                pipeline.nextPlayback.take { playback = $0 }
                 pipeline.mixer.apply(pipeline.table)
                 let (output, speakersChanged) = pipeline.mixer.mix(now: pipeline.configuration.clock.now())
                 if speakersChanged { pipeline.onSpeakersChanged() }
@@ -309,7 +401,7 @@ public final class AudioEngine: Sendable {
                 do {
                     try playback.write(output)
                 } catch {
-                    pipeline.fail(error)
+                    if playbackFailed(error) { continue }
                     return
                 }
             }
@@ -321,4 +413,38 @@ public final class AudioEngine: Sendable {
 public struct AudioEngineError: Error, Hashable, Sendable, CustomStringConvertible {
     public let description: String
     init(_ description: String) { self.description = description }
+}
+
+/// Which way audio goes through a device.
+public enum AudioDirection: String, Sendable {
+    case input
+    case output
+}
+
+/// A device handed from the control side to one audio thread: the thread takes it at the start of
+/// a frame with a try-lock (never waiting), the newest hand-over wins.
+final class DeviceHandover<Device>: Sendable {
+    private let slot = Mutex<Box?>(nil)
+
+    private struct Box: @unchecked Sendable {
+        // Safety: moved from the control side to one audio thread through the mutex, used by one at a time.
+        let device: Device
+    }
+
+    func hand(_ device: Device) {
+        slot.withLock { $0 = Box(device: device) }
+    }
+
+    /// Audio thread: hands the device to `use` if one waits and the lock is free.
+    func take(_ use: (Device) -> Void) {
+        let box = slot.withLockIfAvailable { slot -> Box? in
+            defer { slot = nil }
+            return slot
+        }
+        if let box = box ?? nil { use(box.device) }
+    }
+
+    func discard() {
+        slot.withLock { $0 = nil }
+    }
 }

@@ -106,8 +106,10 @@ final class MixerState {
                 }
                 continue
             }
+            // Rendered even at volume 0: the jitter buffer and the speaking meter go on.
             channel.render(into: peerFrame, now: now)
-            SoftClipMixer.add(UnsafeBufferPointer(peerFrame), to: accumulator)
+            let gain = channel.gain
+            if gain > 0 { SoftClipMixer.add(UnsafeBufferPointer(peerFrame), gain: gain, to: accumulator) }
             if channel.isSpeakingNow != speaking[index] {
                 speaking[index].toggle()
                 changed = true

@@ -53,6 +53,8 @@ public final class ReceiveChannel: Sendable {
     private nonisolated(unsafe) let state: PlaybackState
     private let published = Mutex(ReceiveStatistics())
     let detached = Atomic<Bool>(false)
+    /// How loud this node plays the peer, in percent of its own level (see `setVolume`).
+    private let volumePercent = Atomic<Int>(100)
 
     /// - Parameter name: for logs and statistics (e.g. the peer's short id).
     public init(
@@ -75,6 +77,19 @@ public final class ReceiveChannel: Sendable {
     public func receive(_ payload: [UInt8]) {
         payload.withUnsafeBytes { receive($0) }
     }
+
+    /// This node's volume for the peer, in percent: a gain on its samples in the mix (50 % halves
+    /// the amplitude, −6 dB; 0 takes the peer out of the mix). Local only: the peer sends the same
+    /// as before. What a person may choose is the control API's rule (`PeerVolume.range`); here a
+    /// negative volume counts as 0. Takes effect from the next mixed frame.
+    public func setVolume(_ percent: Int) {
+        volumePercent.store(max(0, percent), ordering: .relaxed)
+    }
+
+    public var volume: Int { volumePercent.load(ordering: .relaxed) }
+
+    /// Playback thread: the mixer's gain for this peer.
+    var gain: Float { Float(volumePercent.load(ordering: .relaxed)) / 100 }
 
     /// Playback thread: whether the peer counts as speaking after the latest `render`.
     var isSpeakingNow: Bool { state.meter.isSpeaking }

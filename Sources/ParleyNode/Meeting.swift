@@ -28,6 +28,14 @@ enum MeetingMail: Sendable {
     /// A peer or the microphone started or stopped counting as speaking.
     case speakersChanged
     case request(MeetingRequest)
+    /// A sound-server device failed; the engine plays on with silence in its place.
+    case deviceLost(AudioDirection, String)
+    /// The sound server's device names now (nil: it does not answer), about once a second.
+    case devicesListed(SoundServerDevices?)
+    /// A fallback or return step (`DeviceFollower`) ended: nil, or why it failed.
+    case deviceOpened(AudioDirection, DeviceFollower.Step, failure: String?)
+    /// A switch the user asked for ended: nil, or why it failed (the old device stays).
+    case deviceChosen(AudioDirection, String?, failure: String?, CheckedContinuation<String?, Never>)
 }
 
 enum MeetingRequest: Sendable {
@@ -37,6 +45,11 @@ enum MeetingRequest: Sendable {
     case leave(CheckedContinuation<Void, Never>)
     case say(String, CheckedContinuation<Result<ChatDelivery, ChatRefusal>, Never>)
     case chat(CheckedContinuation<[ChatMessage], Never>)
+    /// `parley volume`: set one peer's (`peer`, `percent`) or list them.
+    case volume(peer: String?, percent: Int?, CheckedContinuation<ControlResponse, Never>)
+    /// `parley input` / `output`: a PulseAudio device name, nil for the default; answers nil or
+    /// why the device could not be used.
+    case switchDevice(AudioDirection, String?, CheckedContinuation<String?, Never>)
 }
 
 /// The meeting's part of `parley status`.
@@ -48,6 +61,14 @@ struct MeetingStatus: Sendable {
     /// The pairs this node relays for, as member ids.
     var relaying: [[String]] = []
     var chat: [ChatMessage] = []
+    /// Whether the microphone hears speech (not muted).
+    var speaking = false
+    /// The devices in use (`AudioInput`/`AudioOutput` descriptions) and whether the default
+    /// stands in for a missing chosen one.
+    var input: String?
+    var output: String?
+    var inputFallback = false
+    var outputFallback = false
 
     static let idle = MeetingStatus(state: .idle, rendezvous: .none, securityCode: nil, peers: [])
 }
@@ -101,6 +122,15 @@ final class Meeting: Sendable {
     /// The meeting's last chat messages, oldest first.
     func chat() async -> [ChatMessage] {
         await ask({ .chat($0) }, orElse: [])
+    }
+
+    func volume(peer: String?, percent: Int?) async -> ControlResponse {
+        await ask({ .volume(peer: peer, percent: percent, $0) }, orElse: .failure("not in a meeting"))
+    }
+
+    /// Switches a device; nil when done, else why not.
+    func switchDevice(_ direction: AudioDirection, to name: String?) async -> String? {
+        await ask({ .switchDevice(direction, name, $0) }, orElse: "the meeting ended")
     }
 
     /// Announces the departure (LEAVE over every session, BYE through the rendezvous) and ends.
@@ -195,6 +225,8 @@ private struct LinkPath {
     let channel: ReceiveChannel
     let inEngine: Bool
     let peerName: String
+    /// Whose link it is: per-person volumes are kept by identity.
+    let identityKey: [UInt8]
     let events: Task<Void, Never>
 }
 
@@ -224,6 +256,12 @@ private final class MeetingDriver {
     /// Stream removals under way (TURN allocations being released); awaited, bounded, at the end.
     var removals: [Task<Void, Never>] = []
     var speakers: [String] = []
+    /// This node's volume for each member (`parley volume`), by identity key: kept for the
+    /// meeting, so a member who leaves and comes back keeps it.
+    var volumes: [[UInt8]: Int] = [:]
+    /// The sound-server devices kept on the chosen one (none for files and generators).
+    var followers: [AudioDirection: DeviceFollower] = [:]
+    var devicePoll: Task<Void, Never>?
     var timer: Task<Void, Never>?
     var timerDeadline: ContinuousClock.Instant?
     var ended = false
@@ -253,6 +291,8 @@ private final class MeetingDriver {
         case .leave(let reply): reply.resume()
         case .say(_, let reply): reply.resume(returning: .failure(.notInMeeting))
         case .chat(let reply): reply.resume(returning: [])
+        case .volume(_, _, let reply): reply.resume(returning: .failure("not in a meeting"))
+        case .switchDevice(_, _, let reply): reply.resume(returning: "the meeting ended")
         }
     }
 
@@ -298,6 +338,13 @@ private final class MeetingDriver {
                 await feed(.tick)
             case .speakersChanged: publishSpeakers()
             case .request(let request): await handle(request)
+            case .deviceLost(let direction, let reason): deviceLost(direction, reason: reason)
+            case .devicesListed(let devices): devicesListed(devices)
+            case .deviceOpened(let direction, let step, let failure):
+                deviceOpened(direction, step, failure: failure)
+            case .deviceChosen(let direction, let name, let failure, let reply):
+                deviceChosen(direction, name, failure: failure)
+                reply.resume(returning: failure)
             }
             if ended { break }
             scheduleTimer()
@@ -424,13 +471,17 @@ private final class MeetingDriver {
                 onEncodedFrame: { payload in fanout.send(payload) },
                 onFailure: { error in mailbox.yield(.input(.audio(.failed("\(error)")))) },
                 onPauseChanged: { paused in mailbox.yield(.input(.audio(.paused(paused)))) },
-                onSpeakersChanged: { mailbox.yield(.speakersChanged) })
+                onSpeakersChanged: { mailbox.yield(.speakersChanged) },
+                onDeviceLost: { direction, reason in mailbox.yield(.deviceLost(direction, reason)) })
         } catch {
             mailbox.yield(.input(.audio(.unavailable("\(error)"))))
             return
         }
         engine.setMuted(muted)
         self.engine = engine
+        if case .pulse(let source) = engine.input { followers[.input] = DeviceFollower(chosen: source) }
+        if case .pulse(let sink) = engine.output { followers[.output] = DeviceFollower(chosen: sink) }
+        startDevicePoll()
         // Opening devices can take a while (a sound server that is slow to answer): not on the loop.
         background.append(
             Task.detached {
@@ -581,9 +632,10 @@ private final class MeetingDriver {
                     if let fact = PathFact(event, releasing: transport) { mailbox.yield(.input(.path(id, fact))) }
                 }
             }
+            if let volume = volumes[peer.identityKey] { channel.setVolume(volume) }
             paths[id] = LinkPath(
                 stream: stream, transport: transport, channel: channel, inEngine: inEngine, peerName: peer.shortID,
-                events: events)
+                identityKey: peer.identityKey, events: events)
             updateFanout()
             logger.debug("stream added", metadata: ["link": "\(id)", "role": "\(stream.role)"])
             return .path(id, .created(PathCredentials(ufrag: credentials.ufrag, password: credentials.password)))
@@ -608,6 +660,144 @@ private final class MeetingDriver {
 
     private func updateFanout() {
         fanout.set(paths.keys.sorted().compactMap { paths[$0]?.transport })
+    }
+
+    // MARK: Volume
+
+    /// Sets the volume of the member `peer` names (its id, or its name if only one has it), or
+    /// lists every member's when `peer` is nil.
+    private func volume(peer: String?, percent: Int?) -> ControlResponse {
+        let links = core.links.filter { paths[$0.id] != nil }
+        if let peer {
+            guard let percent, PeerVolume.range.contains(percent) else { return .failure(PeerVolume.rule) }
+            var matches = links.filter { $0.peerID == peer }
+            if matches.isEmpty { matches = links.filter { $0.name == peer } }
+            guard let link = matches.first, let path = paths[link.id] else {
+                return .failure("no member \"\(peer)\" in the meeting (`parley volume` lists them)")
+            }
+            guard matches.count == 1 else {
+                let ids = matches.map(\.peerID).joined(separator: ", ")
+                return .failure("more than one member is named \"\(peer)\": use the id (\(ids))")
+            }
+            volumes[path.identityKey] = percent
+            path.channel.setVolume(percent)
+            logger.info("volume set", metadata: ["member": "\(link.peerID)", "percent": "\(percent)"])
+        }
+        var response = ControlResponse.success()
+        response.volumes = links.compactMap { link in
+            paths[link.id].map { PeerVolume(id: link.peerID, name: link.name, percent: $0.channel.volume) }
+        }
+        return response
+    }
+
+    // MARK: Devices
+
+    /// Lists the sound server's devices once a second while a direction follows a chosen device,
+    /// beside the loop (a round trip to the server).
+    private func startDevicePoll() {
+        guard devicePoll == nil, !followers.isEmpty else { return }
+        let mailbox = self.mailbox
+        devicePoll = Task.detached {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .seconds(1))
+                mailbox.yield(.devicesListed(try? SoundServerDevices.list()))
+            }
+        }
+    }
+
+    private func deviceLost(_ direction: AudioDirection, reason: String) {
+        guard var follower = followers[direction] else { return }
+        let step = follower.lost()
+        followers[direction] = follower
+        let name = follower.chosen.map { "\(direction.rawValue) \($0)" } ?? "the default \(direction.rawValue)"
+        logger.warning("audio device lost", metadata: ["direction": "\(direction.rawValue)", "error": "\(reason)"])
+        context.events.publish(
+            ControlEvent(kind: .device, message: "\(name) lost (\(reason)); using the default until it is back"))
+        if let step { open(step, for: direction) }
+    }
+
+    /// A chosen device left the server's list while its stream went on (a server may move our
+    /// stream to its default by itself).
+    private func deviceMissing(_ direction: AudioDirection, _ name: String) {
+        logger.warning("audio device missing", metadata: ["direction": "\(direction.rawValue)", "device": "\(name)"])
+        context.events.publish(
+            ControlEvent(
+                kind: .device,
+                message: "\(direction.rawValue) \(name) lost (no longer listed); using the default until it is back"))
+    }
+
+    private func devicesListed(_ devices: SoundServerDevices?) {
+        for direction in [AudioDirection.input, .output] {
+            guard var follower = followers[direction] else { continue }
+            let names = devices.map { Set((direction == .input ? $0.sources : $0.sinks).map(\.name)) }
+            let wasFallenBack = follower.fallenBack
+            let step = follower.listed(names)
+            followers[direction] = follower
+            if step == .openDefault, !wasFallenBack, let chosen = follower.chosen { deviceMissing(direction, chosen) }
+            if let step { open(step, for: direction) }
+        }
+    }
+
+    /// Carries out a follower's step beside the loop (opening a device waits for the server).
+    private func open(_ step: DeviceFollower.Step, for direction: AudioDirection) {
+        guard let engine, let follower = followers[direction] else { return }
+        let name = step == .openChosen ? follower.chosen : nil
+        let mailbox = self.mailbox
+        background.append(
+            Task.detached {
+                do {
+                    try switchEngine(engine, direction, to: name)
+                    mailbox.yield(.deviceOpened(direction, step, failure: nil))
+                } catch {
+                    mailbox.yield(.deviceOpened(direction, step, failure: "\(error)"))
+                }
+            })
+    }
+
+    private func deviceOpened(_ direction: AudioDirection, _ step: DeviceFollower.Step, failure: String?) {
+        guard var follower = followers[direction] else { return }
+        follower.opened(step, succeeded: failure == nil)
+        followers[direction] = follower
+        if let failure {
+            logger.debug(
+                "audio device not opened", metadata: ["direction": "\(direction.rawValue)", "error": "\(failure)"])
+            return
+        }
+        // Falling back was announced when the device went; what is left to tell is its return.
+        guard step == .openChosen || follower.chosen == nil else { return }
+        let message = "\(direction.rawValue) back on \(follower.chosen ?? "the default device")"
+        logger.notice("audio device", metadata: ["change": "\(message)"])
+        context.events.publish(ControlEvent(kind: .device, message: message))
+    }
+
+    private func switchDevice(
+        _ direction: AudioDirection, to name: String?, reply: CheckedContinuation<String?, Never>
+    ) {
+        guard let engine else {
+            reply.resume(returning: "audio is not running in this meeting")
+            return
+        }
+        let mailbox = self.mailbox
+        background.append(
+            Task.detached {
+                do {
+                    try switchEngine(engine, direction, to: name)
+                    mailbox.yield(.deviceChosen(direction, name, failure: nil, reply))
+                } catch {
+                    mailbox.yield(.deviceChosen(direction, name, failure: "\(error)", reply))
+                }
+            })
+    }
+
+    private func deviceChosen(_ direction: AudioDirection, _ name: String?, failure: String?) {
+        guard failure == nil else { return }
+        var follower = followers[direction] ?? DeviceFollower(chosen: name)
+        follower.chose(name)
+        followers[direction] = follower
+        startDevicePoll()
+        let message = "\(direction.rawValue) switched to \(name ?? "the default device")"
+        logger.info("audio device", metadata: ["change": "\(message)"])
+        context.events.publish(ControlEvent(kind: .device, message: message))
     }
 
     // MARK: Timers
@@ -685,6 +875,10 @@ private final class MeetingDriver {
             reply.resume(returning: outcome)
             await execute(commands)
         case .chat(let reply): reply.resume(returning: chatMessages())
+        case .volume(let peer, let percent, let reply):
+            reply.resume(returning: volume(peer: peer, percent: percent))
+        case .switchDevice(let direction, let name, let reply):
+            switchDevice(direction, to: name, reply: reply)
         }
     }
 
@@ -722,14 +916,23 @@ private final class MeetingDriver {
                 lossPct: measured.lossPct.map { Self.rounded($0, 2) },
                 jitterMs: jitter.map { Self.rounded($0, 2) }, rxKbps: Self.rounded(measured.rxKbps, 1),
                 txKbps: Self.rounded(measured.txKbps, 1), packetsRx: traffic.packetsReceived,
-                packetsTx: traffic.packetsSent, concealedMs: Double(statistics.concealed) * frameMs)
+                packetsTx: traffic.packetsSent, concealedMs: Double(statistics.concealed) * frameMs,
+                speaking: statistics.isSpeaking, volumePct: path.channel.volume)
         }
         let relaying = router.activePairs(at: now).map { pair in
             pair.map { core.member($0)?.id ?? hexString($0.prefix(8)) }
         }
-        return MeetingStatus(
+        var status = MeetingStatus(
             state: core.meetingState, rendezvous: core.rendezvousState, securityCode: core.securityCode, peers: peers,
             relaying: relaying, chat: chatMessages())
+        if let engine {
+            status.speaking = !core.muted && engine.isRunning && engine.isSpeaking
+            status.input = engine.input.description
+            status.output = engine.output.description
+        }
+        status.inputFallback = followers[.input]?.fallenBack ?? false
+        status.outputFallback = followers[.output]?.fallenBack ?? false
+        return status
     }
 
     /// `value` to `decimals` places, so `status --json` shows what was measured, not float noise.
@@ -749,6 +952,7 @@ private final class MeetingDriver {
     /// rendezvous), then releases everything. Every wait is bounded, so stopping always works.
     private func tearDown() async {
         timer?.cancel()
+        devicePoll?.cancel()
         await outbox.finish(within: .seconds(1))
         for task in background { task.cancel() }
         for id in Array(paths.keys) { removePath(id) }
@@ -764,6 +968,14 @@ private final class MeetingDriver {
         }
         if !released { logger.notice("ICE streams still closing at exit (TURN allocations time out by themselves)") }
         self.agent = nil
+    }
+}
+
+/// Blocking: opens the PulseAudio device (nil: the default) and hands it to the engine.
+private func switchEngine(_ engine: AudioEngine, _ direction: AudioDirection, to name: String?) throws {
+    switch direction {
+    case .input: try engine.switchInput(to: .pulse(source: name))
+    case .output: try engine.switchOutput(to: .pulse(sink: name))
     }
 }
 

@@ -2,6 +2,7 @@ public import ControlAPI
 import ICE
 public import Logging
 import MeetingCore
+import ParleyAudio
 import ParleyProtocol
 public import ServiceLifecycle
 
@@ -14,6 +15,9 @@ public actor NodeDaemon: ControlHandler {
     private let executor: GLibExecutor
     private let logger: Logger
     private var muted = false
+    /// The devices chosen for meetings (`--audio-in`/`--audio-out`, then `parley input`/`output`).
+    private var audioInput: AudioInput
+    private var audioOutput: AudioOutput
     private var meeting: Meeting?
     private var meetingTask: Task<Void, Never>?
 
@@ -36,6 +40,8 @@ public actor NodeDaemon: ControlHandler {
         executor = try GLibExecutor(name: "parley-ice")
         self.configuration = configuration
         self.logger = logger
+        audioInput = configuration.audio.input
+        audioOutput = configuration.audio.output
     }
 
     /// This node's short identity (as peers and `parley status` show it).
@@ -54,6 +60,9 @@ public actor NodeDaemon: ControlHandler {
             throw NodeError("invalid invite: \(error)")
         }
         guard meeting == nil else { throw NodeError("already in a meeting; `parley leave` first") }
+        var configuration = self.configuration
+        configuration.audio.input = audioInput
+        configuration.audio.output = audioOutput
         let context = MeetingContext(
             identity: identity, configuration: configuration, executor: executor, events: eventHub, logger: logger)
         let meeting = Meeting(invite: invite, context: context, muted: muted)
@@ -134,6 +143,108 @@ public actor NodeDaemon: ControlHandler {
             }
         case .chat:
             return .success(chat: await meeting?.chat() ?? [])
+        case .volume:
+            guard let meeting else { return .failure("not in a meeting") }
+            return await meeting.volume(peer: request.peer, percent: request.percent)
+        case .devices:
+            return await devices()
+        case .input, .output:
+            return await switchDevice(request.method == .input ? .input : .output, to: request.device)
+        case .testAudio:
+            return await testAudio()
+        }
+    }
+
+    // MARK: Devices
+
+    private func devices() async -> ControlResponse {
+        let listed: SoundServerDevices
+        do {
+            listed = try await Task.detached { try SoundServerDevices.list() }.value
+        } catch {
+            return .failure("cannot list audio devices: \(error)")
+        }
+        let inUse = await meeting?.status()
+        let input = inUse?.input.flatMap { try? AudioInput(parsing: $0) } ?? audioInput
+        let output = inUse?.output.flatMap { try? AudioOutput(parsing: $0) } ?? audioOutput
+        // A stream opened on the default plays on the server's default.
+        let source: String? =
+            switch input {
+            case .pulse(let name): name ?? listed.defaultSource
+            default: nil
+            }
+        let sink: String? =
+            switch output {
+            case .pulse(let name): name ?? listed.defaultSink
+            default: nil
+            }
+        var response = ControlResponse.success()
+        response.devices = DeviceList(
+            sources: listed.sources.map {
+                AudioDeviceInfo(
+                    name: $0.name, description: $0.description, isDefault: $0.name == listed.defaultSource,
+                    inUse: $0.name == source)
+            },
+            sinks: listed.sinks.map {
+                AudioDeviceInfo(
+                    name: $0.name, description: $0.description, isDefault: $0.name == listed.defaultSink,
+                    inUse: $0.name == sink)
+            },
+            chosenInput: audioInput.description, chosenOutput: audioOutput.description,
+            inputFallback: inUse?.inputFallback ?? false, outputFallback: inUse?.outputFallback ?? false)
+        return response
+    }
+
+    /// `parley input` / `output`: switches the meeting's device at once, and is the choice for
+    /// the next meetings. Without a meeting the device is only checked (opened once).
+    private func switchDevice(_ direction: AudioDirection, to name: String?) async -> ControlResponse {
+        let text = "pulse" + (name.map { ":\($0)" } ?? "")
+        let input: AudioInput
+        let output: AudioOutput
+        do {
+            input = direction == .input ? try AudioInput(parsing: text) : audioInput
+            output = direction == .output ? try AudioOutput(parsing: text) : audioOutput
+        } catch {
+            return .failure("\(error)")
+        }
+        let shown = name ?? "the default device"
+        if let meeting {
+            if let failure = await meeting.switchDevice(direction, to: name) {
+                return .failure("cannot switch \(direction.rawValue) to \(shown): \(failure)")
+            }
+        } else {
+            let frame = configuration.audio.frameDuration.samples
+            let problem = await Task.detached {
+                direction == .input
+                    ? AudioDevices.problem(input: input, output: .null, frameSamples: frame)
+                    : AudioDevices.problem(input: .silence, output: output, frameSamples: frame)
+            }.value
+            if let problem { return .failure("cannot use \(shown) as \(direction.rawValue): \(problem)") }
+        }
+        audioInput = input
+        audioOutput = output
+        return .success(message: "\(direction.rawValue): \(shown)")
+    }
+
+    /// `parley test-audio`: a tone on the chosen speaker while the chosen microphone is measured.
+    private func testAudio() async -> ControlResponse {
+        let input = audioInput
+        // A WAV output is a recording of the meeting: the tone must not go into (or clobber) it.
+        let output: AudioOutput = if case .wav = audioOutput { .null } else { audioOutput }
+        let seconds = 1.5
+        let hertz = 440
+        do {
+            let measured = try await Task.detached {
+                try AudioDevices.test(input: input, output: output, hertz: Double(hertz), seconds: seconds)
+            }.value
+            var response = ControlResponse.success()
+            response.audioTest = AudioTestResult(
+                input: input.description, output: output.description, toneHz: hertz, seconds: seconds,
+                inputLevelDbfs: (measured.level * 10).rounded() / 10, inputPeakDbfs: (measured.peak * 10).rounded() / 10
+            )
+            return response
+        } catch {
+            return .failure("audio test failed: \(error)")
         }
     }
 
@@ -146,7 +257,9 @@ public actor NodeDaemon: ControlHandler {
         let node = NodeStatus(
             id: shortID, name: configuration.displayName, muted: muted, meeting: meetingStatus?.state ?? .idle,
             invite: meeting?.invite.string, securityCode: meetingStatus?.securityCode,
-            rendezvous: meetingStatus?.rendezvous ?? .none, relaying: meetingStatus?.relaying ?? [])
+            rendezvous: meetingStatus?.rendezvous ?? .none, relaying: meetingStatus?.relaying ?? [],
+            speaking: meetingStatus?.speaking ?? false, input: meetingStatus?.input ?? audioInput.description,
+            output: meetingStatus?.output ?? audioOutput.description)
         return StatusReport(node: node, peers: meetingStatus?.peers ?? [], chat: meetingStatus?.chat ?? [])
     }
 

@@ -3,6 +3,7 @@ import ControlAPI
 import ParleyCommandLine
 import ParleyCore
 import ParleyProtocol
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -14,11 +15,12 @@ import Glibc
 struct Parley: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "parley",
-        abstract: "Make invites, and control a running parleyd: join, leave, status, mute, verify, watch, say, chat.",
+        abstract:
+            "Make invites, and control a running parleyd: join, leave, status, mute, verify, watch, say, chat, devices, volume.",
         version: ParleyVersion.string,
         subcommands: [
             MakeInvite.self, Join.self, Leave.self, Status.self, Mute.self, Unmute.self, Verify.self, Watch.self,
-            Say.self, Chat.self,
+            Say.self, Chat.self, Devices.self, Input.self, Output.self, Volume.self, TestAudio.self,
         ]
     )
 
@@ -190,8 +192,15 @@ struct Status: ParsableCommand {
     @OptionGroup var daemon: DaemonOptions
     @Flag(help: "Print JSON: {\"self\": {...}, \"peers\": [...]}.")
     var json = false
+    @Flag(help: "Redraw the table in place once a second, with who is speaking; Ctrl-C stops.")
+    var watch = false
+
+    func validate() throws {
+        if json && watch { throw ValidationError("--json and --watch do not go together; use `parley watch --json`") }
+    }
 
     func run() throws {
+        if watch { return try LiveStatus(daemon: daemon).run() }
         let response = try daemon.send(ControlRequest(.status))
         guard let status = response.status else { throw CLIError(description: "parleyd sent no status") }
         if json {
@@ -199,6 +208,195 @@ struct Status: ParsableCommand {
         } else {
             print(StatusTable.render(status))
         }
+    }
+}
+
+/// Set by SIGINT or SIGTERM while `status --watch` runs.
+let stopWatching = Atomic<Bool>(false)
+
+/// `parley status --watch`: the status table redrawn in place once a second. On a terminal the
+/// cursor is hidden while it runs and each frame overwrites the last (the cursor goes back up
+/// over it); elsewhere each frame follows the last. Ctrl-C ends it with the cursor shown again
+/// and the last table left on screen.
+struct LiveStatus {
+    let daemon: DaemonOptions
+
+    func run() throws {
+        var action = sigaction()
+        // No SA_RESTART: a read from the daemon in progress returns at once.
+        action.__sigaction_handler.sa_handler = { _ in stopWatching.store(true, ordering: .relaxed) }
+        sigaction(SIGINT, &action, nil)
+        sigaction(SIGTERM, &action, nil)
+        // A parent may have left them blocked (the mask is inherited through fork and exec).
+        var signals = sigset_t()
+        sigemptyset(&signals)
+        sigaddset(&signals, SIGINT)
+        sigaddset(&signals, SIGTERM)
+        sigprocmask(SIG_UNBLOCK, &signals, nil)
+        let terminal = isatty(STDOUT_FILENO) != 0
+        if terminal { Self.write("\u{1B}[?25l") }  // hide the cursor
+        defer { if terminal { Self.write("\u{1B}[?25h") } }
+        var shown = 0
+        while !stopWatching.load(ordering: .relaxed) {
+            let lines = frame()
+            var text = terminal && shown > 0 ? "\u{1B}[\(shown)F" : ""  // back to the first line drawn
+            for line in lines { text += line + (terminal ? "\u{1B}[K\n" : "\n") }
+            text += terminal ? "\u{1B}[J" : "\n"  // clear what the last frame had below
+            Self.write(text)
+            shown = lines.count
+            // Sleep a second in small steps, so Ctrl-C ends it at once.
+            for _ in 0..<20 where !stopWatching.load(ordering: .relaxed) { usleep(50_000) }
+        }
+    }
+
+    /// One frame: a heading with the time, then `parley status`'s table (or why there is none).
+    func frame() -> [String] {
+        var lines = ["parley status --watch · \(Self.clock()) · Ctrl-C stops"]
+        do {
+            let response = try daemon.client.send(ControlRequest(.status))
+            guard let status = response.status else { return lines + ["parleyd sent no status"] }
+            lines += StatusTable.render(status).split(separator: "\n", omittingEmptySubsequences: false).map(
+                String.init)
+        } catch {
+            lines.append("\(error)")
+        }
+        return lines
+    }
+
+    /// The local time as HH:MM:SS.
+    static func clock() -> String {
+        var now = time(nil)
+        var parts = tm()
+        localtime_r(&now, &parts)
+        func two(_ value: Int32) -> String { value < 10 ? "0\(value)" : "\(value)" }
+        return "\(two(parts.tm_hour)):\(two(parts.tm_min)):\(two(parts.tm_sec))"
+    }
+
+    static func write(_ text: String) {
+        print(text, terminator: "")
+        StandardStreams.flushOutput()
+    }
+}
+
+struct Devices: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "List the sound server's microphones (sources) and speakers (sinks); * marks the ones in use.")
+    @OptionGroup var daemon: DaemonOptions
+    @Flag(help: "Print JSON.")
+    var json = false
+
+    func run() throws {
+        guard let devices = try daemon.send(ControlRequest(.devices)).devices else {
+            throw CLIError(description: "parleyd sent no device list")
+        }
+        if json { return print(try ControlCodec.prettyJSON(devices)) }
+        for (title, list, chosen, fallback) in [
+            ("sources (microphones; `parley input NAME`)", devices.sources, devices.chosenInput, devices.inputFallback),
+            ("sinks (speakers; `parley output NAME`)", devices.sinks, devices.chosenOutput, devices.outputFallback),
+        ] {
+            print(title + ": chosen \(chosen)" + (fallback ? " (missing: the default stands in)" : ""))
+            if list.isEmpty { print("  none") }
+            for device in list {
+                let marks = (device.inUse ? "*" : " ") + " "
+                let detail = [device.description, device.isDefault ? "default" : nil].compactMap { $0 }.filter {
+                    !$0.isEmpty
+                }
+                print(marks + device.name + (detail.isEmpty ? "" : "  (" + detail.joined(separator: ", ") + ")"))
+            }
+        }
+    }
+}
+
+/// `SOURCE|default` → a device name, nil for the server's default.
+func deviceArgument(_ text: String) -> String? { text == "default" ? nil : text }
+
+struct Input: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Switch the microphone without leaving the meeting (`parley devices` lists the sources).")
+    @OptionGroup var daemon: DaemonOptions
+    @Argument(help: "A source name, or `default` for the sound server's default.")
+    var source: String
+
+    func run() throws {
+        print(try daemon.send(ControlRequest(.input, device: deviceArgument(source))).message ?? "switched")
+    }
+}
+
+struct Output: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Switch the speaker without leaving the meeting (`parley devices` lists the sinks).")
+    @OptionGroup var daemon: DaemonOptions
+    @Argument(help: "A sink name, or `default` for the sound server's default.")
+    var sink: String
+
+    func run() throws {
+        print(try daemon.send(ControlRequest(.output, device: deviceArgument(sink))).message ?? "switched")
+    }
+}
+
+struct Volume: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Set how loud you hear one member (0–200 %, 0 mutes them for you only), or list the volumes.",
+        discussion: "Only your own playback changes; the member sends as before. Kept for the meeting.")
+    @OptionGroup var daemon: DaemonOptions
+    @Argument(help: "The member's name or id (as `parley status` shows them).")
+    var peer: String?
+    @Argument(help: "The volume in percent: 0 to 200 (100 is unchanged).")
+    var percent: String?
+
+    func validate() throws {
+        guard let percent else {
+            if peer != nil { throw ValidationError("give a volume too, e.g. `parley volume \(peer!) 50`") }
+            return
+        }
+        if PeerVolume.percent(parsing: percent) == nil {
+            throw ValidationError("\(PeerVolume.rule), got \"\(percent)\"")
+        }
+    }
+
+    func run() throws {
+        let request = ControlRequest(.volume, peer: peer, percent: percent.flatMap(PeerVolume.percent(parsing:)))
+        let volumes = try daemon.send(request).volumes ?? []
+        if let peer, let percent {
+            print("\(peer): \(percent.hasSuffix("%") ? percent : percent + " %")")
+            return
+        }
+        if volumes.isEmpty { print("no peers") }
+        for volume in volumes {
+            print("\(volume.id)  \(volume.name)  " + (volume.percent == 0 ? "muted (0 %)" : "\(volume.percent) %"))
+        }
+    }
+}
+
+struct TestAudio: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "test-audio",
+        abstract: "Play a short tone on the speaker and show the microphone's level; works before joining.")
+    @OptionGroup var daemon: DaemonOptions
+
+    func run() throws {
+        let client = ControlClient(path: daemon.socket, timeoutSeconds: 30)
+        let response: ControlResponse
+        do {
+            response = try client.send(ControlRequest(.testAudio))
+        } catch {
+            throw CLIError(description: error.description)
+        }
+        guard let test = response.audioTest else { throw CLIError(description: "parleyd sent no result") }
+        print("played \(test.toneHz) Hz for \(StatusTable.format(test.seconds, decimals: 1)) s on \(test.output)")
+        print(
+            "microphone \(test.input): average \(StatusTable.format(test.inputLevelDbfs, decimals: 1)) dBFS, "
+                + "loudest \(StatusTable.format(test.inputPeakDbfs, decimals: 1)) dBFS  "
+                + Self.meter(test.inputPeakDbfs))
+        if test.inputPeakDbfs < -60 {
+            print("the microphone heard next to nothing: check that it is on and chosen (`parley devices`)")
+        }
+    }
+
+    /// A bar of 30 cells from -90 to 0 dBFS.
+    static func meter(_ dBFS: Double) -> String {
+        let cells = max(0, min(30, Int(((dBFS + 90) / 3).rounded())))
+        return "[" + String(repeating: "#", count: cells) + String(repeating: ".", count: 30 - cells) + "]"
     }
 }
 

@@ -18,11 +18,15 @@ struct ControlAPITests {
         let object = try #require(JSONSerialization.jsonObject(with: Data(line)) as? [String: Any])
         let node = try #require(object["self"] as? [String: Any])
         #expect(
-            Set(node.keys) == ["id", "name", "muted", "meeting", "invite", "security_code", "rendezvous", "relaying"])
+            Set(node.keys) == [
+                "id", "name", "muted", "meeting", "invite", "security_code", "rendezvous", "relaying", "speaking",
+                "input",
+                "output",
+            ])
         let peers = try #require(object["peers"] as? [[String: Any]])
         let expectedKeys: Set<String> = [
             "id", "name", "state", "route", "via", "reason", "rtt_ms", "loss_pct", "jitter_ms", "rx_kbps", "tx_kbps",
-            "packets_rx", "packets_tx", "concealed_ms",
+            "packets_rx", "packets_tx", "concealed_ms", "speaking", "volume_pct",
         ]
         #expect(Set(peers[0].keys) == expectedKeys)
         #expect(Set(peers[1].keys) == expectedKeys)
@@ -45,6 +49,25 @@ struct ControlAPITests {
     @Test(arguments: ["", "{", "[]", "{\"version\":1}", "{\"version\":1,\"method\":\"dance\"}"])
     func malformedRequestsAreClearErrors(text: String) {
         #expect(throws: ControlError.self) { try ControlCodec.decode(ControlRequest.self, from: Array(text.utf8)) }
+    }
+
+    @Test(arguments: [("50", 50), ("50%", 50), ("0 %", 0), ("200", 200)])
+    func volumesParse(text: String, percent: Int) {
+        #expect(PeerVolume.percent(parsing: text) == percent)
+    }
+
+    @Test(arguments: ["", "201", "-1", "half", "50.5", "%"])
+    func badVolumesAreRefused(text: String) {
+        #expect(PeerVolume.percent(parsing: text) == nil)
+    }
+
+    @Test func theTableMarksWhoIsSpeakingAndTheirVolume() {
+        var status = Self.status
+        status.peers[0].speaking = true
+        status.peers[1].volumePct = 0
+        let lines = StatusTable.render(status).split(separator: "\n")
+        #expect(lines[3].contains(StatusTable.speakingMark) && lines[3].hasSuffix("100 %"))
+        #expect(!lines[4].contains(StatusTable.speakingMark) && lines[4].hasSuffix("muted"))
     }
 
     @Test func humanTableShowsEveryPeer() {

@@ -328,3 +328,67 @@ struct PulseTest {
         }
     }
 }
+
+@Suite("Device follower: fall back to the default, return to the chosen device")
+struct DeviceFollowerTests {
+    @Test func aLostChosenDeviceFallsBackAndReturnsWhenListedAgain() {
+        var follower = DeviceFollower(chosen: "headset")
+        #expect(follower.listed(["headset", "speakers"]) == nil, "in use and present: nothing to do")
+        #expect(follower.lost() == .openDefault)
+        #expect(follower.fallenBack && !follower.working)
+        #expect(follower.listed(["speakers"]) == nil, "one step at a time")
+        follower.opened(.openDefault, succeeded: true)
+        #expect(follower.fallenBack && follower.working)
+        #expect(follower.listed(["speakers"]) == nil, "still missing: the default plays on")
+        #expect(follower.listed(["speakers", "headset"]) == .openChosen)
+        follower.opened(.openChosen, succeeded: true)
+        #expect(!follower.fallenBack && follower.working)
+    }
+
+    @Test func aDeviceThatLeavesTheListFallsBackEvenIfItsStreamDidNotFail() {
+        // A server may move our stream to its default by itself: no error reaches us.
+        var follower = DeviceFollower(chosen: "headset")
+        #expect(follower.listed(["speakers"]) == .openDefault)
+        follower.opened(.openDefault, succeeded: true)
+        #expect(follower.fallenBack)
+    }
+
+    @Test func aServerThatIsGoneIsRetriedOnceItAnswers() {
+        var follower = DeviceFollower(chosen: nil)
+        #expect(follower.lost() == .openDefault)
+        follower.opened(.openDefault, succeeded: false)
+        #expect(follower.listed(nil) == nil, "no answer: nothing to try")
+        #expect(follower.listed(["speakers"]) == .openDefault)
+        follower.opened(.openDefault, succeeded: true)
+        #expect(!follower.fallenBack && follower.working)
+    }
+
+    @Test func aChosenDeviceThatWillNotOpenLeavesTheDefaultPlaying() {
+        var follower = DeviceFollower(chosen: "headset")
+        _ = follower.lost()
+        follower.opened(.openDefault, succeeded: true)
+        #expect(follower.listed(["headset"]) == .openChosen)
+        follower.opened(.openChosen, succeeded: false)
+        #expect(follower.fallenBack && follower.working)
+        #expect(follower.listed(["headset"]) == .openChosen, "tried again next time")
+    }
+
+    @Test func choosingAnotherDeviceClearsTheFallback() {
+        var follower = DeviceFollower(chosen: "headset")
+        _ = follower.lost()
+        follower.chose("speakers")
+        #expect(follower.chosen == "speakers" && !follower.fallenBack && follower.pending == nil)
+    }
+}
+
+@Suite("Per-peer volume")
+struct PeerVolumeTests {
+    @Test func volumeStartsAtAHundredAndIsNeverNegative() throws {
+        let channel = try ReceiveChannel(name: "peer")
+        #expect(channel.volume == 100)
+        channel.setVolume(50)
+        #expect(channel.volume == 50)
+        channel.setVolume(-3)
+        #expect(channel.volume == 0)
+    }
+}
