@@ -9,17 +9,24 @@ public let controlAPIVersion = 1
 public struct ControlRequest: Codable, Sendable, Equatable {
     public enum Method: String, Codable, Sendable, CaseIterable {
         case status, join, leave, mute, unmute, verify, watch
+        /// Start recording the meeting to `path` (absolute; nil: a new file in the default
+        /// directory), or stop.
+        case recordStart = "record-start"
+        case recordStop = "record-stop"
     }
 
     public var version: Int
     public var method: Method
     /// For `join`: the invite string.
     public var invite: String?
+    /// For `record-start`: the file to write (an absolute path), nil for the default.
+    public var path: String?
 
-    public init(_ method: Method, invite: String? = nil) {
+    public init(_ method: Method, invite: String? = nil, path: String? = nil) {
         self.version = controlAPIVersion
         self.method = method
         self.invite = invite
+        self.path = path
     }
 }
 
@@ -78,12 +85,17 @@ public struct NodeStatus: Codable, Sendable, Equatable {
     public var rendezvous: RendezvousConnectionState
     /// The pairs of members this node relays for (§13), each as two member ids.
     public var relaying: [[String]]
+    /// Whether this node records the meeting (`parley record start`), and to which file.
+    public var recording: Bool
+    public var recordingPath: String?
 
     public init(
         id: String, name: String, muted: Bool, meeting: MeetingState, invite: String?, securityCode: String?,
-        rendezvous: RendezvousConnectionState, relaying: [[String]] = []
+        rendezvous: RendezvousConnectionState, relaying: [[String]] = [], recordingPath: String? = nil
     ) {
         self.relaying = relaying
+        self.recording = recordingPath != nil
+        self.recordingPath = recordingPath
         self.id = id
         self.name = name
         self.muted = muted
@@ -96,7 +108,8 @@ public struct NodeStatus: Codable, Sendable, Equatable {
     enum CodingKeys: String, CodingKey {
         case id, name, muted, meeting, invite
         case securityCode = "security_code"
-        case rendezvous, relaying
+        case rendezvous, relaying, recording
+        case recordingPath = "recording_path"
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -109,6 +122,8 @@ public struct NodeStatus: Codable, Sendable, Equatable {
         try container.encode(securityCode, forKey: .securityCode)
         try container.encode(rendezvous, forKey: .rendezvous)
         try container.encode(relaying, forKey: .relaying)
+        try container.encode(recording, forKey: .recording)
+        try container.encode(recordingPath, forKey: .recordingPath)
     }
 }
 
@@ -168,6 +183,9 @@ public struct EventState: RawRepresentable, Codable, Sendable, Hashable, CustomS
     public static let muted = EventState(rawValue: "muted")
     public static let unmuted = EventState(rawValue: "unmuted")
     public static let gone = EventState(.gone)
+    /// Of a `recording` event.
+    public static let recordingStarted = EventState(rawValue: "started")
+    public static let recordingStopped = EventState(rawValue: "stopped")
 
     public init(from decoder: any Decoder) throws {
         rawValue = try decoder.singleValueContainer().decode(String.self)
@@ -204,13 +222,16 @@ public struct PeerStatus: Codable, Sendable, Equatable {
     public var packetsRx: UInt64
     public var packetsTx: UInt64
     public var concealedMs: Double
+    /// Whether the peer says it records the meeting (docs/PROTOCOL.md §14.2).
+    public var recording: Bool
 
     public init(
         id: String, name: String, state: LinkState, route: String? = nil, via: String? = nil, reason: String? = nil,
         rttMs: Double? = nil, lossPct: Double? = nil,
         jitterMs: Double? = nil, rxKbps: Double = 0, txKbps: Double = 0, packetsRx: UInt64 = 0, packetsTx: UInt64 = 0,
-        concealedMs: Double = 0
+        concealedMs: Double = 0, recording: Bool = false
     ) {
+        self.recording = recording
         self.id = id
         self.name = name
         self.state = state
@@ -237,6 +258,7 @@ public struct PeerStatus: Codable, Sendable, Equatable {
         case packetsRx = "packets_rx"
         case packetsTx = "packets_tx"
         case concealedMs = "concealed_ms"
+        case recording
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -255,6 +277,7 @@ public struct PeerStatus: Codable, Sendable, Equatable {
         try container.encode(packetsRx, forKey: .packetsRx)
         try container.encode(packetsTx, forKey: .packetsTx)
         try container.encode(concealedMs, forKey: .concealedMs)
+        try container.encode(recording, forKey: .recording)
     }
 }
 
@@ -267,6 +290,8 @@ public struct Verification: Codable, Sendable, Equatable {
     /// (not covered by the code): someone listening in on the signaling, or a member whose
     /// network blocks every path.
     public var notConnected: [Member]
+    /// Who records the meeting now (this node included), as each said (§14.2).
+    public var recording: [Member]
 
     public struct Member: Codable, Sendable, Equatable {
         public var id: String
@@ -277,16 +302,18 @@ public struct Verification: Codable, Sendable, Equatable {
         }
     }
 
-    public init(securityCode: String, members: [Member], notConnected: [Member] = []) {
+    public init(securityCode: String, members: [Member], notConnected: [Member] = [], recording: [Member] = []) {
         self.securityCode = securityCode
         self.members = members
         self.notConnected = notConnected
+        self.recording = recording
     }
 
     enum CodingKeys: String, CodingKey {
         case securityCode = "security_code"
         case members
         case notConnected = "not_connected"
+        case recording
     }
 
     public init(from decoder: any Decoder) throws {
@@ -294,6 +321,7 @@ public struct Verification: Codable, Sendable, Equatable {
         securityCode = try container.decode(String.self, forKey: .securityCode)
         members = try container.decode([Member].self, forKey: .members)
         notConnected = try container.decodeIfPresent([Member].self, forKey: .notConnected) ?? []
+        recording = try container.decodeIfPresent([Member].self, forKey: .recording) ?? []
     }
 }
 
@@ -316,6 +344,8 @@ public struct ControlEvent: Codable, Sendable, Equatable {
         case securityCode = "security-code"
         /// Something the user should know (e.g. a pinned identity changed).
         case warning
+        /// A member (`peer`), or this node (no `peer`), started or stopped recording the meeting.
+        case recording
     }
 
     public var kind: Kind

@@ -7,6 +7,9 @@ public enum StatusTable {
             "\(node.name) (\(node.id)) · \(node.meeting.rawValue) · \(node.muted ? "muted" : "unmuted") · rendezvous: \(node.rendezvous.rawValue)"
         )
         if let code = node.securityCode { lines.append("security code: \(code)") }
+        if node.recording { lines.append("recording to \(node.recordingPath ?? "?")") }
+        let recorders = status.peers.filter(\.recording).map(\.name)
+        if !recorders.isEmpty { lines.append("recording the meeting: " + recorders.joined(separator: ", ")) }
         if !node.relaying.isEmpty {
             let names = Dictionary(status.peers.map { ($0.id, $0.name) }, uniquingKeysWith: { first, _ in first })
             let pairs = node.relaying.map { pair in pair.map { names[$0] ?? $0 }.joined(separator: " ↔ ") }
@@ -75,6 +78,9 @@ public enum EventLine {
         case .meeting: return "* meeting \(event.state?.rawValue ?? "")" + (event.message.map { ": \($0)" } ?? "")
         case .securityCode: return "! security code is now \(event.message ?? "?") (membership changed)"
         case .warning: return "! \(event.message ?? "")"
+        case .recording:
+            let what = event.state == .recordingStarted ? "started recording" : "stopped recording"
+            return "● \(event.peer == nil ? "you" : who) \(what)" + (event.message.map { ": \($0)" } ?? "")
         }
     }
 }

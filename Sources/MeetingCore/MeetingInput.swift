@@ -51,6 +51,9 @@ public enum MeetingInput: Sendable {
     // MARK: The user (control API)
 
     case setMuted(Bool)
+    /// This node started (true) or stopped recording the meeting: every version-3 peer is told
+    /// (RECORDING, §14.2). The driver feeds it once the file is open, and as it stops writing.
+    case setRecording(Bool)
     /// Leave the meeting: LEAVE over every session, BYE through the rendezvous, then end.
     case leave
 
@@ -139,6 +142,8 @@ public enum SessionFact: Sendable, Hashable {
     case meshEnvelope([UInt8])
     /// A COMMIT or REVEAL of the security code agreement (§11.1).
     case securityCode(SecurityCodeMessage)
+    /// The peer's RECORDING (§14.2): whether it records the meeting from now on.
+    case recording(Bool)
 }
 
 /// What the audio engine reports.

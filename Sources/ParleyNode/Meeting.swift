@@ -28,6 +28,16 @@ enum MeetingMail: Sendable {
     /// A peer or the microphone started or stopped counting as speaking.
     case speakersChanged
     case request(MeetingRequest)
+    /// The recording's files are open (or could not be), for the request that asked.
+    case recordingOpened(Result<MeetingRecorder, any Error>, CheckedContinuation<RecordingReply, Never>)
+    /// Writing the recording failed (a full disk): it has stopped.
+    case recordingFailed(String)
+}
+
+/// The answer to `parley record start|stop`: what happened, or why not, in one line.
+struct RecordingReply: Sendable {
+    var ok: Bool
+    var message: String
 }
 
 enum MeetingRequest: Sendable {
@@ -35,6 +45,9 @@ enum MeetingRequest: Sendable {
     case verify(CheckedContinuation<Verification, Never>)
     case setMuted(Bool, CheckedContinuation<Void, Never>)
     case leave(CheckedContinuation<Void, Never>)
+    /// Record to `path` (absolute), or to a new file in the recordings directory when nil.
+    case recordStart(path: String?, CheckedContinuation<RecordingReply, Never>)
+    case recordStop(CheckedContinuation<RecordingReply, Never>)
 }
 
 /// The meeting's part of `parley status`.
@@ -45,6 +58,8 @@ struct MeetingStatus: Sendable {
     var peers: [PeerStatus]
     /// The pairs this node relays for, as member ids.
     var relaying: [[String]] = []
+    /// The file this node records to, if it records.
+    var recordingPath: String?
 
     static let idle = MeetingStatus(state: .idle, rendezvous: .none, securityCode: nil, peers: [])
 }
@@ -73,7 +88,14 @@ final class Meeting: Sendable {
         mailbox.finish()
         // Requests that raced with the end get an answer instead of waiting forever.
         for await leftover in mail {
-            if case .request(let request) = leftover { MeetingDriver.refuse(request) }
+            switch leftover {
+            case .request(let request): MeetingDriver.refuse(request)
+            case .recordingOpened(let result, let reply):
+                // Opened as the meeting ended: closed at once, so nothing records unannounced.
+                if case .success(let recorder) = result { _ = recorder.finish() }
+                reply.resume(returning: MeetingDriver.notInMeeting)
+            default: break
+            }
         }
         return failure
     }
@@ -88,6 +110,14 @@ final class Meeting: Sendable {
 
     func setMuted(_ muted: Bool) async {
         await ask({ .setMuted(muted, $0) }, orElse: ())
+    }
+
+    func recordStart(path: String?) async -> RecordingReply {
+        await ask({ .recordStart(path: path, $0) }, orElse: MeetingDriver.notInMeeting)
+    }
+
+    func recordStop() async -> RecordingReply {
+        await ask({ .recordStop($0) }, orElse: MeetingDriver.notInMeeting)
     }
 
     /// Announces the departure (LEAVE over every session, BYE through the rendezvous) and ends.
@@ -209,6 +239,9 @@ private final class MeetingDriver {
     /// Stream removals under way (TURN allocations being released); awaited, bounded, at the end.
     var removals: [Task<Void, Never>] = []
     var speakers: [String] = []
+    /// The recording under way, and whether one is being opened.
+    var recorder: MeetingRecorder?
+    var recorderOpening = false
     var timer: Task<Void, Never>?
     var timerDeadline: ContinuousClock.Instant?
     var ended = false
@@ -236,8 +269,11 @@ private final class MeetingDriver {
         case .verify(let reply): reply.resume(returning: Verification(securityCode: "", members: []))
         case .setMuted(_, let reply): reply.resume()
         case .leave(let reply): reply.resume()
+        case .recordStart(_, let reply), .recordStop(let reply): reply.resume(returning: notInMeeting)
         }
     }
+
+    static let notInMeeting = RecordingReply(ok: false, message: "not in a meeting")
 
     // MARK: Running
 
@@ -281,6 +317,8 @@ private final class MeetingDriver {
                 await feed(.tick)
             case .speakersChanged: publishSpeakers()
             case .request(let request): await handle(request)
+            case .recordingOpened(let result, let reply): await recordingOpened(result, reply: reply)
+            case .recordingFailed(let reason): await recordingFailed(reason)
             }
             if ended { break }
             scheduleTimer()
@@ -350,8 +388,9 @@ private final class MeetingDriver {
             removePath(id)
         case .startSession(let id, let rehandshake):
             paths[id]?.transport.start(now: .now, rehandshake: rehandshake)
-        case .sendReport(let id, let closesInterval, let muted):
-            paths[id]?.transport.sendReport(closesInterval: closesInterval, muted: muted, now: .now)
+        case .sendReport(let id, let closesInterval, let muted, let recording):
+            paths[id]?.transport.sendReport(
+                closesInterval: closesInterval, muted: muted, recording: recording, now: .now)
         case .sendControl(let id, let message):
             paths[id]?.transport.sendControl(message, now: .now)
         case .sendMeshEnvelope(let envelope, let id, let forwardTo):
@@ -633,6 +672,99 @@ private final class MeetingDriver {
         guard speaking != speakers else { return }
         speakers = speaking
         context.events.publish(ControlEvent(kind: .speaking, speaking: speaking))
+        recorder?.noteSpeakers(speakersForRecording)
+    }
+
+    /// The speaking list as a recording's sidecar names it: this node by its name.
+    private var speakersForRecording: [String] {
+        let you = context.configuration.displayName + " (you)"
+        return speakers.map { $0 == you ? context.configuration.displayName : $0 }.sorted()
+    }
+
+    // MARK: Recording
+
+    /// `parley record start`: the files are opened beside the loop (a disk may be slow), then
+    /// `recordingOpened` announces the recording (§14.2) and answers.
+    private func recordStart(path: String?, reply: CheckedContinuation<RecordingReply, Never>) {
+        if let recorder {
+            return reply.resume(returning: RecordingReply(ok: false, message: "already recording to \(recorder.path)"))
+        }
+        guard !recorderOpening else {
+            return reply.resume(returning: RecordingReply(ok: false, message: "a recording is starting already"))
+        }
+        guard let engine else {
+            return reply.resume(
+                returning: RecordingReply(ok: false, message: "cannot record: audio is unavailable in this meeting"))
+        }
+        recorderOpening = true
+        let mailbox = self.mailbox
+        let directory = context.configuration.recordingsDirectory
+        let comments = [
+            ("TITLE", "Parley meeting"), ("ENCODER", "Parley \(ParleyVersion.string)"),
+            ("COMMENT", "recorded by \(context.configuration.displayName): the meeting as this member heard it"),
+        ]
+        Task.detached {
+            let result: Result<MeetingRecorder, any Error>
+            do {
+                let target = try path ?? RecordingFiles.newPath(in: directory)
+                result = .success(
+                    try engine.startRecording(
+                        to: target, comments: comments, onFailure: { mailbox.yield(.recordingFailed($0)) }))
+            } catch {
+                result = .failure(error)
+            }
+            if case .terminated = mailbox.yield(.recordingOpened(result, reply)) {
+                if case .success(let recorder) = result { _ = recorder.finish() }
+                reply.resume(returning: MeetingDriver.notInMeeting)
+            }
+        }
+    }
+
+    private func recordingOpened(
+        _ result: Result<MeetingRecorder, any Error>, reply: CheckedContinuation<RecordingReply, Never>
+    ) async {
+        recorderOpening = false
+        switch result {
+        case .failure(let error):
+            reply.resume(returning: RecordingReply(ok: false, message: "cannot record: \(error)"))
+        case .success(let opened):
+            recorder = opened
+            opened.noteSpeakers(speakersForRecording)
+            await feed(.setRecording(true))
+            logger.info("recording", metadata: ["path": "\(opened.path)"])
+            var message = "recording to \(opened.path) (who spoke when: \(opened.speakersPath))"
+            let untold = core.membersNotToldOfRecording
+            if !untold.isEmpty {
+                message += "\nnot told, their Parley is too old: \(untold.joined(separator: ", ")); tell them yourself"
+            }
+            reply.resume(returning: RecordingReply(ok: true, message: message))
+        }
+    }
+
+    /// `parley record stop`: peers are told at once; the files are finished beside the loop.
+    private func recordStop(reply: CheckedContinuation<RecordingReply, Never>) async {
+        guard let stopping = recorder else {
+            return reply.resume(returning: RecordingReply(ok: false, message: "not recording"))
+        }
+        recorder = nil
+        await feed(.setRecording(false))
+        background.append(
+            Task.detached {
+                let summary = stopping.finish()
+                var message =
+                    "stopped recording: \(summary.path) (\(StatusTable.format(summary.seconds, decimals: 1)) s)"
+                if let failure = summary.failure { message += "; writing had failed: \(failure)" }
+                reply.resume(returning: RecordingReply(ok: true, message: message))
+            })
+    }
+
+    private func recordingFailed(_ reason: String) async {
+        guard let failed = recorder else { return }
+        recorder = nil
+        await feed(.setRecording(false))
+        logger.error("recording stopped", metadata: ["why": "\(reason)"])
+        context.events.publish(ControlEvent(kind: .warning, message: "recording stopped: \(reason)"))
+        background.append(Task.detached { _ = failed.finish() })
     }
 
     // MARK: Requests
@@ -647,6 +779,10 @@ private final class MeetingDriver {
         case .leave(let reply):
             await feed(.leave)
             reply.resume()
+        case .recordStart(let path, let reply):
+            recordStart(path: path, reply: reply)
+        case .recordStop(let reply):
+            await recordStop(reply: reply)
         }
     }
 
@@ -657,7 +793,7 @@ private final class MeetingDriver {
             guard let path = paths[link.id] else {
                 return PeerStatus(
                     id: link.peerID, name: link.name, state: link.state, route: link.route, via: link.via,
-                    reason: link.reason)
+                    reason: link.reason, recording: link.recording)
             }
             let statistics = path.channel.statistics
             let traffic = path.stream.traffic
@@ -669,14 +805,15 @@ private final class MeetingDriver {
                 lossPct: measured.lossPct.map { Self.rounded($0, 2) },
                 jitterMs: jitter.map { Self.rounded($0, 2) }, rxKbps: Self.rounded(measured.rxKbps, 1),
                 txKbps: Self.rounded(measured.txKbps, 1), packetsRx: traffic.packetsReceived,
-                packetsTx: traffic.packetsSent, concealedMs: Double(statistics.concealed) * frameMs)
+                packetsTx: traffic.packetsSent, concealedMs: Double(statistics.concealed) * frameMs,
+                recording: link.recording)
         }
         let relaying = router.activePairs(at: now).map { pair in
             pair.map { core.member($0)?.id ?? hexString($0.prefix(8)) }
         }
         return MeetingStatus(
             state: core.meetingState, rendezvous: core.rendezvousState, securityCode: core.securityCode, peers: peers,
-            relaying: relaying)
+            relaying: relaying, recordingPath: recorder?.path)
     }
 
     /// `value` to `decimals` places, so `status --json` shows what was measured, not float noise.
@@ -699,6 +836,11 @@ private final class MeetingDriver {
         await outbox.finish(within: .seconds(1))
         for task in background { task.cancel() }
         for id in Array(paths.keys) { removePath(id) }
+        if let recorder {
+            // The file gets its last pages (bounded: the writer has at most a second to encode).
+            self.recorder = nil
+            _ = await withTimeLimit(.seconds(1)) { _ = recorder.finish() }
+        }
         engine?.stop()
         engine = nil
         let agent = self.agent

@@ -122,6 +122,17 @@ public actor NodeDaemon: ControlHandler {
         case .watch:
             // The control server streams `events()` for watch; a plain request gets nothing more.
             return .success()
+        case .recordStart:
+            guard let meeting else { return .failure("not in a meeting") }
+            if let path = request.path, !path.hasPrefix("/") {
+                return .failure("the recording's path must be absolute: \(path)")
+            }
+            let reply = await meeting.recordStart(path: request.path)
+            return reply.ok ? .success(message: reply.message) : .failure(reply.message)
+        case .recordStop:
+            guard let meeting else { return .failure("not in a meeting") }
+            let reply = await meeting.recordStop()
+            return reply.ok ? .success(message: reply.message) : .failure(reply.message)
         }
     }
 
@@ -134,7 +145,8 @@ public actor NodeDaemon: ControlHandler {
         let node = NodeStatus(
             id: shortID, name: configuration.displayName, muted: muted, meeting: meetingStatus?.state ?? .idle,
             invite: meeting?.invite.string, securityCode: meetingStatus?.securityCode,
-            rendezvous: meetingStatus?.rendezvous ?? .none, relaying: meetingStatus?.relaying ?? [])
+            rendezvous: meetingStatus?.rendezvous ?? .none, relaying: meetingStatus?.relaying ?? [],
+            recordingPath: meetingStatus?.recordingPath)
         return StatusReport(node: node, peers: meetingStatus?.peers ?? [])
     }
 }

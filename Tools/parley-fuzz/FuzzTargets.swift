@@ -10,6 +10,8 @@ let fuzzTargets: [String: FuzzTarget] = [
     "envelope": FuzzTarget(run: ParleyProtocolFuzz.envelope, seeds: ParleyProtocolFuzz.envelopeSeeds),
     "transport": FuzzTarget(run: ParleyProtocolFuzz.transportPacket, seeds: ParleyProtocolFuzz.transportSeeds),
     "security-code": FuzzTarget(run: ParleyProtocolFuzz.securityCode, seeds: ParleyProtocolFuzz.securityCodeSeeds),
+    "session-control": FuzzTarget(
+        run: ParleyProtocolFuzz.sessionControl, seeds: ParleyProtocolFuzz.sessionControlSeeds),
     "rendezvous-frame": FuzzTarget(run: { bytes in bytes.withUnsafeBytes(RendezvousWire.fuzz) }),
     "stun": FuzzTarget(run: { bytes in bytes.withUnsafeBytes(RendezvousWire.fuzzSTUN) }),
     "client-address": FuzzTarget(run: RendezvousWire.fuzzClientAddress, seeds: RendezvousWire.clientAddressSeeds),

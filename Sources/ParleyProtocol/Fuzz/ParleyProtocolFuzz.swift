@@ -178,6 +178,24 @@ extension ParleyProtocolFuzz {
         }
     }
 
+    /// Every session control message (§10, §13, §14): what parses re-encodes to a message that
+    /// parses the same (REPORT's reserved byte and appended bytes are dropped on the way).
+    public static func sessionControl(_ data: [UInt8]) {
+        guard let message = try? SessionControl(parsing: data) else { return }
+        precondition((try? SessionControl(parsing: message.encoded())) == message)
+    }
+
+    public static func sessionControlSeeds() -> [[UInt8]] {
+        [
+            SessionControl.report(.init(timestampMs: 1, mediaReceived: 3, muted: true, recording: true)).encoded(),
+            SessionControl.recording(true).encoded(), SessionControl.leave.encoded(),
+            SessionControl.links(
+                .init(relays: true, peers: [.init(identityKey: Array(repeating: 7, count: 32), rttMs: 9)])
+            )
+            .encoded(),
+        ]
+    }
+
     public static func securityCodeSeeds() -> [[UInt8]] {
         let world = FuzzWorld.shared
         let view = world.codeAgreement.view!
