@@ -5,9 +5,9 @@
 //   executables   parleyd · parley · parley-rendezvous          (thin mains; ParleyCommandLine)
 //   engines       ParleyNode · RendezvousServer · RendezvousClient (services)
 //   domain        MeetingCore (sans-I/O) · ParleyProtocol · ParleyAudio · ControlAPI · RendezvousWire
-//   wrappers      Sodium · Opus · ICE · PulseAudio · SpeexDSP    (the only importers of the C modules)
+//   wrappers      Sodium · Opus · OggOpus · ICE · PulseAudio · SpeexDSP (the only importers of the C modules)
 //   pure core     ParleyCore                                    (no C: byte codecs, windows, rings, rate limits)
-//   C             CSodium · COpus(+Shims) · CNice(+Shims) · CPulse · CSpeexDSP
+//   C             CSodium · COpus(+Shims) · COpusEnc · CNice(+Shims) · CPulse · CSpeexDSP
 // Tools/ holds what does not ship (test support, simulator, labs, benchmarks, fuzzing); Plugins/
 // the build plugin that makes VERSION into ParleyVersion.string.
 //
@@ -57,6 +57,8 @@ let package = Package(
         // MARK: C libraries (pkg-config; apt providers) and shims for what Swift cannot call.
         .systemLibrary(name: "CSodium", pkgConfig: "libsodium", providers: [.apt(["libsodium-dev"])]),
         .systemLibrary(name: "COpus", pkgConfig: "opus", providers: [.apt(["libopus-dev"])]),
+        // libopusenc: Ogg Opus files (`parley record`).
+        .systemLibrary(name: "COpusEnc", pkgConfig: "libopusenc", providers: [.apt(["libopusenc-dev"])]),
         .systemLibrary(name: "CNice", pkgConfig: "nice", providers: [.apt(["libnice-dev"])]),
         .systemLibrary(name: "CPulse", pkgConfig: "libpulse-simple", providers: [.apt(["libpulse-dev"])]),
         .systemLibrary(name: "CSpeexDSP", pkgConfig: "speexdsp", providers: [.apt(["libspeexdsp-dev"])]),
@@ -66,6 +68,7 @@ let package = Package(
         // MARK: Swift wrappers: each is the only importer of its C module; no C type is public.
         .target(name: "Sodium", dependencies: ["CSodium"], swiftSettings: swiftSettings),
         .target(name: "Opus", dependencies: ["COpus", "COpusShims"], swiftSettings: swiftSettings),
+        .target(name: "OggOpus", dependencies: ["COpusEnc"], swiftSettings: swiftSettings),
         .target(
             name: "ICE",
             dependencies: ["CNice", "CNiceShims", "ParleyCore", .product(name: "Logging", package: "swift-log")],
@@ -83,7 +86,8 @@ let package = Package(
 
         // MARK: Audio engine: devices, capture/playback threads, per-peer receive channels, mixer.
         .target(
-            name: "ParleyAudio", dependencies: ["Opus", "PulseAudio", "SpeexDSP", "ParleyCore", "ParleyProtocol"],
+            name: "ParleyAudio",
+            dependencies: ["Opus", "OggOpus", "PulseAudio", "SpeexDSP", "ParleyCore", "ParleyProtocol"],
             swiftSettings: swiftSettings),
 
         // MARK: Control API between parley (CLI) and parleyd (daemon): types, framing, client.
@@ -230,7 +234,8 @@ let package = Package(
         // MARK: Tests.
         .testTarget(name: "SodiumTests", dependencies: ["Sodium", "ParleyTestSupport"], swiftSettings: swiftSettings),
         .testTarget(
-            name: "OpusTests", dependencies: ["Opus", "ParleyCore", "ParleyTestSupport"], swiftSettings: swiftSettings),
+            name: "OpusTests", dependencies: ["Opus", "OggOpus", "ParleyCore", "ParleyTestSupport"],
+            swiftSettings: swiftSettings),
         .testTarget(
             name: "ICETests", dependencies: ["ICE", "ICETestSupport", "ParleyCore", "ParleyTestSupport"],
             swiftSettings: swiftSettings),

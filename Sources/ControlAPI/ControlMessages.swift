@@ -23,6 +23,10 @@ public struct ControlRequest: Codable, Sendable, Equatable {
         case volume
         /// Play a short tone and measure the microphone (`AudioTestResult`).
         case testAudio = "test-audio"
+        /// Start recording the meeting to `path` (absolute; nil: a new file in the default
+        /// directory), or stop.
+        case recordStart = "record-start"
+        case recordStop = "record-stop"
     }
 
     public var version: Int
@@ -36,10 +40,12 @@ public struct ControlRequest: Codable, Sendable, Equatable {
     /// For `volume`: a member's name or id, and the volume in percent (`volumeRange`).
     public var peer: String?
     public var percent: Int?
+    /// For `record-start`: the file to write (an absolute path), nil for the default.
+    public var path: String?
 
     public init(
         _ method: Method, invite: String? = nil, text: String? = nil, device: String? = nil, peer: String? = nil,
-        percent: Int? = nil
+        percent: Int? = nil, path: String? = nil
     ) {
         self.version = controlAPIVersion
         self.method = method
@@ -48,6 +54,7 @@ public struct ControlRequest: Codable, Sendable, Equatable {
         self.device = device
         self.peer = peer
         self.percent = percent
+        self.path = path
     }
 }
 
@@ -148,16 +155,21 @@ public struct NodeStatus: Codable, Sendable, Equatable {
     /// The devices in use (`pulse:NAME`, `wav:PATH`, …; `pulse` for the server's default).
     public var input: String?
     public var output: String?
+    /// Whether this node records the meeting (`parley record start`), and to which file.
+    public var recording: Bool
+    public var recordingPath: String?
 
     public init(
         id: String, name: String, muted: Bool, meeting: MeetingState, invite: String?, securityCode: String?,
         rendezvous: RendezvousConnectionState, relaying: [[String]] = [], speaking: Bool = false, input: String? = nil,
-        output: String? = nil
+        output: String? = nil, recordingPath: String? = nil
     ) {
         self.relaying = relaying
         self.speaking = speaking
         self.input = input
         self.output = output
+        self.recording = recordingPath != nil
+        self.recordingPath = recordingPath
         self.id = id
         self.name = name
         self.muted = muted
@@ -171,6 +183,8 @@ public struct NodeStatus: Codable, Sendable, Equatable {
         case id, name, muted, meeting, invite
         case securityCode = "security_code"
         case rendezvous, relaying, speaking, input, output
+        case recording
+        case recordingPath = "recording_path"
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -186,6 +200,8 @@ public struct NodeStatus: Codable, Sendable, Equatable {
         try container.encode(speaking, forKey: .speaking)
         try container.encode(input, forKey: .input)
         try container.encode(output, forKey: .output)
+        try container.encode(recording, forKey: .recording)
+        try container.encode(recordingPath, forKey: .recordingPath)
     }
 }
 
@@ -245,6 +261,9 @@ public struct EventState: RawRepresentable, Codable, Sendable, Hashable, CustomS
     public static let muted = EventState(rawValue: "muted")
     public static let unmuted = EventState(rawValue: "unmuted")
     public static let gone = EventState(.gone)
+    /// Of a `recording` event.
+    public static let recordingStarted = EventState(rawValue: "started")
+    public static let recordingStopped = EventState(rawValue: "stopped")
 
     public init(from decoder: any Decoder) throws {
         rawValue = try decoder.singleValueContainer().decode(String.self)
@@ -285,15 +304,18 @@ public struct PeerStatus: Codable, Sendable, Equatable {
     public var speaking: Bool
     /// This node's volume for the peer, in percent (`parley volume`; local only).
     public var volumePct: Int
+    /// Whether the peer says it records the meeting (docs/PROTOCOL.md §14.2).
+    public var recording: Bool
 
     public init(
         id: String, name: String, state: LinkState, route: String? = nil, via: String? = nil, reason: String? = nil,
         rttMs: Double? = nil, lossPct: Double? = nil,
         jitterMs: Double? = nil, rxKbps: Double = 0, txKbps: Double = 0, packetsRx: UInt64 = 0, packetsTx: UInt64 = 0,
-        concealedMs: Double = 0, speaking: Bool = false, volumePct: Int = 100
+        concealedMs: Double = 0, speaking: Bool = false, volumePct: Int = 100, recording: Bool = false
     ) {
         self.speaking = speaking
         self.volumePct = volumePct
+        self.recording = recording
         self.id = id
         self.name = name
         self.state = state
@@ -322,6 +344,7 @@ public struct PeerStatus: Codable, Sendable, Equatable {
         case concealedMs = "concealed_ms"
         case speaking
         case volumePct = "volume_pct"
+        case recording
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -342,6 +365,7 @@ public struct PeerStatus: Codable, Sendable, Equatable {
         try container.encode(concealedMs, forKey: .concealedMs)
         try container.encode(speaking, forKey: .speaking)
         try container.encode(volumePct, forKey: .volumePct)
+        try container.encode(recording, forKey: .recording)
     }
 }
 
@@ -354,6 +378,8 @@ public struct Verification: Codable, Sendable, Equatable {
     /// (not covered by the code): someone listening in on the signaling, or a member whose
     /// network blocks every path.
     public var notConnected: [Member]
+    /// Who records the meeting now (this node included), as each said (§14.2).
+    public var recording: [Member]
 
     public struct Member: Codable, Sendable, Equatable {
         public var id: String
@@ -364,16 +390,18 @@ public struct Verification: Codable, Sendable, Equatable {
         }
     }
 
-    public init(securityCode: String, members: [Member], notConnected: [Member] = []) {
+    public init(securityCode: String, members: [Member], notConnected: [Member] = [], recording: [Member] = []) {
         self.securityCode = securityCode
         self.members = members
         self.notConnected = notConnected
+        self.recording = recording
     }
 
     enum CodingKeys: String, CodingKey {
         case securityCode = "security_code"
         case members
         case notConnected = "not_connected"
+        case recording
     }
 
     public init(from decoder: any Decoder) throws {
@@ -381,6 +409,7 @@ public struct Verification: Codable, Sendable, Equatable {
         securityCode = try container.decode(String.self, forKey: .securityCode)
         members = try container.decode([Member].self, forKey: .members)
         notConnected = try container.decodeIfPresent([Member].self, forKey: .notConnected) ?? []
+        recording = try container.decodeIfPresent([Member].self, forKey: .recording) ?? []
     }
 }
 
@@ -407,6 +436,8 @@ public struct ControlEvent: Codable, Sendable, Equatable {
         case chat
         /// An audio device changed: switched, lost (fallen back to the default) or back.
         case device
+        /// A member (`peer`), or this node (no `peer`), started or stopped recording the meeting.
+        case recording
     }
 
     public var kind: Kind

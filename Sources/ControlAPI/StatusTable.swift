@@ -9,6 +9,9 @@ public enum StatusTable {
         )
         if let input = node.input, let output = node.output { lines.append("input: \(input) · output: \(output)") }
         if let code = node.securityCode { lines.append("security code: \(code)") }
+        if node.recording { lines.append("recording to \(node.recordingPath ?? "?")") }
+        let recorders = status.peers.filter(\.recording).map(\.name)
+        if !recorders.isEmpty { lines.append("recording the meeting: " + recorders.joined(separator: ", ")) }
         if !node.relaying.isEmpty {
             let names = Dictionary(status.peers.map { ($0.id, $0.name) }, uniquingKeysWith: { first, _ in first })
             let pairs = node.relaying.map { pair in pair.map { names[$0] ?? $0 }.joined(separator: " ↔ ") }
@@ -94,6 +97,9 @@ public enum EventLine {
                     time: event.time ?? "", from: event.peer ?? "?", name: event.name ?? "?", text: event.message ?? "")
             )
         case .device: return "♪ \(event.message ?? "")"
+        case .recording:
+            let what = event.state == .recordingStarted ? "started recording" : "stopped recording"
+            return "● \(event.peer == nil ? "you" : who) \(what)" + (event.message.map { ": \($0)" } ?? "")
         }
     }
 }

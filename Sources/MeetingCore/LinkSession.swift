@@ -98,6 +98,8 @@ public struct LinkSession: Sendable {
                 output.facts.append(.chat(chat))
             case .chatAck(let cumulative):
                 output.facts.append(.chatAck(cumulative: cumulative))
+            case .recording(let recording):
+                output.facts.append(.recording(recording))
             case .unknown:
                 break
             }
@@ -150,13 +152,15 @@ public struct LinkSession: Sendable {
     }
 
     /// A REPORT to send at `nowMs` (§10.1): the echo of the peer's latest and what we receive.
-    public func report(nowMs: UInt32, reception: Reception, muted: Bool) -> SessionControl.Report {
+    /// `recording`: REPORT's flag bit 1, set only on a version-3 link (§14.2).
+    public func report(nowMs: UInt32, reception: Reception, muted: Bool, recording: Bool) -> SessionControl.Report {
         let echo = echo.echo(nowMs: nowMs)
         return SessionControl.Report(
             timestampMs: nowMs, echoTimestampMs: echo.timestampMs, echoDelayMs: echo.delayMs,
             mediaReceived: UInt32(truncatingIfNeeded: mediaReceived),
             mediaExpected: UInt32(truncatingIfNeeded: max(UInt64(max(reception.expected, 0)), mediaReceived)),
-            lossPermille: reception.lossPermille, jitterMicroseconds: reception.jitterMicroseconds, muted: muted)
+            lossPermille: reception.lossPermille, jitterMicroseconds: reception.jitterMicroseconds, muted: muted,
+            recording: recording)
     }
 
     /// Ends the session (keys zeroed).

@@ -40,8 +40,9 @@ public enum MeetingCommand: Sendable {
     /// handshake. `rehandshake`: drop the keys first (after an ICE restart, §6.6 step 5).
     case startSession(LinkID, rehandshake: Bool)
     /// Send a REPORT (§10.1) now. `closesInterval`: this one ends a once-a-second loss
-    /// measurement interval (the others, sent while we pause, repeat its figure).
-    case sendReport(LinkID, closesInterval: Bool, muted: Bool)
+    /// measurement interval (the others, sent while we pause, repeat its figure). `recording`:
+    /// flag bit 1, which repeats this node's RECORDING state on a version-3 link (§14.2).
+    case sendReport(LinkID, closesInterval: Bool, muted: Bool, recording: Bool)
     /// Send a session control message (LEAVE, LINKS, RELAY_REFUSED …, §10, §13).
     case sendControl(LinkID, SessionControl)
     /// Send an envelope over the mesh (§13.4) on `link`: to that link's peer itself, or for the

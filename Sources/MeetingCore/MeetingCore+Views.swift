@@ -19,6 +19,8 @@ extension MeetingCore {
         /// Why the link is not up, if it is not.
         public var reason: String?
         public var rttMs: Double?
+        /// Whether the peer says it records the meeting (§14.2).
+        public var recording = false
     }
 
     public var meetingState: MeetingState { admitted ? .inMeeting : .joining }
@@ -48,7 +50,8 @@ extension MeetingCore {
             return LinkView(
                 id: link.id, peerID: peer.shortID, name: peer.name, state: link.machine.state,
                 route: via == nil ? link.route?.kind : Self.relayedRoute, via: via,
-                reason: link.machine.state == .up ? nil : link.machine.reason, rttMs: link.rttMs)
+                reason: link.machine.state == .up ? nil : link.machine.reason, rttMs: link.rttMs,
+                recording: link.peerRecording)
         }.sorted { ($0.name, $0.id) < ($1.name, $1.id) }
     }
 
@@ -65,9 +68,14 @@ extension MeetingCore {
         for peer in peers.values.sorted(by: { $0.name < $1.name }) where peer.link?.established == true {
             covered.append(Verification.Member(id: peer.shortID, name: peer.name))
         }
+        var recorders = recording ? [covered[0]] : []
+        for peer in peers.values.sorted(by: { $0.name < $1.name }) where peer.link?.peerRecording == true {
+            recorders.append(Verification.Member(id: peer.shortID, name: peer.name))
+        }
         return Verification(
             securityCode: securityCode, members: covered,
-            notConnected: notConnectedPeers.map { Verification.Member(id: $0.shortID, name: $0.name) })
+            notConnected: notConnectedPeers.map { Verification.Member(id: $0.shortID, name: $0.name) },
+            recording: recorders)
     }
 
     /// Peers in the room that never established a session although their link started

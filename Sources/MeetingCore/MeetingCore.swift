@@ -37,6 +37,8 @@ public struct MeetingCore: Sendable {
     var agent: AgentState = .none
     var ended = false
     public private(set) var muted: Bool
+    /// Whether this node records the meeting (§14.2: every version-3 peer is told).
+    public internal(set) var recording = false
     /// DTX holds our media back (silent or muted): no media flows from us right now.
     var paused = false
     var encoderLoss: Double?
@@ -155,6 +157,8 @@ public struct MeetingCore: Sendable {
         case .setMuted(let value):
             muted = value
             output.append(.setMuted(value))
+        case .setRecording(let value):
+            setRecording(value)
         case .leave:
             leave()
         case .localAddressesChanged:
@@ -499,6 +503,7 @@ public struct MeetingCore: Sendable {
         linkOwners[id] = key
         log(.info, "link started", ["peer": peer.shortID, "link": "\(id.value)"])
         publish(ControlEvent(kind: .link, peer: peer.shortID, name: peer.name, state: link.machine.state.eventState))
+        if recording { warnNotTold([key]) }
         if agent == .ready { requestPath(for: key) }
     }
 
@@ -670,6 +675,7 @@ public struct MeetingCore: Sendable {
             // participant has no audio to flow its way.
             if report.mediaReceived > 0 || (mediaSent == 0 && paused) { feed(.peerReceivesUs, toPeer: key) }
             updateEncoderLoss()
+            peerRecording(report.recording, on: key)
         case .firstMedia:
             feed(.packetReceived, toPeer: key)
             sendReport(on: key, closesInterval: false)
@@ -688,6 +694,8 @@ public struct MeetingCore: Sendable {
             chatReceived(piece, from: key)
         case .chatAck(let cumulative):
             chatAcknowledged(cumulative, by: key)
+        case .recording(let value):
+            peerRecording(value, on: key)
         }
     }
 
@@ -756,6 +764,12 @@ public struct MeetingCore: Sendable {
         linkOwners[link.id] = nil
         output.append(.removePath(link.id))
         log(.info, "link ended", ["peer": peer.shortID, "why": reason])
+        if link.peerRecording {
+            publish(
+                ControlEvent(
+                    kind: .recording, peer: peer.shortID, name: peer.name, state: .recordingStopped,
+                    message: "link ended"))
+        }
         if announce {
             publish(ControlEvent(kind: .link, peer: peer.shortID, name: peer.name, state: .gone))
             publish(ControlEvent(kind: .peerLeft, peer: peer.shortID, name: peer.name, message: reason))
@@ -828,7 +842,11 @@ public struct MeetingCore: Sendable {
             let next = now + configuration.timing.reportInterval + .milliseconds(offset)
             peers[key]?.link?.nextReport = next
         }
-        output.append(.sendReport(link.id, closesInterval: closes, muted: muted))
+        let version = peers[key]?.version ?? 1
+        output.append(
+            .sendReport(
+                link.id, closesInterval: closes, muted: muted,
+                recording: recording && version >= MeetingCore.recordingVersion))
         // Until the code is agreed, the current COMMIT or REVEAL goes with every REPORT (§11.1).
         if let message = codeAgreement.repeated(to: key) {
             output.append(.sendControl(link.id, .securityCode(message)))

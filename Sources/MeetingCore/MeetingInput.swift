@@ -51,6 +51,9 @@ public enum MeetingInput: Sendable {
     // MARK: The user (control API)
 
     case setMuted(Bool)
+    /// This node started (true) or stopped recording the meeting: every version-3 peer is told
+    /// (RECORDING, §14.2). The driver feeds it once the file is open, and as it stops writing.
+    case setRecording(Bool)
     /// Leave the meeting: LEAVE over every session, BYE through the rendezvous, then end.
     case leave
 
@@ -142,6 +145,8 @@ public enum SessionFact: Sendable, Hashable {
     /// A piece of a chat message from this peer, and its acknowledgement of ours (§14.1).
     case chat(SessionControl.Chat)
     case chatAck(cumulative: UInt32)
+    /// The peer's RECORDING (§14.2): whether it records the meeting from now on.
+    case recording(Bool)
 }
 
 /// What the audio engine reports.

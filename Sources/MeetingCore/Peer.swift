@@ -66,6 +66,9 @@ struct Link: Sendable {
     /// Whether the session has keys (facts `.established` / `.keysLost`).
     var established = false
     var peerReport: SessionControl.Report?
+    /// Whether the peer records the meeting (§14.2: its latest RECORDING or REPORT flag on this
+    /// link; version 3 only). A new link starts from false until the peer says otherwise.
+    var peerRecording = false
     var rttMs: Double?
     var nextReport: ContinuousClock.Instant
     var lastReportSent: ContinuousClock.Instant

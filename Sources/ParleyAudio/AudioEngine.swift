@@ -76,6 +76,8 @@ public final class AudioEngine: Sendable {
         }
         var captureThread: RealtimeThread?
         var playbackThread: RealtimeThread?
+        /// The recording the tap feeds, until its `finish` releases it.
+        var recorder: MeetingRecorder?
     }
 
     private final class Pipeline: Sendable {
@@ -95,6 +97,7 @@ public final class AudioEngine: Sendable {
         let inputLevelTenths = Atomic<Int>(Int(LevelMeter.floor * 10))
         let table: MixerTable
         let farEnd: SampleRing
+        let recordingTap: RecordingTap
         // Safety: `mixer` is used by the playback thread while it runs, and by the control side
         // only under the engine's `control` lock while no playback thread runs (before start,
         // after join).
@@ -116,6 +119,7 @@ public final class AudioEngine: Sendable {
             self.onPauseChanged = onPauseChanged
             table = MixerTable(slotCount: configuration.maximumPeers)
             farEnd = SampleRing(capacity: 10 * configuration.frameDuration.samples)
+            recordingTap = RecordingTap(frameSamples: configuration.frameDuration.samples)
             mixer = MixerState(
                 maximumPeers: configuration.maximumPeers, frameSamples: configuration.frameDuration.samples)
         }
@@ -290,6 +294,30 @@ public final class AudioEngine: Sendable {
 
     public var peers: [ReceiveChannel] { control.withLock { Array($0.channels.values) } }
 
+    // MARK: Recording
+
+    /// Starts recording what this node plays plus its microphone (silent while muted) to a new
+    /// Ogg Opus file at `path` (mode 0600; it must not exist) and its who-spoke-when sidecar.
+    /// Opens files: call it off the meeting's loop. One recording at a time: the next may start
+    /// once `finish()` of this one returned. `onFailure` is called (on the writer thread) if
+    /// writing fails later (a full disk); the file keeps what was written.
+    public func startRecording(
+        to path: String, comments: [(String, String)], onFailure: @escaping @Sendable (String) -> Void
+    ) throws(AudioEngineError) -> MeetingRecorder {
+        try control.withLock { (state) throws(AudioEngineError) -> MeetingRecorder in
+            guard state.recorder == nil else { throw AudioEngineError("already recording") }
+            let recorder = try MeetingRecorder(
+                path: path, comments: comments, tap: pipeline.recordingTap,
+                release: { [weak self] in self?.recordingFinished() }, onFailure: onFailure)
+            state.recorder = recorder
+            return recorder
+        }
+    }
+
+    private func recordingFinished() {
+        control.withLock { $0.recorder = nil }
+    }
+
     // MARK: Settings (any thread)
 
     public func setMuted(_ muted: Bool) { pipeline.sender.setMuted(muted) }
@@ -369,6 +397,8 @@ public final class AudioEngine: Sendable {
                     let cleaned = processor?.process(captured, farEnd: pipeline.farEnd) ?? UnsafeBufferPointer(captured)
                     let level = meter.measure(cleaned)
                     pipeline.inputLevelTenths.store(Int(meter.level * 10), ordering: .relaxed)
+                    pipeline.recordingTap.offerMicrophone(
+                        cleaned, muted: pipeline.sender.controls.muted.load(ordering: .relaxed))
                     try pipeline.sender.process(cleaned, level: level, emit: pipeline.onEncodedFrame)
                     if pipeline.sender.isPausedByDTX != paused {
                         paused.toggle()
@@ -398,6 +428,7 @@ public final class AudioEngine: Sendable {
                 let (output, speakersChanged) = pipeline.mixer.mix(now: pipeline.configuration.clock.now())
                 if speakersChanged { pipeline.onSpeakersChanged() }
                 if processes { pipeline.farEnd.write(output) }
+                pipeline.recordingTap.offerHeard(output)
                 do {
                     try playback.write(output)
                 } catch {

@@ -36,6 +36,16 @@ enum MeetingMail: Sendable {
     case deviceOpened(AudioDirection, DeviceFollower.Step, failure: String?)
     /// A switch the user asked for ended: nil, or why it failed (the old device stays).
     case deviceChosen(AudioDirection, String?, failure: String?, CheckedContinuation<String?, Never>)
+    /// The recording's files are open (or could not be), for the request that asked.
+    case recordingOpened(Result<MeetingRecorder, any Error>, CheckedContinuation<RecordingReply, Never>)
+    /// Writing the recording failed (a full disk): it has stopped.
+    case recordingFailed(String)
+}
+
+/// The answer to `parley record start|stop`: what happened, or why not, in one line.
+struct RecordingReply: Sendable {
+    var ok: Bool
+    var message: String
 }
 
 enum MeetingRequest: Sendable {
@@ -50,6 +60,9 @@ enum MeetingRequest: Sendable {
     /// `parley input` / `output`: a PulseAudio device name, nil for the default; answers nil or
     /// why the device could not be used.
     case switchDevice(AudioDirection, String?, CheckedContinuation<String?, Never>)
+    /// Record to `path` (absolute), or to a new file in the recordings directory when nil.
+    case recordStart(path: String?, CheckedContinuation<RecordingReply, Never>)
+    case recordStop(CheckedContinuation<RecordingReply, Never>)
 }
 
 /// The meeting's part of `parley status`.
@@ -69,6 +82,8 @@ struct MeetingStatus: Sendable {
     var output: String?
     var inputFallback = false
     var outputFallback = false
+    /// The file this node records to, if it records.
+    var recordingPath: String?
 
     static let idle = MeetingStatus(state: .idle, rendezvous: .none, securityCode: nil, peers: [])
 }
@@ -97,7 +112,14 @@ final class Meeting: Sendable {
         mailbox.finish()
         // Requests that raced with the end get an answer instead of waiting forever.
         for await leftover in mail {
-            if case .request(let request) = leftover { MeetingDriver.refuse(request) }
+            switch leftover {
+            case .request(let request): MeetingDriver.refuse(request)
+            case .recordingOpened(let result, let reply):
+                // Opened as the meeting ended: closed at once, so nothing records unannounced.
+                if case .success(let recorder) = result { _ = recorder.finish() }
+                reply.resume(returning: MeetingDriver.notInMeeting)
+            default: break
+            }
         }
         return failure
     }
@@ -131,6 +153,14 @@ final class Meeting: Sendable {
     /// Switches a device; nil when done, else why not.
     func switchDevice(_ direction: AudioDirection, to name: String?) async -> String? {
         await ask({ .switchDevice(direction, name, $0) }, orElse: "the meeting ended")
+    }
+
+    func recordStart(path: String?) async -> RecordingReply {
+        await ask({ .recordStart(path: path, $0) }, orElse: MeetingDriver.notInMeeting)
+    }
+
+    func recordStop() async -> RecordingReply {
+        await ask({ .recordStop($0) }, orElse: MeetingDriver.notInMeeting)
     }
 
     /// Announces the departure (LEAVE over every session, BYE through the rendezvous) and ends.
@@ -262,6 +292,9 @@ private final class MeetingDriver {
     /// The sound-server devices kept on the chosen one (none for files and generators).
     var followers: [AudioDirection: DeviceFollower] = [:]
     var devicePoll: Task<Void, Never>?
+    /// The recording under way, and whether one is being opened.
+    var recorder: MeetingRecorder?
+    var recorderOpening = false
     var timer: Task<Void, Never>?
     var timerDeadline: ContinuousClock.Instant?
     var ended = false
@@ -293,8 +326,11 @@ private final class MeetingDriver {
         case .chat(let reply): reply.resume(returning: [])
         case .volume(_, _, let reply): reply.resume(returning: .failure("not in a meeting"))
         case .switchDevice(_, _, let reply): reply.resume(returning: "the meeting ended")
+        case .recordStart(_, let reply), .recordStop(let reply): reply.resume(returning: notInMeeting)
         }
     }
+
+    static let notInMeeting = RecordingReply(ok: false, message: "not in a meeting")
 
     // MARK: Running
 
@@ -345,6 +381,8 @@ private final class MeetingDriver {
             case .deviceChosen(let direction, let name, let failure, let reply):
                 deviceChosen(direction, name, failure: failure)
                 reply.resume(returning: failure)
+            case .recordingOpened(let result, let reply): await recordingOpened(result, reply: reply)
+            case .recordingFailed(let reason): await recordingFailed(reason)
             }
             if ended { break }
             scheduleTimer()
@@ -414,8 +452,9 @@ private final class MeetingDriver {
             removePath(id)
         case .startSession(let id, let rehandshake):
             paths[id]?.transport.start(now: .now, rehandshake: rehandshake)
-        case .sendReport(let id, let closesInterval, let muted):
-            paths[id]?.transport.sendReport(closesInterval: closesInterval, muted: muted, now: .now)
+        case .sendReport(let id, let closesInterval, let muted, let recording):
+            paths[id]?.transport.sendReport(
+                closesInterval: closesInterval, muted: muted, recording: recording, now: .now)
         case .sendControl(let id, let message):
             paths[id]?.transport.sendControl(message, now: .now)
         case .sendMeshEnvelope(let envelope, let id, let forwardTo):
@@ -856,6 +895,99 @@ private final class MeetingDriver {
         guard speaking != speakers else { return }
         speakers = speaking
         context.events.publish(ControlEvent(kind: .speaking, speaking: speaking))
+        recorder?.noteSpeakers(speakersForRecording)
+    }
+
+    /// The speaking list as a recording's sidecar names it: this node by its name.
+    private var speakersForRecording: [String] {
+        let you = context.configuration.displayName + " (you)"
+        return speakers.map { $0 == you ? context.configuration.displayName : $0 }.sorted()
+    }
+
+    // MARK: Recording
+
+    /// `parley record start`: the files are opened beside the loop (a disk may be slow), then
+    /// `recordingOpened` announces the recording (§14.2) and answers.
+    private func recordStart(path: String?, reply: CheckedContinuation<RecordingReply, Never>) {
+        if let recorder {
+            return reply.resume(returning: RecordingReply(ok: false, message: "already recording to \(recorder.path)"))
+        }
+        guard !recorderOpening else {
+            return reply.resume(returning: RecordingReply(ok: false, message: "a recording is starting already"))
+        }
+        guard let engine else {
+            return reply.resume(
+                returning: RecordingReply(ok: false, message: "cannot record: audio is unavailable in this meeting"))
+        }
+        recorderOpening = true
+        let mailbox = self.mailbox
+        let directory = context.configuration.recordingsDirectory
+        let comments = [
+            ("TITLE", "Parley meeting"), ("ENCODER", "Parley \(ParleyVersion.string)"),
+            ("COMMENT", "recorded by \(context.configuration.displayName): the meeting as this member heard it"),
+        ]
+        Task.detached {
+            let result: Result<MeetingRecorder, any Error>
+            do {
+                let target = try path ?? RecordingFiles.newPath(in: directory)
+                result = .success(
+                    try engine.startRecording(
+                        to: target, comments: comments, onFailure: { mailbox.yield(.recordingFailed($0)) }))
+            } catch {
+                result = .failure(error)
+            }
+            if case .terminated = mailbox.yield(.recordingOpened(result, reply)) {
+                if case .success(let recorder) = result { _ = recorder.finish() }
+                reply.resume(returning: MeetingDriver.notInMeeting)
+            }
+        }
+    }
+
+    private func recordingOpened(
+        _ result: Result<MeetingRecorder, any Error>, reply: CheckedContinuation<RecordingReply, Never>
+    ) async {
+        recorderOpening = false
+        switch result {
+        case .failure(let error):
+            reply.resume(returning: RecordingReply(ok: false, message: "cannot record: \(error)"))
+        case .success(let opened):
+            recorder = opened
+            opened.noteSpeakers(speakersForRecording)
+            await feed(.setRecording(true))
+            logger.info("recording", metadata: ["path": "\(opened.path)"])
+            var message = "recording to \(opened.path) (who spoke when: \(opened.speakersPath))"
+            let untold = core.membersNotToldOfRecording
+            if !untold.isEmpty {
+                message += "\nnot told, their Parley is too old: \(untold.joined(separator: ", ")); tell them yourself"
+            }
+            reply.resume(returning: RecordingReply(ok: true, message: message))
+        }
+    }
+
+    /// `parley record stop`: peers are told at once; the files are finished beside the loop.
+    private func recordStop(reply: CheckedContinuation<RecordingReply, Never>) async {
+        guard let stopping = recorder else {
+            return reply.resume(returning: RecordingReply(ok: false, message: "not recording"))
+        }
+        recorder = nil
+        await feed(.setRecording(false))
+        background.append(
+            Task.detached {
+                let summary = stopping.finish()
+                var message =
+                    "stopped recording: \(summary.path) (\(StatusTable.format(summary.seconds, decimals: 1)) s)"
+                if let failure = summary.failure { message += "; writing had failed: \(failure)" }
+                reply.resume(returning: RecordingReply(ok: true, message: message))
+            })
+    }
+
+    private func recordingFailed(_ reason: String) async {
+        guard let failed = recorder else { return }
+        recorder = nil
+        await feed(.setRecording(false))
+        logger.error("recording stopped", metadata: ["why": "\(reason)"])
+        context.events.publish(ControlEvent(kind: .warning, message: "recording stopped: \(reason)"))
+        background.append(Task.detached { _ = failed.finish() })
     }
 
     // MARK: Requests
@@ -879,6 +1011,10 @@ private final class MeetingDriver {
             reply.resume(returning: volume(peer: peer, percent: percent))
         case .switchDevice(let direction, let name, let reply):
             switchDevice(direction, to: name, reply: reply)
+        case .recordStart(let path, let reply):
+            recordStart(path: path, reply: reply)
+        case .recordStop(let reply):
+            await recordStop(reply: reply)
         }
     }
 
@@ -904,7 +1040,7 @@ private final class MeetingDriver {
             guard let path = paths[link.id] else {
                 return PeerStatus(
                     id: link.peerID, name: link.name, state: link.state, route: link.route, via: link.via,
-                    reason: link.reason)
+                    reason: link.reason, recording: link.recording)
             }
             let statistics = path.channel.statistics
             let traffic = path.stream.traffic
@@ -917,14 +1053,15 @@ private final class MeetingDriver {
                 jitterMs: jitter.map { Self.rounded($0, 2) }, rxKbps: Self.rounded(measured.rxKbps, 1),
                 txKbps: Self.rounded(measured.txKbps, 1), packetsRx: traffic.packetsReceived,
                 packetsTx: traffic.packetsSent, concealedMs: Double(statistics.concealed) * frameMs,
-                speaking: statistics.isSpeaking, volumePct: path.channel.volume)
+                speaking: statistics.isSpeaking, volumePct: path.channel.volume,
+                recording: link.recording)
         }
         let relaying = router.activePairs(at: now).map { pair in
             pair.map { core.member($0)?.id ?? hexString($0.prefix(8)) }
         }
         var status = MeetingStatus(
             state: core.meetingState, rendezvous: core.rendezvousState, securityCode: core.securityCode, peers: peers,
-            relaying: relaying, chat: chatMessages())
+            relaying: relaying, chat: chatMessages(), recordingPath: recorder?.path)
         if let engine {
             status.speaking = !core.muted && engine.isRunning && engine.isSpeaking
             status.input = engine.input.description
@@ -956,6 +1093,11 @@ private final class MeetingDriver {
         await outbox.finish(within: .seconds(1))
         for task in background { task.cancel() }
         for id in Array(paths.keys) { removePath(id) }
+        if let recorder {
+            // The file gets its last pages (bounded: the writer has at most a second to encode).
+            self.recorder = nil
+            _ = await withTimeLimit(.seconds(1)) { _ = recorder.finish() }
+        }
         engine?.stop()
         engine = nil
         let agent = self.agent

@@ -11,13 +11,16 @@ public struct NodeConfiguration: Sendable {
     /// `--relay-pairs`: how many pairs of other members this node carries at most when their
     /// direct path fails (docs/PROTOCOL.md §13; 0: never).
     public var relayPairs: Int
+    /// Where `parley record start` without a path writes (created 0700 when first used).
+    public var recordingsDirectory: String
 
     public static let relayPairsRange = 0...64
 
     public init(
         stateDirectory: String, displayName: String, audio: AudioEngineConfiguration, ice: ICESettings,
-        relayPairs: Int = 4
+        relayPairs: Int = 4, recordingsDirectory: String = RecordingFiles.defaultDirectory()
     ) {
+        self.recordingsDirectory = recordingsDirectory
         self.stateDirectory = stateDirectory
         self.displayName = displayName
         self.audio = audio

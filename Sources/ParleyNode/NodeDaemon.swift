@@ -152,6 +152,17 @@ public actor NodeDaemon: ControlHandler {
             return await switchDevice(request.method == .input ? .input : .output, to: request.device)
         case .testAudio:
             return await testAudio()
+        case .recordStart:
+            guard let meeting else { return .failure("not in a meeting") }
+            if let path = request.path, !path.hasPrefix("/") {
+                return .failure("the recording's path must be absolute: \(path)")
+            }
+            let reply = await meeting.recordStart(path: request.path)
+            return reply.ok ? .success(message: reply.message) : .failure(reply.message)
+        case .recordStop:
+            guard let meeting else { return .failure("not in a meeting") }
+            let reply = await meeting.recordStop()
+            return reply.ok ? .success(message: reply.message) : .failure(reply.message)
         }
     }
 
@@ -259,7 +270,8 @@ public actor NodeDaemon: ControlHandler {
             invite: meeting?.invite.string, securityCode: meetingStatus?.securityCode,
             rendezvous: meetingStatus?.rendezvous ?? .none, relaying: meetingStatus?.relaying ?? [],
             speaking: meetingStatus?.speaking ?? false, input: meetingStatus?.input ?? audioInput.description,
-            output: meetingStatus?.output ?? audioOutput.description)
+            output: meetingStatus?.output ?? audioOutput.description,
+            recordingPath: meetingStatus?.recordingPath)
         return StatusReport(node: node, peers: meetingStatus?.peers ?? [], chat: meetingStatus?.chat ?? [])
     }
 

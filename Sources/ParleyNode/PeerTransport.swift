@@ -115,7 +115,7 @@ final class PeerTransport: Sendable {
     }
 
     /// Sends a REPORT (§10.1). `closesInterval`: this REPORT ends a loss measurement interval.
-    func sendReport(closesInterval: Bool, muted: Bool, now: ContinuousClock.Instant) {
+    func sendReport(closesInterval: Bool, muted: Bool, recording: Bool, now: ContinuousClock.Instant) {
         let statistics = channel.statistics
         let counts = Self.counts(statistics, stream.traffic)
         let report = state.withLock { state in
@@ -126,7 +126,8 @@ final class PeerTransport: Sendable {
                     clamping: statistics.jitter.components.seconds * 1_000_000
                         + statistics.jitter.components.attoseconds / 1_000_000_000_000),
                 lossPermille: state.meter.lossPermille)
-            return state.link.report(nowMs: MeetingClock.milliseconds(now), reception: reception, muted: muted)
+            return state.link.report(
+                nowMs: MeetingClock.milliseconds(now), reception: reception, muted: muted, recording: recording)
         }
         sendControl(.report(report), now: now)
     }

@@ -16,11 +16,12 @@ struct Parley: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "parley",
         abstract:
-            "Make invites, and control a running parleyd: join, leave, status, mute, verify, watch, say, chat, devices, volume.",
+            "Make invites, and control a running parleyd: join, leave, status, mute, verify, watch, say, chat, devices, volume, record.",
         version: ParleyVersion.string,
         subcommands: [
             MakeInvite.self, Join.self, Leave.self, Status.self, Mute.self, Unmute.self, Verify.self, Watch.self,
             Say.self, Chat.self, Devices.self, Input.self, Output.self, Volume.self, TestAudio.self,
+            Record.self,
         ]
     )
 
@@ -180,6 +181,10 @@ struct Verify: ParsableCommand {
         print("security code: \(verification.securityCode)")
         print("covers \(verification.members.count) members:")
         for member in verification.members { print("  \(member.id)  \(member.name)") }
+        if !verification.recording.isEmpty {
+            print("recording the meeting now:")
+            for member in verification.recording { print("  \(member.id)  \(member.name)") }
+        }
         if !verification.notConnected.isEmpty {
             print("present with the invite but not connected (not covered by the code):")
             for member in verification.notConnected { print("  \(member.id)  \(member.name)") }
@@ -483,6 +488,51 @@ struct Chat: ParsableCommand {
             print("no chat messages yet")
         } else {
             for message in messages { print(ChatLine.render(message)) }
+        }
+    }
+}
+
+/// `parley record start [PATH]` / `parley record stop`: the meeting as this node hears it, to an
+/// Ogg Opus file; every member whose Parley speaks protocol version 3 is told (PROTOCOL.md §14.2).
+struct Record: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Record the meeting as you hear it (Ogg Opus); everyone in the meeting is shown that you record.",
+        subcommands: [Start.self, Stop.self])
+
+    struct Start: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Start recording: the others' audio and your microphone, with a who-spoke-when file beside it.",
+            discussion: """
+                Without PATH the file goes to $XDG_DATA_HOME/parley/recordings (~/.local/share/parley/recordings). \
+                The file is created with mode 0600 and never overwrites one that exists.
+                """)
+        @OptionGroup var daemon: DaemonOptions
+        @Argument(help: "The file to write (e.g. meeting.opus); it must not exist.")
+        var path: String?
+
+        func run() throws {
+            let response = try daemon.send(ControlRequest(.recordStart, path: path.map(Self.absolute)))
+            print(response.message ?? "recording")
+        }
+
+        /// The daemon runs elsewhere: a relative path is the caller's, made absolute here.
+        static func absolute(_ path: String) -> String {
+            guard !path.hasPrefix("/") else { return path }
+            var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+            guard getcwd(&buffer, buffer.count) != nil else { return path }
+            let length = buffer.firstIndex(of: 0) ?? buffer.count
+            let directory = String(decoding: buffer[..<length].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            return (directory == "/" ? "" : directory) + "/" + path
+        }
+    }
+
+    struct Stop: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Stop recording and close the file.")
+        @OptionGroup var daemon: DaemonOptions
+
+        func run() throws {
+            let response = try daemon.send(ControlRequest(.recordStop))
+            print(response.message ?? "stopped recording")
         }
     }
 }

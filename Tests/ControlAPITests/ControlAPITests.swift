@@ -20,13 +20,14 @@ struct ControlAPITests {
         #expect(
             Set(node.keys) == [
                 "id", "name", "muted", "meeting", "invite", "security_code", "rendezvous", "relaying", "speaking",
-                "input",
-                "output",
+                "input", "output", "recording", "recording_path",
             ])
+        #expect(node["recording"] as? Bool == false)
+        #expect(node["recording_path"] is NSNull)
         let peers = try #require(object["peers"] as? [[String: Any]])
         let expectedKeys: Set<String> = [
             "id", "name", "state", "route", "via", "reason", "rtt_ms", "loss_pct", "jitter_ms", "rx_kbps", "tx_kbps",
-            "packets_rx", "packets_tx", "concealed_ms", "speaking", "volume_pct",
+            "packets_rx", "packets_tx", "concealed_ms", "speaking", "volume_pct", "recording",
         ]
         #expect(Set(peers[0].keys) == expectedKeys)
         #expect(Set(peers[1].keys) == expectedKeys)
@@ -36,7 +37,10 @@ struct ControlAPITests {
     }
 
     @Test func messagesRoundTripAsSingleLines() throws {
-        for request in [ControlRequest(.status), ControlRequest(.join, invite: "parley1:abc\ndef")] {
+        for request in [
+            ControlRequest(.status), ControlRequest(.join, invite: "parley1:abc\ndef"),
+            ControlRequest(.recordStart, path: "/tmp/a b.opus"), ControlRequest(.recordStop),
+        ] {
             let line = try ControlCodec.line(request)
             #expect(line.last == UInt8(ascii: "\n"))
             #expect(line.dropLast().firstIndex(of: UInt8(ascii: "\n")) == nil)

@@ -84,7 +84,7 @@ struct MeetingCoreTests {
             case .restartPath: "restartPath"
             case .removePath: "removePath"
             case .startSession(_, let rehandshake): rehandshake ? "rekey" : "startSession"
-            case .sendReport(_, let closes, _): closes ? "report" : "extraReport"
+            case .sendReport(_, let closes, _, _): closes ? "report" : "extraReport"
             case .sendControl(_, .leave): "leave"
             case .end: "end"
             default: nil
@@ -195,8 +195,8 @@ struct MeetingCoreTests {
     // MARK: Sessions, REPORTs, timers
 
     /// Brings a link up: path, session, traffic both ways.
-    static func upLink(_ harness: inout Harness) -> LinkID {
-        let id = linkID(in: harness.fromPeer(harness.hello()))!
+    static func upLink(_ harness: inout Harness, versions: [UInt8] = [1]) -> LinkID {
+        let id = linkID(in: harness.fromPeer(harness.hello(versions: versions)))!
         _ = harness.feed(.path(id, .created(PathCredentials(ufrag: "mine", password: "mypassword0123456789ab"))))
         _ = harness.fromPeer(
             .iceCredentials(
@@ -232,7 +232,7 @@ struct MeetingCoreTests {
             let deadline = try! #require(harness.core.nextDeadline)
             harness.now = deadline
             for command in harness.core.handle(.tick, at: deadline) {
-                if case .sendReport(let link, let closes, _) = command, link == id {
+                if case .sendReport(let link, let closes, _, _) = command, link == id {
                     times.append(deadline - Self.start)
                     closing.append(closes)
                 }

@@ -175,6 +175,9 @@ public final class MeetingSimulation {
 
     public func setMuted(_ id: NodeID, _ muted: Bool) { schedule(.input(id, .setMuted(muted))) }
 
+    /// The node starts or stops recording (its driver would once the file is open).
+    public func setRecording(_ id: NodeID, _ recording: Bool) { schedule(.input(id, .setRecording(recording))) }
+
     /// Whether the node's microphone hears speech (DTX sends nothing while it does not).
     public func setTalking(_ id: NodeID, _ talking: Bool) { schedule(.talking(id, talking)) }
 

@@ -169,13 +169,13 @@ extension MeetingSimulation {
             send(held, from: id, on: link)
             let output = path.link.start(now: now, rehandshake: rehandshake)
             return deliver(output, at: id, on: link)
-        case .sendReport(let link, let closesInterval, let muted):
+        case .sendReport(let link, let closesInterval, let muted, let recording):
             guard let counts = node.paths[link]?.counts else { break }
             if closesInterval { node.paths[link]?.meter.closeInterval(counts, at: now) }
             let reception = LinkSession.Reception(
                 expected: counts.expected, jitterMicroseconds: 0, lossPermille: node.paths[link]!.meter.lossPermille)
             let report = node.paths[link]!.link.report(
-                nowMs: Self.milliseconds(now - start), reception: reception, muted: muted)
+                nowMs: Self.milliseconds(now - start), reception: reception, muted: muted, recording: recording)
             sendControl(.report(report), from: id, on: link)
         case .sendControl(let link, let message):
             sendControl(message, from: id, on: link)

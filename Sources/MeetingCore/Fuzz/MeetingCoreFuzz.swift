@@ -52,6 +52,8 @@ public enum MeetingCoreFuzz {
         return pieces + [
             series, SessionControl.chatAck(cumulative: 7).encoded(), SessionControl.leave.encoded(),
             SessionControl.report(.init(timestampMs: 1, lossPermille: 20)).encoded(),
+            SessionControl.report(.init(timestampMs: 1, mediaReceived: 3, muted: true, recording: true)).encoded(),
+            SessionControl.recording(true).encoded(),
             SessionControl.links(
                 .init(relays: true, peers: [.init(identityKey: .init(repeating: 1, count: 32), rttMs: 9)])
             )

@@ -16,6 +16,8 @@ public enum SessionControl: Sendable, Hashable {
     case chat(Chat)
     /// Every chat piece up to `cumulative` arrived (0x08, §14.1, version 3).
     case chatAck(cumulative: UInt32)
+    /// RECORDING (0x09, §14.2, version 3): whether the sender records the meeting from now on.
+    case recording(Bool)
     /// A control type this version does not know (§10: ignored).
     case unknown(UInt8)
 
@@ -27,6 +29,8 @@ public enum SessionControl: Sendable, Hashable {
     public static let chatType: UInt8 = 0x07
     public static let chatAckType: UInt8 = 0x08
     public static let recordingType: UInt8 = 0x09
+    /// Bit 0 of RECORDING's `flags` (§14.2).
+    public static let recordingFlag: UInt8 = 0x01
 
     /// LINKS (§13.1): the members whose links with the sender are up (directly, not themselves
     /// relayed), with the sender's smoothed RTT to each, and whether it relays for others.
@@ -92,6 +96,8 @@ public enum SessionControl: Sendable, Hashable {
         public static let length = 28
         /// Bit 0 of `flags`.
         public static let mutedFlag: UInt8 = 0x01
+        /// Bit 1 of `flags` (version 3 links only, §14.2): the sender records the meeting.
+        public static let recordingFlag: UInt8 = 0x02
 
         /// The sender's monotonic clock in milliseconds (mod 2^32); never 0, which means "none".
         public var timestampMs: UInt32
@@ -105,11 +111,16 @@ public enum SessionControl: Sendable, Hashable {
         public var lossPermille: UInt16
         public var jitterMicroseconds: UInt32
         public var muted: Bool
+        /// Bit 1 of `flags`; meaningful only on a version-3 link (§14.2), where it repeats the
+        /// sender's RECORDING state once a second.
+        public var recording: Bool
 
         public init(
             timestampMs: UInt32, echoTimestampMs: UInt32 = 0, echoDelayMs: UInt32 = 0, mediaReceived: UInt32 = 0,
-            mediaExpected: UInt32 = 0, lossPermille: UInt16 = 0, jitterMicroseconds: UInt32 = 0, muted: Bool = false
+            mediaExpected: UInt32 = 0, lossPermille: UInt16 = 0, jitterMicroseconds: UInt32 = 0, muted: Bool = false,
+            recording: Bool = false
         ) {
+            self.recording = recording
             self.timestampMs = timestampMs
             self.echoTimestampMs = echoTimestampMs
             self.echoDelayMs = echoDelayMs
@@ -134,7 +145,7 @@ public enum SessionControl: Sendable, Hashable {
             writer.writeU32(report.mediaExpected)
             writer.writeU16(min(report.lossPermille, 1000))
             writer.writeU32(report.jitterMicroseconds)
-            writer.writeU8(report.muted ? Report.mutedFlag : 0)
+            writer.writeU8((report.muted ? Report.mutedFlag : 0) | (report.recording ? Report.recordingFlag : 0))
             writer.writeU8(0)
         case .leave:
             writer.writeU8(Self.leaveType)
@@ -161,6 +172,9 @@ public enum SessionControl: Sendable, Hashable {
         case .chatAck(let cumulative):
             writer.writeU8(Self.chatAckType)
             writer.writeU32(cumulative)
+        case .recording(let recording):
+            writer.writeU8(Self.recordingType)
+            writer.writeU8(recording ? Self.recordingFlag : 0)
         case .unknown(let type):
             writer.writeU8(type)
         }
@@ -179,15 +193,17 @@ public enum SessionControl: Sendable, Hashable {
         }
         switch type {
         case Self.reportType:
-            let report = Report(
+            var report = Report(
                 timestampMs: try reader.readU32("REPORT timestamp_ms"),
                 echoTimestampMs: try reader.readU32("REPORT echo_timestamp_ms"),
                 echoDelayMs: try reader.readU32("REPORT echo_delay_ms"),
                 mediaReceived: try reader.readU32("REPORT media_received"),
                 mediaExpected: try reader.readU32("REPORT media_expected"),
                 lossPermille: min(try reader.readU16("REPORT loss_permille"), 1000),
-                jitterMicroseconds: try reader.readU32("REPORT jitter_us"),
-                muted: try reader.readU8("REPORT flags") & Report.mutedFlag != 0)
+                jitterMicroseconds: try reader.readU32("REPORT jitter_us"))
+            let flags = try reader.readU8("REPORT flags")
+            report.muted = flags & Report.mutedFlag != 0
+            report.recording = flags & Report.recordingFlag != 0
             _ = try reader.readU8("REPORT reserved")
             self = .report(report)
         case Self.leaveType:
@@ -220,6 +236,9 @@ public enum SessionControl: Sendable, Hashable {
             self = .chat(Chat(sequence: sequence, first: first, more: flags & Chat.moreFlag != 0, text: text))
         case Self.chatAckType:
             self = .chatAck(cumulative: try reader.readU32("CHAT_ACK cumulative"))
+        case Self.recordingType:
+            // Other bits are reserved and ignored (§14.2).
+            self = .recording(try reader.readU8("RECORDING flags") & Self.recordingFlag != 0)
         case let other:
             self = .unknown(other)
         }
