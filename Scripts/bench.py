@@ -3,7 +3,8 @@
 CPU, beside baresip measured in the same run), and writes bench/results.json, bench/summary.md and PNG plots.
 
     bench.py all OUTDIR          loopback parts here, then the NAT-lab parts through Scripts/natlab run
-    bench.py lab OUTDIR/lab.json (inside Scripts/natlab run) join times and PESQ across real NATs
+    bench.py lab OUTDIR/lab.json (inside Scripts/natlab run) join times, PESQ and audio gaps across real NATs
+    bench.py lab-gaps DIR        (inside Scripts/natlab run) only the audio gaps
 
 Run it through Scripts/bench, which builds the release executables and provides PulseAudio and the venv.
 Numbers are printed and recorded, never asserted (docs/DEVELOPING.md, "Numbers").
@@ -499,12 +500,120 @@ def lab(out: Path) -> None:
             results["pesq"][loss] = {"mos": statistics.median(scores), "calls": scores}
             log(f"  {loss:2d} % loss: PESQ-WB median {statistics.median(scores):.2f} of "
                 f"{', '.join(f'{m:.2f}' for m in scores)}")
+
+        log("== NAT lab: audio gaps when a path breaks (longest stretch a listener does not hear a speaker)")
+        results["gaps"] = audio_gaps(work / "gaps", rendezvous.url, ns, prefix, script)
     finally:
         rendezvous.process.stop()
     out.write_text(json.dumps(results))
 
 
 PESQ_CALLS = 3  # calls per loss level in the NAT lab
+GAP_BLOCK = RATE // 10  # 100 ms
+GAP_WINDOW = 12.0  # seconds of listening after each event
+
+
+def tone_heard(block: numpy.ndarray, hz: float) -> bool:
+    """Whether a 100 ms block holds the tone: its amplitude at `hz` above -20 dBFS (a node's tone is -10 dBFS;
+    the other tones and concealment's fading copies stay below)."""
+    t = numpy.arange(len(block)) / RATE
+    amplitude = 2 * abs(numpy.dot(block, numpy.exp(-2j * numpy.pi * hz * t))) / len(block)
+    return amplitude > 0.1
+
+
+def wav_position(path: Path) -> int:
+    """Samples written so far: the daemon writes its WAV as it plays, unbuffered, after a 44-byte header."""
+    return max(0, (path.stat().st_size - 44) // 2)
+
+
+def longest_gap(path: Path, hz: float, start: int) -> float:
+    """The longest run of 100 ms blocks without the tone, in seconds, in GAP_WINDOW seconds from sample `start`
+    (a little before the event: before it every tone is heard, so the run found is the event's)."""
+    samples = numpy.fromfile(path, dtype="<i2", offset=44).astype(numpy.float64) / 32768
+    window = samples[start:start + int(GAP_WINDOW * RATE)]
+    longest = run_length = 0
+    for index in range(len(window) // GAP_BLOCK):
+        if tone_heard(window[index * GAP_BLOCK:(index + 1) * GAP_BLOCK], hz):
+            run_length = 0
+        else:
+            run_length += 1
+            longest = max(longest, run_length)
+    if len(window) < GAP_WINDOW * RATE * 0.9:  # the listener stopped playing: count the missing time as gap
+        longest += int((GAP_WINDOW * RATE - len(window)) / GAP_BLOCK)
+    return longest / 10
+
+
+def audio_gaps(directory: Path, url: str, ns, prefix: str, script: str) -> dict:
+    """Issue 14's audio gaps: three members (two public, one behind cone1) each speak a tone; after each event,
+    the longest stretch in which a listener does not hear a speaker, over the pairs the event touches."""
+    directory.mkdir(mode=0o700, parents=True)
+    hosts = {"a": "pub", "b": "pub2", "c": "c1a"}
+    local = {"pub": "203.0.113.20", "pub2": "203.0.113.21", "c1a": "10.11.0.2"}
+    tones = {"a": 440.0, "b": 660.0, "c": 880.0}
+    nodes = {name: Node(directory, name, f"tone:{int(hz)}", audio_out=f"wav:{directory / (name + '.wav')}",
+                        prefix=ns(hosts[name]), local_addresses=(local[hosts[name]],))
+             for name, hz in tones.items()}
+    invite = new_invite(url)
+    gaps: dict = {}
+    try:
+        for node in nodes.values():
+            node.ready()
+        for node in nodes.values():
+            node.control.request("join", invite=invite)
+
+        def all_up() -> bool:
+            return all(sum(p.get("state") == "up" for p in n.status().get("peers", [])) == 2 for n in nodes.values())
+
+        def measure(event: str, pairs: list, act, settle: float = 0.0) -> None:
+            wait_until(all_up, 60, "every link up before the event", interval=0.1)
+            time.sleep(2)  # steady audio before the event
+            marks = {name: wav_position(directory / f"{name}.wav") - RATE for name in nodes}
+            act()
+            time.sleep(GAP_WINDOW + settle)
+            worst = max(longest_gap(directory / f"{listener}.wav", tones[speaker], marks[listener])
+                        for listener, speaker in pairs)
+            gaps[event] = worst
+            log(f"  {event}: longest gap {worst:.1f} s")
+
+        def both_ways(x: str, y: str) -> list:
+            return [(x, y), (y, x)]
+
+        def cut(action: str) -> None:
+            for rule in (["OUTPUT", "-d", "203.0.113.21"], ["INPUT", "-s", "203.0.113.21"]):
+                run(ns("pub") + ["iptables", action, *rule, "-j", "DROP"])
+
+        # The path between the two public members dies; both still reach c, which carries them.
+        measure("path cut", both_ways("a", "b"), lambda: cut("-I"))
+        cut("-D")
+        wait_until(lambda: next(p for p in nodes["a"].status()["peers"] if p["name"] == "b").get("route") != "peer",
+                   90, "a–b back on the direct path", interval=0.5)
+        # c's router gets a new public address (a DSL reconnect), then forgets its mappings.
+        c_pairs = both_ways("a", "c") + both_ways("b", "c")
+        measure("NAT renumbered", c_pairs, lambda: run([script, "rebind", f"{prefix}-cone1"]))
+        measure("NAT mappings flushed", c_pairs, lambda: run([script, "flush", f"{prefix}-cone1"]))
+
+        # c is suspended for 20 s (a closed lid): the gap counts from its resume.
+        def suspend() -> None:
+            pid = nodes["c"].process.process.pid
+            os.kill(pid, signal.SIGSTOP)
+            time.sleep(20)
+            for name in nodes:  # from the resume on
+                marks_at_resume[name] = wav_position(directory / f"{name}.wav") - RATE // 2
+            os.kill(pid, signal.SIGCONT)
+
+        marks_at_resume: dict = {}
+        wait_until(all_up, 60, "every link up before the suspend", interval=0.1)
+        time.sleep(2)
+        suspend()
+        time.sleep(GAP_WINDOW)
+        worst = max(longest_gap(directory / f"{listener}.wav", tones[speaker], marks_at_resume[listener])
+                    for listener, speaker in c_pairs)
+        gaps["resume after 20 s suspend"] = worst
+        log(f"  resume after 20 s suspend: longest gap {worst:.1f} s after SIGCONT")
+    finally:
+        for node in nodes.values():
+            node.stop()
+    return gaps
 
 
 def make_speech(work: Path) -> dict:
@@ -632,6 +741,10 @@ def write_outputs(results: dict, out: Path) -> str:
         spread = f" ({min(calls):.2f}–{max(calls):.2f})" if len(calls) > 1 else ""
         row(f"PESQ-WB, speech, {loss} % loss (NAT lab, median of {len(calls)} calls)", f"{value['mos']:.2f}{spread}",
             f"codec + loss model {floor:.2f}" if floor else "—")
+    for event, seconds in (lab_results.get("gaps") or {}).items():
+        target = 3 if event.startswith("resume") else 2
+        row(f"audio gap, {event} (NAT lab, worst pair, 100 ms blocks)", fmt(seconds, "s", 1),
+            f"target ≤ {target} s; lab RTT ≈ 1 ms")
     rv = results.get("rendezvous") or {}
     if rv:
         row("rendezvous, one instance: connections held / memory each", f"{rv['connections']:.0f} / "
@@ -735,6 +848,17 @@ def main() -> None:
     if mode == "lab":
         lab(target)
         return
+    if mode == "lab-gaps":  # only the audio gaps, for working on them: Scripts/natlab run -- bench.py lab-gaps DIR
+        target.mkdir(parents=True)
+        rendezvous = start_rendezvous(target, prefix=["ip", "netns", "exec", f"{os.environ['NATLAB_PREFIX']}-srv"],
+                                      listen="203.0.113.10", name="rendezvous-lab")
+        try:
+            print(json.dumps(audio_gaps(target / "gaps", rendezvous.url,
+                                        lambda host: ["ip", "netns", "exec", f"{os.environ['NATLAB_PREFIX']}-{host}"],
+                                        os.environ["NATLAB_PREFIX"], os.environ["NATLAB_SCRIPT"])))
+        finally:
+            rendezvous.process.stop()
+        return
     started = time.monotonic()
     work = Path(os.environ.get("TMPDIR", "/tmp")) / f"parley-bench.{os.getpid()}"
     work.mkdir()
@@ -751,7 +875,7 @@ def main() -> None:
             "process")
         rendezvous_capacity(results)
         lab_json = work / "lab.json"
-        run(["Scripts/natlab", "run", "--", sys.executable, __file__, "lab", lab_json], timeout=600,
+        run(["Scripts/natlab", "run", "--", sys.executable, __file__, "lab", lab_json], timeout=900,
             env=dict(os.environ, TMPDIR=str(work)))
         results["lab"] = json.loads(lab_json.read_text())
     finally:
