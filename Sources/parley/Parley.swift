@@ -262,6 +262,8 @@ struct LiveStatus {
             guard let status = response.status else { return lines + ["parleyd sent no status"] }
             lines += StatusTable.render(status).split(separator: "\n", omittingEmptySubsequences: false).map(
                 String.init)
+            // The chat's latest line, so a live table shows what was just said.
+            if let last = status.chat.last { lines += ["", "chat: " + ChatLine.render(last)] }
         } catch {
             lines.append("\(error)")
         }

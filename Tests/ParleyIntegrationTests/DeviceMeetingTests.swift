@@ -224,7 +224,7 @@ struct DeviceMeetingTests {
     }
 
     /// `parley status --watch` in a real terminal: the table is redrawn in place with the
-    /// speaking peer marked, and Ctrl-C ends it with exit status 0 and the cursor shown again.
+    /// speaking peer marked and the chat's latest line, and Ctrl-C ends it with exit status 0 and the cursor shown again.
     @Test func statusWatchRedrawsInATerminalAndStopsOnCtrlC() async throws {
         await Self.lab("watch") { lab in
             let rendezvous = try lab.rendezvous()
@@ -256,6 +256,12 @@ struct DeviceMeetingTests {
                     $0.contains("bob") && $0.contains(" up ") && $0.contains(StatusTable.speakingMark)
                 }
             }
+            // The chat's latest line shows under the table.
+            let said = try bob.parley(["say", "slides are up"])
+            #expect(said.status == 0, "\(said.error)")
+            try LabWait.until(.seconds(10), "bob's message under the table") {
+                try screen().split(separator: "\n").contains { $0.contains("chat:") && $0.contains("slides are up") }
+            }
             let text = try screen()
             #expect(
                 text.components(separatedBy: "parley status --watch").count == 2,
@@ -272,7 +278,6 @@ struct DeviceMeetingTests {
             #expect(shown.contains("bob"), "the last table stays on screen")
             #expect(
                 try tmux(["display-message", "-p", "-t", "watch", "#{cursor_flag}"]).hasPrefix("1"), "cursor shown")
-            _ = bob
         }
     }
 }
