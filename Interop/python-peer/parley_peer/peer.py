@@ -44,7 +44,7 @@ REPORT_INTERVAL = 1.0
 RELAY_AFTER = 2.0  # a link that found no direct path this long after it started goes through a member
 RELAY_DELAY = 0.3  # a lost link goes through a member this long after it was declared lost
 RELAY_TRIAL = 2.0  # a member that carried nothing of a link not up for this long is treated as refusing
-FOLLOW_QUIET = 1.2  # the peer's packets through a member, none direct for this long: send through it too
+FOLLOW_QUIET = 1.0  # the peer's packets through a member, none direct for this long: send through it too
 LINKS_INTERVAL = 5.0  # §13.1: LINKS when the set changes, and this often anyway
 PROBE_FIRST, PROBE_MAX = 5.0, 60.0  # §13.4 "Going back": ICE restarts at 5, 10, 20, 40 s, then every minute
 
