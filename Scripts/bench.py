@@ -5,6 +5,7 @@ CPU, beside baresip measured in the same run), and writes bench/results.json, be
     bench.py all OUTDIR          loopback parts here, then the NAT-lab parts through Scripts/natlab run
     bench.py lab OUTDIR/lab.json (inside Scripts/natlab run) join times, PESQ and audio gaps across real NATs
     bench.py lab-gaps DIR        (inside Scripts/natlab run) only the audio gaps
+    bench.py lab-relay DIR       (inside Scripts/with-pulseaudio Scripts/natlab run) only the relay's cost
 
 Run it through Scripts/bench, which builds the release executables and provides PulseAudio and the venv.
 Numbers are printed and recorded, never asserted (docs/DEVELOPING.md, "Numbers").
@@ -259,7 +260,9 @@ def pulse(*args: str) -> str:
 
 def make_probe() -> None:
     """A stereo null sink whose two channels are the sender's microphone (left) and the receiver's speaker
-    (right): one recording of its monitor shows both on one clock."""
+    (right): one recording of its monitor shows both on one clock. Loaded once per sound server."""
+    if "probe_left_src" in pulse("list", "short", "sources"):
+        return
     pulse("load-module", "module-null-sink", "sink_name=probe", "rate=48000", "channels=2",
           "channel_map=front-left,front-right")
     for side in ("left", "right"):
@@ -292,8 +295,17 @@ def onsets(channel: numpy.ndarray, spacing: int) -> list[int]:
 
 
 def probe_latency(work: Path, name: str, start_call, stop_call) -> float | None:
-    """Plays clicks into the left channel, lets the call carry them to the right one, and returns the median
-    delay between the two, in ms."""
+    """Starts a call, measures it with `probe_clicks`, and stops it."""
+    try:
+        start_call()
+        return probe_clicks(work, name)
+    finally:
+        stop_call()
+
+
+def probe_clicks(work: Path, name: str) -> float | None:
+    """Plays clicks into the left channel while a running call carries them to the right one, and returns the
+    median delay between the two, in ms."""
     clicks = work / "clicks.wav"
     if not clicks.exists():
         click_train(clicks)
@@ -301,11 +313,9 @@ def probe_latency(work: Path, name: str, start_call, stop_call) -> float | None:
     recorder = Process(["parecord", "-d", "probe.monitor", "--channels=2", "--rate=48000", "--format=s16le",
                         "--file-format=wav", recording], work, f"parecord-{name}")
     try:
-        start_call()
         run(["paplay", "-d", "probe_left", clicks], timeout=30)
         time.sleep(1.0)  # the last click's trip through the call (at most a few hundred ms)
     finally:
-        stop_call()
         recorder.stop(signal.SIGINT)
     data, rate, _ = read_wav(recording)
     left, right = onsets(data[:, 0], rate), onsets(data[:, 1], rate)
@@ -503,6 +513,9 @@ def lab(out: Path) -> None:
 
         log("== NAT lab: audio gaps when a path breaks (longest stretch a listener does not hear a speaker)")
         results["gaps"] = audio_gaps(work / "gaps", rendezvous.url, ns, prefix, script)
+
+        log("== NAT lab: a pair carried by a member (mouth-to-ear through it, the CPU it costs)")
+        results["relay"] = relay_cost(work / "relay", rendezvous.url, ns)
     finally:
         rendezvous.process.stop()
     out.write_text(json.dumps(results))
@@ -543,15 +556,27 @@ def longest_gap(path: Path, hz: float, start: int) -> float:
     return longest / 10
 
 
+PUBLIC = {"pub": "203.0.113.20", "pub2": "203.0.113.21", "c1a": "10.11.0.2", "c2": "10.12.0.2"}
+
+
+def drop_between(ns, host: str, other: str, action: str) -> None:
+    """Drops (action -I) or restores (-D) traffic between a public host and another address, at the host."""
+    for rule in (["OUTPUT", "-d", other], ["INPUT", "-s", other]):
+        run(ns(host) + ["iptables", action, *rule, "-j", "DROP"])
+
+
+def peer_entry(node: Node, name: str) -> dict:
+    return next((p for p in node.status().get("peers", []) if p.get("name") == name), {})
+
+
 def audio_gaps(directory: Path, url: str, ns, prefix: str, script: str) -> dict:
     """Issue 14's audio gaps: three members (two public, one behind cone1) each speak a tone; after each event,
     the longest stretch in which a listener does not hear a speaker, over the pairs the event touches."""
     directory.mkdir(mode=0o700, parents=True)
     hosts = {"a": "pub", "b": "pub2", "c": "c1a"}
-    local = {"pub": "203.0.113.20", "pub2": "203.0.113.21", "c1a": "10.11.0.2"}
     tones = {"a": 440.0, "b": 660.0, "c": 880.0}
     nodes = {name: Node(directory, name, f"tone:{int(hz)}", audio_out=f"wav:{directory / (name + '.wav')}",
-                        prefix=ns(hosts[name]), local_addresses=(local[hosts[name]],))
+                        prefix=ns(hosts[name]), local_addresses=(PUBLIC[hosts[name]],))
              for name, hz in tones.items()}
     invite = new_invite(url)
     gaps: dict = {}
@@ -579,8 +604,7 @@ def audio_gaps(directory: Path, url: str, ns, prefix: str, script: str) -> dict:
             return [(x, y), (y, x)]
 
         def cut(action: str) -> None:
-            for rule in (["OUTPUT", "-d", "203.0.113.21"], ["INPUT", "-s", "203.0.113.21"]):
-                run(ns("pub") + ["iptables", action, *rule, "-j", "DROP"])
+            drop_between(ns, "pub", PUBLIC["pub2"], action)
 
         # The path between the two public members dies; both still reach c, which carries them.
         measure("path cut", both_ways("a", "b"), lambda: cut("-I"))
@@ -614,6 +638,90 @@ def audio_gaps(directory: Path, url: str, ns, prefix: str, script: str) -> dict:
         for node in nodes.values():
             node.stop()
     return gaps
+
+
+def relay_cost(directory: Path, url: str, ns) -> dict:
+    """Issue 14's relay figures. Latency: a (pub) speaks clicks to c (pub2) with b (behind cone1) in the meeting;
+    mouth-to-ear is measured over the direct path, then with a–c cut at a so that b carries the pair. CPU: four
+    members all sending tones (c and d relay for nobody), a–c and a–d cut, so b carries two pairs; b's CPU before
+    and after."""
+    directory.mkdir(mode=0o700, parents=True)
+    make_probe()
+    figures: dict = {}
+
+    def start(nodes: dict, spec: dict) -> None:
+        for name, (host, audio_in, audio_out, extra) in spec.items():
+            nodes[name] = Node(directory, name, audio_in, audio_out=audio_out, prefix=ns(host),
+                               local_addresses=(PUBLIC[host],), extra=extra)
+        invite = new_invite(url)
+        for node in nodes.values():
+            node.ready()
+        for node in nodes.values():
+            node.control.request("join", invite=invite)
+        count = len(nodes)
+        wait_until(lambda: all(sum(p.get("state") == "up" for p in n.status().get("peers", [])) == count - 1
+                               for n in nodes.values()), 60, "every link up", interval=0.1)
+
+    def relayed(nodes: dict, x: str, y: str) -> bool:
+        entry = peer_entry(nodes[x], y)
+        return entry.get("state") == "up" and entry.get("route") == "peer"
+
+    nodes: dict = {}
+    try:
+        start(nodes, {"a": ("pub", "pulse:probe_left_src", "null", ()), "b": ("c1a", "silence", "null", ()),
+                      "c": ("pub2", "silence", "pulse:probe_right", ())})
+        time.sleep(1.0)  # the jitter buffer settles
+        rtt = {f"{x}-{y}": peer_entry(nodes[x], y).get("rtt_ms") for x, y in (("a", "c"), ("a", "b"), ("b", "c"))}
+        direct = probe_clicks(directory, "direct")
+        drop_between(ns, "pub", PUBLIC["pub2"], "-I")
+        try:
+            wait_until(lambda: relayed(nodes, "a", "c") and relayed(nodes, "c", "a"), 30, "a–c through b", interval=0.1)
+            time.sleep(1.0)
+            through = probe_clicks(directory, "relayed")
+        finally:
+            drop_between(ns, "pub", PUBLIC["pub2"], "-D")
+        figures["latency_ms"] = {"direct": direct, "relayed": through, "rtt_ms": rtt}
+        extra_hop = None if None in rtt.values() else rtt["a-b"] + rtt["b-c"] - rtt["a-c"]
+        figures["latency_ms"]["extra_hop_rtt_ms"] = extra_hop
+        log(f"  mouth-to-ear a → c: direct {direct} ms, through b {through} ms (RTT a–c {rtt['a-c']} ms, "
+            f"a–b {rtt['a-b']} ms, b–c {rtt['b-c']} ms)")
+    finally:
+        for node in nodes.values():
+            node.stop()
+
+    nodes = {}
+    never = ("--relay-pairs", "0")
+    try:
+        start(nodes, {"a": ("pub", "tone:440", "null", ()), "b": ("c1a", "tone:550", "null", ()),
+                      "c": ("pub2", "tone:660", "null", never), "d": ("c2", "tone:770", "null", never)})
+        pid = nodes["b"].process.process.pid
+
+        def cpu_percent(seconds: float = 10.0) -> float:
+            before, started = cpu_seconds(pid), time.monotonic()
+            time.sleep(seconds)
+            return 100 * (cpu_seconds(pid) - before) / (time.monotonic() - started)
+
+        time.sleep(2.0)
+        idle = cpu_percent()
+        drop_between(ns, "pub", PUBLIC["pub2"], "-I")
+        drop_between(ns, "pub", "198.51.100.12", "-I")  # cone2, d's router
+        try:
+            wait_until(lambda: relayed(nodes, "a", "c") and relayed(nodes, "a", "d"), 30, "b carrying two pairs",
+                       interval=0.1)
+            time.sleep(2.0)
+            carrying = cpu_percent()
+            pairs = nodes["b"].status()["self"]["relaying"]
+            vias = {y: peer_entry(nodes["a"], y).get("via") for y in ("c", "d")}
+        finally:
+            drop_between(ns, "pub", PUBLIC["pub2"], "-D")
+            drop_between(ns, "pub", "198.51.100.12", "-D")
+        figures["cpu_pct"] = {"before": idle, "relaying": carrying, "pairs": len(pairs)}
+        log(f"  b's CPU, four members all sending: {idle:.2f} % of a core; carrying {len(pairs)} pairs {carrying:.2f} % "
+            f"(b carries {pairs}; a reaches c and d via {vias})")
+    finally:
+        for node in nodes.values():
+            node.stop()
+    return figures
 
 
 def make_speech(work: Path) -> dict:
@@ -745,6 +853,17 @@ def write_outputs(results: dict, out: Path) -> str:
         target = 3 if event.startswith("resume") else 2
         row(f"audio gap, {event} (NAT lab, worst pair, 100 ms blocks)", fmt(seconds, "s", 1),
             f"target ≤ {target} s; lab RTT ≈ 1 ms")
+    relay = lab_results.get("relay") or {}
+    if relay.get("latency_ms"):
+        hop = relay["latency_ms"]
+        row("mouth-to-ear, 20 ms frames, a pair carried by a member (NAT lab)",
+            f"{fmt(hop['relayed'], 'ms', 1)} (direct {fmt(hop['direct'], 'ms', 1)})",
+            f"target ≤ direct + one frame + the extra hop's RTT ({fmt(hop['extra_hop_rtt_ms'], 'ms', 1)})")
+    if relay.get("cpu_pct"):
+        cpu = relay["cpu_pct"]
+        row(f"CPU of a member carrying {cpu['pairs']} pairs (NAT lab, 4 members all sending)",
+            f"+{cpu['relaying'] - cpu['before']:.1f} % of a core ({cpu['before']:.1f} → {cpu['relaying']:.1f} %)",
+            "target ≤ +1 %")
     rv = results.get("rendezvous") or {}
     if rv:
         row("rendezvous, one instance: connections held / memory each", f"{rv['connections']:.0f} / "
@@ -848,14 +967,21 @@ def main() -> None:
     if mode == "lab":
         lab(target)
         return
-    if mode == "lab-gaps":  # only the audio gaps, for working on them: Scripts/natlab run -- bench.py lab-gaps DIR
+    if mode in ("lab-gaps", "lab-relay"):  # one lab part, for working on it (see the docstring)
         target.mkdir(parents=True)
-        rendezvous = start_rendezvous(target, prefix=["ip", "netns", "exec", f"{os.environ['NATLAB_PREFIX']}-srv"],
-                                      listen="203.0.113.10", name="rendezvous-lab")
+        prefix = os.environ["NATLAB_PREFIX"]
+
+        def ns(host: str) -> list:
+            return ["ip", "netns", "exec", f"{prefix}-{host}"]
+
+        rendezvous = start_rendezvous(target, "--stun-listen", "203.0.113.10:0", prefix=ns("srv"),
+                                      listen="203.0.113.10", name="rendezvous-lab")  # as lab() does
         try:
-            print(json.dumps(audio_gaps(target / "gaps", rendezvous.url,
-                                        lambda host: ["ip", "netns", "exec", f"{os.environ['NATLAB_PREFIX']}-{host}"],
-                                        os.environ["NATLAB_PREFIX"], os.environ["NATLAB_SCRIPT"])))
+            if mode == "lab-gaps":
+                figures = audio_gaps(target / "gaps", rendezvous.url, ns, prefix, os.environ["NATLAB_SCRIPT"])
+            else:
+                figures = relay_cost(target / "relay", rendezvous.url, ns)
+            print(json.dumps(figures, default=str))
         finally:
             rendezvous.process.stop()
         return
