@@ -29,4 +29,16 @@ public struct ICETrafficCounts: Sendable, Equatable {
     public var sendFailures: UInt64
     /// Datagrams dropped because the reader of `ICEStream.datagrams` fell behind.
     public var receiveOverflows: UInt64
+
+    public init(
+        packetsSent: UInt64 = 0, bytesSent: UInt64 = 0, packetsReceived: UInt64 = 0, bytesReceived: UInt64 = 0,
+        sendFailures: UInt64 = 0, receiveOverflows: UInt64 = 0
+    ) {
+        self.packetsSent = packetsSent
+        self.bytesSent = bytesSent
+        self.packetsReceived = packetsReceived
+        self.bytesReceived = bytesReceived
+        self.sendFailures = sendFailures
+        self.receiveOverflows = receiveOverflows
+    }
 }

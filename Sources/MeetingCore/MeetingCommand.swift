@@ -45,7 +45,7 @@ public enum MeetingCommand: Sendable {
     case sendReport(LinkID, closesInterval: Bool, muted: Bool, recording: Bool)
     /// Send a session control message (LEAVE, LINKS, RELAY_REFUSED …, §10, §13).
     case sendControl(LinkID, SessionControl)
-    /// Send an envelope over the mesh (§13.4) on `link`: to that link's peer itself, or for the
+    /// Send an envelope over the mesh (§13.5) on `link`: to that link's peer itself, or for the
     /// peer to forward to `forwardTo` (an identity key; all zeros: to everyone it reaches).
     case sendMeshEnvelope([UInt8], over: LinkID, forwardTo: [UInt8]?)
 

@@ -55,7 +55,7 @@ extension MeetingCore {
                 if link.machine.state != .up, let since = link.relayedSince,
                     now - since >= configuration.timing.relayTrial
                 {
-                    peers[key]?.link?.refusedBy[via] = now
+                    peers[key]?.link?.refusedBy[via] = (now, nil)
                 }
                 guard !canRelay(via, toward: key) else { continue }
                 route(
@@ -87,11 +87,21 @@ extension MeetingCore {
             links.peers.contains(where: { $0.identityKey == destination })
         else { return false }
         if let refused = peers[destination]?.link?.refusedBy[member],
-            now - refused < configuration.timing.refusalMemory
+            now - refused.at < configuration.timing.refusalMemory
         {
             return false
         }
         return true
+    }
+
+    /// A member that said it had no link with a destination and now lists it in its LINKS can
+    /// carry it after all: its link (with the destination, or with us) was not up on its side
+    /// yet when ours were, a race of a round trip that must not cost the pair `refusalMemory`.
+    /// A member that is busy or declines stays refused.
+    mutating func forgetOutdatedRefusals(by member: [UInt8], _ links: SessionControl.Links) {
+        for listed in links.peers where peers[listed.identityKey]?.link?.refusedBy[member]?.reason == .notLinked {
+            peers[listed.identityKey]?.link?.refusedBy[member] = nil
+        }
     }
 
     /// The member through which `destination` is reached fastest: the lowest sum of our RTT to
@@ -196,7 +206,7 @@ extension MeetingCore {
         log(.info, "restarted every path", ["why": why])
     }
 
-    // MARK: Signaling over the mesh (§13.4)
+    // MARK: Signaling over the mesh (§13.5)
 
     /// Sends an envelope over sessions instead of the rendezvous: straight to the peer if its
     /// link works, else through a member that reaches it; a broadcast to every peer whose link

@@ -290,7 +290,7 @@ public struct MeetingCore: Sendable {
             return
         }
         // Through the rendezvous when it can carry it; over the members' sessions otherwise
-        // (§13.4), so a link can restart while the rendezvous is away.
+        // (§13.5), so a link can restart while the rendezvous is away.
         let member = key.flatMap { peers[$0]?.memberID }
         if rendezvous == .connected, key == nil || member != nil {
             output.append(.sendEnvelope(envelope, to: member.map { .member($0) } ?? .everyone))
@@ -683,9 +683,10 @@ public struct MeetingCore: Sendable {
             feed(.left, toPeer: key)
         case .links(let links):
             peers[key]?.links = links
+            forgetOutdatedRefusals(by: key, links)
         case .relayRefused(let destination, let reason):
             log(.info, "a member will not relay", ["member": shortID, "reason": "\(reason)"])
-            peers[destination]?.link?.refusedBy[key] = now
+            peers[destination]?.link?.refusedBy[key] = (now, reason)
         case .meshEnvelope(let envelope):
             envelopeDelivered(envelope, from: nil)
         case .securityCode(let message):

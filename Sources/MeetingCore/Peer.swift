@@ -56,8 +56,9 @@ struct Link: Sendable {
     /// While relayed: when the lead next tries the direct path, and how many tries failed.
     var nextProbe: ContinuousClock.Instant?
     var probes = 0
-    /// Members that refused to relay toward this peer, and when.
-    var refusedBy: [[UInt8]: ContinuousClock.Instant] = [:]
+    /// Members that refused to relay toward this peer: when, and why (nil: it was given up on
+    /// because it carried nothing).
+    var refusedBy: [[UInt8]: (at: ContinuousClock.Instant, reason: SessionControl.RelayRefusal?)] = [:]
     /// When packets last came over the direct path and through a member.
     var lastDirectPacket: ContinuousClock.Instant?
     var lastRelayedPacket: ContinuousClock.Instant?

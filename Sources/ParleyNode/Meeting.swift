@@ -1043,7 +1043,7 @@ private final class MeetingDriver {
                     reason: link.reason, recording: link.recording)
             }
             let statistics = path.channel.statistics
-            let traffic = path.stream.traffic
+            let traffic = path.transport.traffic
             let measured = path.transport.measurements(now: now)
             let jitter = statistics.received > 0 ? Self.milliseconds(statistics.jitter) : nil
             return PeerStatus(

@@ -38,6 +38,9 @@ final class PeerTransport: Sendable {
         /// in `MediaFanout`).
         var controlPacket: [UInt8] = []
         var relayPacket: [UInt8] = []
+        /// This session's datagrams that went through a member (§13): the ICE stream toward
+        /// the peer never sees them, the member's stream counts them among its own.
+        var relayed = ICETrafficCounts()
     }
 
     init(
@@ -111,13 +114,31 @@ final class PeerTransport: Sendable {
     @discardableResult
     private func transmit(_ datagram: [UInt8]) -> Bool {
         guard let through = relay.withLock({ $0 }) else { return stream.send(datagram) }
-        return through.sendRelay(RelayPacket(kind: .forward, peer: peerKey, payload: datagram), now: .now)
+        guard through.sendRelay(RelayPacket(kind: .forward, peer: peerKey, payload: datagram), now: .now) else {
+            return false
+        }
+        state.withLock {
+            $0.relayed.packetsSent += 1
+            $0.relayed.bytesSent += UInt64(datagram.count)
+        }
+        return true
+    }
+
+    /// What went to and came from the peer: over ICE and through a member.
+    var traffic: ICETrafficCounts {
+        let relayed = state.withLock { $0.relayed }
+        var total = stream.traffic
+        total.packetsSent += relayed.packetsSent
+        total.bytesSent += relayed.bytesSent
+        total.packetsReceived += relayed.packetsReceived
+        total.bytesReceived += relayed.bytesReceived
+        return total
     }
 
     /// Sends a REPORT (§10.1). `closesInterval`: this REPORT ends a loss measurement interval.
     func sendReport(closesInterval: Bool, muted: Bool, recording: Bool, now: ContinuousClock.Instant) {
         let statistics = channel.statistics
-        let counts = Self.counts(statistics, stream.traffic)
+        let counts = Self.counts(statistics, traffic)
         let report = state.withLock { state in
             if closesInterval { state.meter.closeInterval(counts, at: now) }
             let reception = LinkSession.Reception(
@@ -135,7 +156,7 @@ final class PeerTransport: Sendable {
     /// What status shows of this link's traffic: rates over the last second or two and loss
     /// over the last five.
     func measurements(now: ContinuousClock.Instant) -> LinkMeter.Measurements {
-        let counts = Self.counts(channel.statistics, stream.traffic)
+        let counts = Self.counts(channel.statistics, traffic)
         return state.withLock { $0.meter.measurements(counts, at: now) }
     }
 
@@ -161,6 +182,10 @@ final class PeerTransport: Sendable {
             // Moved out, so the session decrypts this array in place without copying it.
             var taken: [UInt8] = []
             swap(&taken, &pending)
+            if via != nil {
+                state.relayed.packetsReceived += 1
+                state.relayed.bytesReceived += UInt64(taken.count)
+            }
             return state.link.receive(taken, now: now, nowMs: MeetingClock.milliseconds(now), via: via)
         }
         if let media = output.media { media.withUnsafeBytes { channel.receive($0) } }

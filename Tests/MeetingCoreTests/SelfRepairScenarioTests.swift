@@ -69,6 +69,27 @@ struct SelfRepairScenarioTests {
         #expect(sim.allLinksUp() && Self.everyoneHears(sim, ids))
     }
 
+    /// A member that refused to carry a pair for want of a link (its own link was not up in its
+    /// view yet, a race of a round trip seen on real machines) is asked again as soon as its
+    /// LINKS lists the destination, not after the 30 s a busy member is left alone (§13.3).
+    @Test func aNotLinkedRefusalEndsWithTheMembersNextLinks() {
+        let (sim, ids) = MeetingScenarioTests.meeting(3, seed: 24)
+        let (alice, carol) = (ids[0], ids[2])
+        #expect(sim.run(until: .seconds(3)) { sim.allLinksUp() })
+        sim.partition(alice, carol)
+        #expect(sim.run(until: .seconds(5)) { sim.links(of: alice)["carol"]?.route == "peer" })
+        let toBob = try! #require(sim.links(of: alice)["bob"]?.id)
+        sim.inject(alice, .session(toBob, .relayRefused(destination: sim.identityKey(of: carol), reason: .notLinked)))
+        sim.run(for: .milliseconds(50))
+        #expect(sim.links(of: alice)["carol"]?.route != "peer", "nobody else can carry it")
+        // Bob's LINKS goes out every 5 s and lists carol: alice goes through it again.
+        #expect(sim.run(until: .seconds(6)) { sim.links(of: alice)["carol"]?.route == "peer" })
+        let busy = try! #require(sim.links(of: alice)["bob"]?.id)
+        sim.inject(alice, .session(busy, .relayRefused(destination: sim.identityKey(of: carol), reason: .busy)))
+        sim.run(for: .milliseconds(50))
+        #expect(!sim.run(until: .seconds(12)) { sim.links(of: alice)["carol"]?.route == "peer" }, "busy holds")
+    }
+
     /// Two members with no path at all (symmetric NATs, no TURN, nobody to relay): the link says
     /// `failed` with a reason, and keeps being retried — it is never removed.
     @Test func aPairWithNoPathAtAllFailsVisiblyAndKeepsTrying() {

@@ -221,6 +221,10 @@ struct NATLabMeetingTests {
         #expect(bobToCarol?.route == "peer", "bob reaches carol via \(bobToCarol?.route ?? "none")")
         let publicMembers = try [alice, dave].map { try $0.status().node.id }
         #expect(publicMembers.contains(bobToCarol?.via ?? ""), "carried by \(bobToCarol?.via ?? "nobody")")
+        // Its traffic is the link's own, though none of it crossed the link's ICE stream.
+        #expect(
+            (bobToCarol?.rxKbps ?? 0) > 10 && (bobToCarol?.txKbps ?? 0) > 10 && (bobToCarol?.packetsRx ?? 0) > 50,
+            "a relayed link shows its traffic: \(String(describing: bobToCarol))")
 
         // The rendezvous goes away; then the path between alice and dave is cut.
         rendezvous.process.kill9()

@@ -181,6 +181,13 @@ public final class MeetingSimulation {
     /// Whether the node's microphone hears speech (DTX sends nothing while it does not).
     public func setTalking(_ id: NodeID, _ talking: Bool) { schedule(.talking(id, talking)) }
 
+    /// Hands a node's core an input as its driver would (for facts the simulated network does
+    /// not produce by itself, such as a race seen on real machines).
+    public func inject(_ id: NodeID, _ input: MeetingInput) { schedule(.input(id, input)) }
+
+    /// The node's identity key (what other members' messages name it by).
+    public func identityKey(of id: NodeID) -> [UInt8] { nodes[id.index].identity.publicKey }
+
     /// Drops every datagram between two nodes (both still reach the rendezvous and others).
     public func partition(_ a: NodeID, _ b: NodeID) { network.blocked.insert(Network.Pair(a, b)) }
     public func heal(_ a: NodeID, _ b: NodeID) { network.blocked.remove(Network.Pair(a, b)) }

@@ -125,7 +125,8 @@ class Link:
         self.probes = 0
         self.last_direct_at: float | None = None  # the last authenticated datagram over the direct path
         self.last_relayed_at: float | None = None  # ... and through a member
-        self.refused_by: dict[bytes, float] = {}  # members that would not relay toward this peer, and when
+        # members that would not relay toward this peer: when, and the §13.3 reason (None: it carried nothing)
+        self.refused_by: dict[bytes, tuple[float, int | None]] = {}
         self.peer_links: control.Links | None = None  # the peer's latest LINKS: whom it can relay to
         self.datagrams_via: dict[bytes, int] = {}  # authenticated datagrams received through each member
 
@@ -425,12 +426,16 @@ class Link:
             await self.node.send_code_messages(self.node.code_agreement.received(message, self.peer))
         elif isinstance(message, control.Links) and self.version >= 2:
             self.peer_links = message
+            for key, _ in message.peers:  # §13.3: a "not linked" refusal ends when its LINKS lists the destination
+                target = self.node.links.get(key)
+                if target is not None and target.refused_by.get(self.peer, (0, None))[1] == relay.NOT_LINKED:
+                    del target.refused_by[self.peer]
         elif isinstance(message, control.RelayRefused) and self.version >= 2:
             destination = self.node.links.get(message.destination)
             if destination is not None:
                 log.info("link %s: will not relay toward %s (reason %d)", self.label, destination.label,
                          message.reason)
-                destination.refused_by[self.peer] = now
+                destination.refused_by[self.peer] = (now, message.reason)
         elif isinstance(message, control.Leave):
             log.info("link %s: LEAVE", self.label)
             # The peer stopped: if it heard us (its last REPORT) and we heard it, this link is complete.
@@ -744,7 +749,7 @@ class Node:
 
     def can_relay(self, member: bytes, destination: bytes, now: float | None = None) -> bool:
         """§13.4: `member` can carry our datagrams toward `destination`: its own link is up directly, its latest
-        LINKS says it relays and lists the destination, and it did not refuse in the last 30 s."""
+        LINKS says it relays and lists the destination, and it has no refusal in force (§13.3)."""
         now = time.monotonic() if now is None else now
         through = self.links.get(member)
         if member == destination or through is None or not through.direct_up:
@@ -754,7 +759,7 @@ class Node:
             return False
         target = self.links.get(destination)
         refused = target.refused_by.get(member) if target is not None else None
-        return refused is None or now - refused >= relay.REFUSAL_MEMORY
+        return refused is None or now - refused[0] >= relay.REFUSAL_MEMORY
 
     def relay_candidate(self, destination: bytes, exclude: frozenset[bytes] = frozenset()) -> bytes | None:
         """The member with the lowest RTT(us, it) + RTT(it, destination) (unmeasured counts as 1 s)."""
@@ -780,7 +785,7 @@ class Node:
                 via = link.relay
                 carried = link.last_relayed_at is not None and now - link.last_relayed_at < RELAY_TRIAL
                 if link.state != "up" and now - link.relayed_since >= RELAY_TRIAL and not carried:
-                    link.refused_by[via] = now
+                    link.refused_by[via] = (now, None)
                 if not self.can_relay(via, link.peer, now):
                     await link.route(self.relay_candidate(link.peer, frozenset({via})),
                                      "the relaying member cannot carry it")

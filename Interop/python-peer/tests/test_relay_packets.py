@@ -353,6 +353,28 @@ def test_routes_go_through_the_best_member_and_move_when_it_cannot_carry():
     assert end.node.can_relay(b2.identity_key, a.identity_key, time.monotonic() + relay.REFUSAL_MEMORY)
 
 
+def test_a_not_linked_refusal_ends_when_the_member_lists_the_destination():
+    """§13.3: B refused because its own link was not up in its view yet; its next LINKS listing A ends the refusal.
+    A BUSY refusal is not ended by LINKS."""
+    a, b, c = (Identity.generate() for _ in range(3))
+    end = Member(c, {"a": a, "b": b})
+    end.link("b").peer_links = control.Links(True, ((a.identity_key, 10),))
+
+    async def receive(message: bytes) -> None:
+        await end.link("b").on_datagram(end.remote["b"].seal(INNER_CONTROL, message, time.monotonic()), via=None)
+
+    async def run():
+        await receive(control.RelayRefused(a.identity_key, relay.NOT_LINKED).encode())
+        assert not end.node.can_relay(b.identity_key, a.identity_key)
+        await receive(control.Links(True, ((a.identity_key, 10),)).encode())
+        assert end.node.can_relay(b.identity_key, a.identity_key)
+        await receive(control.RelayRefused(a.identity_key, relay.BUSY).encode())
+        await receive(control.Links(True, ((a.identity_key, 10),)).encode())
+        assert not end.node.can_relay(b.identity_key, a.identity_key)
+
+    asyncio.run(run())
+
+
 def test_a_broadcast_without_the_rendezvous_goes_to_every_working_link_and_through_them():
     a, b, c = Identity.generate(), Identity.generate(), Identity.generate()
     end = Member(c, {"a": a, "b": b})

@@ -87,7 +87,7 @@ public enum SessionControl: Sendable, Hashable {
         case notLinked = 1
         /// It already carries as many pairs as it will.
         case busy = 2
-        /// It does not relay for others (`--relay-only`, or `--max-relayed-pairs 0`).
+        /// It does not relay for others (`--relay-only`, or `--relay-pairs 0`).
         case declines = 3
     }
 
