@@ -62,19 +62,6 @@ public struct LinkSession: Sendable {
         authenticationFailures += session.statistics.authenticationFailures - failuresBefore
         var output = Self.output(of: step)
         guard step.dropped == nil, isTransport else { return output }
-        if let last = authenticatedReportedAt, now - last < authenticatedFactInterval {
-            // Reported recently enough.
-        } else {
-            authenticatedReportedAt = now
-            authenticatedVia = via
-            output.facts.append(.authenticated(via: via))
-        }
-        if via != authenticatedVia {
-            // The route changed: say so at once rather than a quarter of a second later.
-            authenticatedVia = via
-            authenticatedReportedAt = now
-            output.facts.append(.authenticated(via: via))
-        }
         switch step.payload?.type {
         case .media?:
             mediaReceived += 1
@@ -113,7 +100,25 @@ public struct LinkSession: Sendable {
         default:
             break
         }
+        noteAuthenticated(now: now, via: via, into: &output)
         return output
+    }
+
+    /// Says that an authenticated packet arrived: at most every `authenticatedFactInterval`, at
+    /// once when its route changed, and not at all for a REPORT on the same route (the REPORT's
+    /// own fact says as much, and in a DTX pause REPORTs are all there is: one fact, not two,
+    /// wakes the meeting for each).
+    private mutating func noteAuthenticated(now: ContinuousClock.Instant, via: [UInt8]?, into output: inout Output) {
+        let routeChanged = authenticatedReportedAt != nil && via != authenticatedVia
+        let due = authenticatedReportedAt.map { now - $0 >= authenticatedFactInterval } ?? true
+        let reported = output.facts.contains { if case .report = $0 { true } else { false } }
+        guard routeChanged || (due && !(reported && authenticatedReportedAt != nil)) else {
+            if reported { authenticatedReportedAt = now }
+            return
+        }
+        authenticatedReportedAt = now
+        authenticatedVia = via
+        output.facts.insert(.authenticated(via: via), at: 0)
     }
 
     /// Encrypts a payload into `packet` (its storage is reused); false when there are no keys.

@@ -664,11 +664,13 @@ public struct MeetingCore: Sendable {
             log(.info, "session without keys", ["peer": shortID, "why": why])
             membersMayHaveChanged()
         case .authenticated(let via):
+            peers[key]?.link?.authenticatedVia = via
             noteAuthenticated(from: key, via: via)
             feed(.packetReceived, toPeer: key)
         case .report(let report, let rtt, let mediaSent):
             peers[key]?.link?.peerReport = report
             peers[key]?.link?.rttMs = rtt
+            noteAuthenticated(from: key, via: link.authenticatedVia)
             feed(.packetReceived, toPeer: key)
             // §10.1: up once the peer reports that it receives our media — or, while DTX holds our
             // media back and none was sent on this link yet, once it reports at all: a silent
@@ -790,16 +792,19 @@ public struct MeetingCore: Sendable {
             probeDirectPaths()
             shareLinks()
         }
-        // The links with something due (usually none), in link order.
+        // The links with something due (usually none), in link order. While DTX pauses, a
+        // REPORT due on one link takes along those due within half an interval: the links'
+        // REPORTs then share one wake-up every 250 ms instead of drifting into one each.
+        let pausedInterval = configuration.timing.pausedReportInterval
         var due: [(LinkID, [UInt8])] = []
+        var pausedReportDue = false
         for (key, peer) in peers {
             guard let link = peer.link else { continue }
             let timerDue = link.machine.nextDeadline.map { now >= $0 } ?? false
-            let reportDue =
-                link.established
-                && (now >= link.nextReport
-                    || (paused && now - link.lastReportSent >= configuration.timing.pausedReportInterval))
-            if timerDue || reportDue { due.append((link.id, key)) }
+            let pausedDue = paused && link.established && now - link.lastReportSent >= pausedInterval
+            pausedReportDue = pausedReportDue || pausedDue
+            let reportDue = link.established && now >= link.nextReport
+            if timerDue || reportDue || pausedDue || (paused && link.established) { due.append((link.id, key)) }
         }
         due.sort { $0.0 < $1.0 }
         for (_, key) in due {
@@ -808,7 +813,7 @@ public struct MeetingCore: Sendable {
             guard let link = peers[key]?.link, link.established else { continue }
             if now >= link.nextReport {
                 sendReport(on: key, closesInterval: true)
-            } else if paused, now - link.lastReportSent >= configuration.timing.pausedReportInterval {
+            } else if pausedReportDue, paused, now - link.lastReportSent >= pausedInterval / 2 {
                 sendReport(on: key, closesInterval: false)
             }
         }

@@ -127,7 +127,9 @@ public enum SessionFact: Sendable, Hashable {
     /// known to that precision without a fact per packet.
     case authenticated(via: [UInt8]?)
     /// A REPORT (§10.1) arrived; `rttMs` is the smoothed round-trip time it let us measure.
-    /// `mediaSent` is how many media payloads we have sealed for this peer so far.
+    /// `mediaSent` is how many media payloads we have sealed for this peer so far. It counts as
+    /// an authenticated packet over the route of the latest `.authenticated` (which comes first
+    /// whenever the route changes), so none is reported beside it.
     case report(SessionControl.Report, rttMs: Double?, mediaSent: UInt64)
     /// The first media payload of this link arrived (answer with an early REPORT, §10.1).
     case firstMedia

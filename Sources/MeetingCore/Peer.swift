@@ -59,6 +59,8 @@ struct Link: Sendable {
     /// Members that refused to relay toward this peer: when, and why (nil: it was given up on
     /// because it carried nothing).
     var refusedBy: [[UInt8]: (at: ContinuousClock.Instant, reason: SessionControl.RelayRefusal?)] = [:]
+    /// The route of the latest authenticated packet: the member it came through, nil: direct.
+    var authenticatedVia: [UInt8]?
     /// When packets last came over the direct path and through a member.
     var lastDirectPacket: ContinuousClock.Instant?
     var lastRelayedPacket: ContinuousClock.Instant?

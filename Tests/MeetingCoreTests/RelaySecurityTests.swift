@@ -19,15 +19,15 @@ struct RelaySecurityTests {
 
     /// Alice's and Carol's sessions, established by passing their handshake through `carry`
     /// (the relay's hands), with version 2.
-    static func establishedPair() -> (alice: LinkSession, carol: LinkSession) {
+    static func establishedPair(factInterval: Duration = .zero) -> (alice: LinkSession, carol: LinkSession) {
         let alice = identity(1)
         let carol = identity(3)
         var a = LinkSession(
             session: PeerSession(local: alice, peer: carol.peerIdentity, keys: keys, protocolVersion: 2),
-            authenticatedFactInterval: .zero)
+            authenticatedFactInterval: factInterval)
         var c = LinkSession(
             session: PeerSession(local: carol, peer: alice.peerIdentity, keys: keys, protocolVersion: 2),
-            authenticatedFactInterval: .zero)
+            authenticatedFactInterval: factInterval)
         var toCarol = a.start(now: start, rehandshake: false).datagrams
         var toAlice = c.start(now: start, rehandshake: false).datagrams
         for _ in 0..<4 {
