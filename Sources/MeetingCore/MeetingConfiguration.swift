@@ -44,9 +44,9 @@ public struct MeetingConfiguration: Sendable {
 /// The meeting's timers. The defaults are what docs/PROTOCOL.md §10 describes.
 public struct MeetingTiming: Sendable, Equatable {
     public var link = PeerLink.Timing()
-    /// REPORTs go out every `reportInterval` ± `reportJitter` (§10.1), and at least every
-    /// `pausedReportInterval` while DTX holds our media back: REPORTs are then the only packets a
-    /// peer gets, and losing one or two must not make it call the link lost.
+    /// REPORTs go out every `reportInterval` ± `reportJitter` (§10.1), and every
+    /// `pausedReportInterval` to all links together while DTX holds our media back: REPORTs are
+    /// then the only packets a peer gets, and losing one or two must not make it call the link lost.
     public var reportInterval: Duration = .milliseconds(1000)
     public var reportJitter: Duration = .milliseconds(100)
     public var pausedReportInterval: Duration = .milliseconds(250)

@@ -41,6 +41,8 @@ public struct MeetingCore: Sendable {
     public internal(set) var recording = false
     /// DTX holds our media back (silent or muted): no media flows from us right now.
     var paused = false
+    /// While `paused`: when REPORTs next go to every link together (§10.1, at least every 250 ms).
+    var nextPausedReports: ContinuousClock.Instant?
     var encoderLoss: Double?
     /// The security code's commit/reveal agreement (§11.1), and when its view is next taken
     /// (the member set is left to settle a moment after a change, so a join of many at once is
@@ -196,13 +198,9 @@ public struct MeetingCore: Sendable {
             if !peer.verified, !peer.reportedNotConnected, notConnectedFrom > now {
                 earliest = Self.earlier(earliest, notConnectedFrom)
             }
-            if link.established {
-                earliest = Self.earlier(earliest, link.nextReport)
-                if paused {
-                    earliest = Self.earlier(earliest, link.lastReportSent + configuration.timing.pausedReportInterval)
-                }
-            }
+            if link.established, !paused { earliest = Self.earlier(earliest, link.nextReport) }
         }
+        if paused { earliest = Self.earlier(earliest, nextPausedReports) }
         earliest = Self.earlier(earliest, chatDeadline)
         if let linksSentAt, !linksSent.isEmpty {
             earliest = Self.earlier(earliest, linksSentAt + configuration.timing.linksInterval)
@@ -710,6 +708,9 @@ public struct MeetingCore: Sendable {
             warn("audio unavailable in this meeting: \(reason); peers still connect, but you hear and send nothing")
         case .paused(let value):
             paused = value
+            // Media went to every link just now: the first REPORT in its place is due an
+            // interval later.
+            nextPausedReports = value ? now + configuration.timing.pausedReportInterval : nil
         }
     }
 
@@ -792,29 +793,26 @@ public struct MeetingCore: Sendable {
             probeDirectPaths()
             shareLinks()
         }
-        // The links with something due (usually none), in link order. While DTX pauses, a
-        // REPORT due on one link takes along those due within half an interval: the links'
-        // REPORTs then share one wake-up every 250 ms instead of drifting into one each.
-        let pausedInterval = configuration.timing.pausedReportInterval
+        // The links with something due (usually none), in link order. While DTX pauses, REPORTs
+        // go to every link together every 250 ms, and one due to close its link's interval waits
+        // for them (the interval is ours; the peer gets a REPORT every 250 ms regardless): one
+        // wake-up and one REPORT per link each time, instead of each link's own schedule.
+        let pausedReports = paused && now >= (nextPausedReports ?? now)
+        if pausedReports { nextPausedReports = now + configuration.timing.pausedReportInterval }
         var due: [(LinkID, [UInt8])] = []
-        var pausedReportDue = false
         for (key, peer) in peers {
             guard let link = peer.link else { continue }
             let timerDue = link.machine.nextDeadline.map { now >= $0 } ?? false
-            let pausedDue = paused && link.established && now - link.lastReportSent >= pausedInterval
-            pausedReportDue = pausedReportDue || pausedDue
-            let reportDue = link.established && now >= link.nextReport
-            if timerDue || reportDue || pausedDue || (paused && link.established) { due.append((link.id, key)) }
+            let reportDue = link.established && (paused ? pausedReports : now >= link.nextReport)
+            if timerDue || reportDue { due.append((link.id, key)) }
         }
         due.sort { $0.0 < $1.0 }
         for (_, key) in due {
             guard let link = peers[key]?.link else { continue }
             if let deadline = link.machine.nextDeadline, now >= deadline { feed(.tick, toPeer: key) }
             guard let link = peers[key]?.link, link.established else { continue }
-            if now >= link.nextReport {
-                sendReport(on: key, closesInterval: true)
-            } else if pausedReportDue, paused, now - link.lastReportSent >= pausedInterval / 2 {
-                sendReport(on: key, closesInterval: false)
+            if paused ? pausedReports : now >= link.nextReport {
+                sendReport(on: key, closesInterval: now >= link.nextReport)
             }
         }
         runChatTimers()
@@ -833,12 +831,11 @@ public struct MeetingCore: Sendable {
         }
     }
 
-    /// REPORT (§10.1), every 1000 ms ± 10 % while the session has keys, at least every 250 ms
-    /// while DTX holds our media back, and at once when the session is established or the
-    /// link's first media arrives.
+    /// REPORT (§10.1), every 1000 ms ± 10 % while the session has keys, every 250 ms to all
+    /// links together while DTX holds our media back, and at once when the session is
+    /// established or the link's first media arrives.
     mutating func sendReport(on key: [UInt8], closesInterval: Bool) {
         guard let link = peers[key]?.link, link.established else { return }
-        peers[key]?.link?.lastReportSent = now
         var closes = closesInterval
         if now >= link.nextReport {
             closes = true

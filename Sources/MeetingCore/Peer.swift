@@ -74,14 +74,12 @@ struct Link: Sendable {
     var peerRecording = false
     var rttMs: Double?
     var nextReport: ContinuousClock.Instant
-    var lastReportSent: ContinuousClock.Instant
 
     init(id: LinkID, machine: PeerLink, now: ContinuousClock.Instant) {
         self.id = id
         self.machine = machine
         startedAt = now
         nextReport = now
-        lastReportSent = now
     }
 
     /// A restart to `generation` was asked of the driver: what we signaled is void.

@@ -224,6 +224,24 @@ struct MeetingScenarioTests {
         #expect(!sim.hears(ids[0], ids[2]) && sim.hears(ids[2], ids[0]))
     }
 
+    /// Nobody talks (DTX holds all media back): each member's REPORTs go to its links together
+    /// every 250 ms, and the one that closes a link's loss interval is one of them — four a
+    /// second per link, not a fifth on each link's own schedule (each one wakes the sender and
+    /// the receiver).
+    @Test func silentMembersReportFourTimesASecondPerLink() {
+        var quiet = MeetingSimulation.NodeOptions()
+        quiet.talking = false
+        let (sim, ids) = Self.meeting(4, seed: 31, options: quiet)
+        #expect(sim.run(until: .seconds(3)) { sim.allLinksUp() })
+        sim.run(for: .seconds(1))
+        let before = ids.map { sim.count("sendReport", at: $0) }
+        sim.run(for: .seconds(10))
+        for (id, count) in zip(ids, before) {
+            let sent = sim.count("sendReport", at: id) - count
+            #expect((118...122).contains(sent), "\(sim.name(of: id)) sent \(sent) REPORTs to 3 links in 10 s")
+        }
+    }
+
     /// Sixteen members joining at once: all 240 directed links up, everyone heard.
     @Test func sixteenMembersJoiningAtOnce() {
         var world = MeetingSimulation.World()
