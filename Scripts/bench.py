@@ -6,6 +6,7 @@ CPU, beside baresip measured in the same run), and writes bench/results.json, be
     bench.py lab OUTDIR/lab.json (inside Scripts/natlab run) join times, PESQ and audio gaps across real NATs
     bench.py lab-gaps DIR        (inside Scripts/natlab run) only the audio gaps
     bench.py lab-relay DIR       (inside Scripts/with-pulseaudio Scripts/natlab run) only the relay's cost
+    bench.py ab-meeting TREE N IN  (Scripts/bench-ab) one loopback meeting started by TREE's bench.py
 
 Run it through Scripts/bench, which builds the release executables and provides PulseAudio and the venv.
 Numbers are printed and recorded, never asserted (docs/DEVELOPING.md, "Numbers").
@@ -962,10 +963,47 @@ def pesq_floor(results: dict) -> None:
             results["pesq_floor"][str(loss)] = float(match.group(2))  # adaptive copies: what Parley sends
 
 
+def ab_meeting(tree: Path, count: int, audio_in: str, window: float = 8.0) -> str:
+    """Scripts/bench-ab's round: `count` nodes of $PARLEY_BIN on loopback, started by `tree`'s own bench.py
+    (so an older commit's daemon gets the flags it knows), and their mean CPU over `window` seconds."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("tree_bench", tree / "Scripts" / "bench.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    work = Path(os.environ.get("TMPDIR", "/tmp")) / f"parley-bench-ab.{os.getpid()}"
+    work.mkdir()
+    try:
+        rendezvous = module.start_rendezvous(work, "--stun-listen", "127.0.0.1:0", name="rendezvous-ab")
+        try:
+            directory = work / "meeting"
+            directory.mkdir(mode=0o700)  # holds control sockets: parleyd wants it private
+            inputs = {} if audio_in == "tone" else {"audio_in_for": lambda i: audio_in}
+            nodes, joins = module.meeting(directory, count, module.new_invite(rendezvous.url), **inputs)
+            try:
+                time.sleep(2.0)  # a settled call
+                before = [cpu_seconds(node.process.process.pid) for node in nodes]
+                time.sleep(window)
+                after = [cpu_seconds(node.process.process.pid) for node in nodes]
+            finally:
+                for node in nodes:
+                    node.stop()
+        finally:
+            rendezvous.process.stop()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    cpu = statistics.mean(100 * (b - a) / window for a, b in zip(before, after))
+    label = "this-tree" if tree.resolve() == ROOT else tree.resolve().name
+    return f"{label}: {cpu:.2f} % of a core per node ({count} nodes, {audio_in})"
+
+
 def main() -> None:
     mode, target = sys.argv[1], Path(sys.argv[2])
     if mode == "lab":
         lab(target)
+        return
+    if mode == "ab-meeting":  # Scripts/bench-ab: one loopback meeting started by TREE's own bench.py
+        print(ab_meeting(Path(sys.argv[2]), int(sys.argv[3]), sys.argv[4]), flush=True)
         return
     if mode in ("lab-gaps", "lab-relay"):  # one lab part, for working on it (see the docstring)
         target.mkdir(parents=True)
