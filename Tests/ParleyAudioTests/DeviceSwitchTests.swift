@@ -126,42 +126,42 @@ struct DeviceSwitchTests {
         let engine = try AudioEngine(configuration: configuration, onEncodedFrame: { collector.deliver($0) })
         collector.target.withLock { $0 = try? engine.addPeer(name: "self") }
         // Both sinks' monitors recorded side by side from the same moment: the gap is the time
-        // between the tone's last block on the old sink and its first on the new one.
+        // between the tone's last block on the old sink and its first on the new one. The
+        // recordings grow as they are read, so the test waits for the tone itself (a loaded
+        // machine may take long to start a stream) instead of for a fixed time.
         let stop = StopFlag()
-        let recordings = Mutex<[String: [Int16]]>([:])
-        var recorders: [Thread] = []
+        let recordings = Mutex<[String: [Int16]]>([first: [], second: []])
+        let finished = Mutex(0)
         for sink in [first, second] {
-            let recorder = Thread {
+            Thread {
+                defer { finished.withLock { $0 += 1 } }
                 guard
                     let stream = try? PulseAudioStream(
                         direction: .capture, device: "\(sink).monitor", streamName: "test ear", frameSamples: 480)
                 else { return }
-                var recorded: [Int16] = []
                 var frame = [Int16](repeating: 0, count: 480)
                 while !stop.isSet {
                     guard (try? frame.withUnsafeMutableBufferPointer({ try stream.read(into: $0) })) != nil else {
                         break
                     }
-                    recorded += frame
+                    recordings.withLock { $0[sink, default: []] += frame }
                 }
-                recordings.withLock { $0[sink] = recorded }
-            }
-            recorder.start()
-            recorders.append(recorder)
+            }.start()
         }
-        try engine.start()
-        try await Task.sleep(for: .seconds(2))
-        try engine.switchOutput(to: .pulse(sink: second))
-        try await Task.sleep(for: .seconds(2))
-        stop.set()
-        engine.stop()
-        try await waitUntil(.seconds(5), "the recorders to stop") { recordings.withLock { $0.count } == 2 }
-        let (old, new) = recordings.withLock { ($0[first] ?? [], $0[second] ?? []) }
-        func blocks(_ samples: [Int16]) -> [Bool] {
+        @Sendable func blocks(_ samples: [Int16]) -> [Bool] {
             stride(from: 0, to: samples.count - 480 + 1, by: 480).map {
                 Spectrum.power(of: hertz, in: samples[$0..<$0 + 480], sampleRate: 48_000) > 0.005
             }
         }
+        @Sendable func heard(on sink: String) -> Bool { blocks(recordings.withLock { $0[sink] ?? [] }).contains(true) }
+        try engine.start()
+        try await waitUntil(.seconds(20), "the tone on the first sink") { heard(on: first) }
+        try engine.switchOutput(to: .pulse(sink: second))
+        try await waitUntil(.seconds(20), "the tone on the second sink") { heard(on: second) }
+        stop.set()
+        engine.stop()
+        try await waitUntil(.seconds(5), "the recorders to stop") { finished.withLock { $0 } == 2 }
+        let (old, new) = recordings.withLock { ($0[first] ?? [], $0[second] ?? []) }
         let lastOld = blocks(old).lastIndex(of: true)
         let firstNew = blocks(new).firstIndex(of: true)
         #expect(lastOld != nil && firstNew != nil, "the tone played on both sinks")
