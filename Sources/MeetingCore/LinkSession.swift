@@ -109,14 +109,15 @@ public struct LinkSession: Sendable {
     /// own fact says as much, and in a DTX pause REPORTs are all there is: one fact, not two,
     /// wakes the meeting for each).
     private mutating func noteAuthenticated(now: ContinuousClock.Instant, via: [UInt8]?, into output: inout Output) {
-        let routeChanged = authenticatedReportedAt != nil && via != authenticatedVia
-        let due = authenticatedReportedAt.map { now - $0 >= authenticatedFactInterval } ?? true
         let reported = output.facts.contains { if case .report = $0 { true } else { false } }
-        guard routeChanged || (due && !(reported && authenticatedReportedAt != nil)) else {
-            if reported { authenticatedReportedAt = now }
-            return
+        let sayNow: Bool
+        if let last = authenticatedReportedAt, via == authenticatedVia {
+            sayNow = !reported && now - last >= authenticatedFactInterval
+        } else {
+            sayNow = true  // the first packet, or a new route
         }
-        authenticatedReportedAt = now
+        if sayNow || reported { authenticatedReportedAt = now }
+        guard sayNow else { return }
         authenticatedVia = via
         output.facts.insert(.authenticated(via: via), at: 0)
     }
