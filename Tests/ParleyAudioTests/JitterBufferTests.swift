@@ -229,6 +229,21 @@ struct JitterBufferTests {
         #expect(targets <= 5 * 48)
     }
 
+    @Test func aLastingStepInTheNetworkDelayIsWaitedForOnce() {
+        // From packet 200 on every packet takes 200 ms longer (a route through a relay, or a
+        // sender whose capture fell behind) and stays so: the buffer must stretch by those 200 ms
+        // once, not again when the faster packets leave its history and its base delay moves up.
+        var simulation = JitterSimulation()
+        simulation.run(frames: 1000) { index, sent in [sent + 5_000_000 + (index >= 200 ? 200_000_000 : 0)] }
+        let stretchedFrames = simulation.actions.dropFirst(190).prefix(790).count(where: \.isConceal)
+        #expect(stretchedFrames >= 9, "the 200 ms step is waited for")
+        #expect(stretchedFrames <= 11, "and only once: \(stretchedFrames) frames concealed")
+        #expect(Self.isIncreasing(simulation.played))
+        #expect(simulation.played.count == 1000 - simulation.stats.dropped)
+        // Once the step has left the history, the buffer holds no more than before it.
+        #expect(simulation.delays[900...980].max()! <= simulation.delays[150...190].max()! + JitterSimulation.frame)
+    }
+
     @Test func randomImpairmentNeverBreaksOrderOrBounds() {
         // Loss, bursts, duplicates, jitter and reordering together, from a seeded generator.
         var impairment = Impairment(

@@ -331,6 +331,10 @@ public final class JitterBuffer {
     private func updateTarget(now: Int64) {
         var minimum = Int64.max
         for index in 0..<transitCount { minimum = min(minimum, transits[index]) }
+        // The target is counted from the base delay. When the base moves up (the fastest packets
+        // left the history after a lasting step in the delay, which the target already grew to
+        // wait for), the target gives up as much, so the schedule does not wait a second time.
+        if transitCount > 1, minimum > minTransit { target = max(0, target - (minimum - minTransit)) }
         minTransit = minimum
         // The k-th largest extra delay (k = the share above the percentile), by insertion into a
         // small sorted array: no allocation, O(historyCount × k).
