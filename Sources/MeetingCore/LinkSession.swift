@@ -104,22 +104,24 @@ public struct LinkSession: Sendable {
         return output
     }
 
-    /// Says that an authenticated packet arrived: at most every `authenticatedFactInterval`, at
-    /// once when its route changed, and not at all for a REPORT on the same route (the REPORT's
-    /// own fact says as much, and in a DTX pause REPORTs are all there is: one fact, not two,
-    /// wakes the meeting for each).
+    /// Says that an authenticated packet arrived: `.authenticated` at once for the first packet
+    /// and when its route changed; on the same route `.stillAuthenticated` at most every
+    /// `authenticatedFactInterval`, and nothing for a REPORT (the REPORT's own fact says as much,
+    /// and in a DTX pause REPORTs are all there is: one fact, not two, for each).
     private mutating func noteAuthenticated(now: ContinuousClock.Instant, via: [UInt8]?, into output: inout Output) {
         let reported = output.facts.contains { if case .report = $0 { true } else { false } }
-        let sayNow: Bool
-        if let last = authenticatedReportedAt, via == authenticatedVia {
-            sayNow = !reported && now - last >= authenticatedFactInterval
-        } else {
-            sayNow = true  // the first packet, or a new route
+        guard let last = authenticatedReportedAt, via == authenticatedVia else {
+            authenticatedReportedAt = now
+            authenticatedVia = via
+            output.facts.insert(.authenticated(via: via), at: 0)
+            return
         }
-        if sayNow || reported { authenticatedReportedAt = now }
-        guard sayNow else { return }
-        authenticatedVia = via
-        output.facts.insert(.authenticated(via: via), at: 0)
+        if reported {
+            authenticatedReportedAt = now
+        } else if now - last >= authenticatedFactInterval {
+            authenticatedReportedAt = now
+            output.facts.insert(.stillAuthenticated(at: now, spacing: now - last), at: 0)
+        }
     }
 
     /// Encrypts a payload into `packet` (its storage is reused); false when there are no keys.

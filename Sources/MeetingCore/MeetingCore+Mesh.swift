@@ -155,16 +155,17 @@ extension MeetingCore {
     /// An authenticated packet arrived directly or through a member: the peer's choice of route
     /// is a fact about the path, so follow it when ours does not work (the peer hears nothing of
     /// ours either), and come back to the direct path when packets come over it again.
-    mutating func noteAuthenticated(from key: [UInt8], via: [UInt8]?) {
+    mutating func noteAuthenticated(from key: [UInt8], via: [UInt8]?, at: ContinuousClock.Instant? = nil) {
         guard let link = peers[key]?.link else { return }
+        let at = at ?? now
         if let via {
-            peers[key]?.link?.lastRelayedPacket = now
+            peers[key]?.link?.lastRelayedPacket = max(link.lastRelayedPacket ?? at, at)
             let directQuiet = link.lastDirectPacket.map { now - $0 >= configuration.timing.link.quickLostAfter } ?? true
             if link.relay == nil, directQuiet, peers[via]?.link != nil {
                 route(key, via: via, why: "the peer's packets come through a member")
             }
         } else {
-            peers[key]?.link?.lastDirectPacket = now
+            peers[key]?.link?.lastDirectPacket = max(link.lastDirectPacket ?? at, at)
             if link.relay != nil, link.directConnected { route(key, via: nil, why: "direct packets again") }
         }
     }

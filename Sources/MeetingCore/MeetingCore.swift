@@ -665,6 +665,11 @@ public struct MeetingCore: Sendable {
             peers[key]?.link?.authenticatedVia = via
             noteAuthenticated(from: key, via: via)
             feed(.packetReceived, toPeer: key)
+        case .stillAuthenticated(let at, let spacing):
+            // Held by the driver until now, perhaps: the packet's own time says how live the link is.
+            let at = min(at, now)
+            noteAuthenticated(from: key, via: link.authenticatedVia, at: at)
+            feed(.stillReceiving(spacing: spacing), toPeer: key, at: at)
         case .report(let report, let rtt, let mediaSent):
             peers[key]?.link?.peerReport = report
             peers[key]?.link?.rttMs = rtt
@@ -715,10 +720,11 @@ public struct MeetingCore: Sendable {
     }
 
     /// Gives the peer's link state machine one fact and obeys what it returns.
-    mutating func feed(_ event: PeerLink.Event, toPeer key: [UInt8]) {
+    /// `at`: when the event happened, if before now (a packet whose fact was held).
+    mutating func feed(_ event: PeerLink.Event, toPeer key: [UInt8], at: ContinuousClock.Instant? = nil) {
         guard let link = peers[key]?.link else { return }
         let before = link.machine.state
-        guard let actions = peers[key]?.link?.machine.handle(event, at: now) else { return }
+        guard let actions = peers[key]?.link?.machine.handle(event, at: at ?? now) else { return }
         if event == .pathReady, before != .signaling, before != .checking, peers[key]?.link?.established == true,
             !actions.contains(.startSession(rehandshake: true))
         {

@@ -122,14 +122,20 @@ public enum SessionFact: Sendable, Hashable {
     /// torn down.
     case keysLost(String)
     /// An authenticated packet arrived, over the direct path (`via` nil) or relayed by the member
-    /// with identity key `via` (§13). The data path reports the first one after a quiet spell at
-    /// once and then at most one every `MeetingTiming.authenticatedFactInterval`, so liveness is
-    /// known to that precision without a fact per packet.
+    /// with identity key `via` (§13): the link's first, or the first over a new route. The data
+    /// path says it at once.
     case authenticated(via: [UInt8]?)
+    /// Authenticated packets keep arriving over the route of the latest `.authenticated`; the
+    /// latest of them came at `at`, `spacing` after the packet before it that a fact or REPORT
+    /// spoke for (how densely they come). Said at most every `MeetingTiming.authenticatedFactInterval`,
+    /// and not urgent: a driver may hold it until the meeting next wakes for anything else, as
+    /// long as it hands it over before any other input (the timer's above all), so that liveness
+    /// is judged on it. With media flowing, packets then wake the meeting only for what they say.
+    case stillAuthenticated(at: ContinuousClock.Instant, spacing: Duration)
     /// A REPORT (§10.1) arrived; `rttMs` is the smoothed round-trip time it let us measure.
     /// `mediaSent` is how many media payloads we have sealed for this peer so far. It counts as
     /// an authenticated packet over the route of the latest `.authenticated` (which comes first
-    /// whenever the route changes), so none is reported beside it.
+    /// whenever the route changes), so neither fact is said beside it.
     case report(SessionControl.Report, rttMs: Double?, mediaSent: UInt64)
     /// The first media payload of this link arrived (answer with an early REPORT, §10.1).
     case firstMedia
@@ -167,7 +173,7 @@ extension MeetingInput {
     var isPacketFact: Bool {
         guard case .session(_, let fact) = self else { return false }
         switch fact {
-        case .authenticated, .report: return true
+        case .authenticated, .stillAuthenticated, .report: return true
         default: return false
         }
     }

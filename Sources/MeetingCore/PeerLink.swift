@@ -27,6 +27,10 @@ public struct PeerLink: Sendable {
         /// An authenticated packet arrived from the peer over the session (reported at most every
         /// 250 ms or so: liveness is judged in seconds).
         case packetReceived
+        /// Packets keep arriving: the latest at the time given with this event, which may be
+        /// earlier than a packet already counted (a held fact); `spacing` after the one before
+        /// it that the meeting was told of, which says how densely they come.
+        case stillReceiving(spacing: Duration)
         /// The peer reports that it receives our packets (its receiver report counts some).
         case peerReceivesUs
         /// An ICE restart began (the peer asked for one and we followed, or this node restarted its
@@ -193,11 +197,12 @@ public struct PeerLink: Sendable {
         case .packetReceived:
             if let lastPacket { packetGap = now - lastPacket }
             lastPacket = now
-            weHear = true
-            if state == .lost || state == .restarting || state == .failed, hasSession, peerHears {
-                return enter(.up, at: now)
-            }
-            return promoteIfFlowing(at: now)
+            return heard(at: now)
+        case .stillReceiving(let spacing):
+            packetGap = spacing
+            // A held fact's packet may be older than one counted since (a REPORT's).
+            lastPacket = max(lastPacket ?? now, now)
+            return heard(at: now)
         case .peerReceivesUs:
             peerHears = true
             return promoteIfFlowing(at: now)
@@ -248,6 +253,15 @@ public struct PeerLink: Sendable {
     /// know (`Timing.followerRestartAfter`).
     private var followerAwaitsLead: Bool {
         !isInitiator && state == .restarting && lastRestart.map { $0 < troubleStart } ?? true
+    }
+
+    /// A packet came from the peer at `now`.
+    private mutating func heard(at now: ContinuousClock.Instant) -> [Action] {
+        weHear = true
+        if state == .lost || state == .restarting || state == .failed, hasSession, peerHears {
+            return enter(.up, at: now)
+        }
+        return promoteIfFlowing(at: now)
     }
 
     private mutating func promoteIfFlowing(at now: ContinuousClock.Instant) -> [Action] {

@@ -260,6 +260,22 @@ private struct LinkPath {
     let events: Task<Void, Never>
 }
 
+/// Each link's latest `.stillAuthenticated`, held by the ICE thread until the meeting loop next
+/// wakes for anything.
+private final class HeldLiveness: Sendable {
+    private let latest = Mutex<[LinkID: SessionFact]>([:])
+
+    func hold(_ id: LinkID, _ fact: SessionFact) { latest.withLock { $0[id] = fact } }
+
+    /// The held facts in link order; none are held after.
+    func take() -> [(LinkID, SessionFact)] {
+        latest.withLock { latest in
+            defer { latest.removeAll(keepingCapacity: true) }
+            return latest.sorted { $0.key < $1.key }
+        }
+    }
+}
+
 /// Feeds the core from the real rendezvous client, ICE agent, sessions and audio engine and
 /// carries out its commands. It makes no decisions of its own. Work that may take a while
 /// (resolving STUN/TURN names, opening audio devices, saving pins, releasing a stream's TURN
@@ -280,6 +296,7 @@ private final class MeetingDriver {
     var paths: [LinkID: LinkPath] = [:]
     let fanout = MediaFanout()
     let router = RelayRouter()
+    let heldLiveness = HeldLiveness()
     let outbox: EnvelopeOutbox
     let pinStore: PinStore
     var background: [Task<Void, Never>] = []
@@ -363,6 +380,7 @@ private final class MeetingDriver {
         startAddressWatch()
         await feed(.start)
         for await item in mail {
+            await handOverHeldLiveness()
             switch item {
             case .input(let input): await feed(input)
             case .agentCreated(let agent):
@@ -390,6 +408,13 @@ private final class MeetingDriver {
         await tearDown()
         admission.resolve(.failed(failure ?? "left before the rendezvous admitted us"))
         return failure
+    }
+
+    /// Gives the core the liveness the ICE thread held back, before any other input: with media
+    /// flowing, a link's packets then wake the loop only for what they say (REPORTs, control),
+    /// not four times a second each to say they still come (MeetingInput's `.stillAuthenticated`).
+    private func handOverHeldLiveness() async {
+        for (id, fact) in heldLiveness.take() { await feed(.session(id, fact)) }
     }
 
     /// Hands one input to the core and carries out what it returns.
@@ -657,11 +682,18 @@ private final class MeetingDriver {
                 channel = try ReceiveChannel(name: peer.shortID)
             }
             let mailbox = self.mailbox
+            let heldLiveness = self.heldLiveness
             let session = PeerSession(local: context.identity, peer: peer, keys: keys, protocolVersion: version)
             let transport = PeerTransport(
                 session: session, stream: stream, channel: channel,
                 authenticatedFactInterval: core.configuration.timing.authenticatedFactInterval, router: router,
-                facts: { fact in mailbox.yield(.input(.session(id, fact))) })
+                facts: { fact in
+                    if case .stillAuthenticated = fact {
+                        heldLiveness.hold(id, fact)
+                    } else {
+                        mailbox.yield(.input(.session(id, fact)))
+                    }
+                })
             router.register(transport)
             // Datagrams are decrypted on the ICE thread as they arrive (no task wake-up per
             // packet); only what the meeting must act on goes through its mailbox.

@@ -27,6 +27,7 @@ struct LinkSessionTests {
         facts.map {
             switch $0 {
             case .authenticated(let via): via == nil ? "authenticated" : "authenticated via relay"
+            case .stillAuthenticated(_, let spacing): "still authenticated after \(spacing)"
             case .report: "report"
             case .firstMedia: "firstMedia"
             default: "other"
@@ -35,8 +36,8 @@ struct LinkSessionTests {
     }
 
     /// In a DTX pause REPORTs are all a peer sends: each is one fact (the REPORT), not two, once
-    /// the meeting knows the route; media says `authenticated` at most every interval; a change
-    /// of route is said at once, REPORT or not.
+    /// the meeting knows the route; media says `stillAuthenticated` at most every interval, with
+    /// how long after the packet before it; a change of route is said at once, REPORT or not.
     @Test func eachPacketWakesTheMeetingAtMostOnce() {
         var (alice, carol) = RelaySecurityTests.establishedPair(factInterval: .milliseconds(250))
         var facts: [(Int, [String])] = []
@@ -58,7 +59,7 @@ struct LinkSessionTests {
                 ["report"],
                 ["firstMedia"],  // a REPORT 100 ms ago said the link is alive
                 [],
-                ["authenticated"],
+                ["still authenticated after 0.26 seconds"],  // after the REPORT at 500 ms
                 ["authenticated via relay", "report"],
                 ["report"],
             ], "\(facts)")

@@ -242,6 +242,24 @@ struct MeetingScenarioTests {
         }
     }
 
+    /// With media flowing (a packet per 20 ms on each link), packets wake a member's meeting only
+    /// for what they say (a REPORT a second per link) and its own REPORT timer: that they still
+    /// come is held back until the meeting wakes anyway. Links stay up; everyone hears everyone.
+    @Test func flowingMediaWakesTheMeetingOnlyForWhatPacketsSay() {
+        var world = MeetingSimulation.World()
+        world.mediaInterval = .milliseconds(20)
+        let (sim, ids) = Self.meeting(4, seed: 32, world: world)
+        #expect(sim.run(until: .seconds(3)) { sim.allLinksUp() })
+        sim.run(for: .seconds(1))
+        let before = ids.map { sim.ownInputs(at: $0) }
+        sim.run(for: .seconds(10))
+        for (id, count) in zip(ids, before) {
+            let perLinkSecond = Double(sim.ownInputs(at: id) - count) / 30
+            #expect(perLinkSecond < 3, "\(sim.name(of: id)): \(perLinkSecond) inputs per link and second")
+        }
+        #expect(sim.allLinksUp() && Self.everyoneHears(sim, ids))
+    }
+
     /// Sixteen members joining at once: all 240 directed links up, everyone heard.
     @Test func sixteenMembersJoiningAtOnce() {
         var world = MeetingSimulation.World()

@@ -210,6 +210,8 @@ public final class MeetingSimulation {
 
     /// How many times the node asked its driver for `command` so far (e.g. "restartPath").
     public func count(_ command: String, at id: NodeID) -> Int { nodes[id.index].commandCounts[command, default: 0] }
+    /// The inputs node `id`'s core was handed on their own so far: what wakes a daemon's meeting.
+    public func ownInputs(at id: NodeID) -> Int { nodes[id.index].ownInputs }
 
     /// The rendezvous goes away for `downtime`: every connection drops; members reconnect once
     /// it is back. Audio between connected members does not need it.

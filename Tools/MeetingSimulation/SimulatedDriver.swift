@@ -101,12 +101,26 @@ extension MeetingSimulation {
 
     // MARK: Feeding the core
 
+    /// Hands `input` to the node's core, as the daemon's driver does: `.stillAuthenticated` is
+    /// held until the core's next other input and handed over just before it.
     func feed(_ id: NodeID, _ input: MeetingInput) {
         let node = nodes[id.index]
         guard node.phase == .running else { return }
-        counters["inputs", default: 0] += 1
-        execute(id, node.core.handle(input, at: now))
+        if case .session(let link, .stillAuthenticated) = input {
+            node.heldLiveness[link] = input
+            return
+        }
+        node.ownInputs += 1
+        let held = node.heldLiveness.sorted { $0.key < $1.key }
+        node.heldLiveness = [:]
+        for (_, fact) in held { handle(id, fact) }
+        handle(id, input)
         scheduleWake(id)
+    }
+
+    private func handle(_ id: NodeID, _ input: MeetingInput) {
+        counters["inputs", default: 0] += 1
+        execute(id, nodes[id.index].core.handle(input, at: now))
     }
 
     private func execute(_ id: NodeID, _ commands: [MeetingCommand]) {

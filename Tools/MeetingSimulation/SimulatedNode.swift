@@ -56,6 +56,10 @@ extension MeetingSimulation {
         /// What reached the node while it was frozen, handled when it goes on.
         var inbox: [Event] = []
         var scheduledWake: ContinuousClock.Instant?
+        /// `.stillAuthenticated` facts held until the core's next input, as the daemon holds them.
+        var heldLiveness: [LinkID: MeetingInput] = [:]
+        /// Inputs handed to the core on their own (held ones not counted): the daemon's wake-ups.
+        var ownInputs = 0
         var lastWake: ContinuousClock.Instant?
         var wakesAtOneInstant = 0
         /// When media from each peer (by identity key) arrived.
