@@ -104,13 +104,15 @@ public struct LinkSession: Sendable {
         return output
     }
 
-    /// Says that an authenticated packet arrived: `.authenticated` at once for the first packet
-    /// and when its route changed; on the same route `.stillAuthenticated` at most every
-    /// `authenticatedFactInterval`, and nothing for a REPORT (the REPORT's own fact says as much,
-    /// and in a DTX pause REPORTs are all there is: one fact, not two, for each).
+    /// Says that an authenticated packet arrived: `.authenticated` at once for the first packet,
+    /// when its route changed and after a quiet spell (news for a link that may be lost); on the
+    /// same route `.stillAuthenticated` at most every `authenticatedFactInterval`, and nothing for
+    /// a REPORT (the REPORT's own fact says as much, and in a DTX pause REPORTs are all there is:
+    /// one fact, not two, for each).
     private mutating func noteAuthenticated(now: ContinuousClock.Instant, via: [UInt8]?, into output: inout Output) {
         let reported = output.facts.contains { if case .report = $0 { true } else { false } }
-        guard let last = authenticatedReportedAt, via == authenticatedVia else {
+        guard let last = authenticatedReportedAt, via == authenticatedVia, now - last <= authenticatedFactInterval * 2
+        else {
             authenticatedReportedAt = now
             authenticatedVia = via
             output.facts.insert(.authenticated(via: via), at: 0)

@@ -37,7 +37,8 @@ struct LinkSessionTests {
 
     /// In a DTX pause REPORTs are all a peer sends: each is one fact (the REPORT), not two, once
     /// the meeting knows the route; media says `stillAuthenticated` at most every interval, with
-    /// how long after the packet before it; a change of route is said at once, REPORT or not.
+    /// how long after the packet before it; a change of route, or a packet after a silence of
+    /// more than two intervals, is said at once as `authenticated`, REPORT or not.
     @Test func eachPacketWakesTheMeetingAtMostOnce() {
         var (alice, carol) = RelaySecurityTests.establishedPair(factInterval: .milliseconds(250))
         var facts: [(Int, [String])] = []
@@ -52,6 +53,8 @@ struct LinkSessionTests {
         receive(Self.sealed(.media, [1, 2, 3], from: &alice), at: 760)
         receive(Self.report(from: &alice), at: 770, via: Self.relay)
         receive(Self.report(from: &alice), at: 1100, via: Self.relay)
+        receive(Self.sealed(.media, [1, 2, 3], from: &alice), at: 1400, via: Self.relay)
+        receive(Self.sealed(.media, [1, 2, 3], from: &alice), at: 2000, via: Self.relay)
         #expect(
             facts.map(\.1) == [
                 ["authenticated", "report"],
@@ -62,6 +65,8 @@ struct LinkSessionTests {
                 ["still authenticated after 0.26 seconds"],  // after the REPORT at 500 ms
                 ["authenticated via relay", "report"],
                 ["report"],
+                ["still authenticated after 0.3 seconds"],
+                ["authenticated via relay"],  // after 600 ms of silence: news, said at once
             ], "\(facts)")
     }
 }
