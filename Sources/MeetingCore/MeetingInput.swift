@@ -122,8 +122,9 @@ public enum SessionFact: Sendable, Hashable {
     /// torn down.
     case keysLost(String)
     /// An authenticated packet arrived, over the direct path (`via` nil) or relayed by the member
-    /// with identity key `via` (§13): the link's first, or the first over a new route. The data
-    /// path says it at once.
+    /// with identity key `via` (§13): the link's first, the first over a new route, or the first
+    /// after a silence of more than two `MeetingTiming.authenticatedFactInterval`s (news for a
+    /// link that may be lost). The data path says it at once.
     case authenticated(via: [UInt8]?)
     /// Authenticated packets keep arriving over the route of the latest `.authenticated`; the
     /// latest of them came at `at`, `spacing` after the packet before it that a fact or REPORT
