@@ -100,13 +100,16 @@ public struct MeetingCore: Sendable {
     /// Handles one input at `now` (never earlier than the previous input's time) and returns
     /// what to do, in order.
     public mutating func handle(_ input: MeetingInput, at now: ContinuousClock.Instant) -> [MeetingCommand] {
-        step(at: now, changesMesh: !input.isPacketFact) { $0.dispatch(input) }
+        step(at: now, changesMesh: !input.isPacketFact, runsTimers: !input.isHeldLiveness) { $0.dispatch(input) }
     }
 
     /// Runs `body` as one input at `now`: the clock, the resume check, the timers and the next
-    /// deadline around it, as every input gets them.
+    /// deadline around it, as every input gets them — but the timers not for held liveness
+    /// (`.stillAuthenticated`): a driver hands the links' held facts over one by one just before
+    /// another input, and a link's silence must not be judged while its own fact is still to come.
     mutating func step(
-        at now: ContinuousClock.Instant, changesMesh: Bool, _ body: (inout MeetingCore) -> Void
+        at now: ContinuousClock.Instant, changesMesh: Bool, runsTimers: Bool = true,
+        _ body: (inout MeetingCore) -> Void
     ) -> [MeetingCommand] {
         guard !ended else { return [] }
         self.now = max(self.now, now)
@@ -116,7 +119,7 @@ public struct MeetingCore: Sendable {
             resumed(after: now - expectedBy)
         }
         body(&self)
-        if !ended { runTimers() }
+        if !ended, runsTimers { runTimers() }
         nextDeadline = ended ? nil : earliestDeadline
         defer { output = [] }
         return output

@@ -131,7 +131,8 @@ public enum SessionFact: Sendable, Hashable {
     /// spoke for (how densely they come). Said at most every `MeetingTiming.authenticatedFactInterval`,
     /// and not urgent: a driver may hold it until the meeting next wakes for anything else, as
     /// long as it hands it over before any other input (the timer's above all), so that liveness
-    /// is judged on it. With media flowing, packets then wake the meeting only for what they say.
+    /// is judged on it; the core runs no timers for it, so that no link's silence is judged before
+    /// every held fact is in. With media flowing, packets then wake the meeting only for what they say.
     case stillAuthenticated(at: ContinuousClock.Instant, spacing: Duration)
     /// A REPORT (§10.1) arrived; `rttMs` is the smoothed round-trip time it let us measure.
     /// `mediaSent` is how many media payloads we have sealed for this peer so far. It counts as
@@ -169,6 +170,11 @@ public enum AudioFact: Sendable, Hashable {
 }
 
 extension MeetingInput {
+    /// `.stillAuthenticated`, which a driver hands over just before its next other input.
+    var isHeldLiveness: Bool {
+        if case .session(_, .stillAuthenticated) = self { true } else { false }
+    }
+
     /// An authenticated packet or a REPORT: the bulk of a meeting's inputs. They change what the
     /// mesh upkeep reads only by moving a link's state or route, which flags it themselves.
     var isPacketFact: Bool {

@@ -40,16 +40,16 @@ struct HardeningTests {
     @Test func aReplayedHelloAfterAFloodDoesNotEndTheLink() {
         var harness = Harness()
         let old = Self.envelope(harness.hello(epoch: 9), from: harness.peer, to: harness, sequence: 10)
-        _ = harness.feed(.rendezvousDelivered(from: Harness.member, payload: old))
+        _ = harness.feed(.rendezvousDelivered(from: harness.member, payload: old))
         let restarted = Self.envelope(harness.hello(epoch: 10), from: harness.peer, to: harness, sequence: 500)
-        let replaced = harness.feed(.rendezvousDelivered(from: Harness.member, payload: restarted), after: 1)
+        let replaced = harness.feed(.rendezvousDelivered(from: harness.member, payload: restarted), after: 1)
         #expect(MeetingCoreTests.kinds(replaced) == ["removePath", "createPath"])
         for index in 0..<300 {
             let stranger = NodeIdentity.generate()
             let flood = Self.envelope(Self.hello(stranger, name: "x\(index)"), from: stranger, to: harness, sequence: 1)
             _ = harness.feed(.rendezvousDelivered(from: RendezvousMemberID(UInt32(1000 + index)), payload: flood))
         }
-        let replayed = harness.feed(.rendezvousDelivered(from: Harness.member, payload: old), after: 1)
+        let replayed = harness.feed(.rendezvousDelivered(from: harness.member, payload: old), after: 1)
         #expect(
             Self.count("removePath", replayed) == 0,
             "the replayed HELLO ended the link: \(MeetingCoreTests.kinds(replayed))")

@@ -21,10 +21,11 @@ struct MeetingCoreTests {
     struct Harness {
         var core: MeetingCore
         let me = MeetingCoreTests.identity(1)
-        let peer = MeetingCoreTests.identity(2)
+        /// The peer that `fromPeer` speaks as (a test may switch to another).
+        var peer = MeetingCoreTests.identity(2)
+        var member = RendezvousMemberID(42)
         var peerSequence: UInt64 = 1_000
         var now = MeetingCoreTests.start
-        static let member = RendezvousMemberID(42)
 
         init(paused: Bool = false, pins: IdentityPins = IdentityPins()) {
             let configuration = try! MeetingConfiguration(
@@ -53,7 +54,7 @@ struct MeetingCoreTests {
             let envelope = try! Envelope.seal(
                 message, to: broadcast ? .everyone : .peer(me.peerIdentity), from: peer, sequence: peerSequence,
                 keys: MeetingCoreTests.keys)
-            return feed(.rendezvousDelivered(from: Self.member, payload: envelope), after: seconds)
+            return feed(.rendezvousDelivered(from: member, payload: envelope), after: seconds)
         }
 
         func hello(epoch: UInt64 = 9, versions: [UInt8] = [1], name: String = "peer") -> SignalingMessage {
@@ -207,6 +208,23 @@ struct MeetingCoreTests {
         _ = harness.feed(
             .session(id, .report(SessionControl.Report(timestampMs: 1, mediaReceived: 5), rttMs: 10, mediaSent: 5)))
         return id
+    }
+
+    /// The meeting did not wake for 1.5 s (a loaded machine) while both links' packets kept
+    /// coming; the driver hands their held facts over one by one: the first must not judge the
+    /// second link's silence before the second's own fact is in.
+    @Test func heldLivenessIsHandedOverBeforeAnyLinkIsJudged() {
+        var harness = Harness()
+        let first = Self.upLink(&harness)
+        harness.peer = Self.identity(3)
+        harness.member = RendezvousMemberID(43)
+        let second = Self.upLink(&harness)
+        let latest = harness.now + .milliseconds(1400)
+        _ = harness.feed(.session(first, .stillAuthenticated(at: latest, spacing: .milliseconds(250))), after: 1.5)
+        #expect(harness.core.links.first { $0.id == second }?.state == .up, "judged before its fact was in")
+        _ = harness.feed(.session(second, .stillAuthenticated(at: latest, spacing: .milliseconds(250))))
+        _ = harness.feed(.tick)
+        #expect(harness.core.links.map(\.state) == [.up, .up])
     }
 
     @Test func aLinkComesUpOnceBothWaysWork() {
