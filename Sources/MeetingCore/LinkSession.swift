@@ -17,12 +17,17 @@ public struct LinkSession: Sendable {
     public private(set) var authenticationFailures = 0
     /// Authenticated packets are reported at most this often (liveness is judged in seconds).
     private let authenticatedFactInterval: Duration
+    /// Silence after which a packet is news (said at once): two fact intervals. Kept, not
+    /// multiplied per packet: `Duration * Int` is generic over the integer and costs more than
+    /// the rest of the check (measured: 0.7 % of a node's CPU in an 8-node meeting).
+    private let quietSpell: Duration
     private var authenticatedReportedAt: ContinuousClock.Instant?
     private var authenticatedVia: [UInt8]?
 
     public init(session: PeerSession, authenticatedFactInterval: Duration) {
         self.session = session
         self.authenticatedFactInterval = authenticatedFactInterval
+        quietSpell = authenticatedFactInterval * 2
     }
 
     /// What one step produced: datagrams for the peer, facts for the meeting, and a media
@@ -111,7 +116,7 @@ public struct LinkSession: Sendable {
     /// one fact, not two, for each).
     private mutating func noteAuthenticated(now: ContinuousClock.Instant, via: [UInt8]?, into output: inout Output) {
         let reported = output.facts.contains { if case .report = $0 { true } else { false } }
-        guard let last = authenticatedReportedAt, via == authenticatedVia, now - last <= authenticatedFactInterval * 2
+        guard let last = authenticatedReportedAt, via == authenticatedVia, now - last <= quietSpell
         else {
             authenticatedReportedAt = now
             authenticatedVia = via

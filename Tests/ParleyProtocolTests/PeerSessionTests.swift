@@ -352,9 +352,10 @@ struct PeerSessionTests {
         pair.send([], from: .a, type: .keepalive)
         pair.send([1], from: .a, type: .keepalive)
         pair.send([1], from: .a, type: InnerPacketType(rawValue: 0x42))
+        pair.send([1], from: .a, type: .relay)  // version 2 and later only; these are version 1
         pair.run()
         #expect(pair.payloads[.b] == [])
-        #expect(pair.drops[.b] == [.malformed, .unknownInnerType(0x42)])
+        #expect(pair.drops[.b] == [.malformed, .unknownInnerType(0x42), .unknownInnerType(0x03)])
         // Passive keepalive: b received media and sent nothing for 10 s, so it sends one.
         pair.send([5], from: .a)
         pair.run()

@@ -23,9 +23,10 @@ public struct InnerPacketType: RawRepresentable, Sendable, Hashable, CustomStrin
     /// (§13, version 2 links only).
     public static let relay = InnerPacketType(rawValue: 0x03)
 
-    /// The inner types a link of protocol `version` carries.
-    static func known(in version: UInt8) -> Set<UInt8> {
-        version >= 2 ? [0x00, 0x01, 0x02, 0x03] : [0x00, 0x01, 0x02]
+    /// Whether a link of protocol `version` carries this inner type (checked for every packet
+    /// received: a comparison, not a set built each time).
+    func isKnown(in version: UInt8) -> Bool {
+        rawValue <= (version >= 2 ? Self.relay.rawValue : Self.sessionControl.rawValue)
     }
 
     public var description: String {

@@ -419,7 +419,7 @@ public struct PeerSession: Sendable {
         switch type {
         case .keepalive:
             if !body.isEmpty { output.dropped = .malformed }
-        case _ where InnerPacketType.known(in: version).contains(type.rawValue):
+        case _ where type.isKnown(in: version):
             lastDataReceivedAt = now
             output.payload = InnerPayload(type: type, body: body)
         default:
