@@ -221,7 +221,9 @@ let package = Package(
             path: "Tools/rendezvous-bench", swiftSettings: swiftSettings),
         .executableTarget(
             name: "parley-audio-bench",
-            dependencies: ["ParleyAudio", "ParleyCore", "ParleyProtocol", "ParleyTestSupport", "Opus", "SpeexDSP"],
+            dependencies: [
+                "ParleyAudio", "ParleyCore", "ParleyProtocol", "ParleyTestSupport", "Opus", "PulseAudio", "SpeexDSP",
+            ],
             path: "Tools/parley-audio-bench", swiftSettings: swiftSettings),
         .executableTarget(
             name: "parley-bench-crypto", dependencies: ["ParleyProtocol", "Sodium"], path: "Tools/parley-bench-crypto",

@@ -177,13 +177,18 @@ def existing_benchmarks(results: dict) -> None:
     results["pipeline_latency_ms"] = number(r"mean ([0-9.]+) ms", audio_latency)
     log(audio_cpu.strip())
     log(audio_latency.strip())
+    codec_latency_floor(results)
+    results["crypto"] = run(["Scripts/bench-crypto"]).strip()
+    log(results["crypto"])
+
+
+def codec_latency_floor(results: dict) -> None:
+    """Frame + Opus lookahead + one frame of playout: what the codec alone costs a click, per frame size."""
     import opuslib
 
     encoder = opuslib.Encoder(RATE, 1, opuslib.APPLICATION_VOIP)
-    lookahead_ms = encoder.lookahead / RATE * 1000
-    results["codec_latency_floor_ms"] = {f: f + lookahead_ms + f for f in (10, 20)}
-    results["crypto"] = run(["Scripts/bench-crypto"]).strip()
-    log(results["crypto"])
+    results["opus_lookahead_ms"] = encoder.lookahead / RATE * 1000
+    results["codec_latency_floor_ms"] = {f: f + results["opus_lookahead_ms"] + f for f in (10, 20)}
 
 
 def codec_cpu_floor(results: dict, count: int) -> float:
@@ -328,8 +333,9 @@ def latency(results: dict, work: Path) -> None:
     log("== mouth-to-ear latency on one clock (PulseAudio probe: sender's microphone and receiver's speaker "
         "recorded as one stereo stream)")
     make_probe()
+    results["device_floor_ms"] = device_floor(work)
     rendezvous = start_rendezvous(work, name="rendezvous-latency")
-    figures = {}
+    figures, budgets = {}, {}
     try:
         for frame in (10, 20):
             directory = work / f"latency-{frame}"
@@ -350,17 +356,68 @@ def latency(results: dict, work: Path) -> None:
                 time.sleep(1.0)  # the jitter buffer settles
 
             def stop():
-                for node in nodes:
-                    node.stop()
+                try:
+                    budgets[frame] = latency_budget(*nodes)
+                finally:
+                    for node in nodes:
+                        node.stop()
 
             figures[frame] = probe_latency(directory, f"parley-{frame}", start, stop)
             log(f"  Parley, {frame} ms frames: {figures[frame]:.1f} ms (codec floor "
-                f"{results['codec_latency_floor_ms'][frame]:.1f} ms)")
+                f"{results['codec_latency_floor_ms'][frame]:.1f} ms, device floor "
+                f"{results['device_floor_ms'][frame]:.1f} ms, target ≤ {latency_target(results, frame):.1f} ms)")
+            log("    budget from the daemons' status: " + ", ".join(
+                f"{stage} {value:.1f}" for stage, value in budgets[frame].items() if value is not None) + " ms")
     finally:
         rendezvous.process.stop()
     results["latency_ms"] = figures
+    results["latency_budget_ms"] = budgets
     results["baresip_latency_ms"] = baresip_call(work / "baresip-latency", probe=True)
     log(f"  baresip 1.0 (Opus 20 ms, ALSA → PulseAudio): {results['baresip_latency_ms']:.1f} ms")
+
+
+def latency_target(results: dict, frame: int) -> float:
+    """Issue 17's target: the device floor + frame + Opus lookahead + one frame + 5 ms."""
+    return results["device_floor_ms"][frame] + results["codec_latency_floor_ms"][frame] + 5
+
+
+def latency_budget(sender: Node, receiver: Node) -> dict:
+    """Where a click spends its time, from the two daemons' status: the sender's stages up to the network
+    (node "latency_ms") and the receiver's from the network on (its peer's "latency_ms")."""
+    send = sender.status()["self"]["latency_ms"]
+    receive = receiver.status()["peers"][0]["latency_ms"]
+    stages = {"capture queue": send["capture"], "frame": send["frame"], "lookahead": send["lookahead"],
+              "noise suppressor": send["denoise"], "process": send["process"], "send": send["send"], "network": receive["network"],
+              "jitter buffer": receive["jitter_buffer"], "(its target)": receive["jitter_target"],
+              "mix": receive["mix"], "playback queue": receive["playback"]}
+    stages["sum"] = send["total"] + receive["total"]
+    return stages
+
+
+def device_floor(work: Path) -> dict:
+    """The same clicks through the same PulseAudio source and sink with no Parley in between: one thread reads
+    a frame and writes it at once, through the streams Parley's engine opens (`parley-audio-bench device-loop`).
+    What a call takes beyond this is Parley's own."""
+    run(["swift", "build", "-c", "release", "--product", "parley-audio-bench"], timeout=900)
+    loop_binary = Path(run(["swift", "build", "-c", "release", "--show-bin-path"]).strip()) / "parley-audio-bench"
+    floors = {}
+    for frame in (10, 20):
+        directory = work / f"device-floor-{frame}"
+        directory.mkdir()
+        loops = []
+
+        def start():
+            loops.append(Process([loop_binary, "device-loop", "probe_left_src", "probe_right", str(frame), "60"],
+                                 directory, "device-loop"))
+            time.sleep(1.0)  # both streams open and the playback buffer primed, as for a call
+
+        def stop():
+            for loop in loops:
+                loop.stop()
+
+        floors[frame] = probe_latency(directory, f"device-{frame}", start, stop)
+        log(f"  device floor, {frame} ms frames (capture → playback, nothing between): {floors[frame]:.1f} ms")
+    return floors
 
 
 # MARK: baresip, the peer
@@ -825,9 +882,16 @@ def write_outputs(results: dict, out: Path) -> str:
                 f"plain libnice (loopback) {fmt(results['ice_floor_ms'][count], 'ms')}")
     for frame in (10, 20):
         value = (results.get("latency_ms") or {}).get(frame)
+        device = (results.get("device_floor_ms") or {}).get(frame)
         row(f"mouth-to-ear latency, {frame} ms frames", fmt(value, "ms", 1),
-            f"codec {fmt(results['codec_latency_floor_ms'][frame], 'ms', 1)}",
+            f"codec {fmt(results['codec_latency_floor_ms'][frame], 'ms', 1)}, PulseAudio alone {fmt(device, 'ms', 1)}"
+            + (f"; target {fmt(latency_target(results, frame), 'ms', 1)}" if device is not None else ""),
             f"baresip (20 ms) {fmt(results.get('baresip_latency_ms'), 'ms', 1)}" if frame == 20 else "")
+        budget = (results.get("latency_budget_ms") or {}).get(frame)
+        if budget:
+            row(f"where it goes, {frame} ms frames (the daemons' `latency_ms`)",
+                ", ".join(f"{stage} {value:.1f}" for stage, value in budget.items() if value is not None) + " ms",
+                "—")
     for count in (2, 4, 8):
         entry = loop.get(count) or loop.get(str(count))
         if entry:
@@ -1004,6 +1068,14 @@ def main() -> None:
         return
     if mode == "ab-meeting":  # Scripts/bench-ab: one loopback meeting started by TREE's own bench.py
         print(ab_meeting(Path(sys.argv[2]), int(sys.argv[3]), sys.argv[4]), flush=True)
+        return
+    if mode == "latency":  # mouth-to-ear and its floors alone, for working on them (run under with-pulseaudio)
+        results: dict = {}
+        codec_latency_floor(results)
+        target.mkdir(parents=True)
+        latency(results, target)
+        print(json.dumps({k: results[k] for k in ("device_floor_ms", "latency_ms", "latency_budget_ms")
+                          if k in results}, default=str))
         return
     if mode in ("lab-gaps", "lab-relay"):  # one lab part, for working on it (see the docstring)
         target.mkdir(parents=True)

@@ -158,12 +158,15 @@ public struct NodeStatus: Codable, Sendable, Equatable {
     /// Whether this node records the meeting (`parley record start`), and to which file.
     public var recording: Bool
     public var recordingPath: String?
+    /// Where this node's voice spends its time before the network (null while no audio runs).
+    public var latencyMs: SendLatency?
 
     public init(
         id: String, name: String, muted: Bool, meeting: MeetingState, invite: String?, securityCode: String?,
         rendezvous: RendezvousConnectionState, relaying: [[String]] = [], speaking: Bool = false, input: String? = nil,
-        output: String? = nil, recordingPath: String? = nil
+        output: String? = nil, recordingPath: String? = nil, latencyMs: SendLatency? = nil
     ) {
+        self.latencyMs = latencyMs
         self.relaying = relaying
         self.speaking = speaking
         self.input = input
@@ -185,6 +188,7 @@ public struct NodeStatus: Codable, Sendable, Equatable {
         case rendezvous, relaying, speaking, input, output
         case recording
         case recordingPath = "recording_path"
+        case latencyMs = "latency_ms"
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -202,6 +206,97 @@ public struct NodeStatus: Codable, Sendable, Equatable {
         try container.encode(output, forKey: .output)
         try container.encode(recording, forKey: .recording)
         try container.encode(recordingPath, forKey: .recordingPath)
+        try container.encode(latencyMs, forKey: .latencyMs)
+    }
+}
+
+/// The latency budget of this node's voice up to the network, in milliseconds (node
+/// `"latency_ms"`). With a peer's `"latency_ms"` on the other side it adds up to mouth-to-ear.
+public struct SendLatency: Codable, Sendable, Equatable {
+    /// Queued in the sound server before the capture thread read it; null without a sound server.
+    public var capture: Double?
+    /// A frame fills before it is encoded (`--frame-ms`).
+    public var frame: Double
+    /// The encoder's lookahead (Opus' algorithmic delay).
+    public var lookahead: Double
+    /// The noise suppressor's algorithmic delay (one frame while it runs: real devices).
+    public var denoise: Double
+    /// Echo cancellation, noise suppression and encoding of one frame (the work, not a delay).
+    public var process: Double
+    /// Sealing one frame for every peer and sending it.
+    public var send: Double
+    /// The sum of the above.
+    public var total: Double
+
+    public init(capture: Double?, frame: Double, lookahead: Double, denoise: Double, process: Double, send: Double) {
+        self.capture = capture
+        self.frame = frame
+        self.lookahead = lookahead
+        self.denoise = denoise
+        self.process = process
+        self.send = send
+        total = (capture ?? 0) + frame + lookahead + denoise + process + send
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case capture, frame, lookahead, denoise, process, send, total
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(capture, forKey: .capture)
+        try container.encode(frame, forKey: .frame)
+        try container.encode(lookahead, forKey: .lookahead)
+        try container.encode(denoise, forKey: .denoise)
+        try container.encode(process, forKey: .process)
+        try container.encode(send, forKey: .send)
+        try container.encode(total, forKey: .total)
+    }
+}
+
+/// The latency budget of a peer's voice from the network to this node's speaker, in
+/// milliseconds (peer `"latency_ms"`).
+public struct ReceiveLatency: Codable, Sendable, Equatable {
+    /// One way: half the smoothed round-trip time; null until measured.
+    public var network: Double?
+    /// How long the peer's frames wait in the jitter buffer, from the fastest packets' arrival to
+    /// their play-out (the playback thread takes one frame at a time, so up to a frame is the
+    /// buffer's phase, not jitter).
+    public var jitterBuffer: Double
+    /// The delay the jitter buffer aims to add on top of the fastest packets for this link's
+    /// jitter and loss (0 on a clean link).
+    public var jitterTarget: Double
+    /// Decoding every peer's frame and mixing them.
+    public var mix: Double
+    /// Queued in the sound server before it is heard; null without a sound server.
+    public var playback: Double?
+    /// network + jitter buffer + mix + playback.
+    public var total: Double
+
+    public init(network: Double?, jitterBuffer: Double, jitterTarget: Double, mix: Double, playback: Double?) {
+        self.network = network
+        self.jitterBuffer = jitterBuffer
+        self.jitterTarget = jitterTarget
+        self.mix = mix
+        self.playback = playback
+        total = (network ?? 0) + jitterBuffer + mix + (playback ?? 0)
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case network
+        case jitterBuffer = "jitter_buffer"
+        case jitterTarget = "jitter_target"
+        case mix, playback, total
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(network, forKey: .network)
+        try container.encode(jitterBuffer, forKey: .jitterBuffer)
+        try container.encode(jitterTarget, forKey: .jitterTarget)
+        try container.encode(mix, forKey: .mix)
+        try container.encode(playback, forKey: .playback)
+        try container.encode(total, forKey: .total)
     }
 }
 
@@ -306,13 +401,18 @@ public struct PeerStatus: Codable, Sendable, Equatable {
     public var volumePct: Int
     /// Whether the peer says it records the meeting (docs/PROTOCOL.md §14.2).
     public var recording: Bool
+    /// Where the peer's voice spends its time from the network to this node's speaker (null
+    /// while no audio runs for the link).
+    public var latencyMs: ReceiveLatency?
 
     public init(
         id: String, name: String, state: LinkState, route: String? = nil, via: String? = nil, reason: String? = nil,
         rttMs: Double? = nil, lossPct: Double? = nil,
         jitterMs: Double? = nil, rxKbps: Double = 0, txKbps: Double = 0, packetsRx: UInt64 = 0, packetsTx: UInt64 = 0,
-        concealedMs: Double = 0, speaking: Bool = false, volumePct: Int = 100, recording: Bool = false
+        concealedMs: Double = 0, speaking: Bool = false, volumePct: Int = 100, recording: Bool = false,
+        latencyMs: ReceiveLatency? = nil
     ) {
+        self.latencyMs = latencyMs
         self.speaking = speaking
         self.volumePct = volumePct
         self.recording = recording
@@ -345,6 +445,7 @@ public struct PeerStatus: Codable, Sendable, Equatable {
         case speaking
         case volumePct = "volume_pct"
         case recording
+        case latencyMs = "latency_ms"
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -366,6 +467,7 @@ public struct PeerStatus: Codable, Sendable, Equatable {
         try container.encode(speaking, forKey: .speaking)
         try container.encode(volumePct, forKey: .volumePct)
         try container.encode(recording, forKey: .recording)
+        try container.encode(latencyMs, forKey: .latencyMs)
     }
 }
 

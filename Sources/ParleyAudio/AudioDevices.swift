@@ -10,6 +10,8 @@ import Glibc
 /// device paces by its own clock, files and generators by the monotonic clock.
 protocol CaptureDevice: AnyObject {
     func read(into frame: UnsafeMutableBufferPointer<Int16>) throws
+    /// How long audio waits in the sound server before `read` returns it (nil: no server).
+    func queued() -> Duration?
 }
 
 /// Something the playback thread writes mixed frames to, pacing it the same way.
@@ -17,6 +19,16 @@ protocol PlaybackDevice: AnyObject {
     func write(_ frame: UnsafeBufferPointer<Int16>) throws
     /// Flushes and closes (a WAV file's header is written here).
     func close() throws
+    /// How long a frame written now waits in the sound server before it is heard (nil: no server).
+    func queued() -> Duration?
+}
+
+extension CaptureDevice {
+    func queued() -> Duration? { nil }
+}
+
+extension PlaybackDevice {
+    func queued() -> Duration? { nil }
 }
 
 public enum AudioDevices {
@@ -84,6 +96,7 @@ final class PulseCapture: CaptureDevice {
     let stream: PulseAudioStream
     init(stream: PulseAudioStream) { self.stream = stream }
     func read(into frame: UnsafeMutableBufferPointer<Int16>) throws { try stream.read(into: frame) }
+    func queued() -> Duration? { (try? stream.latencyMicroseconds()).map { .microseconds(Int64($0)) } }
 }
 
 final class PulsePlayback: PlaybackDevice {
@@ -91,6 +104,7 @@ final class PulsePlayback: PlaybackDevice {
     init(stream: PulseAudioStream) { self.stream = stream }
     func write(_ frame: UnsafeBufferPointer<Int16>) throws { try stream.write(frame) }
     func close() throws { try stream.drain() }
+    func queued() -> Duration? { (try? stream.latencyMicroseconds()).map { .microseconds(Int64($0)) } }
 }
 
 /// Releases one frame per frame duration on absolute deadlines of the monotonic clock, so a loop

@@ -55,6 +55,14 @@ public struct AudioEngineConfiguration: Sendable {
 /// ring; settings are atomics; statistics are published with a try-lock the loop skips when busy.
 public final class AudioEngine: Sendable {
     public let configuration: AudioEngineConfiguration
+    /// The encoder's algorithmic delay (Opus' lookahead), part of every frame's trip.
+    public let codecLookahead: Duration
+    /// The capture processing's algorithmic delay: speexdsp's noise suppressor hands back each
+    /// block one block late (`CaptureProcessor`), zero when processing is off.
+    public var processingDelay: Duration {
+        guard configuration.processesCapture else { return .zero }
+        return .microseconds(Int64(CaptureProcessor.blockSamples) * 1_000_000 / Int64(AudioFormat.sampleRate))
+    }
     /// What the engine and its two threads share. The threads hold it strongly (never the engine
     /// itself), so an engine dropped without `stop()` can stop and join them from its `deinit`.
     private let pipeline: Pipeline
@@ -98,6 +106,7 @@ public final class AudioEngine: Sendable {
         let table: MixerTable
         let farEnd: SampleRing
         let recordingTap: RecordingTap
+        let stageTimes = StageTimes()
         // Safety: `mixer` is used by the playback thread while it runs, and by the control side
         // only under the engine's `control` lock while no playback thread runs (before start,
         // after join).
@@ -161,6 +170,8 @@ public final class AudioEngine: Sendable {
         } catch {
             throw AudioEngineError("cannot create the Opus encoder: \(error)")
         }
+        codecLookahead = .microseconds(
+            Int64((try? sender.lookahead()) ?? 0) * 1_000_000 / Int64(AudioFormat.sampleRate))
         control = Mutex(
             ControlState(
                 slotCount: configuration.maximumPeers, input: configuration.input, output: configuration.output))
@@ -331,6 +342,8 @@ public final class AudioEngine: Sendable {
     public var isSpeaking: Bool { inputLevel > LevelMeter.speakingThreshold }
     /// The microphone's smoothed level in dBFS (after processing, before mute).
     public var inputLevel: Double { Double(pipeline.inputLevelTenths.load(ordering: .relaxed)) / 10 }
+    /// Where audio spends its time in the engine (see `EngineLatency`).
+    public var latency: EngineLatency { pipeline.stageTimes.snapshot }
 
     // MARK: The two loops
 
@@ -387,19 +400,30 @@ public final class AudioEngine: Sendable {
             var meter = LevelMeter()
             var paused = false
             var speaking = false
+            let clock = MonotonicClock()
+            let times = pipeline.stageTimes
+            var frames = 0
             defer { capture = silentCapture }  // closes the device on this thread
             while pipeline.running.load(ordering: .acquiring) {
                 // A switched device replaces the old one, which closes here (a stream's free: a
                 // round trip to the server, once per switch).
-                pipeline.nextCapture.take { capture = $0 }
+                if pipeline.nextCapture.take({ capture = $0 }) { frames = 0 }
                 do {
                     try capture.read(into: captured)
+                    let read = clock.now()
+                    if frames % StageTimes.deviceQueryFrames == 0 { times.noteCaptureQueue(capture.queued()) }
+                    frames += 1
                     let cleaned = processor?.process(captured, farEnd: pipeline.farEnd) ?? UnsafeBufferPointer(captured)
                     let level = meter.measure(cleaned)
                     pipeline.inputLevelTenths.store(Int(meter.level * 10), ordering: .relaxed)
                     pipeline.recordingTap.offerMicrophone(
                         cleaned, muted: pipeline.sender.controls.muted.load(ordering: .relaxed))
-                    try pipeline.sender.process(cleaned, level: level, emit: pipeline.onEncodedFrame)
+                    try pipeline.sender.process(cleaned, level: level) { payload in
+                        let encoded = clock.now()
+                        times.noteProcess(nanoseconds: encoded - read)
+                        pipeline.onEncodedFrame(payload)
+                        times.noteSend(nanoseconds: clock.now() - encoded)
+                    }
                     if pipeline.sender.isPausedByDTX != paused {
                         paused.toggle()
                         pipeline.onPauseChanged(paused)
@@ -409,7 +433,10 @@ public final class AudioEngine: Sendable {
                         pipeline.onSpeakersChanged()
                     }
                 } catch {
-                    if captureFailed(error) { continue }
+                    if captureFailed(error) {
+                        frames = 0
+                        continue
+                    }
                     return
                 }
             }
@@ -421,18 +448,28 @@ public final class AudioEngine: Sendable {
                 try? playback.close()  // a WAV file gets its header; a stream plays out what it holds
                 playback = silentPlayback
             }
+            let clock = MonotonicClock()
+            let times = pipeline.stageTimes
+            var frames = 0
             while pipeline.running.load(ordering: .acquiring) {
                 // The old stream is freed without draining: the new one plays on at once.
-                pipeline.nextPlayback.take { playback = $0 }
+                if pipeline.nextPlayback.take({ playback = $0 }) { frames = 0 }
                 pipeline.mixer.apply(pipeline.table)
+                let mixing = clock.now()
                 let (output, speakersChanged) = pipeline.mixer.mix(now: pipeline.configuration.clock.now())
+                times.noteMix(nanoseconds: clock.now() - mixing)
                 if speakersChanged { pipeline.onSpeakersChanged() }
                 if processes { pipeline.farEnd.write(output) }
                 pipeline.recordingTap.offerHeard(output)
                 do {
                     try playback.write(output)
+                    if frames % StageTimes.deviceQueryFrames == 0 { times.notePlaybackQueue(playback.queued()) }
+                    frames += 1
                 } catch {
-                    if playbackFailed(error) { continue }
+                    if playbackFailed(error) {
+                        frames = 0
+                        continue
+                    }
                     return
                 }
             }
@@ -466,13 +503,16 @@ final class DeviceHandover<Device>: Sendable {
         slot.withLock { $0 = Box(device: device) }
     }
 
-    /// Audio thread: hands the device to `use` if one waits and the lock is free.
-    func take(_ use: (Device) -> Void) {
+    /// Audio thread: hands the device to `use` if one waits and the lock is free; true if it did.
+    @discardableResult
+    func take(_ use: (Device) -> Void) -> Bool {
         let box = slot.withLockIfAvailable { slot -> Box? in
             defer { slot = nil }
             return slot
         }
-        if let box = box ?? nil { use(box.device) }
+        guard let box = box ?? nil else { return false }
+        use(box.device)
+        return true
     }
 
     func discard() {

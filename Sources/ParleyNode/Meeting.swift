@@ -84,6 +84,8 @@ struct MeetingStatus: Sendable {
     var outputFallback = false
     /// The file this node records to, if it records.
     var recordingPath: String?
+    /// Where this node's voice spends its time before the network, while audio runs.
+    var latency: SendLatency?
 
     static let idle = MeetingStatus(state: .idle, rendezvous: .none, securityCode: nil, peers: [])
 }
@@ -1068,6 +1070,7 @@ private final class MeetingDriver {
     private func status() -> MeetingStatus {
         let now = ContinuousClock.now
         let frameMs = Double(context.configuration.audio.frameDuration.rawValue)
+        let engineLatency = engine.map { $0.isRunning ? $0.latency : nil } ?? nil
         let peers = core.links.map { link -> PeerStatus in
             guard let path = paths[link.id] else {
                 return PeerStatus(
@@ -1086,7 +1089,15 @@ private final class MeetingDriver {
                 txKbps: Self.rounded(measured.txKbps, 1), packetsRx: traffic.packetsReceived,
                 packetsTx: traffic.packetsSent, concealedMs: Double(statistics.concealed) * frameMs,
                 speaking: statistics.isSpeaking, volumePct: path.channel.volume,
-                recording: link.recording)
+                recording: link.recording,
+                latencyMs: engineLatency.map { engine in
+                    ReceiveLatency(
+                        network: link.rttMs.map { Self.rounded($0 / 2, 2) },
+                        jitterBuffer: Self.rounded(Self.milliseconds(statistics.currentDelay), 2),
+                        jitterTarget: Self.rounded(Self.milliseconds(statistics.targetDelay), 2),
+                        mix: Self.rounded(Self.milliseconds(engine.mix), 2),
+                        playback: engine.playbackQueue.map { Self.rounded(Self.milliseconds($0), 2) })
+                })
         }
         let relaying = router.activePairs(at: now).map { pair in
             pair.map { core.member($0)?.id ?? hexString($0.prefix(8)) }
@@ -1098,6 +1109,14 @@ private final class MeetingDriver {
             status.speaking = !core.muted && engine.isRunning && engine.isSpeaking
             status.input = engine.input.description
             status.output = engine.output.description
+            status.latency = engineLatency.map { stages in
+                SendLatency(
+                    capture: stages.captureQueue.map { Self.rounded(Self.milliseconds($0), 2) }, frame: frameMs,
+                    lookahead: Self.rounded(Self.milliseconds(engine.codecLookahead), 2),
+                    denoise: Self.milliseconds(engine.processingDelay),
+                    process: Self.rounded(Self.milliseconds(stages.process), 2),
+                    send: Self.rounded(Self.milliseconds(stages.send), 2))
+            }
         }
         status.inputFallback = followers[.input]?.fallenBack ?? false
         status.outputFallback = followers[.output]?.fallenBack ?? false

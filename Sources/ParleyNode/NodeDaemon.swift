@@ -271,7 +271,7 @@ public actor NodeDaemon: ControlHandler {
             rendezvous: meetingStatus?.rendezvous ?? .none, relaying: meetingStatus?.relaying ?? [],
             speaking: meetingStatus?.speaking ?? false, input: meetingStatus?.input ?? audioInput.description,
             output: meetingStatus?.output ?? audioOutput.description,
-            recordingPath: meetingStatus?.recordingPath)
+            recordingPath: meetingStatus?.recordingPath, latencyMs: meetingStatus?.latency)
         return StatusReport(node: node, peers: meetingStatus?.peers ?? [], chat: meetingStatus?.chat ?? [])
     }
 

@@ -6,11 +6,13 @@ import Testing
 struct ControlAPITests {
     static let peer = PeerStatus(
         id: "a1b2c3d4", name: "alice", state: .up, route: "host", rttMs: 1.4, lossPct: 0.5, jitterMs: 2.25,
-        rxKbps: 32.1, txKbps: 31.9, packetsRx: 500, packetsTx: 498, concealedMs: 40)
+        rxKbps: 32.1, txKbps: 31.9, packetsRx: 500, packetsTx: 498, concealedMs: 40,
+        latencyMs: ReceiveLatency(network: 0.7, jitterBuffer: 14.5, jitterTarget: 0, mix: 0.1, playback: nil))
     static let status = StatusReport(
         node: NodeStatus(
             id: "00ff00ff", name: "bob", muted: false, meeting: .inMeeting, invite: "parley1:x",
-            securityCode: "1234 5678 9012", rendezvous: .connected),
+            securityCode: "1234 5678 9012", rendezvous: .connected,
+            latencyMs: SendLatency(capture: nil, frame: 20, lookahead: 6.5, denoise: 0, process: 0.5, send: 0.25)),
         peers: [peer, PeerStatus(id: "deadbeef", name: "carol", state: .checking)])
 
     @Test func statusJSONHasTheDocumentedShapeWithNullsForUnknowns() throws {
@@ -20,17 +22,27 @@ struct ControlAPITests {
         #expect(
             Set(node.keys) == [
                 "id", "name", "muted", "meeting", "invite", "security_code", "rendezvous", "relaying", "speaking",
-                "input", "output", "recording", "recording_path",
+                "input", "output", "recording", "recording_path", "latency_ms",
             ])
         #expect(node["recording"] as? Bool == false)
         #expect(node["recording_path"] is NSNull)
+        // The latency budget: every stage present, null for one not measured, and the total.
+        let sending = try #require(node["latency_ms"] as? [String: Any])
+        #expect(Set(sending.keys) == ["capture", "frame", "lookahead", "denoise", "process", "send", "total"])
+        #expect(sending["capture"] is NSNull)
+        #expect(sending["total"] as? Double == 27.25)
         let peers = try #require(object["peers"] as? [[String: Any]])
         let expectedKeys: Set<String> = [
             "id", "name", "state", "route", "via", "reason", "rtt_ms", "loss_pct", "jitter_ms", "rx_kbps", "tx_kbps",
-            "packets_rx", "packets_tx", "concealed_ms", "speaking", "volume_pct", "recording",
+            "packets_rx", "packets_tx", "concealed_ms", "speaking", "volume_pct", "recording", "latency_ms",
         ]
         #expect(Set(peers[0].keys) == expectedKeys)
         #expect(Set(peers[1].keys) == expectedKeys)
+        let receiving = try #require(peers[0]["latency_ms"] as? [String: Any])
+        #expect(Set(receiving.keys) == ["network", "jitter_buffer", "jitter_target", "mix", "playback", "total"])
+        #expect(receiving["playback"] is NSNull)
+        #expect(receiving["total"] as? Double == 15.3)
+        #expect(peers[1]["latency_ms"] is NSNull)
         #expect(peers[1]["route"] is NSNull)
         #expect(peers[0]["rtt_ms"] as? Double == 1.4)
         #expect(peers[0]["packets_rx"] as? Int == 500)

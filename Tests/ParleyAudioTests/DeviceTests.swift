@@ -152,6 +152,40 @@ struct EchoCancellationTests {
         #expect(attenuation > 10, "echo attenuated by only \(attenuation) dB")
     }
 
+    @Test(arguments: [480, 960])
+    func onlyTheNoiseSuppressorDelaysTheSignalByOneOfItsFrames(frame: Int) throws {
+        // A burst in frame 60 of low noise, no far end: where it comes out of each stage is the
+        // stage's delay, which status reports as the latency budget's "denoise" (a frame).
+        let canceller = try EchoCanceller(frameSize: frame, tail: 9600, sampleRate: 48_000)
+        let suppressor = try Preprocessor(
+            frameSize: frame, sampleRate: 48_000, noiseSuppression: -30, echoCanceller: canceller)
+        var generator = SeededGenerator(seed: 4)
+        var heard: [Int16] = []
+        var cancelled: [Int16] = []
+        var suppressed: [Int16] = []
+        let silence = [Int16](repeating: 0, count: frame)
+        for index in 0..<80 {
+            var near = (0..<frame).map { _ in Int16(Int(generator.next() % 61) - 30) }
+            if index == 60 { for k in 100..<300 { near[k] = Int16(12_000 * sin(Double(k) * 0.2)) } }
+            heard += near
+            var output = [Int16](repeating: 0, count: frame)
+            near.withUnsafeBufferPointer { captured in
+                silence.withUnsafeBufferPointer { played in
+                    output.withUnsafeMutableBufferPointer {
+                        canceller.process(captured: captured, played: played, into: $0)
+                    }
+                }
+            }
+            cancelled += output
+            output.withUnsafeMutableBufferPointer { suppressor.process($0) }
+            suppressed += output
+        }
+        func onset(_ samples: [Int16]) -> Int? { samples.firstIndex { abs(Int($0)) > 3000 } }
+        let burst = try #require(onset(heard))
+        #expect(onset(cancelled) == burst, "the canceller adds no delay")
+        #expect(onset(suppressed) == burst + frame, "the suppressor adds one of its frames")
+    }
+
     @Test func invalidSettingsAreRejected() {
         #expect(throws: SpeexDSPError.self) { try EchoCanceller(frameSize: 0, tail: 100, sampleRate: 48_000) }
         #expect(throws: SpeexDSPError.self) { try Resampler(from: 48_000, to: 16_000, quality: 11) }

@@ -297,6 +297,18 @@ struct JitterBufferTests {
         #expect(buffer.statistics.expected == 10, "\(buffer.statistics)")
     }
 
+    @Test func theDelayShownIsThePlayedFramesNotThePausesLength() {
+        // 50 frames arrive 5 ms after they were sent; the player asks 7 ms after each send, so
+        // each frame waits 2 ms beyond its transit. Then the sender pauses for a second.
+        var harness = JitterSimulation()
+        harness.run(frames: 50)
+        let played = harness.delays[harness.actions.lastIndex { if case .play = $0 { true } else { false } } ?? 0]
+        #expect(played == 96, "2 ms at 48 kHz")
+        for _ in 0..<50 { harness.actions.append(harness.buffer.next(now: 2_500_000_000)) }
+        // On the old code the figure grew with every frame of the pause.
+        #expect(harness.stats.currentDelay == played)
+    }
+
     @Test func aDTXPauseIsSilenceNotLossAndAddsNoDelay() {
         // Frames 0–49, then the sender's DTX skips 10 frames of time (200 ms) without skipping a
         // sequence number, then frames 50–99. Each arrives 5 ms after it was sent; the player asks

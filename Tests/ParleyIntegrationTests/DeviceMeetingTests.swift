@@ -84,6 +84,14 @@ struct DeviceMeetingTests {
             let before = try ListeningWindow([bob]).heard(
                 [bob], seconds: 2, skipping: 0.5, tones: Self.tones, threshold: threshold)
             #expect(before["bob"] == ["first"], "bob hears alice's first microphone")
+            // The latency budget in status: the sound server's capture queue is measured, a
+            // generator has none; the receive side shows the network and the mix.
+            let sending = try #require(try alice.status().node.latencyMs)
+            #expect(sending.capture != nil && sending.process > 0 && sending.frame == 20 && sending.denoise == 5)
+            let generated = try bob.status().node.latencyMs
+            #expect(generated?.capture == nil && generated?.denoise == 0, "a generator is not denoised")
+            let receiving = try #require(try bob.status().peers.first?.latencyMs)
+            #expect(receiving.network != nil && receiving.mix > 0 && receiving.playback == nil)
 
             let switched = try alice.parley(["input", "\(second.name).monitor"])
             #expect(switched.status == 0, "\(switched.error)")
@@ -128,6 +136,8 @@ struct DeviceMeetingTests {
             let bob = try lab.node(NodeSpec(name: "bob", input: "tone:660", join: invite))
             try alice.waitForPeersUp(1)
             try bob.waitForPeersUp(1)
+            // What waits in the sound server before the speaker is part of the latency budget.
+            #expect(try alice.status().peers.first?.latencyMs?.playback != nil)
             let watch = try lab.spawn("watch", "parley", ["watch", "--json", "--socket", alice.socket])
 
             try speaker.unload(lab)

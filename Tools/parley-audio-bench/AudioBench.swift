@@ -3,6 +3,7 @@ import Opus
 import ParleyAudio
 import ParleyCore
 import ParleyTestSupport
+import PulseAudio
 import SpeexDSP
 
 #if canImport(Glibc)
@@ -15,6 +16,9 @@ import Glibc
 ///                                                  writes 16 kHz reference/degraded WAVs for PESQ-WB
 ///   parley-audio-bench latency                     frame in → frame out on a calm network
 ///   parley-audio-bench cpu [SPEECH.wav]            one encode + 7 decodes + mix per frame
+///   parley-audio-bench device-loop SOURCE SINK FRAME_MS SECONDS
+///                                                  the device floor: PulseAudio capture → playback
+///                                                  with Parley's streams and nothing in between
 @main
 enum AudioBench {
     static func main() throws {
@@ -27,8 +31,19 @@ enum AudioBench {
             try latency()
         case "cpu":
             try cpu(speech: arguments.count > 1 ? arguments[arguments.startIndex + 1] : nil)
+        case "device-loop" where arguments.count == 5:
+            let values = Array(arguments.dropFirst())
+            guard let frameMs = Int(values[2]), [10, 20, 40].contains(frameMs), let seconds = Int(values[3]),
+                seconds > 0
+            else {
+                print("device-loop: FRAME_MS is 10, 20 or 40 and SECONDS a positive whole number")
+                exit(2)
+            }
+            try deviceLoop(source: values[0], sink: values[1], frameSamples: frameMs * 48, seconds: seconds)
         default:
-            print("usage: parley-audio-bench quality SPEECH.wav OUTDIR | latency | cpu [SPEECH.wav]")
+            print(
+                "usage: parley-audio-bench quality SPEECH.wav OUTDIR | latency | cpu [SPEECH.wav]"
+                    + " | device-loop SOURCE SINK FRAME_MS SECONDS")
             exit(2)
         }
     }
@@ -213,6 +228,25 @@ enum AudioBench {
                 format: "  target ≤ frame + %.1f ms lookahead + one frame + 5 ms = %.1f ms", Double(lookahead) / 48,
                 target))
         print("  (excludes the sound card's own buffer: PulseAudio adds its latency on top, see the note)")
+    }
+
+    // MARK: Device floor
+
+    /// Reads frames from `source` and writes each at once to `sink`, on one thread, through the
+    /// same `PulseAudioStream`s (so the same buffer attributes) Parley's audio engine opens: what
+    /// a click's trip costs in the sound server alone. `Scripts/bench` measures it with the same
+    /// probe as a call, so Parley's own share is the difference.
+    static func deviceLoop(source: String, sink: String, frameSamples: Int, seconds: Int) throws {
+        let capture = try PulseAudioStream(
+            direction: .capture, device: source, streamName: "device floor", frameSamples: frameSamples)
+        let playback = try PulseAudioStream(
+            direction: .playback, device: sink, streamName: "device floor", frameSamples: frameSamples)
+        var frame = [Int16](repeating: 0, count: frameSamples)
+        print("device-loop: \(source) → \(sink), \(frameSamples / 48) ms frames, \(seconds) s")
+        for _ in 0..<(seconds * 48_000 / frameSamples) {
+            try frame.withUnsafeMutableBufferPointer { try capture.read(into: $0) }
+            try frame.withUnsafeBufferPointer { try playback.write($0) }
+        }
     }
 
     // MARK: CPU

@@ -101,7 +101,8 @@ public final class JitterBuffer {
         public var jitter = 0.0
         /// The current target delay on top of the base network delay, in samples.
         public var targetDelay = 0
-        /// How far behind the base network delay the frame played last was, in samples.
+        /// How long the frame played last waited here beyond the fastest packets' transit (the
+        /// base network delay), in samples: the buffer's real hold, target and player phase.
         public var currentDelay = 0
     }
 
@@ -387,7 +388,6 @@ public final class JitterBuffer {
             break
         }
         var lateness = now - due(playoutTimestamp)
-        statistics.currentDelay = Int(max(0, now - (playoutTimestamp + minTransit)))
         let slot = slotIndex(nextSequence)
 
         if isPresent(nextSequence) {
@@ -422,6 +422,9 @@ public final class JitterBuffer {
                 return next(now: nanoseconds)
             }
             if frame.isCopy { statistics.recoveredByRedundancy += 1 }
+            // Measured on played frames only: in a pause or a wait the playout position stands
+            // still, and the figure would grow with the silence, not with the buffer's delay.
+            statistics.currentDelay = Int(max(0, now - (frame.timestamp + minTransit)))
             advance(past: frame)
             return .play(frame)
         }
