@@ -353,7 +353,7 @@ def latency(results: dict, work: Path) -> None:
                 for node in nodes:
                     node.control.request("join", invite=invite)
                 wait_until(lambda: all(node.peers_up() for node in nodes), 30, "the latency call")
-                time.sleep(1.0)  # the jitter buffer settles
+                settle(directory)
 
             def stop():
                 try:
@@ -374,6 +374,17 @@ def latency(results: dict, work: Path) -> None:
     results["latency_budget_ms"] = budgets
     results["baresip_latency_ms"] = baresip_call(work / "baresip-latency", probe=True)
     log(f"  baresip 1.0 (Opus 20 ms, ALSA → PulseAudio): {results['baresip_latency_ms']:.1f} ms")
+
+
+def settle(directory: Path) -> None:
+    """Brings a new call to the steady state of a clean link before it is measured: 4 s of clicks every 100 ms
+    (no DTX pause between them) let the receiver measure its first second of media, so the sender drops the
+    copy it sends with a link's first words (docs/PROTOCOL.md §9.3) and the receiver's jitter buffer lets go
+    of the frame it kept for it (released at 20 ms/s)."""
+    warmup = directory / "warm-up.wav"
+    click_train(warmup, clicks=40, spacing=0.1)
+    run(["paplay", "-d", "probe_left", warmup], timeout=30)
+    time.sleep(2.0)
 
 
 def latency_target(results: dict, frame: int) -> float:

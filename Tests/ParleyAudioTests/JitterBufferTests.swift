@@ -297,6 +297,29 @@ struct JitterBufferTests {
         #expect(buffer.statistics.expected == 10, "\(buffer.statistics)")
     }
 
+    @Test func theHoldFollowsTheTargetDownWhenTheCopiesStop() {
+        // Frames arrive 5 ms after they were sent, the player asks 7 ms after each send (2 ms of
+        // phase). The first 100 frames carry a copy, so the buffer keeps a frame for it; then
+        // the copies stop and the minimum goes back to zero.
+        let buffer = JitterBuffer()
+        buffer.setMinimumDelay(.milliseconds(20))
+        var holds: [Int: Int] = [:]
+        for index in 0..<400 {
+            if index == 100 { buffer.setMinimumDelay(.zero) }
+            let sent = 1_000_000_000 + UInt64(index) * 20_000_000
+            [UInt8(index % 256)].withUnsafeBytes { bytes in
+                _ = buffer.insert(
+                    sequence: UInt16(index), timestamp: UInt32(index * 960), duration: 960, payload: bytes,
+                    arrival: sent + 5_000_000)
+            }
+            if case .play = buffer.next(now: sent + 7_000_000) { holds[index] = buffer.statistics.currentDelay }
+        }
+        #expect(holds[90] == 48 * 22, "a frame and the phase while copies come")
+        // 20 ms of target is released within about a second; the old buffer kept it (22 ms).
+        #expect(holds[399] == 48 * 2, "only the player's phase: \(String(describing: holds[399]))")
+        #expect(buffer.statistics.dropped == 1 && buffer.statistics.lost == 0)
+    }
+
     @Test func theDelayShownIsThePlayedFramesNotThePausesLength() {
         // 50 frames arrive 5 ms after they were sent; the player asks 7 ms after each send, so
         // each frame waits 2 ms beyond its transit. Then the sender pauses for a second.

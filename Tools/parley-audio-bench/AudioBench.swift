@@ -303,28 +303,38 @@ enum AudioBench {
                 format: "  total:                  %6.1f µs/frame = %.2f %% of one core (target ≤ 4 %%)", perFrame,
                 perFrame / 200))
 
-        // Echo cancellation and noise suppression (pulse devices only), for the record.
-        let canceller = try EchoCanceller(frameSize: samples, tail: 9600, sampleRate: 48_000)
-        let preprocessor = try Preprocessor(frameSize: samples, sampleRate: 48_000, echoCanceller: canceller)
-        var cleaned = [Int16](repeating: 0, count: samples)
-        var processing: UInt64 = 0
-        for index in 0..<500 {
-            for offset in 0..<samples { pcm[offset] = speech[(index * samples + offset) % speech.count] }
-            let begin = threadCPUTime()
-            pcm.withUnsafeBufferPointer { near in
-                mixed.withUnsafeBufferPointer { far in
-                    cleaned.withUnsafeMutableBufferPointer { canceller.process(captured: near, played: far, into: $0) }
+        // Echo cancellation and noise suppression (pulse devices only), for the record: on the
+        // 5 ms blocks the engine runs, and on whole frames (the suppressor delays its output by
+        // one block, so whole frames cost a frame of mouth-to-ear).
+        for block in [240, 480, samples] {
+            let canceller = try EchoCanceller(frameSize: block, tail: 9600, sampleRate: 48_000)
+            let preprocessor = try Preprocessor(frameSize: block, sampleRate: 48_000, echoCanceller: canceller)
+            var cleaned = [Int16](repeating: 0, count: samples)
+            var processing: UInt64 = 0
+            for index in 0..<500 {
+                for offset in 0..<samples { pcm[offset] = speech[(index * samples + offset) % speech.count] }
+                let begin = threadCPUTime()
+                for start in stride(from: 0, to: samples, by: block) {
+                    let range = start..<(start + block)
+                    pcm[range].withUnsafeBufferPointer { near in
+                        mixed[range].withUnsafeBufferPointer { far in
+                            cleaned[range].withUnsafeMutableBufferPointer {
+                                canceller.process(captured: near, played: far, into: $0)
+                            }
+                        }
+                    }
+                    cleaned[range].withUnsafeMutableBufferPointer { preprocessor.process($0) }
                 }
+                processing += threadCPUTime() - begin
             }
-            cleaned.withUnsafeMutableBufferPointer { preprocessor.process($0) }
-            processing += threadCPUTime() - begin
+            let processingPerFrame = Double(processing) / 500 / 1000
+            print(
+                String(
+                    format:
+                        "  + echo cancel + denoise, %2d ms blocks: %6.1f µs/frame = %.2f %% more, %2d ms of delay%@",
+                    block / 48, processingPerFrame, processingPerFrame / 200, block / 48,
+                    block == 240 ? " (the engine, pulse devices only)" : ""))
         }
-        let processingPerFrame = Double(processing) / 500 / 1000
-        print(
-            String(
-                format: "  + echo cancel + denoise: %6.1f µs/frame = %.2f %% more (pulse devices only)",
-                processingPerFrame,
-                processingPerFrame / 200))
     }
 
     static func threadCPUTime() -> UInt64 {

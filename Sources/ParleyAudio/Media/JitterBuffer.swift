@@ -10,7 +10,8 @@ import ParleyProtocol
 /// delay, which follows clock drift) and `target` is the delay most packets need on top of it (a
 /// high percentile of their extra delay). The target grows at once when packets come later, and
 /// shrinks slowly when the network calms down (`releasePerSecond`). When playout is early it inserts
-/// a concealed frame (expand); when it is more than one and a half frames late it skips one frame
+/// a concealed frame (expand); when it is more than one and a half frames late, or a whole frame
+/// because the target shrank by a frame since the schedule was set, it skips one frame
 /// (accelerate), at most once per `accelerateSpacing`. A missing frame whose successor is here is
 /// lost: the successor's in-band FEC restores it, or it is concealed. With nothing buffered at all it
 /// conceals without advancing, which makes the delay grow by exactly what the network took (RFC 3550
@@ -137,6 +138,9 @@ public final class JitterBuffer {
     /// frame shows it was one) or the network being late.
     private var concealedWhileWaiting = 0
     private var lastAccelerate: Int64 = .min / 2
+    /// The target when the schedule was last set (playout began, a frame was inserted or
+    /// skipped): a target a whole frame below it means the schedule holds a frame for nothing.
+    private var scheduledTarget: Int64 = 0
 
     // Delay measurement over the last `historyCount` primaries.
     private let transits: UnsafeMutableBufferPointer<Int64>
@@ -384,6 +388,7 @@ public final class JitterBuffer {
         case .buffering:
             guard now >= due(playoutTimestamp) else { return .idle }
             state = .playing
+            scheduledTarget = target
         case .playing:
             break
         }
@@ -413,10 +418,17 @@ public final class JitterBuffer {
             if lateness < -Int64(lastDuration / 2) {
                 return expand()
             }
-            if lateness > Int64(lastDuration + lastDuration / 2), now - lastAccelerate >= accelerateSpacing,
-                isPresent(nextSequence + 1)
+            // Skip a frame when playout is one and a half frames late (the network was late,
+            // and the delay grew by the wait), or a whole frame late because the target shrank a
+            // frame since the schedule was set (copies stopped, a spike left the history). Only
+            // the first was looked for before: a buffer that began with a frame for copies kept
+            // that frame, half the time, long after the copies and the target were gone.
+            let targetShrank = target <= scheduledTarget - Int64(lastDuration) && lateness >= Int64(lastDuration)
+            if lateness > Int64(lastDuration + lastDuration / 2) || targetShrank,
+                now - lastAccelerate >= accelerateSpacing, isPresent(nextSequence + 1)
             {
                 lastAccelerate = now
+                scheduledTarget = target
                 statistics.dropped += 1
                 advance(past: frame)
                 return next(now: nanoseconds)
@@ -497,6 +509,7 @@ public final class JitterBuffer {
     }
 
     private func expand() -> Action {
+        scheduledTarget = target
         statistics.concealed += 1
         statistics.expanded += 1
         return .conceal(duration: lastDuration)
