@@ -16,6 +16,9 @@ protocol CaptureDevice: AnyObject {
 
 /// Something the playback thread writes mixed frames to, pacing it the same way.
 protocol PlaybackDevice: AnyObject {
+    /// Returns when the next frame should be mixed: as late as the device allows, so what the
+    /// mix decides (which frames are due) is heard as soon as possible.
+    func waitForNextFrame()
     func write(_ frame: UnsafeBufferPointer<Int16>) throws
     /// Flushes and closes (a WAV file's header is written here).
     func close() throws
@@ -29,6 +32,7 @@ extension CaptureDevice {
 
 extension PlaybackDevice {
     func queued() -> Duration? { nil }
+    func waitForNextFrame() {}
 }
 
 public enum AudioDevices {
@@ -99,10 +103,47 @@ final class PulseCapture: CaptureDevice {
     func queued() -> Duration? { (try? stream.latencyMicroseconds()).map { .microseconds(Int64($0)) } }
 }
 
+/// A sound server's stream, which keeps about two frames queued (`PulseAudioStream`). A blocking
+/// write returns as soon as the server takes the frame, with two frames queued: a frame mixed right
+/// then would wait behind both. So the thread sleeps until the server is about to ask for the next
+/// frame (one frame played since the last write, less a margin for waking up) and mixes then: a
+/// frame less of delay, and the queue never runs lower than a blocking write would have let it.
 final class PulsePlayback: PlaybackDevice {
     let stream: PulseAudioStream
-    init(stream: PulseAudioStream) { self.stream = stream }
-    func write(_ frame: UnsafeBufferPointer<Int16>) throws { try stream.write(frame) }
+    private let clock = MonotonicClock()
+    private let frameNanoseconds: UInt64
+    /// The queue right after a write that filled it (a running maximum that lets go slowly, so a
+    /// server that takes several frames at once is followed).
+    private var fullQueue: UInt64 = 0
+    /// When to mix the next frame; 0: at once.
+    private var nextMix: UInt64 = 0
+
+    /// Woken this long before the server wants the next frame.
+    static let wakeMargin: UInt64 = 2_000_000
+
+    init(stream: PulseAudioStream) {
+        self.stream = stream
+        frameNanoseconds = UInt64(stream.frameSamples) * 1_000_000_000 / UInt64(stream.sampleRate)
+    }
+
+    func waitForNextFrame() {
+        if nextMix > 0 { clock.sleep(until: nextMix) }
+    }
+
+    func write(_ frame: UnsafeBufferPointer<Int16>) throws {
+        try stream.write(frame)
+        let now = clock.now()
+        guard let queued = try? stream.latencyMicroseconds() else {
+            nextMix = 0
+            return
+        }
+        let queue = queued * 1000
+        fullQueue = max(queue, fullQueue - min(fullQueue, frameNanoseconds / 50))
+        // The server asks for more once the queue is a frame below full.
+        let untilRoom = Int64(queue) - Int64(fullQueue) + Int64(frameNanoseconds) - Int64(Self.wakeMargin)
+        nextMix = untilRoom > 0 ? now + UInt64(untilRoom) : 0
+    }
+
     func close() throws { try stream.drain() }
     func queued() -> Duration? { (try? stream.latencyMicroseconds()).map { .microseconds(Int64($0)) } }
 }

@@ -454,6 +454,10 @@ public final class AudioEngine: Sendable {
             while pipeline.running.load(ordering: .acquiring) {
                 // The old stream is freed without draining: the new one plays on at once.
                 if pipeline.nextPlayback.take({ playback = $0 }) { frames = 0 }
+                playback.waitForNextFrame()
+                // What the frame mixed now will wait behind.
+                if frames % StageTimes.deviceQueryFrames == 0 { times.notePlaybackQueue(playback.queued()) }
+                frames += 1
                 pipeline.mixer.apply(pipeline.table)
                 let mixing = clock.now()
                 let (output, speakersChanged) = pipeline.mixer.mix(now: pipeline.configuration.clock.now())
@@ -463,8 +467,6 @@ public final class AudioEngine: Sendable {
                 pipeline.recordingTap.offerHeard(output)
                 do {
                     try playback.write(output)
-                    if frames % StageTimes.deviceQueryFrames == 0 { times.notePlaybackQueue(playback.queued()) }
-                    frames += 1
                 } catch {
                     if playbackFailed(error) {
                         frames = 0

@@ -221,10 +221,11 @@ struct JitterBufferTests {
         #expect(simulation.stats.lost == 0)
         #expect(simulation.played.count == 1500 - simulation.stats.dropped)
         // After the spike the buffer held more delay than before it; 25 s later it is back down.
+        // (The figure averages about 16 played frames, so it shows most of the spike, not all.)
         let before = simulation.delays[150...190].max()!
         let after = simulation.delays[215...235].max()!
         let end = simulation.delays[1450...1490].max()!
-        #expect(after > before + 100 * 48)
+        #expect(after > before + 80 * 48)
         #expect(end <= before + JitterSimulation.frame)
         #expect(targets <= 5 * 48)
     }

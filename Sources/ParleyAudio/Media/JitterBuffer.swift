@@ -102,8 +102,9 @@ public final class JitterBuffer {
         public var jitter = 0.0
         /// The current target delay on top of the base network delay, in samples.
         public var targetDelay = 0
-        /// How long the frame played last waited here beyond the fastest packets' transit (the
-        /// base network delay), in samples: the buffer's real hold, target and player phase.
+        /// How long played frames waited here beyond the fastest packets' transit (the base
+        /// network delay), averaged over about 16, in samples: the buffer's real hold, target and
+        /// player phase.
         public var currentDelay = 0
     }
 
@@ -141,6 +142,7 @@ public final class JitterBuffer {
     /// The target when the schedule was last set (playout began, a frame was inserted or
     /// skipped): a target a whole frame below it means the schedule holds a frame for nothing.
     private var scheduledTarget: Int64 = 0
+    private var averageHold: Double?
 
     // Delay measurement over the last `historyCount` primaries.
     private let transits: UnsafeMutableBufferPointer<Int64>
@@ -436,7 +438,7 @@ public final class JitterBuffer {
             if frame.isCopy { statistics.recoveredByRedundancy += 1 }
             // Measured on played frames only: in a pause or a wait the playout position stands
             // still, and the figure would grow with the silence, not with the buffer's delay.
-            statistics.currentDelay = Int(max(0, now - (frame.timestamp + minTransit)))
+            noteHold(max(0, now - (frame.timestamp + minTransit)))
             advance(past: frame)
             return .play(frame)
         }
@@ -506,6 +508,13 @@ public final class JitterBuffer {
         statistics.concealed -= concealedWhileWaiting
         statistics.silent += concealedWhileWaiting
         concealedWhileWaiting = 0
+    }
+
+    /// Averages the hold of played frames over about 16 (the player's phase moves a frame's
+    /// hold by up to a frame, and one frame's figure is what a reader would catch).
+    private func noteHold(_ hold: Int64) {
+        averageHold = averageHold.map { $0 + (Double(hold) - $0) / 16 } ?? Double(hold)
+        statistics.currentDelay = Int((averageHold ?? 0).rounded())
     }
 
     private func expand() -> Action {
