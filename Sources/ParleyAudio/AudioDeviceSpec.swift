@@ -133,6 +133,11 @@ public enum AudioFrameDuration: Int, CaseIterable, Sendable {
 /// The engine's internal format: Opus' native rate, mono, 16-bit.
 public enum AudioFormat {
     public static let sampleRate = 48_000
+
+    /// How long `samples` samples play at `sampleRate`.
+    public static func duration(samples: Double) -> Duration {
+        .microseconds(Int64(samples * 1_000_000 / Double(sampleRate)))
+    }
 }
 
 extension Double {

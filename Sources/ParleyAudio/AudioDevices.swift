@@ -100,7 +100,7 @@ final class PulseCapture: CaptureDevice {
     let stream: PulseAudioStream
     init(stream: PulseAudioStream) { self.stream = stream }
     func read(into frame: UnsafeMutableBufferPointer<Int16>) throws { try stream.read(into: frame) }
-    func queued() -> Duration? { (try? stream.latencyMicroseconds()).map { .microseconds(Int64($0)) } }
+    func queued() -> Duration? { stream.queued }
 }
 
 /// A sound server's stream, which keeps about two frames queued (`PulseAudioStream`). A blocking
@@ -133,11 +133,10 @@ final class PulsePlayback: PlaybackDevice {
     func write(_ frame: UnsafeBufferPointer<Int16>) throws {
         try stream.write(frame)
         let now = clock.now()
-        guard let queued = try? stream.latencyMicroseconds() else {
+        guard let queue = stream.queued?.nanoseconds else {
             nextMix = 0
             return
         }
-        let queue = queued * 1000
         fullQueue = max(queue, fullQueue - min(fullQueue, frameNanoseconds / 50))
         // The server asks for more once the queue is a frame below full.
         let untilRoom = Int64(queue) - Int64(fullQueue) + Int64(frameNanoseconds) - Int64(Self.wakeMargin)
@@ -145,7 +144,12 @@ final class PulsePlayback: PlaybackDevice {
     }
 
     func close() throws { try stream.drain() }
-    func queued() -> Duration? { (try? stream.latencyMicroseconds()).map { .microseconds(Int64($0)) } }
+    func queued() -> Duration? { stream.queued }
+}
+
+extension PulseAudioStream {
+    /// What the server holds for this stream now (its latency), nil if it cannot say.
+    var queued: Duration? { (try? latencyMicroseconds()).map { .microseconds(Int64($0)) } }
 }
 
 /// Releases one frame per frame duration on absolute deadlines of the monotonic clock, so a loop

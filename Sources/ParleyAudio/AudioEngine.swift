@@ -61,7 +61,7 @@ public final class AudioEngine: Sendable {
     /// block one block late (`CaptureProcessor`), zero when processing is off.
     public var processingDelay: Duration {
         guard configuration.processesCapture else { return .zero }
-        return .microseconds(Int64(CaptureProcessor.blockSamples) * 1_000_000 / Int64(AudioFormat.sampleRate))
+        return AudioFormat.duration(samples: Double(CaptureProcessor.blockSamples))
     }
     /// What the engine and its two threads share. The threads hold it strongly (never the engine
     /// itself), so an engine dropped without `stop()` can stop and join them from its `deinit`.
@@ -170,8 +170,7 @@ public final class AudioEngine: Sendable {
         } catch {
             throw AudioEngineError("cannot create the Opus encoder: \(error)")
         }
-        codecLookahead = .microseconds(
-            Int64((try? sender.lookahead()) ?? 0) * 1_000_000 / Int64(AudioFormat.sampleRate))
+        codecLookahead = AudioFormat.duration(samples: Double((try? sender.lookahead()) ?? 0))
         control = Mutex(
             ControlState(
                 slotCount: configuration.maximumPeers, input: configuration.input, output: configuration.output))

@@ -152,16 +152,12 @@ final class PlaybackState {
         result.concealed = counters.concealed
         result.dropped = counters.dropped
         result.malformed = malformed
-        result.jitter = Self.duration(samples: counters.jitter)
-        result.targetDelay = Self.duration(samples: Double(counters.targetDelay))
-        result.currentDelay = Self.duration(samples: Double(counters.currentDelay))
+        result.jitter = AudioFormat.duration(samples: counters.jitter)
+        result.targetDelay = AudioFormat.duration(samples: Double(counters.targetDelay))
+        result.currentDelay = AudioFormat.duration(samples: Double(counters.currentDelay))
         result.level = meter.level
         result.isSpeaking = meter.isSpeaking
         return result
-    }
-
-    static func duration(samples: Double) -> Duration {
-        .microseconds(Int64(samples * 1_000_000 / Double(AudioFormat.sampleRate)))
     }
 
     /// Parses one payload and files its copies (oldest first) and its primary in the jitter buffer.

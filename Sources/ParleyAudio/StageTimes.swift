@@ -51,9 +51,7 @@ final class StageTimes: Sendable {
     }
 
     private static func nanoseconds(_ duration: Duration?) -> Int64 {
-        guard let duration else { return -1 }
-        let (seconds, attoseconds) = duration.components
-        return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
+        duration.map { Int64(clamping: $0.nanoseconds) } ?? -1
     }
 
     private static func duration(_ figure: borrowing Atomic<Int64>) -> Duration? {

@@ -1093,10 +1093,10 @@ private final class MeetingDriver {
                 latencyMs: engineLatency.map { engine in
                     ReceiveLatency(
                         network: link.rttMs.map { Self.rounded($0 / 2, 2) },
-                        jitterBuffer: Self.rounded(Self.milliseconds(statistics.currentDelay), 2),
-                        jitterTarget: Self.rounded(Self.milliseconds(statistics.targetDelay), 2),
-                        mix: Self.rounded(Self.milliseconds(engine.mix), 2),
-                        playback: engine.playbackQueue.map { Self.rounded(Self.milliseconds($0), 2) })
+                        jitterBuffer: Self.budgetMilliseconds(statistics.currentDelay),
+                        jitterTarget: Self.budgetMilliseconds(statistics.targetDelay),
+                        mix: Self.budgetMilliseconds(engine.mix),
+                        playback: engine.playbackQueue.map { Self.budgetMilliseconds($0) })
                 })
         }
         let relaying = router.activePairs(at: now).map { pair in
@@ -1111,11 +1111,11 @@ private final class MeetingDriver {
             status.output = engine.output.description
             status.latency = engineLatency.map { stages in
                 SendLatency(
-                    capture: stages.captureQueue.map { Self.rounded(Self.milliseconds($0), 2) }, frame: frameMs,
-                    lookahead: Self.rounded(Self.milliseconds(engine.codecLookahead), 2),
-                    denoise: Self.milliseconds(engine.processingDelay),
-                    process: Self.rounded(Self.milliseconds(stages.process), 2),
-                    send: Self.rounded(Self.milliseconds(stages.send), 2))
+                    capture: stages.captureQueue.map { Self.budgetMilliseconds($0) }, frame: frameMs,
+                    lookahead: Self.budgetMilliseconds(engine.codecLookahead),
+                    denoise: Self.budgetMilliseconds(engine.processingDelay),
+                    process: Self.budgetMilliseconds(stages.process),
+                    send: Self.budgetMilliseconds(stages.send))
             }
         }
         status.inputFallback = followers[.input]?.fallenBack ?? false
@@ -1129,6 +1129,9 @@ private final class MeetingDriver {
         for _ in 0..<decimals { scale *= 10 }
         return (value * scale).rounded() / scale
     }
+
+    /// A stage of the latency budget as status shows it: milliseconds to 0.01.
+    static func budgetMilliseconds(_ duration: Duration) -> Double { rounded(milliseconds(duration), 2) }
 
     static func milliseconds(_ duration: Duration) -> Double {
         Double(duration.components.seconds) * 1000 + Double(duration.components.attoseconds) / 1e15
