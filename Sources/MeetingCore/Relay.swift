@@ -22,6 +22,8 @@ public struct RelayTable: Sendable {
     public var policy: RelayPolicy
     /// Pairs (lower key first) and when each last carried a packet.
     private var pairs: [[[UInt8]]: ContinuousClock.Instant] = [:]
+    /// When each asker was last told about each destination (source first): both ends of a
+    /// pair ask at once, and each must hear its own refusal or it waits out a relay trial.
     private var refusalsSent: [[[UInt8]]: ContinuousClock.Instant] = [:]
     private var envelopeBudget: [[UInt8]: (tokens: Double, at: ContinuousClock.Instant)] = [:]
 
@@ -29,6 +31,8 @@ public struct RelayTable: Sendable {
     public static let pairIdle: Duration = .seconds(10)
     /// Envelopes one member may send through this node over the mesh: a burst, then a rate.
     public static let envelopeBurst = 40.0
+    /// Past this many, refusals told more than a second ago are forgotten.
+    public static let refusalMemoryLimit = 1024
     public static let envelopesPerSecond = 20.0
 
     public init(policy: RelayPolicy = RelayPolicy()) {
@@ -37,7 +41,7 @@ public struct RelayTable: Sendable {
 
     public enum Decision: Sendable, Equatable {
         case forward
-        /// Drop it; `tell`: answer RELAY_REFUSED (at most once a second per pair).
+        /// Drop it; `tell`: answer RELAY_REFUSED (at most once a second per asker and destination).
         case refuse(SessionControl.RelayRefusal, tell: Bool)
     }
 
@@ -62,8 +66,12 @@ public struct RelayTable: Sendable {
             pairs[pair] = now
             return .forward
         }
-        let tell = refusalsSent[pair].map { now - $0 >= .seconds(1) } ?? true
-        if tell { refusalsSent[pair] = now }
+        let asked = [source, destination]
+        if refusalsSent.count >= Self.refusalMemoryLimit {  // a member may ask toward made-up keys
+            refusalsSent = refusalsSent.filter { now - $0.value < .seconds(1) }
+        }
+        let tell = refusalsSent[asked].map { now - $0 >= .seconds(1) } ?? true
+        if tell { refusalsSent[asked] = now }
         return .refuse(refusal, tell: tell)
     }
 
@@ -86,6 +94,9 @@ public struct RelayTable: Sendable {
     public func activePairs(at now: ContinuousClock.Instant) -> [[[UInt8]]] {
         pairs.filter { now - $0.value < Self.pairIdle }.map(\.key).sorted { $0[0].lexicographicallyPrecedes($1[0]) }
     }
+
+    /// How many refusals are remembered (for tests: the memory stays bounded).
+    public var refusalsRemembered: Int { refusalsSent.count }
 
     /// Forgets pairs and budgets of members no longer linked.
     public mutating func update(_ policy: RelayPolicy) {

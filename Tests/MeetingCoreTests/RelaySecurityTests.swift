@@ -127,7 +127,7 @@ struct RelaySecurityTests {
         #expect(decision3 == .refuse(.notLinked, tell: true))
         let decision4 = table.decide(from: Self.a, to: Self.a, at: Self.start)
         #expect(decision4 == .refuse(.notLinked, tell: true))
-        // A refusal is said at most once a second per pair.
+        // A refusal is said at most once a second per asker and destination.
         let decision5 = table.decide(from: Self.a, to: Self.stranger, at: Self.start + .milliseconds(500))
         #expect(decision5 == .refuse(.notLinked, tell: false))
         let decision6 = table.decide(from: Self.a, to: Self.stranger, at: Self.start + .seconds(1))
@@ -143,12 +143,30 @@ struct RelaySecurityTests {
         #expect(decision8 == .forward)
         let decision9 = table.decide(from: members[4], to: members[5], at: Self.start)
         #expect(decision9 == .refuse(.busy, tell: true))
+        // The pair's other end asks in the same second, and hears its own refusal.
+        let decision9b = table.decide(from: members[5], to: members[4], at: Self.start + .milliseconds(100))
+        #expect(decision9b == .refuse(.busy, tell: true))
+        let decision9c = table.decide(from: members[5], to: members[4], at: Self.start + .milliseconds(200))
+        #expect(decision9c == .refuse(.busy, tell: false))
         let decision10 = table.decide(from: members[1], to: members[0], at: Self.start)
         #expect(decision10 == .forward)  // the same pair
         #expect(table.activePairs(at: Self.start).count == 2)
         // Pairs that went quiet free their place.
         let decision11 = table.decide(from: members[4], to: members[5], at: Self.start + .seconds(11))
         #expect(decision11 == .forward)
+    }
+
+    @Test func refusalsTowardMadeUpKeysAreForgotten() {
+        var table = RelayTable(policy: RelayPolicy(linked: [Self.a, Self.c], maximumPairs: 4))
+        for index in 0..<5000 {
+            let madeUp = [UInt8](repeating: 0, count: 28) + withUnsafeBytes(of: UInt32(index).bigEndian, Array.init)
+            _ = table.decide(from: Self.a, to: madeUp, at: Self.start + .milliseconds(index))
+        }
+        #expect(table.refusalsRemembered <= RelayTable.refusalMemoryLimit)
+        // A refusal told within the last second is still remembered.
+        let recent = [UInt8](repeating: 0, count: 28) + withUnsafeBytes(of: UInt32(4999).bigEndian, Array.init)
+        let decision = table.decide(from: Self.a, to: recent, at: Self.start + .milliseconds(5000))
+        #expect(decision == .refuse(.notLinked, tell: false))
     }
 
     @Test func aNodeThatDoesNotRelayRefusesEverything() {

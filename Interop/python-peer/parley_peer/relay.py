@@ -25,7 +25,8 @@ NOT_LINKED, BUSY, DECLINES = 1, 2, 3
 
 # §13.3 and §13.4 timers (seconds) and limits.
 PAIR_IDLE = 10.0  # a pair that carried nothing for this long no longer counts against the limit
-REFUSAL_EVERY = 1.0  # RELAY_REFUSED at most this often per pair
+REFUSAL_EVERY = 1.0  # RELAY_REFUSED at most this often per asker and destination
+REFUSALS_REMEMBERED = 1024  # past this many, refusals told more than REFUSAL_EVERY ago are forgotten
 REFUSAL_MEMORY = 30.0  # a member that refused is not asked again toward that destination for this long
 ENVELOPE_BURST, ENVELOPES_PER_SECOND = 40.0, 20.0  # FORWARD_ENVELOPE per sender
 DEFAULT_PAIRS = 4  # Parley's default (parleyd --relay-pairs); this peer's --relay-pairs
@@ -104,10 +105,13 @@ class RelayTable:
             self.pairs[pair] = now
             self.forwarded[pair] = self.forwarded.get(pair, 0) + 1
             return None
-        last = self.refused_at.get(pair)
+        # Keyed by direction: both ends of a pair ask at once, and each must hear its own refusal.
+        if len(self.refused_at) >= REFUSALS_REMEMBERED:  # a member may ask toward made-up keys
+            self.refused_at = {k: t for k, t in self.refused_at.items() if now - t < REFUSAL_EVERY}
+        last = self.refused_at.get((source, destination))
         tell = last is None or now - last >= REFUSAL_EVERY
         if tell:
-            self.refused_at[pair] = now
+            self.refused_at[(source, destination)] = now
         return Refusal(reason, tell)
 
     def accept_envelope(self, source: bytes, now: float) -> bool:

@@ -93,7 +93,8 @@ def test_relay_table_carries_linked_pairs_up_to_its_limit():
     assert table.decide(C, A, 0.5) is None  # the same pair, the other way
     refusal = table.decide(A, d, 1.0)
     assert (refusal.reason, refusal.tell) == (relay.BUSY, True)
-    assert table.decide(A, d, 1.5).tell is False  # at most once a second per pair
+    assert table.decide(A, d, 1.5).tell is False  # at most once a second per asker and destination
+    assert table.decide(d, A, 1.5).tell is True  # the pair's other end hears its own refusal
     assert table.decide(A, d, 2.0).tell is True
     assert table.decide(A, e, 2.0).reason == relay.NOT_LINKED  # e is not in the meeting with us, directly
     assert table.decide(A, A, 2.0).reason == relay.NOT_LINKED
