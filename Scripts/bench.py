@@ -6,6 +6,7 @@ CPU, beside baresip measured in the same run), and writes bench/results.json, be
     bench.py lab OUTDIR/lab.json (inside Scripts/natlab run) join times, PESQ and audio gaps across real NATs
     bench.py lab-gaps DIR        (inside Scripts/natlab run) only the audio gaps
     bench.py lab-relay DIR       (inside Scripts/with-pulseaudio Scripts/natlab run) only the relay's cost
+    bench.py lab-uplink DIR [FLAG...]  (the same) only a member's capped uplink; FLAGs go to its parleyd
     bench.py ab-meeting TREE N IN  (Scripts/bench-ab) one loopback meeting started by TREE's bench.py
 
 Run it through Scripts/bench, which builds the release executables and provides PulseAudio and the venv.
@@ -585,6 +586,10 @@ def lab(out: Path) -> None:
 
         log("== NAT lab: a pair carried by a member (mouth-to-ear through it, the CPU it costs)")
         results["relay"] = relay_cost(work / "relay", rendezvous.url, ns)
+
+        log(f"== NAT lab: one member's uplink capped ({', '.join(c or 'none' for c in UPLINK_CAPS)}, "
+            f"{UPLINK_QUEUE_MS} ms queue), 8 members, it speaks")
+        results["uplink"] = uplink_cap(work / "uplink", rendezvous.url, ns, prefix, script)
     finally:
         rendezvous.process.stop()
     out.write_text(json.dumps(results))
@@ -625,7 +630,7 @@ def longest_gap(path: Path, hz: float, start: int) -> float:
     return longest / 10
 
 
-PUBLIC = {"pub": "203.0.113.20", "pub2": "203.0.113.21", "c1a": "10.11.0.2", "c2": "10.12.0.2"}
+PUBLIC = {"pub": "203.0.113.20", "pub2": "203.0.113.21", "c1a": "10.11.0.2", "c1b": "10.11.0.3", "c2": "10.12.0.2"}
 
 
 def drop_between(ns, host: str, other: str, action: str) -> None:
@@ -793,6 +798,197 @@ def relay_cost(directory: Path, url: str, ns) -> dict:
     return figures
 
 
+# tc tbf rates on the speaker's router; None: the uncapped baseline. PARLEY_UPLINK_CAPS="256kbit" runs one.
+UPLINK_CAPS = tuple(c or None for c in os.environ.get("PARLEY_UPLINK_CAPS", ",256kbit,128kbit").split(","))
+UPLINK_QUEUE_MS = 200  # a home router's upstream buffer: a cap shows as delay as well as loss
+UPLINK_SETTLE = 5.0  # s between the cap and the speech: what a sender has to find the new rate
+UPLINK_TALK_LEAD = 55.0  # s from joining to the other talker's speech (joining and a's two utterances: ~43 s)
+UPLINK_HOSTS = {"a": "c2", "b": "c1a", "c": "c1a", "d": "c1b", "e": "c1b", "f": "pub", "g": "pub", "h": "pub2"}
+UPLINK_PROBE = "f"  # the listener whose speaker is the probe's right channel (mouth-to-ear)
+UPLINK_TALKER = "h"  # the listener that speaks to the speaker once it is done
+UPLINK_BEFORE = ("--fixed-rate",)  # the "before" of each cap: the speaker sends its configured encoding regardless
+
+
+def uplink_cap(directory: Path, url: str, ns, prefix: str, script: str, speaker_extra=()) -> dict:
+    """A member whose uplink is capped (send-side bandwidth estimate): a (c2, alone behind cone2) speaks to
+    seven listeners, and in a full mesh sends one copy of its audio to each, so a capped uplink overflows
+    unless the sender fits its rate to it. Per cap, one fresh meeting: PESQ-WB of its speech at each listener,
+    mouth-to-ear at one, what both ends of its links measured, and PESQ of another member's speech at it (the
+    cap is on its uplink only: what it hears should not change). `speaker_extra` goes to a's parleyd (a flag
+    that turns the rate control off measures the "before" with the same binary)."""
+    directory.mkdir(mode=0o700, parents=True)
+    make_probe()
+    speech = make_speech(directory)
+    figures: dict = {}
+    runs = [(cap or "none", cap, ()) for cap in UPLINK_CAPS]
+    runs += [(f"{cap} before", cap, UPLINK_BEFORE) for cap in UPLINK_CAPS if cap]
+    for name, cap, flags in runs:
+        entry = uplink_meeting(directory / name.replace(" ", "-"), speech, url, ns, prefix, script, cap,
+                               tuple(speaker_extra) + flags)
+        figures[name] = entry
+        talking = entry["status"]["talking"]
+        losses = [p["loss_pct"] for p in talking["listeners"].values() if p.get("loss_pct") is not None]
+        peers = talking["speaker"]["peers"].values()
+        rtts = [p["rtt_ms"] for p in peers if p.get("rtt_ms") is not None]
+
+        def median(values: list, digits: int) -> str:
+            return f"{statistics.median(values):.{digits}f}" if values else "—"
+
+        pesq_values, heard = entry["pesq"], entry["pesq_at_speaker"]
+        mouth = entry["mouth_to_ear_ms"]
+        send_rate = talking["speaker"].get("send_rate")
+        first = entry["pesq_first"]
+        log(f"  uplink {name}: PESQ-WB of a's speech min {pesq_values['min']:.2f}, median {pesq_values['median']:.2f} "
+            f"at 7 listeners (its first words after the cap: {first['min']:.2f} / {first['median']:.2f}); "
+            f"mouth-to-ear {'—' if mouth is None else f'{mouth:.1f}'} ms; while a speaks: it sends "
+            f"{entry['sent_kbps']:.0f} kb/s in all, its RTT median {median(rtts, 1)} ms, "
+            f"the listeners lose median {median(losses, 1)} % of it; {UPLINK_TALKER}'s speech at a PESQ-WB "
+            f"{'—' if heard is None else f'{heard:.2f}'}" + (f"; a's send_rate {json.dumps(send_rate)}" if send_rate
+                                                              else ""))
+    return figures
+
+
+def uplink_meeting(directory: Path, speech: dict, url: str, ns, prefix: str, script: str, cap: str | None,
+                   speaker_extra: tuple) -> dict:
+    """One meeting of `uplink_cap`: joined, every link up, then the cap on cone2's WAN egress (a's uplink), 5 s,
+    a's speech played into the probe (six listeners record WAVs, one plays to the probe's right channel),
+    clicks for mouth-to-ear, then h's speech (its WAV input: silence until UPLINK_TALK_LEAD after joining)."""
+    directory.mkdir(mode=0o700)  # holds control sockets: parleyd wants it private
+    talk = directory / "talk-in.wav"
+    write_wav(talk, numpy.concatenate([numpy.zeros(int(UPLINK_TALK_LEAD * RATE)), speech["reference"],
+                                       numpy.zeros(RATE)]))
+    wavs = {name: directory / f"{name}.wav" for name in UPLINK_HOSTS if name != UPLINK_PROBE}
+    nodes: dict = {}
+    for name, host in UPLINK_HOSTS.items():
+        audio_in = ("pulse:probe_left_src" if name == "a" else f"wav:{talk}" if name == UPLINK_TALKER
+                    else "silence")
+        audio_out = "pulse:probe_right" if name == UPLINK_PROBE else f"wav:{wavs[name]}"
+        nodes[name] = Node(directory, name, audio_in, audio_out=audio_out, prefix=ns(host),
+                           local_addresses=(PUBLIC[host],), extra=speaker_extra if name == "a" else ())
+    invite = new_invite(url)
+    figures: dict = {"cap": cap, "queue_ms": UPLINK_QUEUE_MS if cap else None}
+    capped = False
+    try:
+        for node in nodes.values():
+            node.ready()
+        for node in nodes.values():
+            node.control.request("join", invite=invite)
+        joined = time.monotonic()  # h's WAV input runs from about here (its audio starts with the meeting)
+        count = len(nodes)
+        wait_until(lambda: all(sum(p.get("state") == "up" for p in n.status().get("peers", [])) == count - 1
+                               for n in nodes.values()), 60, "every link up", interval=0.2)
+        figures["all_up_s"] = time.monotonic() - joined
+        if cap:
+            run([script, "impair", f"{prefix}-cone2", "--rate", cap, "--queue", str(UPLINK_QUEUE_MS)])
+            capped = True
+        time.sleep(UPLINK_SETTLE)  # a fixed window: the sender's chance to find the cap before it speaks
+
+        # a speaks twice: its first words after the cap (the sender finds the cap while they go out), then
+        # the same speech again (the steady state: what the issue's figures are about). Played into the
+        # probe's left channel, which is a's microphone; the probe listener's speaker is the right channel,
+        # recorded with it on one clock; the others write WAVs (marked here, so h's later speech in the
+        # same files is not found instead).
+        utterances: dict = {}
+        status = {}
+        for utterance in ("first", "steady"):
+            marks = {name: wav_position(path) for name, path in wavs.items()}
+            recording = directory / f"probe-speech-{utterance}.wav"
+            recorder = Process(["parecord", "-d", "probe.monitor", "--channels=2", "--rate=48000",
+                                "--format=s16le", "--file-format=wav", recording], directory, f"parecord-{utterance}")
+            player = None
+            try:
+                player = Process(["paplay", "-d", "probe_left", speech["input"]], directory, f"paplay-{utterance}")
+                # Halfway through the speech: the rates a sends while it talks, the loss over its last seconds.
+                time.sleep(speech["lead_in"] + len(speech["reference"]) / RATE / 2)
+                status[utterance] = uplink_status(nodes)
+                status[utterance]["router"] = router_counts(ns("cone2"))
+                if player.wait(60) != 0:
+                    raise RuntimeError(f"paplay failed:\n{player.stderr()[-3000:]}")
+                time.sleep(1.0)  # the speech's last words through the capped queue and the jitter buffer
+            finally:
+                if player:
+                    player.stop()
+                recorder.stop(signal.SIGINT)
+            ends = {name: wav_position(path) for name, path in wavs.items()}
+            status[f"after_{utterance}"] = uplink_status(nodes)
+            status[f"after_{utterance}"]["router"] = router_counts(ns("cone2"))
+            utterances[utterance] = (marks, ends, recording)
+        status["talking"] = status["steady"]
+        figures["mouth_to_ear_ms"] = probe_clicks(directory, "clicks")
+        status["end"] = uplink_status(nodes)
+        figures["status"] = status
+        figures["sent_kbps"] = sum(p.get("tx_kbps") or 0 for p in status["talking"]["speaker"]["peers"].values())
+        figures["speaker_done_s"] = time.monotonic() - joined
+
+        # h's speech to a, through a's uncapped downlink (a's reports and acknowledgements still go up).
+        talk_mark = wav_position(wavs["a"])
+        talk_starts = UPLINK_TALK_LEAD - figures["speaker_done_s"]
+        if talk_starts < 0.5:
+            log(f"  {UPLINK_TALKER}'s speech started {-talk_starts:.1f} s before a's part ended (UPLINK_TALK_LEAD "
+                f"{UPLINK_TALK_LEAD} s): not scored")
+            talk_mark = None
+        else:
+            time.sleep(talk_starts + len(speech["reference"]) / RATE + 1.5)  # it plays once, in real time
+    finally:
+        for node in nodes.values():
+            node.stop()
+        if capped:
+            run([script, "unimpair", f"{prefix}-cone2"])
+
+    reference = speech["reference"]
+    for utterance, (marks, ends, recording) in utterances.items():
+        scores = {}
+        for name, path in wavs.items():
+            if name == "a":
+                continue
+            received = read_wav(path)[0][:, 0][marks[name]:ends[name]]
+            (directory / f"pesq-{utterance}-{name}").mkdir()
+            scores[name] = score_speech(directory / f"pesq-{utterance}-{name}", reference, received)[0]
+        data = read_wav(recording)[0]
+        left, right = data[:, 0], data[:, 1]
+        start = best_offset(left, reference)  # when the speech entered a's microphone
+        (directory / f"pesq-{utterance}-{UPLINK_PROBE}").mkdir()
+        scores[UPLINK_PROBE], delay = score_speech(directory / f"pesq-{utterance}-{UPLINK_PROBE}", reference,
+                                                   right[start:])
+        key = "pesq" if utterance == "steady" else f"pesq_{utterance}"
+        figures[key] = {"listeners": scores, "min": min(scores.values()), "median": statistics.median(scores.values())}
+        # mouth-to-ear of the speech itself, beside the clicks'
+        figures["speech_delay_ms" if utterance == "steady" else f"speech_delay_{utterance}_ms"] = delay / RATE * 1000
+    if talk_mark is not None:
+        (directory / "pesq-a").mkdir()
+        figures["pesq_at_speaker"] = score_speech(directory / "pesq-a", reference,
+                                                  read_wav(wavs["a"])[0][:, 0][talk_mark:])[0]
+    else:
+        figures["pesq_at_speaker"] = None
+    return figures
+
+
+def router_counts(prefix: list) -> dict:
+    """What the capped router's queue (tc tbf on its WAN) sent and dropped so far, and holds now."""
+    text = run(prefix + ["tc", "-s", "qdisc", "show", "dev", "wan"])
+    figures = {}
+    for key, pattern in (("sent_bytes", r"Sent (\d+) bytes"), ("sent_packets", r"bytes (\d+) pkt"),
+                         ("dropped", r"dropped (\d+)"), ("backlog_bytes", r"backlog (\d+)b")):
+        value = number(pattern, text)
+        figures[key] = None if value is None else int(value)
+    figures["at"] = time.monotonic()
+    return figures
+
+
+def uplink_status(nodes: dict) -> dict:
+    """From the daemons' status: a's entry for each peer (what it receives from them, the RTT its queue adds,
+    and where the daemon has them the queue delay the peer measures), its node-level send_rate where the
+    daemon has one, and each listener's entry for a (what arrives of a)."""
+    fields = ("state", "route", "via", "loss_pct", "rtt_ms", "jitter_ms", "tx_kbps", "rx_kbps", "concealed_ms",
+              "queue_delay_ms", "latency_ms")
+    own = nodes["a"].status()
+    speaker = {"peers": {p["name"]: {k: p.get(k) for k in fields} for p in own.get("peers", [])},
+               "send_rate": (own.get("self") or {}).get("send_rate", own.get("send_rate"))}
+    listeners = {name: {k: v for k, v in peer_entry(node, "a").items() if k in fields}
+                 for name, node in nodes.items() if name != "a"}
+    return {"speaker": speaker, "listeners": listeners}
+
+
 def make_speech(work: Path) -> dict:
     """espeak-ng speech at 48 kHz with 2 s of silence in front (the link comes up and the loss starts
     meanwhile)."""
@@ -834,12 +1030,16 @@ def pesq_call(directory: Path, speech: dict, url: str, sender_ns: list, receiver
     finally:
         sender.stop()
         receiver.stop()
-    received = read_wav(out)[0][:, 0]
-    reference = speech["reference"]
+    mos, offset = score_speech(directory, speech["reference"], read_wav(out)[0][:, 0])
+    return {"mos": mos, "offset_ms": offset / RATE * 1000}
+
+
+def score_speech(directory: Path, reference: numpy.ndarray, received: numpy.ndarray) -> tuple[float, int]:
+    """PESQ-WB of `reference` where it lies in `received` (best_offset), and that offset in samples."""
     offset = best_offset(received, reference)  # where the call delivered the speech
     degraded = received[offset : offset + len(reference)]
     degraded = numpy.pad(degraded, (0, len(reference) - len(degraded)))
-    return {"mos": pesq_wb(directory, reference, degraded), "offset_ms": offset / RATE * 1000}
+    return pesq_wb(directory, reference, degraded), offset
 
 
 def best_offset(received: numpy.ndarray, reference: numpy.ndarray) -> int:
@@ -940,6 +1140,29 @@ def write_outputs(results: dict, out: Path) -> str:
         row(f"CPU of a member carrying {cpu['pairs']} pairs (NAT lab, 4 members all sending)",
             f"+{cpu['relaying'] - cpu['before']:.1f} % of a core ({cpu['before']:.1f} → {cpu['relaying']:.1f} %)",
             "target ≤ +1 %")
+    uplink = lab_results.get("uplink") or {}
+    uncapped = uplink.get("none")
+
+    def uplink_figures(entry: dict) -> str:
+        pesq_values, first = entry["pesq"], entry.get("pesq_first")
+        return (f"{pesq_values['min']:.2f} / {pesq_values['median']:.2f}"
+                + (f" (first words after the cap {first['min']:.2f} / {first['median']:.2f})" if first else "")
+                + f"; {fmt(entry['mouth_to_ear_ms'], 'ms', 1)}; {fmt(entry['sent_kbps'], 'kb/s')}")
+
+    for cap, entry in uplink.items():
+        if cap == "none" or cap.endswith(" before"):
+            continue
+        before = uplink.get(f"{cap} before")
+        row(f"uplink capped at {cap.removesuffix('kbit')} kbit/s ({entry['queue_ms']} ms queue), 8 members "
+            "(NAT lab): PESQ-WB min / median at its 7 peers; mouth-to-ear; what it sends while speaking",
+            uplink_figures(entry) + (f" (before, `--fixed-rate`: {uplink_figures(before)})" if before else ""),
+            f"uncapped {uplink_figures(uncapped)}; target PESQ ≥ 3.5, mouth-to-ear ≤ uncapped + 100 ms"
+            if uncapped else "—")
+        if entry.get("pesq_at_speaker") is not None:
+            row(f"uplink capped at {cap.removesuffix('kbit')} kbit/s: PESQ-WB of another member at the capped one",
+                f"{entry['pesq_at_speaker']:.2f}",
+                f"uncapped {uncapped['pesq_at_speaker']:.2f}" if uncapped and uncapped.get("pesq_at_speaker")
+                else "—")
     rv = results.get("rendezvous") or {}
     if rv:
         row("rendezvous, one instance: connections held / memory each", f"{rv['connections']:.0f} / "
@@ -1088,7 +1311,7 @@ def main() -> None:
         print(json.dumps({k: results[k] for k in ("device_floor_ms", "latency_ms", "latency_budget_ms")
                           if k in results}, default=str))
         return
-    if mode in ("lab-gaps", "lab-relay"):  # one lab part, for working on it (see the docstring)
+    if mode in ("lab-gaps", "lab-relay", "lab-uplink"):  # one lab part, for working on it (see the docstring)
         target.mkdir(parents=True)
         prefix = os.environ["NATLAB_PREFIX"]
 
@@ -1100,6 +1323,9 @@ def main() -> None:
         try:
             if mode == "lab-gaps":
                 figures = audio_gaps(target / "gaps", rendezvous.url, ns, prefix, os.environ["NATLAB_SCRIPT"])
+            elif mode == "lab-uplink":
+                figures = uplink_cap(target / "uplink", rendezvous.url, ns, prefix, os.environ["NATLAB_SCRIPT"],
+                                     speaker_extra=sys.argv[3:])
             else:
                 figures = relay_cost(target / "relay", rendezvous.url, ns)
             print(json.dumps(figures, default=str))

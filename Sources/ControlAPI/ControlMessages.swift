@@ -160,6 +160,8 @@ public struct NodeStatus: Codable, Sendable, Equatable {
     public var recordingPath: String?
     /// Where this node's voice spends its time before the network (null while no audio runs).
     public var latencyMs: SendLatency?
+    /// The bandwidth estimate and the encoding that fits it (null: `--fixed-rate`, or no meeting).
+    public var sendRate: SendRateStatus?
 
     public init(
         id: String, name: String, muted: Bool, meeting: MeetingState, invite: String?, securityCode: String?,
@@ -189,6 +191,7 @@ public struct NodeStatus: Codable, Sendable, Equatable {
         case recording
         case recordingPath = "recording_path"
         case latencyMs = "latency_ms"
+        case sendRate = "send_rate"
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -207,6 +210,46 @@ public struct NodeStatus: Codable, Sendable, Equatable {
         try container.encode(recording, forKey: .recording)
         try container.encode(recordingPath, forKey: .recordingPath)
         try container.encode(latencyMs, forKey: .latencyMs)
+        try container.encode(sendRate, forKey: .sendRate)
+    }
+}
+
+/// What the send-side bandwidth estimate allows and what the encoder makes of it (node
+/// `"send_rate"`).
+public struct SendRateStatus: Codable, Sendable, Equatable {
+    /// Bits per second (in kb/s) the path to each peer takes, headers included.
+    public var estimateKbps: Double
+    /// The same for the whole uplink: the estimate times the peers we send to.
+    public var uplinkKbps: Double
+    /// Whether the path, not the configured bitrate, sets the rate now.
+    public var limited: Bool
+    /// The encoding in use: the Opus bitrate, the packet length and the RFC 2198 copies.
+    public var opusKbps: Double
+    public var packetMs: Int
+    public var copies: Int
+    /// Peers whose latest reports say our media queues or is lost on the way (short ids).
+    public var congested: [String]
+
+    public init(
+        estimateKbps: Double, uplinkKbps: Double, limited: Bool, opusKbps: Double, packetMs: Int, copies: Int,
+        congested: [String]
+    ) {
+        self.estimateKbps = estimateKbps
+        self.uplinkKbps = uplinkKbps
+        self.limited = limited
+        self.opusKbps = opusKbps
+        self.packetMs = packetMs
+        self.copies = copies
+        self.congested = congested
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case estimateKbps = "estimate_kbps"
+        case uplinkKbps = "uplink_kbps"
+        case limited
+        case opusKbps = "opus_kbps"
+        case packetMs = "packet_ms"
+        case copies, congested
     }
 }
 
@@ -404,15 +447,19 @@ public struct PeerStatus: Codable, Sendable, Equatable {
     /// Where the peer's voice spends its time from the network to this node's speaker (null
     /// while no audio runs for the link).
     public var latencyMs: ReceiveLatency?
+    /// How long our media waits in queues on the way to the peer, as the peer measures it
+    /// (docs/PROTOCOL.md §10.1 `queue_delay_ms`; null: no estimate).
+    public var queueDelayMs: Double?
 
     public init(
         id: String, name: String, state: LinkState, route: String? = nil, via: String? = nil, reason: String? = nil,
         rttMs: Double? = nil, lossPct: Double? = nil,
         jitterMs: Double? = nil, rxKbps: Double = 0, txKbps: Double = 0, packetsRx: UInt64 = 0, packetsTx: UInt64 = 0,
         concealedMs: Double = 0, speaking: Bool = false, volumePct: Int = 100, recording: Bool = false,
-        latencyMs: ReceiveLatency? = nil
+        queueDelayMs: Double? = nil, latencyMs: ReceiveLatency? = nil
     ) {
         self.latencyMs = latencyMs
+        self.queueDelayMs = queueDelayMs
         self.speaking = speaking
         self.volumePct = volumePct
         self.recording = recording
@@ -446,6 +493,7 @@ public struct PeerStatus: Codable, Sendable, Equatable {
         case volumePct = "volume_pct"
         case recording
         case latencyMs = "latency_ms"
+        case queueDelayMs = "queue_delay_ms"
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -468,6 +516,7 @@ public struct PeerStatus: Codable, Sendable, Equatable {
         try container.encode(volumePct, forKey: .volumePct)
         try container.encode(recording, forKey: .recording)
         try container.encode(latencyMs, forKey: .latencyMs)
+        try container.encode(queueDelayMs, forKey: .queueDelayMs)
     }
 }
 

@@ -9,6 +9,15 @@ public enum StatusTable {
         )
         if let input = node.input, let output = node.output { lines.append("input: \(input) · output: \(output)") }
         if let code = node.securityCode { lines.append("security code: \(code)") }
+        if let rate = node.sendRate, rate.limited {
+            // Only when the path sets the rate: that is when the user can do something about it.
+            let congested = rate.congested.map { id in status.peers.first { $0.id == id }?.name ?? id }
+            lines.append(
+                "uplink limited: sending \(format(rate.opusKbps, decimals: 1)) kb/s of Opus in \(rate.packetMs) ms packets"
+                    + " to each peer (the path takes about \(format(rate.estimateKbps, decimals: 0)) kb/s per peer, "
+                    + "\(format(rate.uplinkKbps, decimals: 0)) kb/s in all)"
+                    + (congested.isEmpty ? "" : "; congested: " + congested.joined(separator: ", ")))
+        }
         if node.recording { lines.append("recording to \(node.recordingPath ?? "?")") }
         let recorders = status.peers.filter(\.recording).map(\.name)
         if !recorders.isEmpty { lines.append("recording the meeting: " + recorders.joined(separator: ", ")) }

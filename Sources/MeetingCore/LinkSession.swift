@@ -10,6 +10,7 @@ public struct LinkSession: Sendable {
     private var echo = ReportEcho()
     /// Media payloads that authenticated (the session's replay window makes them distinct).
     public private(set) var mediaReceived: UInt64 = 0
+    private var mediaReceivedAtLastReport: UInt64 = 0
     /// Media payloads sealed for this peer.
     public private(set) var mediaSent: UInt64 = 0
     /// The smoothed round-trip time from REPORT echoes.
@@ -159,23 +160,37 @@ public struct LinkSession: Sendable {
         /// Loss over the last measurement interval (`LinkMeter`), 0–1000.
         public var lossPermille: UInt16
 
-        public init(expected: Int, jitterMicroseconds: UInt32, lossPermille: UInt16) {
+        /// The receive path's queueing-delay estimate of the peer's media (§10.1 `queue_delay_ms`).
+        public var queueDelay: Duration?
+
+        public init(expected: Int, jitterMicroseconds: UInt32, lossPermille: UInt16, queueDelay: Duration? = nil) {
             self.expected = expected
             self.jitterMicroseconds = jitterMicroseconds
             self.lossPermille = lossPermille
+            self.queueDelay = queueDelay
         }
     }
 
     /// A REPORT to send at `nowMs` (§10.1): the echo of the peer's latest and what we receive.
     /// `recording`: REPORT's flag bit 1, set only on a version-3 link (§14.2).
-    public func report(nowMs: UInt32, reception: Reception, muted: Bool, recording: Bool) -> SessionControl.Report {
+    /// `queue_delay_ms` is sent only when media came since the previous REPORT: an estimate of a
+    /// stream that stopped says nothing about the path now.
+    public mutating func report(
+        nowMs: UInt32, reception: Reception, muted: Bool, recording: Bool
+    )
+        -> SessionControl.Report
+    {
         let echo = echo.echo(nowMs: nowMs)
+        let mediaCame = mediaReceived != mediaReceivedAtLastReport
+        mediaReceivedAtLastReport = mediaReceived
         return SessionControl.Report(
             timestampMs: nowMs, echoTimestampMs: echo.timestampMs, echoDelayMs: echo.delayMs,
             mediaReceived: UInt32(truncatingIfNeeded: mediaReceived),
             mediaExpected: UInt32(truncatingIfNeeded: max(UInt64(max(reception.expected, 0)), mediaReceived)),
             lossPermille: reception.lossPermille, jitterMicroseconds: reception.jitterMicroseconds, muted: muted,
-            recording: recording)
+            recording: recording,
+            queueDelayMs: mediaCame
+                ? reception.queueDelay.map { UInt16(clamping: ($0.nanoseconds + 500_000) / 1_000_000) } : nil)
     }
 
     /// Ends the session (keys zeroed).

@@ -54,6 +54,9 @@ public enum MeetingCommand: Sendable {
     case setMuted(Bool)
     /// The loss the encoder protects against (§9.3), 0...1.
     case setEncoderLoss(Double)
+    /// Bits per second the path to each peer takes, headers included (the bandwidth estimate);
+    /// nil: no limit, send the configured encoding.
+    case setSendRate(Int?)
 
     // MARK: The user and the daemon
 

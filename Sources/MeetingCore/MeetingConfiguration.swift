@@ -21,6 +21,10 @@ public struct MeetingConfiguration: Sendable {
     /// a few links and envelopes a second instead of hundreds.
     public var newIdentityBurst = 16.0
     public var newIdentityRate = 1.0
+    /// The send-side bandwidth estimate's range, bits per second per peer with headers (`SendRate`):
+    /// the configured encoding's rate and the least the encoder can fit into; nil: send at the
+    /// configured encoding whatever the peers report (`parleyd --fixed-rate`).
+    public var sendRateRange: ClosedRange<Int>?
     /// At most this many pins (§11.2) in the room's pins file; members met later are not pinned.
     public var maximumPins = 1024
     /// Seeds the core's own randomness (REPORT interval jitter), so a simulation is repeatable.

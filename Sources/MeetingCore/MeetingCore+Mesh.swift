@@ -20,8 +20,8 @@ extension MeetingCore {
         }.sorted { $0.identityKey.lexicographicallyPrecedes($1.identityKey) }
     }
 
-    /// LINKS to every version-2 peer when the set changed, and every `linksInterval` anyway; the
-    /// relay policy for the data path along with it.
+    /// LINKS to every version-2 peer when the set changed; the relay policy for the data path
+    /// along with it. (Every `linksInterval` anyway, each link with its REPORT: `repeatLinks`.)
     mutating func shareLinks() {
         let direct = directLinks()
         let keys = direct.map(\.identityKey)
@@ -30,16 +30,28 @@ extension MeetingCore {
             relayPolicy = policy
             output.append(.setRelayPolicy(policy))
         }
-        let due = linksSentAt.map { now - $0 >= configuration.timing.linksInterval } ?? true
-        guard keys != linksSent || due else { return }
+        guard keys != linksSent else { return }
         linksSent = keys
-        linksSentAt = now
         let message = SessionControl.links(
             SessionControl.Links(relays: configuration.maximumRelayedPairs > 0, peers: direct))
         for key in sortedPeerKeys {
             guard let peer = peers[key], peer.version >= 2, let link = peer.link, link.established else { continue }
             output.append(.sendControl(link.id, message))
+            peers[key]?.link?.linksSentAt = now
         }
+    }
+
+    /// LINKS again on one link, with its REPORT, once `linksInterval` passed since the last (the
+    /// RTTs in it change): spread over the links as their REPORTs are, not all at once — seven
+    /// LINKS of a full meeting are 2 KB, 130 ms of a 128 kbit/s uplink that audio would wait behind.
+    mutating func repeatLinks(on key: [UInt8]) {
+        guard let peer = peers[key], peer.version >= 2, let link = peer.link, link.established,
+            link.linksSentAt.map({ now - $0 >= configuration.timing.linksInterval }) ?? true
+        else { return }
+        let message = SessionControl.links(
+            SessionControl.Links(relays: configuration.maximumRelayedPairs > 0, peers: directLinks()))
+        output.append(.sendControl(link.id, message))
+        peers[key]?.link?.linksSentAt = now
     }
 
     // MARK: Routes
@@ -127,6 +139,7 @@ extension MeetingCore {
         if via != nil, relayLink == nil { return }
         peers[key]?.link?.relay = via
         peers[key]?.link?.relayedSince = via == nil ? nil : now
+        peers[key]?.link?.routeChangedAt = now
         meshChanged = true
         if via != nil {
             if link.relay == nil {

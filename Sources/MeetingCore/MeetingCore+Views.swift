@@ -21,6 +21,27 @@ extension MeetingCore {
         public var rttMs: Double?
         /// Whether the peer says it records the meeting (§14.2).
         public var recording = false
+        /// How long our media waits in queues on the way to the peer, as its latest REPORT says.
+        public var queueDelayMs: UInt16?
+    }
+
+    /// The bandwidth estimate as status shows it (nil: `--fixed-rate`); the encoding that fits it
+    /// is the audio engine's to add.
+    public var sendRateView: SendRateView? {
+        sendRate.map { rate in
+            let congested = rate.congested(at: now)
+            return SendRateView(
+                estimateKbps: Double(rate.estimate) / 1000, limited: rate.limited,
+                peersReceiving: peers.values.count { $0.link?.machine.state == .up },
+                congested: peers.filter { congested.contains($0.key) }.map(\.value.shortID).sorted())
+        }
+    }
+
+    public struct SendRateView: Sendable, Hashable {
+        public var estimateKbps: Double
+        public var limited: Bool
+        public var peersReceiving: Int
+        public var congested: [String]
     }
 
     public var meetingState: MeetingState { admitted ? .inMeeting : .joining }
@@ -51,7 +72,7 @@ extension MeetingCore {
                 id: link.id, peerID: peer.shortID, name: peer.name, state: link.machine.state,
                 route: via == nil ? link.route?.kind : Self.relayedRoute, via: via,
                 reason: link.machine.state == .up ? nil : link.machine.reason, rttMs: link.rttMs,
-                recording: link.peerRecording)
+                recording: link.peerRecording, queueDelayMs: link.peerReport?.queueDelayMs)
         }.sorted { ($0.name, $0.id) < ($1.name, $1.id) }
     }
 

@@ -44,6 +44,8 @@ public struct MeetingCore: Sendable {
     /// While `paused`: when REPORTs next go to every link together (§10.1, at least every 250 ms).
     var nextPausedReports: ContinuousClock.Instant?
     var encoderLoss: Double?
+    /// The send-side bandwidth estimate (nil: `--fixed-rate`).
+    public internal(set) var sendRate: SendRate?
     /// The security code's commit/reveal agreement (§11.1), and when its view is next taken
     /// (the member set is left to settle a moment after a change, so a join of many at once is
     /// one round, not one per link).
@@ -59,7 +61,6 @@ public struct MeetingCore: Sendable {
     /// What this node last told the data path it relays, and the members LINKS last listed.
     var relayPolicy: RelayPolicy?
     var linksSent: [[UInt8]] = []
-    var linksSentAt: ContinuousClock.Instant?
     /// Chat (§14.1): the streams with each peer identity (kept across links while its epoch
     /// holds), the log, and the sender's rate limit.
     var chatStreams: [[UInt8]: ChatStreams] = [:]
@@ -93,6 +94,7 @@ public struct MeetingCore: Sendable {
         newIdentities = TokenBucket(
             rate: configuration.newIdentityRate, capacity: configuration.newIdentityBurst, now: 0)
         chatRate = TokenBucket(rate: ChatLimits.perSecond, capacity: ChatLimits.burst, now: 0)
+        sendRate = configuration.sendRateRange.map { SendRate(maximum: $0.upperBound, minimum: $0.lowerBound) }
     }
 
     // MARK: Inputs
@@ -205,9 +207,6 @@ public struct MeetingCore: Sendable {
         }
         if paused { earliest = Self.earlier(earliest, nextPausedReports) }
         earliest = Self.earlier(earliest, chatDeadline)
-        if let linksSentAt, !linksSent.isEmpty {
-            earliest = Self.earlier(earliest, linksSentAt + configuration.timing.linksInterval)
-        }
         return earliest
     }
 
@@ -617,6 +616,7 @@ public struct MeetingCore: Sendable {
             send(.iceCandidatesDone(generation: link.generation), to: key)
         case .selectedPair(let route):
             guard link.restartsInFlight == 0 else { return }
+            if link.route != nil, link.route != route { peers[key]?.link?.routeChangedAt = now }
             peers[key]?.link?.route = route
             publish(
                 ControlEvent(
@@ -674,7 +674,9 @@ public struct MeetingCore: Sendable {
             noteAuthenticated(from: key, via: link.authenticatedVia, at: at)
             feed(.stillReceiving(spacing: spacing), toPeer: key, at: at)
         case .report(let report, let rtt, let mediaSent):
+            let previous = link.peerReport
             peers[key]?.link?.peerReport = report
+            noteSendRate(report, previous: previous, from: key)
             peers[key]?.link?.rttMs = rtt
             noteAuthenticated(from: key, via: link.authenticatedVia)
             feed(.packetReceived, toPeer: key)
@@ -775,6 +777,7 @@ public struct MeetingCore: Sendable {
         guard let peer = peers[key], let link = peer.link else { return }
         peers[key]?.link = nil
         linkOwners[link.id] = nil
+        sendRate?.forget(key)
         output.append(.removePath(link.id))
         log(.info, "link ended", ["peer": peer.shortID, "why": reason])
         if link.peerRecording {
@@ -859,6 +862,7 @@ public struct MeetingCore: Sendable {
             .sendReport(
                 link.id, closesInterval: closes, muted: muted,
                 recording: recording && version >= MeetingCore.recordingVersion))
+        repeatLinks(on: key)
         // Until the code is agreed, the current COMMIT or REVEAL goes with every REPORT (§11.1).
         if let message = codeAgreement.repeated(to: key) {
             output.append(.sendControl(link.id, .securityCode(message)))
@@ -871,7 +875,9 @@ public struct MeetingCore: Sendable {
     /// words of a call (or of a participant silent until now) go out with one copy.
     mutating func updateEncoderLoss() {
         var worst = 0.0
-        for peer in peers.values {
+        // A congested link's loss is answered with a lower rate (`noteSendRate`): copies would add to it.
+        let congested = sendRate?.congested(at: now) ?? []
+        for (key, peer) in peers where !congested.contains(key) {
             guard let link = peer.link, link.machine.state == .up, let report = link.peerReport else { continue }
             let loss =
                 report.mediaExpected < Self.measuredAfter ? Self.unmeasuredLoss : Double(report.lossPermille) / 1000
@@ -880,6 +886,27 @@ public struct MeetingCore: Sendable {
         guard worst != encoderLoss else { return }
         encoderLoss = worst
         output.append(.setEncoderLoss(worst))
+    }
+
+    /// Feeds a peer's REPORT to the bandwidth estimate and tells the engine when it moves.
+    mutating func noteSendRate(
+        _ report: SessionControl.Report, previous: SessionControl.Report?, from key: [UInt8]
+    ) {
+        guard var rate = sendRate, let link = peers[key]?.link else { return }
+        let settled = link.routeChangedAt.map { now - $0 >= SendRate.routeSettle } ?? true
+        let changed = rate.report(
+            from: key, queueDelayMs: settled ? report.queueDelayMs : nil,
+            loss: report.mediaExpected < Self.measuredAfter ? nil : Double(report.lossPermille) / 1000,
+            mediaFlowed: report.mediaExpected != previous?.mediaExpected, at: now)
+        sendRate = rate
+        guard changed else { return }
+        output.append(.setSendRate(rate.limited ? rate.estimate : nil))
+        log(
+            .debug, "send rate",
+            [
+                "peer": peers[key]?.shortID ?? "?", "per_peer_bps": "\(rate.estimate)",
+                "queue_ms": report.queueDelayMs.map { "\($0)" } ?? "-", "loss_permille": "\(report.lossPermille)",
+            ])
     }
 
     static let measuredAfter: UInt32 = 50

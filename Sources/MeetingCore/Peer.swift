@@ -69,6 +69,10 @@ struct Link: Sendable {
     /// Whether the session has keys (facts `.established` / `.keysLost`).
     var established = false
     var peerReport: SessionControl.Report?
+    /// When LINKS (§13.1) last went on this link.
+    var linksSentAt: ContinuousClock.Instant?
+    /// When the path changed (another ICE pair, through a member or back): its transit changed too.
+    var routeChangedAt: ContinuousClock.Instant?
     /// Whether the peer records the meeting (§14.2: its latest RECORDING or REPORT flag on this
     /// link; version 3 only). A new link starts from false until the peer says otherwise.
     var peerRecording = false

@@ -15,8 +15,12 @@ public struct AudioEngineConfiguration: Sendable {
     public var input: AudioInput
     public var output: AudioOutput
     public var frameDuration: AudioFrameDuration = .ms20
-    /// Opus bitrate of the primary frame in bits per second (copies for loss come on top).
+    /// Opus bitrate of the primary frame in bits per second (copies for loss come on top), when
+    /// the path takes it.
     public var bitrate = 32_000
+    /// Whether the encoding follows the bandwidth estimate (`SendBudget`; `parleyd --fixed-rate`:
+    /// no, always `bitrate` at `frameDuration`).
+    public var followsBandwidthEstimate = true
     public var complexity = AudioSender.defaultComplexity
     /// Discontinuous transmission: send nothing while the input is silent (see `AudioSender`).
     public var dtx = false
@@ -31,6 +35,18 @@ public struct AudioEngineConfiguration: Sendable {
     public init(input: AudioInput, output: AudioOutput) {
         self.input = input
         self.output = output
+    }
+
+    /// The bandwidth estimate's range, bits per second per peer with headers: from Opus' lowest
+    /// bitrate in the longest packets to the configured encoding (nil: `followsBandwidthEstimate`
+    /// is off).
+    public var sendRateRange: ClosedRange<Int>? {
+        guard followsBandwidthEstimate else { return nil }
+        let frame = frameDuration.rawValue
+        let longest = SendBudget.packetLengths(frameMilliseconds: frame).last!
+        return SendBudget.wireRate(
+            opusBitrate: min(bitrate, SendBudget.minimumBitrate), packetMilliseconds: longest)...SendBudget.wireRate(
+                opusBitrate: bitrate, packetMilliseconds: frame)
     }
 
     /// Whether echo cancellation and noise suppression will run.
@@ -337,6 +353,13 @@ public final class AudioEngine: Sendable {
     /// The worst loss any peer reports (0...1): sizes FEC and the RFC 2198 copies.
     public func setMeasuredLoss(_ loss: Double) { pipeline.sender.setMeasuredLoss(loss) }
     public func setBitrate(_ bitrate: Int) { pipeline.sender.setBitrate(bitrate) }
+    /// Bits per second the path to each peer takes (the bandwidth estimate; nil: no limit).
+    public func setSendBudget(_ bitsPerSecond: Int?) { pipeline.sender.setBudget(bitsPerSecond) }
+    /// The Opus bitrate, packet length and RFC 2198 copies the sender uses now.
+    public var sendEncoding: (opusBitrate: Int, packetMilliseconds: Int, copies: Int) {
+        let encoding = pipeline.sender.encoding
+        return (encoding.opusBitrate, encoding.packetMilliseconds, pipeline.sender.redundantCopies)
+    }
     /// Whether the microphone hears speech (its level above `LevelMeter.speakingThreshold`).
     public var isSpeaking: Bool { inputLevel > LevelMeter.speakingThreshold }
     /// The microphone's smoothed level in dBFS (after processing, before mute).

@@ -9,12 +9,20 @@ public final class SenderControls: Sendable {
     let muted = Atomic<Bool>(false)
     /// Measured loss in tenths of a percent (0...1000).
     let lossPermille = Atomic<Int>(0)
+    /// The Opus bitrate when the path takes it (`--bitrate`).
     let bitrate: Atomic<Int>
+    /// Bits per second the path to each peer takes (`SendBudget`); 0: no limit.
+    let budget = Atomic<Int>(0)
     /// True while DTX holds frames back: the sender is in a pause and sends nothing.
     let pausedByDTX = Atomic<Bool>(false)
+    /// What the capture thread chose, for status.
+    let chosenBitrate: Atomic<Int>
+    let chosenPacketFrames = Atomic<Int>(1)
+    let chosenCopies = Atomic<Int>(0)
 
     init(bitrate: Int) {
         self.bitrate = Atomic(bitrate)
+        chosenBitrate = Atomic(bitrate)
     }
 }
 
@@ -35,6 +43,11 @@ public final class AudioSender {
     private let packet: UnsafeMutableRawBufferPointer
     private let payload: UnsafeMutableRawBufferPointer
     private let silence: UnsafeMutableBufferPointer<Int16>
+    /// Captured frames waiting to fill a packet of `packetFrames`, and the first one's timestamp.
+    private let pending: UnsafeMutableBufferPointer<Int16>
+    private var pendingFrames = 0
+    private var packetTimestamp: UInt32 = 0
+    private var packetFrames = 1
     private var sequence: UInt16
     private var timestamp: UInt32
     private var appliedLoss = -1
@@ -70,6 +83,8 @@ public final class AudioSender {
         payload = .allocate(byteCount: MediaPayload.maximumSize, alignment: 8)
         silence = .allocate(capacity: frameSamples)
         silence.initialize(repeating: 0)
+        pending = .allocate(capacity: AudioFormat.sampleRate * SendBudget.longestPacketMilliseconds / 1000)
+        pending.initialize(repeating: 0)
         try applyControls()
     }
 
@@ -77,6 +92,7 @@ public final class AudioSender {
         packet.deallocate()
         payload.deallocate()
         silence.deallocate()
+        pending.deallocate()
     }
 
     /// Opus complexity 10. Lower costs quality: PESQ-WB of espeak-ng speech at 32 kb/s, complexity
@@ -104,11 +120,21 @@ public final class AudioSender {
     /// True while DTX holds frames back (any thread).
     public var isPausedByDTX: Bool { controls.pausedByDTX.load(ordering: .relaxed) }
 
-    /// RFC 2198 copies currently added to each payload.
-    public var redundantCopies: Int { copies }
+    /// RFC 2198 copies currently added to each payload (any thread).
+    public var redundantCopies: Int { controls.chosenCopies.load(ordering: .relaxed) }
+
+    /// The Opus bitrate and packet length in use (any thread).
+    public var encoding: (opusBitrate: Int, packetMilliseconds: Int) {
+        (
+            controls.chosenBitrate.load(ordering: .relaxed),
+            controls.chosenPacketFrames.load(ordering: .relaxed) * frameSamples * 1000 / AudioFormat.sampleRate
+        )
+    }
 
     /// Encodes one captured frame and emits its media payload (nothing in a DTX pause). The bytes
-    /// passed to `emit` are valid only during the call.
+    /// passed to `emit` are valid only during the call. While the path's budget calls for longer
+    /// packets (`SendBudget`), frames are held until a packet's worth is in, then encoded as one
+    /// Opus frame of that length; a pause drops the frames held (they are quiet).
     ///
     /// With DTX a pause sends nothing at all, so a silent or muted participant costs its peers no
     /// packets and no decoding; receivers play silence. A quiet frame in a pause is not even
@@ -129,7 +155,8 @@ public final class AudioSender {
         _ frame: UnsafeBufferPointer<Int16>, level: Double? = nil, emit: (UnsafeRawBufferPointer) -> Void
     ) throws(OpusError) {
         precondition(frame.count == frameSamples, "frame size mismatch")
-        try applyControls()
+        // Settings change between packets, never inside one.
+        if pendingFrames == 0 { try applyControls() }
         let muted = controls.muted.load(ordering: .relaxed)
         defer { timestamp &+= UInt32(frameSamples) }
         if dtx {
@@ -137,12 +164,29 @@ public final class AudioSender {
             quietFrames = quiet ? min(quietFrames + 1, hangoverFrames + 1) : 0
             let paused = quietFrames > hangoverFrames
             controls.pausedByDTX.store(paused, ordering: .relaxed)
-            if paused { return }
+            if paused {
+                pendingFrames = 0
+                return
+            }
         }
-        let length = try encoder.encode(muted ? UnsafeBufferPointer(silence) : frame, into: packet)
+        let input = muted ? UnsafeBufferPointer(silence) : frame
+        let samples = packetFrames * frameSamples
+        let length: Int
+        if packetFrames == 1 {
+            packetTimestamp = timestamp
+            length = try encoder.encode(input, into: packet)
+        } else {
+            if pendingFrames == 0 { packetTimestamp = timestamp }
+            _ = UnsafeMutableBufferPointer(rebasing: pending[(pendingFrames * frameSamples)...]).initialize(
+                fromContentsOf: input)
+            pendingFrames += 1
+            guard pendingFrames == packetFrames else { return }
+            pendingFrames = 0
+            length = try encoder.encode(UnsafeBufferPointer(rebasing: pending[0..<samples]), into: packet)
+        }
         framesEncoded += 1
         let primary = MediaPayload.Frame(
-            timestamp: timestamp, duration: frameSamples, opus: UnsafeRawBufferPointer(rebasing: packet[0..<length]))
+            timestamp: packetTimestamp, duration: samples, opus: UnsafeRawBufferPointer(rebasing: packet[0..<length]))
         let size = history.writePayload(sequence: sequence, primary: primary, copies: copies, into: payload)
         emit(UnsafeRawBufferPointer(rebasing: payload[0..<size]))
         history.append(primary)
@@ -158,12 +202,24 @@ public final class AudioSender {
             let decision = policy.decision(forLoss: Double(loss) / 1000)
             try encoder.set(.packetLossPercent, to: decision.encoderLossPercent)
             copies = decision.copies
+            controls.chosenCopies.store(copies, ordering: .relaxed)
             appliedLoss = loss
         }
-        let bitrate = controls.bitrate.load(ordering: .relaxed)
-        if bitrate != appliedBitrate {
-            try encoder.set(.bitrate, to: bitrate)
-            appliedBitrate = bitrate
+        let budget = controls.budget.load(ordering: .relaxed)
+        let fit = SendBudget.fit(
+            budget: budget > 0 ? budget : nil, maximumBitrate: controls.bitrate.load(ordering: .relaxed),
+            frameMilliseconds: frameSamples * 1000 / AudioFormat.sampleRate, copies: copies, current: packetFrames)
+        if fit.opusBitrate != appliedBitrate {
+            try encoder.set(.bitrate, to: fit.opusBitrate)
+            appliedBitrate = fit.opusBitrate
+            controls.chosenBitrate.store(fit.opusBitrate, ordering: .relaxed)
+        }
+        if fit.packetFrames != packetFrames,
+            let duration = OpusFrameDuration(rawValue: fit.packetFrames * frameSamples * 1000 / AudioFormat.sampleRate)
+        {
+            try encoder.setFrameDuration(duration)
+            packetFrames = fit.packetFrames
+            controls.chosenPacketFrames.store(packetFrames, ordering: .relaxed)
         }
     }
 
@@ -176,9 +232,16 @@ public final class AudioSender {
         controls.lossPermille.store(Int((min(max(loss, 0), 1) * 1000).rounded()), ordering: .relaxed)
     }
 
-    /// Bits per second, 6000...510000 (Opus' range; FEC needs ≥ ~24 kb/s to do anything).
+    /// Bits per second, 6000...510000 (Opus' range; FEC needs ≥ ~24 kb/s to do anything): the
+    /// bitrate when the path takes it.
     public func setBitrate(_ bitrate: Int) {
         controls.bitrate.store(min(max(bitrate, 6000), 510_000), ordering: .relaxed)
+    }
+
+    /// Bits per second the path to each peer takes, headers included (nil: no limit): the sender
+    /// fits its bitrate, packet length and copies into it (`SendBudget`).
+    public func setBudget(_ bitsPerSecond: Int?) {
+        controls.budget.store(bitsPerSecond.map { max(1, $0) } ?? 0, ordering: .relaxed)
     }
 }
 

@@ -30,6 +30,8 @@ public struct ReceiveStatistics: Sendable, Hashable {
     public var jitter: Duration = .zero
     public var targetDelay: Duration = .zero
     public var currentDelay: Duration = .zero
+    /// How long the peer's frames wait in queues on the way (PROTOCOL §10.1 `queue_delay_ms`).
+    public var queueDelay: Duration = .zero
     /// Smoothed speaking level in dBFS, and whether it counts as speaking.
     public var level = LevelMeter.floor
     public var isSpeaking = false
@@ -155,6 +157,7 @@ final class PlaybackState {
         result.jitter = AudioFormat.duration(samples: counters.jitter)
         result.targetDelay = AudioFormat.duration(samples: Double(counters.targetDelay))
         result.currentDelay = AudioFormat.duration(samples: Double(counters.currentDelay))
+        result.queueDelay = AudioFormat.duration(samples: counters.queueDelay)
         result.level = meter.level
         result.isSpeaking = meter.isSpeaking
         return result

@@ -15,7 +15,7 @@ public enum AudioSetup {
     public static func choose(
         input: String?, output: String?, frameMilliseconds: Int, bitrate: Int,
         complexity: Int = AudioSender.defaultComplexity,
-        dtx: Bool = true
+        dtx: Bool = true, fixedRate: Bool = false
     ) throws -> Choice {
         var configuration = AudioEngineConfiguration(
             input: try input.map(AudioInput.init(parsing:)) ?? .pulse(source: nil),
@@ -32,6 +32,7 @@ public enum AudioSetup {
         guard (0...10).contains(complexity) else { throw NodeError("--complexity must be 0 to 10, got \(complexity)") }
         configuration.complexity = complexity
         configuration.dtx = dtx
+        configuration.followsBandwidthEstimate = !fixedRate
         let frame = configuration.frameDuration.samples
         var fallbacks: [String] = []
         var reasons: [String] = []

@@ -86,6 +86,7 @@ struct MeetingStatus: Sendable {
     var recordingPath: String?
     /// Where this node's voice spends its time before the network, while audio runs.
     var latency: SendLatency?
+    var sendRate: SendRateStatus?
 
     static let idle = MeetingStatus(state: .idle, rendezvous: .none, securityCode: nil, peers: [])
 }
@@ -375,6 +376,7 @@ private final class MeetingDriver {
             return failure
         }
         coreConfiguration.dtx = configuration.audio.dtx
+        coreConfiguration.sendRateRange = configuration.audio.sendRateRange
         coreConfiguration.maximumRelayedPairs = configuration.relayedPairs
         core = MeetingCore(configuration: coreConfiguration, pins: pins, muted: muted, now: .now)
         startAudio(muted: muted)
@@ -497,6 +499,8 @@ private final class MeetingDriver {
             engine?.setMuted(muted)
         case .setEncoderLoss(let loss):
             engine?.setMeasuredLoss(loss)
+        case .setSendRate(let bitsPerSecond):
+            engine?.setSendBudget(bitsPerSecond)
         case .publish(var event):
             // The core has no wall clock: a chat message is stamped as it is shown.
             if event.kind == .chat, event.time == nil {
@@ -1090,6 +1094,7 @@ private final class MeetingDriver {
                 packetsTx: traffic.packetsSent, concealedMs: Double(statistics.concealed) * frameMs,
                 speaking: statistics.isSpeaking, volumePct: path.channel.volume,
                 recording: link.recording,
+                queueDelayMs: link.queueDelayMs.map(Double.init),
                 latencyMs: engineLatency.map { engine in
                     ReceiveLatency(
                         network: link.rttMs.map { Self.rounded($0 / 2, 2) },
@@ -1117,6 +1122,14 @@ private final class MeetingDriver {
                     process: Self.budgetMilliseconds(stages.process),
                     send: Self.budgetMilliseconds(stages.send))
             }
+        }
+        if let rate = core.sendRateView, let engine {
+            let encoding = engine.sendEncoding
+            status.sendRate = SendRateStatus(
+                estimateKbps: Self.rounded(rate.estimateKbps, 1),
+                uplinkKbps: Self.rounded(rate.estimateKbps * Double(rate.peersReceiving), 1), limited: rate.limited,
+                opusKbps: Double(encoding.opusBitrate) / 1000, packetMs: encoding.packetMilliseconds,
+                copies: encoding.copies, congested: rate.congested)
         }
         status.inputFallback = followers[.input]?.fallenBack ?? false
         status.outputFallback = followers[.output]?.fallenBack ?? false

@@ -265,13 +265,14 @@ public actor NodeDaemon: ControlHandler {
 
     private func status() async -> StatusReport {
         let meetingStatus = await meeting?.status()
-        let node = NodeStatus(
+        var node = NodeStatus(
             id: shortID, name: configuration.displayName, muted: muted, meeting: meetingStatus?.state ?? .idle,
             invite: meeting?.invite.string, securityCode: meetingStatus?.securityCode,
             rendezvous: meetingStatus?.rendezvous ?? .none, relaying: meetingStatus?.relaying ?? [],
             speaking: meetingStatus?.speaking ?? false, input: meetingStatus?.input ?? audioInput.description,
             output: meetingStatus?.output ?? audioOutput.description,
             recordingPath: meetingStatus?.recordingPath, latencyMs: meetingStatus?.latency)
+        node.sendRate = meetingStatus?.sendRate
         return StatusReport(node: node, peers: meetingStatus?.peers ?? [], chat: meetingStatus?.chat ?? [])
     }
 

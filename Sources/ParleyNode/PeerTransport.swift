@@ -146,7 +146,7 @@ final class PeerTransport: Sendable {
                 jitterMicroseconds: UInt32(
                     clamping: statistics.jitter.components.seconds * 1_000_000
                         + statistics.jitter.components.attoseconds / 1_000_000_000_000),
-                lossPermille: state.meter.lossPermille)
+                lossPermille: state.meter.lossPermille, queueDelay: statistics.queueDelay)
             return state.link.report(
                 nowMs: MeetingClock.milliseconds(now), reception: reception, muted: muted, recording: recording)
         }

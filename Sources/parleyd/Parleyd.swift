@@ -62,6 +62,11 @@ struct Parleyd: AsyncParsableCommand {
             "Discontinuous transmission: send nothing while your microphone is silent or muted (saves your peers' bandwidth and CPU)."
     )
     var dtx = true
+    @Flag(
+        help:
+            "Send at --bitrate and --frame-ms whatever the peers report (default: lower the bitrate and lengthen packets to fit the uplink)."
+    )
+    var fixedRate = false
     @Option(help: "STUN server HOST:PORT (default: the rendezvous' own, if it offers one).")
     var stun: String?
     @Option(help: "TURN server URL, e.g. turn:relay.example.org:3478?transport=udp (default: the rendezvous').")
@@ -136,7 +141,7 @@ struct Parleyd: AsyncParsableCommand {
 
         let audio = try AudioSetup.choose(
             input: audioIn, output: audioOut, frameMilliseconds: frameMs, bitrate: bitrate, complexity: complexity,
-            dtx: dtx)
+            dtx: dtx, fixedRate: fixedRate)
         if let warning = audio.warning { StandardStreams.printError("parleyd: \(warning)") }
         let ice = iceSettings()
         let configuration = NodeConfiguration(

@@ -22,7 +22,7 @@ struct ControlAPITests {
         #expect(
             Set(node.keys) == [
                 "id", "name", "muted", "meeting", "invite", "security_code", "rendezvous", "relaying", "speaking",
-                "input", "output", "recording", "recording_path", "latency_ms",
+                "input", "output", "recording", "recording_path", "latency_ms", "send_rate",
             ])
         #expect(node["recording"] as? Bool == false)
         #expect(node["recording_path"] is NSNull)
@@ -35,6 +35,7 @@ struct ControlAPITests {
         let expectedKeys: Set<String> = [
             "id", "name", "state", "route", "via", "reason", "rtt_ms", "loss_pct", "jitter_ms", "rx_kbps", "tx_kbps",
             "packets_rx", "packets_tx", "concealed_ms", "speaking", "volume_pct", "recording", "latency_ms",
+            "queue_delay_ms",
         ]
         #expect(Set(peers[0].keys) == expectedKeys)
         #expect(Set(peers[1].keys) == expectedKeys)
@@ -94,6 +95,24 @@ struct ControlAPITests {
         #expect(lines[3].hasPrefix("a1b2c3d4  alice"))
         #expect(lines[3].contains("1 ms") && lines[3].contains("0.5 %") && lines[3].contains("32.1"))
         #expect(lines[4].contains("checking") && lines[4].contains(" - "))
+    }
+
+    /// The table says when the uplink, not the configured bitrate, sets what this node sends.
+    @Test func aLimitedUplinkIsShown() {
+        var status = Self.status
+        status.node.sendRate = SendRateStatus(
+            estimateKbps: 36.5, uplinkKbps: 73, limited: false, opusKbps: 32, packetMs: 20, copies: 0, congested: [])
+        #expect(!StatusTable.render(status).contains("uplink"))
+        status.node.sendRate = SendRateStatus(
+            estimateKbps: 36.5, uplinkKbps: 73, limited: true, opusKbps: 22.3, packetMs: 40, copies: 0,
+            congested: ["a1b2c3d4"])
+        let line = StatusTable.render(status).split(separator: "\n").first { $0.hasPrefix("uplink") }
+        #expect(
+            line
+                == "uplink limited: sending 22.3 kb/s of Opus in 40 ms packets to each peer (the path takes about 37 kb/s per peer, 73 kb/s in all); congested: alice"
+        )
+        let json = try! ControlCodec.line(status)
+        #expect(String(decoding: json, as: UTF8.self).contains("\"send_rate\":{"))
     }
 
     @Test(arguments: [

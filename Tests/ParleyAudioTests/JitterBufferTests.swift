@@ -230,6 +230,21 @@ struct JitterBufferTests {
         #expect(targets <= 5 * 48)
     }
 
+    /// A sender's overfilled uplink holds its packets up to 300 ms for a second, then the path is
+    /// clean again: once the spike has left the history, the target sheds a quarter of its excess
+    /// a second, so 8 s later the buffer holds little (releasing 20 ms a second, as before, it
+    /// still held over 130 ms).
+    @Test func aLargeExcessIsReleasedInSeconds() {
+        var simulation = JitterSimulation()
+        simulation.run(frames: 800) { index, sent in
+            let spike: UInt64 = (100..<150).contains(index) ? UInt64(index - 99) * 6_000_000 : 0
+            return [sent + 5_000_000 + spike]
+        }
+        // The spike's packets leave the 128-packet history at frame ~278; 8 s after that:
+        let held = simulation.delays[700...720].max()!
+        #expect(held < 60 * 48, "\(Double(held) / 48) ms held")
+    }
+
     @Test func aLastingStepInTheNetworkDelayIsWaitedForOnce() {
         // From packet 200 on every packet takes 200 ms longer (a route through a relay, or a
         // sender whose capture fell behind) and stays so: the buffer must stretch by those 200 ms
@@ -369,5 +384,64 @@ struct JitterBufferTests {
         let before = Int64(playedAt[49] ?? 0) - Int64(arrival(49))
         let after = Int64(playedAt[50] ?? .max / 2) - Int64(arrival(50))
         #expect(after <= before + 20_000_000, "frame 49 played \(before) ns after it arrived, frame 50 \(after) ns")
+    }
+}
+
+/// The queueing delay a receiver reports (PROTOCOL §10.1 `queue_delay_ms`), measured one way on
+/// the primaries' transit to their frame's end.
+@Suite("Jitter buffer: queueing delay")
+struct QueueDelayTests {
+    /// Inserts `count` packets of `frames` 20 ms frames, the first with sequence `sequence` and
+    /// starting at frame `frame` of a sender whose first sample was at 1 s and had `firstTimestamp`;
+    /// each arrives 5 ms plus `extra(packet)` ns after its last sample. Returns the estimate in ms.
+    static func estimate(
+        _ buffer: JitterBuffer, sequence: Int, frame: Int, count: Int, frames: Int = 1, firstTimestamp: UInt32 = 0,
+        extra: (Int) -> UInt64 = { _ in 0 }
+    ) -> Double {
+        let payload = [UInt8](repeating: 0xF8, count: 3)
+        for packet in 0..<count {
+            let first = frame + packet * frames
+            let end = 1_000_000_000 + UInt64(first + frames) * 20_000_000
+            payload.withUnsafeBytes {
+                _ = buffer.insert(
+                    sequence: UInt16(truncatingIfNeeded: sequence + packet),
+                    timestamp: firstTimestamp &+ UInt32(truncatingIfNeeded: first * 960),
+                    duration: frames * 960, payload: $0, arrival: end + 5_000_000 + extra(packet))
+            }
+        }
+        return buffer.statistics.queueDelay / 48
+    }
+
+    @Test func aSteadyPathHasNoQueue() {
+        let buffer = JitterBuffer()
+        #expect(Self.estimate(buffer, sequence: 0, frame: 0, count: 200) < 0.01)
+    }
+
+    /// A queue that grows by 100 ms over a second (an uplink sending more than it takes) is seen
+    /// within that second, well past the sender's 40 ms threshold, and fades once it drains.
+    @Test func aGrowingQueueIsSeenBeforeAnyLoss() {
+        let buffer = JitterBuffer()
+        _ = Self.estimate(buffer, sequence: 0, frame: 0, count: 100)
+        let queued = Self.estimate(buffer, sequence: 100, frame: 100, count: 50) { UInt64($0 + 1) * 2_000_000 }
+        #expect(queued > 60 && queued <= 100, "\(queued) ms")
+        let drained = Self.estimate(buffer, sequence: 150, frame: 150, count: 100)
+        #expect(drained < 1, "\(drained) ms")
+    }
+
+    /// A sender that lengthens its packets from 20 to 60 ms sends each one 40 ms later after its
+    /// first sample: counted to the frame's end, that is no queue.
+    @Test func longerPacketsAreNotAQueue() {
+        let buffer = JitterBuffer()
+        _ = Self.estimate(buffer, sequence: 0, frame: 0, count: 100)
+        #expect(Self.estimate(buffer, sequence: 100, frame: 100, count: 50, frames: 3) < 0.5)
+    }
+
+    /// A sender that started its timestamps anew (10 s away) is no queue either.
+    @Test func aSenderThatRestartsItsTimestampsIsNoQueue() {
+        let buffer = JitterBuffer()
+        _ = Self.estimate(buffer, sequence: 0, frame: 0, count: 100)
+        let restarted = Self.estimate(
+            buffer, sequence: 100, frame: 100, count: 50, firstTimestamp: UInt32(truncatingIfNeeded: -480_000))
+        #expect(restarted < 1, "\(restarted) ms")
     }
 }

@@ -63,6 +63,49 @@ struct NATLabMeetingTests {
         await runBlockingQuietly { lab.shutdown() }
     }
 
+    /// A member whose uplink is capped below what it sends (issue 17): bob, alone behind cone2,
+    /// sends a copy of his voice to each of three peers (3 × 60 kb/s) through a `tc tbf` of
+    /// 96 kbit/s with a home router's 200 ms queue. His bandwidth estimate brings him under the
+    /// cap, his peers report the queue drained, everyone still hears everyone, and the others —
+    /// whose uplinks are free — keep sending their full rate. With the cap gone he climbs back.
+    @Test func aCappedUplinkIsFilledNotOverfilled() async throws {
+        let lab = try NodeLab("natlab-uplink")
+        do {
+            try await withTimeout(.seconds(150), "the capped uplink") {
+                try await runBlocking { try Self.cappedUplink(lab) }
+            }
+        } catch {
+            Issue.record("\(error)\n\(lab.logs(of: ["alice", "bob", "carol", "dave", "rendezvous"]))")
+        }
+        _ = try? lab.run(NATLab.script, ["unimpair", NATLab.namespace("cone2")])
+        await runBlockingQuietly { lab.shutdown() }
+    }
+
+    static func cappedUplink(_ lab: NodeLab) throws {
+        let (_, nodes) = try meshOfFour(lab, placement: ["alice": "pub", "bob": "c2", "carol": "pub2", "dave": "c1a"])
+        let bob = nodes[1]
+        #expect(try bob.status().node.sendRate?.limited == false)
+        let capped = try lab.run(
+            NATLab.script, ["impair", NATLab.namespace("cone2"), "--rate", "96kbit", "--queue", "200"])
+        #expect(capped.status == 0, "\(capped.error)")
+        // Under the cap, with what every peer reports of his queue well under 100 ms.
+        try LabWait.until(.seconds(30), "bob's rate to fit his uplink, his queue drained") {
+            let status = try bob.status()
+            guard let rate = status.node.sendRate, rate.limited, rate.uplinkKbps <= 96 else { return false }
+            return status.peers.allSatisfy { ($0.queueDelayMs ?? 1000) < 100 && $0.state == .up }
+        }
+        try expectEveryoneHears(nodes, "bob's uplink capped at 96 kbit/s")
+        for node in nodes where node.name != "bob" {
+            #expect(try node.status().node.sendRate?.limited == false, "\(node.name) sends its full rate")
+        }
+        let removed = try lab.run(NATLab.script, ["unimpair", NATLab.namespace("cone2")])
+        #expect(removed.status == 0, "\(removed.error)")
+        try LabWait.until(.seconds(40), "bob back at his full rate") {
+            try bob.status().node.sendRate?.limited == false
+        }
+        for node in nodes { #expect(node.terminate() == 0) }
+    }
+
     static func suspendAndResume(_ lab: NodeLab) throws {
         let rendezvous = try lab.rendezvous(
             host: "203.0.113.10", port: 7779, arguments: ["--stun-listen", "203.0.113.10:3482"],
@@ -198,12 +241,13 @@ struct NATLabMeetingTests {
         }
     }
 
-    static func selfRepair(_ lab: NodeLab) throws {
-        let server = NATLab.namespace("srv")
+    /// alice, bob, carol and dave, each sending its tone from its host (`placement`), joined
+    /// through a rendezvous (with STUN, no TURN) on the lab's server; returns once every link is up.
+    static func meshOfFour(_ lab: NodeLab, placement: [String: String]) throws -> (RendezvousHandle, [NodeHandle]) {
         let rendezvous = try lab.rendezvous(
-            host: "203.0.113.10", port: 7778, arguments: ["--stun-listen", "203.0.113.10:3481"], namespace: server)
+            host: "203.0.113.10", port: 7778, arguments: ["--stun-listen", "203.0.113.10:3481"],
+            namespace: NATLab.namespace("srv"))
         let invite = try lab.invite(rendezvous: rendezvous.url)
-        let placement = ["alice": "pub", "dave": "pub2", "bob": "s1", "carol": "s2"]
         var nodes: [NodeHandle] = []
         for name in ["alice", "bob", "carol", "dave"] {
             var spec = NodeSpec(name: name, input: "tone:\(Int(meshTones[name]!))", join: invite)
@@ -214,6 +258,12 @@ struct NATLabMeetingTests {
         }
         for node in nodes { try node.waitUntilReady() }
         for node in nodes { try node.waitForPeersUp(3, limit: .seconds(45)) }
+        return (rendezvous, nodes)
+    }
+
+    static func selfRepair(_ lab: NodeLab) throws {
+        let (rendezvous, nodes) = try meshOfFour(
+            lab, placement: ["alice": "pub", "dave": "pub2", "bob": "s1", "carol": "s2"])
         let (alice, bob, dave) = (nodes[0], nodes[1], nodes[3])
         try expectEveryoneHears(nodes, "all four joined")
         // Between the symmetric NATs there is no direct path: a public member carries the pair.

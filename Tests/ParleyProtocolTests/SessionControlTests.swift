@@ -6,7 +6,7 @@ import Testing
 struct SessionControlTests {
     static let report = SessionControl.Report(
         timestampMs: 0x0102_0304, echoTimestampMs: 0x1112_1314, echoDelayMs: 250, mediaReceived: 1000,
-        mediaExpected: 1010, lossPermille: 10, jitterMicroseconds: 4500, muted: true)
+        mediaExpected: 1010, lossPermille: 10, jitterMicroseconds: 4500, muted: true, queueDelayMs: 12)
 
     /// The byte layout of §10.1, field by field.
     @Test func reportLayout() throws {
@@ -15,7 +15,7 @@ struct SessionControlTests {
         #expect(
             hexString(bytes)
                 == "01" + "01020304" + "11121314" + "000000fa" + "000003e8" + "000003f2" + "000a" + "00001194" + "01"
-                + "00")
+                + "00" + "000c")
         #expect(try SessionControl(parsing: bytes) == .report(Self.report))
     }
 
@@ -30,6 +30,19 @@ struct SessionControlTests {
         let longer = SessionControl.report(Self.report).encoded() + [9, 9, 9]
         #expect(try SessionControl(parsing: longer) == .report(Self.report))
         #expect(try SessionControl(parsing: [0x7f, 1, 2]) == .unknown(0x7f))
+    }
+
+    /// `queue_delay_ms` is optional: a 28-byte REPORT (before the field) and 0xFFFF carry none.
+    @Test func theQueueDelayIsOptional() throws {
+        let bytes = SessionControl.report(Self.report).encoded()
+        var without = Self.report
+        without.queueDelayMs = nil
+        #expect(try SessionControl(parsing: Array(bytes.prefix(1 + 28))) == .report(without))
+        #expect(try SessionControl(parsing: Array(bytes.prefix(1 + 28)) + [0xFF, 0xFF]) == .report(without))
+        #expect(SessionControl.report(without).encoded().suffix(2) == [0xFF, 0xFF])
+        // The largest estimate stays an estimate.
+        let largest = SessionControl.Report(timestampMs: 1, queueDelayMs: 0xFFFF)
+        #expect(largest.queueDelayMs == 0xFFFE)
     }
 
     @Test(arguments: 0..<28)

@@ -41,6 +41,9 @@ public final class MeetingSimulation {
         /// Joins with another room secret (a mistyped or forged invite).
         public var wrongSecret = false
         public var muted = false
+        /// The bandwidth estimate's range (bits/s per peer with headers): 32 kb/s of Opus in 20 ms
+        /// packets at the top, 6 kb/s in 60 ms packets at the bottom; nil: `--fixed-rate`.
+        public var sendRateRange: ClosedRange<Int>? = 15_467...60_400
         public init() {}
     }
 
@@ -101,6 +104,7 @@ public final class MeetingSimulation {
             identity: identity, keys: keys, displayName: name, sessionEpoch: random.next() | 1,
             firstEnvelopeSequence: 1_000_000 + UInt64(nodes.count) << 32, randomSeed: random.next())
         configuration.timing = world.timing
+        configuration.sendRateRange = options.sendRateRange
         let core = MeetingCore(configuration: configuration, pins: IdentityPins(), muted: options.muted, now: now)
         nodes.append(Node(id: id, name: name, identity: identity, core: core, options: options))
         return id
@@ -191,6 +195,23 @@ public final class MeetingSimulation {
     /// Drops every datagram between two nodes (both still reach the rendezvous and others).
     public func partition(_ a: NodeID, _ b: NodeID) { network.blocked.insert(Network.Pair(a, b)) }
     public func heal(_ a: NodeID, _ b: NodeID) { network.blocked.remove(Network.Pair(a, b)) }
+
+    /// Caps the node's uplink at `bitsPerSecond` with a FIFO of at most `queue` (nil: no cap).
+    public func setUplink(of id: NodeID, bitsPerSecond: Int?, queue: Duration = .milliseconds(200)) {
+        network.uplinks[id] = bitsPerSecond.map { Uplink(bitsPerSecond: $0, queue: queue, freeAt: now) }
+    }
+
+    /// How long the node's datagrams waited in its capped uplink since `since` (mean and
+    /// largest), and how many it dropped in all.
+    public func uplinkQueue(of id: NodeID, since: Duration) -> (mean: Duration, largest: Duration, dropped: Int)? {
+        guard let uplink = network.uplinks[id] else { return nil }
+        let waits = uplink.waits.filter { $0.at >= start + since }.map(\.wait)
+        guard !waits.isEmpty else { return (.zero, .zero, uplink.dropped) }
+        return (waits.reduce(.zero, +) / waits.count, waits.max()!, uplink.dropped)
+    }
+
+    /// The bits per second per peer the node's core last gave its encoder (nil: no limit).
+    public func sendRate(of id: NodeID) -> Int? { nodes[id.index].sendRate }
 
     /// Random loss on datagrams from `a` to `b` (0...1).
     public func setLoss(from a: NodeID, to b: NodeID, _ loss: Double) { network.loss[[a, b]] = loss }
@@ -330,6 +351,20 @@ extension MeetingSimulation {
         var blocked: Set<Pair> = []
         /// Loss from the first node to the second.
         var loss: [[NodeID]: Double] = [:]
+        /// Nodes whose uplink takes only so many bits per second, with a FIFO of at most `queue`
+        /// (a home router's buffer): what it sends waits its turn, and is dropped when the
+        /// queue is full.
+        var uplinks: [NodeID: Uplink] = [:]
+    }
+
+    struct Uplink {
+        let bitsPerSecond: Int
+        let queue: Duration
+        /// When the datagrams queued so far will all have left.
+        var freeAt: ContinuousClock.Instant
+        /// Queueing delay of each datagram sent and how many were dropped, for scenario checks.
+        var waits: [(at: ContinuousClock.Instant, wait: Duration)] = []
+        var dropped = 0
     }
 
     /// The rendezvous server: rooms by room id, member ids per connection.

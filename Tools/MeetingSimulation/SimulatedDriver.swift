@@ -187,7 +187,8 @@ extension MeetingSimulation {
             guard let counts = node.paths[link]?.counts else { break }
             if closesInterval { node.paths[link]?.meter.closeInterval(counts, at: now) }
             let reception = LinkSession.Reception(
-                expected: counts.expected, jitterMicroseconds: 0, lossPermille: node.paths[link]!.meter.lossPermille)
+                expected: counts.expected, jitterMicroseconds: 0, lossPermille: node.paths[link]!.meter.lossPermille,
+                queueDelay: .nanoseconds(Int64(node.paths[link]!.queueDelay.value)))
             let report = node.paths[link]!.link.report(
                 nowMs: Self.milliseconds(now - start), reception: reception, muted: muted, recording: recording)
             sendControl(.report(report), from: id, on: link)
@@ -207,6 +208,8 @@ extension MeetingSimulation {
             updatePause(id)
         case .setEncoderLoss(let loss):
             node.encoderLoss = loss
+        case .setSendRate(let bitsPerSecond):
+            node.sendRate = bitsPerSecond
         case .publish(let event):
             node.events.append(event)
         case .log(let line):
@@ -291,14 +294,18 @@ extension MeetingSimulation {
         guard !node.paused else { return }
         for link in node.paths.keys.sorted() {
             guard let sequence = node.paths[link]?.nextSequence else { continue }
-            let body: [UInt8] = [
-                UInt8(sequence >> 24), UInt8((sequence >> 16) & 0xFF), UInt8((sequence >> 8) & 0xFF),
-                UInt8(sequence & 0xFF),
-            ]
+            // The sequence number, and the send time for the receiver's queueing delay (§10.1).
+            let sentAt = UInt64((now - start).nanoseconds)
+            let body: [UInt8] =
+                withUnsafeBytes(of: sequence.bigEndian, Array.init) + withUnsafeBytes(of: sentAt.bigEndian, Array.init)
             var packet: [UInt8] = []
             guard node.paths[link]?.link.seal(.media, body: body, now: now, into: &packet) == true else { continue }
             node.paths[link]?.nextSequence &+= 1
-            transmit(packet, from: id, on: link, holding: false)
+            // On the wire a media packet is as large as the encoder makes it for the rate the core
+            // allows (at most the configured encoding's).
+            let rate = node.sendRate ?? node.options.sendRateRange?.upperBound ?? 60_400
+            let wireBits = Int(Double(rate) * Double(world.mediaInterval.nanoseconds) / 1e9)
+            transmit(packet, from: id, on: link, holding: false, wireBits: wireBits)
         }
     }
 
@@ -327,7 +334,9 @@ extension MeetingSimulation {
     /// Puts one datagram on the link's path — its direct path, or through the member it is routed
     /// via (§13.2); one that cannot go yet is held (session datagrams, as the daemon's transport
     /// holds them until the path is up).
-    private func transmit(_ datagram: [UInt8], from id: NodeID, on link: LinkID, holding: Bool) {
+    private func transmit(
+        _ datagram: [UInt8], from id: NodeID, on link: LinkID, holding: Bool, wireBits: Int? = nil
+    ) {
         let node = nodes[id.index]
         if let via = node.paths[link]?.relayVia, let path = node.paths[link] {
             if via != link, node.paths[via]?.relayVia == nil {
@@ -348,9 +357,25 @@ extension MeetingSimulation {
             !network.blocked.contains(Network.Pair(id, connection.peer))
         else { return }
         if let loss = network.loss[[id, connection.peer]], loss > 0, random.nextUnit() < loss { return }
+        var wait = Duration.zero
+        if var uplink = network.uplinks[id] {
+            // IPv4 and UDP headers on top of the datagram, unless the caller says what it weighs.
+            let bits = wireBits ?? (datagram.count + 28) * 8
+            let departure =
+                max(now, uplink.freeAt) + .nanoseconds(Int64(bits) * 1_000_000_000 / Int64(uplink.bitsPerSecond))
+            if departure - now > uplink.queue {
+                uplink.dropped += 1
+                network.uplinks[id] = uplink
+                return
+            }
+            uplink.freeAt = departure
+            wait = departure - now
+            uplink.waits.append((now, wait))
+            network.uplinks[id] = uplink
+        }
         schedule(
             .datagram(to: connection.peer, from: id, senderAddress: connection.localAddress, bytes: datagram),
-            after: world.latency)
+            after: world.latency + wait)
     }
 
     private func receive(_ datagram: [UInt8], at id: NodeID, from sender: NodeID, senderAddress: Int) {
@@ -372,8 +397,11 @@ extension MeetingSimulation {
             let output = node.paths[link]?.link.receive(
                 datagram, now: now, nowMs: Self.milliseconds(now - start), via: via)
         else { return }
-        if let media = output.media, media.count == 4 {
-            let sequence = media.reduce(UInt32(0)) { $0 << 8 | UInt32($1) }
+        if let media = output.media, media.count == 12 {
+            let sequence = media.prefix(4).reduce(UInt32(0)) { $0 << 8 | UInt32($1) }
+            let sentAt = media.suffix(8).reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+            let arrival = Int64((now - start).nanoseconds)
+            node.paths[link]?.queueDelay.note(transit: arrival - Int64(sentAt), now: arrival)
             if node.paths[link]?.firstSequence == nil { node.paths[link]?.firstSequence = sequence }
             let highest = max(node.paths[link]?.highestSequence ?? 0, sequence)
             node.paths[link]?.highestSequence = highest
@@ -599,6 +627,7 @@ extension MeetingCommand {
         case .sendMeshEnvelope: "sendMeshEnvelope"
         case .setMuted: "setMuted"
         case .setEncoderLoss: "setEncoderLoss"
+        case .setSendRate: "setSendRate"
         case .publish: "publish"
         case .log: "log"
         case .savePins: "savePins"

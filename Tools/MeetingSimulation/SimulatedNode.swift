@@ -47,6 +47,8 @@ extension MeetingSimulation {
         var muted: Bool
         var paused = false
         var encoderLoss = 0.0
+        /// The latest `.setSendRate` (nil: no limit).
+        var sendRate: Int?
         /// What this node carries for others (§13.3).
         var relayTable = RelayTable()
         var events: [ControlEvent] = []
@@ -109,6 +111,8 @@ extension MeetingSimulation {
         var lastMediaAt: ContinuousClock.Instant?
         var bytesSent: UInt64 = 0
         var bytesReceived: UInt64 = 0
+        /// The queueing delay of the peer's media, as a receiver measures it (§10.1).
+        var queueDelay = QueueDelayEstimate(ticksPerSecond: 1_000_000_000)
 
         init(peerKey: [UInt8], link: LinkSession, localCredentials: PathCredentials) {
             self.peerKey = peerKey

@@ -9,7 +9,9 @@ from . import security_code
 
 REPORT, LEAVE = 0x01, 0x02
 LINKS, RELAY_REFUSED = 0x05, 0x06  # version 2 (§13)
-REPORT_SIZE = 28
+REPORT_SIZE = 28  # the shortest REPORT a receiver accepts: without `queue_delay_ms`
+REPORT_QUEUE_SIZE = 30  # with `queue_delay_ms` (offset 28), what this peer sends
+NO_QUEUE_DELAY = 0xFFFF  # `queue_delay_ms`: the receiver has no estimate
 MUTED = 0x01
 RELAYS = 0x01  # LINKS flags bit 0
 UNMEASURED_RTT = 0xFFFF
@@ -25,12 +27,16 @@ class Report:
     loss_permille: int = 0
     jitter_us: int = 0
     flags: int = 0
+    queue_delay_ms: int | None = None  # §10.1, optional: None when absent (28 bytes) or 65535 (no estimate)
 
     def encode(self) -> bytes:
+        """Always 30 bytes: a None `queue_delay_ms` goes out as 65535, and 65535 itself means none, so an
+        estimate is clamped to 65534."""
+        queue = NO_QUEUE_DELAY if self.queue_delay_ms is None else max(0, min(self.queue_delay_ms, NO_QUEUE_DELAY - 1))
         return bytes([REPORT]) + struct.pack(
-            ">IIIIIHIBB", self.timestamp_ms % 2**32, self.echo_timestamp_ms % 2**32, self.echo_delay_ms % 2**32,
+            ">IIIIIHIBBH", self.timestamp_ms % 2**32, self.echo_timestamp_ms % 2**32, self.echo_delay_ms % 2**32,
             self.media_received % 2**32, self.media_expected % 2**32, min(self.loss_permille, 1000),
-            min(self.jitter_us, 2**32 - 1), self.flags, 0)
+            min(self.jitter_us, 2**32 - 1), self.flags, 0, queue)
 
     @property
     def muted(self) -> bool:
@@ -86,7 +92,11 @@ def parse(body: bytes) -> Report | Leave | Links | RelayRefused | security_code.
         if len(body) - 1 < REPORT_SIZE:
             return None  # longer is allowed: later fields are ignored
         values = struct.unpack(">IIIIIHIBB", body[1 : 1 + REPORT_SIZE])
-        return Report(*values[:8])
+        queue = None  # a 28-byte REPORT (an older sender) has no queue delay
+        if len(body) - 1 >= REPORT_QUEUE_SIZE:
+            (queue,) = struct.unpack(">H", body[1 + REPORT_SIZE : 1 + REPORT_QUEUE_SIZE])
+            queue = None if queue == NO_QUEUE_DELAY else queue
+        return Report(*values[:8], queue_delay_ms=queue)
     if kind == LEAVE:
         return Leave()
     if kind == LINKS:

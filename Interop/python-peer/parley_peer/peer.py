@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import os
 import random
 import signal
@@ -40,6 +41,7 @@ log = logging.getLogger("parley-peer")
 SUPPORTED_VERSIONS = (1, 2)
 LOST_AFTER, RESTART_AFTER, REMOVE_AFTER = 2.0, 3.0, 120.0  # §10.3 (the node's choice; removal as Parley)
 REPORT_INTERVAL = 1.0
+QUEUE_BASE_WINDOW = 10.0  # §10.1 `queue_delay_ms`: its base is the lowest transit of this window and the last
 # §13.4 (the node's choice; Parley's values).
 RELAY_AFTER = 2.0  # a link that found no direct path this long after it started goes through a member
 RELAY_DELAY = 0.3  # a lost link goes through a member this long after it was declared lost
@@ -77,13 +79,68 @@ class ReportState:
     peer_media_received: int = 0
     peer_media_expected: int = 0
     peer_loss_permille: int = 0
+    peer_queue_delay_ms: int | None = None  # how long our media waits in queues, as the peer's latest REPORT says
     rtt_ms: float | None = None
     smoothed_rtt_ms: float | None = None  # RFC 6298 (α = 1/8), what LINKS reports (§13.1)
     interval_received: int = 0
     interval_first_expected: int = 0
     loss_permille: int = 0  # what the last REPORT said; kept over intervals without media (DTX)
     jitter: float = 0.0  # RFC 3550 §6.4.1, in 48 kHz samples
-    last_transit: float | None = None
+    last_transit: float | None = None  # seconds: arrival (monotonic) − timestamp / 48 kHz
+    last_timestamp: int | None = None  # the latest primary's timestamp, unwrapped
+    queue_delay: float | None = None  # §10.1 `queue_delay_ms`, in seconds; None before the first primary
+    base_window_start: float | None = None  # arrival that opened the current window of QUEUE_BASE_WINDOW
+    base_minimum: float = math.inf  # the lowest transit of the current window ...
+    previous_base_minimum: float = math.inf  # ... and of the previous one
+    primaries_since_report: int = 0
+
+    def note_primary(self, arrival: float, timestamp: int, duration: int) -> None:
+        """A primary frame (not a copy) of `duration` samples arrived at `arrival`, monotonic seconds. The jitter
+        and the queueing delay are both measured on its transit, so they share one clock and one unwrapped
+        timestamp."""
+        if self.last_timestamp is None:
+            extended = timestamp
+        else:  # RFC 3550 A.1 style: the unwrapped value nearest the latest (§9.1 timestamps wrap)
+            extended = self.last_timestamp + (timestamp - self.last_timestamp + 2**31) % 2**32 - 2**31
+        self.last_timestamp = extended
+        transit = arrival - extended / audio.RATE
+        if self.last_transit is not None:
+            d = abs(transit - self.last_transit) * audio.RATE
+            if d < audio.RATE:  # a jump of a second is no jitter: the sender started its timestamps anew
+                self.jitter += (d - self.jitter) / 16
+        self.last_transit = transit
+        # §10.1: the queueing delay counts to the frame's end (a sender that lengthens its packets does not look
+        # queued); the base is the lowest transit of the last 10–20 s, kept per window of arrivals, so a queue
+        # that lasts stays visible for at least one window and a path that got faster is followed.
+        end_transit = transit - duration / audio.RATE
+        if self.base_window_start is not None and end_transit - min(self.base_minimum,
+                                                                     self.previous_base_minimum) > 2.0:
+            self.base_window_start, self.queue_delay = None, 0.0  # the sender started its timestamps anew
+        if self.base_window_start is None or arrival - self.base_window_start >= QUEUE_BASE_WINDOW:
+            first = self.base_window_start is None
+            self.previous_base_minimum = end_transit if first else self.base_minimum
+            self.base_minimum = end_transit
+            self.base_window_start = arrival
+        else:
+            self.base_minimum = min(self.base_minimum, end_transit)
+        base = min(self.base_minimum, self.previous_base_minimum)
+        queue = self.queue_delay or 0.0
+        self.queue_delay = queue + ((end_transit - base) - queue) / 16
+        self.primaries_since_report += 1
+
+    @property
+    def queue_delay_ms(self) -> int | None:
+        """Our current estimate for the peer's stream, as `queue_delay_ms` carries it (None: no media yet)."""
+        if self.queue_delay is None:
+            return None
+        return max(0, min(round(self.queue_delay * 1000), control.NO_QUEUE_DELAY - 1))
+
+    def queue_delay_for_report(self) -> int | None:
+        """`queue_delay_ms` for the REPORT being sent: None (65535 on the wire) when no media from the peer
+        arrived since our previous REPORT on this link, so an estimate is never repeated after media stopped."""
+        fresh = self.primaries_since_report > 0
+        self.primaries_since_report = 0
+        return self.queue_delay_ms if fresh else None
 
 
 class Link:
@@ -272,7 +329,7 @@ class Link:
             self.carried_traffic = True
             if inner_type == INNER_MEDIA:
                 first = self.receive_log.packets == 0
-                self.on_media(body)
+                self.on_media(body, now)
                 if first:
                     await self.send_report(now)  # §10.1: and when the first media payload arrives
             elif inner_type == INNER_CONTROL:
@@ -376,7 +433,8 @@ class Link:
 
     # MARK: media (§9) and control (§10)
 
-    def on_media(self, body: bytes) -> None:
+    def on_media(self, body: bytes, now: float) -> None:
+        """A media payload that arrived at `now` (monotonic seconds)."""
         self.receive_log.packets += 1
         try:
             payload = MediaPayload.parse(body)
@@ -391,13 +449,7 @@ class Link:
             log_.add(copy.sequence, copy.timestamp, copy.duration, copy.opus, arrived, redundant=True)
         self.report.interval_received += 1
         if new_primary:
-            # RFC 3550 §6.4.1 interarrival jitter in timestamp units.
-            transit = arrived * audio.RATE - payload.primary.timestamp
-            if self.report.last_transit is not None:
-                d = abs(transit - self.report.last_transit)
-                if d < audio.RATE:
-                    self.report.jitter += (d - self.report.jitter) / 16
-            self.report.last_transit = transit
+            self.report.note_primary(now, payload.primary.timestamp, payload.primary.duration)  # jitter and queueing delay (§10.1)
         if self.node.packet_log is not None:
             self.node.packet_log.write(f"{arrived:.6f},{self.peer.hex()[:16]},{payload.primary.sequence},"
                                        f"{payload.primary.timestamp}\n")
@@ -413,6 +465,7 @@ class Link:
             r.peer_media_received = message.media_received
             r.peer_media_expected = message.media_expected
             r.peer_loss_permille = message.loss_permille
+            r.peer_queue_delay_ms = message.queue_delay_ms
             if message.echo_timestamp_ms:
                 rtt = (self.node.clock_ms() - message.echo_timestamp_ms - message.echo_delay_ms) % 2**32
                 if rtt <= 60000:
@@ -466,7 +519,8 @@ class Link:
             echo = r.last_peer_timestamp
             delay = round((now - r.last_peer_report_at) * 1000)
         return control.Report(self.node.clock_ms(), echo, delay, received, expected, loss,
-                              round(r.jitter / audio.RATE * 1e6)).encode()
+                              round(r.jitter / audio.RATE * 1e6),
+                              queue_delay_ms=r.queue_delay_for_report()).encode()
 
     async def tick(self, now: float) -> None:
         for datagram in self.session.tick(now):
@@ -530,6 +584,9 @@ class Link:
             "peer_media_received": self.report.peer_media_received,
             "peer_media_expected": self.report.peer_media_expected,
             "peer_loss_permille": self.report.peer_loss_permille,
+            # §10.1 `queue_delay_ms`: the peer's latest about our stream (None: absent), and ours about its
+            "peer_queue_delay_ms": self.report.peer_queue_delay_ms,
+            "queue_delay_ms": self.report.queue_delay_ms,
         }
 
 

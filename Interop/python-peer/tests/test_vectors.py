@@ -408,10 +408,11 @@ def test_media_rejections(hexstring):
 def test_control_messages():
     report = control.Report(1, 2, 3, 4, 5, 6, 7, control.MUTED)
     encoded = report.encode()
-    assert len(encoded) == 29 and encoded[0] == control.REPORT
+    assert len(encoded) == 31 and encoded[0] == control.REPORT  # with `queue_delay_ms` (§10.1)
     assert control.parse(encoded) == report
     assert control.parse(encoded + b"later fields") == report
-    assert control.parse(encoded[:-1]) is None
+    assert control.parse(encoded[:-2]) == report  # 28 bytes: no queue delay, as `report`
+    assert control.parse(encoded[:-3]) is None
     assert control.parse(control.Leave().encode()) == control.Leave()
     assert control.parse(b"\x99") is None
 

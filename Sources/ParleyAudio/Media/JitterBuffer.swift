@@ -29,7 +29,8 @@ public final class JitterBuffer {
         public var historyCount = 128
         /// The share of packets the target delay should let through in time.
         public var percentile = 0.95
-        /// How fast the target may shrink when the network calms down.
+        /// How fast the target shrinks at least when the network calms down (faster when it is far
+        /// above what the packets need: see `updateTarget`).
         public var releasePerSecond: Duration = .milliseconds(20)
         /// Shortest time between two skipped frames.
         public var accelerateSpacing: Duration = .milliseconds(200)
@@ -106,6 +107,10 @@ public final class JitterBuffer {
         /// network delay), averaged over about 16, in samples: the buffer's real hold, target and
         /// player phase.
         public var currentDelay = 0
+        /// How long the peer's frames wait in queues on the way, in samples (PROTOCOL §10.1,
+        /// `queue_delay_ms`): each primary's transit to the end of its frame, above the lowest of
+        /// the last 10–20 s, smoothed over about 16 primaries.
+        public var queueDelay = 0.0
     }
 
     public let configuration: Configuration
@@ -152,6 +157,7 @@ public final class JitterBuffer {
     private var target: Int64 = 0
     private var lastTransit: Int64?
     private var lastTargetUpdate: Int64?
+    private var queueDelay: QueueDelayEstimate
     private let largest: UnsafeMutableBufferPointer<Int64>
 
     private var minimumDelay: Int64
@@ -182,6 +188,7 @@ public final class JitterBuffer {
         minimumDelay = Self.samples(configuration.minimumDelay, rate: configuration.sampleRate)
         maximumDelay = Self.samples(configuration.maximumDelay, rate: configuration.sampleRate)
         target = minimumDelay
+        queueDelay = QueueDelayEstimate(ticksPerSecond: Int64(configuration.sampleRate))
     }
 
     deinit {
@@ -237,7 +244,9 @@ public final class JitterBuffer {
             return .duplicate
         }
         // Late primaries feed the estimate too: they are what tells it to grow.
-        if !isCopy { noteArrival(sequence: extended, timestamp: extendedTimestamp, arrival: arrival) }
+        if !isCopy {
+            noteArrival(sequence: extended, timestamp: extendedTimestamp, duration: duration, arrival: arrival)
+        }
 
         switch state {
         case .empty:
@@ -315,7 +324,7 @@ public final class JitterBuffer {
 
     // MARK: Delay estimation
 
-    private func noteArrival(sequence: Int64, timestamp: Int64, arrival: UInt64) {
+    private func noteArrival(sequence: Int64, timestamp: Int64, duration: Int, arrival: UInt64) {
         // Counted from the first primary, not from a copy that came with it: a copy of a frame
         // sent before this receiver was listening (a late joiner, a new session) is not a loss.
         firstSequence = statistics.received == 0 ? sequence : min(firstSequence, sequence)
@@ -328,12 +337,19 @@ public final class JitterBuffer {
             statistics.jitter += (Double(abs(transit - lastTransit)) - statistics.jitter) / 16
         }
         lastTransit = transit
+        // Counted to the frame's end, when the sender could send it: a sender that changes its
+        // frame duration does not look queued.
+        queueDelay.note(transit: transit - Int64(duration), now: now)
+        statistics.queueDelay = queueDelay.value
 
         transits[transitIndex] = transit
         transitIndex = (transitIndex + 1) % transits.count
         transitCount = min(transitCount + 1, transits.count)
         updateTarget(now: now)
     }
+
+    /// The share of the target's excess over the measured need released per second (1/4).
+    static let excessReleaseDivisor: Int64 = 4
 
     private func updateTarget(now: Int64) {
         var minimum = Int64.max
@@ -372,7 +388,13 @@ public final class JitterBuffer {
         if measured >= target {
             target = measured  // grow at once
         } else {
-            let release = Self.samples(configuration.releasePerSecond, rate: configuration.sampleRate)
+            // At least `releasePerSecond`, and a quarter of the excess a second: a target hundreds
+            // of milliseconds above what the last packets needed (a sender's overfilled uplink, a
+            // handover) comes down in seconds, not in half a minute, while one a frame or two
+            // too high still shrinks slowly (a spike that comes back often is waited for).
+            let release = max(
+                Self.samples(configuration.releasePerSecond, rate: configuration.sampleRate),
+                (target - measured) / Self.excessReleaseDivisor)
             let step = release * elapsed / Int64(configuration.sampleRate)
             target = max(measured, target - max(step, 0))
         }

@@ -93,7 +93,8 @@ public enum SessionControl: Sendable, Hashable {
 
     /// The REPORT body (§10.1), 28 bytes.
     public struct Report: Sendable, Hashable {
-        public static let length = 28
+        /// What Parley sends; 28 bytes (no `queue_delay_ms`) is the shortest a receiver accepts.
+        public static let length = 30
         /// Bit 0 of `flags`.
         public static let mutedFlag: UInt8 = 0x01
         /// Bit 1 of `flags` (version 3 links only, §14.2): the sender records the meeting.
@@ -114,13 +115,20 @@ public enum SessionControl: Sendable, Hashable {
         /// Bit 1 of `flags`; meaningful only on a version-3 link (§14.2), where it repeats the
         /// sender's RECORDING state once a second.
         public var recording: Bool
+        /// How long our media waits in queues on the way to the peer, in milliseconds, as the peer
+        /// measures it (§10.1 `queue_delay_ms`); nil: no estimate (none sent, or no media lately).
+        public var queueDelayMs: UInt16?
+
+        /// `queue_delay_ms` meaning "no estimate".
+        public static let noQueueDelay: UInt16 = 0xFFFF
 
         public init(
             timestampMs: UInt32, echoTimestampMs: UInt32 = 0, echoDelayMs: UInt32 = 0, mediaReceived: UInt32 = 0,
             mediaExpected: UInt32 = 0, lossPermille: UInt16 = 0, jitterMicroseconds: UInt32 = 0, muted: Bool = false,
-            recording: Bool = false
+            recording: Bool = false, queueDelayMs: UInt16? = nil
         ) {
             self.recording = recording
+            self.queueDelayMs = queueDelayMs.map { min($0, Self.noQueueDelay - 1) }
             self.timestampMs = timestampMs
             self.echoTimestampMs = echoTimestampMs
             self.echoDelayMs = echoDelayMs
@@ -147,6 +155,7 @@ public enum SessionControl: Sendable, Hashable {
             writer.writeU32(report.jitterMicroseconds)
             writer.writeU8((report.muted ? Report.mutedFlag : 0) | (report.recording ? Report.recordingFlag : 0))
             writer.writeU8(0)
+            writer.writeU16(report.queueDelayMs ?? Report.noQueueDelay)
         case .leave:
             writer.writeU8(Self.leaveType)
         case .links(let links):
@@ -205,6 +214,10 @@ public enum SessionControl: Sendable, Hashable {
             report.muted = flags & Report.mutedFlag != 0
             report.recording = flags & Report.recordingFlag != 0
             _ = try reader.readU8("REPORT reserved")
+            if reader.remaining >= 2 {
+                let queueDelay = try reader.readU16("REPORT queue_delay_ms")
+                report.queueDelayMs = queueDelay == Report.noQueueDelay ? nil : queueDelay
+            }
             self = .report(report)
         case Self.leaveType:
             self = .leave

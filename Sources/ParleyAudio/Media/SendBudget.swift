@@ -1,0 +1,78 @@
+/// How the sender fits its encoding into the rate a peer's path takes (the send-side bandwidth
+/// estimate, `MeetingCore.SendRate`): the Opus bitrate and how many captured frames go in one
+/// packet.
+///
+/// A media packet costs 71 bytes besides its Opus data, so at 20 ms frames the headers alone are
+/// 28.4 kb/s per peer: more than the audio once the budget gets tight. Longer packets cost fewer
+/// headers (9.5 kb/s at 60 ms) and add their length to mouth-to-ear, so the sender keeps its
+/// frame as long as the Opus bitrate stays at or above `comfortableBitrate` (PESQ-WB about 3.7 for
+/// speech here; 3.4 at 12 kb/s, 2.3 at 8 kb/s, whatever the packet length), and lengthens packets
+/// only when that is what keeps the bitrate up.
+public struct SendBudget: Sendable, Hashable {
+    /// Captured frames per packet: the packet lasts `packetFrames × frame`.
+    public var packetFrames: Int
+    public var opusBitrate: Int
+
+    public init(packetFrames: Int, opusBitrate: Int) {
+        self.packetFrames = packetFrames
+        self.opusBitrate = opusBitrate
+    }
+
+    /// Bytes a media packet costs on the wire besides its Opus data: IPv4 and UDP (28), the
+    /// transport header and tag (PROTOCOL §8.2: 16 + 16), the inner type (1) and the media
+    /// payload's header (§9.1: 10).
+    public static let packetOverhead = 71
+    /// Each RFC 2198 copy adds its block header (§9.1) to the copied frame.
+    public static let copyOverhead = 6
+    /// The Opus bitrate a new packet length is chosen for: the shortest packets that leave this much.
+    public static let comfortableBitrate = 16_000
+    /// The packet length in use is kept while it leaves at least this much and no shorter one
+    /// leaves 15 % more than comfortable: an estimate that saws up and down by its ±15 % (the
+    /// bandwidth estimate probing for room) does not switch lengths, each switch costing the
+    /// listeners' jitter buffers a re-adjustment.
+    public static let keepBitrate = 12_000
+    /// Opus' lowest useful bitrate for wideband speech.
+    public static let minimumBitrate = 6_000
+    /// Packets last at most this long (Opus' longest single frame; PROTOCOL §9.1's longest duration).
+    public static let longestPacketMilliseconds = 60
+
+    /// Bits per second one peer receives from us for `opusBitrate` in packets of `packetMilliseconds`
+    /// with `copies` copies of previous frames in each.
+    public static func wireRate(opusBitrate: Int, packetMilliseconds: Int, copies: Int = 0) -> Int {
+        let packetsPerSecond = 1000 / Double(packetMilliseconds)
+        let headers = packetsPerSecond * Double(8 * (packetOverhead + copies * copyOverhead))
+        return Int((headers + Double(opusBitrate * (1 + copies))).rounded())
+    }
+
+    /// The packet lengths a sender capturing `frameMilliseconds` frames can send: its frame, and
+    /// 20, 40 and 60 ms where they are whole multiples of it.
+    public static func packetLengths(frameMilliseconds: Int) -> [Int] {
+        [frameMilliseconds]
+            + [20, 40, 60].filter { $0 > frameMilliseconds && $0 % frameMilliseconds == 0 }
+    }
+
+    /// The encoding that fits `budget` bits per second per peer (nil: no limit).
+    ///
+    /// - Parameter current: the packet frames in use (see `keepBitrate`).
+    public static func fit(
+        budget: Int?, maximumBitrate: Int, frameMilliseconds: Int, copies: Int, current: Int = 1
+    ) -> SendBudget {
+        guard let budget else { return SendBudget(packetFrames: 1, opusBitrate: maximumBitrate) }
+        let lengths = packetLengths(frameMilliseconds: frameMilliseconds)
+        func opus(_ milliseconds: Int) -> Int {
+            let headers = wireRate(opusBitrate: 0, packetMilliseconds: milliseconds, copies: copies)
+            return (budget - headers) / (1 + copies)
+        }
+        let currentLength = current * frameMilliseconds
+        let shorter = lengths.first {
+            $0 < currentLength && opus($0) >= min(maximumBitrate, comfortableBitrate * 115 / 100)
+        }
+        let keep = lengths.contains(currentLength) && opus(currentLength) >= min(maximumBitrate, keepBitrate)
+        let chosen =
+            shorter ?? (keep ? currentLength : nil)
+            ?? lengths.first { opus($0) >= min(maximumBitrate, comfortableBitrate) } ?? lengths.last!
+        return SendBudget(
+            packetFrames: chosen / frameMilliseconds,
+            opusBitrate: min(maximumBitrate, max(minimumBitrate, opus(chosen))))
+    }
+}

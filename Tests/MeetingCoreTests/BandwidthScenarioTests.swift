@@ -1,0 +1,73 @@
+import MeetingCore
+import MeetingSimulation
+import Testing
+
+/// The bandwidth estimate in whole meetings on a virtual clock: a member whose uplink takes less
+/// than one copy of its voice per peer (the simulator queues and drops what it sends beyond the
+/// cap, as a home router does).
+@Suite("Bandwidth estimate (simulated)", .serialized)
+struct BandwidthScenarioTests {
+    /// Eight members; alice (capped) and bob talk, the others are silent (DTX), media every 20 ms.
+    static func meeting(aliceAdapts: Bool = true) -> (MeetingSimulation, [MeetingSimulation.NodeID]) {
+        var world = MeetingSimulation.World()
+        world.mediaInterval = .milliseconds(20)
+        let sim = MeetingSimulation(seed: 17, world: world)
+        var alice = MeetingSimulation.NodeOptions()
+        if !aliceAdapts { alice.sendRateRange = nil }
+        var silent = MeetingSimulation.NodeOptions()
+        silent.talking = false
+        let ids =
+            [sim.addNode("alice", alice), sim.addNode("bob")]
+            + (2..<8).map { sim.addNode(MeetingScenarioTests.names[$0], silent) }
+        sim.joinAll()
+        return (sim, ids)
+    }
+
+    /// 256 then 128 kbit/s: alice's rate falls to what fits (7 copies) within seconds, her queue
+    /// stays well under 100 ms once it has, every link stays up, and bob — who sends to her over
+    /// her uncapped downlink — keeps his full rate. With the cap lifted she is back at the top.
+    @Test(arguments: [256_000, 128_000])
+    func aCappedUplinkIsFilledNotOverfilled(cap: Int) {
+        let (sim, ids) = Self.meeting()
+        #expect(sim.run(until: .seconds(5)) { sim.allLinksUp() })
+        sim.run(for: .seconds(2))
+        #expect(sim.sendRate(of: ids[0]) == nil)
+        sim.setUplink(of: ids[0], bitsPerSecond: cap)
+        let capped = sim.elapsed
+        sim.run(for: .seconds(20))
+        let rate = try! #require(sim.sendRate(of: ids[0]))
+        #expect(rate * 7 <= cap, "\(rate) b/s per peer")
+        let queue = sim.uplinkQueue(of: ids[0], since: capped + .seconds(10))!
+        #expect(queue.mean < .milliseconds(50) && queue.largest < .milliseconds(150), "\(queue) \(rate)")
+        #expect(sim.allLinksUp())
+        #expect(sim.sendRate(of: ids[1]) == nil)
+        for listener in ids.dropFirst() { #expect(sim.hears(listener, ids[0])) }
+        sim.setUplink(of: ids[0], bitsPerSecond: nil)
+        #expect(
+            sim.run(until: .seconds(30)) { sim.sendRate(of: ids[0]) == nil },
+            "\(String(describing: sim.sendRate(of: ids[0])))")
+    }
+
+    /// Today's behaviour (`--fixed-rate`) with the same cap: the queue stays full (200 ms) and the
+    /// uplink drops what does not fit.
+    @Test func withoutTheEstimateTheQueueStaysFull() {
+        let (sim, ids) = Self.meeting(aliceAdapts: false)
+        #expect(sim.run(until: .seconds(5)) { sim.allLinksUp() })
+        sim.setUplink(of: ids[0], bitsPerSecond: 256_000)
+        let capped = sim.elapsed
+        sim.run(for: .seconds(20))
+        let queue = sim.uplinkQueue(of: ids[0], since: capped + .seconds(10))!
+        #expect(queue.mean > .milliseconds(150) && queue.dropped > 1000, "\(queue)")
+    }
+
+    /// Random loss on a path that does not queue is not congestion: the sender keeps its rate and
+    /// protects the stream with copies instead.
+    @Test func randomLossIsAnsweredWithCopiesNotALowerRate() {
+        let (sim, ids) = Self.meeting()
+        #expect(sim.run(until: .seconds(5)) { sim.allLinksUp() })
+        sim.setLoss(from: ids[0], to: ids[2], 0.15)
+        sim.run(for: .seconds(10))
+        #expect(sim.sendRate(of: ids[0]) == nil)
+        #expect(sim.encoderLoss(of: ids[0]) >= 0.10)
+    }
+}

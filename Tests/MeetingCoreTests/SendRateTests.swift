@@ -1,0 +1,130 @@
+import MeetingCore
+import Testing
+
+/// The send-side bandwidth estimate (`SendRate`), REPORT by REPORT on a virtual clock.
+@Suite("Send rate: the bandwidth estimate")
+struct SendRateTests {
+    static let start = ContinuousClock.now
+    static let alice = [UInt8](repeating: 0xA, count: 32)
+    static let bob = [UInt8](repeating: 0xB, count: 32)
+    static func at(_ milliseconds: Int) -> ContinuousClock.Instant { start + .milliseconds(milliseconds) }
+
+    /// Clear reports once a second from `time` (ms) until the estimate is back at the top: each
+    /// second's relative step, and the time it got there.
+    static func climb(_ rate: inout SendRate, from time: Int) -> (steps: [Double], time: Int) {
+        var time = time
+        var steps: [Double] = []
+        while rate.limited {
+            let before = Double(rate.estimate)
+            time += 1000
+            _ = rate.report(from: alice, queueDelayMs: 1, loss: 0, mediaFlowed: true, at: at(time))
+            steps.append(Double(rate.estimate) / before - 1)
+        }
+        return (steps, time)
+    }
+
+    /// 60.4 kb/s: 32 kb/s of Opus in 20 ms packets; 15.5 kb/s: 6 kb/s in 60 ms packets.
+    static func rate() -> SendRate { SendRate(maximum: 60_400, minimum: 15_467) }
+
+    @Test(
+        arguments: [
+            // queue (ms), loss → the estimate after one report, from the maximum
+            (UInt16?(5), 0.0, 60_400),  // clear: stays at the top
+            (UInt16?(39), 0.0, 60_400),  // below the threshold: no change
+            (UInt16?(40), 0.0, 51_340),  // queueing: × 0.85
+            (UInt16?(120), 0.40, 30_804),  // queueing and loss: × 0.85 × (1 − loss)
+            (UInt16?(25), 0.12, 45_179),  // heavy loss with some queueing
+            (nil, 0.12, 45_179),  // heavy loss from a peer that sends no queue estimate
+            (UInt16?(3), 0.12, 60_400),  // heavy loss on a path that does not queue is chance: copies
+            (nil, 0.05, 60_400),  // moderate loss alone: copies, not a lower rate
+            (UInt16?(200), 0.90, 25_670),  // the loss counted is at most half
+        ] as [(UInt16?, Double, Int)])
+    func aReportMovesTheEstimate(queue: UInt16?, loss: Double, estimate: Int) {
+        var rate = Self.rate()
+        _ = rate.report(from: Self.alice, queueDelayMs: queue, loss: loss, mediaFlowed: true, at: Self.at(0))
+        #expect(rate.estimate == estimate)
+    }
+
+    /// After a decrease the next second of reports describes the old rate: one decrease per
+    /// second, however many peers report it.
+    @Test func oneDecreaseASecond() {
+        var rate = Self.rate()
+        let changed1 = rate.report(from: Self.alice, queueDelayMs: 80, loss: 0, mediaFlowed: true, at: Self.at(0))
+        #expect(changed1)
+        let changed2 = rate.report(from: Self.bob, queueDelayMs: 80, loss: 0, mediaFlowed: true, at: Self.at(400))
+        #expect(!changed2)
+        #expect(rate.estimate == 51_340)
+        let changed3 = rate.report(from: Self.alice, queueDelayMs: 80, loss: 0, mediaFlowed: true, at: Self.at(1000))
+        #expect(changed3)
+        #expect(rate.estimate == 43_639)
+        #expect(rate.congested(at: Self.at(1000)) == [Self.alice, Self.bob])
+        #expect(rate.congested(at: Self.at(2500)) == [Self.alice])
+    }
+
+    /// Clear reports raise it 8 % a second, whoever sends them, up to the maximum; not while a link
+    /// said "over" in the last 2 s, and not while we send nothing (a DTX pause says nothing).
+    @Test func clearReportsRaiseItAgain() {
+        var rate = Self.rate()
+        _ = rate.report(from: Self.alice, queueDelayMs: 100, loss: 0.5, mediaFlowed: true, at: Self.at(0))
+        #expect(rate.estimate == 25_670)
+        // Within 2 s of alice's "over", bob's clear report does not raise it.
+        let changed4 = rate.report(from: Self.bob, queueDelayMs: 2, loss: 0, mediaFlowed: true, at: Self.at(1500))
+        #expect(!changed4)
+        let changed5 = rate.report(from: Self.alice, queueDelayMs: 2, loss: 0, mediaFlowed: false, at: Self.at(2500))
+        #expect(!changed5)
+        let changed6 = rate.report(from: Self.alice, queueDelayMs: 2, loss: 0, mediaFlowed: true, at: Self.at(3000))
+        #expect(changed6)
+        #expect(rate.estimate == 27_724)  // a whole second's 8 %
+        let changed7 = rate.report(from: Self.bob, queueDelayMs: 2, loss: 0, mediaFlowed: true, at: Self.at(3500))
+        #expect(changed7)
+        #expect(rate.estimate == 28_833)  // half a second's
+        // An older peer that sends no queue estimate is judged by its loss.
+        let changed8 = rate.report(from: Self.bob, queueDelayMs: nil, loss: 0, mediaFlowed: true, at: Self.at(4500))
+        #expect(changed8)
+        // 8 % a second up to 90 % of the rate that overfilled the path (60 400), then 2 % a second.
+        let steps = Self.climb(&rate, from: 4500).steps
+        #expect(rate.estimate == 60_400)
+        #expect(steps.prefix(while: { $0 > 0.05 }).count == 8)
+        #expect(steps.dropFirst(8).dropLast().allSatisfy { abs($0 - 0.02) < 0.001 }, "\(steps)")
+    }
+
+    /// After a cap goes away the estimate probes slowly only up to 5 % past the rate that last
+    /// overfilled the path, then climbs at full speed: back at the top within 20 s.
+    @Test func pastTheOldLimitItClimbsAtFullSpeed() {
+        var rate = Self.rate()
+        for second in 0..<6 {  // the path takes about a third of the top rate
+            _ = rate.report(from: Self.alice, queueDelayMs: 100, loss: 0, mediaFlowed: true, at: Self.at(second * 1000))
+        }
+        #expect(rate.estimate == 22_779)
+        let (steps, time) = Self.climb(&rate, from: 6000)
+        // One step at 8 % to 90 % of the rate that overfilled (26 799), seven at 2 % to 5 % past
+        // it, then 8 % again to the top.
+        #expect(abs(steps[0] - 0.08) < 0.001, "\(steps)")
+        #expect(steps[1...7].allSatisfy { abs($0 - 0.02) < 0.001 }, "\(steps)")
+        #expect(steps.dropFirst(8).dropLast().allSatisfy { abs($0 - 0.08) < 0.001 }, "\(steps)")
+        #expect(time - 6000 <= 20_000, "\(time - 6000) ms to the top")
+    }
+
+    /// A peer that saw no new media from us (a DTX pause) repeats its last loss (§10.1): a burst
+    /// long over must not lower the rate again and again while we are silent.
+    @Test func aReportWithoutNewMediaMovesNothing() {
+        var rate = Self.rate()
+        for second in 0..<5 {
+            let changed = rate.report(
+                from: Self.alice, queueDelayMs: nil, loss: 0.47, mediaFlowed: false, at: Self.at(second * 1000))
+            #expect(!changed)
+        }
+        #expect(rate.estimate == 60_400 && rate.congested(at: Self.at(4000)).isEmpty)
+    }
+
+    @Test func neverBelowTheMinimum() {
+        var rate = Self.rate()
+        for second in 0..<20 {
+            _ = rate.report(
+                from: Self.alice, queueDelayMs: 300, loss: 0.5, mediaFlowed: true, at: Self.at(second * 1000))
+        }
+        #expect(rate.estimate == 15_467)
+        rate.forget(Self.alice)
+        #expect(rate.congested(at: Self.at(19_000)).isEmpty)
+    }
+}
