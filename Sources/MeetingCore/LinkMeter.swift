@@ -1,3 +1,5 @@
+import ParleyCore
+
 /// What one link's receive side measured, interval by interval: the loss figure REPORTs carry
 /// (docs/PROTOCOL.md §10.1) and what `parley status` shows (loss over the last five intervals,
 /// traffic rates). A plain value, sampled when a REPORT closes an interval.
@@ -52,7 +54,7 @@ public struct LinkMeter: Sendable {
         var result = Measurements()
         // Rates since the older of the last two interval ends: about the last second or two.
         if let first = history.dropLast().last ?? history.last, first.at < now {
-            let seconds = Self.seconds(now - first.at)
+            let seconds = (now - first.at).seconds
             result.rxKbps =
                 Double(counts.bytesReceived - min(counts.bytesReceived, first.counts.bytesReceived)) * 8 / 1000
                 / seconds
@@ -70,9 +72,5 @@ public struct LinkMeter: Sendable {
         let expected = later.expected - earlier.expected
         guard expected > 0 else { return 0 }
         return min(1, max(0, Double(expected - (later.received - earlier.received)) / Double(expected)))
-    }
-
-    static func seconds(_ duration: Duration) -> Double {
-        Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
     }
 }

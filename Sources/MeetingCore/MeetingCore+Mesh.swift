@@ -32,13 +32,16 @@ extension MeetingCore {
         }
         guard keys != linksSent else { return }
         linksSent = keys
-        let message = SessionControl.links(
-            SessionControl.Links(relays: configuration.maximumRelayedPairs > 0, peers: direct))
+        let message = linksMessage(direct)
         for key in sortedPeerKeys {
             guard let peer = peers[key], peer.version >= 2, let link = peer.link, link.established else { continue }
             output.append(.sendControl(link.id, message))
             peers[key]?.link?.linksSentAt = now
         }
+    }
+
+    func linksMessage(_ direct: [SessionControl.Links.Peer]) -> SessionControl {
+        .links(SessionControl.Links(relays: configuration.maximumRelayedPairs > 0, peers: direct))
     }
 
     /// LINKS again on one link, with its REPORT, once `linksInterval` passed since the last (the
@@ -48,9 +51,7 @@ extension MeetingCore {
         guard let peer = peers[key], peer.version >= 2, let link = peer.link, link.established,
             link.linksSentAt.map({ now - $0 >= configuration.timing.linksInterval }) ?? true
         else { return }
-        let message = SessionControl.links(
-            SessionControl.Links(relays: configuration.maximumRelayedPairs > 0, peers: directLinks()))
-        output.append(.sendControl(link.id, message))
+        output.append(.sendControl(link.id, linksMessage(directLinks())))
         peers[key]?.link?.linksSentAt = now
     }
 

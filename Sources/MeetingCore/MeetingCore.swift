@@ -879,9 +879,7 @@ public struct MeetingCore: Sendable {
         let congested = sendRate?.congested(at: now) ?? []
         for (key, peer) in peers where !congested.contains(key) {
             guard let link = peer.link, link.machine.state == .up, let report = link.peerReport else { continue }
-            let loss =
-                report.mediaExpected < Self.measuredAfter ? Self.unmeasuredLoss : Double(report.lossPermille) / 1000
-            worst = max(worst, loss)
+            worst = max(worst, Self.measuredLoss(report) ?? Self.unmeasuredLoss)
         }
         guard worst != encoderLoss else { return }
         encoderLoss = worst
@@ -896,7 +894,7 @@ public struct MeetingCore: Sendable {
         let settled = link.routeChangedAt.map { now - $0 >= SendRate.routeSettle } ?? true
         let changed = rate.report(
             from: key, queueDelayMs: settled ? report.queueDelayMs : nil,
-            loss: report.mediaExpected < Self.measuredAfter ? nil : Double(report.lossPermille) / 1000,
+            loss: Self.measuredLoss(report),
             mediaFlowed: report.mediaExpected != previous?.mediaExpected, at: now)
         sendRate = rate
         guard changed else { return }
@@ -907,6 +905,11 @@ public struct MeetingCore: Sendable {
                 "peer": peers[key]?.shortID ?? "?", "per_peer_bps": "\(rate.estimate)",
                 "queue_ms": report.queueDelayMs.map { "\($0)" } ?? "-", "loss_permille": "\(report.lossPermille)",
             ])
+    }
+
+    /// The loss a peer's REPORT gives for our media, nil until it has seen `measuredAfter` payloads.
+    static func measuredLoss(_ report: SessionControl.Report) -> Double? {
+        report.mediaExpected < measuredAfter ? nil : Double(report.lossPermille) / 1000
     }
 
     static let measuredAfter: UInt32 = 50

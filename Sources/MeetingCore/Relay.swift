@@ -1,3 +1,4 @@
+import ParleyCore
 public import ParleyProtocol
 
 /// What this node carries for others (docs/PROTOCOL.md §13.3).
@@ -79,7 +80,7 @@ public struct RelayTable: Sendable {
     public mutating func acceptEnvelope(from source: [UInt8], at now: ContinuousClock.Instant) -> Bool {
         guard policy.linked.contains(source) else { return false }
         var budget = envelopeBudget[source] ?? (Self.envelopeBurst, now)
-        budget.tokens = min(Self.envelopeBurst, budget.tokens + Self.seconds(now - budget.at) * Self.envelopesPerSecond)
+        budget.tokens = min(Self.envelopeBurst, budget.tokens + (now - budget.at).seconds * Self.envelopesPerSecond)
         budget.at = now
         guard budget.tokens >= 1 else {
             envelopeBudget[source] = budget
@@ -107,9 +108,5 @@ public struct RelayTable: Sendable {
 
     static func pair(_ a: [UInt8], _ b: [UInt8]) -> [[UInt8]] {
         a.lexicographicallyPrecedes(b) ? [a, b] : [b, a]
-    }
-
-    static func seconds(_ duration: Duration) -> Double {
-        Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
     }
 }

@@ -1,3 +1,5 @@
+import ParleyCore
+
 /// The send-side bandwidth estimate: how many bits per second the path to each peer takes, from
 /// what the peers' REPORTs say about our media (docs/ARCHITECTURE.md, "bandwidth estimate").
 ///
@@ -92,7 +94,7 @@ public struct SendRate: Sendable {
             lastDecrease.map({ now - $0 >= Self.holdAfterDecrease }) ?? true
         {
             // (A peer that sends no queue estimate, an older one, is judged by its loss alone.)
-            let elapsed = lastIncrease.map { min(1, Self.seconds(now - $0)) } ?? 1
+            let elapsed = lastIncrease.map { min(1, (now - $0).seconds) } ?? 1
             if let point = overfilledAt.map(Double.init), Double(estimate) > point * Self.nearAbove {
                 overfilledAt = nil
             }
@@ -120,9 +122,5 @@ public struct SendRate: Sendable {
 
     private func overused(at now: ContinuousClock.Instant) -> Bool {
         overuse.values.contains { now - $0 < Self.overuseMemory }
-    }
-
-    static func seconds(_ duration: Duration) -> Double {
-        Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
     }
 }

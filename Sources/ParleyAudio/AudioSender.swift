@@ -32,6 +32,7 @@ public final class SenderControls: Sendable {
 /// thread; `process` does not allocate.
 public final class AudioSender {
     public let frameSamples: Int
+    let frameMilliseconds: Int
     public let policy: RedundancyPolicy
     let controls: SenderControls
     private let encoder: OpusEncoder
@@ -52,6 +53,8 @@ public final class AudioSender {
     private var timestamp: UInt32
     private var appliedLoss = -1
     private var appliedBitrate = -1
+    /// What the encoding was last fitted to (`SendBudget.fit`): refitted only when one changes.
+    private var fittedTo: (budget: Int, maximum: Int, copies: Int)?
     private var copies = 0
     public private(set) var framesEncoded = 0
     public private(set) var payloadsSent = 0
@@ -67,6 +70,7 @@ public final class AudioSender {
         initialTimestamp: UInt32 = .random(in: .min ... .max)
     ) throws(OpusError) {
         frameSamples = frameDuration.samples
+        frameMilliseconds = frameDuration.rawValue
         self.policy = policy
         self.dtx = dtx
         hangoverFrames = Int(Self.pauseHangover / .milliseconds(frameDuration.rawValue))
@@ -127,7 +131,7 @@ public final class AudioSender {
     public var encoding: (opusBitrate: Int, packetMilliseconds: Int) {
         (
             controls.chosenBitrate.load(ordering: .relaxed),
-            controls.chosenPacketFrames.load(ordering: .relaxed) * frameSamples * 1000 / AudioFormat.sampleRate
+            controls.chosenPacketFrames.load(ordering: .relaxed) * frameMilliseconds
         )
     }
 
@@ -206,21 +210,24 @@ public final class AudioSender {
             appliedLoss = loss
         }
         let budget = controls.budget.load(ordering: .relaxed)
+        let maximum = controls.bitrate.load(ordering: .relaxed)
+        if let fitted = fittedTo, fitted == (budget, maximum, copies) { return }
         let fit = SendBudget.fit(
-            budget: budget > 0 ? budget : nil, maximumBitrate: controls.bitrate.load(ordering: .relaxed),
-            frameMilliseconds: frameSamples * 1000 / AudioFormat.sampleRate, copies: copies, current: packetFrames)
+            budget: budget > 0 ? budget : nil, maximumBitrate: maximum, frameMilliseconds: frameMilliseconds,
+            copies: copies, current: packetFrames)
         if fit.opusBitrate != appliedBitrate {
             try encoder.set(.bitrate, to: fit.opusBitrate)
             appliedBitrate = fit.opusBitrate
             controls.chosenBitrate.store(fit.opusBitrate, ordering: .relaxed)
         }
         if fit.packetFrames != packetFrames,
-            let duration = OpusFrameDuration(rawValue: fit.packetFrames * frameSamples * 1000 / AudioFormat.sampleRate)
+            let duration = OpusFrameDuration(rawValue: fit.packetFrames * frameMilliseconds)
         {
             try encoder.setFrameDuration(duration)
             packetFrames = fit.packetFrames
             controls.chosenPacketFrames.store(packetFrames, ordering: .relaxed)
         }
+        fittedTo = (budget, maximum, copies)
     }
 
     // MARK: Controls (any thread)

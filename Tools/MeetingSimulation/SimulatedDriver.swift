@@ -304,7 +304,7 @@ extension MeetingSimulation {
             // On the wire a media packet is as large as the encoder makes it for the rate the core
             // allows (at most the configured encoding's).
             let rate = node.sendRate ?? node.options.sendRateRange?.upperBound ?? 60_400
-            let wireBits = Int(Double(rate) * Double(world.mediaInterval.nanoseconds) / 1e9)
+            let wireBits = Int(Double(rate) * world.mediaInterval.seconds)
             transmit(packet, from: id, on: link, holding: false, wireBits: wireBits)
         }
     }

@@ -47,8 +47,23 @@ public struct SendBudget: Sendable, Hashable {
     /// The packet lengths a sender capturing `frameMilliseconds` frames can send: its frame, and
     /// 20, 40 and 60 ms where they are whole multiples of it.
     public static func packetLengths(frameMilliseconds: Int) -> [Int] {
-        [frameMilliseconds]
-            + [20, 40, 60].filter { $0 > frameMilliseconds && $0 % frameMilliseconds == 0 }
+        [frameMilliseconds] + longerPackets.filter { isLonger($0, than: frameMilliseconds) }
+    }
+
+    static let longerPackets = [20, 40, 60]
+
+    static func isLonger(_ milliseconds: Int, than frame: Int) -> Bool {
+        milliseconds > frame && milliseconds % frame == 0
+    }
+
+    /// The shortest of `packetLengths` that `accept` takes, without building the list: `fit`
+    /// runs on the capture thread, which does not allocate.
+    static func firstLength(frameMilliseconds frame: Int, where accept: (Int) -> Bool) -> Int? {
+        if accept(frame) { return frame }
+        for milliseconds in longerPackets where isLonger(milliseconds, than: frame) && accept(milliseconds) {
+            return milliseconds
+        }
+        return nil
     }
 
     /// The encoding that fits `budget` bits per second per peer (nil: no limit).
@@ -58,19 +73,21 @@ public struct SendBudget: Sendable, Hashable {
         budget: Int?, maximumBitrate: Int, frameMilliseconds: Int, copies: Int, current: Int = 1
     ) -> SendBudget {
         guard let budget else { return SendBudget(packetFrames: 1, opusBitrate: maximumBitrate) }
-        let lengths = packetLengths(frameMilliseconds: frameMilliseconds)
         func opus(_ milliseconds: Int) -> Int {
             let headers = wireRate(opusBitrate: 0, packetMilliseconds: milliseconds, copies: copies)
             return (budget - headers) / (1 + copies)
         }
         let currentLength = current * frameMilliseconds
-        let shorter = lengths.first {
+        let shorter = firstLength(frameMilliseconds: frameMilliseconds) {
             $0 < currentLength && opus($0) >= min(maximumBitrate, comfortableBitrate * 115 / 100)
         }
-        let keep = lengths.contains(currentLength) && opus(currentLength) >= min(maximumBitrate, keepBitrate)
+        let sendable = currentLength == frameMilliseconds || longerPackets.contains(currentLength)
+        let keep = sendable && opus(currentLength) >= min(maximumBitrate, keepBitrate)
+        let longest = longerPackets.last { isLonger($0, than: frameMilliseconds) } ?? frameMilliseconds
         let chosen =
             shorter ?? (keep ? currentLength : nil)
-            ?? lengths.first { opus($0) >= min(maximumBitrate, comfortableBitrate) } ?? lengths.last!
+            ?? firstLength(frameMilliseconds: frameMilliseconds) { opus($0) >= min(maximumBitrate, comfortableBitrate) }
+            ?? longest
         return SendBudget(
             packetFrames: chosen / frameMilliseconds,
             opusBitrate: min(maximumBitrate, max(minimumBitrate, opus(chosen))))

@@ -48,6 +48,9 @@ public final class ManualClock: MediaClock {
 }
 
 extension Duration {
+    /// In seconds, as a floating-point number (rates and time constants).
+    public var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
+
     /// Whole nanoseconds (negative durations clamp to zero).
     public var nanoseconds: UInt64 {
         let (seconds, attoseconds) = components
