@@ -7,6 +7,7 @@ CPU, beside baresip measured in the same run), and writes bench/results.json, be
     bench.py lab-gaps DIR        (inside Scripts/natlab run) only the audio gaps
     bench.py lab-relay DIR       (inside Scripts/with-pulseaudio Scripts/natlab run) only the relay's cost
     bench.py lab-uplink DIR [FLAG...]  (the same) only a member's capped uplink; FLAGs go to its parleyd
+    bench.py sixteen DIR         only the 16-node meeting (loopback)
     bench.py ab-meeting TREE N IN  (Scripts/bench-ab) one loopback meeting started by TREE's bench.py
 
 Run it through Scripts/bench, which builds the release executables and provides PulseAudio and the venv.
@@ -249,6 +250,36 @@ def meeting_benchmark(results: dict) -> None:
                     "max": number(r"CPU per node: .*?max ([0-9.]+) %", text)},
         "tx_kbps": 8 * (number(r"traffic per node: up ([0-9.]+) kB/s", text) or 0),
         "rx_kbps": 8 * (number(r"traffic per node: .*?down ([0-9.]+) kB/s", text) or 0),
+    }
+
+
+def sixteen_benchmark(results: dict) -> None:
+    """A 16-node meeting on loopback (issue 17, part 3): everyone sending a tone of their own the whole time,
+    with who heard whom in 1-s blocks; then turn-taking, one full cycle of turns (2.5 s each); the 16th node's
+    join into each, from its process start."""
+    log("== a 16-node meeting: everyone sending all the time (who heard whom), then one talker at a time")
+    stress = run(["Scripts/bench-node", "--input", "tone", "--nodes", "16", "--hearing", "--joins", "3",
+                  "--window", "20"], timeout=900)
+    log(stress.strip())
+    turns = run(["Scripts/bench-node", "--input", "conversation", "--nodes", "16", "--joins", "3", "--window", "40"],
+                timeout=900)
+    log(turns.strip())
+
+    def figures(text: str) -> dict:
+        return {
+            "join_ms": {"median": number(r"join time .*?median ([0-9.]+) ms", text),
+                        "max": number(r"join time .*?max ([0-9.]+) ms", text)},
+            "cpu_pct": {"mean": number(r"CPU per node: mean ([0-9.]+) %", text),
+                        "max": number(r"CPU per node: .*?max ([0-9.]+) %", text)},
+            "tx_kbps": 8 * (number(r"traffic per node: up ([0-9.]+) kB/s", text) or 0),
+            "rx_kbps": 8 * (number(r"traffic per node: .*?down ([0-9.]+) kB/s", text) or 0),
+        }
+
+    results["sixteen"] = {
+        "all_sending": dict(figures(stress), pairs_heard=number(r"pairs heard in .*?: ([0-9]+) of", stress),
+                            pairs=number(r"pairs heard in .*?: [0-9]+ of ([0-9]+)", stress),
+                            cpu_floor_pct=codec_cpu_floor(results, 16)),
+        "turns": figures(turns),
     }
 
 
@@ -1119,6 +1150,24 @@ def write_outputs(results: dict, out: Path) -> str:
             f"{meeting['cpu_pct']['mean']:.1f} / {meeting['cpu_pct']['max']:.1f} % of a core", "—")
         row("bandwidth per node, 8-node meeting, one talker at a time (send / receive)",
             f"{meeting['tx_kbps']:.0f} / {meeting['rx_kbps']:.0f} kb/s (IP + UDP headers included)", "—")
+    sixteen = results.get("sixteen")
+    if sixteen:
+        stress, turns = sixteen["all_sending"], sixteen["turns"]
+        row("16 nodes, all sending a tone all the time: (listener, speaker) pairs heard in ≥ 80 % of 1-s blocks",
+            f"{stress['pairs_heard']:.0f} of {stress['pairs']:.0f}", "—")
+        row("CPU per node, 16 nodes, all sending all the time (mean / max)",
+            f"{stress['cpu_pct']['mean']:.1f} / {stress['cpu_pct']['max']:.1f} % of a core",
+            f"codec only {fmt(stress['cpu_floor_pct'], '%', 2)}")
+        row("bandwidth per node, 16 nodes, all sending (send / receive)",
+            f"{stress['tx_kbps']:.0f} / {stress['rx_kbps']:.0f} kb/s (IP + UDP headers included)", "—")
+        row("join, 16th node into a running meeting, from its process start (median / max of 3; all sending / "
+            "one talker at a time)",
+            f"{stress['join_ms']['median']:.0f} / {stress['join_ms']['max']:.0f} ms; "
+            f"{turns['join_ms']['median']:.0f} / {turns['join_ms']['max']:.0f} ms", "target ≤ 500 ms")
+        row("CPU per node, 16-node meeting, one talker at a time (mean / max)",
+            f"{turns['cpu_pct']['mean']:.1f} / {turns['cpu_pct']['max']:.1f} % of a core", "target ≤ 3 %")
+        row("bandwidth per node, 16-node meeting, one talker at a time (send / receive)",
+            f"{turns['tx_kbps']:.0f} / {turns['rx_kbps']:.0f} kb/s (IP + UDP headers included)", "—")
     for loss, value in (lab_results.get("pesq") or {}).items():
         floor = (results.get("pesq_floor") or {}).get(str(loss)) or (results.get("pesq_floor") or {}).get(int(loss))
         calls = value.get("calls") or [value["mos"]]
@@ -1303,6 +1352,14 @@ def main() -> None:
     if mode == "ab-meeting":  # Scripts/bench-ab: one loopback meeting started by TREE's own bench.py
         print(ab_meeting(Path(sys.argv[2]), int(sys.argv[3]), sys.argv[4]), flush=True)
         return
+    if mode == "sixteen":  # the 16-node meeting alone (run through Scripts/bench's environment)
+        results = {}
+        audio_cpu = run(["Scripts/bench-audio", "cpu"])
+        results["codec_cpu_us"] = {"encode": number(r"encode once:\s+([0-9.]+)", audio_cpu),
+                                   "decode7_mix": number(r"7 decodes \+ mix:\s+([0-9.]+)", audio_cpu)}
+        sixteen_benchmark(results)
+        print(json.dumps(results["sixteen"], default=str))
+        return
     if mode == "latency":  # mouth-to-ear and its floors alone, for working on them (run under with-pulseaudio)
         results: dict = {}
         codec_latency_floor(results)
@@ -1342,6 +1399,7 @@ def main() -> None:
         pesq_floor(results)
         loopback_meetings(results, work)
         meeting_benchmark(results)
+        sixteen_benchmark(results)
         latency(results, work)
         results["baresip_cpu_pct"] = baresip_call(work / "baresip-cpu", probe=False)
         log(f"== baresip 1:1 call, aufile → Opus → aufile: CPU {results['baresip_cpu_pct']} % of a core per "

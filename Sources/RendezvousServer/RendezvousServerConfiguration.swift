@@ -79,8 +79,13 @@ public struct RendezvousServerConfiguration: Sendable {
 
     /// Every limit of the server. Each closes the offending connection with an ERROR (§4.4).
     public struct Limits: Sendable, Hashable {
-        /// Members per room (`room-full`). At most 256, so WELCOME's member count fits a u8.
+        /// Members per room (`room-full`), 2 to `largestRoom`.
         public var membersPerRoom = 8
+        /// A meeting is a full mesh: every talking member sends one copy to each other member
+        /// (about 60 kb/s each at the default bitrate), and every member decodes all who talk.
+        /// 16 is what Scripts/bench measures working (README, "Meetings of more than 8"); past it
+        /// neither uplinks nor CPUs keep up. (WELCOME's u8 member count would allow 256.)
+        public static let largestRoom = 16
         /// Largest message (type byte included) after WebSocket reassembly (`too-large`).
         public var maxMessageBytes = RendezvousWire.minimumMessageLimit
         /// Token bucket per connection: sustained messages per second (WebSocket frames of any
@@ -116,7 +121,8 @@ public struct RendezvousServerConfiguration: Sendable {
             func check(_ ok: Bool, _ what: String) throws(RendezvousServerError) {
                 if !ok { throw .invalidConfiguration(what) }
             }
-            try check((2...256).contains(membersPerRoom), "members per room must be 2…256")
+            try check(
+                (2...Self.largestRoom).contains(membersPerRoom), "members per room must be 2…\(Self.largestRoom)")
             try check(
                 (RendezvousWire.minimumMessageLimit...(1 << 24)).contains(maxMessageBytes),
                 "message size limit must be \(RendezvousWire.minimumMessageLimit)…16777216 bytes (§4.1)")

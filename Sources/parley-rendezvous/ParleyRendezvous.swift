@@ -63,7 +63,8 @@ struct ParleyRendezvous: AsyncParsableCommand {
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = "info"
 
-    @Option(parsing: .unconditional, help: "Members per room.") var maxMembers = 8
+    @Option(parsing: .unconditional, help: "Members per room, 2 to 16 (each talker sends a copy to every other).")
+    var maxMembers = 8
     @Option(parsing: .unconditional, help: "Largest message in bytes (at least 16384).") var maxMessageBytes = 16_384
     @Option(parsing: .unconditional, help: "Messages per second per connection (token bucket rate).")
     var messagesPerSecond = 100.0

@@ -199,7 +199,7 @@ struct RefusalTests {
                     ["--listen", "127.0.0.1:0", "--tls-cert", Self.fixtures + "/test-cert.pem", "--tls-key", junk],
                     saying: "cannot read a PEM private key from \(junk): not PEM")
                 try expectOneLine(
-                    "parley-rendezvous", ["--max-members", "-5"], saying: "members per room must be 2…256")
+                    "parley-rendezvous", ["--max-members", "17"], saying: "members per room must be 2…16")
                 try expectOneLine("parley-rendezvous", ["--turn-ttl", "-5"], saying: "'-5' is invalid for '--turn-ttl")
                 try expectOneLine(
                     "parley-rendezvous", ["--going-away-retry-ms", "-1"], saying: "--going-away-retry-ms")

@@ -152,7 +152,9 @@ struct ServerLogicTests {
     @Test func limitsAreValidated() {
         var limits = RendezvousServerConfiguration.Limits()
         #expect(throws: Never.self) { try limits.validate() }
-        limits.membersPerRoom = 257
+        limits.membersPerRoom = 16
+        #expect(throws: Never.self) { try limits.validate() }
+        limits.membersPerRoom = 17
         #expect(throws: RendezvousServerError.self) { try limits.validate() }
         limits = .init()
         limits.maxMessageBytes = 1000

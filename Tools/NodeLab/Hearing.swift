@@ -28,6 +28,9 @@ public enum Hearing {
         return samples
     }
 
+    /// How many samples a WAV file written by `parleyd` holds now (it grows as it plays).
+    public static func sampleCount(_ path: String) -> Int { max(0, LabFiles.size(path) - headerLength) / 2 }
+
     /// All samples of a WAV file written by `parleyd` (or any canonical 16-bit mono WAV).
     public static func allSamples(_ path: String) throws(LabError) -> [Int16] {
         let bytes = LabFiles.size(path)

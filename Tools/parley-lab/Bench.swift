@@ -33,6 +33,13 @@ struct Bench: ParsableCommand {
     var daemonArgument: [String] = []
     @Option(help: "Who talks when, in words, for the report (the input decides it).")
     var scenario = "every node sending all the time"
+    @Flag(
+        help: """
+            Each node sends a tone of its own, quiet enough that a mix of all does not clip, and plays to a \
+            WAV file; print how many (listener, speaker) pairs were heard in at least 80 % of the window's \
+            1-s blocks.
+            """)
+    var hearing = false
 
     func run() throws {
         let lab = try NodeLab("bench")
@@ -40,10 +47,14 @@ struct Bench: ParsableCommand {
         let rendezvous = try lab.rendezvous(arguments: ["--max-members", "\(max(nodes, 8))"])
         let invite = try lab.invite(rendezvous: rendezvous.url)
         let names = (1...nodes).map { "node\($0)" }
+        let tones = try hearing ? Self.writeTones(names, in: lab.directory) : [:]
         func spec(_ index: Int) -> NodeSpec {
-            let audio = input?.replacing("{n}", with: "\(index + 1)") ?? "tone:\(300 + 150 * index)"
+            let audio =
+                hearing
+                ? "wav:\(Self.toneFile(names[index], in: lab.directory))"
+                : input?.replacing("{n}", with: "\(index + 1)") ?? "tone:\(Self.toneHertz(index))"
             var spec = NodeSpec(name: names[index], input: audio, join: invite)
-            spec.output = "null"
+            spec.output = hearing ? nil : "null"
             spec.waitUntilReady = false
             spec.logLevel = "notice"
             spec.arguments = daemonArgument
@@ -72,8 +83,8 @@ struct Bench: ParsableCommand {
             let joined = Self.seconds(since: started)
             joinTimes.append(joined)
             print(
-                "  join \(round): \(Self.ms(joined)) ms (process start to control socket: \(Self.ms(answeredAt ?? 0)) ms)"
-            )
+                "  join \(round): \(Self.ms(joined)) ms (process start to control socket: \(Self.ms(answeredAt ?? 0)) ms; "
+                    + "control socket to joined: \(Self.ms(joined - (answeredAt ?? 0))) ms)")
             if round < joins {
                 last.process.terminate()
                 for member in members { try member.waitForPeersUp(nodes - 2, limit: .seconds(15)) }
@@ -92,6 +103,7 @@ struct Bench: ParsableCommand {
         let cpuBefore = members.map { Self.cpuTicks($0.process.pid) }
         let packetsBefore = try members.map { try Self.packets($0) }
         let rendezvousBefore = Self.cpuTicks(rendezvous.process.pid)
+        let heardFrom = members.map { Hearing.sampleCount($0.wav) }
         var kbps = [(up: Double, down: Double)](repeating: (0, 0), count: members.count)
         var samples = 0
         let started = ContinuousClock.now
@@ -105,6 +117,7 @@ struct Bench: ParsableCommand {
             samples += 1
         }
         let elapsed = Self.seconds(since: started)
+        let heardTo = members.map { Hearing.sampleCount($0.wav) }
         let ticks = Double(sysconf(Int32(_SC_CLK_TCK)))
         print("per node over \(Self.one(elapsed)) s (\(nodes)-node meeting, 20 ms Opus frames; \(scenario)):")
         print("  node      CPU % of a core   up kB/s  (pkts/s)   down kB/s  (pkts/s)")
@@ -135,6 +148,61 @@ struct Bench: ParsableCommand {
         print(
             "traffic per node: up \(Self.one(ups.reduce(0, +) / Double(ups.count))) kB/s, "
                 + "down \(Self.one(downs.reduce(0, +) / Double(downs.count))) kB/s (IPv4 + UDP headers included)")
+        if hearing {
+            try Self.reportHearing(members, tones: tones, from: heardFrom, to: heardTo)
+        }
+    }
+
+    static func toneHertz(_ index: Int) -> Int { 300 + 150 * index }
+
+    /// Loudness of each node's tone with `--hearing`: a listener's mix of all the others' peaks
+    /// at -10 dBFS, so the mixer's soft clip does not smear one tone into another.
+    static func toneLevel(nodes: Int) -> Double { -10 - 20 * log10(Double(max(1, nodes - 1))) }
+
+    static func toneFile(_ name: String, in directory: String) -> String { "\(directory)/\(name)-tone.wav" }
+
+    /// One WAV input per node (a WAV input plays once, then silence: long enough for any run).
+    static func writeTones(_ names: [String], in directory: String) throws -> [String: Double] {
+        var tones: [String: Double] = [:]
+        for (index, name) in names.enumerated() {
+            tones[name] = Double(toneHertz(index))
+            try Hearing.writeTone(
+                toneFile(name, in: directory), hertz: Double(toneHertz(index)), dBFS: toneLevel(nodes: names.count),
+                seconds: 240)
+        }
+        return tones
+    }
+
+    /// Which speakers each listener heard in each 1-s block of what it played during the window.
+    /// A pair counts as heard when its tone is within 9 dB of its level in ≥ 80 % of the blocks.
+    static func reportHearing(_ listeners: [NodeHandle], tones: [String: Double], from: [Int], to: [Int]) throws {
+        let threshold = Hearing.expectedPower(dBFS: toneLevel(nodes: tones.count)) / 8
+        let second = Hearing.sampleRate
+        var pairs = 0
+        var heardPairs = 0
+        var missed: [String] = []
+        for (index, listener) in listeners.enumerated() {
+            let blocks = (to[index] - from[index]) / second
+            guard blocks > 0 else { throw LabError("\(listener.name) played nothing during the window") }
+            let samples = try Hearing.samples(listener.wav, from: from[index], count: blocks * second)
+            var heardBlocks: [String: Int] = [:]
+            for block in 0..<blocks {
+                let found = Hearing.heard(
+                    in: Array(samples[block * second..<(block + 1) * second]), tones: tones, threshold: threshold)
+                for speaker in found { heardBlocks[speaker, default: 0] += 1 }
+            }
+            for speaker in tones.keys.sorted() where speaker != listener.name {
+                pairs += 1
+                let share = Double(heardBlocks[speaker] ?? 0) / Double(blocks)
+                if share >= 0.8 {
+                    heardPairs += 1
+                } else {
+                    missed.append("\(listener.name)←\(speaker) \(Int((share * 100).rounded())) %")
+                }
+            }
+        }
+        print("pairs heard in ≥ 80 % of 1-s blocks: \(heardPairs) of \(pairs)")
+        if !missed.isEmpty { print("  not heard enough: \(missed.joined(separator: ", "))") }
     }
 
     /// Packets sent and received over all of a node's links (ICE stream counters, via status).
