@@ -54,6 +54,9 @@ public struct MeetingTiming: Sendable, Equatable {
     public var reportInterval: Duration = .milliseconds(1000)
     public var reportJitter: Duration = .milliseconds(100)
     public var pausedReportInterval: Duration = .milliseconds(250)
+    /// A link answers its peer's media starting to queue with a REPORT at once, at most this often
+    /// (a sender lowers its rate at most once a second, so more would tell it nothing new).
+    public var queueReportSpacing: Duration = .milliseconds(500)
     /// The data path reports authenticated packets at most this often per link (liveness is
     /// judged in seconds; a fact per packet would wake the meeting 50 times a second per peer).
     public var authenticatedFactInterval: Duration = .milliseconds(250)

@@ -689,6 +689,11 @@ public struct MeetingCore: Sendable {
         case .firstMedia:
             feed(.packetReceived, toPeer: key)
             sendReport(on: key, closesInterval: false)
+        case .queueRising:
+            if link.queueReportedAt.map({ now - $0 >= configuration.timing.queueReportSpacing }) ?? true {
+                peers[key]?.link?.queueReportedAt = now
+                sendReport(on: key, closesInterval: false)
+            }
         case .leave:
             feed(.left, toPeer: key)
         case .links(let links):

@@ -141,6 +141,10 @@ public enum SessionFact: Sendable, Hashable {
     case report(SessionControl.Report, rttMs: Double?, mediaSent: UInt64)
     /// The first media payload of this link arrived (answer with an early REPORT, §10.1).
     case firstMedia
+    /// The peer's media started to queue on the way: our estimate of its queueing delay reached
+    /// `QueueDelayEstimate.backOffMilliseconds` (answer with an early REPORT, §10.1). The data path
+    /// says it, from the jitter buffer's estimate.
+    case queueRising
     /// The peer said LEAVE (§10.2).
     case leave
     /// The peer's LINKS (§13.1): whom it reaches, and whether it relays.

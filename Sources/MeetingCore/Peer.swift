@@ -78,6 +78,8 @@ struct Link: Sendable {
     var peerRecording = false
     var rttMs: Double?
     var nextReport: ContinuousClock.Instant
+    /// When a REPORT last went early because the peer's media started to queue (`.queueRising`).
+    var queueReportedAt: ContinuousClock.Instant?
 
     init(id: LinkID, machine: PeerLink, now: ContinuousClock.Instant) {
         self.id = id

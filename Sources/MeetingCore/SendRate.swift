@@ -1,4 +1,5 @@
 import ParleyCore
+import ParleyProtocol
 
 /// The send-side bandwidth estimate: how many bits per second the path to each peer takes, from
 /// what the peers' REPORTs say about our media (docs/ARCHITECTURE.md, "bandwidth estimate").
@@ -27,31 +28,44 @@ public struct SendRate: Sendable {
     /// A peer reporting this much queueing of our media (ms), or this much loss with at least the
     /// clear level of queueing (or no estimate: an older peer), means the path is over its rate;
     /// below the clear levels it has room.
-    public static let queueHigh: UInt16 = 40
+    public static let queueHigh = UInt16(QueueDelayEstimate.backOffMilliseconds)
     public static let queueClear: UInt16 = 20
     public static let lossHigh = 0.10
     public static let lossClear = 0.02
     /// After lowering the estimate, the REPORTs of about a second still describe the old rate.
     public static let holdAfterDecrease: Duration = .seconds(1)
+    /// How long after a decrease a queue no deeper than the one it answered counts as draining.
+    public static let drainTime: Duration = .seconds(3)
     /// A link that said "over" this recently keeps the estimate from rising.
     public static let overuseMemory: Duration = .seconds(2)
     /// The queue of a link whose route changed lately is the new path's length, not a queue.
     public static let routeSettle: Duration = .seconds(20)
     public static let decrease = 0.85
+    /// A queue deeper than `queueHigh` says how far over the path the rate is (it grows at the
+    /// excess, and the peer's estimate trails it): each `deepQueueStep` more of it takes off a
+    /// tenth more, down to half, whichever of this and the loss says more was lost.
+    public static let deepQueueStep: Duration = .milliseconds(40)
     public static let increasePerSecond = 0.08
     public static let probePerSecond = 0.02
-    /// Near means from 90 % of the rate that overfilled the path to 5 % above it: beyond that,
-    /// the path has room again (the cap went away) and the estimate climbs at full speed.
+    /// Near means from 90 % of the rate that overfilled the path to half again above it: beyond
+    /// that, the path has room again (the cap went away) and the estimate climbs at full speed.
+    /// (The rate that overfilled may be well under the path's: the second of REPORTs after a
+    /// decrease can deepen it. Climbing at 8 % a second past it overshot into a 150 ms queue in the
+    /// NAT lab before the peers' REPORTs said so; at 2 % a queue starts slowly and is caught early.)
     public static let nearBelow = 0.90
-    public static let nearAbove = 1.05
+    public static let nearAbove = 1.5
 
     private var lastDecrease: ContinuousClock.Instant?
     private var lastIncrease: ContinuousClock.Instant?
     private var overuse: [[UInt8]: ContinuousClock.Instant] = [:]
+    /// The deepest queue reported in the second after the last decrease.
+    private var decreaseQueue: UInt16?
     /// Each peer's latest loss report.
     private var losses: [[UInt8]: (loss: Double, at: ContinuousClock.Instant)] = [:]
     /// The estimate when the path last overfilled.
     private var overfilledAt: Int?
+    /// The estimate the last decrease started from.
+    private var decreasedFrom: Int?
 
     public init(maximum: Int, minimum: Int) {
         self.maximum = maximum
@@ -77,18 +91,45 @@ public struct SendRate: Sendable {
         let queueHigh = queueDelayMs.map { $0 >= Self.queueHigh } ?? false
         let queueClear = queueDelayMs.map { $0 < Self.queueClear }
         let lossHigh = loss.map { $0 >= Self.lossHigh } ?? false
+        let holding = lastDecrease.map { now - $0 < Self.holdAfterDecrease } ?? false
+        // The queue the last decrease answered: the deepest any REPORT showed in the second after
+        // it. For `drainTime` after the decrease, a queue that has not grown past it is still
+        // draining what came before (a router's queue takes its length to drain, and the peers'
+        // estimates trail it by about 16 frames), so it asks for no new one.
+        let draining = lastDecrease.map { now - $0 < Self.drainTime } ?? false
+        let answered = !holding && draining && queueDelayMs.map { $0 <= (decreaseQueue ?? 0) } ?? false
+        if holding, let queueDelayMs { decreaseQueue = max(decreaseQueue ?? 0, queueDelayMs) }
         if queueHigh || (lossHigh && queueClear != true) {
             overuse[peer] = now
-            if lastDecrease.map({ now - $0 >= Self.holdAfterDecrease }) ?? true {
-                // What got through, a little less, so the queue drains (GCC's β = 0.85). An
-                // overfull uplink drops the copies it sends last, so some peers lose far more
-                // than others: the worst recent loss says what got through.
-                let worst = losses.values.filter { now - $0.at < Self.overuseMemory }.map(\.loss).max() ?? 0
-                let delivered = 1 - min(worst, 0.5)
+            // What got through, a little less, so the queue drains (GCC's β = 0.85): the mean
+            // recent loss of the links that say "over". An overfull uplink drops the copies it
+            // sends last, so its peers lose anything from 0 to 70 %, and what it carried in all is
+            // the mean; one peer's congested downlink is that peer's loss alone. Loss on a link
+            // that does not queue is chance and says nothing about the rate.
+            let congested = congested(at: now)
+            let recent = losses.filter { congested.contains($0.key) && now - $0.value.at < Self.overuseMemory }
+            let lost = recent.isEmpty ? 0 : recent.values.map(\.loss).reduce(0, +) / Double(recent.count)
+            let excessQueue =
+                (Double(queueDelayMs ?? 0) - Double(Self.queueHigh)) / 1000 / Self.deepQueueStep.seconds
+            let delivered = 1 - min(max(lost, 0.1 * max(0, excessQueue)), 0.5)
+            if answered {
+                // No new decrease (nor an increase, while the link says "over").
+            } else if !holding {
                 overfilledAt = estimate
+                decreaseQueue = queueDelayMs
+                decreasedFrom = estimate
                 estimate = max(minimum, Int(Double(estimate) * Self.decrease * delivered))
                 lastDecrease = now
                 lastIncrease = now
+            } else if let from = decreasedFrom {
+                // Within the second after a decrease, the reports still describe the rate before
+                // it: one that says more was lost than the decrease allowed for (the first came
+                // early, at the queue's onset) deepens that decrease, never repeats it.
+                let deeper = max(minimum, Int(Double(from) * Self.decrease * delivered))
+                if deeper < estimate {
+                    estimate = deeper
+                    lastIncrease = now
+                }
             }
         } else if queueClear ?? ((loss ?? 0) < Self.lossClear), !overused(at: now),
             lastDecrease.map({ now - $0 >= Self.holdAfterDecrease }) ?? true

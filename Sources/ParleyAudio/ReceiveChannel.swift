@@ -55,6 +55,7 @@ public final class ReceiveChannel: Sendable {
     private nonisolated(unsafe) let state: PlaybackState
     private let published = Mutex(ReceiveStatistics())
     let detached = Atomic<Bool>(false)
+    private let queueReachedBackOff = Atomic<Bool>(false)
     /// How loud this node plays the peer, in percent of its own level (see `setVolume`).
     private let volumePercent = Atomic<Int>(100)
 
@@ -96,6 +97,14 @@ public final class ReceiveChannel: Sendable {
     /// Playback thread: whether the peer counts as speaking after the latest `render`.
     var isSpeakingNow: Bool { state.meter.isSpeaking }
 
+    /// Whether the peer's media started to queue on the way (its queue estimate reached
+    /// `QueueDelayEstimate.backOffMilliseconds`) since the last call: the peer should hear it in a
+    /// REPORT now. A relaxed load per call while nothing happened.
+    public func takeQueueReachedBackOff() -> Bool {
+        guard queueReachedBackOff.load(ordering: .relaxed) else { return false }
+        return queueReachedBackOff.exchange(false, ordering: .relaxed)
+    }
+
     /// The latest counters (published once per rendered frame).
     public var statistics: ReceiveStatistics { published.withLock { $0 } }
 
@@ -103,6 +112,10 @@ public final class ReceiveChannel: Sendable {
     /// nanoseconds), decoding, recovering or concealing as the jitter buffer decides.
     public func render(into output: UnsafeMutableBufferPointer<Int16>, now: UInt64) {
         ring.drain { bytes, arrival in state.accept(bytes, arrival: arrival) }
+        if state.buffer.queueReachedBackOff {
+            state.buffer.queueReachedBackOff = false
+            queueReachedBackOff.store(true, ordering: .relaxed)
+        }
         state.render(into: output, now: now)
         var snapshot = state.snapshot
         snapshot.overflowed = ring.dropped

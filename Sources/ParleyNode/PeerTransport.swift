@@ -190,6 +190,7 @@ final class PeerTransport: Sendable {
         }
         if let media = output.media { media.withUnsafeBytes { channel.receive($0) } }
         deliver(output)
+        if channel.takeQueueReachedBackOff() { facts(.queueRising) }
         if let relayed = output.relay { router.handle(relayed, from: self, now: now) }
     }
 

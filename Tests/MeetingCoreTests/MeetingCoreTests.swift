@@ -270,6 +270,22 @@ struct MeetingCoreTests {
         }
     }
 
+    /// The data path says the peer's media started to queue (§10.1): a REPORT goes at once, so the
+    /// peer need not wait up to a second to lower its rate; at most one every 500 ms.
+    @Test func aQueueThatStartsIsReportedAtOnce() {
+        var harness = Harness()
+        let id = Self.upLink(&harness)
+        func reports() -> Int {
+            Self.kinds(harness.feed(.session(id, .queueRising))).filter { $0.hasSuffix("eport") }.count
+        }
+        harness.now += .milliseconds(100)
+        #expect(reports() == 1)
+        harness.now += .milliseconds(300)
+        #expect(reports() == 0)
+        harness.now += .milliseconds(250)
+        #expect(reports() == 1)
+    }
+
     @Test func leavingSaysGoodbyeOverEverySessionAndTheRendezvous() {
         var harness = Harness()
         _ = Self.upLink(&harness)

@@ -428,6 +428,16 @@ struct QueueDelayTests {
         #expect(drained < 1, "\(drained) ms")
     }
 
+    /// The frame whose estimate reaches the sender's back-off level (40 ms) flags it, so that the
+    /// receive channel asks for a REPORT at once (§10.1); a steady path never does.
+    @Test func aQueueReachingTheBackOffLevelIsFlagged() {
+        let buffer = JitterBuffer()
+        _ = Self.estimate(buffer, sequence: 0, frame: 0, count: 100)
+        #expect(!buffer.queueReachedBackOff)
+        _ = Self.estimate(buffer, sequence: 100, frame: 100, count: 50) { UInt64($0 + 1) * 2_000_000 }
+        #expect(buffer.queueReachedBackOff)
+    }
+
     /// A sender that lengthens its packets from 20 to 60 ms sends each one 40 ms later after its
     /// first sample: counted to the frame's end, that is no queue.
     @Test func longerPacketsAreNotAQueue() {

@@ -401,7 +401,9 @@ extension MeetingSimulation {
             let sequence = media.prefix(4).reduce(UInt32(0)) { $0 << 8 | UInt32($1) }
             let sentAt = media.suffix(8).reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
             let arrival = Int64((now - start).nanoseconds)
-            node.paths[link]?.queueDelay.note(transit: arrival - Int64(sentAt), now: arrival)
+            if node.paths[link]?.queueDelay.note(transit: arrival - Int64(sentAt), now: arrival) == true {
+                feed(id, .session(link, .queueRising))
+            }
             if node.paths[link]?.firstSequence == nil { node.paths[link]?.firstSequence = sequence }
             let highest = max(node.paths[link]?.highestSequence ?? 0, sequence)
             node.paths[link]?.highestSequence = highest

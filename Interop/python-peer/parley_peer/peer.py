@@ -41,6 +41,8 @@ log = logging.getLogger("parley-peer")
 SUPPORTED_VERSIONS = (1, 2)
 LOST_AFTER, RESTART_AFTER, REMOVE_AFTER = 2.0, 3.0, 120.0  # §10.3 (the node's choice; removal as Parley)
 REPORT_INTERVAL = 1.0
+QUEUE_BACK_OFF = 0.040  # §10.1: a sender lowers its rate at this much queue, so a receiver reaching it reports at once
+QUEUE_REPORT_SPACING = 0.5  # ... at most this often per link
 QUEUE_BASE_WINDOW = 10.0  # §10.1 `queue_delay_ms`: its base is the lowest transit of this window and the last
 # §13.4 (the node's choice; Parley's values).
 RELAY_AFTER = 2.0  # a link that found no direct path this long after it started goes through a member
@@ -94,10 +96,11 @@ class ReportState:
     previous_base_minimum: float = math.inf  # ... and of the previous one
     primaries_since_report: int = 0
 
-    def note_primary(self, arrival: float, timestamp: int, duration: int) -> None:
+    def note_primary(self, arrival: float, timestamp: int, duration: int) -> bool:
         """A primary frame (not a copy) of `duration` samples arrived at `arrival`, monotonic seconds. The jitter
         and the queueing delay are both measured on its transit, so they share one clock and one unwrapped
-        timestamp."""
+        timestamp. Returns whether the queueing delay just reached QUEUE_BACK_OFF from below (§10.1: report
+        at once)."""
         if self.last_timestamp is None:
             extended = timestamp
         else:  # RFC 3550 A.1 style: the unwrapped value nearest the latest (§9.1 timestamps wrap)
@@ -127,6 +130,7 @@ class ReportState:
         queue = self.queue_delay or 0.0
         self.queue_delay = queue + ((end_transit - base) - queue) / 16
         self.primaries_since_report += 1
+        return queue < QUEUE_BACK_OFF <= self.queue_delay
 
     @property
     def queue_delay_ms(self) -> int | None:
@@ -169,6 +173,7 @@ class Link:
         self.report = ReportState()
         self.state = "signaling"
         self.carried_traffic = False
+        self.queue_reported_at = float("-inf")  # when a REPORT last went early for a queue (§10.1)
         self.ended = False
         self.restart_requested_for: int | None = None
         self.selected_pair: str | None = None
@@ -329,9 +334,12 @@ class Link:
             self.carried_traffic = True
             if inner_type == INNER_MEDIA:
                 first = self.receive_log.packets == 0
-                self.on_media(body, now)
+                queue_rising = self.on_media(body, now)
                 if first:
                     await self.send_report(now)  # §10.1: and when the first media payload arrives
+                elif queue_rising and now - self.queue_reported_at >= QUEUE_REPORT_SPACING:
+                    self.queue_reported_at = now  # §10.1: and when the peer's media starts to queue
+                    await self.send_report(now)
             elif inner_type == INNER_CONTROL:
                 await self.on_control(body)
             elif inner_type == INNER_RELAY and self.version >= 2:  # on a version-1 link: an unknown type
@@ -433,14 +441,15 @@ class Link:
 
     # MARK: media (§9) and control (§10)
 
-    def on_media(self, body: bytes, now: float) -> None:
-        """A media payload that arrived at `now` (monotonic seconds)."""
+    def on_media(self, body: bytes, now: float) -> bool:
+        """A media payload that arrived at `now` (monotonic seconds). Returns whether the peer's media just
+        started to queue on the way (§10.1: answer with a REPORT at once)."""
         self.receive_log.packets += 1
         try:
             payload = MediaPayload.parse(body)
         except MediaError:
             self.node.malformed_media += 1
-            return
+            return False
         arrived = time.time()
         log_ = self.receive_log
         new_primary = log_.add(payload.primary.sequence, payload.primary.timestamp, payload.primary.duration,
@@ -448,11 +457,12 @@ class Link:
         for copy in payload.copies:
             log_.add(copy.sequence, copy.timestamp, copy.duration, copy.opus, arrived, redundant=True)
         self.report.interval_received += 1
-        if new_primary:
-            self.report.note_primary(now, payload.primary.timestamp, payload.primary.duration)  # jitter and queueing delay (§10.1)
+        queue_rising = new_primary and self.report.note_primary(  # jitter and queueing delay (§10.1)
+            now, payload.primary.timestamp, payload.primary.duration)
         if self.node.packet_log is not None:
             self.node.packet_log.write(f"{arrived:.6f},{self.peer.hex()[:16]},{payload.primary.sequence},"
                                        f"{payload.primary.timestamp}\n")
+        return queue_rising
 
     async def on_control(self, body: bytes) -> None:
         message = control.parse(body)

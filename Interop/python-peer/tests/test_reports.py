@@ -80,6 +80,17 @@ def test_a_growing_queue_raises_the_estimate():
     assert state.queue_delay_ms <= 100
 
 
+def test_reaching_the_back_off_level_is_said_once():
+    """§10.1: the frame whose estimate reaches 40 ms from below asks for a REPORT at once; the frames after it,
+    still queued, do not (the periodic REPORTs carry the rest)."""
+    state = ReportState()
+    at, timestamp = feed(state, 50.0, 123456, 100)
+    reached = [state.note_primary(at + i * 0.02 + 0.05 + 0.1 * (i + 1) / 50, (timestamp + i * FRAME) % 2**32, FRAME)
+               for i in range(50)]
+    assert reached.count(True) == 1
+    assert state.queue_delay_ms >= 40
+
+
 def test_the_base_moves_once_its_windows_pass():
     state = ReportState()
     # 5 s at 10 ms less transit, then the path gets 50 ms slower for good (a new route, not a queue).

@@ -158,6 +158,9 @@ public final class JitterBuffer {
     private var lastTransit: Int64?
     private var lastTargetUpdate: Int64?
     private var queueDelay: QueueDelayEstimate
+    /// Set when the queue estimate reached `QueueDelayEstimate.backOffMilliseconds` from below;
+    /// the receive channel takes it to ask for an early REPORT.
+    public internal(set) var queueReachedBackOff = false
     private let largest: UnsafeMutableBufferPointer<Int64>
 
     private var minimumDelay: Int64
@@ -339,7 +342,7 @@ public final class JitterBuffer {
         lastTransit = transit
         // Counted to the frame's end, when the sender could send it: a sender that changes its
         // frame duration does not look queued.
-        queueDelay.note(transit: transit - Int64(duration), now: now)
+        if queueDelay.note(transit: transit - Int64(duration), now: now) { queueReachedBackOff = true }
         statistics.queueDelay = queueDelay.value
 
         transits[transitIndex] = transit

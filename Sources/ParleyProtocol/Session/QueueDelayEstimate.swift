@@ -14,6 +14,10 @@ public struct QueueDelayEstimate: Sendable {
     public static let baseWindowSeconds: Int64 = 10
     /// A transit this far above the base is a sender that started its timestamps anew, not a queue.
     public static let restartSeconds: Int64 = 2
+    /// A sender lowers its rate when a peer reports this much queue; so a receiver whose estimate
+    /// reaches it from below reports at once instead of at its next REPORT, up to a second later,
+    /// by when a router's queue may be full (§10.1).
+    public static let backOffMilliseconds: Int64 = 40
 
     private var windowStart: Int64?
     private var windowMinimum: Int64 = 0
@@ -24,7 +28,10 @@ public struct QueueDelayEstimate: Sendable {
     }
 
     /// One primary frame arrived at `now` with `transit` (arrival minus the end of its frame).
-    public mutating func note(transit: Int64, now: Int64) {
+    /// Returns whether the estimate just reached `backOffMilliseconds` from below.
+    @discardableResult
+    public mutating func note(transit: Int64, now: Int64) -> Bool {
+        let before = value
         if windowStart != nil, transit - min(windowMinimum, previousMinimum) > Self.restartSeconds * ticksPerSecond {
             windowStart = nil
             value = 0
@@ -37,5 +44,7 @@ public struct QueueDelayEstimate: Sendable {
             windowStart = now
         }
         value += (Double(transit - min(windowMinimum, previousMinimum)) - value) / 16
+        let backOff = Double(Self.backOffMilliseconds * ticksPerSecond) / 1000
+        return before < backOff && value >= backOff
     }
 }
