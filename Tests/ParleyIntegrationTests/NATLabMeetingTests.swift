@@ -100,7 +100,7 @@ struct NATLabMeetingTests {
         }
         let removed = try lab.run(NATLab.script, ["unimpair", NATLab.namespace("cone2")])
         #expect(removed.status == 0, "\(removed.error)")
-        try LabWait.until(.seconds(40), "bob back at his full rate") {
+        try LabWait.until(.seconds(60), "bob back at his full rate") {
             try bob.status().node.sendRate?.limited == false
         }
         for node in nodes { #expect(node.terminate() == 0) }
