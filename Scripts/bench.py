@@ -238,6 +238,44 @@ def loopback_meetings(results: dict, work: Path) -> None:
         rendezvous.process.stop()
 
 
+def one_to_one_cpu(results: dict, work: Path, rounds: int = 3, window: float = 8.0) -> None:
+    """A 1:1 call against baresip's, both ends of both saying the same espeak-ng speech the whole time, the
+    two taken in turn `rounds` times (a shared VM's speed drifts within minutes). Speech, not a tone:
+    Opus codes a tone as music (CELT alone, a third of the work) unless told it is voice, as Parley tells
+    it, so a tone would compare two different codings; on speech both code SILK + CELT at the same cost
+    (complexity 10, 32 kb/s). Parley runs with --no-dtx, as baresip has no DTX: equal encodes per second."""
+    log("== 1:1 call, Parley and baresip in turn, both sending speech: CPU per process")
+    directory = work / "one-to-one"
+    directory.mkdir(mode=0o700)  # holds control sockets: parleyd wants it private
+    speech = directory / "speech.wav"  # without make_speech's silent lead-in: no pause for DTX to skip
+    write_wav(speech, make_speech(directory)["reference"])
+    looped = directory / "speech-looped.wav"
+    run(["sox", speech, looped, "repeat", str(int(3 * window / 10) + 2)])
+    rendezvous = start_rendezvous(directory, "--stun-listen", "127.0.0.1:0", name="rendezvous-one-to-one")
+    parley, baresip = [], []
+    try:
+        for round_ in range(rounds):
+            meeting_directory = directory / f"parley-{round_}"
+            meeting_directory.mkdir(mode=0o700)
+            nodes, _ = meeting(meeting_directory, 2, new_invite(rendezvous.url),
+                               audio_in_for=lambda i: f"wav:{looped}", extra=("--no-dtx",))
+            try:
+                time.sleep(2.0)  # past the first words' copies and the join's work
+                before = [cpu_seconds(node.process.process.pid) for node in nodes]
+                time.sleep(window)
+                after = [cpu_seconds(node.process.process.pid) for node in nodes]
+            finally:
+                for node in nodes:
+                    node.stop()
+            parley.append(statistics.mean(100 * (b - a) / window for a, b in zip(before, after)))
+            baresip.append(statistics.mean(baresip_call(directory / f"baresip-{round_}", probe=False,
+                                                        seconds=window, sound=looped)))
+            log(f"  round {round_ + 1}: Parley {parley[-1]:.2f} %, baresip {baresip[-1]:.2f} % of a core per process")
+    finally:
+        rendezvous.process.stop()
+    results["one_to_one"] = {"parley_pct": parley, "baresip_pct": baresip, "floor_pct": codec_cpu_floor(results, 2)}
+
+
 def meeting_benchmark(results: dict) -> None:
     """An 8-node meeting where people take turns (DTX on, as by default), and an 8th node joining it while it
     runs: Scripts/bench-node, shortened to 3 joins."""
@@ -482,16 +520,16 @@ def baresip_config(directory: Path, name: str, port: int, source: str, player: s
     return home
 
 
-def baresip_call(directory: Path, probe: bool, seconds: float = 10.0):
+def baresip_call(directory: Path, probe: bool, seconds: float = 10.0, sound: Path | None = None):
     """A direct SIP call between two baresip processes on loopback, Opus at 32 kb/s, 20 ms. With `probe`, the
     caller's microphone and the callee's speaker are the probe's channels (via ALSA's PulseAudio plugin) and
-    the mouth-to-ear latency is returned; otherwise both send an audio file (aufile) and the CPU each
-    process used during the call is returned (% of one core)."""
+    the mouth-to-ear latency is returned; otherwise both send `sound` (a 48 kHz WAV, aufile) and the CPU
+    each process used during the call is returned (% of one core). baresip 1.0's Opus encoder, whatever
+    its config says: OPUS_APPLICATION_AUDIO, complexity 10, VBR, no in-band FEC, no DTX."""
     from harness import free_udp_port
 
     directory.mkdir(parents=True, exist_ok=True)
-    tone = directory / "tone.wav"
-    write_wav(tone, 0.3 * numpy.sin(2 * numpy.pi * 440 * numpy.arange(int(RATE * (seconds + 5))) / RATE))
+    tone = sound
     callee_port, caller_port = free_udp_port(), free_udp_port()
     if probe:
         callee = baresip_config(directory, "callee", callee_port, "alsa,pulse", "alsa,pulse", 21000)
@@ -1109,7 +1147,6 @@ def write_outputs(results: dict, out: Path) -> str:
         return "—" if value is None else f"{value:.{digits}f} {unit}"
 
     loop, lab_results = results.get("loopback", {}), results.get("lab", {})
-    baresip_cpu = results.get("baresip_cpu_pct")
     for count in (2, 4, 8):
         entry = loop.get(count) or loop.get(str(count))
         if entry:
@@ -1134,12 +1171,17 @@ def write_outputs(results: dict, out: Path) -> str:
             row(f"where it goes, {frame} ms frames (the daemons' `latency_ms`)",
                 ", ".join(f"{stage} {value:.1f}" for stage, value in budget.items() if value is not None) + " ms",
                 "—")
+    one_to_one = results.get("one_to_one")
+    if one_to_one:
+        row("CPU per node, 1:1 call, both saying the same speech all the time (median of 3 rounds, taken in turn "
+            "with baresip's)", fmt(statistics.median(one_to_one["parley_pct"]), "% of a core", 1),
+            f"codec only {fmt(one_to_one['floor_pct'], '%', 2)}",
+            f"baresip {fmt(statistics.median(one_to_one['baresip_pct']), '%', 1)}")
     for count in (2, 4, 8):
         entry = loop.get(count) or loop.get(str(count))
         if entry:
             row(f"CPU per node, {count} nodes, all sending all the time", fmt(entry["cpu_pct"]["mean"], "% of a core", 1),
-                f"codec only {fmt(entry['cpu_floor_pct'], '%', 2)}",
-                f"baresip 1:1 {fmt(statistics.mean(baresip_cpu), '%', 1)}" if count == 2 and baresip_cpu else "")
+                f"codec only {fmt(entry['cpu_floor_pct'], '%', 2)}")
             row(f"bandwidth per node, {count} nodes, all sending (send / receive)",
                 f"{entry['tx_kbps']:.0f} / {entry['rx_kbps']:.0f} kb/s",
                 f"Opus payload {entry['bandwidth_floor_kbps']} kb/s")
@@ -1256,8 +1298,11 @@ def plots(results: dict, out: Path) -> None:
         axes[0].set(title="join time (all links up)", xlabel="nodes", ylabel="ms")
         axes[1].plot(counts, [e["cpu_pct"]["mean"] for e in entries], "o-", label="Parley node")
         axes[1].plot(counts, [e["cpu_floor_pct"] for e in entries], "k--", label="codec only (floor)")
-        if results.get("baresip_cpu_pct"):
-            axes[1].plot([2], [statistics.mean(results["baresip_cpu_pct"])], "r^", label="baresip 1:1")
+        if results.get("one_to_one"):
+            axes[1].plot([2], [statistics.median(results["one_to_one"]["baresip_pct"])], "r^",
+                         label="baresip 1:1 (speech)")
+            axes[1].plot([2], [statistics.median(results["one_to_one"]["parley_pct"])], "bv",
+                         label="Parley 1:1 (speech)")
         axes[1].set(title="CPU per node", xlabel="nodes", ylabel="% of one core")
         axes[2].plot(counts, [e["tx_kbps"] for e in entries], "o-", label="sent")
         axes[2].plot(counts, [e["rx_kbps"] for e in entries], "s-", label="received")
@@ -1360,6 +1405,15 @@ def main() -> None:
         sixteen_benchmark(results)
         print(json.dumps(results["sixteen"], default=str))
         return
+    if mode == "one-to-one":  # the 1:1 CPU comparison with baresip alone
+        results = {}
+        audio_cpu = run(["Scripts/bench-audio", "cpu"])
+        results["codec_cpu_us"] = {"encode": number(r"encode once:\s+([0-9.]+)", audio_cpu),
+                                   "decode7_mix": number(r"7 decodes \+ mix:\s+([0-9.]+)", audio_cpu)}
+        target.mkdir(parents=True)
+        one_to_one_cpu(results, target)
+        print(json.dumps(results["one_to_one"]))
+        return
     if mode == "latency":  # mouth-to-ear and its floors alone, for working on them (run under with-pulseaudio)
         results: dict = {}
         codec_latency_floor(results)
@@ -1401,9 +1455,7 @@ def main() -> None:
         meeting_benchmark(results)
         sixteen_benchmark(results)
         latency(results, work)
-        results["baresip_cpu_pct"] = baresip_call(work / "baresip-cpu", probe=False)
-        log(f"== baresip 1:1 call, aufile → Opus → aufile: CPU {results['baresip_cpu_pct']} % of a core per "
-            "process")
+        one_to_one_cpu(results, work)
         rendezvous_capacity(results)
         lab_json = work / "lab.json"
         run(["Scripts/natlab", "run", "--", sys.executable, __file__, "lab", lab_json], timeout=900,
