@@ -68,15 +68,17 @@ public final class BalancedRendezvous: Sendable {
         self.options = options
         var instances: [Instance] = []
         for index in 0..<options.instances {
+            let instancePort = try LabNetwork.freePort()
             instances.append(
                 try Self.startInstance(
-                    lab, name: "rendezvous-\(index + 1)", port: try LabNetwork.freePort(),
-                    metricsPort: try LabNetwork.freePort(), options: options))
+                    lab, name: "rendezvous-\(index + 1)", port: instancePort,
+                    metricsPort: try LabNetwork.freePort(excluding: [instancePort]), options: options))
         }
         running = Mutex(instances)
         port = try LabNetwork.freePort()
         let tls = options.certificate != nil
-        let plainPort = tls ? try LabNetwork.freePort() : port
+        // nginx's two listeners are bound together: equal draws made it refuse to start.
+        let plainPort = tls ? try LabNetwork.freePort(excluding: [port]) : port
         url = "\(tls ? "wss" : "ws")://127.0.0.1:\(port)"
         plainURL = "ws://127.0.0.1:\(plainPort)"
         let listeners = Listeners(tls: tls ? port : nil, plain: plainPort)

@@ -79,9 +79,11 @@ extension LabNetwork {
     /// A free TCP port below the kernel's ephemeral range (32768 and up by default), for a server
     /// that must get the same port again after a restart: no outgoing connection can be holding
     /// it as its source port meanwhile.
-    public static func freePort() throws(LabError) -> Int {
+    /// - Parameter excluding: ports already chosen and not yet bound (two draws can be equal).
+    public static func freePort(excluding: Set<Int> = []) throws(LabError) -> Int {
         for _ in 0..<200 {
             let port = Int.random(in: 20000..<32000)
+            if excluding.contains(port) { continue }
             let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
             guard fd >= 0 else { break }
             var address = loopback(port: port)
