@@ -193,6 +193,13 @@ def codec_latency_floor(results: dict) -> None:
     results["codec_latency_floor_ms"] = {f: f + results["opus_lookahead_ms"] + f for f in (10, 20)}
 
 
+def codec_cpu_us() -> dict:
+    """One Opus encode and 7 decodes + mix per 20 ms frame, µs (Scripts/bench-audio cpu)."""
+    audio_cpu = run(["Scripts/bench-audio", "cpu"])
+    return {"encode": number(r"encode once:\s+([0-9.]+)", audio_cpu),
+            "decode7_mix": number(r"7 decodes \+ mix:\s+([0-9.]+)", audio_cpu)}
+
+
 def codec_cpu_floor(results: dict, count: int) -> float:
     """% of one core for one encode and (count - 1) decodes + mix per 20 ms frame (bench-audio's figures)."""
     cpu = results["codec_cpu_us"]
@@ -238,6 +245,20 @@ def loopback_meetings(results: dict, work: Path) -> None:
         rendezvous.process.stop()
 
 
+def settled_cpu(nodes: list, window: float) -> float:
+    """Mean % of one core per node over `window` seconds after 2 s of settling (past a join's work and a
+    link's first words' copies); stops the nodes."""
+    try:
+        time.sleep(2.0)
+        before = [cpu_seconds(node.process.process.pid) for node in nodes]
+        time.sleep(window)
+        after = [cpu_seconds(node.process.process.pid) for node in nodes]
+    finally:
+        for node in nodes:
+            node.stop()
+    return statistics.mean(100 * (b - a) / window for a, b in zip(before, after))
+
+
 def one_to_one_cpu(results: dict, work: Path, rounds: int = 3, window: float = 8.0) -> None:
     """A 1:1 call against baresip's, both ends of both saying the same espeak-ng speech the whole time, the
     two taken in turn `rounds` times (a shared VM's speed drifts within minutes). Speech, not a tone:
@@ -259,15 +280,7 @@ def one_to_one_cpu(results: dict, work: Path, rounds: int = 3, window: float = 8
             meeting_directory.mkdir(mode=0o700)
             nodes, _ = meeting(meeting_directory, 2, new_invite(rendezvous.url),
                                audio_in_for=lambda i: f"wav:{looped}", extra=("--no-dtx",))
-            try:
-                time.sleep(2.0)  # past the first words' copies and the join's work
-                before = [cpu_seconds(node.process.process.pid) for node in nodes]
-                time.sleep(window)
-                after = [cpu_seconds(node.process.process.pid) for node in nodes]
-            finally:
-                for node in nodes:
-                    node.stop()
-            parley.append(statistics.mean(100 * (b - a) / window for a, b in zip(before, after)))
+            parley.append(settled_cpu(nodes, window))
             baresip.append(statistics.mean(baresip_call(directory / f"baresip-{round_}", probe=False,
                                                         seconds=window, sound=looped)))
             log(f"  round {round_ + 1}: Parley {parley[-1]:.2f} %, baresip {baresip[-1]:.2f} % of a core per process")
@@ -1372,19 +1385,11 @@ def ab_meeting(tree: Path, count: int, audio_in: str, window: float = 8.0) -> st
             directory.mkdir(mode=0o700)  # holds control sockets: parleyd wants it private
             inputs = {} if audio_in == "tone" else {"audio_in_for": lambda i: audio_in}
             nodes, joins = module.meeting(directory, count, module.new_invite(rendezvous.url), **inputs)
-            try:
-                time.sleep(2.0)  # a settled call
-                before = [cpu_seconds(node.process.process.pid) for node in nodes]
-                time.sleep(window)
-                after = [cpu_seconds(node.process.process.pid) for node in nodes]
-            finally:
-                for node in nodes:
-                    node.stop()
+            cpu = settled_cpu(nodes, window)
         finally:
             rendezvous.process.stop()
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    cpu = statistics.mean(100 * (b - a) / window for a, b in zip(before, after))
     label = "this-tree" if tree.resolve() == ROOT else tree.resolve().name
     return f"{label}: {cpu:.2f} % of a core per node ({count} nodes, {audio_in})"
 
@@ -1398,18 +1403,12 @@ def main() -> None:
         print(ab_meeting(Path(sys.argv[2]), int(sys.argv[3]), sys.argv[4]), flush=True)
         return
     if mode == "sixteen":  # the 16-node meeting alone (run through Scripts/bench's environment)
-        results = {}
-        audio_cpu = run(["Scripts/bench-audio", "cpu"])
-        results["codec_cpu_us"] = {"encode": number(r"encode once:\s+([0-9.]+)", audio_cpu),
-                                   "decode7_mix": number(r"7 decodes \+ mix:\s+([0-9.]+)", audio_cpu)}
+        results = {"codec_cpu_us": codec_cpu_us()}
         sixteen_benchmark(results)
         print(json.dumps(results["sixteen"], default=str))
         return
     if mode == "one-to-one":  # the 1:1 CPU comparison with baresip alone
-        results = {}
-        audio_cpu = run(["Scripts/bench-audio", "cpu"])
-        results["codec_cpu_us"] = {"encode": number(r"encode once:\s+([0-9.]+)", audio_cpu),
-                                   "decode7_mix": number(r"7 decodes \+ mix:\s+([0-9.]+)", audio_cpu)}
+        results = {"codec_cpu_us": codec_cpu_us()}
         target.mkdir(parents=True)
         one_to_one_cpu(results, target)
         print(json.dumps(results["one_to_one"]))
