@@ -137,7 +137,9 @@ public enum SessionFact: Sendable, Hashable {
     /// A REPORT (§10.1) arrived; `rttMs` is the smoothed round-trip time it let us measure.
     /// `mediaSent` is how many media payloads we have sealed for this peer so far. It counts as
     /// an authenticated packet over the route of the latest `.authenticated` (which comes first
-    /// whenever the route changes), so neither fact is said beside it.
+    /// whenever the route changes), so neither fact is said beside it. Once we have sent the peer
+    /// media, a REPORT that only repeats the last one said (a DTX pause's, every 250 ms) is said
+    /// as `.stillAuthenticated` instead, until a `MeetingTiming.reportInterval` has passed.
     case report(SessionControl.Report, rttMs: Double?, mediaSent: UInt64)
     /// The first media payload of this link arrived (answer with an early REPORT, §10.1).
     case firstMedia

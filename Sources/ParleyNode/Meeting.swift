@@ -692,7 +692,7 @@ private final class MeetingDriver {
             let session = PeerSession(local: context.identity, peer: peer, keys: keys, protocolVersion: version)
             let transport = PeerTransport(
                 session: session, stream: stream, channel: channel,
-                authenticatedFactInterval: core.configuration.timing.authenticatedFactInterval, router: router,
+                timing: core.configuration.timing, router: router,
                 facts: { fact in
                     if case .stillAuthenticated = fact {
                         heldLiveness.hold(id, fact)

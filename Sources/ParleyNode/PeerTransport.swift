@@ -44,7 +44,7 @@ final class PeerTransport: Sendable {
     }
 
     init(
-        session: PeerSession, stream: ICEStream, channel: ReceiveChannel, authenticatedFactInterval: Duration,
+        session: PeerSession, stream: ICEStream, channel: ReceiveChannel, timing: MeetingTiming,
         router: RelayRouter, facts: @escaping @Sendable (SessionFact) -> Void
     ) {
         self.stream = stream
@@ -52,7 +52,7 @@ final class PeerTransport: Sendable {
         self.facts = facts
         self.router = router
         peerKey = session.peer.identityKey
-        state = Mutex(State(link: LinkSession(session: session, authenticatedFactInterval: authenticatedFactInterval)))
+        state = Mutex(State(link: LinkSession(session: session, timing: timing)))
     }
 
     var metrics: Metrics {

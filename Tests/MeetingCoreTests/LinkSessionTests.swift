@@ -17,9 +17,9 @@ struct LinkSessionTests {
         return packet
     }
 
-    static func report(from sender: inout LinkSession) -> [UInt8] {
+    static func report(from sender: inout LinkSession, nowMs: UInt32 = 5, muted: Bool = false) -> [UInt8] {
         let reception = LinkSession.Reception(expected: 0, jitterMicroseconds: 0, lossPermille: 0)
-        let report = sender.report(nowMs: 5, reception: reception, muted: false, recording: false)
+        let report = sender.report(nowMs: nowMs, reception: reception, muted: muted, recording: false)
         return sealed(.sessionControl, SessionControl.report(report).encoded(), from: &sender)
     }
 
@@ -67,6 +67,41 @@ struct LinkSessionTests {
                 ["report"],
                 ["still authenticated after 0.3 seconds"],
                 ["authenticated via relay"],  // after 600 ms of silence: news, said at once
+            ], "\(facts)")
+    }
+
+    /// In a DTX pause a peer's REPORTs come every 250 ms and each repeats the one before (§10.1).
+    /// Once we have sent the peer media, a repeat is an authenticated packet like any other (a
+    /// driver holds that fact: no wake-up of the meeting), not a REPORT, until a REPORT interval
+    /// (1 s) after the last one said; a REPORT that says anything new is said at once. Before we
+    /// sent media every REPORT is said (the test above).
+    @Test func aRepeatedReportOnlySaysTheLinkIsAlive() {
+        var (alice, carol) = RelaySecurityTests.establishedPair(factInterval: .milliseconds(250))
+        _ = Self.sealed(.media, [1, 2, 3], from: &carol)
+        var facts: [[String]] = []
+        func receive(at ms: Int, muted: Bool = false) {
+            let packet = Self.report(from: &alice, nowMs: UInt32(ms + 5), muted: muted)
+            facts.append(Self.kinds(carol.receive(packet, now: Self.at(ms), nowMs: UInt32(ms), via: nil).facts))
+        }
+        receive(at: 0)
+        receive(at: 260)
+        receive(at: 520)
+        receive(at: 780, muted: true)
+        receive(at: 1040, muted: true)
+        receive(at: 1300, muted: true)
+        receive(at: 1560, muted: true)
+        receive(at: 1800, muted: true)
+        let still = "still authenticated after 0.26 seconds"
+        #expect(
+            facts == [
+                ["authenticated", "report"],
+                [still],
+                [still],
+                ["report"],  // muted now: news
+                [still],
+                [still],
+                [still],
+                ["report"],  // a second after the last one said
             ], "\(facts)")
     }
 }

@@ -17,6 +17,13 @@ struct RelaySecurityTests {
             staticSecret: SecureBytes(copying: [UInt8](repeating: byte &+ 50, count: 32)))
     }
 
+    /// The meeting's default timing with authenticated packets said every `factInterval`.
+    static func timing(factInterval: Duration) -> MeetingTiming {
+        var timing = MeetingTiming()
+        timing.authenticatedFactInterval = factInterval
+        return timing
+    }
+
     /// Alice's and Carol's sessions, established by passing their handshake through `carry`
     /// (the relay's hands), with version 2.
     static func establishedPair(factInterval: Duration = .zero) -> (alice: LinkSession, carol: LinkSession) {
@@ -24,10 +31,10 @@ struct RelaySecurityTests {
         let carol = identity(3)
         var a = LinkSession(
             session: PeerSession(local: alice, peer: carol.peerIdentity, keys: keys, protocolVersion: 2),
-            authenticatedFactInterval: factInterval)
+            timing: timing(factInterval: factInterval))
         var c = LinkSession(
             session: PeerSession(local: carol, peer: alice.peerIdentity, keys: keys, protocolVersion: 2),
-            authenticatedFactInterval: factInterval)
+            timing: timing(factInterval: factInterval))
         var toCarol = a.start(now: start, rehandshake: false).datagrams
         var toAlice = c.start(now: start, rehandshake: false).datagrams
         for _ in 0..<4 {
@@ -99,7 +106,7 @@ struct RelaySecurityTests {
         let eve = Self.identity(5)
         var forger = LinkSession(
             session: PeerSession(local: eve, peer: Self.identity(3).peerIdentity, keys: Self.keys, protocolVersion: 2),
-            authenticatedFactInterval: .zero)
+            timing: Self.timing(factInterval: .zero))
         let initiation = forger.start(now: Self.start, rehandshake: false).datagrams
         for datagram in initiation {
             let received = carol.receive(datagram, now: Self.start, nowMs: 2, via: [UInt8](repeating: 2, count: 32))

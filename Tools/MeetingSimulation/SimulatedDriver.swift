@@ -144,7 +144,7 @@ extension MeetingSimulation {
                 wallClock: wallClock.clock)
             let path = Path(
                 peerKey: peer.identityKey,
-                link: LinkSession(session: session, authenticatedFactInterval: world.timing.authenticatedFactInterval),
+                link: LinkSession(session: session, timing: world.timing),
                 localCredentials: newCredentials())
             node.add(path, as: link)
             announceCandidates(id, link)
