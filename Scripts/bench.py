@@ -216,16 +216,11 @@ def loopback_meetings(results: dict, work: Path) -> None:
             invite = new_invite(rendezvous.url)
             nodes, joins = meeting(directory, count, invite)
             try:
-                time.sleep(2.0)  # a settled call: measure a steady state window, not the join
-                window = 8.0
-                before = {node.name: cpu_seconds(node.process.process.pid) for node in nodes}
-                time.sleep(window)
-                after = {node.name: cpu_seconds(node.process.process.pid) for node in nodes}
+                cpu = settled_cpu(nodes, 8.0)
                 statuses = [node.status() for node in nodes]
             finally:
                 for node in nodes:
                     node.stop()
-            cpu = [100 * (after[n] - before[n]) / window for n in before]
             tx = [sum(p["tx_kbps"] for p in s["peers"]) for s in statuses]
             rx = [sum(p["rx_kbps"] for p in s["peers"]) for s in statuses]
             entry = {
@@ -245,18 +240,14 @@ def loopback_meetings(results: dict, work: Path) -> None:
         rendezvous.process.stop()
 
 
-def settled_cpu(nodes: list, window: float) -> float:
-    """Mean % of one core per node over `window` seconds after 2 s of settling (past a join's work and a
-    link's first words' copies); stops the nodes."""
-    try:
-        time.sleep(2.0)
-        before = [cpu_seconds(node.process.process.pid) for node in nodes]
-        time.sleep(window)
-        after = [cpu_seconds(node.process.process.pid) for node in nodes]
-    finally:
-        for node in nodes:
-            node.stop()
-    return statistics.mean(100 * (b - a) / window for a, b in zip(before, after))
+def settled_cpu(nodes: list, window: float) -> list[float]:
+    """% of one core of each node over `window` seconds after 2 s of settling (past a join's work and a
+    link's first words' copies)."""
+    time.sleep(2.0)
+    before = [cpu_seconds(node.process.process.pid) for node in nodes]
+    time.sleep(window)
+    after = [cpu_seconds(node.process.process.pid) for node in nodes]
+    return [100 * (b - a) / window for a, b in zip(before, after)]
 
 
 def one_to_one_cpu(results: dict, work: Path, rounds: int = 3, window: float = 8.0) -> None:
@@ -280,7 +271,11 @@ def one_to_one_cpu(results: dict, work: Path, rounds: int = 3, window: float = 8
             meeting_directory.mkdir(mode=0o700)
             nodes, _ = meeting(meeting_directory, 2, new_invite(rendezvous.url),
                                audio_in_for=lambda i: f"wav:{looped}", extra=("--no-dtx",))
-            parley.append(settled_cpu(nodes, window))
+            try:
+                parley.append(statistics.mean(settled_cpu(nodes, window)))
+            finally:
+                for node in nodes:
+                    node.stop()
             baresip.append(statistics.mean(baresip_call(directory / f"baresip-{round_}", probe=False,
                                                         seconds=window, sound=looped)))
             log(f"  round {round_ + 1}: Parley {parley[-1]:.2f} %, baresip {baresip[-1]:.2f} % of a core per process")
@@ -1385,7 +1380,11 @@ def ab_meeting(tree: Path, count: int, audio_in: str, window: float = 8.0) -> st
             directory.mkdir(mode=0o700)  # holds control sockets: parleyd wants it private
             inputs = {} if audio_in == "tone" else {"audio_in_for": lambda i: audio_in}
             nodes, joins = module.meeting(directory, count, module.new_invite(rendezvous.url), **inputs)
-            cpu = settled_cpu(nodes, window)
+            try:
+                cpu = statistics.mean(settled_cpu(nodes, window))
+            finally:
+                for node in nodes:
+                    node.stop()
         finally:
             rendezvous.process.stop()
     finally:
