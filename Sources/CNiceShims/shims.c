@@ -1,5 +1,6 @@
 #define _GNU_SOURCE
 #include <pthread.h>
+#include <sys/eventfd.h>
 #include "CNiceShims.h"
 
 void parley_g_object_set_bool(gpointer object, const char *property, gboolean value) {
@@ -62,3 +63,5 @@ void parley_nice_candidate_set_foundation(NiceCandidate *candidate, const char *
 void parley_set_thread_name(const char *name) {
     pthread_setname_np(pthread_self(), name);
 }
+
+int parley_eventfd(void) { return eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC); }

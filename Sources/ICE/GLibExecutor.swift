@@ -21,6 +21,8 @@ public final class GLibExecutor: SerialExecutor, @unchecked Sendable {
     // `init`.
     let context: OpaquePointer
     private let loop: OpaquePointer
+    /// Holds datagram wake-ups back for a consumer that reads once a frame (see `ReceivePacer`).
+    public let receivePacer: ReceivePacer
     private var loopThread = pthread_t()
     private var threadHandle = pthread_t()
     private let joined = Mutex(false)
@@ -28,8 +30,14 @@ public final class GLibExecutor: SerialExecutor, @unchecked Sendable {
     /// Starts the loop thread. `onThreadStart` runs first on that thread; the NAT lab uses it to
     /// enter a network namespace (`setns` applies per thread), so every socket libnice opens from
     /// this executor lives in that namespace. If it throws, `init` throws the same error.
-    public init(name: String = "parley-ice", onThreadStart: (@Sendable () throws -> Void)? = nil) throws {
+    public convenience init(name: String = "parley-ice", onThreadStart: (@Sendable () throws -> Void)? = nil) throws {
+        try self.init(name: name, receivePacer: ReceivePacer(), onThreadStart: onThreadStart)
+    }
+
+    init(name: String, receivePacer: ReceivePacer, onThreadStart: (@Sendable () throws -> Void)? = nil) throws {
+        self.receivePacer = receivePacer
         context = g_main_context_new()
+        g_main_context_set_poll_func(context, ReceivePacer.pollFunction)
         loop = g_main_loop_new(context, 0)
         let start = ThreadStart(executor: self, name: name, onThreadStart: onThreadStart)
         let box = Unmanaged.passRetained(start)
@@ -84,6 +92,7 @@ public final class GLibExecutor: SerialExecutor, @unchecked Sendable {
                 return
             }
             started.signal()
+            executor.receivePacer.bindToCurrentThread()
             g_main_context_push_thread_default(executor.context)
             g_main_loop_run(executor.loop)
             g_main_context_pop_thread_default(executor.context)

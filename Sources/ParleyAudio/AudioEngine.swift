@@ -31,6 +31,9 @@ public struct AudioEngineConfiguration: Sendable {
     public var maximumPeers = 16
     /// The clock that stamps arrivals and drives the jitter buffers.
     public var clock: any MediaClock = MonotonicClock()
+    /// Called on the playback thread once a frame, just before it mixes: the network side hands
+    /// over what it held back to read in one go (the node's ICE loop, `ReceivePacer.collect`).
+    public var collectReceived: (@Sendable () -> Void)?
 
     public init(input: AudioInput, output: AudioOutput) {
         self.input = input
@@ -480,6 +483,7 @@ public final class AudioEngine: Sendable {
                 // What the frame mixed now will wait behind.
                 if frames % StageTimes.deviceQueryFrames == 0 { times.notePlaybackQueue(playback.queued()) }
                 frames += 1
+                pipeline.configuration.collectReceived?()
                 pipeline.mixer.apply(pipeline.table)
                 let mixing = clock.now()
                 let (output, speakersChanged) = pipeline.mixer.mix(now: pipeline.configuration.clock.now())

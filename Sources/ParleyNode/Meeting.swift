@@ -535,9 +535,12 @@ private final class MeetingDriver {
         let mailbox = self.mailbox
         let fanout = self.fanout
         let engine: AudioEngine
+        var audio = context.configuration.audio
+        let pacer = context.executor.receivePacer
+        audio.collectReceived = { pacer.collect() }
         do {
             engine = try AudioEngine(
-                configuration: context.configuration.audio,
+                configuration: audio,
                 onEncodedFrame: { payload in fanout.send(payload) },
                 onFailure: { error in mailbox.yield(.input(.audio(.failed("\(error)")))) },
                 onPauseChanged: { paused in mailbox.yield(.input(.audio(.paused(paused)))) },

@@ -35,4 +35,8 @@ const char *parley_nice_candidate_foundation(const NiceCandidate *candidate);
 /// Copies `foundation` (truncated to NICE_CANDIDATE_MAX_FOUNDATION - 1 bytes) into the candidate.
 void parley_nice_candidate_set_foundation(NiceCandidate *candidate, const char *foundation);
 
+/// A non-blocking, close-on-exec eventfd (Swift's Glibc module does not export sys/eventfd.h);
+/// -1 with errno set on failure.
+int parley_eventfd(void);
+
 #endif
