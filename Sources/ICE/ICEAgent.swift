@@ -72,6 +72,16 @@ public actor ICEAgent {
         try slot(id).localCandidates
     }
 
+    /// This generation's whole description as the peer applies it (`applyRemote`): credentials,
+    /// every local candidate so far, and end-of-candidates once gathering is done.
+    public func localSignals(of id: ICEStream.ID) throws(ICEError) -> [RemoteSignal] {
+        let slot = try slot(id)
+        var signals: [RemoteSignal] = [.credentials(try currentSession(of: slot).localCredentials)]
+        signals += slot.localCandidates.map { .candidate($0.line) }
+        if slot.localDone { signals.append(.endOfCandidates) }
+        return signals
+    }
+
     /// Sets the peer's credentials for this generation. Calling it again with the same ones is a
     /// no-op; different ones mean the peer restarted, which needs `restart` here first (RFC 5245
     /// §9.2.1.1: both sides of a restart get new credentials).
@@ -144,6 +154,34 @@ public actor ICEAgent {
         slot.remoteDone = true
         if slot.remoteCredentials != nil { try currentSession(of: slot).remoteGatheringDone() }
         armCheckDeadline(slot)
+    }
+
+    /// One item of a peer's signalling for a stream.
+    public enum RemoteSignal: Sendable, Equatable {
+        case credentials(ICECredentials)
+        /// A candidate line as the peer sent it (`addRemoteCandidate(_:to:)`).
+        case candidate(String)
+        case endOfCandidates
+    }
+
+    /// Several signalling items for one stream in one call, applied in order exactly as the single
+    /// calls would be: a caller that has them at once (signals held until the stream existed, a
+    /// whole description) hops onto the loop thread once instead of once per item. Returns each
+    /// item's error, nil where it was taken; throws only for a stream this agent does not have.
+    public func applyRemote(_ signals: [RemoteSignal], to id: ICEStream.ID) throws(ICEError) -> [ICEError?] {
+        _ = try slot(id)
+        return signals.map { signal in
+            do throws(ICEError) {
+                switch signal {
+                case .credentials(let credentials): try setRemoteCredentials(credentials, for: id)
+                case .candidate(let line): _ = try addRemoteCandidate(line, to: id)
+                case .endOfCandidates: try remoteCandidatesDone(for: id)
+                }
+                return nil
+            } catch {
+                return error
+            }
+        }
     }
 
     /// ICE restart (RFC 5245 §9.1.1.1): a new generation with new credentials and fresh gathering

@@ -429,8 +429,52 @@ private final class MeetingDriver {
     /// Carries the commands out in order; what a command learns goes back to the core at once,
     /// and that answer's commands run before the next one.
     private func execute(_ commands: [MeetingCommand]) async {
-        for command in commands {
-            for answer in await carryOut(command) { await feed(answer) }
+        var index = commands.startIndex
+        while index < commands.endIndex {
+            // A run of a peer's signalling for one link (what was held until its path existed, or a
+            // burst from the rendezvous) goes to the agent in one call: one hop onto the ICE thread,
+            // not one per candidate. These commands have no answers, so nothing else may run between.
+            if let (id, first) = Self.remoteSignal(commands[index]) {
+                var signals = [first]
+                index += 1
+                while index < commands.endIndex, let (next, signal) = Self.remoteSignal(commands[index]), next == id {
+                    signals.append(signal)
+                    index += 1
+                }
+                await applyRemote(signals, to: id)
+                continue
+            }
+            for answer in await carryOut(commands[index]) { await feed(answer) }
+            index += 1
+        }
+    }
+
+    /// A command that hands the peer's signalling to the link's stream, as the agent takes it.
+    private static func remoteSignal(_ command: MeetingCommand) -> (LinkID, ICEAgent.RemoteSignal?)? {
+        switch command {
+        case .setRemoteCredentials(let id, let credentials):
+            // Credentials that are not even well-formed go no further (logged when applied).
+            (id, try? .credentials(ICE.ICECredentials(ufrag: credentials.ufrag, password: credentials.password)))
+        case .addRemoteCandidate(let id, let line): (id, .candidate(line))
+        case .remoteCandidatesDone(let id): (id, .endOfCandidates)
+        default: nil
+        }
+    }
+
+    private func applyRemote(_ signals: [ICEAgent.RemoteSignal?], to id: LinkID) async {
+        guard let path = paths[id], let agent else { return }
+        let valid = signals.compactMap { $0 }
+        if valid.count < signals.count {
+            logger.info("peer's ICE credentials refused", metadata: ["link": "\(id)", "error": "malformed"])
+        }
+        guard let outcomes = try? await agent.applyRemote(valid, to: path.stream.id) else { return }
+        for (signal, error) in zip(valid, outcomes) {
+            guard let error else { continue }
+            if case .credentials = signal {
+                logger.info("peer's ICE credentials refused", metadata: ["link": "\(id)", "error": "\(error)"])
+            } else {
+                logger.debug("peer's signalling refused", metadata: ["link": "\(id)", "error": "\(error)"])
+            }
         }
     }
 
@@ -449,24 +493,9 @@ private final class MeetingDriver {
             createAgent(services: services)
         case .createPath(let id, let peer, let version, _):
             return [await createPath(id, peer: peer, version: version)]
-        case .setRemoteCredentials(let id, let credentials):
-            guard let path = paths[id] else { break }
-            do {
-                let remote = try ICE.ICECredentials(ufrag: credentials.ufrag, password: credentials.password)
-                try await agent?.setRemoteCredentials(remote, for: path.stream.id)
-            } catch {
-                logger.info("peer's ICE credentials refused", metadata: ["link": "\(id)", "error": "\(error)"])
-            }
-        case .addRemoteCandidate(let id, let line):
-            guard let path = paths[id] else { break }
-            do {
-                try await agent?.addRemoteCandidate(line, to: path.stream.id)
-            } catch {
-                logger.debug("peer's candidate refused", metadata: ["link": "\(id)", "error": "\(error)"])
-            }
-        case .remoteCandidatesDone(let id):
-            guard let path = paths[id] else { break }
-            try? await agent?.remoteCandidatesDone(for: path.stream.id)
+        case .setRemoteCredentials(let id, _), .addRemoteCandidate(let id, _), .remoteCandidatesDone(let id):
+            // `execute` hands these over in runs; one alone is a run of one.
+            await applyRemote([Self.remoteSignal(command)?.1], to: id)
         case .restartPath(let id, let keepingOldPath):
             guard let path = paths[id], let agent else { break }
             do {

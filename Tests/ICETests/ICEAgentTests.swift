@@ -153,6 +153,47 @@ struct ICEAgentTests {
         }
     }
 
+    /// `localSignals` / `applyRemote`: a whole description each way in one call connects the
+    /// pair; each item gets its own answer (a bad line is refused, the rest taken), in order.
+    @Test func aWholeDescriptionGoesInOneCallAndEachItemGetsItsAnswer() async throws {
+        try await withTimeout(Self.limit, "connecting through applyRemote") {
+            try await withICEAgents(count: 2, configuration: loopbackConfiguration()) { agents in
+                let a = try await agents[0].addStream(role: .controlling)
+                let b = try await agents[1].addStream(role: .controlled)
+                var eventsA = a.events.makeAsyncIterator()
+                var eventsB = b.events.makeAsyncIterator()
+                while let event = await eventsA.next(), event != .localCandidatesDone {}
+                while let event = await eventsB.next(), event != .localCandidatesDone {}
+                let fromA = try await agents[0].localSignals(of: a.id)
+                let fromB = try await agents[1].localSignals(of: b.id)
+                guard case .credentials = try #require(fromB.first) else {
+                    Issue.record("credentials come first: \(fromB)")
+                    return
+                }
+                #expect(fromB.last == .endOfCandidates && fromB.count == 3)  // one host candidate on loopback
+
+                // The candidate before the credentials is held for them, as with the single calls.
+                let batch = [fromB[1], .candidate("garbage"), fromB[0], fromB[2]]
+                let answers = try await agents[0].applyRemote(batch, to: a.id)
+                #expect(answers.map { $0 == nil } == [true, false, true, true])
+                #expect(answers.compactMap { $0 }.first?.kind == .invalidCandidate(.missingPrefix))
+                #expect(try await agents[1].applyRemote(fromA, to: b.id).allSatisfy { $0 == nil })
+                func connected(_ event: ICEStreamEvent) -> Bool {
+                    if case .stateChanged(let state) = event { return state.isConnected }
+                    return false
+                }
+                while let event = await eventsA.next(), !connected(event) {}
+                while let event = await eventsB.next(), !connected(event) {}
+                let stats = try await agents[0].stats(for: a.id)
+                #expect(stats.remoteCandidates == 1 && stats.rejectedRemoteCandidates == 1)
+
+                await #expect(throws: ICEError.self) {
+                    try await agents[0].applyRemote([.endOfCandidates], to: ICEStream.ID(value: 999))
+                }
+            }
+        }
+    }
+
     @Test func candidatesBeforeCredentialsWaitForThem() async throws {
         try await withTimeout(Self.limit, "connecting with late credentials") {
             try await Self.withLink { link in

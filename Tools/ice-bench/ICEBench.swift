@@ -81,13 +81,11 @@ enum ICEBench {
         let start = ContinuousClock.now
         for i in 0..<nodes {
             for j in 0..<nodes where i != j {
-                let local = streams[i][j]!.id
-                let peer = streams[j][i]!.id
-                try await agents[i].setRemoteCredentials(try await agents[j].localCredentials(of: peer), for: local)
-                for candidate in try await agents[j].localCandidates(of: peer) {
-                    try await agents[i].addRemoteCandidate(candidate.line, to: local)
-                }
-                try await agents[i].remoteCandidatesDone(for: local)
+                // The peer's whole description in one call each way, as a node applies what it
+                // holds at once (the floor hands libnice the same in two calls).
+                let description = try await agents[j].localSignals(of: streams[j][i]!.id)
+                let refused = try await agents[i].applyRemote(description, to: streams[i][j]!.id)
+                if let error = refused.compactMap({ $0 }).first { throw error }
             }
         }
         let finished = await connected.wait()
