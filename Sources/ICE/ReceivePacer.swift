@@ -12,12 +12,14 @@ import Glibc
 /// libnice reads each stream's socket from a GLib source on the loop thread, so every datagram
 /// that arrives while the thread sleeps wakes it: in a meeting where 7 peers send 50 packets a
 /// second each, 350 wake-ups a second, each costing more in context switches than the datagram's
-/// own work. Yet what arrives is only used when the consumer (the playback thread, which mixes once
-/// a frame) reads it. So once datagrams come several to a consumer's frame, the loop thread stops
-/// watching the sockets (it still runs GLib's timers and jobs, so STUN checks, keepalives and the
-/// agents' work go on) and reads them all in one wake-up when the consumer asks, just before it
-/// mixes; `collect()` returns once they are delivered. While they come one or two to a frame, or no
-/// consumer asks, the sockets are watched as usual and nothing waits.
+/// own work. Yet media is only used when the consumer (the playback thread, which mixes once a
+/// frame) reads it. So the sockets that carry a steady stream (datagrams in every consumer frame
+/// for a while), once there are several of them, are left out of the loop's poll between frames,
+/// and read in one wake-up when the consumer asks, just before it mixes: `collect()` returns once
+/// they are delivered. Everything else goes on as it comes: GLib's timers and jobs (STUN checks,
+/// keepalives, the agents' work), and every socket that is not steady yet, so a new peer's checks
+/// and handshake, or a stream restarted on a new socket, never wait for a frame. One or two steady
+/// sockets (a 1:1 call, one speaker), or no consumer: nothing is held.
 ///
 /// It works as the context's poll function (`g_main_context_set_poll_func`), so libnice's own
 /// receive path, STUN handling included, is unchanged: only when the thread looks at the sockets.
@@ -45,15 +47,20 @@ public final class ReceivePacer: Sendable {
     // Safety: everything below is touched only by the loop thread, from `poll`.
     private nonisolated(unsafe) var policy: ReceivePacingPolicy
     private nonisolated(unsafe) var draining = false
-    private nonisolated(unsafe) var readyInDrain = 0
     private nonisolated(unsafe) var drainRequestedUpTo: UInt64 = 0
     private nonisolated(unsafe) var descriptors = DescriptorKinds()
     private nonisolated(unsafe) var scratch = UnsafeMutableBufferPointer<pollfd>.allocate(capacity: 16)
 
-    /// - Parameter consumerGoneAfter: a consumer that has not asked for this long has stopped (its
-    ///   device closed, or it hangs): the sockets are watched again.
-    init(consumerGoneAfter: Duration = .milliseconds(60)) throws(ICEError) {
-        policy = ReceivePacingPolicy(consumerGoneAfter: consumerGoneAfter)
+    /// - Parameters:
+    ///   - consumerGoneAfter: a consumer that has not asked for this long has stopped (its device
+    ///     closed, or it hangs): every socket is watched again.
+    ///   - steadyTicks, steadySocketsToPace: see `ReceivePacingPolicy` (tests make them small).
+    init(
+        consumerGoneAfter: Duration = .milliseconds(60), steadyTicks: Int = ReceivePacingPolicy.defaultSteadyTicks,
+        steadySocketsToPace: Int = ReceivePacingPolicy.defaultSteadySocketsToPace
+    ) throws(ICEError) {
+        policy = ReceivePacingPolicy(
+            consumerGoneAfter: consumerGoneAfter, steadyTicks: steadyTicks, steadySocketsToPace: steadySocketsToPace)
         requestFD = parley_eventfd()
         guard requestFD >= 0 else {
             scratch.deallocate()
@@ -88,25 +95,22 @@ public final class ReceivePacer: Sendable {
 
     // MARK: Loop thread
 
-    /// The loop thread's poll: GLib's descriptors, with the datagram sockets left out while the
-    /// policy defers them, and the consumer's request descriptor.
+    /// The loop thread's poll: GLib's descriptors, with the steady sockets left out while the
+    /// policy paces them, and the consumer's request descriptor.
     fileprivate func poll(_ records: UnsafeMutablePointer<pollfd>, _ count: Int, _ timeout: Int32) -> Int32 {
+        let tick = consumerTicks.load(ordering: .acquiring)
         if draining {
             let result = Glibc.poll(records, nfds_t(count), 0)
-            let ready = readySockets(records, count)
-            if ready > 0 {
-                readyInDrain += ready
-                return result
-            }
-            finishDrain()
+            if noteDatagrams(records, count, tick: tick) > 0 { return result }
+            draining = false
+            completed.store(drainRequestedUpTo, ordering: .releasing)
+            completion.signal()
             if result != 0 { return result }
         }
         let now = ReceivePacingPolicy.now()
-        if policy.paced, !policy.consumerActive(lastTick: consumerLastTick.load(ordering: .relaxed), now: now) {
-            policy.consumerStopped()
-            deferring.store(false, ordering: .releasing)
-        }
-        let hidesSockets = policy.paced
+        let lastTick = consumerLastTick.load(ordering: .relaxed)
+        let paced = pacedSockets(records, count, tick: tick, lastTick: lastTick, now: now)
+        deferring.store(paced > 0, ordering: .releasing)
         if scratch.count < count + 1 {
             scratch.deallocate()
             scratch = .allocate(capacity: (count + 1) * 2)
@@ -114,14 +118,13 @@ public final class ReceivePacer: Sendable {
         for index in 0..<count {
             var record = records[index]
             record.revents = 0
-            if hidesSockets, descriptors.isSocket(record.fd) { record.fd = -1 }
+            if paced > 0, isSocket(record.fd), policy.isSteady(record.fd, tick: tick) { record.fd = -1 }
             scratch[index] = record
         }
         scratch[count] = pollfd(fd: requestFD, events: Int16(POLLIN), revents: 0)
         var wait = timeout
-        if hidesSockets {
-            let left = policy.millisecondsUntilConsumerGone(
-                lastTick: consumerLastTick.load(ordering: .relaxed), now: now)
+        if paced > 0 {
+            let left = policy.millisecondsUntilConsumerGone(lastTick: lastTick, now: now)
             wait = timeout < 0 ? left : min(timeout, left)
         }
         let result = Glibc.poll(scratch.baseAddress!, nfds_t(count + 1), wait)
@@ -132,38 +135,47 @@ public final class ReceivePacer: Sendable {
             _ = read(requestFD, &value, 8)
             drainRequestedUpTo = requested.load(ordering: .acquiring)
             draining = true
-            readyInDrain = 0
             let drained = Glibc.poll(records, nfds_t(count), 0)
-            readyInDrain += readySockets(records, count)
+            if noteDatagrams(records, count, tick: tick) > 0 { drains.add(1, ordering: .relaxed) }
             return drained
         }
-        if !hidesSockets, readySockets(records, count) > 0 {
-            let active = policy.consumerActive(lastTick: consumerLastTick.load(ordering: .relaxed), now: now)
-            if policy.wokeForDatagrams(consumerTick: consumerTicks.load(ordering: .acquiring), consumerActive: active) {
-                deferring.store(true, ordering: .releasing)
-            }
+        // Said before the datagrams are dispatched: whoever sees them delivered and asks next
+        // knows the loop holds that socket back from its next poll on.
+        if noteDatagrams(records, count, tick: tick) > 0,
+            pacedSockets(records, count, tick: tick, lastTick: lastTick, now: now) > 0
+        {
+            deferring.store(true, ordering: .releasing)
         }
         var ready: Int32 = 0
         for index in 0..<count where records[index].revents != 0 { ready += 1 }
         return ready
     }
 
-    private func finishDrain() {
-        draining = false
-        if readyInDrain > 0 { drains.add(1, ordering: .relaxed) }
-        policy.drained(readySockets: readyInDrain)
-        deferring.store(policy.paced, ordering: .releasing)
-        completed.store(drainRequestedUpTo, ordering: .releasing)
-        completion.signal()
-    }
-
-    private func readySockets(_ records: UnsafeMutablePointer<pollfd>, _ count: Int) -> Int {
+    /// Tells the policy which sockets have datagrams; returns how many.
+    @discardableResult
+    private func noteDatagrams(_ records: UnsafeMutablePointer<pollfd>, _ count: Int, tick: UInt64) -> Int {
         var ready = 0
-        for index in 0..<count where records[index].revents != 0 && descriptors.isSocket(records[index].fd) {
+        for index in 0..<count where records[index].revents != 0 && isSocket(records[index].fd) {
+            policy.datagrams(on: records[index].fd, tick: tick)
             ready += 1
         }
         return ready
     }
+
+    /// How many of the sockets to leave out of the poll until the consumer asks: the steady ones,
+    /// if there are enough of them and the consumer still asks; otherwise 0.
+    private func pacedSockets(
+        _ records: UnsafeMutablePointer<pollfd>, _ count: Int, tick: UInt64, lastTick: UInt64, now: UInt64
+    ) -> Int {
+        guard policy.consumerActive(lastTick: lastTick, now: now) else { return 0 }
+        var steady = 0
+        for index in 0..<count where isSocket(records[index].fd) && policy.isSteady(records[index].fd, tick: tick) {
+            steady += 1
+        }
+        return steady < policy.steadySocketsToPace ? 0 : steady
+    }
+
+    private func isSocket(_ fd: Int32) -> Bool { descriptors.isSocket(fd) }
 
     /// The loop thread's poll function; finds its pacer in thread-local storage (a GPollFunc has no
     /// user data).
@@ -207,47 +219,58 @@ private struct DescriptorKinds {
     }
 }
 
-/// When the loop thread stops watching the sockets and when it starts again (pure; the
-/// `ReceivePacer` applies it).
+/// Which sockets the loop thread leaves unwatched between consumer frames (pure; the
+/// `ReceivePacer` applies it). Time is counted in consumer ticks (one `collect()` a frame).
 struct ReceivePacingPolicy {
-    /// Wake-ups for datagrams within one consumer frame that make it pace: one or two a frame (a
-    /// 1:1 call, one speaker) cost no more than asking would.
-    static let wakeUpsToPace = 3
-    /// Sockets with datagrams at a drain below which it stops pacing (the meeting went quiet).
-    static let socketsToStayPaced = 2
+    /// Frames in a row with datagrams after which a socket is steady: 200 ms at 20 ms frames, longer
+    /// than a link takes from its first check to media, so connecting is never held back.
+    static let defaultSteadyTicks = 10
+    /// Steady sockets it takes to pace them: with one or two, asking costs the consumer as many
+    /// wake-ups as it saves the loop.
+    static let defaultSteadySocketsToPace = 3
+    /// Frames without datagrams that a steady socket may skip (a sender whose device hands it two
+    /// frames at once, 20 ms packets on a 10 ms consumer frame) before it is not steady any more.
+    static let allowedGap: UInt64 = 2
 
     let consumerGoneAfter: UInt64
-    private(set) var paced = false
-    private var wakeUpsTick: UInt64 = .max
-    private var wakeUps = 0
+    let steadyTicks: Int
+    let steadySocketsToPace: Int
+    /// Per descriptor number (below `tracked`): the tick of its last datagrams and its run of
+    /// frames with datagrams (0: none yet).
+    private var lastTicks: [UInt64]
+    private var runs: [UInt16]
+    static let tracked = 1024
 
-    init(consumerGoneAfter: Duration) {
+    init(
+        consumerGoneAfter: Duration, steadyTicks: Int = defaultSteadyTicks,
+        steadySocketsToPace: Int = defaultSteadySocketsToPace
+    ) {
         let (seconds, attoseconds) = consumerGoneAfter.components
         self.consumerGoneAfter = UInt64(seconds) * 1_000_000_000 + UInt64(attoseconds / 1_000_000_000)
+        self.steadyTicks = steadyTicks
+        self.steadySocketsToPace = steadySocketsToPace
+        lastTicks = Array(repeating: 0, count: Self.tracked)
+        runs = Array(repeating: 0, count: Self.tracked)
     }
 
-    /// A wake-up of the loop thread for datagrams while it watches the sockets; true when it now
-    /// paces.
-    mutating func wokeForDatagrams(consumerTick: UInt64, consumerActive: Bool) -> Bool {
-        if consumerTick != wakeUpsTick {
-            wakeUpsTick = consumerTick
-            wakeUps = 0
+    /// Datagrams arrived on `fd` during consumer tick `tick`.
+    mutating func datagrams(on fd: Int32, tick: UInt64) {
+        guard fd >= 0, Int(fd) < Self.tracked else { return }
+        let index = Int(fd)
+        if runs[index] == 0 || tick &- lastTicks[index] > Self.allowedGap {
+            runs[index] = 1
+        } else if tick != lastTicks[index], runs[index] < UInt16.max {
+            runs[index] += 1
         }
-        wakeUps += 1
-        if consumerActive, wakeUps >= Self.wakeUpsToPace { paced = true }
-        return paced
+        lastTicks[index] = tick
     }
 
-    /// A drain the consumer asked for found datagrams on `readySockets` sockets.
-    mutating func drained(readySockets: Int) {
-        guard readySockets < Self.socketsToStayPaced else { return }
-        paced = false
-        wakeUps = 0
-    }
-
-    mutating func consumerStopped() {
-        paced = false
-        wakeUps = 0
+    /// Whether `fd` carries a steady stream at tick `tick` (one that stops is not, within
+    /// `allowedGap` frames: it is watched again).
+    func isSteady(_ fd: Int32, tick: UInt64) -> Bool {
+        guard fd >= 0, Int(fd) < Self.tracked else { return false }
+        let index = Int(fd)
+        return runs[index] >= steadyTicks && tick &- lastTicks[index] <= Self.allowedGap
     }
 
     func consumerActive(lastTick: UInt64, now: UInt64) -> Bool {

@@ -9,42 +9,30 @@ import Testing
 struct ReceivePacerTests {
     // MARK: The policy
 
-    @Test func pacesOnlyWhenDatagramsComeSeveralToAConsumerFrame() {
-        var policy = ReceivePacingPolicy(consumerGoneAfter: .milliseconds(60))
-        func wake(_ tick: UInt64, active: Bool = true) -> Bool {
-            policy.wokeForDatagrams(consumerTick: tick, consumerActive: active)
-        }
-        // Two wake-ups a frame (a 1:1 call): asking would cost as much as it saves.
-        for tick in UInt64(1)...5 {
-            #expect(!wake(tick))
-            #expect(!wake(tick))
-        }
-        // Many, but no consumer reads them: nobody would ask for the held datagrams.
-        for _ in 0..<10 { #expect(!wake(6, active: false)) }
-        // Three in one frame of an active consumer.
-        #expect(!wake(7))
-        #expect(!wake(7))
-        #expect(wake(7))
-        #expect(policy.paced)
+    @Test func aSocketIsSteadyAfterItsRunOfFramesAndNotOnceItStops() {
+        var policy = ReceivePacingPolicy(consumerGoneAfter: .milliseconds(60), steadyTicks: 10)
+        for tick in UInt64(1)...9 { policy.datagrams(on: 7, tick: tick) }
+        #expect(!policy.isSteady(7, tick: 9))  // a new link's checks and handshake: never held
+        policy.datagrams(on: 7, tick: 10)
+        policy.datagrams(on: 7, tick: 10)  // two in one frame count once
+        #expect(policy.isSteady(7, tick: 10))
+        // A sender whose device hands over two frames at once skips a frame: still steady.
+        policy.datagrams(on: 7, tick: 12)
+        #expect(policy.isSteady(7, tick: 14))
+        // It stopped (a DTX pause, a stream that moved to another socket): watched again.
+        #expect(!policy.isSteady(7, tick: 15))
+        // And it starts its run afresh.
+        policy.datagrams(on: 7, tick: 20)
+        #expect(!policy.isSteady(7, tick: 20))
+        #expect(!policy.isSteady(8, tick: 20))  // never seen
+        #expect(!policy.isSteady(-1, tick: 20) && !policy.isSteady(Int32(ReceivePacingPolicy.tracked), tick: 20))
     }
 
-    @Test func aDrainThatFindsFewSocketsOrAConsumerThatStopsEndsPacing() {
-        var policy = ReceivePacingPolicy(consumerGoneAfter: .milliseconds(60))
-        func pace() { for _ in 0..<3 { _ = policy.wokeForDatagrams(consumerTick: 1, consumerActive: true) } }
-        pace()
-        policy.drained(readySockets: 7)
-        policy.drained(readySockets: 2)
-        #expect(policy.paced)
-        policy.drained(readySockets: 1)  // one speaker left
-        #expect(!policy.paced)
-        // It starts counting afresh: two more wake-ups in the same frame do not pace.
-        let first = policy.wokeForDatagrams(consumerTick: 1, consumerActive: true)
-        let second = policy.wokeForDatagrams(consumerTick: 1, consumerActive: true)
-        #expect(!first && !second)
-        pace()
-        #expect(policy.paced)
-        policy.consumerStopped()
-        #expect(!policy.paced)
+    @Test func aSocketWithDatagramsEveryOtherFrameIsSteady() {
+        // 20 ms packets on a 10 ms consumer frame.
+        var policy = ReceivePacingPolicy(consumerGoneAfter: .milliseconds(60), steadyTicks: 10)
+        for tick in stride(from: UInt64(1), through: 19, by: 2) { policy.datagrams(on: 3, tick: tick) }
+        #expect(policy.isSteady(3, tick: 20))
     }
 
     @Test func aConsumerCountsAsGoneAfterItsBound() {
@@ -62,7 +50,7 @@ struct ReceivePacerTests {
     /// Two agents on loopback, each on its own loop thread; B's datagrams go to `onDatagram` (on
     /// B's loop thread) and B's loop has `pacer`.
     static func withPacedLink<T: Sendable>(
-        pacer: ReceivePacer, _ body: @Sendable (SignalingLink) async throws -> T
+        pacer: ReceivePacer, _ body: @Sendable (SignalingLink, GLibExecutor) async throws -> T
     ) async throws -> T {
         let executorA = try GLibExecutor(name: "ice-test-a")
         let executorB = try GLibExecutor(name: "ice-test-b", receivePacer: pacer)
@@ -76,33 +64,39 @@ struct ReceivePacerTests {
                 let streamB = try await b[0].addStream(role: .controlled)
                 let link = SignalingLink(LinkEnd(agent: a[0], stream: streamA), LinkEnd(agent: b[0], stream: streamB))
                 defer { link.stop() }
-                return try await body(link)
+                return try await body(link, executorB)
             }
         }
     }
 
-    /// Sends one datagram at a time from A, each waited for at B (so each is a wake-up of B's
-    /// loop), until B's loop paces; the consumer asked once before, so they fall in one frame.
+    /// One datagram a consumer frame from A, each waited for at B, until B's loop holds A's socket
+    /// back (the pacers here count one steady socket after 3 frames as enough).
     static func pace(
-        _ link: SignalingLink, _ pacer: ReceivePacer, _ received: inout AsyncStream<[UInt8]>.Iterator
-    )
-        async throws
-    {
-        pacer.collect()
+        _ link: SignalingLink, _ pacer: ReceivePacer, _ loop: GLibExecutor,
+        _ received: inout AsyncStream<[UInt8]>.Iterator
+    ) async throws {
         var sent = 0
         while !pacer.isDeferring {
+            pacer.collect()
             #expect(link.a.stream.send([0xFF, UInt8(sent)]))
             _ = try #require(await received.next())
+            await roundTrip(loop)
             sent += 1
-            try #require(sent <= ReceivePacingPolicy.wakeUpsToPace)
+            try #require(sent <= 10)
         }
+    }
+
+    /// Returns once B's loop ran a job queued now, so libnice's read of the datagrams delivered
+    /// so far has ended: the next one is seen by a poll, which now leaves a held socket out.
+    static func roundTrip(_ loop: GLibExecutor) async {
+        await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in loop.run { done.resume() } }
     }
 
     @Test func heldDatagramsAreDeliveredWhenTheConsumerCollects() async throws {
         // The consumer is never counted gone here: only `collect` can deliver what is held.
-        let pacer = try ReceivePacer(consumerGoneAfter: .seconds(600))
+        let pacer = try ReceivePacer(consumerGoneAfter: .seconds(600), steadyTicks: 3, steadySocketsToPace: 1)
         try await withTimeout(.seconds(20), "held datagrams delivered by collect") {
-            try await Self.withPacedLink(pacer: pacer) { link in
+            try await Self.withPacedLink(pacer: pacer) { link, loop in
                 let (stream, sink) = AsyncStream.makeStream(of: [UInt8].self)
                 let delivered = Atomic<Int>(0)
                 link.b.stream.deliverDatagrams { datagram in
@@ -112,7 +106,7 @@ struct ReceivePacerTests {
                 try await link.exchangeCredentials()
                 _ = try await link.bothConnected()
                 var received = stream.makeAsyncIterator()
-                try await Self.pace(link, pacer, &received)
+                try await Self.pace(link, pacer, loop, &received)
                 let before = delivered.load(ordering: .relaxed)
                 for index in 0..<10 { #expect(link.a.stream.send([UInt8(index)])) }
                 // A loopback send is in B's socket when it returns; a collect delivers all of it
@@ -130,16 +124,16 @@ struct ReceivePacerTests {
     }
 
     @Test func aConsumerThatStopsAskingNoLongerHoldsDatagramsBack() async throws {
-        // Long enough for `pace` to send its datagrams within one consumer frame on a busy machine.
-        let pacer = try ReceivePacer(consumerGoneAfter: .milliseconds(500))
+        // Longer than one of `pace`'s frames (a datagram's round trip) on a busy machine.
+        let pacer = try ReceivePacer(consumerGoneAfter: .milliseconds(500), steadyTicks: 3, steadySocketsToPace: 1)
         try await withTimeout(.seconds(20), "datagrams delivered after the consumer stopped") {
-            try await Self.withPacedLink(pacer: pacer) { link in
+            try await Self.withPacedLink(pacer: pacer) { link, loop in
                 let (stream, sink) = AsyncStream.makeStream(of: [UInt8].self)
                 link.b.stream.deliverDatagrams { sink.yield($0) }
                 try await link.exchangeCredentials()
                 _ = try await link.bothConnected()
                 var received = stream.makeAsyncIterator()
-                try await Self.pace(link, pacer, &received)
+                try await Self.pace(link, pacer, loop, &received)
                 for index in 0..<5 { #expect(link.a.stream.send([UInt8(index)])) }
                 // Nobody collects: the loop watches the sockets again once the consumer is gone.
                 for index in 0..<5 { #expect(await received.next() == [UInt8(index)]) }
