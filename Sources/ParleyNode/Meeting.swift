@@ -449,33 +449,47 @@ private final class MeetingDriver {
         }
     }
 
-    /// A command that hands the peer's signalling to the link's stream, as the agent takes it.
-    private static func remoteSignal(_ command: MeetingCommand) -> (LinkID, ICEAgent.RemoteSignal?)? {
+    /// A command that hands the peer's signalling to the link's stream, as the agent takes it
+    /// (credentials that are not even well-formed: why not).
+    private static func remoteSignal(
+        _ command: MeetingCommand
+    ) -> (LinkID, Result<ICEAgent.RemoteSignal, ICEError>)? {
         switch command {
         case .setRemoteCredentials(let id, let credentials):
-            // Credentials that are not even well-formed go no further (logged when applied).
-            (id, try? .credentials(ICE.ICECredentials(ufrag: credentials.ufrag, password: credentials.password)))
-        case .addRemoteCandidate(let id, let line): (id, .candidate(line))
-        case .remoteCandidatesDone(let id): (id, .endOfCandidates)
+            (
+                id,
+                Result { () throws(ICEError) in
+                    .credentials(try ICE.ICECredentials(ufrag: credentials.ufrag, password: credentials.password))
+                }
+            )
+        case .addRemoteCandidate(let id, let line): (id, .success(.candidate(line)))
+        case .remoteCandidatesDone(let id): (id, .success(.endOfCandidates))
         default: nil
         }
     }
 
-    private func applyRemote(_ signals: [ICEAgent.RemoteSignal?], to id: LinkID) async {
+    private func applyRemote(_ signals: [Result<ICEAgent.RemoteSignal, ICEError>], to id: LinkID) async {
         guard let path = paths[id], let agent else { return }
-        let valid = signals.compactMap { $0 }
-        if valid.count < signals.count {
-            logger.info("peer's ICE credentials refused", metadata: ["link": "\(id)", "error": "malformed"])
+        var valid: [ICEAgent.RemoteSignal] = []
+        for signal in signals {
+            switch signal {
+            case .success(let signal): valid.append(signal)
+            case .failure(let error): logCredentialsRefused(error, link: id)
+            }
         }
         guard let outcomes = try? await agent.applyRemote(valid, to: path.stream.id) else { return }
         for (signal, error) in zip(valid, outcomes) {
             guard let error else { continue }
             if case .credentials = signal {
-                logger.info("peer's ICE credentials refused", metadata: ["link": "\(id)", "error": "\(error)"])
+                logCredentialsRefused(error, link: id)
             } else {
                 logger.debug("peer's signalling refused", metadata: ["link": "\(id)", "error": "\(error)"])
             }
         }
+    }
+
+    private func logCredentialsRefused(_ error: ICEError, link id: LinkID) {
+        logger.info("peer's ICE credentials refused", metadata: ["link": "\(id)", "error": "\(error)"])
     }
 
     private func carryOut(_ command: MeetingCommand) async -> [MeetingInput] {
@@ -495,7 +509,7 @@ private final class MeetingDriver {
             return [await createPath(id, peer: peer, version: version)]
         case .setRemoteCredentials(let id, _), .addRemoteCandidate(let id, _), .remoteCandidatesDone(let id):
             // `execute` hands these over in runs; one alone is a run of one.
-            await applyRemote([Self.remoteSignal(command)?.1], to: id)
+            if let (_, signal) = Self.remoteSignal(command) { await applyRemote([signal], to: id) }
         case .restartPath(let id, let keepingOldPath):
             guard let path = paths[id], let agent else { break }
             do {
