@@ -1,6 +1,7 @@
 internal import CNice
 internal import CNiceShims
 import Dispatch
+import ParleyCore
 import Synchronization
 
 #if canImport(Glibc)
@@ -29,6 +30,7 @@ public final class ReceivePacer: Sendable {
     /// was not read by then is read a frame later).
     static let collectTimeout = DispatchTimeInterval.microseconds(2000)
 
+    private let clock = MonotonicClock()
     // Consumer → loop thread.
     private let consumerTicks = Atomic<UInt64>(0)
     private let consumerLastTick = Atomic<UInt64>(0)
@@ -80,7 +82,7 @@ public final class ReceivePacer: Sendable {
     /// Call it once per consumer frame, just before using what was received, from one thread that
     /// is not the loop thread.
     public func collect() {
-        consumerLastTick.store(ReceivePacingPolicy.now(), ordering: .relaxed)
+        consumerLastTick.store(clock.now(), ordering: .relaxed)
         consumerTicks.add(1, ordering: .releasing)
         guard deferring.load(ordering: .acquiring) else { return }
         let ticket = requested.add(1, ordering: .acquiringAndReleasing).newValue
@@ -107,7 +109,7 @@ public final class ReceivePacer: Sendable {
             completion.signal()
             if result != 0 { return result }
         }
-        let now = ReceivePacingPolicy.now()
+        let now = clock.now()
         let lastTick = consumerLastTick.load(ordering: .relaxed)
         let paced = pacedSockets(records, count, tick: tick, lastTick: lastTick, now: now)
         deferring.store(paced > 0, ordering: .releasing)
@@ -118,7 +120,7 @@ public final class ReceivePacer: Sendable {
         for index in 0..<count {
             var record = records[index]
             record.revents = 0
-            if paced > 0, isSocket(record.fd), policy.isSteady(record.fd, tick: tick) { record.fd = -1 }
+            if paced > 0, isSteadySocket(record.fd, tick: tick) { record.fd = -1 }
             scratch[index] = record
         }
         scratch[count] = pollfd(fd: requestFD, events: Int16(POLLIN), revents: 0)
@@ -169,13 +171,17 @@ public final class ReceivePacer: Sendable {
     ) -> Int {
         guard policy.consumerActive(lastTick: lastTick, now: now) else { return 0 }
         var steady = 0
-        for index in 0..<count where isSocket(records[index].fd) && policy.isSteady(records[index].fd, tick: tick) {
+        for index in 0..<count where isSteadySocket(records[index].fd, tick: tick) {
             steady += 1
         }
         return steady < policy.steadySocketsToPace ? 0 : steady
     }
 
     private func isSocket(_ fd: Int32) -> Bool { descriptors.isSocket(fd) }
+
+    private func isSteadySocket(_ fd: Int32, tick: UInt64) -> Bool {
+        isSocket(fd) && policy.isSteady(fd, tick: tick)
+    }
 
     /// The loop thread's poll function; finds its pacer in thread-local storage (a GPollFunc has no
     /// user data).
@@ -282,11 +288,5 @@ struct ReceivePacingPolicy {
         let gone = lastTick &+ consumerGoneAfter
         guard gone > now else { return 0 }
         return Int32(min((gone - now + 999_999) / 1_000_000, UInt64(Int32.max)))
-    }
-
-    static func now() -> UInt64 {
-        var time = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &time)
-        return UInt64(time.tv_sec) * 1_000_000_000 + UInt64(time.tv_nsec)
     }
 }
