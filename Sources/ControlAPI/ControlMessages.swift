@@ -219,7 +219,8 @@ public struct NodeStatus: Codable, Sendable, Equatable {
 public struct SendRateStatus: Codable, Sendable, Equatable {
     /// Bits per second (in kb/s) the path to each peer takes, headers included.
     public var estimateKbps: Double
-    /// The same for the whole uplink: the estimate times the peers we send to.
+    /// The same for the whole uplink: the estimate times the packets a frame costs (one per
+    /// peer, or fewer while one copy goes up through a member).
     public var uplinkKbps: Double
     /// Whether the path, not the configured bitrate, sets the rate now.
     public var limited: Bool
@@ -229,10 +230,13 @@ public struct SendRateStatus: Codable, Sendable, Equatable {
     public var copies: Int
     /// Peers whose latest reports say our media queues or is lost on the way (short ids).
     public var congested: [String]
+    /// The member (short id) our voice goes up to once and is passed on by (PROTOCOL §15);
+    /// absent: a copy to every peer.
+    public var fanOut: String?
 
     public init(
         estimateKbps: Double, uplinkKbps: Double, limited: Bool, opusKbps: Double, packetMs: Int, copies: Int,
-        congested: [String]
+        congested: [String], fanOut: String? = nil
     ) {
         self.estimateKbps = estimateKbps
         self.uplinkKbps = uplinkKbps
@@ -241,6 +245,7 @@ public struct SendRateStatus: Codable, Sendable, Equatable {
         self.packetMs = packetMs
         self.copies = copies
         self.congested = congested
+        self.fanOut = fanOut
     }
 
     enum CodingKeys: String, CodingKey {
@@ -250,6 +255,7 @@ public struct SendRateStatus: Codable, Sendable, Equatable {
         case opusKbps = "opus_kbps"
         case packetMs = "packet_ms"
         case copies, congested
+        case fanOut = "fan_out"
     }
 }
 

@@ -28,11 +28,19 @@ public struct LinkSession: Sendable {
     private let quietSpell: Duration
     private var authenticatedReportedAt: ContinuousClock.Instant?
     private var authenticatedVia: [UInt8]?
+    /// Opens the peer's frames that other members pass on (§15.2).
+    private var fanOutVerifier: FanOutVerifier
+    /// The peer's passed-on frames whose signature did not verify.
+    public private(set) var fanOutFailures = 0
+    /// When `.mediaPassedOn` was last said.
+    private var fanOutSaidAt: ContinuousClock.Instant?
 
     /// `timing`: how often authenticated packets and repeated REPORTs are said
-    /// (`authenticatedFactInterval`, `reportInterval`).
-    public init(session: PeerSession, timing: MeetingTiming) {
+    /// (`authenticatedFactInterval`, `reportInterval`). `peerEpoch`: the peer's session epoch
+    /// from its HELLO, which its fanned-out frames are signed for (§15.1).
+    public init(session: PeerSession, timing: MeetingTiming, peerEpoch: UInt64) {
         self.session = session
+        fanOutVerifier = FanOutVerifier(originKey: session.peer.identityKey, roomID: session.roomID, epoch: peerEpoch)
         authenticatedFactInterval = timing.authenticatedFactInterval
         reportInterval = timing.reportInterval
         quietSpell = authenticatedFactInterval * 2
@@ -48,6 +56,9 @@ public struct LinkSession: Sendable {
         /// Something the peer asked this node to relay, or relayed to it (§13.2): for the data
         /// path's relay table. (An envelope delivered over the mesh is a fact instead.)
         public var relay: RelayPacket?
+        /// A signed frame the peer asked this node to pass on to the others (§15.2); its media
+        /// is in `media` as well.
+        public var fanOut: ArraySlice<UInt8>?
     }
 
     /// The path is (again) up. `rehandshake`: drop the keys first, so the pair's lead starts a
@@ -77,9 +88,14 @@ public struct LinkSession: Sendable {
         guard step.dropped == nil, isTransport else { return output }
         switch step.payload?.type {
         case .media?:
-            mediaReceived += 1
-            if mediaReceived == 1 { output.facts.append(.firstMedia) }
-            output.media = step.payload?.body
+            noteMedia(step.payload?.body, into: &output)
+        case .fanOut?:
+            // Media from the peer like any other (§15.2), signed so that we can pass it on.
+            guard let frame = step.payload?.body,
+                (FanOutFrame.minimumLength...FanOutFrame.maximumLength).contains(frame.count)
+            else { break }
+            noteMedia(frame[(frame.startIndex + FanOutFrame.overhead)...], into: &output)
+            output.fanOut = frame
         case .sessionControl?:
             guard let body = step.payload?.body, let control = try? SessionControl(parsing: body) else { break }
             switch control {
@@ -107,7 +123,9 @@ public struct LinkSession: Sendable {
             }
         case .relay?:
             guard let body = step.payload?.body, let packet = try? RelayPacket(parsing: body) else { break }
-            if packet.kind == .deliverEnvelope {
+            if packet.kind == .fanDeliver, session.protocolVersion < 4 {
+                break  // an unknown relay kind below version 4 (§15.2)
+            } else if packet.kind == .deliverEnvelope {
                 output.facts.append(.meshEnvelope(packet.payload))
             } else {
                 output.relay = packet
@@ -117,6 +135,32 @@ public struct LinkSession: Sendable {
         }
         noteAuthenticated(now: now, via: via, into: &output)
         return output
+    }
+
+    /// A signed frame of the peer that another member passed on (§15.2): its media, if the peer
+    /// signed it for this room and this run of it and it is new, counted as media on this link
+    /// (REPORTs). It says nothing of this link's own path, so it is no sign of life for it.
+    public mutating func receiveFanned(_ frame: ArraySlice<UInt8>, now: ContinuousClock.Instant) -> Output {
+        var output = Output()
+        guard session.protocolVersion >= 4, session.isEstablished else { return output }
+        switch fanOutVerifier.open(frame) {
+        case .success(let media):
+            noteMedia(media, into: &output)
+            if fanOutSaidAt.map({ now - $0 >= reportInterval }) ?? true {
+                fanOutSaidAt = now
+                output.facts.append(.mediaPassedOn)
+            }
+        case .failure(.badSignature): fanOutFailures += 1
+        case .failure: break
+        }
+        return output
+    }
+
+    /// A media payload from the peer: for the audio channel, and counted for REPORTs (§10.1).
+    private mutating func noteMedia(_ body: ArraySlice<UInt8>?, into output: inout Output) {
+        mediaReceived += 1
+        if mediaReceived == 1 { output.facts.append(.firstMedia) }
+        output.media = body
     }
 
     /// Whether a REPORT is for the meeting, or only says that the link is alive: then it counts as
@@ -167,7 +211,7 @@ public struct LinkSession: Sendable {
         _ type: InnerPacketType, body: UnsafeRawBufferPointer, now: ContinuousClock.Instant, into packet: inout [UInt8]
     ) -> Bool {
         guard session.seal(type, body: body, now: now, into: &packet) else { return false }
-        if type == .media { mediaSent += 1 }
+        if type == .media || type == .fanOut { mediaSent += 1 }
         return true
     }
 

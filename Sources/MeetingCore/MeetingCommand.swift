@@ -17,8 +17,9 @@ public enum MeetingCommand: Sendable {
     /// then answer `.iceAgentReady` or `.iceAgentFailed`. Resolving server names may take time.
     case createICEAgent(services: [RendezvousService])
     /// Create the peer's stream (controlling when `controlling`), its session and its audio
-    /// channel; answer `.path(id, .created(credentials))` or `.creationFailed`.
-    case createPath(LinkID, peer: PeerIdentity, protocolVersion: UInt8, controlling: Bool)
+    /// channel; answer `.path(id, .created(credentials))` or `.creationFailed`. `epoch`: the
+    /// peer's session epoch (§5.1), which its fanned-out frames are signed for (§15.1).
+    case createPath(LinkID, peer: PeerIdentity, protocolVersion: UInt8, epoch: UInt64, controlling: Bool)
     case setRemoteCredentials(LinkID, PathCredentials)
     case addRemoteCandidate(LinkID, line: String)
     case remoteCandidatesDone(LinkID)
@@ -57,6 +58,10 @@ public enum MeetingCommand: Sendable {
     /// Bits per second the path to each peer takes, headers included (the bandwidth estimate);
     /// nil: no limit, send the configured encoding.
     case setSendRate(Int?)
+    /// Send our frames as FAN_OUT through a member, no copy to the peers it covers (§15.3); nil:
+    /// a copy to every peer. The encoding fits `MeetingCore.fanOutPacketExtra` more bytes a
+    /// packet into the send rate while it does.
+    case setFanOut(FanOutRoute?)
 
     // MARK: The user and the daemon
 

@@ -33,7 +33,7 @@ public struct MeetingConfiguration: Sendable {
     /// Throws for a display name or epoch that §6.5.1 does not allow.
     public init(
         identity: NodeIdentity, keys: RoomKeys, displayName: String, sessionEpoch: UInt64,
-        protocolVersions: [UInt8] = [1, 2, 3], firstEnvelopeSequence: UInt64, randomSeed: UInt64
+        protocolVersions: [UInt8] = [1, 2, 3, 4], firstEnvelopeSequence: UInt64, randomSeed: UInt64
     ) throws(EnvelopeError) {
         self.identity = identity
         self.keys = keys

@@ -25,7 +25,9 @@ extension MeetingCore {
     mutating func shareLinks() {
         let direct = directLinks()
         let keys = direct.map(\.identityKey)
-        let policy = RelayPolicy(linked: Set(keys), maximumPairs: configuration.maximumRelayedPairs)
+        let policy = RelayPolicy(
+            linked: Set(keys), maximumPairs: configuration.maximumRelayedPairs,
+            fanOutTargets: Set(keys.filter { (peers[$0]?.version ?? 0) >= 4 }))
         if policy != relayPolicy {
             relayPolicy = policy
             output.append(.setRelayPolicy(policy))

@@ -33,7 +33,9 @@ extension MeetingCore {
             return SendRateView(
                 estimateKbps: Double(rate.estimate) / 1000, limited: rate.limited,
                 peersReceiving: peers.values.count { $0.link?.machine.state == .up },
-                congested: peers.filter { congested.contains($0.key) }.map(\.value.shortID).sorted())
+                streams: copiesPerFrame(fanOut?.route),
+                congested: peers.filter { congested.contains($0.key) }.map(\.value.shortID).sorted(),
+                fanOut: fanOut.flatMap { peers[$0.member]?.shortID })
         }
     }
 
@@ -41,7 +43,11 @@ extension MeetingCore {
         public var estimateKbps: Double
         public var limited: Bool
         public var peersReceiving: Int
+        /// Packets one frame costs the uplink: `peersReceiving`, or fewer while fanning out.
+        public var streams: Int
         public var congested: [String]
+        /// The member our frames fan out through (§15), nil: a copy to every peer.
+        public var fanOut: String?
     }
 
     public var meetingState: MeetingState { admitted ? .inMeeting : .joining }

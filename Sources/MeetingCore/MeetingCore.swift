@@ -46,6 +46,10 @@ public struct MeetingCore: Sendable {
     var encoderLoss: Double?
     /// The send-side bandwidth estimate (nil: `--fixed-rate`).
     public internal(set) var sendRate: SendRate?
+    /// The member our frames fan out through (§15), and where they go.
+    var fanOut: (member: [UInt8], route: FanOutRoute)?
+    /// Whether what the fan-out choice depends on changed (the estimate, LINKS, refusals, links).
+    var fanOutStale = false
     /// The security code's commit/reveal agreement (§11.1), and when its view is next taken
     /// (the member set is left to settle a moment after a change, so a join of many at once is
     /// one round, not one per link).
@@ -512,7 +516,8 @@ public struct MeetingCore: Sendable {
         peers[key]?.link?.pathRequested = true
         output.append(
             .createPath(
-                link.id, peer: peer.identity, protocolVersion: peer.version, controlling: link.machine.isInitiator))
+                link.id, peer: peer.identity, protocolVersion: peer.version, epoch: peer.epoch,
+                controlling: link.machine.isInitiator))
     }
 
     /// A signaling message from the peer for the link's current generation: carried out at once
@@ -668,6 +673,8 @@ public struct MeetingCore: Sendable {
             peers[key]?.link?.authenticatedVia = via
             noteAuthenticated(from: key, via: via)
             feed(.packetReceived, toPeer: key)
+        case .mediaPassedOn:
+            feed(.mediaElsewhere, toPeer: key)
         case .stillAuthenticated(let at, let spacing):
             // Held by the driver until now, perhaps: the packet's own time says how live the link is.
             let at = min(at, now)
@@ -699,6 +706,11 @@ public struct MeetingCore: Sendable {
         case .links(let links):
             peers[key]?.links = links
             forgetOutdatedRefusals(by: key, links)
+            fanOutStale = true
+        case .relayRefused(let destination, let reason) where destination == RelayPacket.everyone:
+            log(.info, "a member will not pass our voice on", ["member": shortID, "reason": "\(reason)"])
+            peers[key]?.fanOutRefusedAt = now
+            fanOutStale = true
         case .relayRefused(let destination, let reason):
             log(.info, "a member will not relay", ["member": shortID, "reason": "\(reason)"])
             peers[destination]?.link?.refusedBy[key] = (now, reason)
@@ -809,7 +821,9 @@ public struct MeetingCore: Sendable {
             chooseRoutes()
             probeDirectPaths()
             shareLinks()
+            fanOutStale = true
         }
+        if fanOutStale { chooseFanOut() }
         // The links with something due (usually none), in link order. While DTX pauses, REPORTs
         // go to every link together every 250 ms, and one due to close its link's interval waits
         // for them (the interval is ours; the peer gets a REPORT every 250 ms regardless): one
@@ -903,6 +917,7 @@ public struct MeetingCore: Sendable {
             mediaFlowed: report.mediaExpected != previous?.mediaExpected, at: now)
         sendRate = rate
         guard changed else { return }
+        fanOutStale = true
         output.append(.setSendRate(rate.limited ? rate.estimate : nil))
         log(
             .debug, "send rate",

@@ -143,6 +143,9 @@ public enum SessionFact: Sendable, Hashable {
     case report(SessionControl.Report, rttMs: Double?, mediaSent: UInt64)
     /// The first media payload of this link arrived (answer with an early REPORT, §10.1).
     case firstMedia
+    /// The peer's media comes through a member that passes it on (§15.2): over this link's own
+    /// path come only its REPORTs, about once a second. Said at most once a `reportInterval`.
+    case mediaPassedOn
     /// The peer's media started to queue on the way: our estimate of its queueing delay reached
     /// `QueueDelayEstimate.backOffMilliseconds` (answer with an early REPORT, §10.1). The data path
     /// says it, from the jitter buffer's estimate.
@@ -186,7 +189,7 @@ extension MeetingInput {
     var isPacketFact: Bool {
         guard case .session(_, let fact) = self else { return false }
         switch fact {
-        case .authenticated, .stillAuthenticated, .report: return true
+        case .authenticated, .stillAuthenticated, .report, .mediaPassedOn: return true
         default: return false
         }
     }

@@ -15,6 +15,8 @@ struct Peer: Sendable {
     var link: Link?
     /// The peer's latest LINKS (§13.1): whom it reaches directly, and whether it relays.
     var links: SessionControl.Links?
+    /// When it last said it will not pass our frames on (§15.3).
+    var fanOutRefusedAt: ContinuousClock.Instant?
     /// Whether a session with it was ever established: it holds the private key of its identity
     /// (Noise IK proved it). Only verified peers are pinned (§11.2); an unverified one gives way to
     /// the next identity its rendezvous connection presents.

@@ -31,6 +31,9 @@ public struct PeerLink: Sendable {
         /// earlier than a packet already counted (a held fact); `spacing` after the one before
         /// it that the meeting was told of, which says how densely they come.
         case stillReceiving(spacing: Duration)
+        /// The peer's media comes through a member (§15.2): what comes over this link is sparse
+        /// now, whatever it was.
+        case mediaElsewhere
         /// The peer reports that it receives our packets (its receiver report counts some).
         case peerReceivesUs
         /// An ICE restart began (the peer asked for one and we followed, or this node restarted its
@@ -106,6 +109,8 @@ public struct PeerLink: Sendable {
     private var enteredState: ContinuousClock.Instant
     private var lastPacket: ContinuousClock.Instant?
     private var packetGap: Duration?
+    /// When the peer's media last came through a member (§15.2).
+    private var mediaElsewhereAt: ContinuousClock.Instant?
     private var lastRestart: ContinuousClock.Instant?
     /// Restarts since the link last worked (for the back-off).
     private var restartsWithoutSuccess = 0
@@ -130,9 +135,13 @@ public struct PeerLink: Sendable {
     /// When the link stopped working (lost, or started and not yet up); nil while up.
     public var troubleSince: ContinuousClock.Instant? { state == .up ? nil : troubleStart }
 
-    /// The silence after which this link counts as lost: shorter when packets came densely.
+    /// The silence after which this link counts as lost: shorter when packets came densely —
+    /// unless the peer's media lately came through a member (§15.2), when only its REPORTs come
+    /// this way, however densely its last direct packets came.
     public var silenceLimit: Duration {
-        (packetGap.map { $0 <= timing.denseInterval } ?? false) ? timing.quickLostAfter : timing.lostAfter
+        let dense = packetGap.map { $0 <= timing.denseInterval } ?? false
+        let elsewhere = mediaElsewhereAt.map { at in lastPacket.map { $0 - at < timing.lostAfter } ?? true } ?? false
+        return dense && !elsewhere ? timing.quickLostAfter : timing.lostAfter
     }
 
     /// Feeds one fact; returns what the node must do now.
@@ -203,6 +212,9 @@ public struct PeerLink: Sendable {
             // A held fact's packet may be older than one counted since (a REPORT's).
             lastPacket = max(lastPacket ?? now, now)
             return heard(at: now)
+        case .mediaElsewhere:
+            mediaElsewhereAt = now
+            return []
         case .peerReceivesUs:
             peerHears = true
             return promoteIfFlowing(at: now)

@@ -7,12 +7,16 @@ public struct RelayPolicy: Sendable, Hashable {
     /// path and speak version 2. A pair outside this set is refused, so nobody can make it relay
     /// for someone who is not in the meeting with it.
     public var linked: Set<[UInt8]>
-    /// At most this many pairs at a time; 0: it never relays.
+    /// At most this many pairs at a time; 0: it never relays (nor fans out, §15.3).
     public var maximumPairs: Int
+    /// The members of `linked` whose links speak version 4: whom a fanned-out frame is passed to
+    /// (§15.2).
+    public var fanOutTargets: Set<[UInt8]>
 
-    public init(linked: Set<[UInt8]> = [], maximumPairs: Int = 0) {
+    public init(linked: Set<[UInt8]> = [], maximumPairs: Int = 0, fanOutTargets: Set<[UInt8]> = []) {
         self.linked = linked
         self.maximumPairs = maximumPairs
+        self.fanOutTargets = fanOutTargets.intersection(linked)
     }
 }
 
@@ -27,6 +31,11 @@ public struct RelayTable: Sendable {
     /// pair ask at once, and each must hear its own refusal or it waits out a relay trial.
     private var refusalsSent: [[[UInt8]]: ContinuousClock.Instant] = [:]
     private var envelopeBudget: [[UInt8]: (tokens: Double, at: ContinuousClock.Instant)] = [:]
+    /// The senders whose frames this node fans out (§15.3): when each last sent one, and its
+    /// budget of frames.
+    private var fanOutSenders: [[UInt8]: (last: ContinuousClock.Instant, tokens: Double)] = [:]
+    /// When each sender was last told that its frames are not passed on.
+    private var fanOutRefusalsSent: [[UInt8]: ContinuousClock.Instant] = [:]
 
     /// A pair that carried nothing for this long no longer counts against the limit.
     public static let pairIdle: Duration = .seconds(10)
@@ -35,6 +44,51 @@ public struct RelayTable: Sendable {
     /// Past this many, refusals told more than a second ago are forgotten.
     public static let refusalMemoryLimit = 1024
     public static let envelopesPerSecond = 20.0
+    /// Fan-out (§15.3): senders at a time, frames per second each (a sender's 10 ms frames and a
+    /// little more), and the burst a sender may send at once (a late capture thread catching up).
+    public static let maximumFanOutSenders = 2
+    public static let fanOutFramesPerSecond = 110.0
+    public static let fanOutBurst = 20.0
+
+    public enum FanOutDecision: Sendable, Equatable {
+        /// Pass the frame on to these members (sorted).
+        case forward([[UInt8]])
+        /// Pass it on to no one; `tell`: answer RELAY_REFUSED (at most once a second per sender).
+        case refuse(SessionControl.RelayRefusal, tell: Bool)
+    }
+
+    /// Whether to pass on a frame `source` sent as FAN_OUT (its media is played whatever this says).
+    public mutating func decideFanOut(from source: [UInt8], at now: ContinuousClock.Instant) -> FanOutDecision {
+        let refusal: SessionControl.RelayRefusal?
+        var sender = fanOutSenders[source]
+        if policy.maximumPairs == 0 {
+            refusal = .declines
+        } else if !policy.linked.contains(source) {
+            refusal = .notLinked
+        } else if sender == nil,
+            fanOutSenders.count(where: { now - $0.value.last < Self.pairIdle }) >= Self.maximumFanOutSenders
+        {
+            refusal = .busy
+        } else {
+            var budget = sender ?? (now, Self.fanOutBurst)
+            budget.tokens = min(
+                Self.fanOutBurst, budget.tokens + (now - budget.last).seconds * Self.fanOutFramesPerSecond)
+            budget.last = now
+            sender = budget
+            refusal = budget.tokens >= 1 ? nil : .busy
+            if refusal == nil { sender?.tokens -= 1 }
+            fanOutSenders[source] = sender
+        }
+        guard let refusal else {
+            return .forward(policy.fanOutTargets.filter { $0 != source }.sorted { $0.lexicographicallyPrecedes($1) })
+        }
+        if fanOutRefusalsSent.count >= Self.refusalMemoryLimit {
+            fanOutRefusalsSent = fanOutRefusalsSent.filter { now - $0.value < .seconds(1) }
+        }
+        let tell = fanOutRefusalsSent[source].map { now - $0 >= .seconds(1) } ?? true
+        if tell { fanOutRefusalsSent[source] = now }
+        return .refuse(refusal, tell: tell)
+    }
 
     public init(policy: RelayPolicy = RelayPolicy()) {
         self.policy = policy
@@ -104,6 +158,7 @@ public struct RelayTable: Sendable {
         self.policy = policy
         pairs = pairs.filter { policy.linked.contains($0.key[0]) && policy.linked.contains($0.key[1]) }
         envelopeBudget = envelopeBudget.filter { policy.linked.contains($0.key) }
+        fanOutSenders = fanOutSenders.filter { policy.linked.contains($0.key) }
     }
 
     static func pair(_ a: [UInt8], _ b: [UInt8]) -> [[UInt8]] {

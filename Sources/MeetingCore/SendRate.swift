@@ -155,6 +155,16 @@ public struct SendRate: Sendable {
     /// Whether the estimate is below the maximum: the path, not the codec, sets the rate.
     public var limited: Bool { estimate < maximum }
 
+    /// The uplink now carries the same bits in `factor` times the rate per stream (fewer, larger
+    /// streams: fanning out through a member, PROTOCOL §15.3, or back): everything measured in
+    /// rate per stream scales with it.
+    public mutating func rescale(by factor: Double) {
+        func scaled(_ rate: Int) -> Int { min(maximum, max(minimum, Int((Double(rate) * factor).rounded()))) }
+        estimate = scaled(estimate)
+        overfilledAt = overfilledAt.map(scaled)
+        decreasedFrom = decreasedFrom.map(scaled)
+    }
+
     /// Forgets a peer that left.
     public mutating func forget(_ peer: [UInt8]) {
         overuse[peer] = nil

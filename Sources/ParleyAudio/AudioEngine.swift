@@ -356,8 +356,11 @@ public final class AudioEngine: Sendable {
     /// The worst loss any peer reports (0...1): sizes FEC and the RFC 2198 copies.
     public func setMeasuredLoss(_ loss: Double) { pipeline.sender.setMeasuredLoss(loss) }
     public func setBitrate(_ bitrate: Int) { pipeline.sender.setBitrate(bitrate) }
-    /// Bits per second the path to each peer takes (the bandwidth estimate; nil: no limit).
-    public func setSendBudget(_ bitsPerSecond: Int?) { pipeline.sender.setBudget(bitsPerSecond) }
+    /// Bits per second the path to each peer takes (the bandwidth estimate; nil: no limit), and
+    /// what each packet carries besides a media packet's own (a signed frame's, PROTOCOL §15.1).
+    public func setSendBudget(_ bitsPerSecond: Int?, extraPacketBytes: Int = 0) {
+        pipeline.sender.setBudget(bitsPerSecond, extraPacketBytes: extraPacketBytes)
+    }
     /// The Opus bitrate, packet length and RFC 2198 copies the sender uses now.
     public var sendEncoding: (opusBitrate: Int, packetMilliseconds: Int, copies: Int) {
         let encoding = pipeline.sender.encoding

@@ -13,6 +13,8 @@ public final class SenderControls: Sendable {
     let bitrate: Atomic<Int>
     /// Bits per second the path to each peer takes (`SendBudget`); 0: no limit.
     let budget = Atomic<Int>(0)
+    /// Bytes each packet carries besides a media packet's own (`SendBudget.wireRate`).
+    let extraPacketBytes = Atomic<Int>(0)
     /// True while DTX holds frames back: the sender is in a pause and sends nothing.
     let pausedByDTX = Atomic<Bool>(false)
     /// What the capture thread chose, for status.
@@ -54,7 +56,7 @@ public final class AudioSender {
     private var appliedLoss = -1
     private var appliedBitrate = -1
     /// What the encoding was last fitted to (`SendBudget.fit`): refitted only when one changes.
-    private var fittedTo: (budget: Int, maximum: Int, copies: Int)?
+    private var fittedTo: (budget: Int, maximum: Int, copies: Int, extra: Int)?
     private var copies = 0
     public private(set) var framesEncoded = 0
     public private(set) var payloadsSent = 0
@@ -211,10 +213,11 @@ public final class AudioSender {
         }
         let budget = controls.budget.load(ordering: .relaxed)
         let maximum = controls.bitrate.load(ordering: .relaxed)
-        if let fitted = fittedTo, fitted == (budget, maximum, copies) { return }
+        let extra = controls.extraPacketBytes.load(ordering: .relaxed)
+        if let fitted = fittedTo, fitted == (budget, maximum, copies, extra) { return }
         let fit = SendBudget.fit(
             budget: budget > 0 ? budget : nil, maximumBitrate: maximum, frameMilliseconds: frameMilliseconds,
-            copies: copies, current: packetFrames)
+            copies: copies, current: packetFrames, extraPacketBytes: extra)
         if fit.opusBitrate != appliedBitrate {
             try encoder.set(.bitrate, to: fit.opusBitrate)
             appliedBitrate = fit.opusBitrate
@@ -227,7 +230,7 @@ public final class AudioSender {
             packetFrames = fit.packetFrames
             controls.chosenPacketFrames.store(packetFrames, ordering: .relaxed)
         }
-        fittedTo = (budget, maximum, copies)
+        fittedTo = (budget, maximum, copies, extra)
     }
 
     // MARK: Controls (any thread)
@@ -245,9 +248,11 @@ public final class AudioSender {
         controls.bitrate.store(min(max(bitrate, 6000), 510_000), ordering: .relaxed)
     }
 
-    /// Bits per second the path to each peer takes, headers included (nil: no limit): the sender
-    /// fits its bitrate, packet length and copies into it (`SendBudget`).
-    public func setBudget(_ bitsPerSecond: Int?) {
+    /// Bits per second the path to each peer takes, headers included (nil: no limit), with
+    /// `extraPacketBytes` in each packet besides a media packet's own: the sender fits its
+    /// bitrate, packet length and copies into it (`SendBudget`).
+    public func setBudget(_ bitsPerSecond: Int?, extraPacketBytes: Int = 0) {
+        controls.extraPacketBytes.store(extraPacketBytes, ordering: .relaxed)
         controls.budget.store(bitsPerSecond.map { max(1, $0) } ?? 0, ordering: .relaxed)
     }
 }

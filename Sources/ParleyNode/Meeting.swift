@@ -298,6 +298,9 @@ private final class MeetingDriver {
     var turnTunnels: TURNTLSTunnels?
     var paths: [LinkID: LinkPath] = [:]
     let fanout = MediaFanout()
+    /// The core's latest send rate and fan-out route (§15), which the encoding fits together.
+    var sendRate: Int?
+    var fanOutRoute: FanOutRoute?
     let router = RelayRouter()
     let heldLiveness = HeldLiveness()
     let outbox: EnvelopeOutbox
@@ -379,6 +382,9 @@ private final class MeetingDriver {
         coreConfiguration.sendRateRange = configuration.audio.sendRateRange
         coreConfiguration.maximumRelayedPairs = configuration.relayedPairs
         core = MeetingCore(configuration: coreConfiguration, pins: pins, muted: muted, now: .now)
+        fanout.prepareSigning(
+            FanOutSigner(
+                identity: context.identity, roomID: keys.roomID, epoch: coreConfiguration.hello.sessionEpoch))
         startAudio(muted: muted)
         startRendezvous()
         startAddressWatch()
@@ -505,8 +511,8 @@ private final class MeetingDriver {
                 }())
         case .createICEAgent(let services):
             createAgent(services: services)
-        case .createPath(let id, let peer, let version, _):
-            return [await createPath(id, peer: peer, version: version)]
+        case .createPath(let id, let peer, let version, let epoch, _):
+            return [await createPath(id, peer: peer, version: version, epoch: epoch)]
         case .setRemoteCredentials(let id, _), .addRemoteCandidate(let id, _), .remoteCandidatesDone(let id):
             // `execute` hands these over in runs; one alone is a run of one.
             if let (_, signal) = Self.remoteSignal(command) { await applyRemote([signal], to: id) }
@@ -543,7 +549,13 @@ private final class MeetingDriver {
         case .setEncoderLoss(let loss):
             engine?.setMeasuredLoss(loss)
         case .setSendRate(let bitsPerSecond):
-            engine?.setSendBudget(bitsPerSecond)
+            sendRate = bitsPerSecond
+            engine?.setSendBudget(
+                bitsPerSecond, extraPacketBytes: fanOutRoute == nil ? 0 : MeetingCore.fanOutPacketExtra)
+        case .setFanOut(let route):
+            fanOutRoute = route
+            updateFanout()
+            engine?.setSendBudget(sendRate, extraPacketBytes: route == nil ? 0 : MeetingCore.fanOutPacketExtra)
         case .publish(var event):
             // The core has no wall clock: a chat message is stamped as it is shown.
             if event.kind == .chat, event.time == nil {
@@ -719,7 +731,7 @@ private final class MeetingDriver {
             })
     }
 
-    private func createPath(_ id: LinkID, peer: PeerIdentity, version: UInt8) async -> MeetingInput {
+    private func createPath(_ id: LinkID, peer: PeerIdentity, version: UInt8, epoch: UInt64) async -> MeetingInput {
         guard let agent else { return .path(id, .creationFailed("no ICE agent")) }
         do {
             let stream = try await agent.addStream(
@@ -737,7 +749,7 @@ private final class MeetingDriver {
             let heldLiveness = self.heldLiveness
             let session = PeerSession(local: context.identity, peer: peer, keys: keys, protocolVersion: version)
             let transport = PeerTransport(
-                session: session, stream: stream, channel: channel,
+                session: session, peerEpoch: epoch, stream: stream, channel: channel,
                 timing: core.configuration.timing, router: router,
                 facts: { fact in
                     if case .stillAuthenticated = fact {
@@ -782,7 +794,11 @@ private final class MeetingDriver {
     }
 
     private func updateFanout() {
-        fanout.set(paths.keys.sorted().compactMap { paths[$0]?.transport })
+        let via = fanOutRoute.flatMap { paths[$0.via]?.transport }
+        let passedOn = via == nil ? [] : fanOutRoute.map { $0.covered.union([$0.via]) } ?? []
+        fanout.set(
+            direct: paths.keys.sorted().filter { !passedOn.contains($0) }.compactMap { paths[$0]?.transport },
+            fanOutVia: via)
     }
 
     // MARK: Volume
@@ -1173,9 +1189,9 @@ private final class MeetingDriver {
             let encoding = engine.sendEncoding
             status.sendRate = SendRateStatus(
                 estimateKbps: Self.rounded(rate.estimateKbps, 1),
-                uplinkKbps: Self.rounded(rate.estimateKbps * Double(rate.peersReceiving), 1), limited: rate.limited,
+                uplinkKbps: Self.rounded(rate.estimateKbps * Double(rate.streams), 1), limited: rate.limited,
                 opusKbps: Double(encoding.opusBitrate) / 1000, packetMs: encoding.packetMilliseconds,
-                copies: encoding.copies, congested: rate.congested)
+                copies: encoding.copies, congested: rate.congested, fanOut: rate.fanOut)
         }
         status.inputFallback = followers[.input]?.fallenBack ?? false
         status.outputFallback = followers[.output]?.fallenBack ?? false

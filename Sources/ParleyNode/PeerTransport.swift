@@ -29,6 +29,8 @@ final class PeerTransport: Sendable {
         var mediaSent: UInt64
         var rttMs: Double?
         var authenticationFailures: Int
+        /// The peer's frames passed on by others (§15) that did not verify.
+        var fanOutFailures: Int
     }
 
     private struct State {
@@ -44,7 +46,7 @@ final class PeerTransport: Sendable {
     }
 
     init(
-        session: PeerSession, stream: ICEStream, channel: ReceiveChannel, timing: MeetingTiming,
+        session: PeerSession, peerEpoch: UInt64, stream: ICEStream, channel: ReceiveChannel, timing: MeetingTiming,
         router: RelayRouter, facts: @escaping @Sendable (SessionFact) -> Void
     ) {
         self.stream = stream
@@ -52,14 +54,14 @@ final class PeerTransport: Sendable {
         self.facts = facts
         self.router = router
         peerKey = session.peer.identityKey
-        state = Mutex(State(link: LinkSession(session: session, timing: timing)))
+        state = Mutex(State(link: LinkSession(session: session, timing: timing, peerEpoch: peerEpoch)))
     }
 
     var metrics: Metrics {
         state.withLock {
             Metrics(
                 mediaReceived: $0.link.mediaReceived, mediaSent: $0.link.mediaSent, rttMs: $0.link.rttMs,
-                authenticationFailures: $0.link.authenticationFailures)
+                authenticationFailures: $0.link.authenticationFailures, fanOutFailures: $0.link.fanOutFailures)
         }
     }
 
@@ -188,17 +190,32 @@ final class PeerTransport: Sendable {
             }
             return state.link.receive(taken, now: now, nowMs: MeetingClock.milliseconds(now), via: via)
         }
+        play(output)
+        if let frame = output.fanOut { router.fanOut(frame, from: self, now: now) }
+        if let relayed = output.relay { router.handle(relayed, from: self, now: now) }
+    }
+
+    /// A signed frame of this peer that another member passed on (§15.2).
+    func receiveFanned(_ frame: ArraySlice<UInt8>, now: ContinuousClock.Instant) {
+        play(state.withLock { $0.link.receiveFanned(frame, now: now) })
+    }
+
+    /// Media to the audio channel, the rest to the meeting.
+    private func play(_ output: LinkSession.Output) {
         if let media = output.media { media.withUnsafeBytes { channel.receive($0) } }
         deliver(output)
         if channel.takeQueueReachedBackOff() { facts(.queueRising) }
-        if let relayed = output.relay { router.handle(relayed, from: self, now: now) }
     }
 
     // MARK: Capture thread
 
-    /// Seals one media payload into `scratch` (the capture thread's own buffer) and sends it.
-    func sendMedia(_ payload: UnsafeRawBufferPointer, scratch: inout [UInt8], now: ContinuousClock.Instant) {
-        if state.withLock({ $0.link.seal(.media, body: payload, now: now, into: &scratch) }) { transmit(scratch) }
+    /// Seals one media payload into `scratch` (the capture thread's own buffer) and sends it;
+    /// `.fanOut`: a signed frame for the peer to play and pass on (§15.2).
+    func sendMedia(
+        _ payload: UnsafeRawBufferPointer, as type: InnerPacketType = .media, scratch: inout [UInt8],
+        now: ContinuousClock.Instant
+    ) {
+        if state.withLock({ $0.link.seal(type, body: payload, now: now, into: &scratch) }) { transmit(scratch) }
     }
 
     // MARK: Sending and facts
@@ -298,6 +315,28 @@ final class RelayRouter: Sendable {
             }
         case .deliverEnvelope:
             break  // a fact for the meeting (LinkSession)
+        case .fanDeliver:
+            // A frame of `packet.peer` that `origin`'s member passes on: its signature, checked
+            // by our session with that peer, is what makes it the peer's (§15.2).
+            state.withLock { $0.transports[packet.peer] }?.receiveFanned(packet.payload[...], now: now)
+        }
+    }
+
+    /// A signed frame `origin`'s peer asked us to pass on to the others (§15.2; we played it
+    /// already, it is media from that peer).
+    func fanOut(_ frame: ArraySlice<UInt8>, from origin: PeerTransport, now: ContinuousClock.Instant) {
+        let source = origin.peerKey
+        let (decision, transports) = state.withLock { state in
+            (state.table.decideFanOut(from: source, at: now), state.transports)
+        }
+        switch decision {
+        case .forward(let targets):
+            let payload = Array(frame)
+            for target in targets {
+                transports[target]?.sendRelay(RelayPacket(kind: .fanDeliver, peer: source, payload: payload), now: now)
+            }
+        case .refuse(let reason, let tell):
+            if tell { origin.sendControl(.relayRefused(destination: RelayPacket.everyone, reason: reason), now: now) }
         }
     }
 }
@@ -314,21 +353,42 @@ enum MeetingClock {
     }
 }
 
-/// Hands each encoded audio frame to every peer: encode once, encrypt per peer. Runs on the audio
-/// capture thread; the peer list is swapped by the meeting's driver.
+/// Hands each encoded audio frame to every peer: encode once, encrypt per peer — or, while one
+/// copy goes up (§15), sign once for the member that passes it on and encrypt for the peers it
+/// does not cover. Runs on the audio capture thread; the targets are swapped by the meeting's
+/// driver.
 final class MediaFanout: Sendable {
-    private let peers = Mutex<[PeerTransport]>([])
-    // Safety: only the audio engine's capture thread calls `send`, the only user of this buffer.
-    private nonisolated(unsafe) var scratch: [UInt8] = []
+    private struct Targets {
+        var direct: [PeerTransport] = []
+        var fanOutVia: PeerTransport?
+    }
 
-    func set(_ transports: [PeerTransport]) {
-        peers.withLock { $0 = transports }
+    private let targets = Mutex(Targets())
+    // Safety: only the audio engine's capture thread calls `send`, the only user of these; the
+    // signer is set before the audio engine starts.
+    private nonisolated(unsafe) var scratch: [UInt8] = []
+    private nonisolated(unsafe) var signed: [UInt8] = []
+    private nonisolated(unsafe) var signer: FanOutSigner?
+
+    /// Signs with this node's identity for this room and run (call before audio starts).
+    func prepareSigning(_ signer: FanOutSigner) {
+        self.signer = signer
+        signed.reserveCapacity(FanOutFrame.maximumLength)
+    }
+
+    /// A copy to each of `direct`; the signed frame to `fanOutVia` (nil: none).
+    func set(direct: [PeerTransport], fanOutVia: PeerTransport?) {
+        targets.withLock { $0 = Targets(direct: direct, fanOutVia: fanOutVia) }
     }
 
     func send(_ payload: UnsafeRawBufferPointer) {
-        // Copy the list (a retain, no allocation) so no lock is held while libnice sends.
-        let transports = peers.withLock { $0 }
+        // Copy the lists (retains, no allocation) so no lock is held while libnice sends.
+        let targets = targets.withLock { $0 }
         let now = ContinuousClock.now
-        for transport in transports { transport.sendMedia(payload, scratch: &scratch, now: now) }
+        for transport in targets.direct { transport.sendMedia(payload, scratch: &scratch, now: now) }
+        if let via = targets.fanOutVia, signer != nil {
+            signer!.sign(payload, into: &signed)
+            signed.withUnsafeBytes { via.sendMedia($0, as: .fanOut, scratch: &scratch, now: now) }
+        }
     }
 }

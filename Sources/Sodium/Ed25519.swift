@@ -54,6 +54,18 @@ public enum Ed25519 {
             }
             return signature
         }
+
+        /// A detached signature over `message`, written to `signature` (64 bytes): for a thread
+        /// that must not allocate (the audio capture thread signs fanned-out frames, PROTOCOL §15).
+        public func sign(_ message: UnsafeRawBufferPointer, into signature: UnsafeMutableRawBufferPointer) {
+            precondition(signature.count == signatureLength, "an Ed25519 signature is 64 bytes")
+            secretKey.withUnsafeBytes { secret in
+                _ = crypto_sign_detached(
+                    signature.bindMemory(to: UInt8.self).baseAddress!, nil,
+                    message.bindMemory(to: UInt8.self).baseAddress, UInt64(message.count),
+                    secret.bindMemory(to: UInt8.self).baseAddress!)
+            }
+        }
     }
 
     /// Whether `signature` is a valid signature of `message` under `publicKey`.

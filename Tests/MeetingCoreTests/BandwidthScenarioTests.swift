@@ -8,27 +8,38 @@ import Testing
 @Suite("Bandwidth estimate (simulated)", .serialized)
 struct BandwidthScenarioTests {
     /// Eight members; alice (capped) and bob talk, the others are silent (DTX), media every 20 ms.
-    static func meeting(aliceAdapts: Bool = true) -> (MeetingSimulation, [MeetingSimulation.NodeID]) {
+    /// `versions`: what every member's HELLO lists (`[1, 2, 3]`: no one can pass alice's voice
+    /// on, PROTOCOL §15; nil: this build's).
+    static func meeting(
+        aliceAdapts: Bool = true, versions: [UInt8]? = nil
+    ) -> (
+        MeetingSimulation, [MeetingSimulation.NodeID]
+    ) {
         var world = MeetingSimulation.World()
         world.mediaInterval = .milliseconds(20)
         let sim = MeetingSimulation(seed: 17, world: world)
         var alice = MeetingSimulation.NodeOptions()
         if !aliceAdapts { alice.sendRateRange = nil }
+        alice.protocolVersions = versions
+        var bob = MeetingSimulation.NodeOptions()
+        bob.protocolVersions = versions
         var silent = MeetingSimulation.NodeOptions()
         silent.talking = false
+        silent.protocolVersions = versions
         let ids =
-            [sim.addNode("alice", alice), sim.addNode("bob")]
+            [sim.addNode("alice", alice), sim.addNode("bob", bob)]
             + (2..<8).map { sim.addNode(MeetingScenarioTests.names[$0], silent) }
         sim.joinAll()
         return (sim, ids)
     }
 
-    /// 256 then 128 kbit/s: alice's rate falls to what fits (7 copies) within seconds, her queue
-    /// stays well under 100 ms once it has, every link stays up, and bob — who sends to her over
-    /// her uncapped downlink — keeps his full rate. With the cap lifted she is back at the top.
+    /// 256 then 128 kbit/s among members of version 3 (a copy per peer): alice's rate falls to
+    /// what fits (7 copies) within seconds, her queue stays well under 100 ms once it has, every
+    /// link stays up, and bob — who sends to her over her uncapped downlink — keeps his full rate.
+    /// With the cap lifted she is back at the top.
     @Test(arguments: [256_000, 128_000])
     func aCappedUplinkIsFilledNotOverfilled(cap: Int) {
-        let (sim, ids) = Self.meeting()
+        let (sim, ids) = Self.meeting(versions: [1, 2, 3])
         #expect(sim.run(until: .seconds(5)) { sim.allLinksUp() })
         sim.run(for: .seconds(2))
         #expect(sim.sendRate(of: ids[0]) == nil)
@@ -54,7 +65,7 @@ struct BandwidthScenarioTests {
     /// 200 ms queue drains sooner (without: 119 ms mean over the first 3 s, 149 datagrams dropped;
     /// with: 104 ms, 111).
     @Test func aDeepQueueIsAnsweredWithADeeperCut() {
-        let (sim, ids) = Self.meeting()
+        let (sim, ids) = Self.meeting(versions: [1, 2, 3])
         #expect(sim.run(until: .seconds(5)) { sim.allLinksUp() })
         sim.run(for: .seconds(2))
         sim.setUplink(of: ids[0], bitsPerSecond: 256_000)
@@ -74,6 +85,36 @@ struct BandwidthScenarioTests {
         sim.run(for: .seconds(20))
         let queue = sim.uplinkQueue(of: ids[0], since: capped + .seconds(10))!
         #expect(queue.mean > .milliseconds(150) && queue.dropped > 1000, "\(queue)")
+    }
+
+    /// The same caps among members of version 4 (PROTOCOL §15): once a copy per peer no longer fits
+    /// at a usable rate, alice sends one signed copy to a member that passes it to the other six,
+    /// at a rate per copy a copy per peer could not have (256 kbit/s: ~30 kbit/s; 128: ~16), her
+    /// queue stays short, everyone hears her, bob keeps his full rate. Lifting the cap changes
+    /// nothing she can see while one copy goes up: she stays fanned out at the top rate.
+    @Test(arguments: [256_000, 128_000])
+    func aCappedUplinkGoesUpOnceThroughAMember(cap: Int) {
+        let (sim, ids) = Self.meeting()
+        #expect(sim.run(until: .seconds(5)) { sim.allLinksUp() })
+        sim.run(for: .seconds(2))
+        #expect(sim.fanOut(of: ids[0]) == nil)
+        sim.setUplink(of: ids[0], bitsPerSecond: cap)
+        let capped = sim.elapsed
+        #expect(sim.run(until: .seconds(10)) { sim.fanOut(of: ids[0]) != nil })
+        sim.run(for: .seconds(20))
+        let fanOut = try! #require(sim.fanOut(of: ids[0]))
+        #expect(fanOut.covered == 6 && fanOut.through != ids[0])
+        #expect(sim.counters["fanned", default: 0] > 1000, "frames passed on: \(sim.counters["fanned", default: 0])")
+        let rate = sim.sendRate(of: ids[0]) ?? Int.max
+        #expect(rate >= 50_000, "\(rate) b/s")
+        let queue = sim.uplinkQueue(of: ids[0], since: capped + .seconds(15))!
+        #expect(queue.mean < .milliseconds(50) && queue.largest < .milliseconds(150), "\(queue) \(rate)")
+        #expect(sim.allLinksUp())
+        #expect(sim.sendRate(of: ids[1]) == nil && sim.fanOut(of: ids[1]) == nil)
+        for listener in ids.dropFirst() { #expect(sim.hears(listener, ids[0])) }
+        sim.setUplink(of: ids[0], bitsPerSecond: nil)
+        #expect(sim.run(until: .seconds(60)) { sim.sendRate(of: ids[0]) == nil })
+        for listener in ids.dropFirst() { #expect(sim.hears(listener, ids[0])) }
     }
 
     /// Random loss on a path that does not queue is not congestion: the sender keeps its rate and

@@ -94,7 +94,7 @@ struct MeetingCoreTests {
     }
 
     static func linkID(in commands: [MeetingCommand]) -> LinkID? {
-        for command in commands { if case .createPath(let id, _, _, _) = command { return id } }
+        for command in commands { if case .createPath(let id, _, _, _, _) = command { return id } }
         return nil
     }
 

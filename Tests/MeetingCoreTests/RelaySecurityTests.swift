@@ -25,16 +25,21 @@ struct RelaySecurityTests {
     }
 
     /// Alice's and Carol's sessions, established by passing their handshake through `carry`
-    /// (the relay's hands), with version 2.
-    static func establishedPair(factInterval: Duration = .zero) -> (alice: LinkSession, carol: LinkSession) {
+    /// (the relay's hands), with `version` (2 unless said); each knows the other's session epoch
+    /// as 1.
+    static func establishedPair(
+        factInterval: Duration = .zero, version: UInt8 = 2
+    ) -> (
+        alice: LinkSession, carol: LinkSession
+    ) {
         let alice = identity(1)
         let carol = identity(3)
         var a = LinkSession(
-            session: PeerSession(local: alice, peer: carol.peerIdentity, keys: keys, protocolVersion: 2),
-            timing: timing(factInterval: factInterval))
+            session: PeerSession(local: alice, peer: carol.peerIdentity, keys: keys, protocolVersion: version),
+            timing: timing(factInterval: factInterval), peerEpoch: 1)
         var c = LinkSession(
-            session: PeerSession(local: carol, peer: alice.peerIdentity, keys: keys, protocolVersion: 2),
-            timing: timing(factInterval: factInterval))
+            session: PeerSession(local: carol, peer: alice.peerIdentity, keys: keys, protocolVersion: version),
+            timing: timing(factInterval: factInterval), peerEpoch: 1)
         var toCarol = a.start(now: start, rehandshake: false).datagrams
         var toAlice = c.start(now: start, rehandshake: false).datagrams
         for _ in 0..<4 {
@@ -106,7 +111,7 @@ struct RelaySecurityTests {
         let eve = Self.identity(5)
         var forger = LinkSession(
             session: PeerSession(local: eve, peer: Self.identity(3).peerIdentity, keys: Self.keys, protocolVersion: 2),
-            timing: Self.timing(factInterval: .zero))
+            timing: Self.timing(factInterval: .zero), peerEpoch: 1)
         let initiation = forger.start(now: Self.start, rehandshake: false).datagrams
         for datagram in initiation {
             let received = carol.receive(datagram, now: Self.start, nowMs: 2, via: [UInt8](repeating: 2, count: 32))

@@ -44,6 +44,8 @@ public final class MeetingSimulation {
         /// The bandwidth estimate's range (bits/s per peer with headers): 32 kb/s of Opus in 20 ms
         /// packets at the top, 6 kb/s in 60 ms packets at the bottom; nil: `--fixed-rate`.
         public var sendRateRange: ClosedRange<Int>? = 15_467...60_400
+        /// The protocol versions its HELLO lists (PROTOCOL §12; nil: this build's).
+        public var protocolVersions: [UInt8]?
         public init() {}
     }
 
@@ -100,9 +102,17 @@ public final class MeetingSimulation {
             staticSecret: Self.secureBytes(count: 32, using: &random))
         let keys = try! RoomKeys(
             roomSecret: options.wrongSecret ? Self.secureBytes(count: 32, using: &random) : roomSecret)
-        var configuration = try! MeetingConfiguration(
-            identity: identity, keys: keys, displayName: name, sessionEpoch: random.next() | 1,
-            firstEnvelopeSequence: 1_000_000 + UInt64(nodes.count) << 32, randomSeed: random.next())
+        var configuration =
+            if let versions = options.protocolVersions {
+                try! MeetingConfiguration(
+                    identity: identity, keys: keys, displayName: name, sessionEpoch: random.next() | 1,
+                    protocolVersions: versions, firstEnvelopeSequence: 1_000_000 + UInt64(nodes.count) << 32,
+                    randomSeed: random.next())
+            } else {
+                try! MeetingConfiguration(
+                    identity: identity, keys: keys, displayName: name, sessionEpoch: random.next() | 1,
+                    firstEnvelopeSequence: 1_000_000 + UInt64(nodes.count) << 32, randomSeed: random.next())
+            }
         configuration.timing = world.timing
         configuration.sendRateRange = options.sendRateRange
         let core = MeetingCore(configuration: configuration, pins: IdentityPins(), muted: options.muted, now: now)
@@ -212,6 +222,16 @@ public final class MeetingSimulation {
 
     /// The bits per second per peer the node's core last gave its encoder (nil: no limit).
     public func sendRate(of id: NodeID) -> Int? { nodes[id.index].sendRate }
+
+    /// The member the node's frames go up to once (PROTOCOL §15), and how many peers it passes
+    /// them to; nil: a copy to every peer.
+    public func fanOut(of id: NodeID) -> (through: NodeID, covered: Int)? {
+        let node = nodes[id.index]
+        guard let route = node.fanOut, let key = node.paths[route.via]?.peerKey,
+            let member = nodes.first(where: { $0.identity.publicKey == key })
+        else { return nil }
+        return (member.id, route.covered.count)
+    }
 
     /// Random loss on datagrams from `a` to `b` (0...1).
     public func setLoss(from a: NodeID, to b: NodeID, _ loss: Double) { network.loss[[a, b]] = loss }

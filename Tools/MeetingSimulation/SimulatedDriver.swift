@@ -138,13 +138,13 @@ extension MeetingSimulation {
             relay(envelope, from: id, to: recipient)
         case .createICEAgent:
             schedule(.input(id, .iceAgentReady), after: .milliseconds(1))
-        case .createPath(let link, let peer, let version, _):
+        case .createPath(let link, let peer, let version, let epoch, _):
             let session = PeerSession(
                 local: node.identity, peer: peer, keys: node.core.configuration.keys, protocolVersion: version,
                 wallClock: wallClock.clock)
             let path = Path(
                 peerKey: peer.identityKey,
-                link: LinkSession(session: session, timing: world.timing),
+                link: LinkSession(session: session, timing: world.timing, peerEpoch: epoch),
                 localCredentials: newCredentials())
             node.add(path, as: link)
             announceCandidates(id, link)
@@ -210,6 +210,8 @@ extension MeetingSimulation {
             node.encoderLoss = loss
         case .setSendRate(let bitsPerSecond):
             node.sendRate = bitsPerSecond
+        case .setFanOut(let route):
+            node.fanOut = route
         case .publish(let event):
             node.events.append(event)
         case .log(let line):
@@ -292,20 +294,38 @@ extension MeetingSimulation {
         guard node.phase == .running else { return }
         schedule(.media(id), after: world.mediaInterval)
         guard !node.paused else { return }
-        for link in node.paths.keys.sorted() {
-            guard let sequence = node.paths[link]?.nextSequence else { continue }
-            // The sequence number, and the send time for the receiver's queueing delay (§10.1).
-            let sentAt = UInt64((now - start).nanoseconds)
-            let body: [UInt8] =
-                withUnsafeBytes(of: sequence.bigEndian, Array.init) + withUnsafeBytes(of: sentAt.bigEndian, Array.init)
+        // The sequence number, and the send time for the receiver's queueing delay (§10.1).
+        let sentAt = UInt64((now - start).nanoseconds)
+        let body: [UInt8] =
+            withUnsafeBytes(of: node.nextSequence.bigEndian, Array.init)
+            + withUnsafeBytes(of: sentAt.bigEndian, Array.init)
+        node.nextSequence &+= 1
+        // On the wire a media packet is as large as the encoder makes it for the rate the core
+        // allows (at most the configured encoding's).
+        let rate = node.sendRate ?? node.options.sendRateRange?.upperBound ?? 60_400
+        let wireBits = Int(Double(rate) * world.mediaInterval.seconds)
+        let fanOut = node.fanOut.flatMap { node.paths[$0.via] == nil ? nil : $0 }
+        for link in node.paths.keys.sorted() where !(fanOut?.covered.contains(link) ?? false) {
             var packet: [UInt8] = []
-            guard node.paths[link]?.link.seal(.media, body: body, now: now, into: &packet) == true else { continue }
-            node.paths[link]?.nextSequence &+= 1
-            // On the wire a media packet is as large as the encoder makes it for the rate the core
-            // allows (at most the configured encoding's).
-            let rate = node.sendRate ?? node.options.sendRateRange?.upperBound ?? 60_400
-            let wireBits = Int(Double(rate) * world.mediaInterval.seconds)
-            transmit(packet, from: id, on: link, holding: false, wireBits: wireBits)
+            if link == fanOut?.via {
+                // One signed copy for the member to play and pass on (§15.2), as large as the
+                // encoding fitted with the signature's bytes.
+                if node.signer == nil {
+                    node.signer = FanOutSigner(
+                        identity: node.identity, roomID: node.core.configuration.keys.roomID,
+                        epoch: node.core.configuration.hello.sessionEpoch)
+                }
+                var frame: [UInt8] = []
+                body.withUnsafeBytes { node.signer!.sign($0, into: &frame) }
+                guard node.paths[link]?.link.seal(.fanOut, body: frame, now: now, into: &packet) == true else {
+                    continue
+                }
+            } else {
+                guard node.paths[link]?.link.seal(.media, body: body, now: now, into: &packet) == true else { continue }
+            }
+            // Unlimited, the encoder sends its full rate and the signature on top.
+            let extra = link == fanOut?.via && node.sendRate == nil ? MeetingCore.fanOutPacketExtra * 8 : 0
+            transmit(packet, from: id, on: link, holding: false, wireBits: wireBits + extra)
         }
     }
 
@@ -397,22 +417,52 @@ extension MeetingSimulation {
             let output = node.paths[link]?.link.receive(
                 datagram, now: now, nowMs: Self.milliseconds(now - start), via: via)
         else { return }
-        if let media = output.media, media.count == 12 {
+        play(output, at: id, on: link)
+        if let frame = output.fanOut { fanOut(frame, at: id, from: path.peerKey, on: link) }
+        if let relayed = output.relay { relay(relayed, at: id, from: path.peerKey, on: link) }
+    }
+
+    /// What a session step gave: its media counted as the audio channel would, its facts fed.
+    private func play(_ output: LinkSession.Output, at id: NodeID, on link: LinkID) {
+        let node = nodes[id.index]
+        if let media = output.media, media.count == 12, let path = node.paths[link] {
             let sequence = media.prefix(4).reduce(UInt32(0)) { $0 << 8 | UInt32($1) }
             let sentAt = media.suffix(8).reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
             let arrival = Int64((now - start).nanoseconds)
-            if node.paths[link]?.queueDelay.note(transit: arrival - Int64(sentAt), now: arrival) == true {
+            if path.queueDelay.note(transit: arrival - Int64(sentAt), now: arrival) == true {
                 feed(id, .session(link, .queueRising))
             }
-            if node.paths[link]?.firstSequence == nil { node.paths[link]?.firstSequence = sequence }
-            let highest = max(node.paths[link]?.highestSequence ?? 0, sequence)
-            node.paths[link]?.highestSequence = highest
-            node.paths[link]?.mediaReceived += 1
-            node.paths[link]?.lastMediaAt = now
-            node.mediaArrivals[path.peerKey, default: []].append(now)
+            // A frame that came both ways (while §15's routes change) is one frame.
+            let fresh = path.recentSequences.insert(sequence).inserted
+            if path.recentSequences.count > 256 {
+                path.recentSequences = path.recentSequences.filter { $0 + 128 > sequence }
+            }
+            if path.firstSequence == nil { path.firstSequence = sequence }
+            path.highestSequence = max(path.highestSequence, sequence)
+            if fresh {
+                path.mediaReceived += 1
+                path.lastMediaAt = now
+                node.mediaArrivals[path.peerKey, default: []].append(now)
+            }
         }
         for fact in deliver(output, at: id, on: link) { feed(id, fact) }
-        if let relayed = output.relay { relay(relayed, at: id, from: path.peerKey, on: link) }
+    }
+
+    /// What the daemon's RelayRouter does with a frame `source` asked this node to pass on (§15.2).
+    private func fanOut(_ frame: ArraySlice<UInt8>, at id: NodeID, from source: [UInt8], on origin: LinkID) {
+        let node = nodes[id.index]
+        switch node.relayTable.decideFanOut(from: source, at: now) {
+        case .forward(let targets):
+            counters["fanned", default: 0] += targets.count
+            for key in targets {
+                guard let target = node.pathID(toward: key) else { continue }
+                sendRelay(RelayPacket(kind: .fanDeliver, peer: source, payload: Array(frame)), from: id, on: target)
+            }
+        case .refuse(let reason, let tell):
+            if tell {
+                sendControl(.relayRefused(destination: RelayPacket.everyone, reason: reason), from: id, on: origin)
+            }
+        }
     }
 
     /// What the daemon's RelayRouter does with a relay packet from `source` (§13.2).
@@ -445,6 +495,9 @@ extension MeetingSimulation {
             }
         case .deliverEnvelope:
             break
+        case .fanDeliver:
+            guard let target = node.pathID(toward: packet.peer), let path = node.paths[target] else { return }
+            play(path.link.receiveFanned(packet.payload[...], now: now), at: id, on: target)
         }
     }
 
@@ -630,6 +683,7 @@ extension MeetingCommand {
         case .setMuted: "setMuted"
         case .setEncoderLoss: "setEncoderLoss"
         case .setSendRate: "setSendRate"
+        case .setFanOut: "setFanOut"
         case .publish: "publish"
         case .log: "log"
         case .savePins: "savePins"

@@ -49,6 +49,11 @@ extension MeetingSimulation {
         var encoderLoss = 0.0
         /// The latest `.setSendRate` (nil: no limit).
         var sendRate: Int?
+        /// The latest `.setFanOut` (§15), and what signs our frames for it.
+        var fanOut: FanOutRoute?
+        var signer: FanOutSigner?
+        /// Media sequence numbers, one counter for every link (§9.1).
+        var nextSequence: UInt32 = 0
         /// What this node carries for others (§13.3).
         var relayTable = RelayTable()
         var events: [ControlEvent] = []
@@ -107,7 +112,8 @@ extension MeetingSimulation {
         var firstSequence: UInt32?
         var highestSequence: UInt32 = 0
         var mediaReceived = 0
-        var nextSequence: UInt32 = 0
+        /// The sequence numbers received lately (a frame that arrives twice counts once).
+        var recentSequences: Set<UInt32> = []
         var lastMediaAt: ContinuousClock.Instant?
         var bytesSent: UInt64 = 0
         var bytesReceived: UInt64 = 0

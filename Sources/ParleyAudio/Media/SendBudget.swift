@@ -37,10 +37,13 @@ public struct SendBudget: Sendable, Hashable {
     public static let longestPacketMilliseconds = 60
 
     /// Bits per second one peer receives from us for `opusBitrate` in packets of `packetMilliseconds`
-    /// with `copies` copies of previous frames in each.
-    public static func wireRate(opusBitrate: Int, packetMilliseconds: Int, copies: Int = 0) -> Int {
+    /// with `copies` copies of previous frames in each, and `extraPacketBytes` more in each packet
+    /// (a signed frame's counter and signature while one copy goes up, PROTOCOL §15.1).
+    public static func wireRate(
+        opusBitrate: Int, packetMilliseconds: Int, copies: Int = 0, extraPacketBytes: Int = 0
+    ) -> Int {
         let packetsPerSecond = 1000 / Double(packetMilliseconds)
-        let headers = packetsPerSecond * Double(8 * (packetOverhead + copies * copyOverhead))
+        let headers = packetsPerSecond * Double(8 * (packetOverhead + extraPacketBytes + copies * copyOverhead))
         return Int((headers + Double(opusBitrate * (1 + copies))).rounded())
     }
 
@@ -68,13 +71,17 @@ public struct SendBudget: Sendable, Hashable {
 
     /// The encoding that fits `budget` bits per second per peer (nil: no limit).
     ///
-    /// - Parameter current: the packet frames in use (see `keepBitrate`).
+    /// - Parameters:
+    ///   - current: the packet frames in use (see `keepBitrate`).
+    ///   - extraPacketBytes: what each packet carries besides `packetOverhead` (`wireRate`).
     public static func fit(
-        budget: Int?, maximumBitrate: Int, frameMilliseconds: Int, copies: Int, current: Int = 1
+        budget: Int?, maximumBitrate: Int, frameMilliseconds: Int, copies: Int, current: Int = 1,
+        extraPacketBytes: Int = 0
     ) -> SendBudget {
         guard let budget else { return SendBudget(packetFrames: 1, opusBitrate: maximumBitrate) }
         func opus(_ milliseconds: Int) -> Int {
-            let headers = wireRate(opusBitrate: 0, packetMilliseconds: milliseconds, copies: copies)
+            let headers = wireRate(
+                opusBitrate: 0, packetMilliseconds: milliseconds, copies: copies, extraPacketBytes: extraPacketBytes)
             return (budget - headers) / (1 + copies)
         }
         let currentLength = current * frameMilliseconds

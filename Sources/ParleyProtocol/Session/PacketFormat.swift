@@ -22,11 +22,16 @@ public struct InnerPacketType: RawRepresentable, Sendable, Hashable, CustomStrin
     /// A packet relayed through this member for another pair, or to it from another member
     /// (§13, version 2 links only).
     public static let relay = InnerPacketType(rawValue: 0x03)
+    /// A signed frame for the receiver to play and pass on to the others (§15.2, version 4 links
+    /// only).
+    public static let fanOut = InnerPacketType(rawValue: 0x04)
 
     /// Whether a link of protocol `version` carries this inner type (checked for every packet
     /// received: a comparison, not a set built each time).
     func isKnown(in version: UInt8) -> Bool {
-        rawValue <= (version >= 2 ? Self.relay.rawValue : Self.sessionControl.rawValue)
+        let highest =
+            version >= 4 ? Self.fanOut.rawValue : version >= 2 ? Self.relay.rawValue : Self.sessionControl.rawValue
+        return rawValue <= highest
     }
 
     public var description: String {
@@ -35,6 +40,7 @@ public struct InnerPacketType: RawRepresentable, Sendable, Hashable, CustomStrin
         case .media: "media"
         case .sessionControl: "session-control"
         case .relay: "relay"
+        case .fanOut: "fan-out"
         default: "inner-type-0x\(String(rawValue, radix: 16))"
         }
     }

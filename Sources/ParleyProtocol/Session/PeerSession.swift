@@ -128,6 +128,12 @@ public struct PeerSession: Sendable {
     /// Whether payloads can be sent now.
     public var isEstablished: Bool { current != nil }
 
+    /// The protocol version of the link (§12).
+    public var protocolVersion: UInt8 { version }
+
+    /// The room these sessions belong to (§3.2).
+    public var roomID: [UInt8] { keys.roomID }
+
     // MARK: Inputs
 
     /// The ICE path to the peer is up (again): the preferred initiator starts a handshake unless

@@ -12,6 +12,8 @@ public import ParleyCore
 /// - FORWARD_ENVELOPE (3): `peer` is the destination, or 32 zero bytes for every member the relay
 ///   has a session with except the sender; `payload` is one signaling envelope (§6).
 /// - DELIVER_ENVELOPE (4): `peer` is the member the envelope came from over the mesh.
+/// - FAN_DELIVER (5, version 4 links only, §15.2): `peer` is the member who sent the frame,
+///   `payload` its signed frame (`FanOutFrame`), passed on unchanged.
 ///
 /// The relay reads none of the payloads: datagrams are sealed by the two ends' own session and
 /// envelopes by their sender.
@@ -21,6 +23,7 @@ public struct RelayPacket: Sendable, Hashable {
         case deliver = 2
         case forwardEnvelope = 3
         case deliverEnvelope = 4
+        case fanDeliver = 5
 
         public var carriesEnvelope: Bool { self == .forwardEnvelope || self == .deliverEnvelope }
     }
@@ -54,7 +57,12 @@ public struct RelayPacket: Sendable, Hashable {
         guard let kind = Kind(rawValue: rawKind) else { throw WireFormatError("unknown relay kind \(rawKind)") }
         let peer = try reader.readBytes(32, "relay peer")
         let payload = reader.readRest()
-        if kind.carriesEnvelope {
+        if kind == .fanDeliver {
+            guard (FanOutFrame.minimumLength...FanOutFrame.maximumLength).contains(payload.count) else {
+                throw WireFormatError("a fanned-out frame of \(payload.count) bytes is not a signed frame")
+            }
+            guard peer != Self.everyone else { throw WireFormatError("a fanned-out frame needs its sender") }
+        } else if kind.carriesEnvelope {
             guard (Envelope.minimumLength...Envelope.maximumLength).contains(payload.count) else {
                 throw WireFormatError("a relayed envelope of \(payload.count) bytes is not an envelope")
             }
