@@ -28,22 +28,36 @@ public struct LinkSession: Sendable {
     private let quietSpell: Duration
     private var authenticatedReportedAt: ContinuousClock.Instant?
     private var authenticatedVia: [UInt8]?
-    /// Opens the peer's frames that other members pass on (§15.2).
-    private var fanOutVerifier: FanOutVerifier
+    /// Opens the peer's frames that other members pass on (§15.2); the caller keeps it when the
+    /// link ends, for a later link with the same run of the peer.
+    public private(set) var fanOutVerifier: FanOutVerifier
     /// The peer's passed-on frames whose signature did not verify.
     public private(set) var fanOutFailures = 0
     /// When `.mediaPassedOn` was last said.
     private var fanOutSaidAt: ContinuousClock.Instant?
+    /// The sequence numbers of the peer's latest media payloads.
+    private var recentFrames = RecentSequences()
 
     /// `timing`: how often authenticated packets and repeated REPORTs are said
-    /// (`authenticatedFactInterval`, `reportInterval`). `peerEpoch`: the peer's session epoch
-    /// from its HELLO, which its fanned-out frames are signed for (§15.1).
-    public init(session: PeerSession, timing: MeetingTiming, peerEpoch: UInt64) {
+    /// (`authenticatedFactInterval`, `reportInterval`). `fanOutVerifier`: the peer's, for its
+    /// session epoch from its HELLO (§15.1) — the one an earlier link with the same run of the
+    /// peer left (`fanOutVerifier`), or a new one (`init(peerEpoch:)`).
+    public init(session: PeerSession, timing: MeetingTiming, fanOutVerifier: FanOutVerifier) {
+        precondition(fanOutVerifier.originKey == session.peer.identityKey, "a verifier of another peer")
         self.session = session
-        fanOutVerifier = FanOutVerifier(originKey: session.peer.identityKey, roomID: session.roomID, epoch: peerEpoch)
+        self.fanOutVerifier = fanOutVerifier
         authenticatedFactInterval = timing.authenticatedFactInterval
         reportInterval = timing.reportInterval
         quietSpell = authenticatedFactInterval * 2
+    }
+
+    /// A link with a peer whose frames passed on by others (§15) start afresh: a run of the peer
+    /// this node had no link with before.
+    public init(session: PeerSession, timing: MeetingTiming, peerEpoch: UInt64) {
+        self.init(
+            session: session, timing: timing,
+            fanOutVerifier: FanOutVerifier(
+                originKey: session.peer.identityKey, roomID: session.roomID, epoch: peerEpoch))
     }
 
     /// What one step produced: datagrams for the peer, facts for the meeting, and a media
@@ -156,8 +170,13 @@ public struct LinkSession: Sendable {
         return output
     }
 
-    /// A media payload from the peer: for the audio channel, and counted for REPORTs (§10.1).
+    /// A media payload from the peer: for the audio channel, and counted for REPORTs (§10.1) —
+    /// once, though it may come both directly and through a member while a route changes (§15.2).
     private mutating func noteMedia(_ body: ArraySlice<UInt8>?, into output: inout Output) {
+        if let body, body.count >= 4 {
+            let sequence = UInt16(body[body.startIndex + 2]) << 8 | UInt16(body[body.startIndex + 3])
+            guard recentFrames.insert(sequence) else { return }
+        }
         mediaReceived += 1
         if mediaReceived == 1 { output.facts.append(.firstMedia) }
         output.media = body
@@ -282,5 +301,34 @@ public struct LinkSession: Sendable {
             }
         }
         return output
+    }
+}
+
+/// Which of the last 64 sequence numbers (§9.1, 16 bits, wrapping) were seen: a frame that came
+/// twice (directly and passed on by a member, §15.2) is one frame.
+struct RecentSequences: Sendable {
+    private var highest: UInt16?
+    /// Bit i: `highest − i` was seen.
+    private var seen: UInt64 = 0
+
+    /// Records `sequence`; false if it was seen already (or is too old to tell, 64 or more behind).
+    mutating func insert(_ sequence: UInt16) -> Bool {
+        guard let top = highest else {
+            highest = sequence
+            seen = 1
+            return true
+        }
+        let ahead = sequence &- top
+        if ahead != 0, ahead < 0x8000 {
+            seen = ahead >= 64 ? 1 : seen << UInt64(ahead) | 1
+            highest = sequence
+            return true
+        }
+        let behind = top &- sequence
+        guard behind < 64 else { return false }
+        let bit: UInt64 = 1 << UInt64(behind)
+        guard seen & bit == 0 else { return false }
+        seen |= bit
+        return true
     }
 }

@@ -47,11 +47,15 @@ extension MeetingCore {
         guard route != fanOut?.route else { return }
         let copiesBefore = copiesPerFrame(fanOut?.route)
         let previous = fanOut?.member
+        // The peers whose media now comes another way: their transit changed, and the queue
+        // they measure is the new path's length until their base catches up (as for a relay).
+        let moved = (fanOut?.route.covered ?? []).symmetricDifference(route?.covered ?? [])
+        for id in moved { if let key = linkOwners[id] { peers[key]?.link?.routeChangedAt = now } }
         fanOut = route.map { (next!, $0) }
         let copiesAfter = copiesPerFrame(route)
         output.append(.setFanOut(route))
         if var rate = sendRate, copiesBefore != copiesAfter, copiesBefore > 0, copiesAfter > 0 {
-            rate.rescale(by: Double(copiesBefore) / Double(copiesAfter))
+            rate.rescale(by: Double(copiesBefore) / Double(copiesAfter), at: now)
             sendRate = rate
             output.append(.setSendRate(rate.limited ? rate.estimate : nil))
         }

@@ -58,26 +58,31 @@ public struct RelayTable: Sendable {
     }
 
     /// Whether to pass on a frame `source` sent as FAN_OUT (its media is played whatever this says).
+    /// A sender has a place once a frame of it was passed on, until it sends none for `pairIdle`;
+    /// frames over its rate are not passed on, and not refused either (a capture thread catching
+    /// up after a stall must not cost the sender its fan-out).
     public mutating func decideFanOut(from source: [UInt8], at now: ContinuousClock.Instant) -> FanOutDecision {
         let refusal: SessionControl.RelayRefusal?
-        var sender = fanOutSenders[source]
+        let active = fanOutSenders[source].map { now - $0.last < Self.pairIdle } ?? false
         if policy.maximumPairs == 0 {
             refusal = .declines
         } else if !policy.linked.contains(source) {
             refusal = .notLinked
-        } else if sender == nil,
-            fanOutSenders.count(where: { now - $0.value.last < Self.pairIdle }) >= Self.maximumFanOutSenders
+        } else if !active,
+            fanOutSenders.count(where: { $0.key != source && now - $0.value.last < Self.pairIdle })
+                >= Self.maximumFanOutSenders
         {
             refusal = .busy
         } else {
-            var budget = sender ?? (now, Self.fanOutBurst)
+            var budget = active ? fanOutSenders[source]! : (last: now, tokens: Self.fanOutBurst)
             budget.tokens = min(
                 Self.fanOutBurst, budget.tokens + (now - budget.last).seconds * Self.fanOutFramesPerSecond)
             budget.last = now
-            sender = budget
-            refusal = budget.tokens >= 1 ? nil : .busy
-            if refusal == nil { sender?.tokens -= 1 }
-            fanOutSenders[source] = sender
+            let within = budget.tokens >= 1
+            if within { budget.tokens -= 1 }
+            fanOutSenders[source] = budget
+            guard within else { return .forward([]) }
+            refusal = nil
         }
         guard let refusal else {
             return .forward(policy.fanOutTargets.filter { $0 != source }.sorted { $0.lexicographicallyPrecedes($1) })

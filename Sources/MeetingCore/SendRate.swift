@@ -157,12 +157,17 @@ public struct SendRate: Sendable {
 
     /// The uplink now carries the same bits in `factor` times the rate per stream (fewer, larger
     /// streams: fanning out through a member, PROTOCOL §15.3, or back): everything measured in
-    /// rate per stream scales with it.
-    public mutating func rescale(by factor: Double) {
+    /// rate per stream scales with it. The REPORTs of the next seconds still describe the queue
+    /// and loss of the streams before (a router's queue drains its length after the change), so
+    /// they are taken as after a decrease: no new one for what they show, unless the queue grows.
+    public mutating func rescale(by factor: Double, at now: ContinuousClock.Instant) {
         func scaled(_ rate: Int) -> Int { min(maximum, max(minimum, Int((Double(rate) * factor).rounded()))) }
         estimate = scaled(estimate)
         overfilledAt = overfilledAt.map(scaled)
-        decreasedFrom = decreasedFrom.map(scaled)
+        decreasedFrom = nil
+        decreaseQueue = nil
+        lastDecrease = now
+        lastIncrease = now
     }
 
     /// Forgets a peer that left.

@@ -749,7 +749,9 @@ private final class MeetingDriver {
             let heldLiveness = self.heldLiveness
             let session = PeerSession(local: context.identity, peer: peer, keys: keys, protocolVersion: version)
             let transport = PeerTransport(
-                session: session, peerEpoch: epoch, stream: stream, channel: channel,
+                session: session,
+                fanOutVerifier: router.fanOutVerifier(for: peer.identityKey, epoch: epoch, roomID: keys.roomID),
+                stream: stream, channel: channel,
                 timing: core.configuration.timing, router: router,
                 facts: { fact in
                     if case .stillAuthenticated = fact {

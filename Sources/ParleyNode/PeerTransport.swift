@@ -46,15 +46,15 @@ final class PeerTransport: Sendable {
     }
 
     init(
-        session: PeerSession, peerEpoch: UInt64, stream: ICEStream, channel: ReceiveChannel, timing: MeetingTiming,
-        router: RelayRouter, facts: @escaping @Sendable (SessionFact) -> Void
+        session: PeerSession, fanOutVerifier: FanOutVerifier, stream: ICEStream, channel: ReceiveChannel,
+        timing: MeetingTiming, router: RelayRouter, facts: @escaping @Sendable (SessionFact) -> Void
     ) {
         self.stream = stream
         self.channel = channel
         self.facts = facts
         self.router = router
         peerKey = session.peer.identityKey
-        state = Mutex(State(link: LinkSession(session: session, timing: timing, peerEpoch: peerEpoch)))
+        state = Mutex(State(link: LinkSession(session: session, timing: timing, fanOutVerifier: fanOutVerifier)))
     }
 
     var metrics: Metrics {
@@ -173,6 +173,9 @@ final class PeerTransport: Sendable {
         state.withLock { $0.link.close() }
     }
 
+    /// What the peer's frames passed on by others have used of their counters (§15.2).
+    var fanOutVerifier: FanOutVerifier { state.withLock { $0.link.fanOutVerifier } }
+
     // MARK: ICE thread (receive)
 
     /// Handles one datagram from the peer: handshake answers go straight back out, media goes to
@@ -259,6 +262,9 @@ final class RelayRouter: Sendable {
     private struct State {
         var transports: [[UInt8]: PeerTransport] = [:]
         var table = RelayTable()
+        /// Each member's fan-out replay window (§15.2) from its last link, for its next link with
+        /// the same run: by identity key, one each.
+        var fanOutVerifiers: [[UInt8]: FanOutVerifier] = [:]
     }
 
     private let state = Mutex(State())
@@ -268,8 +274,19 @@ final class RelayRouter: Sendable {
     }
 
     func unregister(_ transport: PeerTransport) {
+        let verifier = transport.fanOutVerifier
         state.withLock { state in
             if state.transports[transport.peerKey] === transport { state.transports[transport.peerKey] = nil }
+            state.fanOutVerifiers[transport.peerKey] = verifier
+        }
+    }
+
+    /// The verifier of `peer`'s frames passed on by others for its run `epoch`: the one its last
+    /// link with that run left, so that no frame of it is taken twice, or a new one.
+    func fanOutVerifier(for peer: [UInt8], epoch: UInt64, roomID: [UInt8]) -> FanOutVerifier {
+        state.withLock { state in
+            if let kept = state.fanOutVerifiers[peer], kept.epoch == epoch { return kept }
+            return FanOutVerifier(originKey: peer, roomID: roomID, epoch: epoch)
         }
     }
 
@@ -317,7 +334,9 @@ final class RelayRouter: Sendable {
             break  // a fact for the meeting (LinkSession)
         case .fanDeliver:
             // A frame of `packet.peer` that `origin`'s member passes on: its signature, checked
-            // by our session with that peer, is what makes it the peer's (§15.2).
+            // by our session with that peer, is what makes it the peer's (§15.2). A member's own
+            // frames come from it as FAN_OUT or media, never as passed on by itself.
+            guard packet.peer != source else { return }
             state.withLock { $0.transports[packet.peer] }?.receiveFanned(packet.payload[...], now: now)
         }
     }

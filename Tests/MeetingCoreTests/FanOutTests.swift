@@ -26,7 +26,12 @@ struct FanOutTests {
         return frame
     }
 
-    static let media: [UInt8] = [1, 0, 0x12, 0x34, 1, 2, 3, 4, 3, 0xC0, 0xF8, 0x50, 0x51]
+    /// A media payload (§9.1) with sequence number `sequence`.
+    static func media(_ sequence: UInt16 = 0x1234) -> [UInt8] {
+        [1, 0, UInt8(sequence >> 8), UInt8(sequence & 0xFF), 1, 2, 3, 4, 3, 0xC0, 0xF8, 0x50, 0x51]
+    }
+
+    static let media = media()
 
     /// Carol's session with Alice plays Alice's frame that a member passed on, once: it counts as
     /// Alice's media (her REPORTs say so), and says that Alice's media comes another way.
@@ -41,12 +46,19 @@ struct FanOutTests {
         // The same frame again (the member repeats it): nothing.
         #expect(carol.receiveFanned(first[...], now: Self.start).media == nil)
         // The next one plays; that media comes this way is said once a REPORT interval.
-        let second = Self.frame(Self.media, &alice)
+        let second = Self.frame(Self.media(0x1235), &alice)
         let next = carol.receiveFanned(second[...], now: Self.start + .milliseconds(20))
         #expect(next.media != nil && next.facts.isEmpty)
-        let later = carol.receiveFanned(Self.frame(Self.media, &alice)[...], now: Self.start + .seconds(1))
+        let later = carol.receiveFanned(Self.frame(Self.media(0x1236), &alice)[...], now: Self.start + .seconds(1))
         #expect(later.facts == [.mediaPassedOn])
         #expect(carol.fanOutFailures == 0)
+        // A frame Carol also got directly (the routes changing) plays and counts once.
+        var packet: [UInt8] = []
+        var (direct, carolAgain) = Pair.establishedPair(version: 4)
+        #expect(direct.seal(.media, body: Self.media(0x1237), now: Self.start, into: &packet))
+        #expect(carolAgain.receive(packet, now: Self.start, nowMs: 2).media != nil)
+        #expect(carolAgain.receiveFanned(Self.frame(Self.media(0x1237), &alice)[...], now: Self.start).media == nil)
+        #expect(carolAgain.mediaReceived == 1)
     }
 
     /// Every byte the member changes — counter, signature, media — makes the frame worthless, and
@@ -76,6 +88,21 @@ struct FanOutTests {
         let output = carol.receiveFanned(Self.frame(Self.media, &signer)[...], now: Self.start)
         #expect(output.media == nil)
         #expect(carol.fanOutFailures == 1)
+    }
+
+    /// A new link with the same run of Alice (her link was removed and came back, §6.6) starts
+    /// from what the old one took: the member cannot replay her old frames into it.
+    @Test func aNewLinkWithTheSameRunTakesNoOldFrame() {
+        var (_, carol) = Pair.establishedPair(version: 4)
+        var alice = Self.signer()
+        let frame = Self.frame(Self.media, &alice)
+        #expect(carol.receiveFanned(frame[...], now: Self.start).media != nil)
+        let timing = Pair.timing(factInterval: .zero)
+        var next = LinkSession(session: carol.session, timing: timing, fanOutVerifier: carol.fanOutVerifier)
+        #expect(next.receiveFanned(frame[...], now: Self.start).media == nil)
+        // (A window started afresh would have taken it.)
+        var fresh = LinkSession(session: carol.session, timing: timing, peerEpoch: Self.alicesEpoch)
+        #expect(fresh.receiveFanned(frame[...], now: Self.start).media != nil)
     }
 
     /// A made-up frame with a counter far ahead does not move the window: Alice's real frames,
@@ -111,7 +138,8 @@ struct FanOutTests {
         #expect(alice.seal(deliver, now: Self.start, into: &packet))
         #expect((member.receive(packet, now: Self.start, nowMs: 2).relay != nil) == (version >= 4))
         // And on an older link a frame passed on for its peer is not taken either.
-        #expect((member.receiveFanned(frame[...], now: Self.start).media != nil) == (version >= 4))
+        let another = Self.frame(Self.media(0x1235), &signer)
+        #expect((member.receiveFanned(another[...], now: Self.start).media != nil) == (version >= 4))
     }
 
     @Test func aFanDeliverIsASignedFrameFromSomeone() {
@@ -150,7 +178,8 @@ struct FanOutTests {
         )
     }
 
-    /// Two senders at a time; a third is busy until one of them has been quiet for 10 s.
+    /// Two senders at a time; a third is busy until one of them has been quiet for 10 s — and a
+    /// sender that was quiet that long needs a free place again to come back.
     @Test func twoSendersAtATime() {
         var table = Self.table()
         for sender in Self.members[0..<2] {
@@ -169,6 +198,7 @@ struct FanOutTests {
             Issue.record("the quiet sender's place was not freed")
             return
         }
+        #expect(table.decideFanOut(from: Self.members[1], at: time) == .refuse(.busy, tell: true))
     }
 
     /// At most 110 frames a second per sender, after a burst of 20.
@@ -176,9 +206,10 @@ struct FanOutTests {
         var table = Self.table()
         var passed = 0
         for index in 0..<400 {  // 400 frames in one second: 2.5 ms apart
-            if case .forward = table.decideFanOut(from: Self.members[0], at: Self.start + .microseconds(index * 2500)) {
-                passed += 1
-            }
+            let decision = table.decideFanOut(from: Self.members[0], at: Self.start + .microseconds(index * 2500))
+            if case .forward(let targets) = decision, !targets.isEmpty { passed += 1 }
+            // Frames over the rate are not passed on, and not refused (the sender keeps its place).
+            if case .refuse = decision { Issue.record("refused at frame \(index)") }
         }
         #expect((120...131).contains(passed), "\(passed)")
     }

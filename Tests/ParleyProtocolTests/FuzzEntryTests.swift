@@ -10,9 +10,10 @@ struct FuzzEntryTests {
         ("invite", ParleyProtocolFuzz.invite, ParleyProtocolFuzz.inviteSeeds),
         ("envelope", ParleyProtocolFuzz.envelope, ParleyProtocolFuzz.envelopeSeeds),
         ("transport", ParleyProtocolFuzz.transportPacket, ParleyProtocolFuzz.transportSeeds),
+        ("fan-out", ParleyProtocolFuzz.fanOutFrame, ParleyProtocolFuzz.fanOutSeeds),
     ]
 
-    @Test(arguments: 0..<3)
+    @Test(arguments: 0..<4)
     func seedsTruncationsAndNoise(target: Int) {
         let (_, run, seeds) = Self.targets[target]
         let inputs = seeds()

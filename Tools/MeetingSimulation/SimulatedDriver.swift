@@ -144,7 +144,9 @@ extension MeetingSimulation {
                 wallClock: wallClock.clock)
             let path = Path(
                 peerKey: peer.identityKey,
-                link: LinkSession(session: session, timing: world.timing, peerEpoch: epoch),
+                link: node.fanOutVerifiers[peer.identityKey].flatMap { $0.epoch == epoch ? $0 : nil }.map {
+                    LinkSession(session: session, timing: world.timing, fanOutVerifier: $0)
+                } ?? LinkSession(session: session, timing: world.timing, peerEpoch: epoch),
                 localCredentials: newCredentials())
             node.add(path, as: link)
             announceCandidates(id, link)
@@ -496,7 +498,8 @@ extension MeetingSimulation {
         case .deliverEnvelope:
             break
         case .fanDeliver:
-            guard let target = node.pathID(toward: packet.peer), let path = node.paths[target] else { return }
+            guard packet.peer != source, let target = node.pathID(toward: packet.peer), let path = node.paths[target]
+            else { return }
             play(path.link.receiveFanned(packet.payload[...], now: now), at: id, on: target)
         }
     }

@@ -16,6 +16,7 @@ let fuzzTargets: [String: FuzzTarget] = [
     "client-address": FuzzTarget(run: RendezvousWire.fuzzClientAddress, seeds: RendezvousWire.clientAddressSeeds),
     "session-control": FuzzTarget(run: MeetingCoreFuzz.sessionControl, seeds: MeetingCoreFuzz.sessionControlSeeds),
     "media": FuzzTarget(run: { bytes in bytes.withUnsafeBytes(MediaPayload.fuzzOneInput) }),
+    "fan-out": FuzzTarget(run: ParleyProtocolFuzz.fanOutFrame, seeds: ParleyProtocolFuzz.fanOutSeeds),
 ]
 
 struct FuzzTarget: Sendable {

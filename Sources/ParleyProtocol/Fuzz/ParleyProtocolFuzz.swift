@@ -143,6 +143,33 @@ public enum ParleyProtocolFuzz {
 }
 
 extension ParleyProtocolFuzz {
+    // MARK: Frames passed on by a member (§15)
+
+    /// The bytes as a FAN_DELIVER's relay body and as a signed frame from Alice; and, as media,
+    /// signed by Alice: that opens to the same media once, and not again.
+    public static func fanOutFrame(_ data: [UInt8]) {
+        let world = FuzzWorld.shared
+        var verifier = FanOutVerifier(originKey: world.alice.publicKey, roomID: world.keys.roomID, epoch: 7)
+        _ = try? RelayPacket(parsing: data)
+        _ = verifier.open(data[...])
+        guard (10...1200).contains(data.count) else { return }
+        var signer = FanOutSigner(identity: world.alice, roomID: world.keys.roomID, epoch: 7)
+        var frame: [UInt8] = []
+        data.withUnsafeBytes { signer.sign($0, into: &frame) }
+        var fresh = FanOutVerifier(originKey: world.alice.publicKey, roomID: world.keys.roomID, epoch: 7)
+        precondition(fresh.open(frame[...]) == .success(data[...]), "Alice's signed frame does not open")
+        precondition(fresh.open(frame[...]) == .failure(.replayed), "a signed frame opens twice")
+    }
+
+    public static func fanOutSeeds() -> [[UInt8]] {
+        let world = FuzzWorld.shared
+        var signer = FanOutSigner(identity: world.alice, roomID: world.keys.roomID, epoch: 7)
+        var frame: [UInt8] = []
+        let media: [UInt8] = [1, 0, 0x12, 0x34, 1, 2, 3, 4, 3, 0xC0, 0xF8, 0x50, 0x51]
+        media.withUnsafeBytes { signer.sign($0, into: &frame) }
+        return [media, frame, RelayPacket(kind: .fanDeliver, peer: world.alice.publicKey, payload: frame).encoded()]
+    }
+
     // MARK: Security code agreement messages (§10, §11.1)
 
     /// `control_type || body` as COMMIT or REVEAL: a parsed message re-encodes to itself, and an

@@ -43,7 +43,13 @@ public struct FanOutSigner: Sendable {
     private let fixedPrefix: [UInt8]
 
     public init(identity: NodeIdentity, roomID: [UInt8], epoch: UInt64) {
+        self.init(identity: identity, roomID: roomID, epoch: epoch, counter: 0)
+    }
+
+    /// Starting at `counter` (known-answer vectors).
+    init(identity: NodeIdentity, roomID: [UInt8], epoch: UInt64, counter: UInt64) {
         precondition(roomID.count == 32, "a room id is 32 bytes")
+        self.counter = counter
         key = identity.signingKey
         message = [UInt8](repeating: 0, count: FanOutFrame.prefixLength + 1200)
         fixedPrefix = FanOutFrame.fixedPrefix(roomID: roomID, epoch: epoch)
@@ -89,7 +95,10 @@ public enum FanOutFrameError: Error, Sendable, Hashable {
 /// Opens the signed frames of one sender that other members pass on (§15.2 steps 2–4): its own
 /// replay window, so one per link with the sender (a new link, a new epoch, starts afresh).
 public struct FanOutVerifier: Sendable {
-    private let originKey: [UInt8]
+    /// Whose frames, and of which run: a receiver keeps one per sender and epoch for as long as
+    /// it knows the sender, across links (a new link with the same run must not take old frames).
+    public let originKey: [UInt8]
+    public let epoch: UInt64
     private let fixedPrefix: [UInt8]
     private var window = ReplayWindow()
     private var message: [UInt8] = []
@@ -97,6 +106,7 @@ public struct FanOutVerifier: Sendable {
     public init(originKey: [UInt8], roomID: [UInt8], epoch: UInt64) {
         precondition(originKey.count == 32 && roomID.count == 32, "identity keys and room ids are 32 bytes")
         self.originKey = originKey
+        self.epoch = epoch
         fixedPrefix = FanOutFrame.fixedPrefix(roomID: roomID, epoch: epoch)
     }
 
