@@ -30,3 +30,31 @@ def test_two_python_peers(tmp_path, rendezvous):
     # The Opus packets as received, written to Ogg, decode with opus-tools.
     assert_ogg_decodes(b["received"][a["identity"]]["ogg"], 440, tmp_path)
     assert_ogg_decodes(a["received"][b["identity"]]["ogg"], 660, tmp_path)
+
+
+def test_three_python_peers_one_fanning_out_through_another(tmp_path, rendezvous):
+    """Version 4 (§15): A sends one signed copy to B, which plays it and passes it on to C; C plays it once A's
+    signature verified. Everyone still hears everyone."""
+    invite = new_invite(rendezvous.url)
+    common = [*LOOPBACK, "--expect-peers", "2", "--audio-seconds", "6", "--timeout", "60",
+              "--record-dir", str(tmp_path / "rec")]
+    peers = {"a": python_peer(tmp_path, "a", invite, "--tone", "440", "--fan-out-through", "b", *common),
+             "b": python_peer(tmp_path, "b", invite, "--tone", "550", *common),
+             "c": python_peer(tmp_path, "c", invite, "--tone", "660", *common)}
+    try:
+        for process in peers.values():
+            assert process.wait(90) == 0, process.diagnostics()
+    finally:
+        for process in peers.values():
+            process.stop()
+    a, b, c = (read_status(tmp_path, name) for name in "abc")
+    assert all(link["version"] == 4 for status in (a, b, c) for link in status["links"])
+    assert a["fan_outs_sent"] >= 100, a
+    assert b["fan_outs_passed_on"] >= 100 and b["fan_delivers_sent"] == b["fan_outs_passed_on"], b
+    assert b["fanning_out_for"] in ([], [a["identity"][:16]])
+    link = next(link for link in c["links"] if link["peer"] == a["identity"])
+    assert link["media_fanned_in"] >= 100 and c["fan_out_auth_failures"] == 0, (link, c["fan_out_dropped"])
+    assert link["peer_media_received"] > 0  # A's REPORTs: what A sends C counts, through B or not
+    assert_hears_tones(c["received"][a["identity"]]["wav"], [440], [550, 660])
+    assert_hears_tones(b["received"][a["identity"]]["wav"], [440], [550, 660])
+    assert_hears_tones(a["received"][c["identity"]]["wav"], [660], [440, 550])

@@ -3,7 +3,7 @@
     python -m parley_peer invite --rendezvous ws://127.0.0.1:7777 [--tls-pin HEX] [--turn URI ...]
     python -m parley_peer join INVITE [--name N] [--tone HZ | --wav FILE | --silence] [--frame-ms 20]
                                       [--host-address IP ...] [--relay-only] [--relay-pairs N]
-                                      [--role lead|follower]
+                                      [--role lead|follower] [--fan-out-through NAME_OR_ID_PREFIX]
                                       [--record-dir DIR] [--ogg] [--status FILE]
                                       [--expect-peers N --audio-seconds S] [--timeout S]
 
@@ -56,6 +56,9 @@ def main() -> int:
     join.add_argument("--relay-pairs", type=relay_pairs, default=relay.DEFAULT_PAIRS, metavar="N",
                       help="carry at most N pairs of other members whose direct path failed (0: never; §13.3)")
     join.add_argument("--role", choices=("lead", "follower"), help="pick an identity that leads (or follows)")
+    join.add_argument("--fan-out-through", metavar="NAME_OR_ID_PREFIX",
+                      help="send our media as one signed copy through this member while it can carry it, direct "
+                      "copies to the peers it does not reach (version 4, §15.3; default: a copy per peer)")
     join.add_argument("--record-dir", help="write what each peer sent as <identity>.wav (and .opus with --ogg)")
     join.add_argument("--ogg", action="store_true")
     join.add_argument("--status", help="keep a JSON status file here")
@@ -95,7 +98,7 @@ def main() -> int:
                           relay_only=args.relay_only, relay_pairs=args.relay_pairs, record_dir=args.record_dir, write_ogg=args.ogg,
                           status_path=args.status, expect_peers=args.expect_peers, audio_seconds=args.audio_seconds,
                           identity=seed_for_role(args.role == "lead") if args.role else None,
-                          log_packets=args.packet_log)
+                          log_packets=args.packet_log, fan_out_through=args.fan_out_through)
     if args.record_dir:
         os.makedirs(args.record_dir, exist_ok=True)
     reason = asyncio.run(Node(invite, options).run(args.timeout))

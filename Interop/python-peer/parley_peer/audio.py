@@ -104,6 +104,12 @@ class ReceiveLog:
             self.first = extended
         return True
 
+    def holds_primary(self, sequence: int) -> bool:
+        """Whether the frame `sequence` already arrived as a primary: with fan-out (§15.3) the same payload can
+        come both directly and through a member, and it is played (and counted) once."""
+        held = self.frames.get(self.extend(sequence))
+        return held is not None and not held.redundant
+
     @property
     def primaries_received(self) -> int:
         return sum(1 for a in self.frames.values() if not a.redundant)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from . import security_code
+from . import chat, security_code
 
 REPORT, LEAVE = 0x01, 0x02
 LINKS, RELAY_REFUSED = 0x05, 0x06  # version 2 (§13)
@@ -13,6 +13,7 @@ REPORT_SIZE = 28  # the shortest REPORT a receiver accepts: without `queue_delay
 REPORT_QUEUE_SIZE = 30  # with `queue_delay_ms` (offset 28), what this peer sends
 NO_QUEUE_DELAY = 0xFFFF  # `queue_delay_ms`: the receiver has no estimate
 MUTED = 0x01
+RECORDING_FLAG = 0x02  # REPORT flags bit 1, version-3 links only (§14.2): the sender records the meeting
 RELAYS = 0x01  # LINKS flags bit 0
 UNMEASURED_RTT = 0xFFFF
 
@@ -78,11 +79,15 @@ class RelayRefused:
         return bytes([RELAY_REFUSED]) + self.destination + bytes([self.reason])
 
 
-def parse(body: bytes) -> Report | Leave | Links | RelayRefused | security_code.Message | None:
-    """None for an unknown type or a message shorter than its type requires (dropped/ignored)."""
+def parse(body: bytes) -> (Report | Leave | Links | RelayRefused | security_code.Message | chat.Chat | chat.ChatAck
+                           | chat.Recording | None):
+    """None for an unknown type or a message shorter than its type requires (dropped/ignored). The caller drops
+    what the link's version does not have (LINKS and RELAY_REFUSED below 2, §14's types below 3)."""
     if not body:
         return None
     kind = body[0]
+    if kind in (chat.CHAT, chat.CHAT_ACK, chat.RECORDING):  # §14
+        return chat.parse(body)
     if kind in (security_code.COMMIT, security_code.REVEAL):  # §11.1
         try:
             return security_code.Message.parse(body)

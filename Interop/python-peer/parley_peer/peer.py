@@ -2,7 +2,10 @@
 path per peer with aioice, runs the pairwise handshake and transport (§7–§8), sends a tone or a WAV as Opus
 media payloads (§9) and session control (§10), and records what it receives. With version 2 (§13) a link
 without a working direct path goes through a member that reaches both ends, this node carries pairs of
-others the same way, and envelopes travel over the sessions when the rendezvous cannot carry them."""
+others the same way, and envelopes travel over the sessions when the rendezvous cannot carry them. With version 3
+(§14) it receives chat and recording notices (and gives notice of its own recording); with version 4 (§15) it
+plays frames a member fanned out to it once their sender's signature verified, fans out for others, and, when
+asked to (`fan_out_through`), sends its own voice as one copy through a member."""
 
 from __future__ import annotations
 
@@ -15,13 +18,14 @@ import random
 import signal
 import socket
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 
 import aioice
 import aioice.ice
 from aioice import Candidate, TransportPolicy
 
-from . import audio, control, relay
+from . import audio, chat, control, fanout, relay
 from .envelope import (BROADCAST, Bye, EnvelopeError, Hello, ICECandidate, ICECandidatesDone, ICECredentials,
                        ICERestart, Signaling)
 from .identity import Identity, new_session_epoch
@@ -32,13 +36,15 @@ from .rendezvous import (DELIVER, EVERYONE, GOING_AWAY, MEMBER_JOINED, MEMBER_LE
                          RendezvousError, Welcome)
 from . import security_code
 from .relay import INNER_RELAY, RelayPacket, RelayTable
-from .session import INNER_CONTROL, INNER_MEDIA, PeerSession
+from .replay import ReplayWindow
+from .session import INNER_CONTROL, INNER_MEDIA, REPLAY_WINDOW, PeerSession
 from .wire import WireError
 
 log = logging.getLogger("parley-peer")
 
-# Version 2 is the relay protocol (§13); version 3 (chat, the recording notice, §14) is not spoken here.
-SUPPORTED_VERSIONS = (1, 2)
+# Version 2 is the relay protocol (§13), version 3 adds chat and the recording notice (§14; this peer receives
+# chat and sends none), version 4 the fan-out of a voice through a member (§15).
+SUPPORTED_VERSIONS = (1, 2, 3, 4)
 LOST_AFTER, RESTART_AFTER, REMOVE_AFTER = 2.0, 3.0, 120.0  # §10.3 (the node's choice; removal as Parley)
 REPORT_INTERVAL = 1.0
 QUEUE_BACK_OFF = 0.040  # §10.1: a sender lowers its rate at this much queue, so a receiver reaching it reports at once
@@ -69,6 +75,9 @@ class PeerOptions:
     identity: Identity | None = None
     log_packets: str | None = None  # a CSV of (arrival wall time, peer, sequence, timestamp) per media payload
     relay_pairs: int = relay.DEFAULT_PAIRS  # §13.3: pairs of others carried at most (0: never; --relay-only: 0)
+    # §15.3: send our media as FAN_OUT through this member (a display name or an identity key's hex prefix) while
+    # it can carry it; None: a copy per peer, always (Parley's own choice of when to fan out is not made here).
+    fan_out_through: str | None = None
 
 
 @dataclass
@@ -191,6 +200,9 @@ class Link:
         self.refused_by: dict[bytes, tuple[float, int | None]] = {}
         self.peer_links: control.Links | None = None  # the peer's latest LINKS: whom it can relay to
         self.datagrams_via: dict[bytes, int] = {}  # authenticated datagrams received through each member
+        self.peer_records = False  # §14.2: the latest RECORDING or REPORT flag bit 1 says the peer records
+        self.fan_out_refused_at = float("-inf")  # §15.3: when the peer last refused our fan-out
+        self.media_fanned_in = 0  # the peer's frames a member fanned out to us that verified (§15.2)
 
     @property
     def label(self) -> str:
@@ -333,17 +345,24 @@ class Link:
         for inner_type, body in delivered:
             self.carried_traffic = True
             if inner_type == INNER_MEDIA:
-                first = self.receive_log.packets == 0
-                queue_rising = self.on_media(body, now)
-                if first:
-                    await self.send_report(now)  # §10.1: and when the first media payload arrives
-                elif queue_rising and now - self.queue_reported_at >= QUEUE_REPORT_SPACING:
-                    self.queue_reported_at = now  # §10.1: and when the peer's media starts to queue
-                    await self.send_report(now)
+                await self.receive_media(body, now)
             elif inner_type == INNER_CONTROL:
                 await self.on_control(body)
             elif inner_type == INNER_RELAY and self.version >= 2:  # on a version-1 link: an unknown type
                 await self.node.on_relay(self, body)
+            elif inner_type == fanout.INNER_FAN_OUT and self.version >= fanout.VERSION:  # below 4: unknown
+                await self.node.on_fan_out(self, body, now)
+
+    async def receive_media(self, body: bytes, now: float) -> None:
+        """A media payload from this peer: over the session (inner type 0x01), the media of a FAN_OUT the peer
+        sent us, or of a FAN_DELIVER that verified (§15.2). All three are the same to §9.2 and §10.1."""
+        first = self.receive_log.packets == 0
+        queue_rising = self.on_media(body, now)
+        if first:
+            await self.send_report(now)  # §10.1: and when the first media payload arrives
+        elif queue_rising and now - self.queue_reported_at >= QUEUE_REPORT_SPACING:
+            self.queue_reported_at = now  # §10.1: and when the peer's media starts to queue
+            await self.send_report(now)
 
     async def send_datagram(self, datagram: bytes | None) -> None:
         """A datagram of this link's session: over the direct path, or through the member the route names."""
@@ -444,14 +463,21 @@ class Link:
     def on_media(self, body: bytes, now: float) -> bool:
         """A media payload that arrived at `now` (monotonic seconds). Returns whether the peer's media just
         started to queue on the way (§10.1: answer with a REPORT at once)."""
-        self.receive_log.packets += 1
+        log_ = self.receive_log
         try:
             payload = MediaPayload.parse(body)
         except MediaError:
+            log_.packets += 1
             self.node.malformed_media += 1
             return False
+        if log_.holds_primary(payload.primary.sequence):
+            # The same frame directly and fanned out (§15.3, while the groups change): played once, and counted
+            # once, so `media_received` stays a count of the peer's payloads. Directly alone this never happens:
+            # the session's replay window makes packets distinct, and a sender never repeats a sequence.
+            log_.duplicates += 1
+            return False
+        log_.packets += 1
         arrived = time.time()
-        log_ = self.receive_log
         new_primary = log_.add(payload.primary.sequence, payload.primary.timestamp, payload.primary.duration,
                                payload.primary.opus, arrived, redundant=False)
         for copy in payload.copies:
@@ -484,6 +510,8 @@ class Link:
                     r.smoothed_rtt_ms = rtt if previous is None else previous + (rtt - previous) / 8
             if message.media_received > 0:  # §10.1: audio flows both ways
                 self.state = "up"
+            if self.version >= chat.VERSION:  # §14.2: bit 1 is the recording notice, on version-3 links only
+                self.note_recording(bool(message.flags & control.RECORDING_FLAG))
             self.node.note_progress(self)
         elif isinstance(message, security_code.Message):
             await self.node.send_code_messages(self.node.code_agreement.received(message, self.peer))
@@ -495,15 +523,32 @@ class Link:
                     del target.refused_by[self.peer]
         elif isinstance(message, control.RelayRefused) and self.version >= 2:
             destination = self.node.links.get(message.destination)
-            if destination is not None:
+            if message.destination == relay.EVERYONE and self.version >= fanout.VERSION:
+                # §15.3: the member will not fan out for us; direct copies again at once, and not it for 30 s.
+                log.info("link %s: will not fan out for us (reason %d)", self.label, message.reason)
+                self.fan_out_refused_at = now
+            elif destination is not None:
                 log.info("link %s: will not relay toward %s (reason %d)", self.label, destination.label,
                          message.reason)
                 destination.refused_by[self.peer] = (now, message.reason)
+        elif isinstance(message, chat.Chat) and self.version >= chat.VERSION:
+            for text in self.node.chat_receiver(self).receive(message):
+                log.info("chat from %s: %s", self.label, text)
+                self.node.chat_messages.append({"from": self.peer.hex(), "name": self.hello.display_name,
+                                                "text": text})
+            await self.send_control(chat.ChatAck(self.node.chat_receiver(self).received).encode())
+        elif isinstance(message, chat.Recording) and self.version >= chat.VERSION:
+            self.note_recording(message.records)
         elif isinstance(message, control.Leave):
             log.info("link %s: LEAVE", self.label)
             # The peer stopped: if it heard us (its last REPORT) and we heard it, this link is complete.
             self.node.note_progress(self)
             await self.node.end_link(self, "left")
+
+    def note_recording(self, records: bool) -> None:
+        if records != self.peer_records:
+            log.info("link %s: %s recording", self.label, "started" if records else "stopped")
+        self.peer_records = records
 
     async def send_report(self, now: float) -> None:
         await self.send_control(self.make_report(now))
@@ -528,8 +573,11 @@ class Link:
         if r.last_peer_timestamp is not None:
             echo = r.last_peer_timestamp
             delay = round((now - r.last_peer_report_at) * 1000)
+        # §14.2: every REPORT on a version-3 link says whether we record (this peer does for its whole run when it
+        # writes what it hears to files), so a peer learns it within a REPORT interval of any link starting.
+        flags = control.RECORDING_FLAG if self.version >= chat.VERSION and self.node.options.record_dir else 0
         return control.Report(self.node.clock_ms(), echo, delay, received, expected, loss,
-                              round(r.jitter / audio.RATE * 1e6),
+                              round(r.jitter / audio.RATE * 1e6), flags,
                               queue_delay_ms=r.queue_delay_for_report()).encode()
 
     async def tick(self, now: float) -> None:
@@ -597,6 +645,9 @@ class Link:
             # §10.1 `queue_delay_ms`: the peer's latest about our stream (None: absent), and ours about its
             "peer_queue_delay_ms": self.report.peer_queue_delay_ms,
             "queue_delay_ms": self.report.queue_delay_ms,
+            "recording": self.peer_records,  # §14.2, as `parley status` shows it for a peer
+            "media_fanned_in": self.media_fanned_in,  # the peer's frames fanned out to us by a member (§15.2)
+            "duplicate_frames": rl.duplicates,  # primaries of frames already held (e.g. directly and fanned out)
         }
 
 
@@ -636,6 +687,20 @@ class Node:
         self.malformed_relay = 0
         self.relay_refusals_sent = 0
         self.mesh_envelopes_sent = self.mesh_envelopes_received = 0  # §13.5, DELIVER_ENVELOPE both ways
+        # What outlives a link with one run of a peer (its identity and session epoch, §6.6's link): the receiving
+        # end of its chat stream (§14.1) and its fan-out replay window (§15.2).
+        self.chat_receivers: dict[tuple[bytes, int], chat.ChatReceiver] = {}
+        self.fan_out_windows: dict[tuple[bytes, int], ReplayWindow] = {}
+        self.chat_messages: list[dict] = []
+        # §15: fanning out for others (the member B), receiving fanned frames, and our own fan-out (the sender A).
+        self.fan_out_table = fanout.FanOutTable(relays=self.relay_table.max_pairs > 0)
+        self.fan_outs_received = self.fan_outs_passed_on = self.fan_delivers_sent = 0
+        self.fan_out_refusals_sent = 0
+        self.fan_delivers_received = 0  # FAN_DELIVERs whose frame verified and was played
+        self.fan_out_dropped: Counter = Counter()  # ... and why the others were dropped (length, replay, signature)
+        self.fan_out_counter = 0  # §15.1: the next signed frame's counter, from 0 in our session epoch
+        self.fan_outs_sent = 0
+        self.fanning_out_through: bytes | None = None  # the member our media goes through now (status)
 
     def clock_ms(self) -> int:
         """§10.1 timestamp_ms: monotonic milliseconds mod 2^32, never 0."""
@@ -741,12 +806,19 @@ class Node:
                 return
             if link is not None:
                 await self.end_link(link, "new session epoch")
+            # A new run of the peer knows nothing of an old one's chat stream and counters (§14.1, §15.2).
+            for runs in (self.chat_receivers, self.fan_out_windows):
+                for key in [key for key in runs if key[0] == peer and key[1] != message.session_epoch]:
+                    del runs[key]
             common = set(SUPPORTED_VERSIONS) & set(message.versions)
             if not common:
                 log.warning("%s needs another Parley version (%s)", message.display_name, message.versions)
                 return
             link = Link(self, peer, message, member_id, max(common))
             self.links[peer] = link
+            if link.version < chat.VERSION and self.options.record_dir:
+                # §14.2 "Older peers": they cannot be told that we record; our user is told who was not.
+                log.warning("%s (version %d) is not told that this peer records", link.label, link.version)
             await link.start(0)
         elif isinstance(message, Bye):
             if link is not None:
@@ -761,13 +833,19 @@ class Node:
             log.info("link %s ended: %s", link.label, reason)
             await link.close()
 
+    def chat_receiver(self, link: Link) -> chat.ChatReceiver:
+        return self.chat_receivers.setdefault((link.peer, link.hello.session_epoch), chat.ChatReceiver())
+
+    def fan_out_window(self, link: Link) -> ReplayWindow:
+        return self.fan_out_windows.setdefault((link.peer, link.hello.session_epoch), ReplayWindow(REPLAY_WINDOW))
+
     # MARK: relaying (§13)
 
     async def on_relay(self, origin: Link, body: bytes) -> None:
         """A relay packet `origin`'s peer sent us over its session (§13.2). FORWARD and FORWARD_ENVELOPE ask us
-        to carry something we cannot open; DELIVER and DELIVER_ENVELOPE carry something to us."""
+        to carry something we cannot open; DELIVER, DELIVER_ENVELOPE and FAN_DELIVER carry something to us."""
         try:
-            packet = RelayPacket.parse(body)
+            packet = RelayPacket.parse(body, origin.version)
         except WireError:
             self.malformed_relay += 1
             return
@@ -795,6 +873,73 @@ class Node:
         elif packet.kind == relay.DELIVER_ENVELOPE:
             self.mesh_envelopes_received += 1
             await self.on_envelope(None, packet.payload)
+        elif packet.kind == relay.FAN_DELIVER:
+            await self.on_fan_deliver(origin, packet, now)
+
+    # MARK: fan-out (§15)
+
+    async def on_fan_out(self, sender: Link, signed_frame: bytes, now: float) -> None:
+        """A FAN_OUT from `sender` (§15.2): its media is the sender's media to us, played whether or not we pass
+        it on; then, if we fan out for the sender (§15.3), the signed frame goes on unchanged to every other member
+        whose link with us is up directly and speaks version 4. We need not check the signature: they do."""
+        self.fan_outs_received += 1
+        # A body too short for a signed frame carries no media payload: dropped and counted as malformed media.
+        await sender.receive_media(signed_frame[fanout.MEDIA_OFFSET:], now)
+        if not fanout.SIGNED_FRAME_MIN <= len(signed_frame) <= fanout.SIGNED_FRAME_MAX:
+            return  # no receiver would take it (§15.2 step 1)
+        refusal = self.fan_out_table.decide(sender.peer, now)
+        if refusal is None:
+            self.fan_outs_passed_on += 1
+            deliver = RelayPacket(relay.FAN_DELIVER, sender.peer, signed_frame)
+            for link in list(self.links.values()):
+                if link is not sender and link.direct_up and link.version >= fanout.VERSION:
+                    self.fan_delivers_sent += 1
+                    await link.send_relay(deliver)
+        elif refusal.tell:
+            self.fan_out_refusals_sent += 1
+            await sender.send_control(control.RelayRefused(relay.EVERYONE, refusal.reason).encode())
+
+    async def on_fan_deliver(self, via: Link, packet: RelayPacket, now: float) -> None:
+        """A FAN_DELIVER from member `via` (§15.2 steps 1–4): played as media from its origin once the origin's
+        signature verified over this room and the origin's session epoch, and its counter passed the origin's
+        fan-out window. The member authenticated itself (its session), not the frame."""
+        origin = self.links.get(packet.peer)
+        if (origin is None or origin is via or origin.version < fanout.VERSION
+                or not origin.session.has_keys):
+            self.fan_out_dropped["origin"] += 1
+            return
+        opened = fanout.open_frame(packet.payload, origin.peer, self.room_keys.room_id,
+                                   origin.hello.session_epoch, self.fan_out_window(origin), self.fan_out_dropped)
+        if opened is None:
+            return
+        self.fan_delivers_received += 1
+        origin.media_fanned_in += 1
+        await origin.receive_media(opened[1], now)
+
+    def fan_out_link(self, now: float) -> Link | None:
+        """§15.3 "the sender": the member named by `fan_out_through` while it can carry our media: it speaks 4,
+        its link is up over its own direct path, its latest LINKS says it relays and lists another of our version-4
+        peers, and it has not refused our fan-out in the last 30 s. None: a copy to every peer. (§15.3 asks for at
+        least two peers listed, where fanning out saves anything; this peer is told whom to fan out through, for
+        tests, and a meeting of three has one.)"""
+        wanted = (self.options.fan_out_through or "").lower()
+        if not wanted:
+            return None
+        link = next((link for _, link in sorted(self.links.items()) if link.hello.display_name.lower() == wanted
+                     or link.peer.hex().startswith(wanted)), None)
+        if (link is None or link.version < fanout.VERSION or not link.direct_up or not link.session.has_keys
+                or now - link.fan_out_refused_at < fanout.REFUSAL_MEMORY):
+            return None
+        if link.peer_links is None or not link.peer_links.relays or not self.fanned_to(link):
+            return None
+        return link
+
+    def fanned_to(self, through: Link) -> set[bytes]:
+        """The peers that get our media only through member `through` (§15.3): those its latest LINKS lists that
+        speak version 4 with us. Every other peer gets its own copy."""
+        listed = {key for key, _ in through.peer_links.peers} if through.peer_links else set()
+        return {key for key in listed - {through.peer}
+                if (link := self.links.get(key)) is not None and link.version >= fanout.VERSION}
 
     async def share_links(self, now: float) -> None:
         """§13.1: LINKS when the set of direct links changes, and every LINKS_INTERVAL anyway; the relay table
@@ -804,6 +949,7 @@ class Node:
         direct = sorted(((link.peer, link) for link in self.links.values() if link.direct_up), key=lambda e: e[0])
         keys = [key for key, _ in direct]
         self.relay_table.update(frozenset(keys))
+        self.fan_out_table.update(frozenset(keys), self.relay_table.max_pairs > 0)
         if keys == self.links_sent and now - self.links_sent_at < LINKS_INTERVAL:
             return
         self.links_sent, self.links_sent_at = keys, now
@@ -949,19 +1095,37 @@ class Node:
             payload = MediaPayload(primary, chosen)
             while len(payload.encode()) > MAX_PAYLOAD and payload.copies:
                 payload = MediaPayload(primary, payload.copies[1:])
-            body = payload.encode()
-            now = time.monotonic()
-            for link in list(self.links.values()):
-                if link.can_send and link.session.has_keys:
-                    packet = link.session.seal(INNER_MEDIA, body, now)
-                    if packet:
-                        link.media_sent += 1
-                        await link.send_datagram(packet)
+            await self.send_media(payload.encode(), time.monotonic())
             history = (history + [primary])[-4:]
             sequence = (sequence + 1) % 2**16
             timestamp = (timestamp + frame) % 2**32
             next_at += frame / audio.RATE
             await asyncio.sleep(max(0.0, next_at - loop.time()))
+
+    async def send_media(self, body: bytes, now: float) -> None:
+        """One media payload to every peer (§9.3), or (§15.3) one signed copy through a member, which is that
+        member's copy too, and direct copies to the peers it does not reach."""
+        through = self.fan_out_link(now)
+        if (through.peer if through else None) != self.fanning_out_through:
+            log.info("media: %s", f"fanned out through {through.label}" if through else "a copy per peer")
+            self.fanning_out_through = through.peer if through else None
+        fanned: set[bytes] = set()
+        signed = b""
+        if through is not None:
+            fanned = self.fanned_to(through)
+            signed = fanout.sign_frame(self.identity, self.room_keys.room_id, self.epoch, self.fan_out_counter, body)
+            self.fan_out_counter += 1
+        for link in list(self.links.values()):
+            if link.peer in fanned or not (link.can_send and link.session.has_keys):
+                continue
+            if link is through:
+                packet = link.session.seal(fanout.INNER_FAN_OUT, signed, now)
+                self.fan_outs_sent += packet is not None
+            else:
+                packet = link.session.seal(INNER_MEDIA, body, now)
+            if packet:
+                link.media_sent += 1
+                await link.send_datagram(packet)
 
     async def _timer_loop(self) -> None:
         while True:
@@ -1042,6 +1206,16 @@ class Node:
                                   for (a, b), n in self.relay_table.forwarded.items()},
             "relay_refusals_sent": self.relay_refusals_sent,
             "mesh_envelopes_sent": self.mesh_envelopes_sent, "mesh_envelopes_received": self.mesh_envelopes_received,
+            # §15: as the member B (FAN_OUTs received and passed on, FAN_DELIVERs sent, refusals), as a receiver C
+            # (FAN_DELIVERs played; dropped by reason, the forged ones as fan_out_auth_failures), as the sender A.
+            "fan_outs_received": self.fan_outs_received, "fan_outs_passed_on": self.fan_outs_passed_on,
+            "fan_delivers_sent": self.fan_delivers_sent, "fan_out_refusals_sent": self.fan_out_refusals_sent,
+            "fanning_out_for": [k.hex()[:16] for k in self.fan_out_table.active_senders(time.monotonic())],
+            "fan_delivers_received": self.fan_delivers_received, "fan_out_dropped": dict(self.fan_out_dropped),
+            "fan_out_auth_failures": self.fan_out_dropped["signature"],
+            "fan_out": self.fanning_out_through.hex()[:16] if self.fanning_out_through else None,
+            "fan_outs_sent": self.fan_outs_sent,
+            "chat": self.chat_messages,
             "ice_connected_at": {p.hex(): t for p, t in self.ice_connected_at.items()},
             "security_codes": self.security_codes,
             "links": [self.ended_links[p] for p in self.ended_links if p not in self.links]

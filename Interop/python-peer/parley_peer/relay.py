@@ -1,5 +1,6 @@
 """§13 relaying through a member (version 2): relay packets (inner type 0x03, §13.2) and what a relay carries
-(§13.3). Plain values without I/O: the node (peer.py) seals and sends what these decide.
+(§13.3); and the relay packet of version 4's fan-out (kind 5 FAN_DELIVER, §15.2; the rest of it is fanout.py).
+Plain values without I/O: the node (peer.py) seals and sends what these decide.
 
 A relay never opens what it carries: datagrams are sealed by the two ends' own session (§7–§8), envelopes
 by their sender (§6). `RelayTable` sees identity keys and byte strings, nothing else.
@@ -16,9 +17,13 @@ from .wire import Reader, WireError
 INNER_RELAY = 0x03  # §8.3, version 2
 
 FORWARD, DELIVER, FORWARD_ENVELOPE, DELIVER_ENVELOPE = 1, 2, 3, 4
+FAN_DELIVER = 5  # version 4 (§15.2): `peer` = the origin, `payload` = its signed frame, unchanged
 ENVELOPE_KINDS = (FORWARD_ENVELOPE, DELIVER_ENVELOPE)
 EVERYONE = bytes(32)  # the `peer` of a FORWARD_ENVELOPE to every member the relay has a link with
 MAX_DATAGRAM = 1400
+# A signed frame (§15.1): counter 8 + signature 64 + a media payload of 10–1200 bytes (§9.1).
+SIGNED_FRAME_MIN, SIGNED_FRAME_MAX = 82, 1272
+RELAY_VERSION = 2  # the link version relay packets (inner type 0x03) start with
 
 # §13.3 refusal reasons (an unknown one counts as DECLINES).
 NOT_LINKED, BUSY, DECLINES = 1, 2, 3
@@ -44,8 +49,9 @@ class RelayPacket:
         return bytes([self.kind]) + self.peer + self.payload
 
     @staticmethod
-    def parse(body: bytes) -> RelayPacket:
-        """Raises WireError for everything §13.2 says receivers drop."""
+    def parse(body: bytes, version: int = RELAY_VERSION) -> RelayPacket:
+        """Raises WireError for everything §13.2 and §15.2 say receivers drop. `version` is the link's: kind 5 is
+        version 4's, and a link below it drops one as an unknown kind."""
         reader = Reader(body, "relay packet")
         kind = reader.u8("kind")
         peer = reader.take(32, "peer")
@@ -58,8 +64,13 @@ class RelayPacket:
                 raise WireError("relay packet: the payload is not one ICE-path datagram (§8.1)")
             if peer == EVERYONE:
                 raise WireError("relay packet: a relayed datagram needs a peer")
+        elif kind == FAN_DELIVER and version >= 4:
+            if not SIGNED_FRAME_MIN <= len(payload) <= SIGNED_FRAME_MAX:
+                raise WireError(f"relay packet: a signed frame of {len(payload)} bytes (§15.1)")
+            if peer == EVERYONE:
+                raise WireError("relay packet: a fanned-out frame needs its origin")
         else:
-            raise WireError(f"relay packet: unknown kind {kind}")
+            raise WireError(f"relay packet: unknown kind {kind} on a version-{version} link")
         return RelayPacket(kind, peer, payload)
 
 

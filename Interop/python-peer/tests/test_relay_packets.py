@@ -1,8 +1,8 @@
 """Version 2 (docs/PROTOCOL.md §13) in the Python peer: the wire formats of LINKS, RELAY_REFUSED and relay
-packets, byte for byte as the text gives them (Tests/Fixtures has no version-2 vectors yet), what a relay
-carries (§13.3), and that a relay passes the pair's datagrams on unchanged without ever decrypting them, while
-the destination accepts nothing the relay changed or repeated, and nothing it forged moves a route; and
-envelopes over the mesh (§13.5)."""
+packets (and version 4's relay kind 5, §15.2), byte for byte as the text gives them (Tests/Fixtures has no
+version-2 vectors yet), what a relay carries (§13.3), and that a relay passes the pair's datagrams on unchanged
+without ever decrypting them, while the destination accepts nothing the relay changed or repeated, and nothing
+it forged moves a route; and envelopes over the mesh (§13.5)."""
 
 import asyncio
 import time
@@ -80,6 +80,32 @@ def test_relay_packet_envelopes(kind):
 def test_relay_packet_rejections(body):
     with pytest.raises(WireError):
         RelayPacket.parse(body)
+
+
+# A signed frame's bytes (§15.1): the relay parser checks only the length; the receiver checks the signature.
+SIGNED = bytes(8) + b"\x5a" * 64 + h("010112340102030403c003c003c00002f8aaf85051")
+
+
+@pytest.mark.parametrize("length", [82, len(SIGNED), 1272])
+def test_fan_deliver_on_a_version_4_link(length):
+    payload = (SIGNED + bytes(1272))[:length]
+    packet = RelayPacket(relay.FAN_DELIVER, A, payload)
+    assert packet.encode() == h("05") + A + payload
+    assert RelayPacket.parse(packet.encode(), 4) == packet
+    assert RelayPacket.parse(packet.encode(), 5) == packet  # a later version includes version 4
+
+
+@pytest.mark.parametrize("body, version", [
+    (h("05") + A + SIGNED, 3), (h("05") + A + SIGNED, 2),  # below version 4: an unknown kind
+    (h("05") + A + SIGNED, None),  # the parser's default is version 2's relay packets
+    (h("05") + relay.EVERYONE + SIGNED, 4),  # a fanned-out frame names its origin
+    (h("05") + A + bytes(81), 4), (h("05") + A + bytes(1273), 4), (h("05") + A, 4),  # not a signed frame's length
+    (h("05") + A[:31], 4),
+    (h("06") + A + SIGNED, 4),  # still unknown
+], ids=lambda value: value[:1].hex() + f"-{len(value)}" if isinstance(value, bytes) else f"v{value}")
+def test_fan_deliver_rejections(body, version):
+    with pytest.raises(WireError):
+        RelayPacket.parse(body) if version is None else RelayPacket.parse(body, version)
 
 
 # MARK: §13.3 what a relay carries

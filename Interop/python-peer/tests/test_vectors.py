@@ -1,20 +1,25 @@
-"""The Python peer against the known-answer vectors of docs/PROTOCOL.md (Tests/Fixtures/protocol-v1-*.json)
-and the public Noise (cacophony) vectors. Every value is recomputed from the recorded inputs."""
+"""The Python peer against the known-answer vectors of docs/PROTOCOL.md (Tests/Fixtures/protocol-v1-*.json,
+protocol-v4-fanout.json) and the public Noise (cacophony) vectors. Every value is recomputed from the recorded
+inputs."""
 
+import importlib.util
 import json
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from parley_peer import control, envelope, media
+from parley_peer import control, envelope, fanout, media
 from parley_peer.identity import Identity, verify_binding
 from parley_peer.invite import Invite, InviteError, RendezvousURL
 from parley_peer.keys import RoomKeys
 from parley_peer.noise import HandshakeState, parse_protocol_name
+from parley_peer.relay import RelayPacket
 from parley_peer.rendezvous import shard_key, shard_path
 from parley_peer.replay import ReplayWindow
 from parley_peer import security_code
 from parley_peer.session import PeerSession, mac1_key, prologue, tai64n
+from parley_peer.wire import WireError
 
 FIXTURES = Path(__file__).resolve().parents[3] / "Tests" / "Fixtures"
 
@@ -539,3 +544,61 @@ def test_cacophony(vector):
 def test_cacophony_covers_ikpsk2():
     assert any(v["protocol_name"] == "Noise_IKpsk2_25519_ChaChaPoly_BLAKE2b" for v in NOISE_VECTORS)
     assert len(NOISE_VECTORS) >= 25
+
+
+# MARK: §15 signed frames and FAN_DELIVER (version 4)
+
+
+FANOUT = load("protocol-v4-fanout.json")
+
+
+def test_fanout_vectors_are_what_the_tool_writes():
+    """The file is Interop/python-peer/tools/write_fanout_vectors.py's output, unchanged."""
+    path = Path(__file__).resolve().parents[1] / "tools" / "write_fanout_vectors.py"
+    spec = importlib.util.spec_from_file_location("write_fanout_vectors", path)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    assert tool.document() == FANOUT
+    assert FANOUT["context"] == b"parley/v4/fan-out\0".hex()
+
+
+@pytest.mark.parametrize("case", [c for c in FANOUT["cases"] if c["valid"]], ids=lambda c: c["name"])
+def test_fanout_signed_frames(case):
+    identity = Identity(h(case["identity_seed"]), bytes(32))
+    room_id, epoch, counter, payload = h(case["room_id"]), int(case["session_epoch"]), int(case["counter"]), \
+        h(case["media"])
+    assert identity.identity_key.hex() == case["identity_key"]
+    assert fanout.signed_message(room_id, epoch, counter, payload).hex() == case["signed_message"]
+    frame = fanout.sign_frame(identity, room_id, epoch, counter, payload)
+    assert frame.hex() == case["signed_frame"]
+    assert media.MediaPayload.parse(payload).encode() == payload  # a §9.1 payload
+    body = h(case["fan_deliver"])
+    assert RelayPacket.parse(body, 4) == RelayPacket(fanout.FAN_DELIVER, identity.identity_key, frame)
+    assert body == bytes([5]) + identity.identity_key + frame
+    assert fanout.open_frame(frame, identity.identity_key, room_id, epoch, ReplayWindow(64)) == (counter, payload)
+
+
+@pytest.mark.parametrize("case", [c for c in FANOUT["cases"] if not c["valid"]], ids=lambda c: c["name"])
+def test_fanout_frames_a_receiver_drops(case):
+    dropped = Counter()
+    window = ReplayWindow(64)
+    assert fanout.open_frame(h(case["signed_frame"]), h(case["identity_key"]), h(case["room_id"]),
+                             int(case["session_epoch"]), window, dropped) is None
+    assert dropped == Counter({case["dropped"]: 1}) and window.greatest is None
+    if case["dropped"] == "length":
+        with pytest.raises(WireError):
+            RelayPacket.parse(h(case["fan_deliver"]), 4)
+    else:
+        assert RelayPacket.parse(h(case["fan_deliver"]), 4).payload.hex() == case["signed_frame"]
+
+
+def test_fanout_replay_sequence():
+    replay = FANOUT["replay"]
+    window = ReplayWindow(8)
+    for frame in replay["frames"]:
+        dropped = Counter()
+        opened = fanout.open_frame(h(frame["signed_frame"]), h(replay["identity_key"]), h(replay["room_id"]),
+                                   int(replay["session_epoch"]), window, dropped)
+        assert (opened is not None) == frame["accepted"], frame["counter"]
+        assert opened is None or opened[0] == int(frame["counter"])
+        assert dropped == (Counter() if frame["accepted"] else Counter({frame["dropped"]: 1}))
