@@ -12,11 +12,20 @@ public enum StatusTable {
         if let rate = node.sendRate, rate.limited {
             // Only when the path sets the rate: that is when the user can do something about it.
             let congested = rate.congested.map { id in status.peers.first { $0.id == id }?.name ?? id }
+            let path =
+                rate.fanOut == nil
+                ? " to each peer (the path takes about \(format(rate.estimateKbps, decimals: 0)) kb/s per peer, "
+                    + "\(format(rate.uplinkKbps, decimals: 0)) kb/s in all)"
+                : " (about \(format(rate.uplinkKbps, decimals: 0)) kb/s in all)"
             lines.append(
                 "uplink limited: sending \(format(rate.opusKbps, decimals: 1)) kb/s of Opus in \(rate.packetMs) ms packets"
-                    + " to each peer (the path takes about \(format(rate.estimateKbps, decimals: 0)) kb/s per peer, "
-                    + "\(format(rate.uplinkKbps, decimals: 0)) kb/s in all)"
-                    + (congested.isEmpty ? "" : "; congested: " + congested.joined(separator: ", ")))
+                    + path + (congested.isEmpty ? "" : "; congested: " + congested.joined(separator: ", ")))
+        }
+        if let member = node.sendRate?.fanOut {
+            let name = status.peers.first { $0.id == member }?.name ?? member
+            lines.append(
+                "one copy up: your voice goes to \(name) once, who passes it on (your uplink cannot carry a copy per peer)"
+            )
         }
         if node.recording { lines.append("recording to \(node.recordingPath ?? "?")") }
         let recorders = status.peers.filter(\.recording).map(\.name)

@@ -15,6 +15,10 @@ public struct MeetingConfiguration: Sendable {
     public var timing = MeetingTiming()
     /// How many pairs of other members this node relays for at most (§13; 0: never).
     public var maximumRelayedPairs = 4
+    /// Whether this node may send one signed copy of its voice through a member when its uplink
+    /// cannot carry one per peer (§15; `parleyd --no-fan-out`: never, so every frame stays
+    /// deniable).
+    public var fanOut = true
     /// Identities never seen before that may start links: a burst of `newIdentityBurst` (a whole
     /// meeting joining at once), then `newIdentityRate` per second. HELLOs from fresh identities
     /// beyond that are dropped, so a flood of them (issue 15, finding 3) costs each member at most

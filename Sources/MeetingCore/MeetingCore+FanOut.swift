@@ -35,7 +35,7 @@ extension MeetingCore {
         var next: [UInt8]?
         if let current = fanOut?.member, coverage(of: current).count >= 1 {
             next = current  // keep it while it is usable (§15.3: going back would need probing)
-        } else if let rate = sendRate, rate.limited, rate.estimate < Self.fanOutBelow,
+        } else if configuration.fanOut, let rate = sendRate, rate.limited, rate.estimate < Self.fanOutBelow,
             upPeers.count >= Self.fanOutMinimumPeers
         {
             next = fanOutCandidate()

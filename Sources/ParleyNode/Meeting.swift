@@ -381,6 +381,7 @@ private final class MeetingDriver {
         coreConfiguration.dtx = configuration.audio.dtx
         coreConfiguration.sendRateRange = configuration.audio.sendRateRange
         coreConfiguration.maximumRelayedPairs = configuration.relayedPairs
+        coreConfiguration.fanOut = configuration.fanOut
         core = MeetingCore(configuration: coreConfiguration, pins: pins, muted: muted, now: .now)
         fanout.prepareSigning(
             FanOutSigner(
@@ -1189,9 +1190,15 @@ private final class MeetingDriver {
         }
         if let rate = core.sendRateView, let engine {
             let encoding = engine.sendEncoding
+            // Below the estimate the encoding fits a signed frame's bytes in; at the top it sends
+            // its full rate and the signatures on top.
+            let signatures =
+                rate.fanOut != nil && !rate.limited
+                ? Double(MeetingCore.fanOutPacketExtra * 8) / Double(max(1, encoding.packetMilliseconds)) : 0
             status.sendRate = SendRateStatus(
                 estimateKbps: Self.rounded(rate.estimateKbps, 1),
-                uplinkKbps: Self.rounded(rate.estimateKbps * Double(rate.streams), 1), limited: rate.limited,
+                uplinkKbps: Self.rounded(rate.estimateKbps * Double(rate.streams) + signatures, 1),
+                limited: rate.limited,
                 opusKbps: Double(encoding.opusBitrate) / 1000, packetMs: encoding.packetMilliseconds,
                 copies: encoding.copies, congested: rate.congested, fanOut: rate.fanOut)
         }

@@ -13,14 +13,18 @@ public struct NodeConfiguration: Sendable {
     public var relayPairs: Int
     /// Where `parley record start` without a path writes (created 0700 when first used).
     public var recordingsDirectory: String
+    /// `--no-fan-out` makes this false: never send one signed copy up through a member
+    /// (docs/PROTOCOL.md §15), whose signatures let any member prove what this node said.
+    public var fanOut: Bool
 
     public static let relayPairsRange = 0...64
 
     public init(
         stateDirectory: String, displayName: String, audio: AudioEngineConfiguration, ice: ICESettings,
-        relayPairs: Int = 4, recordingsDirectory: String = RecordingFiles.defaultDirectory()
+        relayPairs: Int = 4, fanOut: Bool = true, recordingsDirectory: String = RecordingFiles.defaultDirectory()
     ) {
         self.recordingsDirectory = recordingsDirectory
+        self.fanOut = fanOut
         self.stateDirectory = stateDirectory
         self.displayName = displayName
         self.audio = audio

@@ -84,6 +84,12 @@ struct Parleyd: AsyncParsableCommand {
             "Carry the audio of at most this many pairs of other members whose direct path failed (0: never; status shows whom)."
     )
     var relayPairs = 4
+    @Flag(
+        inversion: .prefixedNo,
+        help:
+            "When your uplink cannot carry a copy of your voice per peer, send one signed copy through a member that passes it on (--no-fan-out: never; then no member can prove what you said)."
+    )
+    var fanOut = true
     @Option(help: "Use only this local address for ICE host candidates (repeatable).")
     var localAddress: [String] = []
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
@@ -146,7 +152,7 @@ struct Parleyd: AsyncParsableCommand {
         let ice = iceSettings()
         let configuration = NodeConfiguration(
             stateDirectory: stateDir ?? Self.defaultStateDirectory(), displayName: name ?? Self.defaultName(),
-            audio: audio.configuration, ice: ice, relayPairs: relayPairs)
+            audio: audio.configuration, ice: ice, relayPairs: relayPairs, fanOut: fanOut)
         let daemon = try NodeDaemon(configuration: configuration, logger: logger)
 
         let control = try await ControlServer(

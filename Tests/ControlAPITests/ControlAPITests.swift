@@ -113,6 +113,26 @@ struct ControlAPITests {
         )
         let json = try! ControlCodec.line(status)
         #expect(String(decoding: json, as: UTF8.self).contains("\"send_rate\":{"))
+        #expect(!String(decoding: json, as: UTF8.self).contains("fan_out"))
+    }
+
+    /// While one copy goes up through a member (PROTOCOL §15) the table says through whom, and the
+    /// JSON names the member.
+    @Test func oneCopyUpIsShown() throws {
+        var status = Self.status
+        status.node.sendRate = SendRateStatus(
+            estimateKbps: 50, uplinkKbps: 50, limited: true, opusKbps: 24, packetMs: 20, copies: 0, congested: [],
+            fanOut: "a1b2c3d4")
+        let lines = StatusTable.render(status).split(separator: "\n")
+        #expect(lines.contains("uplink limited: sending 24.0 kb/s of Opus in 20 ms packets (about 50 kb/s in all)"))
+        #expect(
+            lines.contains(
+                "one copy up: your voice goes to alice once, who passes it on (your uplink cannot carry a copy per peer)"
+            ))
+        let json = String(decoding: try ControlCodec.line(status), as: UTF8.self)
+        #expect(json.contains("\"fan_out\":\"a1b2c3d4\""))
+        let decoded = try ControlCodec.decode(StatusReport.self, from: Array(json.utf8))
+        #expect(decoded.node.sendRate?.fanOut == "a1b2c3d4")
     }
 
     @Test(arguments: [

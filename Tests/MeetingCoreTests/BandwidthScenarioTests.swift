@@ -11,7 +11,7 @@ struct BandwidthScenarioTests {
     /// `versions`: what every member's HELLO lists (`[1, 2, 3]`: no one can pass alice's voice
     /// on, PROTOCOL §15; nil: this build's).
     static func meeting(
-        aliceAdapts: Bool = true, versions: [UInt8]? = nil
+        aliceAdapts: Bool = true, versions: [UInt8]? = nil, aliceFansOut: Bool = true
     ) -> (
         MeetingSimulation, [MeetingSimulation.NodeID]
     ) {
@@ -21,6 +21,7 @@ struct BandwidthScenarioTests {
         var alice = MeetingSimulation.NodeOptions()
         if !aliceAdapts { alice.sendRateRange = nil }
         alice.protocolVersions = versions
+        alice.fanOut = aliceFansOut
         var bob = MeetingSimulation.NodeOptions()
         bob.protocolVersions = versions
         var silent = MeetingSimulation.NodeOptions()
@@ -114,6 +115,19 @@ struct BandwidthScenarioTests {
         for listener in ids.dropFirst() { #expect(sim.hears(listener, ids[0])) }
         sim.setUplink(of: ids[0], bitsPerSecond: nil)
         #expect(sim.run(until: .seconds(60)) { sim.sendRate(of: ids[0]) == nil })
+        for listener in ids.dropFirst() { #expect(sim.hears(listener, ids[0])) }
+    }
+
+    /// A member that never fans out (`parleyd --no-fan-out`, every frame deniable) fits a copy per
+    /// peer into its uplink, among members who could pass its voice on.
+    @Test func aMemberThatNeverFansOutSendsACopyPerPeer() {
+        let (sim, ids) = Self.meeting(aliceFansOut: false)
+        #expect(sim.run(until: .seconds(5)) { sim.allLinksUp() })
+        sim.setUplink(of: ids[0], bitsPerSecond: 128_000)
+        sim.run(for: .seconds(20))
+        #expect(sim.fanOut(of: ids[0]) == nil)
+        let rate = try! #require(sim.sendRate(of: ids[0]))
+        #expect(rate * 7 <= 128_000, "\(rate) b/s per peer")
         for listener in ids.dropFirst() { #expect(sim.hears(listener, ids[0])) }
     }
 

@@ -66,8 +66,10 @@ struct NATLabMeetingTests {
     /// A member whose uplink is capped below what it sends (issue 17): bob, alone behind cone2,
     /// sends a copy of his voice to each of three peers (3 × 60 kb/s) through a `tc tbf` of
     /// 96 kbit/s with a home router's 200 ms queue. His bandwidth estimate brings him under the
-    /// cap, his peers report the queue drained, everyone still hears everyone, and the others —
-    /// whose uplinks are free — keep sending their full rate. With the cap gone he climbs back.
+    /// cap, and since a copy per peer would leave each too little he sends one signed copy up to a
+    /// member that passes it on (PROTOCOL §15); his peers report the queue drained, everyone still
+    /// hears everyone, and the others — whose uplinks are free — keep sending their full rate.
+    /// With the cap gone he is at his full rate.
     @Test func aCappedUplinkIsFilledNotOverfilled() async throws {
         let lab = try NodeLab("natlab-uplink")
         do {
@@ -88,10 +90,10 @@ struct NATLabMeetingTests {
         let capped = try lab.run(
             NATLab.script, ["impair", NATLab.namespace("cone2"), "--rate", "96kbit", "--queue", "200"])
         #expect(capped.status == 0, "\(capped.error)")
-        // Under the cap, with what every peer reports of his queue well under 100 ms.
-        try LabWait.until(.seconds(30), "bob's rate to fit his uplink, his queue drained") {
+        // One copy up, under the cap, with what every peer reports of his queue well under 100 ms.
+        try LabWait.until(.seconds(30), "bob's voice to go up once and fit his uplink, his queue drained") {
             let status = try bob.status()
-            guard let rate = status.node.sendRate, rate.limited, rate.uplinkKbps <= 96 else { return false }
+            guard let rate = status.node.sendRate, rate.fanOut != nil, rate.uplinkKbps <= 96 else { return false }
             return status.peers.allSatisfy { ($0.queueDelayMs ?? 1000) < 100 && $0.state == .up }
         }
         try expectEveryoneHears(nodes, "bob's uplink capped at 96 kbit/s")

@@ -46,6 +46,8 @@ public final class MeetingSimulation {
         public var sendRateRange: ClosedRange<Int>? = 15_467...60_400
         /// The protocol versions its HELLO lists (PROTOCOL §12; nil: this build's).
         public var protocolVersions: [UInt8]?
+        /// Whether it may send one copy up through a member (PROTOCOL §15; `parleyd --no-fan-out`).
+        public var fanOut = true
         public init() {}
     }
 
@@ -115,6 +117,7 @@ public final class MeetingSimulation {
             }
         configuration.timing = world.timing
         configuration.sendRateRange = options.sendRateRange
+        configuration.fanOut = options.fanOut
         let core = MeetingCore(configuration: configuration, pins: IdentityPins(), muted: options.muted, now: now)
         nodes.append(Node(id: id, name: name, identity: identity, core: core, options: options))
         return id
