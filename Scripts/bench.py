@@ -884,6 +884,7 @@ UPLINK_HOSTS = {"a": "c2", "b": "c1a", "c": "c1a", "d": "c1b", "e": "c1b", "f": 
 UPLINK_PROBE = "f"  # the listener whose speaker is the probe's right channel (mouth-to-ear)
 UPLINK_TALKER = "h"  # the listener that speaks to the speaker once it is done
 UPLINK_BEFORE = ("--fixed-rate",)  # the "before" of each cap: the speaker sends its configured encoding regardless
+UPLINK_PER_PEER = ("--no-fan-out",)  # the estimate alone: a copy per peer fitted to the cap, never one copy up
 
 
 def uplink_cap(directory: Path, url: str, ns, prefix: str, script: str, speaker_extra=()) -> dict:
@@ -898,6 +899,7 @@ def uplink_cap(directory: Path, url: str, ns, prefix: str, script: str, speaker_
     speech = make_speech(directory)
     figures: dict = {}
     runs = [(cap or "none", cap, ()) for cap in UPLINK_CAPS]
+    runs += [(f"{cap} per peer", cap, UPLINK_PER_PEER) for cap in UPLINK_CAPS if cap]
     runs += [(f"{cap} before", cap, UPLINK_BEFORE) for cap in UPLINK_CAPS if cap]
     for name, cap, flags in runs:
         entry = uplink_meeting(directory / name.replace(" ", "-"), speech, url, ns, prefix, script, cap,
@@ -1249,12 +1251,18 @@ def write_outputs(results: dict, out: Path) -> str:
                 + f"; {fmt(entry['mouth_to_ear_ms'], 'ms', 1)}; {fmt(entry['sent_kbps'], 'kb/s')}")
 
     for cap, entry in uplink.items():
-        if cap == "none" or cap.endswith(" before"):
+        if cap == "none" or cap.endswith(" before") or cap.endswith(" per peer"):
             continue
         before = uplink.get(f"{cap} before")
+        per_peer = uplink.get(f"{cap} per peer")
+        through = ((entry.get("status", {}).get("steady", {}).get("speaker", {}).get("send_rate") or {})
+                   .get("fan_out"))
+        others = ([f"a copy per peer, `--no-fan-out`: {uplink_figures(per_peer)}"] if per_peer else []) + (
+            [f"before, `--fixed-rate`: {uplink_figures(before)}"] if before else [])
         row(f"uplink capped at {cap.removesuffix('kbit')} kbit/s ({entry['queue_ms']} ms queue), 8 members "
             "(NAT lab): PESQ-WB min / median at its 7 peers; mouth-to-ear; what it sends while speaking",
-            uplink_figures(entry) + (f" (before, `--fixed-rate`: {uplink_figures(before)})" if before else ""),
+            uplink_figures(entry) + ("; one copy up through a member" if through else "")
+            + (f" ({'; '.join(others)})" if others else ""),
             f"uncapped {uplink_figures(uncapped)}; target PESQ ≥ 3.5, mouth-to-ear ≤ uncapped + 100 ms"
             if uncapped else "—")
         if entry.get("pesq_at_speaker") is not None:
