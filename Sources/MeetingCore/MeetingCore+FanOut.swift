@@ -40,10 +40,13 @@ extension MeetingCore {
         {
             next = fanOutCandidate()
         }
-        let route = next.flatMap { member -> FanOutRoute? in
+        let chosen = next.flatMap { member -> (member: [UInt8], route: FanOutRoute)? in
             guard let via = peers[member]?.link?.id else { return nil }
-            return FanOutRoute(via: via, covered: Set(coverage(of: member).compactMap { peers[$0]?.link?.id }))
+            return (
+                member, FanOutRoute(via: via, covered: Set(coverage(of: member).compactMap { peers[$0]?.link?.id }))
+            )
         }
+        let route = chosen?.route
         guard route != fanOut?.route else { return }
         let copiesBefore = copiesPerFrame(fanOut?.route)
         let previous = fanOut?.member
@@ -51,7 +54,7 @@ extension MeetingCore {
         // they measure is the new path's length until their base catches up (as for a relay).
         let moved = (fanOut?.route.covered ?? []).symmetricDifference(route?.covered ?? [])
         for id in moved { if let key = linkOwners[id] { peers[key]?.link?.routeChangedAt = now } }
-        fanOut = route.map { (next!, $0) }
+        fanOut = chosen
         let copiesAfter = copiesPerFrame(route)
         output.append(.setFanOut(route))
         if var rate = sendRate, copiesBefore != copiesAfter, copiesBefore > 0, copiesAfter > 0 {
@@ -59,11 +62,11 @@ extension MeetingCore {
             sendRate = rate
             output.append(.setSendRate(rate.limited ? rate.estimate : nil))
         }
-        if next != previous {
+        if chosen?.member != previous {
             log(
-                .info, next == nil ? "sending a copy to every peer again" : "one copy up through a member",
+                .info, chosen == nil ? "sending a copy to every peer again" : "one copy up through a member",
                 [
-                    "member": next.map { peers[$0]?.shortID ?? "?" } ?? "-", "copies": "\(copiesAfter)",
+                    "member": chosen.map { peers[$0.member]?.shortID ?? "?" } ?? "-", "copies": "\(copiesAfter)",
                     "covered": "\(route?.covered.count ?? 0)",
                 ])
         }

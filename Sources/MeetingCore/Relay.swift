@@ -36,6 +36,8 @@ public struct RelayTable: Sendable {
     private var fanOutSenders: [[UInt8]: (last: ContinuousClock.Instant, tokens: Double)] = [:]
     /// When each sender was last told that its frames are not passed on.
     private var fanOutRefusalsSent: [[UInt8]: ContinuousClock.Instant] = [:]
+    /// The signed frames each member may make us check (an Ed25519 verification each).
+    private var fanDeliveryBudget: [[UInt8]: (tokens: Double, at: ContinuousClock.Instant)] = [:]
 
     /// A pair that carried nothing for this long no longer counts against the limit.
     public static let pairIdle: Duration = .seconds(10)
@@ -49,6 +51,24 @@ public struct RelayTable: Sendable {
     public static let maximumFanOutSenders = 2
     public static let fanOutFramesPerSecond = 110.0
     public static let fanOutBurst = 20.0
+
+    /// FAN_DELIVERs one member may make this node verify (§15.2): what two senders at 110 a
+    /// second need, with room; beyond it a member makes it spend no more on signatures.
+    public static let fanDeliveriesPerSecond = 250.0
+    public static let fanDeliveryBurst = 50.0
+
+    /// Whether to check a FAN_DELIVER that `carrier` passed on (before its signature is verified).
+    public mutating func acceptFanDelivery(from carrier: [UInt8], at now: ContinuousClock.Instant) -> Bool {
+        guard policy.linked.contains(carrier) else { return false }
+        var budget = fanDeliveryBudget[carrier] ?? (Self.fanDeliveryBurst, now)
+        budget.tokens = min(
+            Self.fanDeliveryBurst, budget.tokens + (now - budget.at).seconds * Self.fanDeliveriesPerSecond)
+        budget.at = now
+        let accepted = budget.tokens >= 1
+        if accepted { budget.tokens -= 1 }
+        fanDeliveryBudget[carrier] = budget
+        return accepted
+    }
 
     public enum FanOutDecision: Sendable, Equatable {
         /// Pass the frame on to these members (sorted).
@@ -164,6 +184,7 @@ public struct RelayTable: Sendable {
         pairs = pairs.filter { policy.linked.contains($0.key[0]) && policy.linked.contains($0.key[1]) }
         envelopeBudget = envelopeBudget.filter { policy.linked.contains($0.key) }
         fanOutSenders = fanOutSenders.filter { policy.linked.contains($0.key) }
+        fanDeliveryBudget = fanDeliveryBudget.filter { policy.linked.contains($0.key) }
     }
 
     static func pair(_ a: [UInt8], _ b: [UInt8]) -> [[UInt8]] {

@@ -337,7 +337,10 @@ final class RelayRouter: Sendable {
             // by our session with that peer, is what makes it the peer's (§15.2). A member's own
             // frames come from it as FAN_OUT or media, never as passed on by itself.
             guard packet.peer != source else { return }
-            state.withLock { $0.transports[packet.peer] }?.receiveFanned(packet.payload[...], now: now)
+            let target = state.withLock { state in
+                state.table.acceptFanDelivery(from: source, at: now) ? state.transports[packet.peer] : nil
+            }
+            target?.receiveFanned(packet.payload[...], now: now)
         }
     }
 

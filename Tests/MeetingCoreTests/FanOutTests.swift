@@ -214,6 +214,21 @@ struct FanOutTests {
         #expect((120...131).contains(passed), "\(passed)")
     }
 
+    /// A member that floods this node with frames to check (an Ed25519 verification each) gets
+    /// 250 a second checked, after a burst of 50; a stranger none.
+    @Test func aMemberCannotMakeUsVerifyWithoutEnd() {
+        var table = Self.table()
+        var checked = 0
+        for index in 0..<2000 {  // 2000 in one second
+            if table.acceptFanDelivery(from: Self.members[1], at: Self.start + .microseconds(index * 500)) {
+                checked += 1
+            }
+        }
+        #expect((295...301).contains(checked), "\(checked)")
+        let stranger = table.acceptFanDelivery(from: [UInt8](repeating: 0xE, count: 32), at: Self.start)
+        #expect(!stranger)
+    }
+
     // MARK: The receiver's view of the sender's link
 
     /// While the peer's media comes through a member, its link hears only REPORTs (a second apart)

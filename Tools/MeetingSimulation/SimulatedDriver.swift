@@ -498,7 +498,8 @@ extension MeetingSimulation {
         case .deliverEnvelope:
             break
         case .fanDeliver:
-            guard packet.peer != source, let target = node.pathID(toward: packet.peer), let path = node.paths[target]
+            guard packet.peer != source, node.relayTable.acceptFanDelivery(from: source, at: now),
+                let target = node.pathID(toward: packet.peer), let path = node.paths[target]
             else { return }
             play(path.link.receiveFanned(packet.payload[...], now: now), at: id, on: target)
         }
