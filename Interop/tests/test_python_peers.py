@@ -32,29 +32,38 @@ def test_two_python_peers(tmp_path, rendezvous):
     assert_ogg_decodes(a["received"][b["identity"]]["ogg"], 660, tmp_path)
 
 
-def test_three_python_peers_one_fanning_out_through_another(tmp_path, rendezvous):
-    """Version 4 (§15): A sends one signed copy to B, which plays it and passes it on to C; C plays it once A's
-    signature verified. Everyone still hears everyone."""
+def test_four_python_peers_one_fanning_out_through_another(tmp_path, rendezvous):
+    """Version 4 (§15): A sends one signed copy to B, which plays it and passes it on to C and D; they play it once
+    A's signature verified. Everyone still hears everyone. (§15.3: a sender fans out only through a member whose
+    LINKS lists at least two of its other peers, hence four.)"""
     invite = new_invite(rendezvous.url)
-    common = [*LOOPBACK, "--expect-peers", "2", "--audio-seconds", "6", "--timeout", "60",
+    common = [*LOOPBACK, "--expect-peers", "3", "--audio-seconds", "6", "--timeout", "60",
               "--record-dir", str(tmp_path / "rec")]
-    peers = {"a": python_peer(tmp_path, "a", invite, "--tone", "440", "--fan-out-through", "b", *common),
-             "b": python_peer(tmp_path, "b", invite, "--tone", "550", *common),
-             "c": python_peer(tmp_path, "c", invite, "--tone", "660", *common)}
+    tones = {"a": 440, "b": 550, "c": 660, "d": 770}
+    peers = {name: python_peer(tmp_path, name, invite, "--tone", str(tone), *common,
+                               *(["--fan-out-through", "b"] if name == "a" else []))
+             for name, tone in tones.items()}
     try:
         for process in peers.values():
             assert process.wait(90) == 0, process.diagnostics()
     finally:
         for process in peers.values():
             process.stop()
-    a, b, c = (read_status(tmp_path, name) for name in "abc")
-    assert all(link["version"] == 4 for status in (a, b, c) for link in status["links"])
-    assert a["fan_outs_sent"] >= 100, a
-    assert b["fan_outs_passed_on"] >= 100 and b["fan_delivers_sent"] == b["fan_outs_passed_on"], b
-    assert b["fanning_out_for"] in ([], [a["identity"][:16]])
-    link = next(link for link in c["links"] if link["peer"] == a["identity"])
-    assert link["media_fanned_in"] >= 100 and c["fan_out_auth_failures"] == 0, (link, c["fan_out_dropped"])
-    assert link["peer_media_received"] > 0  # A's REPORTs: what A sends C counts, through B or not
-    assert_hears_tones(c["received"][a["identity"]]["wav"], [440], [550, 660])
-    assert_hears_tones(b["received"][a["identity"]]["wav"], [440], [550, 660])
-    assert_hears_tones(a["received"][c["identity"]]["wav"], [660], [440, 550])
+    statuses = {name: read_status(tmp_path, name) for name in tones}
+    a, b = statuses["a"], statuses["b"]
+    assert all(link["version"] == 4 for status in statuses.values() for link in status["links"])
+    assert a["fan_outs_sent"] >= 250, a
+    assert b["fan_outs_passed_on"] >= 250 and b["fan_delivers_sent"] == 2 * b["fan_outs_passed_on"], b
+    assert b["fanning_out_for"] in ([], [a["identity"][:16]]) and b["fan_out_refusals_sent"] == 0
+    for name in "cd":
+        status = statuses[name]
+        link = next(link for link in status["links"] if link["peer"] == a["identity"])
+        assert link["media_fanned_in"] >= 250, link
+        assert status["fan_out_auth_failures"] == 0 and status["fan_out_dropped"] == {}, status["fan_out_dropped"]
+        assert link["peer_media_received"] > 0  # A's REPORTs: what A sends counts, through B or not
+        assert link["state"] == "up"  # §10.3: only A's REPORTs come over the link, judged by the 2 s rule
+    for listener, status in statuses.items():  # each recording of a peer holds its tone and no other
+        for name, tone in tones.items():
+            if name != listener:
+                assert_hears_tones(status["received"][statuses[name]["identity"]]["wav"], [tone],
+                                   [t for t in tones.values() if t != tone])

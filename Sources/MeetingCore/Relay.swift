@@ -58,8 +58,12 @@ public struct RelayTable: Sendable {
     public static let fanDeliveryBurst = 50.0
 
     /// Whether to check a FAN_DELIVER that `carrier` passed on (before its signature is verified).
+    /// (Any member with a session may carry: one whose link is up in its view may not be up in
+    /// ours yet, for a round trip.)
     public mutating func acceptFanDelivery(from carrier: [UInt8], at now: ContinuousClock.Instant) -> Bool {
-        guard policy.linked.contains(carrier) else { return false }
+        if fanDeliveryBudget.count >= Self.refusalMemoryLimit {
+            fanDeliveryBudget = fanDeliveryBudget.filter { now - $0.value.at < .seconds(1) }
+        }
         var budget = fanDeliveryBudget[carrier] ?? (Self.fanDeliveryBurst, now)
         budget.tokens = min(
             Self.fanDeliveryBurst, budget.tokens + (now - budget.at).seconds * Self.fanDeliveriesPerSecond)

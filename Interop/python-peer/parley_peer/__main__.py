@@ -57,8 +57,9 @@ def main() -> int:
                       help="carry at most N pairs of other members whose direct path failed (0: never; §13.3)")
     join.add_argument("--role", choices=("lead", "follower"), help="pick an identity that leads (or follows)")
     join.add_argument("--fan-out-through", metavar="NAME_OR_ID_PREFIX",
-                      help="send our media as one signed copy through this member while it can carry it, direct "
-                      "copies to the peers it does not reach (version 4, §15.3; default: a copy per peer)")
+                      help="send our media as one signed copy through this member while it can carry it (it relays "
+                      "and its LINKS lists two or more of our other peers), direct copies to the peers it does not "
+                      "reach (version 4, §15.3; default: a copy per peer)")
     join.add_argument("--record-dir", help="write what each peer sent as <identity>.wav (and .opus with --ogg)")
     join.add_argument("--ogg", action="store_true")
     join.add_argument("--status", help="keep a JSON status file here")

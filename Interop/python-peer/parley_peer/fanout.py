@@ -41,6 +41,9 @@ FAN_OUTS_PER_SECOND, FAN_OUT_BURST = 110.0, 20.0  # FAN_OUTs passed on per sende
 REFUSAL_EVERY = 1.0  # RELAY_REFUSED at most this often per sender
 # §15.3, the sender: a member that refused our fan-out is not chosen again for this long (as §13.3's refusals).
 REFUSAL_MEMORY = 30.0
+# §15.2 step 0, the receiver: FAN_DELIVERs one member may make us check (an Ed25519 verification each), as Parley:
+# two senders at 110 a second, with room. Beyond it they are dropped unchecked.
+DELIVERIES_PER_SECOND, DELIVERY_BURST = 250.0, 50.0
 
 
 def signed_message(room_id: bytes, session_epoch: int, counter: int, media: bytes) -> bytes:
@@ -92,11 +95,46 @@ def open_frame(signed_frame: bytes, origin_identity_key: bytes, room_id: bytes, 
 
 
 @dataclass
+class DeliveryBudget:
+    """§15.2 step 0: how many FAN_DELIVERs each member that passes frames on may make this node check, so that a
+    member cannot make it spend without end on signatures (honest members stay far below)."""
+
+    budget: dict[bytes, tuple[float, float]] = field(default_factory=dict)  # carrier -> (tokens, at)
+
+    def accept(self, carrier: bytes, now: float) -> bool:
+        tokens, at = self.budget.get(carrier, (DELIVERY_BURST, now))
+        tokens = min(DELIVERY_BURST, tokens + max(0.0, now - at) * DELIVERIES_PER_SECOND)
+        accepted = tokens >= 1
+        self.budget[carrier] = (tokens - 1 if accepted else tokens, now)
+        return accepted
+
+    def keep_only(self, carriers) -> None:
+        """Forgets the members we no longer have a link with."""
+        self.budget = {k: v for k, v in self.budget.items() if k in carriers}
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the member does with one FAN_OUT of 82–1272 bytes beyond playing it (§15.3): pass it on, hold it
+    back without a word (over the sender's rate: a sender catching up after a stall keeps its place), or refuse
+    (`refusal`, answered with RELAY_REFUSED when `refusal.tell`)."""
+
+    passed_on: bool
+    refusal: Refusal | None = None
+
+
+PASS_ON = Decision(True)
+OVER_RATE = Decision(False)
+
+
+@dataclass
 class FanOutTable:
     """Whether this node passes on a sender's FAN_OUT (§15.3, "the member B"): only if it relays for others (its
     LINKS flag) and the sender's link with it is up over its own direct path (`linked`, the members its LINKS
     lists), for at most MAX_SENDERS senders at a time and FAN_OUTS_PER_SECOND per sender. It plays every FAN_OUT
-    either way; what it does not pass on it answers with RELAY_REFUSED, at most once a second per sender."""
+    of 82–1272 bytes either way; a sender it does not fan out for it answers with RELAY_REFUSED (reason 1, 2 or
+    3), at most once a second per sender; a sender with a place whose FAN_OUTs come faster than its rate is not
+    answered: those beyond the rate are simply not passed on."""
 
     relays: bool = True
     linked: frozenset[bytes] = frozenset()
@@ -104,6 +142,7 @@ class FanOutTable:
     budget: dict[bytes, tuple[float, float]] = field(default_factory=dict)  # sender -> (tokens, at)
     refused_at: dict[bytes, float] = field(default_factory=dict)
     passed_on: dict[bytes, int] = field(default_factory=dict)  # FAN_OUTs passed on per sender
+    over_rate: dict[bytes, int] = field(default_factory=dict)  # FAN_OUTs held back by the rate limit per sender
 
     def update(self, linked: frozenset[bytes], relays: bool) -> None:
         """Forgets the senders no longer linked: a sender whose link went down and comes back starts afresh."""
@@ -112,31 +151,32 @@ class FanOutTable:
         self.budget = {k: v for k, v in self.budget.items() if k in linked}
         # refused_at stays: it paces the answers to senders that are not linked too (one entry per member).
 
-    def decide(self, sender: bytes, now: float) -> Refusal | None:
-        """None: pass this FAN_OUT from `sender` on; else why not, and whether to say so now."""
+    def decide(self, sender: bytes, now: float) -> Decision:
+        """What to do with this FAN_OUT from `sender`, beyond playing it."""
         if not self.relays:
             reason = DECLINES
         elif sender not in self.linked:
-            # §15.3 names reasons 2 and 3 only; a sender whose link is not up directly in our view (a round trip
-            # before it is, §13.1) is told "not linked", as §13.3 tells it for a pair.
-            reason = NOT_LINKED
+            reason = NOT_LINKED  # not a member our LINKS lists (its link is not up directly in our view)
         elif sender not in self.active_senders(now) and len(self.active_senders(now)) >= MAX_SENDERS:
             reason = BUSY
         else:
-            self.senders[sender] = now  # its FAN_OUTs go on, passed on or not: it keeps its place
+            # It has a place, or takes a free one with this FAN_OUT, the first passed on (the budget starts full).
+            # Every FAN_OUT it sends keeps the place, passed on or not; 10 s without one and it needs a free one.
+            self.senders[sender] = now
             tokens, at = self.budget.get(sender, (FAN_OUT_BURST, now))
             tokens = min(FAN_OUT_BURST, tokens + max(0.0, now - at) * FAN_OUTS_PER_SECOND)
             if tokens >= 1:
                 self.budget[sender] = (tokens - 1, now)
                 self.passed_on[sender] = self.passed_on.get(sender, 0) + 1
-                return None
+                return PASS_ON
             self.budget[sender] = (tokens, now)
-            reason = BUSY
+            self.over_rate[sender] = self.over_rate.get(sender, 0) + 1
+            return OVER_RATE
         last = self.refused_at.get(sender)
         tell = last is None or now - last >= REFUSAL_EVERY
         if tell:
             self.refused_at[sender] = now
-        return Refusal(reason, tell)
+        return Decision(False, Refusal(reason, tell))
 
     def active_senders(self, now: float) -> list[bytes]:
         return sorted(k for k, t in self.senders.items() if now - t < SENDER_IDLE)

@@ -25,7 +25,7 @@ import aioice
 import aioice.ice
 from aioice import Candidate, TransportPolicy
 
-from . import audio, chat, control, fanout, relay
+from . import audio, chat, control, fanout, liveness, relay
 from .envelope import (BROADCAST, Bye, EnvelopeError, Hello, ICECandidate, ICECandidatesDone, ICECredentials,
                        ICERestart, Signaling)
 from .identity import Identity, new_session_epoch
@@ -45,11 +45,16 @@ log = logging.getLogger("parley-peer")
 # Version 2 is the relay protocol (§13), version 3 adds chat and the recording notice (§14; this peer receives
 # chat and sends none), version 4 the fan-out of a voice through a member (§15).
 SUPPORTED_VERSIONS = (1, 2, 3, 4)
-LOST_AFTER, RESTART_AFTER, REMOVE_AFTER = 2.0, 3.0, 120.0  # §10.3 (the node's choice; removal as Parley)
+# §10.3: a link is lost after liveness.LOST_AFTER of silence, or QUICK_LOST_AFTER when packets came densely (and its
+# media does not come through a member); the lead restarts ICE this long after (the node's choice), and a peer
+# silent for REMOVE_AFTER is removed (as Parley).
+RESTART_DELAY, REMOVE_AFTER = 1.0, 120.0
 REPORT_INTERVAL = 1.0
 QUEUE_BACK_OFF = 0.040  # §10.1: a sender lowers its rate at this much queue, so a receiver reaching it reports at once
 QUEUE_REPORT_SPACING = 0.5  # ... at most this often per link
 QUEUE_BASE_WINDOW = 10.0  # §10.1 `queue_delay_ms`: its base is the lowest transit of this window and the last
+# §15.3: a sender fans out only through a member whose LINKS lists at least this many of its other peers.
+FAN_OUT_COVERS = 2
 # §13.4 (the node's choice; Parley's values).
 RELAY_AFTER = 2.0  # a link that found no direct path this long after it started goes through a member
 RELAY_DELAY = 0.3  # a lost link goes through a member this long after it was declared lost
@@ -203,6 +208,7 @@ class Link:
         self.peer_records = False  # §14.2: the latest RECORDING or REPORT flag bit 1 says the peer records
         self.fan_out_refused_at = float("-inf")  # §15.3: when the peer last refused our fan-out
         self.media_fanned_in = 0  # the peer's frames a member fanned out to us that verified (§15.2)
+        self.liveness = liveness.Liveness()  # §10.3: how densely its packets came, and whether its media is fanned
 
     @property
     def label(self) -> str:
@@ -337,6 +343,7 @@ class Link:
         authenticated = self.session.stats.authenticated
         replies, delivered = self.session.receive(datagram, now)
         if self.session.stats.authenticated != authenticated:
+            self.liveness.packet(now)  # §10.3: a sign of life of this link (a member's FAN_DELIVER is none)
             await self.note_authenticated(via, now)  # before the replies, which follow the route it chose
         for reply in replies:
             await self.send_datagram(reply)
@@ -409,7 +416,7 @@ class Link:
             return False
         if self.state in ("lost", "restarting"):
             last = self.session.last_authenticated_at
-            return last is None or now - last >= LOST_AFTER + RELAY_DELAY
+            return last is None or now - last >= self.liveness.silence_limit(now) + RELAY_DELAY
         if self.state in ("signaling", "checking", "handshaking"):
             return self.path is None and now - self.started_at >= RELAY_AFTER
         return False
@@ -589,16 +596,20 @@ class Link:
         last = self.session.last_authenticated_at
         if last is not None and self.carried_traffic:
             silent = now - last
+            limit = self.liveness.silence_limit(now)  # §10.3: 1 s after dense packets, else (or fanned in) 2 s
             if silent >= REMOVE_AFTER:
                 log.warning("link %s: nothing for %.0f s; removing the peer", self.label, silent)
                 await self.node.end_link(self, "lost")
-            elif silent >= RESTART_AFTER:
+            elif silent >= limit + RESTART_DELAY:
                 self.state = "restarting"
                 if self.is_lead:  # §10.3: the other side follows the lead's ICE_RESTART
                     await self.request_restart()
-            elif silent >= LOST_AFTER:
+            elif silent >= limit:
+                if self.state != "lost":
+                    log.info("link %s: lost (nothing for %.1f s)", self.label, silent)
                 self.state = "lost"
-        if self.session.has_keys and self.state in ("lost", "restarting") and last and now - last < 1.0:
+        if (self.session.has_keys and self.state in ("lost", "restarting") and last
+                and now - last < liveness.QUICK_LOST_AFTER):
             self.state = "up" if self.report.reports_received else "handshaking"
             self.restart_requested_for = None
 
@@ -695,9 +706,12 @@ class Node:
         # §15: fanning out for others (the member B), receiving fanned frames, and our own fan-out (the sender A).
         self.fan_out_table = fanout.FanOutTable(relays=self.relay_table.max_pairs > 0)
         self.fan_outs_received = self.fan_outs_passed_on = self.fan_delivers_sent = 0
+        self.malformed_fan_outs = 0  # FAN_OUTs not 82–1272 bytes long: dropped (§15.2)
         self.fan_out_refusals_sent = 0
         self.fan_delivers_received = 0  # FAN_DELIVERs whose frame verified and was played
-        self.fan_out_dropped: Counter = Counter()  # ... and why the others were dropped (length, replay, signature)
+        self.fan_out_dropped: Counter = Counter()  # ... and why the others were dropped (rate, origin, length, replay,
+        # signature)
+        self.delivery_budget = fanout.DeliveryBudget()  # §15.2 step 0: FAN_DELIVERs checked per member
         self.fan_out_counter = 0  # §15.1: the next signed frame's counter, from 0 in our session epoch
         self.fan_outs_sent = 0
         self.fanning_out_through: bytes | None = None  # the member our media goes through now (status)
@@ -883,26 +897,31 @@ class Node:
         it on; then, if we fan out for the sender (§15.3), the signed frame goes on unchanged to every other member
         whose link with us is up directly and speaks version 4. We need not check the signature: they do."""
         self.fan_outs_received += 1
-        # A body too short for a signed frame carries no media payload: dropped and counted as malformed media.
-        await sender.receive_media(signed_frame[fanout.MEDIA_OFFSET:], now)
         if not fanout.SIGNED_FRAME_MIN <= len(signed_frame) <= fanout.SIGNED_FRAME_MAX:
-            return  # no receiver would take it (§15.2 step 1)
-        refusal = self.fan_out_table.decide(sender.peer, now)
-        if refusal is None:
+            self.malformed_fan_outs += 1  # §15.2: neither played nor passed on (nor refused)
+            return
+        await sender.receive_media(signed_frame[fanout.MEDIA_OFFSET:], now)
+        decision = self.fan_out_table.decide(sender.peer, now)
+        if decision.passed_on:
             self.fan_outs_passed_on += 1
             deliver = RelayPacket(relay.FAN_DELIVER, sender.peer, signed_frame)
-            for link in list(self.links.values()):
-                if link is not sender and link.direct_up and link.version >= fanout.VERSION:
+            # The members our LINKS lists (up over their own direct path) that speak version 4, but the sender.
+            for key in sorted(self.fan_out_table.linked - {sender.peer}):
+                link = self.links.get(key)
+                if link is not None and link.version >= fanout.VERSION and link.session.has_keys:
                     self.fan_delivers_sent += 1
                     await link.send_relay(deliver)
-        elif refusal.tell:
+        elif decision.refusal is not None and decision.refusal.tell:
             self.fan_out_refusals_sent += 1
-            await sender.send_control(control.RelayRefused(relay.EVERYONE, refusal.reason).encode())
+            await sender.send_control(control.RelayRefused(relay.EVERYONE, decision.refusal.reason).encode())
 
     async def on_fan_deliver(self, via: Link, packet: RelayPacket, now: float) -> None:
         """A FAN_DELIVER from member `via` (§15.2 steps 1–4): played as media from its origin once the origin's
         signature verified over this room and the origin's session epoch, and its counter passed the origin's
         fan-out window. The member authenticated itself (its session), not the frame."""
+        if not self.delivery_budget.accept(via.peer, now):
+            self.fan_out_dropped["rate"] += 1  # step 0: beyond what honest members send, dropped unchecked
+            return
         origin = self.links.get(packet.peer)
         if (origin is None or origin is via or origin.version < fanout.VERSION
                 or not origin.session.has_keys):
@@ -914,23 +933,26 @@ class Node:
             return
         self.fan_delivers_received += 1
         origin.media_fanned_in += 1
+        origin.liveness.fanned_in(now)  # §10.3: judge the origin's link by the 2 s rule; no sign of life for it
         await origin.receive_media(opened[1], now)
 
     def fan_out_link(self, now: float) -> Link | None:
         """§15.3 "the sender": the member named by `fan_out_through` while it can carry our media: it speaks 4,
-        its link is up over its own direct path, its latest LINKS says it relays and lists another of our version-4
-        peers, and it has not refused our fan-out in the last 30 s. None: a copy to every peer. (§15.3 asks for at
-        least two peers listed, where fanning out saves anything; this peer is told whom to fan out through, for
-        tests, and a meeting of three has one.)"""
+        its link is up over its own direct path, its latest LINKS says it relays and lists at least two of our other
+        peers (FAN_OUT_COVERS: those that speak version 4 with us, the ones it would pass our frames to), and it has
+        not refused our fan-out in the last 30 s. Checked at every frame; None: a copy to every peer. (When to fan
+        out is the sender's choice; this peer is told, for tests, and makes none of Parley's.)"""
         wanted = (self.options.fan_out_through or "").lower()
         if not wanted:
             return None
-        link = next((link for _, link in sorted(self.links.items()) if link.hello.display_name.lower() == wanted
-                     or link.peer.hex().startswith(wanted)), None)
+        ordered = [link for _, link in sorted(self.links.items())]
+        # A display name first: a short name such as "b" is also the prefix of some identity keys' hex.
+        link = next((link for link in ordered if link.hello.display_name.lower() == wanted), None) or next(
+            (link for link in ordered if link.peer.hex().startswith(wanted)), None)
         if (link is None or link.version < fanout.VERSION or not link.direct_up or not link.session.has_keys
                 or now - link.fan_out_refused_at < fanout.REFUSAL_MEMORY):
             return None
-        if link.peer_links is None or not link.peer_links.relays or not self.fanned_to(link):
+        if link.peer_links is None or not link.peer_links.relays or len(self.fanned_to(link)) < FAN_OUT_COVERS:
             return None
         return link
 
@@ -950,6 +972,7 @@ class Node:
         keys = [key for key, _ in direct]
         self.relay_table.update(frozenset(keys))
         self.fan_out_table.update(frozenset(keys), self.relay_table.max_pairs > 0)
+        self.delivery_budget.keep_only(self.links)
         if keys == self.links_sent and now - self.links_sent_at < LINKS_INTERVAL:
             return
         self.links_sent, self.links_sent_at = keys, now
@@ -1209,6 +1232,8 @@ class Node:
             # §15: as the member B (FAN_OUTs received and passed on, FAN_DELIVERs sent, refusals), as a receiver C
             # (FAN_DELIVERs played; dropped by reason, the forged ones as fan_out_auth_failures), as the sender A.
             "fan_outs_received": self.fan_outs_received, "fan_outs_passed_on": self.fan_outs_passed_on,
+            "malformed_fan_outs": self.malformed_fan_outs,
+            "fan_outs_over_rate": sum(self.fan_out_table.over_rate.values()),
             "fan_delivers_sent": self.fan_delivers_sent, "fan_out_refusals_sent": self.fan_out_refusals_sent,
             "fanning_out_for": [k.hex()[:16] for k in self.fan_out_table.active_senders(time.monotonic())],
             "fan_delivers_received": self.fan_delivers_received, "fan_out_dropped": dict(self.fan_out_dropped),

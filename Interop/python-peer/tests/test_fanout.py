@@ -9,7 +9,7 @@ from collections import Counter
 
 import pytest
 
-from parley_peer import chat, control, fanout, relay
+from parley_peer import chat, control, fanout, liveness, relay
 from parley_peer.envelope import Hello
 from parley_peer.identity import Identity
 from parley_peer.invite import Invite, RendezvousURL
@@ -125,53 +125,64 @@ def test_the_window_moves_only_after_the_signature_verified():
 A, C, D = b"\x11" * 32, b"\x22" * 32, b"\x33" * 32
 
 
+def refused(reason: int, tell: bool = True) -> fanout.Decision:
+    return fanout.Decision(False, relay.Refusal(reason, tell))
+
+
 def test_a_third_sender_is_refused_while_two_are_active_and_gets_a_place_when_one_goes_idle():
     table = fanout.FanOutTable()
     table.update(frozenset({A, C, D}), relays=True)
-    assert table.decide(A, 0.0) is None and table.decide(C, 0.0) is None
-    refusal = table.decide(D, 0.0)
-    assert (refusal.reason, refusal.tell) == (relay.BUSY, True)
+    assert table.decide(A, 0.0) == fanout.PASS_ON and table.decide(C, 0.0) == fanout.PASS_ON
+    assert table.decide(D, 0.0) == refused(relay.BUSY)  # reason 2: no place
     assert table.active_senders(0.0) == [A, C]
-    assert table.decide(A, 5.0) is None  # A goes on; C stops
-    assert table.decide(D, 9.9).reason == relay.BUSY  # C's last FAN_OUT was 9.9 s ago: it still counts
-    assert table.decide(D, 10.0) is None  # 10 s: C's place is free
+    assert table.decide(A, 5.0) == fanout.PASS_ON  # A goes on; C stops
+    assert table.decide(D, 9.9) == refused(relay.BUSY)  # C's last FAN_OUT was 9.9 s ago: it still holds its place
+    assert table.decide(D, 10.0) == fanout.PASS_ON  # 10 s: C's place is free, and D takes it
     assert table.active_senders(10.0) == [A, D]
-    assert table.decide(C, 10.5).reason == relay.BUSY
+    # C was idle 10 s: it needs a free place again, and there is none (told: a second since D's last refusal).
+    assert table.decide(C, 10.5) == refused(relay.BUSY)
+    assert table.decide(A, 14.9) == fanout.PASS_ON  # A keeps its place while it sends; D falls idle
+    assert table.decide(C, 20.1) == fanout.PASS_ON
+    assert table.active_senders(20.1) == [A, C]
 
 
-def test_at_most_110_a_second_per_sender_in_bursts_of_20():
+def test_at_most_110_a_second_per_sender_in_bursts_of_20_and_the_rest_held_back_without_a_refusal():
     table = fanout.FanOutTable()
     table.update(frozenset({A, C}), relays=True)
-    assert sum(table.decide(A, 0.0) is None for _ in range(100)) == 20
-    assert sum(table.decide(A, 1.0) is None for _ in range(200)) == 20  # refilled to the burst, no more
-    assert sum(table.decide(A, 2.0) is None for _ in range(100)) == 20
-    passed = sum(table.decide(A, 2.0 + (i + 1) / 1000) is None for i in range(1000))  # 1000 a second, for a second
-    assert 109 <= passed <= 110  # 110 a second (the last may round away)
-    refusal = table.decide(A, 3.0)
-    assert refusal is not None and refusal.reason == relay.BUSY
-    assert table.decide(C, 3.0) is None  # per sender
+    assert [table.decide(A, 0.0) for _ in range(100)] == [fanout.PASS_ON] * 20 + [fanout.OVER_RATE] * 80
+    assert sum(table.decide(A, 1.0).passed_on for _ in range(200)) == 20  # refilled to the burst, no more
+    assert sum(table.decide(A, 2.0).passed_on for _ in range(100)) == 20
+    decisions = [table.decide(A, 2.0 + (i + 1) / 1000) for i in range(1000)]  # 1000 a second, for a second
+    assert 109 <= sum(d.passed_on for d in decisions) <= 110  # 110 a second (the last may round away)
+    # §15.3: those beyond the rate are not passed on and not refused: no RELAY_REFUSED, whatever the pace.
+    assert all(d.refusal is None for d in decisions) and table.decide(A, 3.0) == fanout.OVER_RATE
+    assert table.over_rate[A] == 80 + 180 + 80 + 1000 - sum(d.passed_on for d in decisions) + 1
+    assert table.decide(C, 3.0) == fanout.PASS_ON  # per sender
     assert table.active_senders(3.0) == [A, C]  # a sender over its rate keeps its place: its FAN_OUTs go on
+    assert table.decide(D, 3.0) == refused(relay.NOT_LINKED)
+    assert table.refused_at == {D: 3.0}  # A and C were never told anything
 
 
 def test_refusals_are_told_at_most_once_a_second_per_sender():
     table = fanout.FanOutTable(relays=False)
     table.update(frozenset({A, C}), relays=False)
-    tells = [table.decide(A, t / 10).tell for t in range(25)]
-    assert tells == [True] + [False] * 9 + [True] + [False] * 9 + [True] + [False] * 4
-    assert table.decide(C, 0.05) == relay.Refusal(relay.DECLINES, True)  # every sender hears its own
+    decisions = [table.decide(A, t / 10) for t in range(25)]
+    assert {d.refusal.reason for d in decisions} == {relay.DECLINES}  # reason 3: does not relay
+    assert [d.refusal.tell for d in decisions] == [True] + [False] * 9 + [True] + [False] * 9 + [True] + [False] * 4
+    assert table.decide(C, 0.05) == refused(relay.DECLINES)  # every sender hears its own
     table.update(frozenset({A}), relays=True)
-    refusal = table.decide(C, 5.0)  # C's link is not up directly in our view
-    assert refusal.reason == relay.NOT_LINKED and refusal.tell
+    assert table.decide(C, 5.0) == refused(relay.NOT_LINKED)  # reason 1: C's link is not up directly in our view
     table.update(frozenset({A}), relays=True)  # the table's periodic update does not reset the pacing
-    assert not table.decide(C, 5.5).tell
+    assert table.decide(C, 5.5) == refused(relay.NOT_LINKED, tell=False)
 
 
 def test_a_sender_whose_link_went_down_starts_afresh():
     table = fanout.FanOutTable()
     table.update(frozenset({A, C, D}), relays=True)
-    assert table.decide(A, 0.0) is None and table.decide(C, 0.0) is None
+    assert table.decide(A, 0.0) == fanout.PASS_ON and table.decide(C, 0.0) == fanout.PASS_ON
     table.update(frozenset({C, D}), relays=True)  # A's link is no longer up directly: its place is free
-    assert table.decide(D, 1.0) is None
+    assert table.decide(D, 1.0) == fanout.PASS_ON
+    assert table.decide(A, 1.0) == refused(relay.NOT_LINKED)
 
 
 # MARK: the node in memory
@@ -200,22 +211,27 @@ class Member:
 
     def __init__(self, me: Identity, others: dict[str, tuple[Identity, int]], **options):
         invite = Invite(ROOM, RendezvousURL.parse("ws://127.0.0.1:7777"))
+        self.me = me
         self.node = Node(invite, PeerOptions(identity=me, **options))
         self.remote: dict[str, PeerSession] = {}
         self.paths: dict[str, CapturedPath] = {}
-        keys = self.node.room_keys
-        now = time.monotonic()
         for name, (other, version) in others.items():
-            hello = Hello(other.static_key, other.binding_signature, EPOCH, tuple(range(1, version + 1)), name)
-            link = Link(self.node, other.identity_key, hello, member_id=1, version=version)
-            link.path = self.paths[name] = CapturedPath()
-            link.state = "up"
-            self.remote[name] = PeerSession(
-                identity_key=other.identity_key, static_secret=other.static_secret, peer_identity_key=me.identity_key,
-                peer_static_key=me.static_key, room_id=keys.room_id, noise_psk=keys.noise_psk, mac_key=keys.mac_key,
-                version=version)
-            establish(self.remote[name], link.session, now)
-            self.node.links[other.identity_key] = link
+            self.add_link(name, other, version)
+
+    def add_link(self, name: str, other: Identity, version: int, epoch: int = EPOCH) -> Link:
+        """A link with `other` (its run `epoch`), up over its direct path, with a session established."""
+        keys = self.node.room_keys
+        hello = Hello(other.static_key, other.binding_signature, epoch, tuple(range(1, version + 1)), name)
+        link = Link(self.node, other.identity_key, hello, member_id=1, version=version)
+        link.path = self.paths[name] = CapturedPath()
+        link.state = "up"
+        self.remote[name] = PeerSession(
+            identity_key=other.identity_key, static_secret=other.static_secret, peer_identity_key=self.me.identity_key,
+            peer_static_key=self.me.static_key, room_id=keys.room_id, noise_psk=keys.noise_psk, mac_key=keys.mac_key,
+            version=version)
+        establish(self.remote[name], link.session, time.monotonic())
+        self.node.links[other.identity_key] = link
+        return link
 
     @property
     def room_id(self) -> bytes:
@@ -284,6 +300,98 @@ def test_a_member_that_does_not_relay_plays_fan_outs_and_refuses_once_a_second()
                                                                                          relay.DECLINES)]
 
 
+@pytest.mark.parametrize("size", [0, 8, 72, 81, 1273, 1400])
+def test_a_fan_out_of_the_wrong_length_is_neither_played_nor_passed_on(size):
+    """§15.2: a FAN_OUT whose body is not 82–1272 bytes is dropped: not played (even what media it holds), not passed
+    on, not refused, and it takes no place."""
+    a, b, c = (Identity.generate() for _ in range(3))
+    middle = Member(b, {"a": (a, 4), "c": (c, 4)})
+    asyncio.run(middle.node.share_links(time.monotonic()))
+    for name in "ac":
+        middle.sent_to(name)  # LINKS
+    frame = fanout.sign_frame(a, middle.room_id, EPOCH, 0, media(0, bytes(1188)))  # 72 + 1200 bytes
+    body = (frame + bytes(200))[:size]
+    middle.receive("a", fanout.INNER_FAN_OUT, body)
+    link_a = middle.link("a")
+    assert link_a.receive_log.packets == 0 and middle.node.malformed_media == 0
+    assert relayed(middle.sent_to("c")) == []
+    assert middle.sent_to("a") == []  # no RELAY_REFUSED, and no REPORT for a first media payload
+    status = middle.node.status()
+    assert (status["fan_outs_received"], status["malformed_fan_outs"], status["fan_outs_passed_on"]) == (1, 1, 0)
+    assert status["fanning_out_for"] == []
+
+
+@pytest.mark.parametrize("opus_bytes", [1, 1190])
+def test_fan_outs_of_the_least_and_the_most_bytes_are_played_and_passed_on(opus_bytes):
+    a, b, c = (Identity.generate() for _ in range(3))
+    middle = Member(b, {"a": (a, 4), "c": (c, 4)})
+    asyncio.run(middle.node.share_links(time.monotonic()))
+    middle.sent_to("c")
+    frame = fanout.sign_frame(a, middle.room_id, EPOCH, 0, media(0, b"\xf8" * opus_bytes))
+    assert len(frame) in (83, 1272)
+    middle.receive("a", fanout.INNER_FAN_OUT, frame)
+    assert middle.link("a").receive_log.packets == 1 and middle.node.malformed_fan_outs == 0
+    assert relayed(middle.sent_to("c")) == [RelayPacket(fanout.FAN_DELIVER, a.identity_key, frame)]
+    # 82 bytes (a media payload of 10, no Opus frame in it) is a FAN_OUT too: passed on, its media malformed.
+    shortest = fanout.sign_frame(a, middle.room_id, EPOCH, 1, media(1, b""))
+    assert len(shortest) == 82
+    middle.receive("a", fanout.INNER_FAN_OUT, shortest)
+    assert relayed(middle.sent_to("c")) == [RelayPacket(fanout.FAN_DELIVER, a.identity_key, shortest)]
+    assert middle.node.malformed_fan_outs == 0 and middle.node.malformed_media == 1
+
+
+def test_the_member_refuses_a_sender_not_in_its_links_with_reason_1_and_plays_its_frames():
+    a, b, c = (Identity.generate() for _ in range(3))
+    middle = Member(b, {"a": (a, 4), "c": (c, 4)})
+    middle.link("a").state = "lost"  # A's link is not up over its own direct path in B's view
+    asyncio.run(middle.node.share_links(time.monotonic()))
+    middle.sent_to("c")
+    for n in range(3):
+        middle.receive("a", fanout.INNER_FAN_OUT, fanout.sign_frame(a, middle.room_id, EPOCH, n, media(n)))
+    assert middle.link("a").receive_log.packets == 3  # played all the same: they are A's media to B
+    assert relayed(middle.sent_to("c")) == []
+    assert controls(middle.sent_to("a"), control.RELAY_REFUSED) == [control.RelayRefused(relay.EVERYONE,
+                                                                                         relay.NOT_LINKED)]
+
+
+def test_the_member_refuses_a_third_sender_as_busy_and_holds_back_a_fast_sender_without_a_word():
+    a, b, c, d, e = (Identity.generate() for _ in range(5))
+    middle = Member(b, {"a": (a, 4), "c": (c, 4), "d": (d, 4), "e": (e, 4)})
+    node = middle.node
+    asyncio.run(node.share_links(time.monotonic()))
+    for name in "acde":
+        middle.sent_to(name)  # LINKS
+    t = time.monotonic()
+
+    def fan_out(name: str, identity: Identity, counter: int, at: float) -> None:
+        frame = fanout.sign_frame(identity, middle.room_id, EPOCH, counter, media(counter))
+        asyncio.run(node.on_fan_out(middle.link(name), frame, at))
+
+    fan_out("a", a, 0, t)
+    fan_out("c", c, 0, t)
+    fan_out("d", d, 0, t)  # a third sender: no place
+    assert [len(relayed(middle.sent_to("e")))] == [2]
+    assert controls(middle.sent_to("d"), control.RELAY_REFUSED) == [control.RelayRefused(relay.EVERYONE, relay.BUSY)]
+    assert middle.link("d").receive_log.packets == 1  # played all the same
+    # A sends 60 frames at once (a capture thread catching up): 20 go on (the rest of the burst), the others are
+    # held back, and A is told nothing; it keeps its place.
+    for n in range(1, 61):
+        fan_out("a", a, n, t)
+    assert len(relayed(middle.sent_to("e"))) == 19
+    assert controls(middle.sent_to("a"), control.RELAY_REFUSED) == []
+    status = node.status()
+    assert status["fan_outs_over_rate"] == 41 and status["fan_out_refusals_sent"] == 1
+    assert status["fanning_out_for"] == sorted(k.hex()[:16] for k in (a.identity_key, c.identity_key))
+    assert middle.link("a").receive_log.packets == 61  # every one played
+    # C stops; 10 s after its last FAN_OUT its place is free, and D, asking again, gets it.
+    fan_out("a", a, 61, t + 9.0)
+    fan_out("d", d, 1, t + 9.9)
+    assert controls(middle.sent_to("d"), control.RELAY_REFUSED) == [control.RelayRefused(relay.EVERYONE, relay.BUSY)]
+    fan_out("d", d, 2, t + 10.0)
+    assert controls(middle.sent_to("d"), control.RELAY_REFUSED) == []
+    assert [p.peer for p in relayed(middle.sent_to("e"))] == [a.identity_key, d.identity_key]
+
+
 def test_fan_out_below_version_4_is_an_unknown_inner_type():
     a, b, c = (Identity.generate() for _ in range(3))
     middle = Member(b, {"a": (a, 3), "c": (c, 4)})
@@ -350,39 +458,150 @@ def test_a_new_run_of_the_origin_has_a_new_window():
     assert end.node.fan_out_window(later).would_accept(5)
 
 
+def fan_deliver(end: Member, via: str, origin: Identity, frame: bytes) -> None:
+    end.receive(via, relay.INNER_RELAY, RelayPacket(fanout.FAN_DELIVER, origin.identity_key, frame).encode())
+
+
+def test_a_fan_deliver_naming_the_member_that_sent_it_is_dropped():
+    """§15.2 step 1: `peer` must name a member other than B. B's own frames come to C as FAN_OUT (C would be B's
+    fan-out member) or directly, never as FAN_DELIVER from B; one is dropped before any check, and moves nothing."""
+    a, b, c = (Identity.generate() for _ in range(3))
+    end = Member(c, {"a": (a, 4), "b": (b, 4)})
+    frame = fanout.sign_frame(b, end.room_id, EPOCH, 0, media(0))  # signed by B: it would verify
+    fan_deliver(end, "b", b, frame)
+    assert end.link("b").receive_log.packets == 0 and end.link("b").media_fanned_in == 0
+    assert end.node.status()["fan_out_dropped"] == {"origin": 1} and end.node.fan_delivers_received == 0
+    assert end.node.fan_out_windows == {}  # no window was even opened
+    assert end.link("b").liveness.fanned_in_at is None
+    fan_deliver(end, "a", b, frame)  # the same frame passed on by A is B's, and plays
+    assert end.link("b").receive_log.packets == 1 and end.link("b").media_fanned_in == 1
+
+
+def test_fan_delivers_beyond_250_a_second_from_one_member_are_dropped_unchecked():
+    """§15.2 step 0 (Parley's rate, which this peer keeps too): a member cannot make C spend without end on
+    signature checks. Per member; bursts of 50."""
+    a, b, c, d = (Identity.generate() for _ in range(4))
+    end = Member(c, {"a": (a, 4), "b": (b, 4), "d": (d, 4)})
+    node, t = end.node, time.monotonic()
+    frames = [fanout.sign_frame(a, end.room_id, EPOCH, n, media(n)) for n in range(80)]
+
+    def deliver(via: str, n: int, at: float) -> None:
+        packet = RelayPacket(fanout.FAN_DELIVER, a.identity_key, frames[n])
+        asyncio.run(node.on_fan_deliver(end.link(via), packet, at))
+
+    for n in range(60):
+        deliver("b", n, t)
+    assert node.fan_delivers_received == 50 and node.fan_out_dropped == Counter(rate=10)
+    deliver("d", 60, t)  # another member has a budget of its own
+    assert node.fan_delivers_received == 51
+    deliver("b", 61, t + 0.004)  # 250 a second: one more every 4 ms
+    deliver("b", 62, t + 0.004)
+    assert node.fan_delivers_received == 52 and node.fan_out_dropped == Counter(rate=11)
+    assert end.link("a").media_fanned_in == 52
+    # A frame dropped for the rate was not checked: it moved no window, and plays when it comes again.
+    deliver("b", 55, t + 1.0)
+    assert node.fan_delivers_received == 53
+
+
+def test_the_fan_out_window_outlives_a_link_with_the_same_run_of_its_origin():
+    """§15.2 step 2: one window per origin and session epoch, kept as long as C knows that member: when the link was
+    removed and comes back with the same run, B cannot replay that run's old frames into it."""
+    a, b, c = (Identity.generate() for _ in range(3))
+    end = Member(c, {"a": (a, 4), "b": (b, 4)})
+    frames = [fanout.sign_frame(a, end.room_id, EPOCH, n, media(n)) for n in range(3)]
+    for frame in frames[:2]:
+        fan_deliver(end, "b", a, frame)
+    assert end.link("a").receive_log.packets == 2
+    asyncio.run(end.node.end_link(end.link("a"), "lost"))
+    fan_deliver(end, "b", a, frames[2])  # no link with A now: dropped (origin), the window not touched
+    again = end.add_link("a", a, 4)  # the same run of A, a new link (and a new session)
+    assert end.node.fan_out_window(again).greatest == 1
+    for frame in frames:
+        fan_deliver(end, "b", a, frame)
+    assert again.media_fanned_in == 1  # only counter 2 is new
+    assert again.receive_log.packets == 3  # (the recording of A's run goes on across its links)
+    assert end.node.status()["fan_out_dropped"] == {"origin": 1, "replay": 2}
+    # A new run of A (a new epoch) starts an empty window: its counters start at 0 again.
+    later = end.add_link("a", a, 4, epoch=EPOCH + 1)
+    fan_deliver(end, "b", a, fanout.sign_frame(a, end.room_id, EPOCH + 1, 0, media(10)))
+    assert later.media_fanned_in == 1
+
+
+@pytest.mark.parametrize("direct_first", [True, False])
+def test_a_frame_that_comes_both_ways_is_played_and_counted_in_media_received_once(direct_first):
+    """§15.2 step 4 and §10.1: while routes change a frame can arrive directly and passed on, with the same sequence
+    number: played once, counted once in `media_received` (and `media_expected` follows the sequence numbers)."""
+    a, b, c = (Identity.generate() for _ in range(3))
+    end = Member(c, {"a": (a, 4), "b": (b, 4)})
+    link_a = end.link("a")
+    for n in range(5):
+        ways = [lambda: end.receive("a", INNER_MEDIA, media(n)),
+                lambda: fan_deliver(end, "b", a, fanout.sign_frame(a, end.room_id, EPOCH, n, media(n)))]
+        for way in ways if direct_first else reversed(ways):
+            way()
+    assert link_a.receive_log.packets == 5 and link_a.receive_log.primaries_received == 5
+    assert link_a.receive_log.duplicates == 5 and link_a.media_fanned_in == 5
+    report = control.parse(link_a.make_report(time.monotonic()))
+    assert (report.media_received, report.media_expected, report.loss_permille) == (5, 5, 0)
+
+
 def test_the_sender_fans_out_through_the_member_and_goes_direct_when_it_refuses():
-    a, b, c, d, e = (Identity.generate() for _ in range(5))
-    sender = Member(a, {"b": (b, 4), "c": (c, 4), "d": (d, 3), "e": (e, 4)}, fan_out_through="B")
+    a, b, c, d, e, f = (Identity.generate() for _ in range(6))
+    sender = Member(a, {"b": (b, 4), "c": (c, 4), "d": (d, 3), "e": (e, 4), "f": (f, 4)}, fan_out_through="B")
     sender.link("b").peer_links = control.Links(True, ((a.identity_key, 10), (c.identity_key, 10),
-                                                       (d.identity_key, 10)))
+                                                       (d.identity_key, 10), (f.identity_key, 10)))
     node = sender.node
 
     def sent() -> dict[str, list[int]]:
-        return {name: [inner for inner, _ in sender.sent_to(name)] for name in "bcde"}
+        return {name: [inner for inner, _ in sender.sent_to(name)] for name in "bcdef"}
 
     asyncio.run(node.send_media(media(1), time.monotonic()))
     asyncio.run(node.send_media(media(2), time.monotonic()))
-    # B gets the signed copy (its own copy too); C only through B; D speaks 3 and E is not in B's LINKS: direct.
+    # B gets the signed copy (its own copy too); C and F only through B; D speaks 3 and E is not in B's LINKS:
+    # direct.
     opened = sender.sent_to("b")
     assert [inner for inner, _ in opened] == [fanout.INNER_FAN_OUT] * 2
     window = ReplayWindow(64)
     assert [fanout.open_frame(body, a.identity_key, sender.room_id, node.epoch, window) for _, body in opened] \
         == [(0, media(1)), (1, media(2))]
-    assert sent() == {"b": [], "c": [], "d": [INNER_MEDIA] * 2, "e": [INNER_MEDIA] * 2}
+    assert sent() == {"b": [], "c": [], "d": [INNER_MEDIA] * 2, "e": [INNER_MEDIA] * 2, "f": []}
     assert node.status()["fan_out"] == b.identity_key.hex()[:16] and node.status()["fan_outs_sent"] == 2
     # B refuses: direct copies to everyone at the next frame, and B is not asked again for 30 s.
     sender.receive("b", INNER_CONTROL, control.RelayRefused(relay.EVERYONE, relay.BUSY).encode())
     asyncio.run(node.send_media(media(3), time.monotonic()))
-    assert sent() == {name: [INNER_MEDIA] for name in "bcde"}
+    assert sent() == {name: [INNER_MEDIA] for name in "bcdef"}
     assert node.status()["fan_out"] is None
     assert node.fan_out_link(time.monotonic() + fanout.REFUSAL_MEMORY) is sender.link("b")
     # A member that does not say it relays, or whose link is not up directly, is not used.
     sender.link("b").fan_out_refused_at = float("-inf")
-    sender.link("b").peer_links = control.Links(False, ((c.identity_key, 10),))
+    sender.link("b").peer_links = control.Links(False, ((c.identity_key, 10), (f.identity_key, 10)))
     assert node.fan_out_link(time.monotonic()) is None
-    sender.link("b").peer_links = control.Links(True, ((c.identity_key, 10),))
+    sender.link("b").peer_links = control.Links(True, ((c.identity_key, 10), (f.identity_key, 10)))
+    assert node.fan_out_link(time.monotonic()) is sender.link("b")
     sender.link("b").state = "lost"
     assert node.fan_out_link(time.monotonic()) is None
+
+
+def test_the_sender_fans_out_only_through_a_member_that_lists_two_of_its_other_peers():
+    """§15.3: B's latest LINKS must list at least two of A's other peers; those that speak version 4 with A are the
+    ones B would pass A's frames to. Checked at every frame: when B's LINKS shrinks to one, direct copies again."""
+    a, b, c, d, f = (Identity.generate() for _ in range(5))
+    sender = Member(a, {"b": (b, 4), "c": (c, 4), "d": (d, 3), "f": (f, 4)}, fan_out_through="b")
+    node, link_b = sender.node, sender.link("b")
+    link_b.peer_links = control.Links(True, ((a.identity_key, 10), (c.identity_key, 10), (d.identity_key, 10)))
+    assert node.fan_out_link(time.monotonic()) is None  # C only: D speaks 3 with A and gets its own copy anyway
+    asyncio.run(node.send_media(media(1), time.monotonic()))
+    assert {name: [inner for inner, _ in sender.sent_to(name)] for name in "bcdf"} == {
+        name: [INNER_MEDIA] for name in "bcdf"}
+    link_b.peer_links = control.Links(True, ((c.identity_key, 10), (f.identity_key, 10)))
+    asyncio.run(node.send_media(media(2), time.monotonic()))
+    assert {name: [inner for inner, _ in sender.sent_to(name)] for name in "bcdf"} == {
+        "b": [fanout.INNER_FAN_OUT], "c": [], "d": [INNER_MEDIA], "f": []}
+    link_b.peer_links = control.Links(True, ((f.identity_key, 10),))  # B lost its link with C
+    asyncio.run(node.send_media(media(3), time.monotonic()))
+    assert {name: [inner for inner, _ in sender.sent_to(name)] for name in "bcdf"} == {
+        name: [INNER_MEDIA] for name in "bcdf"}
+    assert node.status()["fan_out"] is None and node.status()["fan_outs_sent"] == 1
 
 
 def test_without_the_option_every_peer_gets_its_own_copy():
@@ -392,6 +611,64 @@ def test_without_the_option_every_peer_gets_its_own_copy():
     asyncio.run(sender.node.send_media(media(1), time.monotonic()))
     assert [inner for inner, _ in sender.sent_to("b")] == [INNER_MEDIA]
     assert [inner for inner, _ in sender.sent_to("c")] == [INNER_MEDIA]
+
+
+# MARK: §10.3 liveness while a member fans a peer's media out
+
+
+def test_liveness_a_second_after_dense_packets_two_after_sparse_ones():
+    live = liveness.Liveness()
+    assert live.silence_limit(0.0) == 2.0  # nothing yet
+    for i in range(50):  # media every 20 ms
+        live.packet(i * 0.02)
+    assert live.dense and live.silence_limit(1.0) == 1.0
+    for t in (2.0, 2.001, 3.0, 3.002, 4.0):  # then REPORTs a second apart, each with its LINKS (§13.1)
+        live.packet(t)
+    assert not live.dense and live.silence_limit(4.5) == 2.0
+    for i in range(1, 6):  # a DTX pause: REPORTs every 250 ms (§10.1)
+        live.packet(4.0 + 0.25 * i)
+    assert live.dense and live.silence_limit(5.5) == 1.0
+
+
+def test_liveness_while_the_peer_s_media_comes_through_a_member_is_the_2_s_rule():
+    live = liveness.Liveness()
+    for i in range(100):  # dense media directly ...
+        live.packet(i * 0.02)
+    live.fanned_in(1.99)  # ... then the peer fans out: its frames come through a member
+    assert live.dense  # however densely its last direct packets came
+    assert live.silence_limit(2.5) == 2.0 and live.silence_limit(3.98) == 2.0
+    assert live.silence_limit(3.99) == 1.0  # no frame of it verified for 2 s: the dense rule again
+
+
+def test_the_node_judges_a_link_whose_media_is_fanned_in_by_the_2_s_rule():
+    """The quick rule would call A's link lost a second after its media moved to B, though A's REPORTs still come a
+    second apart; a FAN_DELIVER of A's frame is not itself a packet of A's link (no sign of life), only the reason to
+    wait 2 s."""
+    a, b, c = (Identity.generate() for _ in range(3))
+    end = Member(c, {"a": (a, 4), "b": (b, 4)})
+    link_a = end.link("a")
+    for n in range(20):  # A's media directly, every 20 ms as far as the link can tell
+        end.receive("a", INNER_MEDIA, media(n))
+    link_a.liveness = liveness.Liveness()
+    t = time.monotonic()
+    for i in range(20):
+        link_a.liveness.packet(t - 0.4 + i * 0.02)
+    link_a.session.last_authenticated_at = t
+    link_a.next_report_at = t + 100
+    asyncio.run(link_a.tick(t + 1.05))
+    assert link_a.state == "lost"  # dense, then a second of silence: the quick rule
+    link_a.state = "up"
+    # Now A's frames come through B: the last direct packets were just as dense, but the 2 s rule applies.
+    frame = fanout.sign_frame(a, end.room_id, EPOCH, 0, media(100))
+    fan_deliver(end, "b", a, frame)
+    fanned_at = link_a.liveness.fanned_in_at
+    assert fanned_at is not None and link_a.media_fanned_in == 1
+    assert link_a.session.last_authenticated_at == t  # passed-on frames are no sign of life of A's link
+    link_a.session.last_authenticated_at = fanned_at - 0.1
+    asyncio.run(link_a.tick(fanned_at + 1.2))
+    assert link_a.state == "up" and link_a.liveness.silence_limit(fanned_at + 1.2) == 2.0
+    asyncio.run(link_a.tick(fanned_at + 1.95))
+    assert link_a.state == "lost"  # 2.05 s of silence: lost by the 2 s rule
 
 
 # MARK: §14 (version 3, which version 4 includes): chat and the recording notice, received
