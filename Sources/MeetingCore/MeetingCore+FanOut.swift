@@ -26,6 +26,9 @@ extension MeetingCore {
     static let fanOutMinimumPeers = 3
     /// A member worth fanning out through passes our frames to at least this many others.
     static let fanOutMinimumCovered = 2
+    /// One copy up answers a full uplink, seen this recently (`uplinkCongestedAt`); a rate that
+    /// one peer's slow downlink holds down is not helped by it (that peer still needs the stream).
+    static let uplinkCongestionMemory: Duration = .seconds(20)
     /// What a signed frame adds to a media packet (§15.1).
     public static let fanOutPacketExtra = FanOutFrame.overhead
 
@@ -36,7 +39,8 @@ extension MeetingCore {
         if let current = fanOut?.member, coverage(of: current).count >= 1 {
             next = current  // keep it while it is usable (§15.3: going back would need probing)
         } else if configuration.fanOut, let rate = sendRate, rate.limited, rate.estimate < Self.fanOutBelow,
-            upPeers.count >= Self.fanOutMinimumPeers
+            upPeers.count >= Self.fanOutMinimumPeers,
+            uplinkCongestedAt.map({ now - $0 < Self.uplinkCongestionMemory }) ?? false
         {
             next = fanOutCandidate()
         }

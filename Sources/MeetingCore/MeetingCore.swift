@@ -50,6 +50,9 @@ public struct MeetingCore: Sendable {
     var fanOut: (member: [UInt8], route: FanOutRoute)?
     /// Whether what the fan-out choice depends on changed (the estimate, LINKS, refusals, links).
     var fanOutStale = false
+    /// When at least half of the links (two or more) last said together that our media queues:
+    /// our uplink, not one peer's downlink, is full.
+    var uplinkCongestedAt: ContinuousClock.Instant?
     /// The security code's commit/reveal agreement (§11.1), and when its view is next taken
     /// (the member set is left to settle a moment after a change, so a join of many at once is
     /// one round, not one per link).
@@ -916,6 +919,10 @@ public struct MeetingCore: Sendable {
             loss: Self.measuredLoss(report),
             mediaFlowed: report.mediaExpected != previous?.mediaExpected, at: now)
         sendRate = rate
+        // Our own uplink, not one peer's downlink, is what one copy up helps: it fills for every
+        // link at once, so most of them say "over" together.
+        let congested = rate.congested(at: now).count
+        if congested >= 2, congested * 2 >= upPeers.count { uplinkCongestedAt = now }
         guard changed else { return }
         fanOutStale = true
         output.append(.setSendRate(rate.limited ? rate.estimate : nil))

@@ -118,6 +118,20 @@ struct BandwidthScenarioTests {
         for listener in ids.dropFirst() { #expect(sim.hears(listener, ids[0])) }
     }
 
+    /// One listener behind a slow downlink (48 kbit/s, everything it receives) holds alice's rate
+    /// down as much as a full uplink would, but one copy up would not help it (it still needs
+    /// her stream): alice fits her rate to it and keeps a copy per peer, her frames deniable.
+    @Test func oneSlowListenerIsNoReasonToGoUpOnce() {
+        let (sim, ids) = Self.meeting()
+        #expect(sim.run(until: .seconds(5)) { sim.allLinksUp() })
+        sim.setDownlink(of: ids[2], bitsPerSecond: 48_000)
+        sim.run(for: .seconds(20))
+        let rate = try! #require(sim.sendRate(of: ids[0]))
+        #expect(rate < 40_000, "\(rate) b/s per peer")
+        #expect(sim.fanOut(of: ids[0]) == nil)
+        for listener in ids.dropFirst() { #expect(sim.hears(listener, ids[0])) }
+    }
+
     /// A member that never fans out (`parleyd --no-fan-out`, every frame deniable) fits a copy per
     /// peer into its uplink, among members who could pass its voice on.
     @Test func aMemberThatNeverFansOutSendsACopyPerPeer() {

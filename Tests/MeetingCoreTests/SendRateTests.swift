@@ -168,4 +168,25 @@ struct SendRateTests {
         rate.forget(Self.alice)
         #expect(rate.congested(at: Self.at(19_000)).isEmpty)
     }
+
+    /// Going up once (PROTOCOL §15): seven copies become one, the rate per stream ×7 (at most the
+    /// top). The REPORTs of the next 3 s describe the seven copies' full queue and their loss and
+    /// move nothing; a queue reported after that is the one stream's, and counts.
+    @Test func afterTheStreamsChangeTheOldQueueMovesNothing() {
+        var rate = Self.rate()
+        _ = rate.report(from: Self.alice, queueDelayMs: 160, loss: 0.3, mediaFlowed: true, at: Self.at(0))
+        #expect(rate.estimate < 40_000)
+        rate.rescale(by: 7, at: Self.at(1500))
+        #expect(rate.estimate == 60_400)
+        // The member's link reports the queue; the others' media moved, and the core passes no
+        // queue of theirs for a while (their path is new), only their loss.
+        for (index, peer) in [Self.alice, Self.bob, Self.carol].enumerated() {
+            _ = rate.report(
+                from: peer, queueDelayMs: peer == Self.alice ? 360 : nil, loss: 0.57, mediaFlowed: true,
+                at: Self.at(2000 + 800 * index))
+        }
+        #expect(rate.estimate == 60_400)
+        _ = rate.report(from: Self.alice, queueDelayMs: 60, loss: 0, mediaFlowed: true, at: Self.at(4600))
+        #expect(rate.estimate < 60_400)
+    }
 }

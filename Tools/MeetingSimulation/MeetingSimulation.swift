@@ -214,6 +214,11 @@ public final class MeetingSimulation {
         network.uplinks[id] = bitsPerSecond.map { Uplink(bitsPerSecond: $0, queue: queue, freeAt: now) }
     }
 
+    /// Caps what the node can receive (its downlink), with its ISP's queue in front of it (nil: no cap).
+    public func setDownlink(of id: NodeID, bitsPerSecond: Int?, queue: Duration = .milliseconds(200)) {
+        network.downlinks[id] = bitsPerSecond.map { Uplink(bitsPerSecond: $0, queue: queue, freeAt: now) }
+    }
+
     /// How long the node's datagrams waited in its capped uplink since `since` (mean and
     /// largest), and how many it dropped in all.
     public func uplinkQueue(of id: NodeID, since: Duration) -> (mean: Duration, largest: Duration, dropped: Int)? {
@@ -378,6 +383,9 @@ extension MeetingSimulation {
         /// (a home router's buffer): what it sends waits its turn, and is dropped when the
         /// queue is full.
         var uplinks: [NodeID: Uplink] = [:]
+        /// Nodes whose downlink takes only so many bits per second (the same model, at the
+        /// receiving end: what arrives waits behind what arrived before it).
+        var downlinks: [NodeID: Uplink] = [:]
     }
 
     struct Uplink {

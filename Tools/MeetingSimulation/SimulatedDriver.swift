@@ -395,6 +395,22 @@ extension MeetingSimulation {
             uplink.waits.append((now, wait))
             network.uplinks[id] = uplink
         }
+        if var downlink = network.downlinks[connection.peer] {
+            let bits = wireBits ?? (datagram.count + 28) * 8
+            let arrival = now + wait + world.latency
+            let departure =
+                max(arrival, downlink.freeAt)
+                + .nanoseconds(Int64(bits) * 1_000_000_000 / Int64(downlink.bitsPerSecond))
+            if departure - arrival > downlink.queue {
+                downlink.dropped += 1
+                network.downlinks[connection.peer] = downlink
+                return
+            }
+            downlink.freeAt = departure
+            downlink.waits.append((arrival, departure - arrival))
+            network.downlinks[connection.peer] = downlink
+            wait += departure - arrival
+        }
         schedule(
             .datagram(to: connection.peer, from: id, senderAddress: connection.localAddress, bytes: datagram),
             after: world.latency + wait)
