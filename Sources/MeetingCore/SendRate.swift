@@ -89,7 +89,12 @@ public struct SendRate: Sendable {
     ) -> Bool {
         let before = estimate
         guard mediaFlowed else { return false }
-        if let rescaledAt, now - rescaledAt < Self.rescaleSettle { return false }
+        if let rescaledAt, now - rescaledAt < Self.rescaleSettle {
+            // Still the old streams' congestion: no move, but their loss is congestion, not chance
+            // (answered with copies it would overfill the new stream at once).
+            if (queueDelayMs ?? 0) >= Self.queueHigh || (loss ?? 0) >= Self.lossHigh { overuse[peer] = now }
+            return false
+        }
         if let loss { losses[peer] = (loss, now) }
         let queueHigh = queueDelayMs.map { $0 >= Self.queueHigh } ?? false
         let queueClear = queueDelayMs.map { $0 < Self.queueClear }
@@ -165,14 +170,13 @@ public struct SendRate: Sendable {
     /// peers' queue estimates trail by about 16 frames, and a full router queue takes its length
     /// to drain — so they move nothing (in the NAT lab, taking them cut a fresh 60 kbit/s to the
     /// minimum within two seconds of going up once, 57 % loss and 360 ms of queue reported after
-    /// the change).
+    /// the change), except that their loss still counts as congestion (`congested`).
     public mutating func rescale(by factor: Double, at now: ContinuousClock.Instant) {
         func scaled(_ rate: Int) -> Int { min(maximum, max(minimum, Int((Double(rate) * factor).rounded()))) }
         estimate = scaled(estimate)
         overfilledAt = overfilledAt.map(scaled)
         decreasedFrom = nil
         decreaseQueue = nil
-        overuse = [:]
         rescaledAt = now
         lastIncrease = now
     }

@@ -186,6 +186,8 @@ struct SendRateTests {
                 at: Self.at(2000 + 800 * index))
         }
         #expect(rate.estimate == 60_400)
+        // Their loss is the old streams' congestion, not chance to answer with copies.
+        #expect(rate.congested(at: Self.at(3600)) == [Self.alice, Self.bob, Self.carol])
         _ = rate.report(from: Self.alice, queueDelayMs: 60, loss: 0, mediaFlowed: true, at: Self.at(4600))
         #expect(rate.estimate < 60_400)
     }
