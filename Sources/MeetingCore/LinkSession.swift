@@ -332,3 +332,24 @@ struct RecentSequences: Sendable {
         return true
     }
 }
+
+/// The fan-out replay windows (§15.2) of the members whose links ended, for their next link with
+/// the same run: a new link must not take a frame the old one took. One per member (a new run
+/// replaces it); a driver keeps one of these for the meeting.
+public struct FanOutVerifiers: Sendable {
+    private var kept: [[UInt8]: FanOutVerifier] = [:]
+
+    public init() {}
+
+    /// The verifier for a new link with `peer`'s run `epoch`: the one its last link with that run
+    /// left, or a new one.
+    public func verifier(for peer: [UInt8], epoch: UInt64, roomID: [UInt8]) -> FanOutVerifier {
+        if let verifier = kept[peer], verifier.epoch == epoch { return verifier }
+        return FanOutVerifier(originKey: peer, roomID: roomID, epoch: epoch)
+    }
+
+    /// What a link that ends leaves behind.
+    public mutating func keep(_ verifier: FanOutVerifier) {
+        kept[verifier.originKey] = verifier
+    }
+}

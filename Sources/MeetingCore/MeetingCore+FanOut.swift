@@ -39,7 +39,7 @@ extension MeetingCore {
         if let current = fanOut?.member, coverage(of: current).count >= 1 {
             next = current  // keep it while it is usable (§15.3: going back would need probing)
         } else if configuration.fanOut, let rate = sendRate, rate.limited, rate.estimate < Self.fanOutBelow,
-            upPeers.count >= Self.fanOutMinimumPeers,
+            upPeerCount >= Self.fanOutMinimumPeers,
             uplinkCongestedAt.map({ now - $0 < Self.uplinkCongestionMemory }) ?? false
         {
             next = fanOutCandidate()
@@ -76,15 +76,18 @@ extension MeetingCore {
         }
     }
 
-    /// Peers whose links are up: who gets our media.
-    var upPeers: [[UInt8]] {
-        sortedPeerKeys.filter { peers[$0]?.link?.machine.state == .up }
+    /// The links that are up: who gets our media.
+    var upLinks: [LinkID] {
+        sortedPeerKeys.compactMap { key in peers[key]?.link.flatMap { $0.machine.state == .up ? $0.id : nil } }
     }
+
+    /// How many peers' links are up (counted, no list).
+    var upPeerCount: Int { peers.values.count { $0.link?.machine.state == .up } }
 
     /// How many packets one frame of ours costs the uplink: one per peer whose link is up,
     /// one for the fan-out member and its covered peers together.
     func copiesPerFrame(_ route: FanOutRoute?) -> Int {
-        let up = upPeers.compactMap { peers[$0]?.link?.id }
+        let up = upLinks
         guard let route else { return up.count }
         return up.count { $0 != route.via && !route.covered.contains($0) } + 1
     }

@@ -32,7 +32,7 @@ extension MeetingCore {
             let congested = rate.congested(at: now)
             return SendRateView(
                 estimateKbps: Double(rate.estimate) / 1000, limited: rate.limited,
-                peersReceiving: peers.values.count { $0.link?.machine.state == .up },
+                peersReceiving: upPeerCount,
                 streams: copiesPerFrame(fanOut?.route),
                 congested: peers.filter { congested.contains($0.key) }.map(\.value.shortID).sorted(),
                 fanOut: fanOut.flatMap { peers[$0.member]?.shortID })

@@ -922,7 +922,7 @@ public struct MeetingCore: Sendable {
         // Our own uplink, not one peer's downlink, is what one copy up helps: it fills for every
         // link at once, so most of them say "over" together.
         let congested = rate.congested(at: now).count
-        if congested >= 2, congested * 2 >= upPeers.count { uplinkCongestedAt = now }
+        if congested >= 2, congested * 2 >= upPeerCount { uplinkCongestedAt = now }
         guard changed else { return }
         fanOutStale = true
         output.append(.setSendRate(rate.limited ? rate.estimate : nil))

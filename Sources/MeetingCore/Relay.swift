@@ -30,14 +30,16 @@ public struct RelayTable: Sendable {
     /// When each asker was last told about each destination (source first): both ends of a
     /// pair ask at once, and each must hear its own refusal or it waits out a relay trial.
     private var refusalsSent: [[[UInt8]]: ContinuousClock.Instant] = [:]
-    private var envelopeBudget: [[UInt8]: (tokens: Double, at: ContinuousClock.Instant)] = [:]
+    private var envelopeBudget: [[UInt8]: TokenBucket] = [:]
     /// The senders whose frames this node fans out (§15.3): when each last sent one, and its
     /// budget of frames.
-    private var fanOutSenders: [[UInt8]: (last: ContinuousClock.Instant, tokens: Double)] = [:]
+    private var fanOutSenders: [[UInt8]: (last: ContinuousClock.Instant, budget: TokenBucket)] = [:]
     /// When each sender was last told that its frames are not passed on.
     private var fanOutRefusalsSent: [[UInt8]: ContinuousClock.Instant] = [:]
     /// The signed frames each member may make us check (an Ed25519 verification each).
-    private var fanDeliveryBudget: [[UInt8]: (tokens: Double, at: ContinuousClock.Instant)] = [:]
+    private var fanDeliveryBudget: [[UInt8]: TokenBucket] = [:]
+    /// The time the budgets count from (their clock is nanoseconds since).
+    private var origin: ContinuousClock.Instant?
 
     /// A pair that carried nothing for this long no longer counts against the limit.
     public static let pairIdle: Duration = .seconds(10)
@@ -59,19 +61,28 @@ public struct RelayTable: Sendable {
 
     /// Whether to check a FAN_DELIVER that `carrier` passed on (before its signature is verified).
     /// (Any member with a session may carry: one whose link is up in its view may not be up in
-    /// ours yet, for a round trip.)
+    /// ours yet, for a round trip. Carriers are peers with sessions, so the budgets stay few.)
     public mutating func acceptFanDelivery(from carrier: [UInt8], at now: ContinuousClock.Instant) -> Bool {
-        if fanDeliveryBudget.count >= Self.refusalMemoryLimit {
-            fanDeliveryBudget = fanDeliveryBudget.filter { now - $0.value.at < .seconds(1) }
-        }
-        var budget = fanDeliveryBudget[carrier] ?? (Self.fanDeliveryBurst, now)
-        budget.tokens = min(
-            Self.fanDeliveryBurst, budget.tokens + (now - budget.at).seconds * Self.fanDeliveriesPerSecond)
-        budget.at = now
-        let accepted = budget.tokens >= 1
-        if accepted { budget.tokens -= 1 }
-        fanDeliveryBudget[carrier] = budget
-        return accepted
+        let clock = nanoseconds(at: now)
+        return Self.take(
+            from: &fanDeliveryBudget, carrier, rate: Self.fanDeliveriesPerSecond, burst: Self.fanDeliveryBurst,
+            at: clock)
+    }
+
+    /// Takes one of `key`'s tokens from `budgets` (a full bucket for a key not there yet).
+    private static func take(
+        from budgets: inout [[UInt8]: TokenBucket], _ key: [UInt8], rate: Double, burst: Double, at clock: UInt64
+    ) -> Bool {
+        var budget = budgets[key] ?? TokenBucket(rate: rate, capacity: burst, now: clock)
+        defer { budgets[key] = budget }
+        return budget.take(now: clock)
+    }
+
+    /// `now` on the budgets' clock.
+    private mutating func nanoseconds(at now: ContinuousClock.Instant) -> UInt64 {
+        let origin = origin ?? now
+        self.origin = origin
+        return (now - origin).nanoseconds
     }
 
     public enum FanOutDecision: Sendable, Equatable {
@@ -98,13 +109,13 @@ public struct RelayTable: Sendable {
         {
             refusal = .busy
         } else {
-            var budget = active ? fanOutSenders[source]! : (last: now, tokens: Self.fanOutBurst)
-            budget.tokens = min(
-                Self.fanOutBurst, budget.tokens + (now - budget.last).seconds * Self.fanOutFramesPerSecond)
-            budget.last = now
-            let within = budget.tokens >= 1
-            if within { budget.tokens -= 1 }
-            fanOutSenders[source] = budget
+            let clock = nanoseconds(at: now)
+            var budget =
+                active
+                ? fanOutSenders[source]!.budget
+                : TokenBucket(rate: Self.fanOutFramesPerSecond, capacity: Self.fanOutBurst, now: clock)
+            let within = budget.take(now: clock)
+            fanOutSenders[source] = (now, budget)
             guard within else { return .forward([]) }
             refusal = nil
         }
@@ -162,16 +173,9 @@ public struct RelayTable: Sendable {
     /// Whether to pass on an envelope `source` asked this node to forward over the mesh.
     public mutating func acceptEnvelope(from source: [UInt8], at now: ContinuousClock.Instant) -> Bool {
         guard policy.linked.contains(source) else { return false }
-        var budget = envelopeBudget[source] ?? (Self.envelopeBurst, now)
-        budget.tokens = min(Self.envelopeBurst, budget.tokens + (now - budget.at).seconds * Self.envelopesPerSecond)
-        budget.at = now
-        guard budget.tokens >= 1 else {
-            envelopeBudget[source] = budget
-            return false
-        }
-        budget.tokens -= 1
-        envelopeBudget[source] = budget
-        return true
+        let clock = nanoseconds(at: now)
+        return Self.take(
+            from: &envelopeBudget, source, rate: Self.envelopesPerSecond, burst: Self.envelopeBurst, at: clock)
     }
 
     /// The pairs carried within `pairIdle`, each as (lower key, higher key), sorted.

@@ -551,12 +551,11 @@ private final class MeetingDriver {
             engine?.setMeasuredLoss(loss)
         case .setSendRate(let bitsPerSecond):
             sendRate = bitsPerSecond
-            engine?.setSendBudget(
-                bitsPerSecond, extraPacketBytes: fanOutRoute == nil ? 0 : MeetingCore.fanOutPacketExtra)
+            fitEncoding()
         case .setFanOut(let route):
             fanOutRoute = route
             updateFanout()
-            engine?.setSendBudget(sendRate, extraPacketBytes: route == nil ? 0 : MeetingCore.fanOutPacketExtra)
+            fitEncoding()
         case .publish(var event):
             // The core has no wall clock: a chat message is stamped as it is shown.
             if event.kind == .chat, event.time == nil {
@@ -794,6 +793,12 @@ private final class MeetingDriver {
             // Releasing a TURN allocation waits for the server: not on the loop.
             removals.append(Task { await agent.removeStream(streamID) })
         }
+    }
+
+    /// The encoding fits the send rate, with a signed frame's bytes in each packet while one copy
+    /// goes up.
+    private func fitEncoding() {
+        engine?.setSendBudget(sendRate, extraPacketBytes: fanOutRoute == nil ? 0 : MeetingCore.fanOutPacketExtra)
     }
 
     private func updateFanout() {

@@ -29,8 +29,6 @@ final class PeerTransport: Sendable {
         var mediaSent: UInt64
         var rttMs: Double?
         var authenticationFailures: Int
-        /// The peer's frames passed on by others (§15) that did not verify.
-        var fanOutFailures: Int
     }
 
     private struct State {
@@ -61,7 +59,7 @@ final class PeerTransport: Sendable {
         state.withLock {
             Metrics(
                 mediaReceived: $0.link.mediaReceived, mediaSent: $0.link.mediaSent, rttMs: $0.link.rttMs,
-                authenticationFailures: $0.link.authenticationFailures, fanOutFailures: $0.link.fanOutFailures)
+                authenticationFailures: $0.link.authenticationFailures)
         }
     }
 
@@ -262,9 +260,7 @@ final class RelayRouter: Sendable {
     private struct State {
         var transports: [[UInt8]: PeerTransport] = [:]
         var table = RelayTable()
-        /// Each member's fan-out replay window (§15.2) from its last link, for its next link with
-        /// the same run: by identity key, one each.
-        var fanOutVerifiers: [[UInt8]: FanOutVerifier] = [:]
+        var fanOutVerifiers = FanOutVerifiers()
     }
 
     private let state = Mutex(State())
@@ -277,17 +273,14 @@ final class RelayRouter: Sendable {
         let verifier = transport.fanOutVerifier
         state.withLock { state in
             if state.transports[transport.peerKey] === transport { state.transports[transport.peerKey] = nil }
-            state.fanOutVerifiers[transport.peerKey] = verifier
+            state.fanOutVerifiers.keep(verifier)
         }
     }
 
     /// The verifier of `peer`'s frames passed on by others for its run `epoch`: the one its last
     /// link with that run left, so that no frame of it is taken twice, or a new one.
     func fanOutVerifier(for peer: [UInt8], epoch: UInt64, roomID: [UInt8]) -> FanOutVerifier {
-        state.withLock { state in
-            if let kept = state.fanOutVerifiers[peer], kept.epoch == epoch { return kept }
-            return FanOutVerifier(originKey: peer, roomID: roomID, epoch: epoch)
-        }
+        state.withLock { $0.fanOutVerifiers.verifier(for: peer, epoch: epoch, roomID: roomID) }
     }
 
     func update(_ policy: RelayPolicy) {

@@ -144,9 +144,10 @@ extension MeetingSimulation {
                 wallClock: wallClock.clock)
             let path = Path(
                 peerKey: peer.identityKey,
-                link: node.fanOutVerifiers[peer.identityKey].flatMap { $0.epoch == epoch ? $0 : nil }.map {
-                    LinkSession(session: session, timing: world.timing, fanOutVerifier: $0)
-                } ?? LinkSession(session: session, timing: world.timing, peerEpoch: epoch),
+                link: LinkSession(
+                    session: session, timing: world.timing,
+                    fanOutVerifier: node.fanOutVerifiers.verifier(
+                        for: peer.identityKey, epoch: epoch, roomID: node.core.configuration.keys.roomID)),
                 localCredentials: newCredentials())
             node.add(path, as: link)
             announceCandidates(id, link)

@@ -31,7 +31,7 @@ extension MeetingSimulation {
         func removePath(_ link: LinkID) {
             guard let path = paths.removeValue(forKey: link) else { return }
             if pathsByPeer[path.peerKey] == link { pathsByPeer[path.peerKey] = nil }
-            fanOutVerifiers[path.peerKey] = path.link.fanOutVerifier
+            fanOutVerifiers.keep(path.link.fanOutVerifier)
         }
 
         func removeAllPaths() {
@@ -57,8 +57,8 @@ extension MeetingSimulation {
         var nextSequence: UInt32 = 0
         /// What this node carries for others (§13.3).
         var relayTable = RelayTable()
-        /// Each member's fan-out replay window from its last link (§15.2), by identity key.
-        var fanOutVerifiers: [[UInt8]: FanOutVerifier] = [:]
+        /// The fan-out replay windows of ended links (§15.2).
+        var fanOutVerifiers = FanOutVerifiers()
         var events: [ControlEvent] = []
         /// Commands by kind, for scenario checks.
         var commandCounts: [String: Int] = [:]

@@ -17,6 +17,7 @@ from parley_peer.peer import SUPPORTED_VERSIONS, Link, Node, PeerOptions
 from parley_peer.relay import RelayPacket
 from parley_peer.replay import ReplayWindow
 from parley_peer.session import INNER_CONTROL, INNER_MEDIA, PeerSession
+from test_relay_packets import CapturedPath, establish
 
 h = bytes.fromhex
 ROOM = bytes(range(32))
@@ -186,23 +187,6 @@ def test_a_sender_whose_link_went_down_starts_afresh():
 
 
 # MARK: the node in memory
-
-
-class CapturedPath:
-    def __init__(self):
-        self.sent: list[bytes] = []
-
-    async def send(self, datagram: bytes) -> None:
-        self.sent.append(datagram)
-
-    async def close(self) -> None:
-        pass
-
-
-def establish(initiator: PeerSession, responder: PeerSession, now: float) -> None:
-    (response,), _ = responder.receive(initiator.create_initiation(now), now)
-    (confirmation,), _ = initiator.receive(response, now)
-    responder.receive(confirmation, now)
 
 
 class Member:

@@ -30,6 +30,20 @@ public enum FanOutFrame {
     static func bigEndian(_ value: UInt64) -> [UInt8] {
         stride(from: 56, through: 0, by: -8).map { UInt8(truncatingIfNeeded: value >> UInt64($0)) }
     }
+
+    /// Writes what the signature of `frame` covers — `fixedPrefix`, then the frame's counter and
+    /// media — into `message` (at least `prefixLength + 1200` bytes) and returns its length.
+    static func signedMessage(
+        of frame: UnsafeRawBufferPointer, fixedPrefix: [UInt8], into message: UnsafeMutableRawBufferPointer
+    ) -> Int {
+        let media = frame.count - overhead
+        fixedPrefix.withUnsafeBytes { message.baseAddress!.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+        (message.baseAddress! + prefixLength - 8).copyMemory(from: frame.baseAddress!, byteCount: 8)
+        if media > 0 {
+            (message.baseAddress! + prefixLength).copyMemory(from: frame.baseAddress! + overhead, byteCount: media)
+        }
+        return prefixLength + media
+    }
 }
 
 /// Signs this node's frames for fanning out (§15.1): one per run of the node, on the audio
@@ -61,8 +75,6 @@ public struct FanOutSigner: Sendable {
         precondition(media.count <= 1200, "a media payload is at most 1200 bytes")
         let counter = counter
         self.counter += 1
-        let prefixLength = FanOutFrame.prefixLength
-        let messageLength = prefixLength + media.count
         let fixedPrefix = fixedPrefix
         frame.removeAll(keepingCapacity: true)
         for shift in stride(from: 56, through: 0, by: -8) {
@@ -71,14 +83,11 @@ public struct FanOutSigner: Sendable {
         frame.append(contentsOf: repeatElement(0, count: Ed25519.signatureLength))
         frame.append(contentsOf: media)
         message.withUnsafeMutableBytes { bytes in
-            fixedPrefix.withUnsafeBytes { bytes.baseAddress!.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
-            for index in 0..<8 { bytes[prefixLength - 8 + index] = frame[index] }
-            if !media.isEmpty {
-                (bytes.baseAddress! + prefixLength).copyMemory(from: media.baseAddress!, byteCount: media.count)
-            }
             frame.withUnsafeMutableBytes { out in
+                let length = FanOutFrame.signedMessage(
+                    of: UnsafeRawBufferPointer(out), fixedPrefix: fixedPrefix, into: bytes)
                 key.sign(
-                    UnsafeRawBufferPointer(rebasing: bytes[0..<messageLength]),
+                    UnsafeRawBufferPointer(rebasing: bytes[0..<length]),
                     into: UnsafeMutableRawBufferPointer(rebasing: out[8..<FanOutFrame.overhead]))
             }
         }
@@ -92,8 +101,8 @@ public enum FanOutFrameError: Error, Sendable, Hashable {
     case badSignature
 }
 
-/// Opens the signed frames of one sender that other members pass on (§15.2 steps 2–4): its own
-/// replay window, so one per link with the sender (a new link, a new epoch, starts afresh).
+/// Opens the signed frames of one sender that other members pass on (§15.2 steps 2–4), with the
+/// replay window of that sender's run.
 public struct FanOutVerifier: Sendable {
     /// Whose frames, and of which run: a receiver keeps one per sender and epoch for as long as
     /// it knows the sender, across links (a new link with the same run must not take old frames).
@@ -119,22 +128,17 @@ public struct FanOutVerifier: Sendable {
         let start = frame.startIndex
         let counter = frame[start..<start + 8].reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
         guard window.wouldAccept(counter) else { return .failure(.replayed) }
-        let media = frame[(start + FanOutFrame.overhead)...]
-        let prefixLength = FanOutFrame.prefixLength
-        if message.count < prefixLength + media.count {
-            message = [UInt8](repeating: 0, count: prefixLength + FanOutFrame.maximumLength)
-        }
-        let fixedPrefix = fixedPrefix
+        if message.isEmpty { message = [UInt8](repeating: 0, count: FanOutFrame.prefixLength + 1200) }
+        let (fixedPrefix, originKey) = (fixedPrefix, originKey)
         let valid = message.withUnsafeMutableBytes { bytes in
-            fixedPrefix.withUnsafeBytes { bytes.baseAddress!.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
-            for index in 0..<8 { bytes[prefixLength - 8 + index] = frame[start + index] }
-            media.withUnsafeBytes {
-                (bytes.baseAddress! + prefixLength).copyMemory(from: $0.baseAddress!, byteCount: $0.count)
+            frame.withUnsafeBytes { frame in
+                let length = FanOutFrame.signedMessage(of: frame, fixedPrefix: fixedPrefix, into: bytes)
+                return Ed25519.isValidSignature(
+                    UnsafeRawBufferPointer(rebasing: frame[8..<FanOutFrame.overhead]),
+                    of: UnsafeRawBufferPointer(rebasing: bytes[0..<length]), publicKey: originKey)
             }
-            return Ed25519.isValidSignature(
-                frame[(start + 8)..<(start + FanOutFrame.overhead)],
-                of: UnsafeRawBufferPointer(rebasing: bytes[0..<(prefixLength + media.count)]), publicKey: originKey)
         }
+        let media = frame[(start + FanOutFrame.overhead)...]
         guard valid else { return .failure(.badSignature) }
         _ = window.accept(counter)
         return .success(media)
