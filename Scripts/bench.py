@@ -7,6 +7,7 @@ CPU, beside baresip measured in the same run), and writes bench/results.json, be
     bench.py lab-gaps DIR        (inside Scripts/natlab run) only the audio gaps
     bench.py lab-relay DIR       (inside Scripts/with-pulseaudio Scripts/natlab run) only the relay's cost
     bench.py lab-uplink DIR [FLAG...]  (the same) only a member's capped uplink; FLAGs go to its parleyd
+    bench.py lab-probe DIR       (the same) what a failed probe for a copy per peer costs (not in `all`: ~4 min)
     bench.py sixteen DIR         only the 16-node meeting (loopback)
     bench.py ab-meeting TREE N IN  (Scripts/bench-ab) one loopback meeting started by TREE's bench.py
 
@@ -407,51 +408,88 @@ def probe_clicks(work: Path, name: str) -> float | None:
     return statistics.median(delays) if delays else None
 
 
+LATENCY_ROUNDS = 3
+
+
 def latency(results: dict, work: Path) -> None:
+    """Mouth-to-ear at 10 and 20 ms frames and the device floor, in LATENCY_ROUNDS rounds taken in turn (the
+    floor, then a call per frame size): each figure is the median of its rounds. One round of each is not a
+    fair comparison: how much PulseAudio's playback buffer holds depends on where in its period a stream
+    starts, and it moved the floor alone from 12 to 23 ms between runs (the call's own playback queue moves
+    alike, independently)."""
     log("== mouth-to-ear latency on one clock (PulseAudio probe: sender's microphone and receiver's speaker "
         "recorded as one stereo stream)")
     make_probe()
-    results["device_floor_ms"] = device_floor(work)
+    loop_binary = device_loop_binary()
     rendezvous = start_rendezvous(work, name="rendezvous-latency")
-    figures, budgets = {}, {}
+    floors: list = []
+    calls: dict = {10: [], 20: []}
+    budgets: dict = {10: [], 20: []}
     try:
-        for frame in (10, 20):
-            directory = work / f"latency-{frame}"
-            directory.mkdir(mode=0o700)  # holds control sockets: parleyd wants it private
-            invite = new_invite(rendezvous.url)
-            nodes = []
-
-            def start():
-                sender = Node(directory, "sender", "pulse:probe_left_src", "null", frame_ms=frame)
-                receiver = Node(directory, "receiver", "silence", "pulse:probe_right", frame_ms=frame)
-                nodes.extend([sender, receiver])
-                for node in nodes:
-                    node.ready()
-                    node.watch()
-                for node in nodes:
-                    node.control.request("join", invite=invite)
-                wait_until(lambda: all(node.peers_up() for node in nodes), 30, "the latency call")
-                settle(directory)
-
-            def stop():
-                try:
-                    budgets[frame] = latency_budget(*nodes)
-                finally:
-                    for node in nodes:
-                        node.stop()
-
-            figures[frame] = probe_latency(directory, f"parley-{frame}", start, stop)
-            log(f"  Parley, {frame} ms frames: {figures[frame]:.1f} ms (codec floor "
-                f"{results['codec_latency_floor_ms'][frame]:.1f} ms, device floor "
-                f"{results['device_floor_ms'][frame]:.1f} ms, target ≤ {latency_target(results, frame):.1f} ms)")
-            log("    budget from the daemons' status: " + ", ".join(
-                f"{stage} {value:.1f}" for stage, value in budgets[frame].items() if value is not None) + " ms")
+        for round_index in range(LATENCY_ROUNDS):
+            floors.append(device_floor(work / f"device-floor-{round_index}", loop_binary))
+            log(f"  round {round_index + 1}: device floor (capture → playback, nothing between) "
+                f"{shown_ms(floors[-1])}")
+            for frame in (10, 20):
+                figure, budget = parley_call_latency(work / f"latency-{frame}-{round_index}", rendezvous, frame)
+                calls[frame].append(figure)
+                budgets[frame].append(budget)
+                log(f"  round {round_index + 1}, {frame} ms frames: Parley {shown_ms(figure)}")
+                log("    budget from the daemons' status: " + ", ".join(
+                    f"{stage} {value:.1f}" for stage, value in budget.items() if value is not None) + " ms")
     finally:
         rendezvous.process.stop()
-    results["latency_ms"] = figures
-    results["latency_budget_ms"] = budgets
+    def median(values: list) -> float | None:  # one of the rounds' own figures (a round may have heard no click)
+        measured = [value for value in values if value is not None]
+        return statistics.median_low(measured) if measured else None
+
+    results["device_floor_ms"] = {frame: median(floors) for frame in calls}  # one floor for both: see device_floor
+    results["latency_ms"] = {frame: median(values) for frame, values in calls.items()}
+    results["latency_rounds_ms"] = {frame: {"parley": calls[frame], "device_floor": floors} for frame in calls}
+    # The budget of the round whose call was the median one.
+    results["latency_budget_ms"] = {frame: budgets[frame][calls[frame].index(results["latency_ms"][frame])]
+                                    for frame in calls if results["latency_ms"][frame] is not None}
+    for frame in (10, 20):
+        floor = results["device_floor_ms"][frame]
+        log(f"  Parley, {frame} ms frames: {shown_ms(results['latency_ms'][frame])} (median of {LATENCY_ROUNDS}; "
+            f"codec floor {results['codec_latency_floor_ms'][frame]:.1f} ms, device floor {shown_ms(floor)}"
+            + (f", target ≤ {latency_target(results, frame):.1f} ms)" if floor is not None else ")"))
     results["baresip_latency_ms"] = baresip_call(work / "baresip-latency", probe=True)
     log(f"  baresip 1.0 (Opus 20 ms, ALSA → PulseAudio): {results['baresip_latency_ms']:.1f} ms")
+
+
+def shown_ms(value: float | None) -> str:
+    return "—" if value is None else f"{value:.1f} ms"
+
+
+def parley_call_latency(directory: Path, rendezvous, frame: int) -> tuple:
+    """One sender → receiver call at `frame` ms: its mouth-to-ear (`probe_clicks`) and the daemons' budget."""
+    directory.mkdir(mode=0o700)  # holds control sockets: parleyd wants it private
+    invite = new_invite(rendezvous.url)
+    nodes = []
+    budget: dict = {}
+
+    def start():
+        sender = Node(directory, "sender", "pulse:probe_left_src", "null", frame_ms=frame)
+        receiver = Node(directory, "receiver", "silence", "pulse:probe_right", frame_ms=frame)
+        nodes.extend([sender, receiver])
+        for node in nodes:
+            node.ready()
+            node.watch()
+        for node in nodes:
+            node.control.request("join", invite=invite)
+        wait_until(lambda: all(node.peers_up() for node in nodes), 30, "the latency call")
+        settle(directory)
+
+    def stop():
+        try:
+            budget.update(latency_budget(*nodes))
+        finally:
+            for node in nodes:
+                node.stop()
+
+    figure = probe_latency(directory, f"parley-{frame}", start, stop)
+    return figure, budget
 
 
 def settle(directory: Path) -> None:
@@ -483,30 +521,33 @@ def latency_budget(sender: Node, receiver: Node) -> dict:
     return stages
 
 
-def device_floor(work: Path) -> dict:
-    """The same clicks through the same PulseAudio source and sink with no Parley in between: one thread reads
-    a frame and writes it at once, through the streams Parley's engine opens (`parley-audio-bench device-loop`).
-    What a call takes beyond this is Parley's own."""
+def device_loop_binary() -> Path:
+    """`parley-audio-bench`, whose `device-loop` opens the streams Parley's engine opens."""
     run(["swift", "build", "-c", "release", "--product", "parley-audio-bench"], timeout=900)
-    loop_binary = Path(run(["swift", "build", "-c", "release", "--show-bin-path"]).strip()) / "parley-audio-bench"
-    floors = {}
-    for frame in (10, 20):
-        directory = work / f"device-floor-{frame}"
-        directory.mkdir()
-        loops = []
+    return Path(run(["swift", "build", "-c", "release", "--show-bin-path"]).strip()) / "parley-audio-bench"
 
-        def start():
-            loops.append(Process([loop_binary, "device-loop", "probe_left_src", "probe_right", str(frame), "60"],
-                                 directory, "device-loop"))
-            time.sleep(1.0)  # both streams open and the playback buffer primed, as for a call
 
-        def stop():
-            for loop in loops:
-                loop.stop()
+def device_floor(directory: Path, loop_binary: Path) -> float | None:
+    """The same clicks through the same PulseAudio source and sink with no Parley in between: one thread reads
+    10 ms and writes it at once, through the streams Parley's engine opens (`parley-audio-bench device-loop`).
+    What a call takes beyond this is Parley's own. One floor for both frame sizes: Parley plays in 10 ms
+    periods whatever the frame (AudioFormat.playbackSamples), and the loop at 10 ms is the lowest these
+    devices go; at 20 ms frames the engine reads 20 ms capture fragments, whose wait is the target's "frame"
+    term. (A loop reading 20 ms and writing two 10 ms periods measured 22–34 ms: it writes as soon as it reads,
+    not just in time as Parley's player does, so the second period waits behind a full queue.)"""
+    directory.mkdir()
+    loops = []
 
-        floors[frame] = probe_latency(directory, f"device-{frame}", start, stop)
-        log(f"  device floor, {frame} ms frames (capture → playback, nothing between): {floors[frame]:.1f} ms")
-    return floors
+    def start():
+        loops.append(Process([loop_binary, "device-loop", "probe_left_src", "probe_right", "10", "60"],
+                             directory, "device-loop"))
+        time.sleep(1.0)  # both streams open and the playback buffer primed, as for a call
+
+    def stop():
+        for loop in loops:
+            loop.stop()
+
+    return probe_latency(directory, "device", start, stop)
 
 
 # MARK: baresip, the peer
@@ -685,6 +726,12 @@ def tone_heard(block: numpy.ndarray, hz: float) -> bool:
     return amplitude > 0.1
 
 
+def full_mesh_up(nodes: dict) -> bool:
+    """Whether every node has a link up to each of the others."""
+    return all(sum(p.get("state") == "up" for p in n.status().get("peers", [])) == len(nodes) - 1
+               for n in nodes.values())
+
+
 def wav_position(path: Path) -> int:
     """Samples written so far: the daemon writes its WAV as it plays, unbuffered, after a 44-byte header."""
     return max(0, (path.stat().st_size - 44) // 2)
@@ -737,11 +784,8 @@ def audio_gaps(directory: Path, url: str, ns, prefix: str, script: str) -> dict:
         for node in nodes.values():
             node.control.request("join", invite=invite)
 
-        def all_up() -> bool:
-            return all(sum(p.get("state") == "up" for p in n.status().get("peers", [])) == 2 for n in nodes.values())
-
         def measure(event: str, pairs: list, act, settle: float = 0.0) -> None:
-            wait_until(all_up, 60, "every link up before the event", interval=0.1)
+            wait_until(lambda: full_mesh_up(nodes), 60, "every link up before the event", interval=0.1)
             time.sleep(2)  # steady audio before the event
             marks = {name: wav_position(directory / f"{name}.wav") - RATE for name in nodes}
             act()
@@ -777,7 +821,7 @@ def audio_gaps(directory: Path, url: str, ns, prefix: str, script: str) -> dict:
             os.kill(pid, signal.SIGCONT)
 
         marks_at_resume: dict = {}
-        wait_until(all_up, 60, "every link up before the suspend", interval=0.1)
+        wait_until(lambda: full_mesh_up(nodes), 60, "every link up before the suspend", interval=0.1)
         time.sleep(2)
         suspend()
         time.sleep(GAP_WINDOW)
@@ -809,9 +853,7 @@ def relay_cost(directory: Path, url: str, ns) -> dict:
             node.ready()
         for node in nodes.values():
             node.control.request("join", invite=invite)
-        count = len(nodes)
-        wait_until(lambda: all(sum(p.get("state") == "up" for p in n.status().get("peers", [])) == count - 1
-                               for n in nodes.values()), 60, "every link up", interval=0.1)
+        wait_until(lambda: full_mesh_up(nodes), 60, "every link up", interval=0.1)
 
     def relayed(nodes: dict, x: str, y: str) -> bool:
         entry = peer_entry(nodes[x], y)
@@ -879,12 +921,92 @@ def relay_cost(directory: Path, url: str, ns) -> dict:
 UPLINK_CAPS = tuple(c or None for c in os.environ.get("PARLEY_UPLINK_CAPS", ",256kbit,128kbit").split(","))
 UPLINK_QUEUE_MS = 200  # a home router's upstream buffer: a cap shows as delay as well as loss
 UPLINK_SETTLE = 5.0  # s between the cap and the speech: what a sender has to find the new rate
+PROBE_FIRST_AFTER = 120.0  # s from going up once to the first probe (MeetingCore's FanOutProbe.firstAfter)
 UPLINK_TALK_LEAD = 55.0  # s from joining to the other talker's speech (joining and a's two utterances: ~43 s)
 UPLINK_HOSTS = {"a": "c2", "b": "c1a", "c": "c1a", "d": "c1b", "e": "c1b", "f": "pub", "g": "pub", "h": "pub2"}
 UPLINK_PROBE = "f"  # the listener whose speaker is the probe's right channel (mouth-to-ear)
 UPLINK_TALKER = "h"  # the listener that speaks to the speaker once it is done
 UPLINK_BEFORE = ("--fixed-rate",)  # the "before" of each cap: the speaker sends its configured encoding regardless
 UPLINK_PER_PEER = ("--no-fan-out",)  # the estimate alone: a copy per peer fitted to the cap, never one copy up
+
+
+def probe_cost(directory: Path, url: str, ns, prefix: str, script: str, cap: str = "128kbit") -> dict:
+    """What a failed probe for a copy per peer (PROTOCOL §15.3) costs the listeners: a (alone behind cone2,
+    capped) speaks until it goes up once, is silent, says the speech once as a control, and again across its
+    first probe (due 120 s after going up), then once more right after. PESQ-WB of each utterance at the seven
+    WAV listeners, the capped router's counts during the probe's utterance, and a's log lines of the probe."""
+    directory.mkdir(mode=0o700, parents=True)
+    os.environ.setdefault("PARLEY_BENCH_LOG_LEVEL", "info")  # a's "probing …" lines
+    make_probe()
+    speech = make_speech(directory)
+    wavs = {name: directory / f"{name}.wav" for name in UPLINK_HOSTS if name != "a"}
+    nodes = {name: Node(directory, name, "pulse:probe_left_src" if name == "a" else "silence",
+                        audio_out=f"wav:{wavs[name]}" if name != "a" else "null", prefix=ns(host),
+                        local_addresses=(PUBLIC[host],))
+             for name, host in UPLINK_HOSTS.items()}
+
+    def fan_out():
+        return ((nodes["a"].status().get("self") or {}).get("send_rate") or {}).get("fan_out")
+
+    def say(label: str) -> tuple:
+        marks = {name: wav_position(path) for name, path in wavs.items()}
+        player = Process(["paplay", "-d", "probe_left", speech["input"]], directory, f"paplay-{label}")
+        if player.wait(60) != 0:
+            raise RuntimeError(f"paplay failed:\n{player.stderr()[-3000:]}")
+        time.sleep(1.0)  # the last words through the jitter buffer
+        return marks, {name: wav_position(path) for name, path in wavs.items()}
+
+    utterances: dict = {}
+    figures: dict = {"cap": cap}
+    capped = False
+    try:
+        for node in nodes.values():
+            node.ready()
+        invite = new_invite(url)
+        for node in nodes.values():
+            node.control.request("join", invite=invite)
+        wait_until(lambda: full_mesh_up(nodes), 60, "every link up", interval=0.2)
+        run([script, "impair", f"{prefix}-cone2", "--rate", cap, "--queue", str(UPLINK_QUEUE_MS)])
+        capped = True
+        for attempt in range(4):  # it goes up once while it speaks into the cap
+            say(f"enter{attempt}")
+            if fan_out():
+                break
+        else:
+            raise RuntimeError("a did not go up once under the cap")
+        entered = time.monotonic()
+        time.sleep(20)
+        utterances["control"] = say("control")
+        time.sleep(max(0.0, entered + PROBE_FIRST_AFTER - 5 - time.monotonic()))
+        before = router_counts(ns("cone2"))
+        utterances["probe"] = say("probe")  # the first probe falls ~5 s into it
+        after = router_counts(ns("cone2"))
+        utterances["after"] = say("after")
+        figures["router_during_probe"] = {key: after[key] - before[key] for key in ("sent_packets", "dropped")
+                                          if after[key] is not None and before[key] is not None}
+        figures["still_up_once"] = fan_out() is not None
+    finally:
+        for node in nodes.values():
+            node.stop()
+        if capped:
+            run([script, "unimpair", f"{prefix}-cone2"])
+    log_lines = (directory / "a.err").read_text(errors="replace").splitlines()
+    figures["log"] = [line for line in log_lines if "probing" in line or "one copy up" in line
+                      or "every peer again" in line]
+    for label, (marks, ends) in utterances.items():
+        scores = {}
+        for name, path in wavs.items():
+            (directory / f"pesq-{label}-{name}").mkdir()
+            received = read_wav(path)[0][:, 0][marks[name]:ends[name]]
+            scores[name] = score_speech(directory / f"pesq-{label}-{name}", speech["reference"], received)[0]
+        figures[label] = {"listeners": scores, "min": min(scores.values()),
+                          "median": statistics.median(scores.values())}
+    log(f"  a failed probe at {cap}: PESQ-WB of the utterance it fell in min {figures['probe']['min']:.2f}, median "
+        f"{figures['probe']['median']:.2f}; the one before it {figures['control']['min']:.2f} / "
+        f"{figures['control']['median']:.2f}, the one after {figures['after']['min']:.2f} / "
+        f"{figures['after']['median']:.2f}; router during it {figures['router_during_probe']}; "
+        f"still one copy up: {figures['still_up_once']}; a's log: {figures['log']}")
+    return figures
 
 
 def uplink_cap(directory: Path, url: str, ns, prefix: str, script: str, speaker_extra=()) -> dict:
@@ -924,6 +1046,10 @@ def uplink_cap(directory: Path, url: str, ns, prefix: str, script: str, speaker_
             f"the listeners lose median {median(losses, 1)} % of it; {UPLINK_TALKER}'s speech at a PESQ-WB "
             f"{'—' if heard is None else f'{heard:.2f}'}" + (f"; a's send_rate {json.dumps(send_rate)}" if send_rate
                                                               else ""))
+        if entry.get("copies_again_s") is not None:
+            lifted = entry["pesq_lifted"]
+            log(f"  uplink {name}, the cap lifted: a copy per peer again after {entry['copies_again_s']:.1f} s; "
+                f"a's speech then PESQ-WB min {lifted['min']:.2f}, median {lifted['median']:.2f}")
     return figures
 
 
@@ -947,15 +1073,14 @@ def uplink_meeting(directory: Path, speech: dict, url: str, ns, prefix: str, scr
     invite = new_invite(url)
     figures: dict = {"cap": cap, "queue_ms": UPLINK_QUEUE_MS if cap else None}
     capped = False
+    fans_out = not any(flag in speaker_extra for flag in UPLINK_PER_PEER + UPLINK_BEFORE)
     try:
         for node in nodes.values():
             node.ready()
         for node in nodes.values():
             node.control.request("join", invite=invite)
         joined = time.monotonic()  # h's WAV input runs from about here (its audio starts with the meeting)
-        count = len(nodes)
-        wait_until(lambda: all(sum(p.get("state") == "up" for p in n.status().get("peers", [])) == count - 1
-                               for n in nodes.values()), 60, "every link up", interval=0.2)
+        wait_until(lambda: full_mesh_up(nodes), 60, "every link up", interval=0.2)
         figures["all_up_s"] = time.monotonic() - joined
         if cap:
             run([script, "impair", f"{prefix}-cone2", "--rate", cap, "--queue", str(UPLINK_QUEUE_MS)])
@@ -969,7 +1094,8 @@ def uplink_meeting(directory: Path, speech: dict, url: str, ns, prefix: str, scr
         # same files is not found instead).
         utterances: dict = {}
         status = {}
-        for utterance in ("first", "steady"):
+
+        def speak(utterance: str) -> None:
             marks = {name: wav_position(path) for name, path in wavs.items()}
             recording = directory / f"probe-speech-{utterance}.wav"
             recorder = Process(["parecord", "-d", "probe.monitor", "--channels=2", "--rate=48000",
@@ -992,6 +1118,9 @@ def uplink_meeting(directory: Path, speech: dict, url: str, ns, prefix: str, scr
             status[f"after_{utterance}"] = uplink_status(nodes)
             status[f"after_{utterance}"]["router"] = router_counts(ns("cone2"))
             utterances[utterance] = (marks, ends, recording)
+
+        for utterance in ("first", "steady"):
+            speak(utterance)
         status["talking"] = status["steady"]
         figures["mouth_to_ear_ms"] = probe_clicks(directory, "clicks")
         status["end"] = uplink_status(nodes)
@@ -1008,6 +1137,28 @@ def uplink_meeting(directory: Path, speech: dict, url: str, ns, prefix: str, scr
             talk_mark = None
         else:
             time.sleep(talk_starts + len(speech["reference"]) / RATE + 1.5)  # it plays once, in real time
+        if capped and fans_out:
+            # The cap lifted: how long until a probe (PROTOCOL §15.3) finds that a copy per peer fits
+            # again, and a's speech then. A probe needs a's media flowing: a speaks until it does.
+            run([script, "unimpair", f"{prefix}-cone2"])
+            capped = False
+            lifted = time.monotonic()
+
+            def copies_again() -> bool:
+                rate = (nodes["a"].status().get("self") or {}).get("send_rate") or {}
+                return rate.get("estimate_kbps") is not None and rate.get("fan_out") is None
+
+            while not copies_again():
+                if time.monotonic() - lifted > 330:
+                    raise RuntimeError("a still sends one copy up 330 s after the cap was lifted")
+                player = Process(["paplay", "-d", "probe_left", speech["input"]], directory, "paplay-lifted")
+                try:
+                    wait_until(lambda: copies_again() or player.process.poll() is not None, 60,
+                               "a copy per peer again, or the speech's end", interval=0.5)
+                finally:
+                    player.stop()
+            figures["copies_again_s"] = time.monotonic() - lifted
+            speak("lifted")
     finally:
         for node in nodes.values():
             node.stop()
@@ -1172,7 +1323,8 @@ def write_outputs(results: dict, out: Path) -> str:
     for frame in (10, 20):
         value = (results.get("latency_ms") or {}).get(frame)
         device = (results.get("device_floor_ms") or {}).get(frame)
-        row(f"mouth-to-ear latency, {frame} ms frames", fmt(value, "ms", 1),
+        row(f"mouth-to-ear latency, {frame} ms frames (median of {LATENCY_ROUNDS} rounds, taken in turn with the "
+            "floor's)", fmt(value, "ms", 1),
             f"codec {fmt(results['codec_latency_floor_ms'][frame], 'ms', 1)}, PulseAudio alone {fmt(device, 'ms', 1)}"
             + (f"; target {fmt(latency_target(results, frame), 'ms', 1)}" if device is not None else ""),
             f"baresip (20 ms) {fmt(results.get('baresip_latency_ms'), 'ms', 1)}" if frame == 20 else "")
@@ -1265,6 +1417,13 @@ def write_outputs(results: dict, out: Path) -> str:
             + (f" ({'; '.join(others)})" if others else ""),
             f"uncapped {uplink_figures(uncapped)}; target PESQ ≥ 3.5, mouth-to-ear ≤ uncapped + 100 ms"
             if uncapped else "—")
+        if entry.get("copies_again_s") is not None:
+            lifted = entry["pesq_lifted"]
+            row(f"uplink capped at {cap.removesuffix('kbit')} kbit/s, then the cap lifted: a copy per peer again "
+                "after (a probe, PROTOCOL §15.3); PESQ-WB min / median of its speech then",
+                f"{entry['copies_again_s']:.1f} s; {lifted['min']:.2f} / {lifted['median']:.2f}",
+                f"probes 120, 240, 480 … s apart; uncapped {uncapped['pesq']['min']:.2f} / {uncapped['pesq']['median']:.2f}"
+                if uncapped else "probes 120, 240, 480 … s apart")
         if entry.get("pesq_at_speaker") is not None:
             row(f"uplink capped at {cap.removesuffix('kbit')} kbit/s: PESQ-WB of another member at the capped one",
                 f"{entry['pesq_at_speaker']:.2f}",
@@ -1425,10 +1584,11 @@ def main() -> None:
         codec_latency_floor(results)
         target.mkdir(parents=True)
         latency(results, target)
-        print(json.dumps({k: results[k] for k in ("device_floor_ms", "latency_ms", "latency_budget_ms")
+        print(json.dumps({k: results[k] for k in ("device_floor_ms", "latency_ms", "latency_rounds_ms",
+                                                  "latency_budget_ms")
                           if k in results}, default=str))
         return
-    if mode in ("lab-gaps", "lab-relay", "lab-uplink"):  # one lab part, for working on it (see the docstring)
+    if mode in ("lab-gaps", "lab-relay", "lab-uplink", "lab-probe"):  # one lab part, for working on it (see the docstring)
         target.mkdir(parents=True)
         prefix = os.environ["NATLAB_PREFIX"]
 
@@ -1440,6 +1600,8 @@ def main() -> None:
         try:
             if mode == "lab-gaps":
                 figures = audio_gaps(target / "gaps", rendezvous.url, ns, prefix, os.environ["NATLAB_SCRIPT"])
+            elif mode == "lab-probe":
+                figures = probe_cost(target / "probe", rendezvous.url, ns, prefix, os.environ["NATLAB_SCRIPT"])
             elif mode == "lab-uplink":
                 figures = uplink_cap(target / "uplink", rendezvous.url, ns, prefix, os.environ["NATLAB_SCRIPT"],
                                      speaker_extra=sys.argv[3:])
@@ -1464,7 +1626,7 @@ def main() -> None:
         one_to_one_cpu(results, work)
         rendezvous_capacity(results)
         lab_json = work / "lab.json"
-        run(["Scripts/natlab", "run", "--", sys.executable, __file__, "lab", lab_json], timeout=900,
+        run(["Scripts/natlab", "run", "--", sys.executable, __file__, "lab", lab_json], timeout=1500,
             env=dict(os.environ, TMPDIR=str(work)))
         results["lab"] = json.loads(lab_json.read_text())
     finally:

@@ -53,7 +53,10 @@ def test_four_python_peers_one_fanning_out_through_another(tmp_path, rendezvous)
     a, b = statuses["a"], statuses["b"]
     assert all(link["version"] == 4 for status in statuses.values() for link in status["links"])
     assert a["fan_outs_sent"] >= 250, a
-    assert b["fan_outs_passed_on"] >= 250 and b["fan_delivers_sent"] == 2 * b["fan_outs_passed_on"], b
+    # Each frame B passed on went to both others but at the edges: a frame while one of its links had no keys
+    # yet, or after C or D had left (a clean clone's run sent 743 for 372 frames). What C and D got is below.
+    passed_on = b["fan_outs_passed_on"]
+    assert passed_on >= 250 and 2 * passed_on - 25 <= b["fan_delivers_sent"] <= 2 * passed_on, b
     assert b["fanning_out_for"] in ([], [a["identity"][:16]]) and b["fan_out_refusals_sent"] == 0
     for name in "cd":
         status = statuses[name]

@@ -34,7 +34,8 @@ public struct ControlClient: Sendable {
     }
 
     /// Streams live events to `onEvent` until it returns false or the daemon closes the stream.
-    public func watch(_ onEvent: (ControlEvent) -> Bool) throws(ControlError) {
+    /// `subscribed` runs once the daemon has accepted the watch: every event from then on arrives.
+    public func watch(subscribed: () -> Void = {}, _ onEvent: (ControlEvent) -> Bool) throws(ControlError) {
         let connection = try Connection(path: path, timeoutSeconds: timeoutSeconds)
         defer { connection.close() }
         try connection.write(lineFor(ControlRequest(.watch)))
@@ -44,6 +45,7 @@ public struct ControlClient: Sendable {
         }
         if !response.ok { throw .daemon(response.error ?? "parleyd refused to stream events") }
         connection.clearTimeout()
+        subscribed()
         while let line = try connection.readLine() {
             guard let event = try? ControlCodec.decode(ControlEvent.self, from: line) else {
                 throw .malformed("not an event")

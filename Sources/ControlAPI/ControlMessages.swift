@@ -309,13 +309,13 @@ public struct ReceiveLatency: Codable, Sendable, Equatable {
     /// One way: half the smoothed round-trip time; null until measured.
     public var network: Double?
     /// How long the peer's frames wait in the jitter buffer, from the fastest packets' arrival to
-    /// their play-out (the playback thread takes one frame at a time, so up to a frame is the
-    /// buffer's phase, not jitter).
+    /// their play-out (the playback thread mixes 10 ms at a time, so up to 10 ms is the player's
+    /// phase, not jitter).
     public var jitterBuffer: Double
     /// The delay the jitter buffer aims to add on top of the fastest packets for this link's
     /// jitter and loss (0 on a clean link).
     public var jitterTarget: Double
-    /// Decoding every peer's frame and mixing them.
+    /// Decoding every peer's audio for one playback period (10 ms) and mixing it.
     public var mix: Double
     /// Queued in the sound server before it is heard; null without a sound server.
     public var playback: Double?
@@ -456,14 +456,18 @@ public struct PeerStatus: Codable, Sendable, Equatable {
     /// How long our media waits in queues on the way to the peer, as the peer measures it
     /// (docs/PROTOCOL.md §10.1 `queue_delay_ms`; null: no estimate).
     public var queueDelayMs: Double?
+    /// The peer's frames a member passed on (§15.2) whose signature did not verify: the member
+    /// altered or made them up. Dropped; never the peer's fault.
+    public var forgedPassedOn: Int
 
     public init(
         id: String, name: String, state: LinkState, route: String? = nil, via: String? = nil, reason: String? = nil,
         rttMs: Double? = nil, lossPct: Double? = nil,
         jitterMs: Double? = nil, rxKbps: Double = 0, txKbps: Double = 0, packetsRx: UInt64 = 0, packetsTx: UInt64 = 0,
         concealedMs: Double = 0, speaking: Bool = false, volumePct: Int = 100, recording: Bool = false,
-        queueDelayMs: Double? = nil, latencyMs: ReceiveLatency? = nil
+        queueDelayMs: Double? = nil, latencyMs: ReceiveLatency? = nil, forgedPassedOn: Int = 0
     ) {
+        self.forgedPassedOn = forgedPassedOn
         self.latencyMs = latencyMs
         self.queueDelayMs = queueDelayMs
         self.speaking = speaking
@@ -500,6 +504,7 @@ public struct PeerStatus: Codable, Sendable, Equatable {
         case recording
         case latencyMs = "latency_ms"
         case queueDelayMs = "queue_delay_ms"
+        case forgedPassedOn = "forged_passed_on"
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -523,6 +528,7 @@ public struct PeerStatus: Codable, Sendable, Equatable {
         try container.encode(recording, forKey: .recording)
         try container.encode(latencyMs, forKey: .latencyMs)
         try container.encode(queueDelayMs, forKey: .queueDelayMs)
+        try container.encode(forgedPassedOn, forKey: .forgedPassedOn)
     }
 }
 

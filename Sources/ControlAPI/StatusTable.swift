@@ -27,6 +27,12 @@ public enum StatusTable {
                 "one copy up: your voice goes to \(name) once, who passes it on (your uplink cannot carry a copy per peer)"
             )
         }
+        for peer in status.peers where peer.forgedPassedOn > 0 {
+            // A member that alters what it passes on is attacking the meeting: say so, by name.
+            lines.append(
+                "! \(peer.forgedPassedOn) of \(peer.name)'s frames passed on by a member did not verify "
+                    + "(altered or forged on the way): dropped")
+        }
         if node.recording { lines.append("recording to \(node.recordingPath ?? "?")") }
         let recorders = status.peers.filter(\.recording).map(\.name)
         if !recorders.isEmpty { lines.append("recording the meeting: " + recorders.joined(separator: ", ")) }

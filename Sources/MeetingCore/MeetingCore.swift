@@ -48,6 +48,8 @@ public struct MeetingCore: Sendable {
     public internal(set) var sendRate: SendRate?
     /// The member our frames fan out through (§15), and where they go.
     var fanOut: (member: [UInt8], route: FanOutRoute)?
+    /// Whether a copy per peer fits again, while one goes up.
+    var fanOutProbe = FanOutProbe()
     /// Whether what the fan-out choice depends on changed (the estimate, LINKS, refusals, links).
     var fanOutStale = false
     /// When at least half of the links (two or more) last said together that our media queues:
@@ -213,6 +215,11 @@ public struct MeetingCore: Sendable {
             if link.established, !paused { earliest = Self.earlier(earliest, link.nextReport) }
         }
         if paused { earliest = Self.earlier(earliest, nextPausedReports) }
+        // The next probe (only a moment ahead: one due but waiting for a clean rate starts on
+        // the REPORT that makes it clean), or the end of the one under way.
+        if let current = fanOut, let moment = fanOutProbe.nextMoment(current.route.covered, at: now), moment > now {
+            earliest = Self.earlier(earliest, moment)
+        }
         earliest = Self.earlier(earliest, chatDeadline)
         return earliest
     }
@@ -827,6 +834,7 @@ public struct MeetingCore: Sendable {
             fanOutStale = true
         }
         if fanOutStale { chooseFanOut() }
+        stepFanOutProbe()
         // The links with something due (usually none), in link order. While DTX pauses, REPORTs
         // go to every link together every 250 ms, and one due to close its link's interval waits
         // for them (the interval is ours; the peer gets a REPORT every 250 ms regardless): one
@@ -914,11 +922,12 @@ public struct MeetingCore: Sendable {
     ) {
         guard var rate = sendRate, let link = peers[key]?.link else { return }
         let settled = link.routeChangedAt.map { now - $0 >= SendRate.routeSettle } ?? true
+        let mediaFlowed = report.mediaExpected != previous?.mediaExpected
         let changed = rate.report(
             from: key, queueDelayMs: settled ? report.queueDelayMs : nil,
-            loss: Self.measuredLoss(report),
-            mediaFlowed: report.mediaExpected != previous?.mediaExpected, at: now)
+            loss: Self.measuredLoss(report), mediaFlowed: mediaFlowed, at: now)
         sendRate = rate
+        judgeFanOutProbe(report, from: key, mediaFlowed: mediaFlowed)
         // Our own uplink, not one peer's downlink, is what one copy up helps: it fills for every
         // link at once, so most of them say "over" together.
         let congested = rate.congested(at: now).count

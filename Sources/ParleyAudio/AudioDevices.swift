@@ -52,7 +52,8 @@ public enum AudioDevices {
             }
             switch output {
             case .pulse(let sink):
-                _ = try PulseAudioStream(direction: .playback, device: sink, streamName: "probe", frameSamples: frame)
+                _ = try PulseAudioStream(
+                    direction: .playback, device: sink, streamName: "probe", frameSamples: AudioFormat.playbackSamples)
             case .wav(let path):
                 try WAVFileWriter(path: path).close()
             case .null:
@@ -103,11 +104,12 @@ final class PulseCapture: CaptureDevice {
     func queued() -> Duration? { stream.queued }
 }
 
-/// A sound server's stream, which keeps about two frames queued (`PulseAudioStream`). A blocking
-/// write returns as soon as the server takes the frame, with two frames queued: a frame mixed right
-/// then would wait behind both. So the thread sleeps until the server is about to ask for the next
-/// frame (one frame played since the last write, less a margin for waking up) and mixes then: a
-/// frame less of delay, and the queue never runs lower than a blocking write would have let it.
+/// A sound server's stream, which keeps about two frames queued (`PulseAudioStream`; the engine's
+/// frames here are playback periods, `AudioFormat.playbackSamples`). A blocking write returns as
+/// soon as the server takes the frame, with two frames queued: a frame mixed right then would wait
+/// behind both. So the thread sleeps until the server is about to ask for the next frame (one
+/// frame played since the last write, less a margin for waking up) and mixes then: a frame less of
+/// delay, and the queue never runs lower than a blocking write would have let it.
 final class PulsePlayback: PlaybackDevice {
     let stream: PulseAudioStream
     private let clock = MonotonicClock()

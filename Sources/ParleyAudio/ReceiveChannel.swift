@@ -243,7 +243,7 @@ final class PlaybackState {
             filled += count
         }
         for index in filled..<output.count { output[index] = 0 }
-        if active { meter.measure(UnsafeBufferPointer(output)) } else { meter.measureSilence() }
+        if active { meter.measure(UnsafeBufferPointer(output)) } else { meter.measureSilence(samples: output.count) }
     }
 
     /// Decodes the jitter buffer's next action into `pending`; returns the samples produced (0: idle).

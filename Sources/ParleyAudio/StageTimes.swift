@@ -12,7 +12,7 @@ public struct EngineLatency: Sendable, Hashable {
     public var process: Duration
     /// Sealing one frame for every peer and sending it.
     public var send: Duration
-    /// Decoding every peer's next frame and mixing them.
+    /// Decoding every peer's audio for one playback period and mixing it.
     public var mix: Duration
     /// How long a mixed frame waits in the sound server before it is heard; nil without one.
     public var playbackQueue: Duration?
@@ -20,7 +20,8 @@ public struct EngineLatency: Sendable, Hashable {
 
 /// The engine's stage times, written by the audio thread that measures each (one writer per
 /// figure) and read by anyone. Times are smoothed over about 16 frames; the sound server's
-/// queues are asked every `deviceQueryFrames` frames (a query takes the client's lock).
+/// queues are asked every `deviceQueryFrames` frames (the playback side's are 10 ms periods; a
+/// query takes the client's lock).
 final class StageTimes: Sendable {
     static let deviceQueryFrames = 25
 

@@ -803,7 +803,7 @@ private final class MeetingDriver {
 
     private func updateFanout() {
         let via = fanOutRoute.flatMap { paths[$0.via]?.transport }
-        let passedOn = via == nil ? [] : fanOutRoute.map { $0.covered.union([$0.via]) } ?? []
+        let passedOn = via == nil ? [] : fanOutRoute.map { $0.passedOn.union([$0.via]) } ?? []
         fanout.set(
             direct: paths.keys.sorted().filter { !passedOn.contains($0) }.compactMap { paths[$0]?.transport },
             fanOutVia: via)
@@ -1172,7 +1172,7 @@ private final class MeetingDriver {
                         jitterTarget: Self.budgetMilliseconds(statistics.targetDelay),
                         mix: Self.budgetMilliseconds(engine.mix),
                         playback: engine.playbackQueue.map { Self.budgetMilliseconds($0) })
-                })
+                }, forgedPassedOn: path.transport.metrics.forgedPassedOn)
         }
         let relaying = router.activePairs(at: now).map { pair in
             pair.map { core.member($0)?.id ?? hexString($0.prefix(8)) }

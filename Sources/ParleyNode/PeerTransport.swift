@@ -29,6 +29,7 @@ final class PeerTransport: Sendable {
         var mediaSent: UInt64
         var rttMs: Double?
         var authenticationFailures: Int
+        var forgedPassedOn: Int
     }
 
     private struct State {
@@ -59,7 +60,7 @@ final class PeerTransport: Sendable {
         state.withLock {
             Metrics(
                 mediaReceived: $0.link.mediaReceived, mediaSent: $0.link.mediaSent, rttMs: $0.link.rttMs,
-                authenticationFailures: $0.link.authenticationFailures)
+                authenticationFailures: $0.link.authenticationFailures, forgedPassedOn: $0.link.fanOutFailures)
         }
     }
 
@@ -400,10 +401,12 @@ final class MediaFanout: Sendable {
         // Copy the lists (retains, no allocation) so no lock is held while libnice sends.
         let targets = targets.withLock { $0 }
         let now = ContinuousClock.now
-        for transport in targets.direct { transport.sendMedia(payload, scratch: &scratch, now: now) }
+        // The member's copy first: it reaches most listeners, and an uplink that overfills (a
+        // probe for a copy per peer, §15.3) drops what comes last.
         if let via = targets.fanOutVia, signer != nil {
             signer!.sign(payload, into: &signed)
             signed.withUnsafeBytes { via.sendMedia($0, as: .fanOut, scratch: &scratch, now: now) }
         }
+        for transport in targets.direct { transport.sendMedia(payload, scratch: &scratch, now: now) }
     }
 }

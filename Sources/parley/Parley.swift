@@ -416,7 +416,10 @@ struct Watch: ParsableCommand {
 
     func run() throws {
         do {
-            try daemon.client.watch { event in
+            // Said on standard error, so that `--json` output stays one event per line.
+            try daemon.client.watch(subscribed: {
+                StandardStreams.printError("parley watch: following \(daemon.client.path); Ctrl-C stops")
+            }) { event in
                 if json {
                     print((try? ControlCodec.line(event)).map { String(decoding: $0.dropLast(), as: UTF8.self) } ?? "")
                 } else {

@@ -35,7 +35,7 @@ struct ControlAPITests {
         let expectedKeys: Set<String> = [
             "id", "name", "state", "route", "via", "reason", "rtt_ms", "loss_pct", "jitter_ms", "rx_kbps", "tx_kbps",
             "packets_rx", "packets_tx", "concealed_ms", "speaking", "volume_pct", "recording", "latency_ms",
-            "queue_delay_ms",
+            "queue_delay_ms", "forged_passed_on",
         ]
         #expect(Set(peers[0].keys) == expectedKeys)
         #expect(Set(peers[1].keys) == expectedKeys)
@@ -133,6 +133,22 @@ struct ControlAPITests {
         #expect(json.contains("\"fan_out\":\"a1b2c3d4\""))
         let decoded = try ControlCodec.decode(StatusReport.self, from: Array(json.utf8))
         #expect(decoded.node.sendRate?.fanOut == "a1b2c3d4")
+    }
+
+    /// A member that alters or makes up frames it passes on (§15.2) is named in status: the
+    /// frames are dropped, and the people in the meeting should know someone tampers.
+    @Test func framesForgedOnTheWayAreShown() throws {
+        var status = Self.status
+        #expect(!StatusTable.render(status).contains("did not verify"))
+        status.peers[0].forgedPassedOn = 3
+        let lines = StatusTable.render(status).split(separator: "\n")
+        #expect(
+            lines.contains(
+                "! 3 of \(status.peers[0].name)'s frames passed on by a member did not verify (altered or forged on the way): dropped"
+            ))
+        let json = String(decoding: try ControlCodec.line(status), as: UTF8.self)
+        #expect(json.contains("\"forged_passed_on\":3"))
+        #expect(try ControlCodec.decode(StatusReport.self, from: Array(json.utf8)).peers[0].forgedPassedOn == 3)
     }
 
     @Test(arguments: [

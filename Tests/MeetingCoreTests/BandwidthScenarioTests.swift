@@ -91,8 +91,8 @@ struct BandwidthScenarioTests {
     /// The same caps among members of version 4 (PROTOCOL §15): once a copy per peer no longer fits
     /// at a usable rate, alice sends one signed copy to a member that passes it to the other six,
     /// at a rate per copy a copy per peer could not have (256 kbit/s: ~30 kbit/s; 128: ~16), her
-    /// queue stays short, everyone hears her, bob keeps his full rate. Lifting the cap changes
-    /// nothing she can see while one copy goes up: she stays fanned out at the top rate.
+    /// queue stays short, everyone hears her, bob keeps his full rate. With the cap lifted, a
+    /// probe (`FanOutProbe`) finds that a copy per peer fits again, and she sends one to each.
     @Test(arguments: [256_000, 128_000])
     func aCappedUplinkGoesUpOnceThroughAMember(cap: Int) {
         let (sim, ids) = Self.meeting()
@@ -115,7 +115,48 @@ struct BandwidthScenarioTests {
         for listener in ids.dropFirst() { #expect(sim.hears(listener, ids[0])) }
         sim.setUplink(of: ids[0], bitsPerSecond: nil)
         #expect(sim.run(until: .seconds(60)) { sim.sendRate(of: ids[0]) == nil })
+        #expect(sim.run(until: .seconds(130)) { sim.fanOut(of: ids[0]) == nil })
+        sim.run(for: .seconds(10))
+        #expect(sim.fanOut(of: ids[0]) == nil && sim.sendRate(of: ids[0]) == nil)
         for listener in ids.dropFirst() { #expect(sim.hears(listener, ids[0])) }
+    }
+
+    /// While the cap stays, each probe for a copy per peer finds the uplink cannot carry it and
+    /// ends at the first REPORT that says so: alice stays up once, at her rate, her queue short
+    /// on the whole, every link up and no one missing her for more than a few frames; the probes
+    /// come less and less often (120 s after going up, then 240 s after the first).
+    /// What a failed probe costs: with all six copies added at once and the member's copy sent
+    /// last, listeners missed her for up to 333 ms at 128 kbit/s and the uplink's queue filled
+    /// (200 ms); the member's copy first, 76 ms; a copy more every half second, 63 ms and a
+    /// queue peak of ~150 ms (the receivers' queue estimates trail by ~16 frames: the probe ends
+    /// that late).
+    @Test func probesTheCapCannotCarryCostAShortQueue() {
+        let (sim, ids) = Self.meeting()
+        #expect(sim.run(until: .seconds(5)) { sim.allLinksUp() })
+        sim.run(for: .seconds(2))
+        sim.setUplink(of: ids[0], bitsPerSecond: 128_000)
+        #expect(sim.run(until: .seconds(10)) { sim.fanOut(of: ids[0]) != nil })
+        let entered = sim.elapsed
+        let enteredAt = sim.now
+        var stayed = true
+        for _ in 0..<40 {
+            sim.run(for: .seconds(5))
+            stayed = stayed && sim.fanOut(of: ids[0]) != nil
+        }
+        #expect(stayed)
+        let messages = sim.logs(of: ids[0]).map(\.message)
+        let probes = messages.count { $0 == "probing whether a copy per peer fits again" }
+        let failed = messages.count { $0 == "one copy up still" }
+        #expect(probes == 1 && failed == 1, "\(probes) probes, \(failed) failed")
+        let next = sim.logs(of: ids[0]).last { $0.message == "one copy up still" }?.metadata["next_probe_s"]
+        #expect(next == "240")
+        let queue = sim.uplinkQueue(of: ids[0], since: entered + .seconds(10))!
+        #expect(queue.mean < .milliseconds(20) && queue.largest < .milliseconds(180), "\(queue)")
+        #expect((sim.sendRate(of: ids[0]) ?? Int.max) >= 50_000)
+        #expect(sim.allLinksUp())
+        for listener in ids.dropFirst() { #expect(sim.hears(listener, ids[0])) }
+        let gaps = ids.dropFirst().map { sim.longestGap($0, ids[0], since: enteredAt + .seconds(5)) }
+        #expect(gaps.allSatisfy { $0 < .milliseconds(100) }, "\(gaps)")
     }
 
     /// One listener behind a slow downlink (48 kbit/s, everything it receives) holds alice's rate

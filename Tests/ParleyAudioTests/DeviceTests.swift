@@ -234,6 +234,29 @@ struct AudioEngineTests {
         #expect(engine.peers.isEmpty)
     }
 
+    /// The ICE loop is asked for what it held back once a frame, not once a playback period (10
+    /// ms): each ask wakes it for a GLib iteration, and at every period an 8-node meeting cost a
+    /// third more CPU. Counted per encoded frame, two clock-paced loops side by side, so a loaded
+    /// machine does not move it.
+    @Test func receivedDatagramsAreCollectedOnceAFrameNotOnceAPeriod() async throws {
+        let frames = Atomic<Int>(0)
+        let collects = Atomic<Int>(0)
+        var configuration = AudioEngineConfiguration(input: .tone(hertz: 500), output: .null)
+        configuration.frameDuration = .ms20
+        configuration.collectReceived = { collects.add(1, ordering: .relaxed) }
+        let engine = try AudioEngine(
+            configuration: configuration, onEncodedFrame: { _ in frames.add(1, ordering: .relaxed) })
+        try engine.start()
+        defer { engine.stop() }
+        try await waitUntil(.seconds(10), "10 frames") { frames.load(ordering: .relaxed) >= 10 }
+        let (framesBefore, collectsBefore) = (frames.load(ordering: .relaxed), collects.load(ordering: .relaxed))
+        try await waitUntil(.seconds(20), "30 more frames") { frames.load(ordering: .relaxed) >= framesBefore + 30 }
+        let perFrame =
+            Double(collects.load(ordering: .relaxed) - collectsBefore)
+            / Double(frames.load(ordering: .relaxed) - framesBefore)
+        #expect((0.7...1.3).contains(perFrame), "\(perFrame) collects per 20 ms frame")
+    }
+
     /// An engine released while its threads run stops and joins them in `deinit`; the threads
     /// must not reach back into the engine being destroyed (they once held it `unowned`, which
     /// crashed the process here). The WAV header written at stop proves the threads were joined.
@@ -296,6 +319,29 @@ let pulseServerAvailable = TestEnvironment.environment("PARLEY_PULSE_MIC") != ni
 struct PulseTest {
     static var microphone: String { TestEnvironment.environment("PARLEY_PULSE_MIC") ?? "parley_mic" }
     static var speaker: String { TestEnvironment.environment("PARLEY_PULSE_SPEAKER") ?? "parley_speaker" }
+
+    /// The playback thread mixes 10 ms at a time whatever the frame (`AudioFormat.playbackSamples`),
+    /// and the server keeps two such periods: at 20 ms frames a mixed frame waited 20–23 ms in the
+    /// server behind 20 ms periods (and a frame that arrived, for the player's next period), about
+    /// 12 ms now. What the engine reports waiting at mix time, over a few of its readings.
+    @Test func aMixedFrameWaitsBehindTenMillisecondPeriodsAtTwentyMillisecondFrames() async throws {
+        var configuration = AudioEngineConfiguration(input: .silence, output: .pulse(sink: Self.speaker))
+        configuration.frameDuration = .ms20
+        let engine = try AudioEngine(configuration: configuration, onEncodedFrame: { _ in })
+        try engine.start()
+        defer { engine.stop() }
+        let readings = Mutex<[Double]>([])
+        // A wide limit: the poll runs on the concurrency pool, which the start of `swift test` can
+        // starve for 20 s; a passing run takes 2–3 s.
+        try await waitUntil(.seconds(90), "8 readings of the playback queue", interval: .milliseconds(300)) {
+            if let queued = engine.latency.playbackQueue {
+                readings.withLock { $0.append(Double(queued.components.attoseconds) / 1e15) }
+            }
+            return readings.withLock { $0.count } >= 8
+        }
+        let settled = readings.withLock { $0.dropFirst(2).sorted() }
+        #expect(settled[settled.count / 2] < 15, "median queue at mix time \(settled) ms")
+    }
 
     @Test func aTonePlayedIntoTheMicrophoneComesOutOfTheSpeaker() async throws {
         // The "room": the test plays 1 kHz into the microphone sink; the engine captures its monitor,

@@ -207,6 +207,86 @@ struct JitterBufferTests {
         }
     }
 
+    /// A sender whose sample clock runs 0.2 % slow or fast against ours talks in spurts (200 ms
+    /// of frames a second; DTX sends nothing in between) over a clean path: its packets' transit
+    /// creeps by 2 ms a second, which is drift, not jitter. The target holds at most the drift
+    /// across the 2.5 s the base delay is measured over (5 ms), and so does a frame's wait beyond
+    /// the player's phase. With the base over the last 128 packets (13 s of such talk) the target
+    /// grew to the 24 ms of drift across them, and when the sender's clock is fast (the newest
+    /// packets the fastest) every frame waited it.
+    @Test(arguments: [20_040_000, 19_960_000] as [UInt64])
+    func clockDriftAcrossPausesIsNotJitter(framePeriod: UInt64) {
+        let buffer = JitterBuffer()
+        var tick: UInt64 = 1_007_000_000
+        var sequence = 0
+        var arrivals: [Int64: UInt64] = [:]
+        var waits: [Int64] = []
+        var targets: [Int] = []
+        func play() {
+            if case .play(let frame) = buffer.next(now: tick), let arrival = arrivals[frame.sequence] {
+                waits.append(Int64(tick) - Int64(arrival))
+            }
+            tick += 20_000_000
+        }
+        for second in 0..<60 {
+            for frame in 0..<10 {
+                let place = second * 50 + frame  // in the sender's timeline, in 20 ms frames
+                let arrival = 1_000_000_000 + UInt64(place) * framePeriod + 5_000_000
+                while tick < arrival { play() }
+                arrivals[Int64(sequence)] = arrival
+                [UInt8(truncatingIfNeeded: sequence)].withUnsafeBytes { bytes in
+                    _ = buffer.insert(
+                        sequence: UInt16(truncatingIfNeeded: sequence), timestamp: UInt32(place * 960), duration: 960,
+                        payload: bytes, arrival: arrival)
+                }
+                sequence += 1
+            }
+            targets.append(buffer.statistics.targetDelay)
+        }
+        #expect(buffer.statistics.lost == 0)
+        #expect(targets.dropFirst(3).allSatisfy { $0 <= 5 * 48 }, "targets (samples): \(targets)")
+        // A frame waits for the next tick (up to 20 ms) on top of the target.
+        let longest = waits.dropFirst(30).max() ?? .max
+        #expect(longest <= 25_000_000, "longest wait \(Double(longest) / 1e6) ms")
+    }
+
+    /// Talk in spurts over a path that holds every tenth packet 15 ms: 1 s of frames, then 5 s of
+    /// DTX pause, ten times. The jitter of the last words is waited for at the next ones: after
+    /// the first spurt taught it, no frame is concealed. (With the jitter measured over the last
+    /// 2.5 s only, the target fell to nothing in each pause and each later spurt's first held
+    /// packet was concealed: 9 frames.)
+    @Test func jitterIsRememberedAcrossPauses() {
+        let buffer = JitterBuffer()
+        var tick: UInt64 = 1_007_000_000
+        var sequence = 0
+        var concealedAfterFirst: Int?
+        var concealedAtEnd = 0
+        for spurt in 0...10 {
+            for frame in 0..<(spurt < 10 ? 50 : 1) {
+                let place = spurt * 300 + frame  // in 20 ms frames of the sender's timeline
+                let sent = 1_000_000_000 + UInt64(place) * 20_000_000
+                let arrival = sent + 5_000_000 + (frame % 10 == 5 ? 15_000_000 : 0)
+                while tick < arrival {
+                    _ = buffer.next(now: tick)
+                    tick += 20_000_000
+                }
+                [UInt8(truncatingIfNeeded: sequence)].withUnsafeBytes { bytes in
+                    _ = buffer.insert(
+                        sequence: UInt16(truncatingIfNeeded: sequence), timestamp: UInt32(place * 960), duration: 960,
+                        payload: bytes, arrival: arrival)
+                }
+                sequence += 1
+                // Read once the pause before is known to be one (its concealment counts as silence).
+                if frame == 0 && spurt == 1 { concealedAfterFirst = buffer.statistics.concealed }
+                if frame == 0 && spurt == 10 { concealedAtEnd = buffer.statistics.concealed }
+            }
+        }
+        #expect(buffer.statistics.lost == 0 && buffer.statistics.late == 0)
+        #expect(
+            concealedAtEnd == concealedAfterFirst,
+            "concealed after the first spurt \(String(describing: concealedAfterFirst)), at the end \(concealedAtEnd)")
+    }
+
     @Test func aJitterSpikeGrowsTheDelayAtOnceWhichShrinksSlowlyAfterwards() {
         // Packets 200–209 are held up to 150 ms (a spike), then the network is calm again.
         var simulation = JitterSimulation()

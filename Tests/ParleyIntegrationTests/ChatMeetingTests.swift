@@ -44,7 +44,7 @@ struct ChatMeetingTests {
         }
         for node in nodes.values { try node.waitForPeersUp(2) }
         let ids = try nodes.mapValues { try $0.status().node.id }
-        let watch = try lab.spawn("watch", "parley", ["watch", "--socket", nodes["carol"]!.socket])
+        let watch = try nodes["carol"]!.watch(json: false)
 
         // Clean paths; bob's message comes from standard input, with a name in it that is not his.
         var sent: [String: [String]] = [:]

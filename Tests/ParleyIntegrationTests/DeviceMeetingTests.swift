@@ -81,9 +81,14 @@ struct DeviceMeetingTests {
             try alice.waitForPeersUp(1)
             try bob.waitForPeersUp(1)
             let threshold = Hearing.expectedPower(dBFS: -10) / 8
-            let before = try ListeningWindow([bob]).heard(
-                [bob], seconds: 2, skipping: 0.5, tones: Self.tones, threshold: threshold)
-            #expect(before["bob"] == ["first"], "bob hears alice's first microphone")
+            // As shares of 100 ms blocks, not as the median block: the bursts fill two thirds of
+            // the blocks, so a gap of a few hundred ms on a loaded machine (CI's run, every suite
+            // at once) made the median say a source was not heard at all.
+            let before = try ListeningWindow([bob]).shares(
+                [bob], seconds: 2, skipping: 0.5, tones: Self.tones, threshold: threshold)["bob"]
+            #expect(
+                before?["second"] == 0 && before?["first"] ?? 0 >= 0.3,
+                "bob hears alice's first microphone: \(String(describing: before))")
             // The latency budget in status: the sound server's capture queue is measured, a
             // generator has none; the receive side shows the network and the mix.
             let sending = try #require(try alice.status().node.latencyMs)
@@ -103,9 +108,12 @@ struct DeviceMeetingTests {
                     [bob], seconds: 0.5, tones: Self.tones, threshold: threshold)
                 return heard["bob"]?.contains("second") == true
             }
-            let after = try ListeningWindow([bob]).heard(
-                [bob], seconds: 2, skipping: 0.5, tones: Self.tones, threshold: threshold)
-            #expect(after["bob"] == ["second"], "bob hears the new source and not the old")
+            // As shares of 100 ms blocks (see `before`).
+            let after = try ListeningWindow([bob]).shares(
+                [bob], seconds: 2, skipping: 0.5, tones: Self.tones, threshold: threshold)["bob"]
+            #expect(
+                after?["first"] == 0 && after?["second"] ?? 0 >= 0.3,
+                "bob hears the new source and not the old: \(String(describing: after))")
             #expect(try alice.status().node.input == "pulse:\(second.name).monitor")
             #expect(try alice.status().peers.first?.state == .up, "still in the meeting")
 
@@ -138,7 +146,7 @@ struct DeviceMeetingTests {
             try bob.waitForPeersUp(1)
             // What waits in the sound server before the speaker is part of the latency budget.
             #expect(try alice.status().peers.first?.latencyMs?.playback != nil)
-            let watch = try lab.spawn("watch", "parley", ["watch", "--json", "--socket", alice.socket])
+            let watch = try alice.watch()
 
             try speaker.unload(lab)
             try LabWait.until(.seconds(10), "alice to fall back") { try Self.outputFallback(alice) }

@@ -183,7 +183,7 @@ struct MeetingTests {
             let (_, invite, nodes) = try Self.threeNodeMeeting(lab, names: ["alice", "bob"])
             let alice = nodes[0]
             let codeBefore = try Self.agreedCode(of: Array(nodes.prefix(2)))
-            let watch = try lab.spawn("alice-watch", "parley", ["watch", "--json", "--socket", alice.socket])
+            let watch = try alice.watch()
             #expect(nodes[1].terminate() == 0)
             try alice.waitForPeersUp(0, limit: .seconds(5))
 
@@ -248,9 +248,7 @@ struct MeetingTests {
             let ids = try nodes.map { try $0.status().node.id }
             let frozen = nodes[ids.indices.max { ids[$0] < ids[$1] }!]
             let others = nodes.filter { $0 !== frozen }
-            let watches = try others.map { node in
-                try lab.spawn("\(node.name)-watch", "parley", ["watch", "--json", "--socket", node.socket])
-            }
+            let watches = try others.map { try $0.watch() }
             frozen.process.signal(SIGSTOP)
             try LabWait.until(.seconds(5), "the others to restart ICE to the frozen node") {
                 try others.allSatisfy { node in

@@ -69,11 +69,12 @@ struct NATLabMeetingTests {
     /// cap, and since a copy per peer would leave each too little he sends one signed copy up to a
     /// member that passes it on (PROTOCOL §15); his peers report the queue drained, everyone still
     /// hears everyone, and the others — whose uplinks are free — keep sending their full rate.
-    /// With the cap gone he is at his full rate.
+    /// With the cap gone he is at his full rate, and a probe (§15.3) finds that a copy per peer
+    /// fits again: he sends one to each, his frames no longer signed.
     @Test func aCappedUplinkIsFilledNotOverfilled() async throws {
         let lab = try NodeLab("natlab-uplink")
         do {
-            try await withTimeout(.seconds(150), "the capped uplink") {
+            try await withTimeout(.seconds(270), "the capped uplink") {
                 try await runBlocking { try Self.cappedUplink(lab) }
             }
         } catch {
@@ -105,6 +106,14 @@ struct NATLabMeetingTests {
         try LabWait.until(.seconds(60), "bob back at his full rate") {
             try bob.status().node.sendRate?.limited == false
         }
+        // The first probe comes 120 s after going up once (the simulator's `BandwidthScenarioTests`
+        // has the probes a cap cannot carry).
+        let uncapped = ContinuousClock.now
+        try LabWait.until(.seconds(135), "bob back to a copy per peer") {
+            try bob.status().node.sendRate.map { $0.fanOut == nil } ?? false
+        }
+        print("uplink cap lifted: a copy per peer again \(ContinuousClock.now - uncapped) later")
+        try expectEveryoneHears(nodes, "bob's uplink free again")
         for node in nodes { #expect(node.terminate() == 0) }
     }
 

@@ -53,11 +53,15 @@ struct PulseMeetingTests {
         let recorder = try lab.spawn(
             "parecord", "/usr/bin/parecord",
             ["--device=\(speaker).monitor", "--rate=48000", "--channels=1", "--format=s16le", "--raw", recording])
-        let heard = try ListeningWindow([bob]).heard(
+        // A share of 100 ms blocks: the bursts fill two thirds of them, and a loaded machine's
+        // gap must not read as "not heard" (the median block would).
+        let heard = try ListeningWindow([bob]).shares(
             [bob], seconds: 3, skipping: 0.5, tones: ["alice": 440, "bob": 660],
-            threshold: Hearing.expectedPower(dBFS: -10) / 8)
+            threshold: Hearing.expectedPower(dBFS: -10) / 8)["bob"]
         recorder.kill9()  // raw samples need no trailer; parecord is slow to honour SIGINT/SIGTERM
-        #expect(heard["bob"] == ["alice"], "bob hears what alice's microphone picked up")
+        #expect(
+            heard?["alice"] ?? 0 >= 0.3 && heard?["bob"] == 0,
+            "bob hears what alice's microphone picked up: \(String(describing: heard))")
         let played = try Hearing.rawSamples(recording)
         #expect(played.count > Hearing.sampleRate, "\(played.count) samples recorded")
         let fromSpeaker = Hearing.heard(

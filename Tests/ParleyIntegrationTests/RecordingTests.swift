@@ -42,18 +42,7 @@ struct RecordingTests {
         try await meetings.withLab("record") { lab in
             let (_, _, nodes) = try MeetingTests.threeNodeMeeting(lab)
             let (alice, bob, carol) = (nodes[0], nodes[1], nodes[2])
-            let watches = try [bob, carol].map { node in
-                try lab.spawn("\(node.name)-watch", "parley", ["watch", "--json", "--socket", node.socket])
-            }
-            // Each watch is subscribed once it shows its own node's mute and unmute.
-            for node in [bob, carol] {
-                #expect(try node.parley(["mute"]).status == 0)
-                #expect(try node.parley(["unmute"]).status == 0)
-            }
-            try LabWait.until(.seconds(10), "the watches to subscribe") {
-                watches.allSatisfy { watch in Self.events(watch).contains { $0.kind == .muted && $0.state == .unmuted }
-                }
-            }
+            let watches = try [bob, carol].map { try $0.watch() }
             let path = "\(lab.directory)/meeting.opus"
             let recordedFrom = alice.samplesHeard
             let asked = ContinuousClock.now

@@ -54,9 +54,11 @@ final class TestMember: Sendable {
         }
     }
 
-    /// Waits for (and consumes) the first event `matching` returns a value for.
+    /// Waits for (and consumes) the first event `matching` returns a value for. The limit is
+    /// generous: at the start of `swift test` every suite starts at once on 2 cores, and a WELCOME
+    /// on loopback took over 10 s there (a clean clone's run failed on it, CI's took 30 s in all).
     func next<T: Sendable>(
-        _ what: String, within limit: Duration = .seconds(10),
+        _ what: String, within limit: Duration = .seconds(30),
         _ matching: @escaping @Sendable (RendezvousClient.Event) -> T?
     ) async throws -> T {
         let found = NIOLockedValueBox<T?>(nil)

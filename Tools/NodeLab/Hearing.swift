@@ -81,6 +81,15 @@ public enum Hearing {
         return gaps
     }
 
+    /// The share (0...1) of the 100 ms blocks of `samples` in which a tone's power is above
+    /// `threshold`.
+    public static func share(of hertz: Double, in samples: [Int16], threshold: Double) -> Double {
+        let blocks = samples.count / blockLength
+        guard blocks > 0 else { return 0 }
+        let missing = gaps(in: samples, hertz: hertz, threshold: threshold).reduce(0) { $0 + $1.length }
+        return max(0, 1 - missing * Double(sampleRate) / Double(blocks * blockLength))
+    }
+
     /// The names of the tones above `threshold` in `samples`.
     public static func heard(in samples: [Int16], tones: [String: Double], threshold: Double) -> Set<String> {
         Set(powers(in: samples, tones: tones).filter { $0.value > threshold }.keys)

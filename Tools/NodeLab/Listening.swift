@@ -14,15 +14,32 @@ public struct ListeningWindow: Sendable {
     public func heard(
         _ nodes: [NodeHandle], seconds: Double, skipping: Double = 0, tones: [String: Double], threshold: Double
     ) throws -> [String: Set<String>] {
+        try played(nodes, seconds: seconds, skipping: skipping).mapValues {
+            Hearing.heard(in: $0, tones: tones, threshold: threshold)
+        }
+    }
+
+    /// Like `heard`, but for each node and tone the share (0...1) of the window's 100 ms blocks
+    /// that carry the tone: a tone in bursts, or audio with a gap a loaded machine caused, is
+    /// still told apart from a tone that is not there at all.
+    public func shares(
+        _ nodes: [NodeHandle], seconds: Double, skipping: Double = 0, tones: [String: Double], threshold: Double
+    ) throws -> [String: [String: Double]] {
+        try played(nodes, seconds: seconds, skipping: skipping).mapValues { samples in
+            tones.mapValues { Hearing.share(of: $0, in: samples, threshold: threshold) }
+        }
+    }
+
+    /// Waits for the audio `heard` and `shares` look at and returns it, by node.
+    private func played(_ nodes: [NodeHandle], seconds: Double, skipping: Double) throws -> [String: [Int16]] {
         let skip = Int(skipping * Double(Hearing.sampleRate))
         let count = Int(seconds * Double(Hearing.sampleRate))
         try LabWait.until(.seconds((skipping + seconds) * 4 + 10), "\(seconds) s of audio from every node") {
             nodes.allSatisfy { $0.samplesHeard >= (starts[$0.name] ?? 0) + skip + count }
         }
-        var result: [String: Set<String>] = [:]
+        var result: [String: [Int16]] = [:]
         for node in nodes {
-            let samples = try Hearing.samples(node.wav, from: (starts[node.name] ?? 0) + skip, count: count)
-            result[node.name] = Hearing.heard(in: samples, tones: tones, threshold: threshold)
+            result[node.name] = try Hearing.samples(node.wav, from: (starts[node.name] ?? 0) + skip, count: count)
         }
         return result
     }

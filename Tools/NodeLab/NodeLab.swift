@@ -264,6 +264,19 @@ public final class NodeHandle: Sendable {
         try lab.run("parley", arguments + ["--socket", socket], limit: limit)
     }
 
+    /// Starts `parley watch` (`--json`: one event per line) on this daemon and returns once it is
+    /// subscribed, so that it sees every event from then on.
+    public func watch(json: Bool = true, limit: Duration = .seconds(20)) throws -> ChildProcess {
+        let watch = try lab.spawn("\(name)-watch", "parley", ["watch", "--socket", socket] + (json ? ["--json"] : []))
+        try LabWait.until(limit, "\(name)'s `parley watch` to subscribe") {
+            if let exit = watch.exitStatus {
+                throw LabError("\(name)'s `parley watch` exited (\(exit)): \(watch.standardError.lastLine)")
+            }
+            return watch.standardError.contains("parley watch: following ")
+        }
+        return watch
+    }
+
     /// `parley status --json`, decoded.
     public func statusFromCLI() throws -> StatusReport {
         let result = try parley(["status", "--json"])

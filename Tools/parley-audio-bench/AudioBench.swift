@@ -232,20 +232,31 @@ enum AudioBench {
 
     // MARK: Device floor
 
-    /// Reads frames from `source` and writes each at once to `sink`, on one thread, through the
-    /// same `PulseAudioStream`s (so the same buffer attributes) Parley's audio engine opens: what
+    /// Reads frames from `source` and writes each at once to `sink` (in the engine's playback
+    /// periods, `AudioFormat.playbackSamples`), on one thread, through the same
+    /// `PulseAudioStream`s (so the same buffer attributes) Parley's audio engine opens: what
     /// a click's trip costs in the sound server alone. `Scripts/bench` measures it with the same
     /// probe as a call, so Parley's own share is the difference.
+    ///
+    /// The playback stream opens first. Opened second, it kept what the source captured while it
+    /// was being set up waiting in the capture stream for good (a loop that reads one frame per
+    /// frame it writes never catches up), and the "floor" came out anywhere from 13 to 66 ms, at
+    /// times above a whole call through Parley, whose capture thread nothing holds up.
     static func deviceLoop(source: String, sink: String, frameSamples: Int, seconds: Int) throws {
+        let period = AudioFormat.playbackSamples
+        let playback = try PulseAudioStream(
+            direction: .playback, device: sink, streamName: "device floor", frameSamples: period)
         let capture = try PulseAudioStream(
             direction: .capture, device: source, streamName: "device floor", frameSamples: frameSamples)
-        let playback = try PulseAudioStream(
-            direction: .playback, device: sink, streamName: "device floor", frameSamples: frameSamples)
         var frame = [Int16](repeating: 0, count: frameSamples)
         print("device-loop: \(source) → \(sink), \(frameSamples / 48) ms frames, \(seconds) s")
         for _ in 0..<(seconds * 48_000 / frameSamples) {
             try frame.withUnsafeMutableBufferPointer { try capture.read(into: $0) }
-            try frame.withUnsafeBufferPointer { try playback.write($0) }
+            try frame.withUnsafeBufferPointer { frame in
+                for start in stride(from: 0, to: frame.count, by: period) {
+                    try playback.write(UnsafeBufferPointer(rebasing: frame[start..<min(frame.count, start + period)]))
+                }
+            }
         }
     }
 

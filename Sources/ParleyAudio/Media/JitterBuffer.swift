@@ -6,9 +6,10 @@ import ParleyProtocol
 /// spikes deterministically. All storage is allocated in `init`; `insert` and `next` never allocate.
 ///
 /// How it schedules: frame `ts` is due at `ts + minTransit + target` (in samples), where `minTransit`
-/// is the smallest `arrival − timestamp` over the last `historyCount` packets (the network's base
-/// delay, which follows clock drift) and `target` is the delay most packets need on top of it (a
-/// high percentile of their extra delay). The target grows at once when packets come later, and
+/// is the smallest `arrival − timestamp` of the packets that came within `baseSpan` (the network's
+/// base delay, which follows clock drift) and `target` is the delay most packets need on top of it:
+/// a high percentile of the last `historyCount` packets' extra delay, each counted from the base
+/// delay of its own time. The target grows at once when packets come later, and
 /// shrinks slowly when the network calms down (`releasePerSecond`). When playout is early it inserts
 /// a concealed frame (expand); when it is more than one and a half frames late, or a whole frame
 /// because the target shrank by a frame since the schedule was set, it skips one frame
@@ -25,8 +26,16 @@ public final class JitterBuffer {
         /// Delay added to the measured jitter: room for redundant copies and FEC to arrive.
         public var minimumDelay: Duration = .zero
         public var maximumDelay: Duration = .milliseconds(400)
-        /// Packets over which the base delay and the jitter percentile are measured.
+        /// Packets over which the jitter percentile is measured. They span pauses (DTX sends
+        /// nothing), so the jitter of the last words is still waited for at the next ones.
         public var historyCount = 128
+        /// The time over which the base delay is the lowest transit. A sender's sample clock
+        /// drifts against ours (about 0.13 % through the bench's PulseAudio null sinks; sound cards
+        /// up to about 0.1 %), so its packets' transit creeps by that much a second: a base over the
+        /// whole history (128 packets spanned 6–11 s of talk in spurts) made the drift across it
+        /// look like jitter, 11–17 ms of target on a clean link, and every frame of a sender with a
+        /// fast clock waited it. 2.5 s is the 128 packets of continuous 20 ms frames.
+        public var baseSpan: Duration = .milliseconds(2500)
         /// The share of packets the target delay should let through in time.
         public var percentile = 0.95
         /// How fast the target shrinks at least when the network calms down (faster when it is far
@@ -151,6 +160,10 @@ public final class JitterBuffer {
 
     // Delay measurement over the last `historyCount` primaries.
     private let transits: UnsafeMutableBufferPointer<Int64>
+    /// When each of `transits` arrived, in samples.
+    private let transitArrivals: UnsafeMutableBufferPointer<Int64>
+    /// Each one's extra delay over the base delay of its time (less what the base rose since).
+    private let extras: UnsafeMutableBufferPointer<Int64>
     private var transitCount = 0
     private var transitIndex = 0
     private var minTransit: Int64 = 0
@@ -185,6 +198,10 @@ public final class JitterBuffer {
         slotBytes.initializeMemory(as: UInt8.self, repeating: 0)
         transits = .allocate(capacity: configuration.historyCount)
         transits.initialize(repeating: 0)
+        transitArrivals = .allocate(capacity: configuration.historyCount)
+        transitArrivals.initialize(repeating: 0)
+        extras = .allocate(capacity: configuration.historyCount)
+        extras.initialize(repeating: 0)
         let tail = max(1, Int((Double(configuration.historyCount) * (1 - configuration.percentile)).rounded(.up)))
         largest = .allocate(capacity: tail)
         largest.initialize(repeating: 0)
@@ -203,6 +220,8 @@ public final class JitterBuffer {
         slotPlayed.deallocate()
         slotBytes.deallocate()
         transits.deallocate()
+        transitArrivals.deallocate()
+        extras.deallocate()
         largest.deallocate()
     }
 
@@ -345,29 +364,46 @@ public final class JitterBuffer {
         if queueDelay.note(transit: transit - Int64(duration), now: now) { queueReachedBackOff = true }
         statistics.queueDelay = queueDelay.value
 
-        transits[transitIndex] = transit
+        let newest = transitIndex
+        transits[newest] = transit
+        transitArrivals[newest] = now
         transitIndex = (transitIndex + 1) % transits.count
         transitCount = min(transitCount + 1, transits.count)
-        updateTarget(now: now)
+        updateTarget(now: now, newest: newest)
     }
+
+    /// Packets the base delay is measured over at least (`Configuration.baseSpan`).
+    static let baseCount = 16
 
     /// The share of the target's excess over the measured need released per second (1/4).
     static let excessReleaseDivisor: Int64 = 4
 
-    private func updateTarget(now: Int64) {
-        var minimum = Int64.max
-        for index in 0..<transitCount { minimum = min(minimum, transits[index]) }
+    private func updateTarget(now: Int64, newest: Int) {
+        // The base: the lowest transit within `baseSpan`, and of the last `baseCount` packets
+        // (after a pause the packets before it: the first one after it may be late itself).
+        let oldest = now - Self.samples(configuration.baseSpan, rate: configuration.sampleRate)
+        var minimum = transits[newest]
+        for index in 0..<transitCount {
+            let age = (newest - index + transits.count) % transits.count  // 0: the newest
+            if age < Self.baseCount || transitArrivals[index] >= oldest { minimum = min(minimum, transits[index]) }
+        }
         // The target is counted from the base delay. When the base moves up (the fastest packets
-        // left the history after a lasting step in the delay, which the target already grew to
-        // wait for), the target gives up as much, so the schedule does not wait a second time.
-        if transitCount > 1, minimum > minTransit { target = max(0, target - (minimum - minTransit)) }
+        // left its span after a lasting step in the delay, which the target already grew to wait
+        // for, or the sender's clock runs slow), the target and the extras measured from it give
+        // up as much, so the schedule does not wait a second time.
+        if transitCount > 1, minimum > minTransit {
+            let rise = minimum - minTransit
+            target = max(0, target - rise)
+            for index in 0..<transitCount { extras[index] = max(0, extras[index] - rise) }
+        }
         minTransit = minimum
+        extras[newest] = transits[newest] - minimum
         // The k-th largest extra delay (k = the share above the percentile), by insertion into a
         // small sorted array: no allocation, O(historyCount × k).
         let k = min(largest.count, max(1, Int((Double(transitCount) * (1 - configuration.percentile)).rounded(.up))))
         var filled = 0
         for index in 0..<transitCount {
-            let extra = transits[index] - minimum
+            let extra = extras[index]
             if filled < k {
                 var position = filled
                 while position > 0 && largest[position - 1] < extra {

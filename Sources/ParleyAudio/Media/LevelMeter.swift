@@ -7,8 +7,9 @@ public struct LevelMeter: Sendable {
     public static let speakingThreshold: Double = -45
 
     public private(set) var level: Double = floor
-    /// dB per frame the level may fall (release); a rise is taken at once (attack).
-    public var releasePerFrame: Double = 1.5
+    /// dB per second the level may fall (release); a rise is taken at once (attack). Per second,
+    /// not per call: the capture side measures a frame (10–40 ms), the playback side a 10 ms period.
+    public static let releasePerSecond: Double = 75
 
     public init() {}
 
@@ -18,13 +19,17 @@ public struct LevelMeter: Sendable {
     @discardableResult
     public mutating func measure(_ samples: UnsafeBufferPointer<Int16>) -> Double {
         let frame = Self.rmsLevel(of: samples)
-        level = Self.smoothed(previous: level, frame: frame, release: releasePerFrame)
+        level = Self.smoothed(previous: level, frame: frame, release: Self.release(over: samples.count))
         return frame
     }
 
-    /// Accounts for a frame of silence (nothing played).
-    public mutating func measureSilence() {
-        level = Self.smoothed(previous: level, frame: Self.floor, release: releasePerFrame)
+    /// Accounts for `samples` samples of silence (nothing played).
+    public mutating func measureSilence(samples: Int) {
+        level = Self.smoothed(previous: level, frame: Self.floor, release: Self.release(over: samples))
+    }
+
+    private static func release(over samples: Int) -> Double {
+        releasePerSecond * Double(samples) / Double(AudioFormat.sampleRate)
     }
 
     /// RMS of a frame in dBFS (a full-scale square wave is 0 dBFS).
