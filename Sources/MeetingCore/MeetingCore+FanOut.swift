@@ -127,10 +127,9 @@ extension MeetingCore {
         fanOut = chosen
         let copiesAfter = copiesPerFrame(route)
         output.append(.setFanOut(route))
-        if var rate = sendRate, copiesBefore != copiesAfter, copiesBefore > 0, copiesAfter > 0 {
-            rate.rescale(by: Double(copiesBefore) / Double(copiesAfter), at: now)
-            sendRate = rate
-            output.append(.setSendRate(rate.limited ? rate.estimate : nil))
+        if sendRate != nil, copiesBefore != copiesAfter, copiesBefore > 0, copiesAfter > 0 {
+            sendRate?.rescale(by: Double(copiesBefore) / Double(copiesAfter), at: now)
+            output.append(.setSendRate(sendRate.flatMap { $0.limited ? $0.estimate : nil }))
         }
         if chosen?.member != previous {
             log(
@@ -268,8 +267,6 @@ extension MeetingCore {
     /// next moment describe the traffic before, so the estimate moves on none of them
     /// (`SendRate.rescale` by 1).
     private mutating func holdEstimate() {
-        guard var rate = sendRate else { return }
-        rate.rescale(by: 1, at: now)
-        sendRate = rate
+        sendRate?.rescale(by: 1, at: now)
     }
 }
