@@ -54,13 +54,24 @@ public enum WAVFile {
                 guard let format else { throw WAVFileError(path, "has its data before its fmt chunk") }
                 // A streaming writer may leave the size unset (0 or 0xFFFFFFFF): take what is there.
                 let end = min(bytes.count, size == 0 ? bytes.count : body + size)
-                let frames = (end - body) / (2 * format.channels)
-                var samples = [Int16](repeating: 0, count: frames)
-                for index in 0..<frames {
-                    let base = body + index * 2 * format.channels
-                    let left = Int32(Int16(bitPattern: UInt16(u16(base))))
-                    let right = format.channels == 2 ? Int32(Int16(bitPattern: UInt16(u16(base + 2)))) : left
-                    samples[index] = Int16((left + right) / 2)
+                let stride = 2 * format.channels
+                let frames = (end - body) / stride
+                // Unaligned loads over the bytes, not an index per byte: a WAV input can be minutes
+                // long, and it is read before the daemon serves its control socket.
+                let samples = [Int16](unsafeUninitializedCapacity: frames) { output, count in
+                    bytes.withUnsafeBytes { raw in
+                        for index in 0..<frames {
+                            let base = body + index * stride
+                            let left = Int16(littleEndian: raw.loadUnaligned(fromByteOffset: base, as: Int16.self))
+                            guard format.channels == 2 else {
+                                output[index] = left
+                                continue
+                            }
+                            let right = Int16(littleEndian: raw.loadUnaligned(fromByteOffset: base + 2, as: Int16.self))
+                            output[index] = Int16((Int32(left) + Int32(right)) / 2)
+                        }
+                    }
+                    count = frames
                 }
                 return (samples, format.rate)
             default:
