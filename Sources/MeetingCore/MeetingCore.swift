@@ -743,11 +743,21 @@ public struct MeetingCore: Sendable {
             warn("audio device failed: \(reason); the meeting goes on without sound")
         case .unavailable(let reason):
             warn("audio unavailable in this meeting: \(reason); peers still connect, but you hear and send nothing")
-        case .paused(let value):
+        case .paused(let value, let noMediaSentOn):
             paused = value
             // Media went to every link just now: the first REPORT in its place is due an
             // interval later.
             nextPausedReports = value ? now + configuration.timing.pausedReportInterval : nil
+            guard value else { return }
+            // §10.1: a silent participant's link is up once the peer reports at all. A peer that
+            // reported before our pause began, on a link we had sent nothing on, counts now: its
+            // next REPORT may be a second away (it talks), and would say the same.
+            for key in peerOrder {
+                guard let link = peers[key]?.link, link.peerReport != nil, noMediaSentOn.contains(link.id) else {
+                    continue
+                }
+                feed(.peerReceivesUs, toPeer: key)
+            }
         }
     }
 

@@ -175,7 +175,9 @@ public enum AudioFact: Sendable, Hashable {
     /// The engine could not start.
     case unavailable(String)
     /// DTX (§9.3) started or ended a pause: while paused, this node sends no media.
-    case paused(Bool)
+    /// `noMediaSentOn`: the links whose sessions have sealed no media yet (§10.1: once the pause
+    /// begins, a peer that has reported on such a link is up).
+    case paused(Bool, noMediaSentOn: Set<LinkID>)
 }
 
 extension MeetingInput {

@@ -27,6 +27,8 @@ enum MeetingMail: Sendable {
     case timer
     /// A peer or the microphone started or stopped counting as speaking.
     case speakersChanged
+    /// DTX started (true) or ended a pause; the driver adds which links have had no media.
+    case pauseChanged(Bool)
     case request(MeetingRequest)
     /// A sound-server device failed; the engine plays on with silence in its place.
     case deviceLost(AudioDirection, String)
@@ -394,6 +396,9 @@ private final class MeetingDriver {
             await handOverHeldLiveness()
             switch item {
             case .input(let input): await feed(input)
+            case .pauseChanged(let paused):
+                let noMediaSent = paths.filter { $0.value.transport.metrics.mediaSent == 0 }.keys
+                await feed(.audio(.paused(paused, noMediaSentOn: Set(noMediaSent))))
             case .agentCreated(let agent):
                 self.agent = agent
                 await feed(.iceAgentReady)
@@ -598,7 +603,7 @@ private final class MeetingDriver {
                 configuration: audio,
                 onEncodedFrame: { payload in fanout.send(payload) },
                 onFailure: { error in mailbox.yield(.input(.audio(.failed("\(error)")))) },
-                onPauseChanged: { paused in mailbox.yield(.input(.audio(.paused(paused)))) },
+                onPauseChanged: { paused in mailbox.yield(.pauseChanged(paused)) },
                 onSpeakersChanged: { mailbox.yield(.speakersChanged) },
                 onDeviceLost: { direction, reason in mailbox.yield(.deviceLost(direction, reason)) })
         } catch {

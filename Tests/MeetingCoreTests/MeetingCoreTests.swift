@@ -36,7 +36,7 @@ struct MeetingCoreTests {
             _ = feed(
                 .rendezvousJoined(RendezvousWelcome(memberID: RendezvousMemberID(1), members: []), reconnected: false))
             _ = feed(.iceAgentReady)
-            if paused { _ = feed(.audio(.paused(true))) }
+            if paused { _ = feed(.audio(.paused(true, noMediaSentOn: []))) }
         }
 
         mutating func feed(_ input: MeetingInput, after seconds: Double = 0) -> [MeetingCommand] {
@@ -225,6 +225,29 @@ struct MeetingCoreTests {
         _ = harness.feed(.session(second, .stillAuthenticated(at: latest, spacing: .milliseconds(250))))
         _ = harness.feed(.tick)
         #expect(harness.core.links.map(\.state) == [.up, .up])
+    }
+
+    /// §10.1: a silent participant's link is up once the peer reports at all. A node that joins
+    /// starts unpaused; a peer that talks REPORTs once a second; if its first REPORT came before
+    /// our DTX pause began, on a link we had sent no media on, the link is up when the pause
+    /// begins, not a second later with the peer's next REPORT (a 16th node's join, measured).
+    @Test(arguments: [true, false])
+    func aReportBeforeOurPauseCountsOnceThePauseBegins(sentNothing: Bool) {
+        var harness = Harness()
+        let id = Self.linkID(in: harness.fromPeer(harness.hello()))!
+        _ = harness.feed(.path(id, .created(PathCredentials(ufrag: "mine", password: "mypassword0123456789ab"))))
+        _ = harness.fromPeer(
+            .iceCredentials(
+                try! ICECredentials(generation: 0, usernameFragment: "abcd", password: "0123456789012345678901")))
+        _ = harness.feed(.path(id, .connected))
+        _ = harness.feed(.session(id, .established))
+        _ = harness.feed(.session(id, .authenticated(via: nil)))
+        _ = harness.feed(
+            .session(id, .report(SessionControl.Report(timestampMs: 1, mediaReceived: 0), rttMs: 10, mediaSent: 0)))
+        #expect(harness.core.links.first?.state == .handshaking, "we are not paused: our media is on its way")
+        _ = harness.feed(.audio(.paused(true, noMediaSentOn: sentNothing ? [id] : [])), after: 0.1)
+        // Media we sent before the pause must be reported received first.
+        #expect(harness.core.links.first?.state == (sentNothing ? .up : .handshaking))
     }
 
     @Test func aLinkComesUpOnceBothWaysWork() {

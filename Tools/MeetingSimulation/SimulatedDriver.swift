@@ -289,7 +289,8 @@ extension MeetingSimulation {
         let paused = node.muted || !node.talking
         guard paused != node.paused, node.phase == .running else { return }
         node.paused = paused
-        feed(id, .audio(.paused(paused)))
+        let noMediaSent = node.paths.filter { $0.value.link.mediaSent == 0 }.keys
+        feed(id, .audio(.paused(paused, noMediaSentOn: Set(noMediaSent))))
     }
 
     private func sendMedia(_ id: NodeID) {
