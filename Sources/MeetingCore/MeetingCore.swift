@@ -370,7 +370,7 @@ public struct MeetingCore: Sendable {
             from: known.map { SignalingRules.KnownPeer(epoch: $0.epoch, hasLink: $0.link != nil) },
             epoch: hello.sessionEpoch, isBroadcast: broadcast, commonVersion: common)
         let readdressed = member != nil && known?.memberID != member
-        if known == nil, !admitNewIdentity(from: member) { return }
+        if known == nil, !admitNewIdentity(key, from: member) { return }
         if let known {
             let renamed = known.name != hello.displayName
             if renamed {
@@ -424,11 +424,13 @@ public struct MeetingCore: Sendable {
         startLink(for: key)
     }
 
-    /// Whether a HELLO from an identity never seen before may add a peer (finding 3). A node has
+    /// Whether a HELLO from an identity not in the meeting may add a peer (finding 3). A node has
     /// one identity, so a second identity on the same rendezvous connection replaces the first
-    /// unless that one proved itself with a session; and fresh identities are rate-limited.
-    mutating func admitNewIdentity(from member: RendezvousMemberID?) -> Bool {
-        guard newIdentities.take(now: nanosecondsSinceStart) else {
+    /// unless that one proved itself with a session; and fresh identities are rate-limited. One
+    /// pinned in this room is not fresh: it proved itself with a session before (only such are
+    /// pinned) and is back, maybe seconds after a meeting of 16 spent the burst.
+    mutating func admitNewIdentity(_ key: [UInt8], from member: RendezvousMemberID?) -> Bool {
+        guard pins.contains(identityKey: key) || newIdentities.take(now: nanosecondsSinceStart) else {
             newIdentitiesRefused += 1
             // Once per burst refused, not once per HELLO: the log must not grow with the flood.
             if newIdentitiesRefused == 1 || newIdentitiesRefused.isMultiple(of: 1000) {

@@ -95,6 +95,30 @@ struct HardeningTests {
                 harness.feed(.rendezvousDelivered(from: RendezvousMemberID(99), payload: later), after: 1.5)) == 1)
     }
 
+    /// Finding 3: a member that connected before (pinned) and comes back is not a fresh identity:
+    /// it is let in when a meeting of 16 has just spent the burst (a 16th node rejoining, measured:
+    /// two of its 15 links never came up). A fresh identity still waits for the rate.
+    @Test func aPinnedIdentityIsLetInWhenTheBurstIsSpent() throws {
+        var pins = IdentityPins()
+        let returning = MeetingCoreTests.identity(9)
+        try pins.pin(displayName: "back", identityKey: returning.publicKey)
+        var harness = Harness(pins: pins)
+        for index in 0..<16 {
+            let stranger = NodeIdentity.generate()
+            let hello = Self.envelope(Self.hello(stranger, name: "x\(index)"), from: stranger, to: harness, sequence: 1)
+            _ = harness.feed(.rendezvousDelivered(from: RendezvousMemberID(UInt32(100 + index)), payload: hello))
+        }
+        let stranger = NodeIdentity.generate()
+        let fresh = Self.envelope(Self.hello(stranger, name: "fresh"), from: stranger, to: harness, sequence: 1)
+        #expect(
+            Self.count("createPath", harness.feed(.rendezvousDelivered(from: RendezvousMemberID(98), payload: fresh)))
+                == 0)
+        let back = Self.envelope(Self.hello(returning, name: "back"), from: returning, to: harness, sequence: 1)
+        #expect(
+            Self.count("createPath", harness.feed(.rendezvousDelivered(from: RendezvousMemberID(99), payload: back)))
+                == 1)
+    }
+
     /// Finding 3: an identity is pinned once its session is established, not for a HELLO.
     @Test func onlyIdentitiesThatConnectArePinned() {
         var harness = Harness()

@@ -57,6 +57,9 @@ public struct IdentityPins: Sendable, Hashable {
         return .new
     }
 
+    /// Whether `identityKey` is pinned under any name.
+    public func contains(identityKey: [UInt8]) -> Bool { pins.contains { $0.identityKey == identityKey } }
+
     /// Pins `displayName` to `identityKey`, replacing what either was pinned to. Call it for new
     /// members, renames, and when the user accepted a changed key; then save the pins.
     public mutating func pin(displayName: String, identityKey: [UInt8]) throws(StateFileError) {
