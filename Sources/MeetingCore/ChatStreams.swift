@@ -1,3 +1,4 @@
+public import ParleyCore
 public import ParleyProtocol
 
 /// The two chat streams between this node and one peer (docs/PROTOCOL.md §14.1): ours to it
@@ -31,7 +32,7 @@ public struct ChatStreams: Sendable {
     /// How many pieces at the head of `queue` were sent at least once.
     public private(set) var inFlight = 0
     /// When the pieces in flight are sent again, if nothing acknowledges them first.
-    public private(set) var retransmitAt: ContinuousClock.Instant?
+    public private(set) var retransmitAt: Instant?
     private var timeouts = 0
 
     // Receiving
@@ -71,7 +72,7 @@ public struct ChatStreams: Sendable {
 
     /// Pieces that may go out now for the first time (within the window); starts the
     /// retransmission timer if it is not running.
-    public mutating func transmit(now: ContinuousClock.Instant, rttMs: Double?) -> [SessionControl.Chat] {
+    public mutating func transmit(now: Instant, rttMs: Double?) -> [SessionControl.Chat] {
         let end = min(queue.count, Self.sendWindow)
         guard inFlight < end else { return [] }
         let fresh = queue[inFlight..<end].map { stamped($0) }
@@ -81,7 +82,7 @@ public struct ChatStreams: Sendable {
     }
 
     /// The retransmission timer fired: every piece in flight again, and the next wait doubles.
-    public mutating func retransmit(now: ContinuousClock.Instant, rttMs: Double?) -> [SessionControl.Chat] {
+    public mutating func retransmit(now: Instant, rttMs: Double?) -> [SessionControl.Chat] {
         guard inFlight > 0 else {
             retransmitAt = nil
             return []
@@ -92,7 +93,7 @@ public struct ChatStreams: Sendable {
     }
 
     /// The session with the peer works again (new keys): what was in flight goes out at once.
-    public mutating func resume(now: ContinuousClock.Instant) {
+    public mutating func resume(now: Instant) {
         guard inFlight > 0 else { return }
         timeouts = 0
         retransmitAt = now
@@ -101,7 +102,7 @@ public struct ChatStreams: Sendable {
     /// CHAT_ACK: everything up to `cumulative` arrived. Returns whether it acknowledged anything
     /// new (then more pieces may go out).
     @discardableResult
-    public mutating func acknowledged(_ cumulative: UInt32, now: ContinuousClock.Instant, rttMs: Double?) -> Bool {
+    public mutating func acknowledged(_ cumulative: UInt32, now: Instant, rttMs: Double?) -> Bool {
         // Only sequences we sent count: an acknowledgement of the future is a confused peer.
         let done = queue[..<inFlight].prefix { $0.sequence <= cumulative }.count
         guard done > 0 else { return false }
@@ -177,14 +178,14 @@ public struct ChatStreams: Sendable {
 /// One line of the meeting's chat as this node saw it (`parley chat`, `status`).
 public struct ChatEntry: Sendable, Hashable {
     /// When it arrived (or was sent, for our own), on the core's clock.
-    public var at: ContinuousClock.Instant
+    public var at: Instant
     /// The short id and the name of the sender, from its authenticated session (never from the
     /// message).
     public var fromID: String
     public var name: String
     public var text: String
 
-    public init(at: ContinuousClock.Instant, fromID: String, name: String, text: String) {
+    public init(at: Instant, fromID: String, name: String, text: String) {
         self.at = at
         self.fromID = fromID
         self.name = name

@@ -1,4 +1,4 @@
-import ParleyCore
+public import ParleyCore
 
 /// What one link's receive side measured, interval by interval: the loss figure REPORTs carry
 /// (docs/PROTOCOL.md §10.1) and what `parley status` shows (loss over the last five intervals,
@@ -30,11 +30,11 @@ public struct LinkMeter: Sendable {
     public private(set) var lossPermille: UInt16 = 0
     /// Counts at the end of each of the last six intervals (the newest starts the current one;
     /// the oldest starts the five-interval window status shows), and when the last two ended.
-    private var history: [(at: ContinuousClock.Instant, counts: Counts)] = []
+    private var history: [(at: Instant, counts: Counts)] = []
 
     public init() {}
 
-    public mutating func closeInterval(_ counts: Counts, at now: ContinuousClock.Instant) {
+    public mutating func closeInterval(_ counts: Counts, at now: Instant) {
         let baseline = history.last?.counts ?? .zero
         if counts.expected > baseline.expected {
             lossPermille = UInt16((Self.loss(from: baseline, to: counts) * 1000).rounded())
@@ -50,7 +50,7 @@ public struct LinkMeter: Sendable {
         public var txKbps = 0.0
     }
 
-    public func measurements(_ counts: Counts, at now: ContinuousClock.Instant) -> Measurements {
+    public func measurements(_ counts: Counts, at now: Instant) -> Measurements {
         var result = Measurements()
         // Rates since the older of the last two interval ends: about the last second or two.
         if let first = history.dropLast().last ?? history.last, first.at < now {

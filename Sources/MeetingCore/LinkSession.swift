@@ -1,3 +1,4 @@
+public import ParleyCore
 public import ParleyProtocol
 
 /// One link's encrypted session as the meeting uses it: the `PeerSession` (docs/PROTOCOL.md
@@ -21,12 +22,12 @@ public struct LinkSession: Sendable {
     /// A REPORT that repeats the last one said is said again only this long after it.
     private let reportInterval: Duration
     /// The latest REPORT said as a fact (its times zeroed: what it says, not when), and when.
-    private var reportSaid: (report: SessionControl.Report, at: ContinuousClock.Instant)?
+    private var reportSaid: (report: SessionControl.Report, at: Instant)?
     /// Silence after which a packet is news (said at once): two fact intervals. Kept, not
     /// multiplied per packet: `Duration * Int` is generic over the integer and costs more than
     /// the rest of the check (measured: 0.7 % of a node's CPU in an 8-node meeting).
     private let quietSpell: Duration
-    private var authenticatedReportedAt: ContinuousClock.Instant?
+    private var authenticatedReportedAt: Instant?
     private var authenticatedVia: [UInt8]?
     /// Opens the peer's frames that other members pass on (§15.2); the caller keeps it when the
     /// link ends, for a later link with the same run of the peer.
@@ -34,7 +35,7 @@ public struct LinkSession: Sendable {
     /// The peer's passed-on frames whose signature did not verify.
     public private(set) var fanOutFailures = 0
     /// When `.mediaPassedOn` was last said.
-    private var fanOutSaidAt: ContinuousClock.Instant?
+    private var fanOutSaidAt: Instant?
     /// The sequence numbers of the peer's latest media payloads.
     private var recentFrames = RecentSequences()
 
@@ -77,22 +78,22 @@ public struct LinkSession: Sendable {
 
     /// The path is (again) up. `rehandshake`: drop the keys first, so the pair's lead starts a
     /// fresh handshake over the new path (after an ICE restart, §6.6 step 5).
-    public mutating func start(now: ContinuousClock.Instant, rehandshake: Bool) -> Output {
+    public mutating func start(now: Instant, rehandshake: Bool) -> Output {
         if rehandshake { session.close() }
         return Self.output(of: session.start(now: now))
     }
 
     /// When `tick` next has work (handshake retries, rekeying, keepalives, expiry).
-    public var nextDeadline: ContinuousClock.Instant? { session.nextDeadline }
+    public var nextDeadline: Instant? { session.nextDeadline }
 
-    public mutating func tick(now: ContinuousClock.Instant) -> Output {
+    public mutating func tick(now: Instant) -> Output {
         Self.output(of: session.tick(now: now))
     }
 
     /// Handles one datagram from the peer. A transport packet is decrypted in place. `via`: the
     /// identity key of the member that relayed it (§13), nil when it came over the direct path.
     public mutating func receive(
-        _ datagram: consuming [UInt8], now: ContinuousClock.Instant, nowMs: UInt32, via: [UInt8]? = nil
+        _ datagram: consuming [UInt8], now: Instant, nowMs: UInt32, via: [UInt8]? = nil
     ) -> Output {
         let isTransport = datagram.first == PacketType.transportData.rawValue
         let failuresBefore = session.statistics.authenticationFailures
@@ -154,7 +155,7 @@ public struct LinkSession: Sendable {
     /// A signed frame of the peer that another member passed on (§15.2): its media, if the peer
     /// signed it for this room and this run of it and it is new, counted as media on this link
     /// (REPORTs). It says nothing of this link's own path, so it is no sign of life for it.
-    public mutating func receiveFanned(_ frame: ArraySlice<UInt8>, now: ContinuousClock.Instant) -> Output {
+    public mutating func receiveFanned(_ frame: ArraySlice<UInt8>, now: Instant) -> Output {
         var output = Output()
         guard session.protocolVersion >= 4, session.isEstablished else { return output }
         switch fanOutVerifier.open(frame) {
@@ -191,7 +192,7 @@ public struct LinkSession: Sendable {
     /// said (for the round trip it measured); and every one while we have sent the peer no media,
     /// because then the meeting counts the link up as soon as the peer reports at all if our own
     /// DTX pause holds our media back (§10.1), and only the meeting knows of that pause.
-    private mutating func saysSomething(_ report: SessionControl.Report, now: ContinuousClock.Instant) -> Bool {
+    private mutating func saysSomething(_ report: SessionControl.Report, now: Instant) -> Bool {
         var content = report
         content.timestampMs = 0
         content.echoTimestampMs = 0
@@ -208,7 +209,7 @@ public struct LinkSession: Sendable {
     /// same route `.stillAuthenticated` at most every `authenticatedFactInterval`, and nothing for
     /// a REPORT (the REPORT's own fact says as much, and in a DTX pause REPORTs are all there is:
     /// one fact, not two, for each).
-    private mutating func noteAuthenticated(now: ContinuousClock.Instant, via: [UInt8]?, into output: inout Output) {
+    private mutating func noteAuthenticated(now: Instant, via: [UInt8]?, into output: inout Output) {
         let reported = output.facts.contains { if case .report = $0 { true } else { false } }
         guard let last = authenticatedReportedAt, via == authenticatedVia, now - last <= quietSpell
         else {
@@ -227,7 +228,7 @@ public struct LinkSession: Sendable {
 
     /// Encrypts a payload into `packet` (its storage is reused); false when there are no keys.
     public mutating func seal(
-        _ type: InnerPacketType, body: UnsafeRawBufferPointer, now: ContinuousClock.Instant, into packet: inout [UInt8]
+        _ type: InnerPacketType, body: UnsafeRawBufferPointer, now: Instant, into packet: inout [UInt8]
     ) -> Bool {
         guard session.seal(type, body: body, now: now, into: &packet) else { return false }
         if type == .media || type == .fanOut { mediaSent += 1 }
@@ -235,13 +236,13 @@ public struct LinkSession: Sendable {
     }
 
     public mutating func seal(
-        _ type: InnerPacketType, body: [UInt8], now: ContinuousClock.Instant, into packet: inout [UInt8]
+        _ type: InnerPacketType, body: [UInt8], now: Instant, into packet: inout [UInt8]
     ) -> Bool {
         body.withUnsafeBytes { seal(type, body: $0, now: now, into: &packet) }
     }
 
     /// Seals a relay packet (§13.2) for the peer into `packet`; false when there are no keys.
-    public mutating func seal(_ relay: RelayPacket, now: ContinuousClock.Instant, into packet: inout [UInt8]) -> Bool {
+    public mutating func seal(_ relay: RelayPacket, now: Instant, into packet: inout [UInt8]) -> Bool {
         seal(.relay, body: relay.encoded(), now: now, into: &packet)
     }
 

@@ -1,4 +1,5 @@
 import ControlAPI
+public import ParleyCore
 import ParleyProtocol
 
 /// Chat (docs/PROTOCOL.md §14.1): messages to every member over the pairwise sessions, reliable
@@ -8,7 +9,7 @@ import ParleyProtocol
 extension MeetingCore {
     /// Sends `text` to every member in the meeting (`parley say`), or says why not.
     public mutating func say(
-        _ text: String, at now: ContinuousClock.Instant
+        _ text: String, at now: Instant
     ) -> (outcome: Result<ChatDelivery, ChatRefusal>, commands: [MeetingCommand]) {
         var outcome = Result<ChatDelivery, ChatRefusal>.failure(.notInMeeting)
         let commands = step(at: now, changesMesh: false) { core in outcome = core.sendChat(text) }
@@ -75,8 +76,8 @@ extension MeetingCore {
     }
 
     /// When a retransmission is due on a link that can carry it.
-    var chatDeadline: ContinuousClock.Instant? {
-        var earliest: ContinuousClock.Instant?
+    var chatDeadline: Instant? {
+        var earliest: Instant?
         for (key, streams) in chatStreams where streams.inFlight > 0 {
             guard chatCanSend(to: key) != nil, peers[key]?.epoch == streams.epoch else { continue }
             earliest = Self.earlier(earliest, streams.retransmitAt)

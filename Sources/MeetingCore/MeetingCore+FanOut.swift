@@ -50,25 +50,25 @@ struct FanOutProbe: Sendable {
 
     /// The wait before the next probe, and that probe's earliest start.
     var wait = firstAfter
-    var next: ContinuousClock.Instant?
+    var next: Instant?
     /// The probe under way, and the peers whose REPORTs said it ran clean.
-    var startedAt: ContinuousClock.Instant?
+    var startedAt: Instant?
     var clean: Set<[UInt8]> = []
 
     /// The covered links that get their own copy at `now`: one more each `step` from the start.
-    func probing(_ covered: Set<LinkID>, at now: ContinuousClock.Instant) -> Set<LinkID> {
+    func probing(_ covered: Set<LinkID>, at now: Instant) -> Set<LinkID> {
         guard let startedAt else { return [] }
         let steps = Int((now - startedAt) / Self.step) + 1
         return Set(covered.sorted().prefix(steps))
     }
 
     /// When the whole traffic of a probe of `covered` is on.
-    func fullAt(_ covered: Set<LinkID>) -> ContinuousClock.Instant? {
+    func fullAt(_ covered: Set<LinkID>) -> Instant? {
         startedAt.map { $0 + Self.step * max(0, covered.count - 1) }
     }
 
     /// The next moment the probe changes: a step, or its end.
-    func nextMoment(_ covered: Set<LinkID>, at now: ContinuousClock.Instant) -> ContinuousClock.Instant? {
+    func nextMoment(_ covered: Set<LinkID>, at now: Instant) -> Instant? {
         guard let startedAt, let full = fullAt(covered) else { return next }
         if now >= full { return full + Self.settleLength }
         return startedAt + Self.step * (Int((now - startedAt) / Self.step) + 1)

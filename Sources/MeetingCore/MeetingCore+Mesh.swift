@@ -171,7 +171,7 @@ extension MeetingCore {
     /// An authenticated packet arrived directly or through a member: the peer's choice of route
     /// is a fact about the path, so follow it when ours does not work (the peer hears nothing of
     /// ours either), and come back to the direct path when packets come over it again.
-    mutating func noteAuthenticated(from key: [UInt8], via: [UInt8]?, at: ContinuousClock.Instant? = nil) {
+    mutating func noteAuthenticated(from key: [UInt8], via: [UInt8]?, at: Instant? = nil) {
         guard let link = peers[key]?.link else { return }
         let at = at ?? now
         if let via {

@@ -1,5 +1,5 @@
 import ControlAPI
-import ParleyCore
+public import ParleyCore
 public import ParleyProtocol
 import RendezvousWire
 
@@ -42,7 +42,7 @@ public struct MeetingCore: Sendable {
     /// DTX holds our media back (silent or muted): no media flows from us right now.
     var paused = false
     /// While `paused`: when REPORTs next go to every link together (§10.1, at least every 250 ms).
-    var nextPausedReports: ContinuousClock.Instant?
+    var nextPausedReports: Instant?
     var encoderLoss: Double?
     /// The send-side bandwidth estimate (nil: `--fixed-rate`).
     public internal(set) var sendRate: SendRate?
@@ -54,19 +54,19 @@ public struct MeetingCore: Sendable {
     var fanOutStale = false
     /// When at least half of the links (two or more) last said together that our media queues:
     /// our uplink, not one peer's downlink, is full.
-    var uplinkCongestedAt: ContinuousClock.Instant?
+    var uplinkCongestedAt: Instant?
     /// The security code's commit/reveal agreement (§11.1), and when its view is next taken
     /// (the member set is left to settle a moment after a change, so a join of many at once is
     /// one round, not one per link).
     var codeAgreement: SecurityCodeAgreement
-    var codeViewDue: ContinuousClock.Instant?
+    var codeViewDue: Instant?
     var publishedCode: SecurityCode?
     var random: SeededGenerator
     /// HELLOs from identities never seen before that may still start a link (finding 3).
     var newIdentities: TokenBucket
     var newIdentitiesRefused = 0
     /// The time of the first input: the origin of the token bucket's clock.
-    let origin: ContinuousClock.Instant
+    let origin: Instant
     /// What this node last told the data path it relays, and the members LINKS last listed.
     var relayPolicy: RelayPolicy?
     var linksSent: [[UInt8]] = []
@@ -76,7 +76,7 @@ public struct MeetingCore: Sendable {
     var chatLog: [ChatEntry] = []
     var chatRate: TokenBucket
     /// The time of the latest input.
-    var now: ContinuousClock.Instant
+    var now: Instant
     /// Commands of the input being handled.
     var output: [MeetingCommand] = []
 
@@ -88,7 +88,7 @@ public struct MeetingCore: Sendable {
     ///   - pins: the room's identity pins as loaded from the state directory (§11.2).
     ///   - muted: whether the node starts muted.
     public init(
-        configuration: MeetingConfiguration, pins: IdentityPins, muted: Bool, now: ContinuousClock.Instant
+        configuration: MeetingConfiguration, pins: IdentityPins, muted: Bool, now: Instant
     ) {
         self.configuration = configuration
         self.pins = pins
@@ -110,7 +110,7 @@ public struct MeetingCore: Sendable {
 
     /// Handles one input at `now` (never earlier than the previous input's time) and returns
     /// what to do, in order.
-    public mutating func handle(_ input: MeetingInput, at now: ContinuousClock.Instant) -> [MeetingCommand] {
+    public mutating func handle(_ input: MeetingInput, at now: Instant) -> [MeetingCommand] {
         step(at: now, changesMesh: !input.isPacketFact, runsTimers: !input.isHeldLiveness) { $0.dispatch(input) }
     }
 
@@ -119,7 +119,7 @@ public struct MeetingCore: Sendable {
     /// (`.stillAuthenticated`): a driver hands the links' held facts over one by one just before
     /// another input, and a link's silence must not be judged while its own fact is still to come.
     mutating func step(
-        at now: ContinuousClock.Instant, changesMesh: Bool, runsTimers: Bool = true,
+        at now: Instant, changesMesh: Bool, runsTimers: Bool = true,
         _ body: (inout MeetingCore) -> Void
     ) -> [MeetingCommand] {
         guard !ended else { return [] }
@@ -185,11 +185,11 @@ public struct MeetingCore: Sendable {
     }
 
     /// When the core next needs a `.tick`, if nothing else happens first (as of the last input).
-    public private(set) var nextDeadline: ContinuousClock.Instant?
+    public private(set) var nextDeadline: Instant?
 
     /// `nextDeadline`, worked out once per input: the driver, the simulator and the resume
     /// check all read it.
-    var earliestDeadline: ContinuousClock.Instant? {
+    var earliestDeadline: Instant? {
         var earliest = codeViewDue
         for peer in peers.values {
             guard let link = peer.link else { continue }
@@ -225,8 +225,8 @@ public struct MeetingCore: Sendable {
     }
 
     static func earlier(
-        _ a: ContinuousClock.Instant?, _ b: ContinuousClock.Instant?
-    ) -> ContinuousClock.Instant? {
+        _ a: Instant?, _ b: Instant?
+    ) -> Instant? {
         guard let a else { return b }
         guard let b else { return a }
         return min(a, b)
@@ -765,7 +765,7 @@ public struct MeetingCore: Sendable {
 
     /// Gives the peer's link state machine one fact and obeys what it returns.
     /// `at`: when the event happened, if before now (a packet whose fact was held).
-    mutating func feed(_ event: PeerLink.Event, toPeer key: [UInt8], at: ContinuousClock.Instant? = nil) {
+    mutating func feed(_ event: PeerLink.Event, toPeer key: [UInt8], at: Instant? = nil) {
         guard let link = peers[key]?.link else { return }
         let before = link.machine.state
         guard let actions = peers[key]?.link?.machine.handle(event, at: at ?? now) else { return }

@@ -1,3 +1,4 @@
+public import ParleyCore
 public import ParleyProtocol
 public import RendezvousWire
 
@@ -133,7 +134,7 @@ public enum SessionFact: Sendable, Hashable {
     /// long as it hands it over before any other input (the timer's above all), so that liveness
     /// is judged on it; the core runs no timers for it, so that no link's silence is judged before
     /// every held fact is in. With media flowing, packets then wake the meeting only for what they say.
-    case stillAuthenticated(at: ContinuousClock.Instant, spacing: Duration)
+    case stillAuthenticated(at: Instant, spacing: Duration)
     /// A REPORT (§10.1) arrived; `rttMs` is the smoothed round-trip time it let us measure.
     /// `mediaSent` is how many media payloads we have sealed for this peer so far. It counts as
     /// an authenticated packet over the route of the latest `.authenticated` (which comes first

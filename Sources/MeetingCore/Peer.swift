@@ -1,3 +1,4 @@
+import ParleyCore
 import ParleyProtocol
 import RendezvousWire
 
@@ -16,7 +17,7 @@ struct Peer: Sendable {
     /// The peer's latest LINKS (§13.1): whom it reaches directly, and whether it relays.
     var links: SessionControl.Links?
     /// When it last said it will not pass our frames on (§15.3).
-    var fanOutRefusedAt: ContinuousClock.Instant?
+    var fanOutRefusedAt: Instant?
     /// Whether a session with it was ever established: it holds the private key of its identity
     /// (Noise IK proved it). Only verified peers are pinned (§11.2); an unverified one gives way to
     /// the next identity its rendezvous connection presents.
@@ -54,36 +55,36 @@ struct Link: Sendable {
     /// The member this link's datagrams go through (§13), nil when they go over ICE.
     var relay: [UInt8]?
     /// When the link started going through its current relay.
-    var relayedSince: ContinuousClock.Instant?
+    var relayedSince: Instant?
     /// While relayed: when the lead next tries the direct path, and how many tries failed.
-    var nextProbe: ContinuousClock.Instant?
+    var nextProbe: Instant?
     var probes = 0
     /// Members that refused to relay toward this peer: when, and why (nil: it was given up on
     /// because it carried nothing).
-    var refusedBy: [[UInt8]: (at: ContinuousClock.Instant, reason: SessionControl.RelayRefusal?)] = [:]
+    var refusedBy: [[UInt8]: (at: Instant, reason: SessionControl.RelayRefusal?)] = [:]
     /// The route of the latest authenticated packet: the member it came through, nil: direct.
     var authenticatedVia: [UInt8]?
     /// When packets last came over the direct path and through a member.
-    var lastDirectPacket: ContinuousClock.Instant?
-    var lastRelayedPacket: ContinuousClock.Instant?
+    var lastDirectPacket: Instant?
+    var lastRelayedPacket: Instant?
     /// When the link was started (for `relayAfter`).
-    let startedAt: ContinuousClock.Instant
+    let startedAt: Instant
     /// Whether the session has keys (facts `.established` / `.keysLost`).
     var established = false
     var peerReport: SessionControl.Report?
     /// When LINKS (§13.1) last went on this link.
-    var linksSentAt: ContinuousClock.Instant?
+    var linksSentAt: Instant?
     /// When the path changed (another ICE pair, through a member or back): its transit changed too.
-    var routeChangedAt: ContinuousClock.Instant?
+    var routeChangedAt: Instant?
     /// Whether the peer records the meeting (§14.2: its latest RECORDING or REPORT flag on this
     /// link; version 3 only). A new link starts from false until the peer says otherwise.
     var peerRecording = false
     var rttMs: Double?
-    var nextReport: ContinuousClock.Instant
+    var nextReport: Instant
     /// When a REPORT last went early because the peer's media started to queue (`.queueRising`).
-    var queueReportedAt: ContinuousClock.Instant?
+    var queueReportedAt: Instant?
 
-    init(id: LinkID, machine: PeerLink, now: ContinuousClock.Instant) {
+    init(id: LinkID, machine: PeerLink, now: Instant) {
         self.id = id
         self.machine = machine
         startedAt = now

@@ -1,4 +1,5 @@
 public import ControlAPI
+public import ParleyCore
 
 /// The life of one peer link in the mesh, as a plain state machine: the node feeds it facts
 /// (signaling arrived, a path works or failed, handshake done, packets seen, time passing) and
@@ -106,16 +107,16 @@ public struct PeerLink: Sendable {
     /// Whether the link has ever been up.
     public private(set) var wasUp = false
 
-    private var enteredState: ContinuousClock.Instant
-    private var lastPacket: ContinuousClock.Instant?
+    private var enteredState: Instant
+    private var lastPacket: Instant?
     private var packetGap: Duration?
     /// When the peer's media last came through a member (§15.2).
-    private var mediaElsewhereAt: ContinuousClock.Instant?
-    private var lastRestart: ContinuousClock.Instant?
+    private var mediaElsewhereAt: Instant?
+    private var lastRestart: Instant?
     /// Restarts since the link last worked (for the back-off).
     private var restartsWithoutSuccess = 0
     /// When the link stopped working (lost, or started and not yet up).
-    private var troubleStart: ContinuousClock.Instant
+    private var troubleStart: Instant
     private var hasSession = false
     private var peerHears = false
     private var weHear = false
@@ -125,7 +126,7 @@ public struct PeerLink: Sendable {
     /// over it (§6.6 step 5) even if the link recovered over the old path meanwhile.
     private var restartPending = false
 
-    public init(isInitiator: Bool, now: ContinuousClock.Instant, timing: Timing = Timing()) {
+    public init(isInitiator: Bool, now: Instant, timing: Timing = Timing()) {
         self.isInitiator = isInitiator
         self.timing = timing
         enteredState = now
@@ -133,7 +134,7 @@ public struct PeerLink: Sendable {
     }
 
     /// When the link stopped working (lost, or started and not yet up); nil while up.
-    public var troubleSince: ContinuousClock.Instant? { state == .up ? nil : troubleStart }
+    public var troubleSince: Instant? { state == .up ? nil : troubleStart }
 
     /// The silence after which this link counts as lost: shorter when packets came densely —
     /// unless the peer's media lately came through a member (§15.2), when only its REPORTs come
@@ -145,7 +146,7 @@ public struct PeerLink: Sendable {
     }
 
     /// Feeds one fact; returns what the node must do now.
-    public mutating func handle(_ event: Event, at now: ContinuousClock.Instant) -> [Action] {
+    public mutating func handle(_ event: Event, at now: Instant) -> [Action] {
         guard state != .gone else { return [] }
         switch event {
         case .left:
@@ -232,8 +233,8 @@ public struct PeerLink: Sendable {
     }
 
     /// When `handle(.tick, at:)` next has something to do, if no other fact comes first.
-    public var nextDeadline: ContinuousClock.Instant? {
-        var deadlines: [ContinuousClock.Instant] = []
+    public var nextDeadline: Instant? {
+        var deadlines: [Instant] = []
         if let lastPacket { deadlines.append(lastPacket + timing.silentGoneAfter) }
         switch state {
         case .up:
@@ -252,7 +253,7 @@ public struct PeerLink: Sendable {
         return deadlines.min()
     }
 
-    private var nextRestart: ContinuousClock.Instant {
+    private var nextRestart: Instant {
         guard let lastRestart else { return enteredState }
         var interval = timing.restartInterval
         for _ in 1..<max(1, restartsWithoutSuccess) where interval < timing.maximumRestartInterval {
@@ -268,7 +269,7 @@ public struct PeerLink: Sendable {
     }
 
     /// A packet came from the peer at `now`.
-    private mutating func heard(at now: ContinuousClock.Instant) -> [Action] {
+    private mutating func heard(at now: Instant) -> [Action] {
         weHear = true
         if state == .lost || state == .restarting || state == .failed, hasSession, peerHears {
             return enter(.up, at: now)
@@ -276,14 +277,14 @@ public struct PeerLink: Sendable {
         return promoteIfFlowing(at: now)
     }
 
-    private mutating func promoteIfFlowing(at now: ContinuousClock.Instant) -> [Action] {
+    private mutating func promoteIfFlowing(at now: Instant) -> [Action] {
         guard state == .handshaking, hasSession, weHear, peerHears else { return [] }
         return enter(.up, at: now)
     }
 
-    private func timeSinceTrouble(_ now: ContinuousClock.Instant) -> Duration { now - troubleStart }
+    private func timeSinceTrouble(_ now: Instant) -> Duration { now - troubleStart }
 
-    private mutating func tick(at now: ContinuousClock.Instant) -> [Action] {
+    private mutating func tick(at now: Instant) -> [Action] {
         if let lastPacket, now - lastPacket >= timing.silentGoneAfter, state != .up {
             return enter(.gone, at: now, reason: "silent for \(timing.silentGoneAfter)")
         }
@@ -318,7 +319,7 @@ public struct PeerLink: Sendable {
     }
 
     /// No path works: say so and keep trying (the lead restarts on the back-off schedule).
-    private mutating func fail(at now: ContinuousClock.Instant, reason: String) -> [Action] {
+    private mutating func fail(at now: Instant, reason: String) -> [Action] {
         if leftRoom { return enter(.gone, at: now, reason: "left the meeting (connection closed)") }
         let actions = enter(.failed, at: now, reason: reason)
         guard isInitiator, now >= nextRestart else { return actions }
@@ -328,7 +329,7 @@ public struct PeerLink: Sendable {
     /// Only the lead restarts ICE on its own (the other side follows its request), so two
     /// restarts rarely cross; a link that keeps failing is retried less and less often. The
     /// other side restarts once per trouble if the lead does not (`followerRestartAfter`).
-    private mutating func restart(at now: ContinuousClock.Instant, evenIfFollower: Bool = false) -> [Action] {
+    private mutating func restart(at now: Instant, evenIfFollower: Bool = false) -> [Action] {
         if leftRoom { return enter(.gone, at: now, reason: "left the meeting (connection closed)") }
         let actions = state == .failed ? [] : enter(.restarting, at: now, reason: reason)
         guard isInitiator || evenIfFollower else { return actions }
@@ -338,7 +339,7 @@ public struct PeerLink: Sendable {
         return actions + [.restartICE]
     }
 
-    private mutating func enter(_ next: State, at now: ContinuousClock.Instant, reason: String? = nil) -> [Action] {
+    private mutating func enter(_ next: State, at now: Instant, reason: String? = nil) -> [Action] {
         guard next != state else {
             if let reason, next != .up { self.reason = reason }
             return []

@@ -1,4 +1,4 @@
-import ParleyCore
+public import ParleyCore
 public import ParleyProtocol
 
 /// What this node carries for others (docs/PROTOCOL.md §13.3).
@@ -26,20 +26,20 @@ public struct RelayPolicy: Sendable, Hashable {
 public struct RelayTable: Sendable {
     public var policy: RelayPolicy
     /// Pairs (lower key first) and when each last carried a packet.
-    private var pairs: [[[UInt8]]: ContinuousClock.Instant] = [:]
+    private var pairs: [[[UInt8]]: Instant] = [:]
     /// When each asker was last told about each destination (source first): both ends of a
     /// pair ask at once, and each must hear its own refusal or it waits out a relay trial.
-    private var refusalsSent: [[[UInt8]]: ContinuousClock.Instant] = [:]
+    private var refusalsSent: [[[UInt8]]: Instant] = [:]
     private var envelopeBudget: [[UInt8]: TokenBucket] = [:]
     /// The senders whose frames this node fans out (§15.3): when each last sent one, and its
     /// budget of frames.
-    private var fanOutSenders: [[UInt8]: (last: ContinuousClock.Instant, budget: TokenBucket)] = [:]
+    private var fanOutSenders: [[UInt8]: (last: Instant, budget: TokenBucket)] = [:]
     /// When each sender was last told that its frames are not passed on.
-    private var fanOutRefusalsSent: [[UInt8]: ContinuousClock.Instant] = [:]
+    private var fanOutRefusalsSent: [[UInt8]: Instant] = [:]
     /// The signed frames each member may make us check (an Ed25519 verification each).
     private var fanDeliveryBudget: [[UInt8]: TokenBucket] = [:]
     /// The time the budgets count from (their clock is nanoseconds since).
-    private var origin: ContinuousClock.Instant?
+    private var origin: Instant?
 
     /// A pair that carried nothing for this long no longer counts against the limit.
     public static let pairIdle: Duration = .seconds(10)
@@ -62,7 +62,7 @@ public struct RelayTable: Sendable {
     /// Whether to check a FAN_DELIVER that `carrier` passed on (before its signature is verified).
     /// (Any member with a session may carry: one whose link is up in its view may not be up in
     /// ours yet, for a round trip. Carriers are peers with sessions, so the budgets stay few.)
-    public mutating func acceptFanDelivery(from carrier: [UInt8], at now: ContinuousClock.Instant) -> Bool {
+    public mutating func acceptFanDelivery(from carrier: [UInt8], at now: Instant) -> Bool {
         let clock = nanoseconds(at: now)
         return Self.take(
             from: &fanDeliveryBudget, carrier, rate: Self.fanDeliveriesPerSecond, burst: Self.fanDeliveryBurst,
@@ -79,7 +79,7 @@ public struct RelayTable: Sendable {
     }
 
     /// `now` on the budgets' clock.
-    private mutating func nanoseconds(at now: ContinuousClock.Instant) -> UInt64 {
+    private mutating func nanoseconds(at now: Instant) -> UInt64 {
         let origin = origin ?? now
         self.origin = origin
         return (now - origin).nanoseconds
@@ -96,7 +96,7 @@ public struct RelayTable: Sendable {
     /// A sender has a place once a frame of it was passed on, until it sends none for `pairIdle`;
     /// frames over its rate are not passed on, and not refused either (a capture thread catching
     /// up after a stall must not cost the sender its fan-out).
-    public mutating func decideFanOut(from source: [UInt8], at now: ContinuousClock.Instant) -> FanOutDecision {
+    public mutating func decideFanOut(from source: [UInt8], at now: Instant) -> FanOutDecision {
         let refusal: SessionControl.RelayRefusal?
         let active = fanOutSenders[source].map { now - $0.last < Self.pairIdle } ?? false
         if policy.maximumPairs == 0 {
@@ -142,7 +142,7 @@ public struct RelayTable: Sendable {
 
     /// Whether to carry a datagram from `source` to `destination` now.
     public mutating func decide(
-        from source: [UInt8], to destination: [UInt8], at now: ContinuousClock.Instant
+        from source: [UInt8], to destination: [UInt8], at now: Instant
     )
         -> Decision
     {
@@ -171,7 +171,7 @@ public struct RelayTable: Sendable {
     }
 
     /// Whether to pass on an envelope `source` asked this node to forward over the mesh.
-    public mutating func acceptEnvelope(from source: [UInt8], at now: ContinuousClock.Instant) -> Bool {
+    public mutating func acceptEnvelope(from source: [UInt8], at now: Instant) -> Bool {
         guard policy.linked.contains(source) else { return false }
         let clock = nanoseconds(at: now)
         return Self.take(
@@ -179,7 +179,7 @@ public struct RelayTable: Sendable {
     }
 
     /// The pairs carried within `pairIdle`, each as (lower key, higher key), sorted.
-    public func activePairs(at now: ContinuousClock.Instant) -> [[[UInt8]]] {
+    public func activePairs(at now: Instant) -> [[[UInt8]]] {
         pairs.filter { now - $0.value < Self.pairIdle }.map(\.key).sorted { $0[0].lexicographicallyPrecedes($1[0]) }
     }
 

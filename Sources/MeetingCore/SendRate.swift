@@ -1,4 +1,4 @@
-import ParleyCore
+public import ParleyCore
 import ParleyProtocol
 
 /// The send-side bandwidth estimate: how many bits per second the path to each peer takes, from
@@ -55,19 +55,19 @@ public struct SendRate: Sendable {
     public static let nearBelow = 0.90
     public static let nearAbove = 1.5
 
-    private var lastDecrease: ContinuousClock.Instant?
-    private var lastIncrease: ContinuousClock.Instant?
-    private var overuse: [[UInt8]: ContinuousClock.Instant] = [:]
+    private var lastDecrease: Instant?
+    private var lastIncrease: Instant?
+    private var overuse: [[UInt8]: Instant] = [:]
     /// The deepest queue reported in the second after the last decrease.
     private var decreaseQueue: UInt16?
     /// Each peer's latest loss report.
-    private var losses: [[UInt8]: (loss: Double, at: ContinuousClock.Instant)] = [:]
+    private var losses: [[UInt8]: (loss: Double, at: Instant)] = [:]
     /// The estimate when the path last overfilled.
     private var overfilledAt: Int?
     /// The estimate the last decrease started from.
     private var decreasedFrom: Int?
     /// When the streams last changed (`rescale`).
-    private var rescaledAt: ContinuousClock.Instant?
+    private var rescaledAt: Instant?
 
     public init(maximum: Int, minimum: Int) {
         self.maximum = maximum
@@ -85,7 +85,7 @@ public struct SendRate: Sendable {
     ///     its last loss (§10.1), which may be a burst long over, so it moves nothing.
     /// - Returns: whether the estimate changed.
     public mutating func report(
-        from peer: [UInt8], queueDelayMs: UInt16?, loss: Double?, mediaFlowed: Bool, at now: ContinuousClock.Instant
+        from peer: [UInt8], queueDelayMs: UInt16?, loss: Double?, mediaFlowed: Bool, at now: Instant
     ) -> Bool {
         let before = estimate
         guard mediaFlowed else { return false }
@@ -156,7 +156,7 @@ public struct SendRate: Sendable {
     }
 
     /// The peers whose reports said "over" lately (their loss is congestion, not chance).
-    public func congested(at now: ContinuousClock.Instant) -> Set<[UInt8]> {
+    public func congested(at now: Instant) -> Set<[UInt8]> {
         Set(overuse.filter { now - $0.value < Self.overuseMemory }.keys)
     }
 
@@ -171,7 +171,7 @@ public struct SendRate: Sendable {
     /// to drain — so they move nothing (in the NAT lab, taking them cut a fresh 60 kbit/s to the
     /// minimum within two seconds of going up once, 57 % loss and 360 ms of queue reported after
     /// the change), except that their loss still counts as congestion (`congested`).
-    public mutating func rescale(by factor: Double, at now: ContinuousClock.Instant) {
+    public mutating func rescale(by factor: Double, at now: Instant) {
         func scaled(_ rate: Int) -> Int { min(maximum, max(minimum, Int((Double(rate) * factor).rounded()))) }
         estimate = scaled(estimate)
         overfilledAt = overfilledAt.map(scaled)
@@ -189,7 +189,7 @@ public struct SendRate: Sendable {
         losses[peer] = nil
     }
 
-    private func overused(at now: ContinuousClock.Instant) -> Bool {
+    private func overused(at now: Instant) -> Bool {
         overuse.values.contains { now - $0 < Self.overuseMemory }
     }
 }

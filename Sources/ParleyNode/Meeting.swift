@@ -321,7 +321,7 @@ private final class MeetingDriver {
     var recorder: MeetingRecorder?
     var recorderOpening = false
     var timer: Task<Void, Never>?
-    var timerDeadline: ContinuousClock.Instant?
+    var timerDeadline: Instant?
     var ended = false
     var failure: String?
 
@@ -965,10 +965,13 @@ private final class MeetingDriver {
         timer?.cancel()
         timerDeadline = deadline
         // Never sooner than a millisecond from now: a deadline already passed must not spin.
-        guard let deadline = deadline.map({ max($0, ContinuousClock.now + .milliseconds(1)) }) else { return }
+        guard let deadline = deadline.map({ max($0, Instant.now + .milliseconds(1)) }) else { return }
         let mailbox = self.mailbox
         timer = Task {
-            guard (try? await Task.sleep(until: deadline, clock: .continuous)) != nil else { return }
+            // The same clock as `Instant`: the sleep ends at the deadline, however the two drift.
+            guard (try? await Task.sleep(until: .now + (deadline - Instant.now), clock: .continuous)) != nil else {
+                return
+            }
             mailbox.yield(.timer)
         }
     }
@@ -979,15 +982,15 @@ private final class MeetingDriver {
     /// and sessions keep tolerates it (REPORTs already vary by ±100 ms; liveness is judged in
     /// seconds).
     static let timerSlack = Duration.milliseconds(25)
-    static let timerEpoch = ContinuousClock.now
+    static let timerEpoch = Instant.now
 
-    static func coalesced(_ deadline: ContinuousClock.Instant) -> ContinuousClock.Instant {
+    static func coalesced(_ deadline: Instant) -> Instant {
         let steps = ((deadline - timerEpoch) / timerSlack).rounded(.up)
         return timerEpoch + timerSlack * steps
     }
 
     private func runSessionTimers() {
-        let now = ContinuousClock.now
+        let now = Instant.now
         for id in paths.keys.sorted() {
             guard let transport = paths[id]?.transport, let due = transport.nextDeadline, due <= now else { continue }
             transport.tick(now: now)
@@ -1133,7 +1136,7 @@ private final class MeetingDriver {
 
     /// The core's chat log with wall-clock times (the core keeps its own monotonic clock).
     private func chatMessages() -> [ChatMessage] {
-        let now = ContinuousClock.now
+        let now = Instant.now
         let wall = Self.wallMilliseconds()
         return core.chat.map { entry in
             let age = now - entry.at
@@ -1147,7 +1150,7 @@ private final class MeetingDriver {
     static func wallMilliseconds() -> Int64 { Int64(WallClock.system.unixNanoseconds() / 1_000_000) }
 
     private func status() -> MeetingStatus {
-        let now = ContinuousClock.now
+        let now = Instant.now
         let frameMs = Double(context.configuration.audio.frameDuration.rawValue)
         let engineLatency = engine.map { $0.isRunning ? $0.latency : nil } ?? nil
         let peers = core.links.map { link -> PeerStatus in

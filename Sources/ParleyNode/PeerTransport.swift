@@ -67,22 +67,22 @@ final class PeerTransport: Sendable {
     // MARK: Driver
 
     /// The ICE path is (again) up: send what was held for it and start the session over it.
-    func start(now: ContinuousClock.Instant, rehandshake: Bool) {
+    func start(now: Instant, rehandshake: Bool) {
         flush()
         deliver(state.withLock { $0.link.start(now: now, rehandshake: rehandshake) })
     }
 
     /// When `tick` next has work (handshake retries, rekeying, keepalives, expiry).
-    var nextDeadline: ContinuousClock.Instant? { state.withLock { $0.link.nextDeadline } }
+    var nextDeadline: Instant? { state.withLock { $0.link.nextDeadline } }
 
     /// Runs the session's timers.
-    func tick(now: ContinuousClock.Instant) {
+    func tick(now: Instant) {
         deliver(state.withLock { $0.link.tick(now: now) })
     }
 
     /// Seals and sends one session control message; false if there are no keys yet.
     @discardableResult
-    func sendControl(_ message: SessionControl, now: ContinuousClock.Instant) -> Bool {
+    func sendControl(_ message: SessionControl, now: Instant) -> Bool {
         let body = message.encoded()
         let packet: [UInt8]? = state.withLock { state in
             guard state.link.seal(.sessionControl, body: body, now: now, into: &state.controlPacket) else {
@@ -97,7 +97,7 @@ final class PeerTransport: Sendable {
     /// Sends the peer a relay packet (§13.2) sealed under this session: something we ask it to
     /// carry, or something we carry for others to it. False without keys or a path.
     @discardableResult
-    func sendRelay(_ relayed: RelayPacket, now: ContinuousClock.Instant) -> Bool {
+    func sendRelay(_ relayed: RelayPacket, now: Instant) -> Bool {
         let packet: [UInt8]? = state.withLock { state in
             guard state.link.seal(relayed, now: now, into: &state.relayPacket) else { return nil }
             return state.relayPacket
@@ -137,7 +137,7 @@ final class PeerTransport: Sendable {
     }
 
     /// Sends a REPORT (§10.1). `closesInterval`: this REPORT ends a loss measurement interval.
-    func sendReport(closesInterval: Bool, muted: Bool, recording: Bool, now: ContinuousClock.Instant) {
+    func sendReport(closesInterval: Bool, muted: Bool, recording: Bool, now: Instant) {
         let statistics = channel.statistics
         let counts = Self.counts(statistics, traffic)
         let report = state.withLock { state in
@@ -156,7 +156,7 @@ final class PeerTransport: Sendable {
 
     /// What status shows of this link's traffic: rates over the last second or two and loss
     /// over the last five.
-    func measurements(now: ContinuousClock.Instant) -> LinkMeter.Measurements {
+    func measurements(now: Instant) -> LinkMeter.Measurements {
         let counts = Self.counts(channel.statistics, traffic)
         return state.withLock { $0.meter.measurements(counts, at: now) }
     }
@@ -180,7 +180,7 @@ final class PeerTransport: Sendable {
     /// Handles one datagram from the peer: handshake answers go straight back out, media goes to
     /// the audio channel, what the meeting must know is pushed as facts.
     /// `via`: the member that relayed it (§13), nil when it came over ICE.
-    func receive(_ datagram: consuming [UInt8], now: ContinuousClock.Instant, via: [UInt8]? = nil) {
+    func receive(_ datagram: consuming [UInt8], now: Instant, via: [UInt8]? = nil) {
         var pending = datagram
         let output = state.withLock { state in
             // Moved out, so the session decrypts this array in place without copying it.
@@ -198,7 +198,7 @@ final class PeerTransport: Sendable {
     }
 
     /// A signed frame of this peer that another member passed on (§15.2).
-    func receiveFanned(_ frame: ArraySlice<UInt8>, now: ContinuousClock.Instant) {
+    func receiveFanned(_ frame: ArraySlice<UInt8>, now: Instant) {
         play(state.withLock { $0.link.receiveFanned(frame, now: now) })
     }
 
@@ -215,7 +215,7 @@ final class PeerTransport: Sendable {
     /// `.fanOut`: a signed frame for the peer to play and pass on (§15.2).
     func sendMedia(
         _ payload: UnsafeRawBufferPointer, as type: InnerPacketType = .media, scratch: inout [UInt8],
-        now: ContinuousClock.Instant
+        now: Instant
     ) {
         if state.withLock({ $0.link.seal(type, body: payload, now: now, into: &scratch) }) { transmit(scratch) }
     }
@@ -289,12 +289,12 @@ final class RelayRouter: Sendable {
     }
 
     /// The pairs this node carries now (each as two identity keys).
-    func activePairs(at now: ContinuousClock.Instant) -> [[[UInt8]]] {
+    func activePairs(at now: Instant) -> [[[UInt8]]] {
         state.withLock { $0.table.activePairs(at: now) }
     }
 
     /// A relay packet `origin`'s peer sent us over `origin`.
-    func handle(_ packet: RelayPacket, from origin: PeerTransport, now: ContinuousClock.Instant) {
+    func handle(_ packet: RelayPacket, from origin: PeerTransport, now: Instant) {
         let source = origin.peerKey
         switch packet.kind {
         case .forward:
@@ -340,7 +340,7 @@ final class RelayRouter: Sendable {
 
     /// A signed frame `origin`'s peer asked us to pass on to the others (§15.2; we played it
     /// already, it is media from that peer).
-    func fanOut(_ frame: ArraySlice<UInt8>, from origin: PeerTransport, now: ContinuousClock.Instant) {
+    func fanOut(_ frame: ArraySlice<UInt8>, from origin: PeerTransport, now: Instant) {
         let source = origin.peerKey
         let (decision, transports) = state.withLock { state in
             (state.table.decideFanOut(from: source, at: now), state.transports)
@@ -359,10 +359,10 @@ final class RelayRouter: Sendable {
 
 /// The node's monotonic clock in the units REPORTs use.
 enum MeetingClock {
-    static let origin = ContinuousClock.now
+    static let origin = Instant.now
 
     /// Milliseconds since the process started, mod 2^32, never 0 (§10.1).
-    static func milliseconds(_ instant: ContinuousClock.Instant) -> UInt32 {
+    static func milliseconds(_ instant: Instant) -> UInt32 {
         let elapsed = origin.duration(to: instant).components
         let ms = UInt64(max(0, elapsed.seconds)) * 1000 + UInt64(max(0, elapsed.attoseconds)) / 1_000_000_000_000_000
         return ReportEcho.timestamp(milliseconds: ms + 1)
@@ -400,7 +400,7 @@ final class MediaFanout: Sendable {
     func send(_ payload: UnsafeRawBufferPointer) {
         // Copy the lists (retains, no allocation) so no lock is held while libnice sends.
         let targets = targets.withLock { $0 }
-        let now = ContinuousClock.now
+        let now = Instant.now
         // The member's copy first: it reaches most listeners, and an uplink that overfills (a
         // probe for a copy per peer, §15.3) drops what comes last.
         if let via = targets.fanOutVia, signer != nil {

@@ -1,5 +1,6 @@
 import MeetingCore
 import MeetingSimulation
+import ParleyCore
 import Testing
 
 /// The bandwidth estimate in whole meetings on a virtual clock: a member whose uplink takes less

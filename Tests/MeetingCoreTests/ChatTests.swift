@@ -1,13 +1,14 @@
 import ControlAPI
 import MeetingCore
 import MeetingSimulation
+import ParleyCore
 import ParleyProtocol
 import Testing
 
 /// Chat (docs/PROTOCOL.md §14.1): the streams' rules as tables on made-up times, then the core.
 @Suite("Chat streams")
 struct ChatStreamTests {
-    static let start = ContinuousClock.now
+    static let start = Instant.now
 
     static func piece(_ sequence: UInt32, _ text: String, first: UInt32 = 1, more: Bool = false) -> SessionControl.Chat
     {

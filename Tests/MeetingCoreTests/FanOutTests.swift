@@ -1,4 +1,5 @@
 import MeetingCore
+import ParleyCore
 import ParleyProtocol
 import Sodium
 import Testing

@@ -1,4 +1,5 @@
 import MeetingCore
+import ParleyCore
 import ParleyProtocol
 import Testing
 
@@ -9,7 +10,7 @@ struct LinkSessionTests {
     static let start = RelaySecurityTests.start
     static let relay = [UInt8](repeating: 2, count: 32)
 
-    static func at(_ milliseconds: Int) -> ContinuousClock.Instant { start + .milliseconds(milliseconds) }
+    static func at(_ milliseconds: Int) -> Instant { start + .milliseconds(milliseconds) }
 
     static func sealed(_ type: InnerPacketType, _ body: [UInt8], from sender: inout LinkSession) -> [UInt8] {
         var packet: [UInt8] = []

@@ -1,5 +1,6 @@
 import ControlAPI
 import MeetingCore
+import ParleyCore
 import ParleyProtocol
 import RendezvousWire
 import Sodium
@@ -8,7 +9,7 @@ import Testing
 /// The core on its own: inputs in, commands out, on a made-up clock.
 @Suite("Meeting core")
 struct MeetingCoreTests {
-    static let start = ContinuousClock.now
+    static let start = Instant.now
     static let keys = try! RoomKeys(roomSecret: SecureBytes(copying: [UInt8](repeating: 7, count: 32)))
 
     static func identity(_ byte: UInt8) -> NodeIdentity {

@@ -1,12 +1,13 @@
 import ControlAPI
 import MeetingCore
+import ParleyCore
 import Testing
 
 @Suite("Peer link state machine")
 struct PeerLinkTests {
-    static let start = ContinuousClock.now
+    static let start = Instant.now
 
-    static func at(_ seconds: Double) -> ContinuousClock.Instant { start + .milliseconds(Int(seconds * 1000)) }
+    static func at(_ seconds: Double) -> Instant { start + .milliseconds(Int(seconds * 1000)) }
 
     /// Drives a link with (seconds since start, event) steps; returns every action and the states
     /// visited after each step.

@@ -1,4 +1,5 @@
 import MeetingCore
+import ParleyCore
 import ParleyProtocol
 import Sodium
 import Testing
@@ -8,7 +9,7 @@ import Testing
 /// for someone who is not in the meeting with it.
 @Suite("Relaying: what a relaying member cannot do")
 struct RelaySecurityTests {
-    static let start = ContinuousClock.now
+    static let start = Instant.now
     static let keys = try! RoomKeys(roomSecret: SecureBytes(copying: [UInt8](repeating: 9, count: 32)))
 
     static func identity(_ byte: UInt8) -> NodeIdentity {

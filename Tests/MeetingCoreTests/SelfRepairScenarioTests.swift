@@ -1,6 +1,7 @@
 import ControlAPI
 import MeetingCore
 import MeetingSimulation
+import ParleyCore
 import Testing
 
 /// A meeting that repairs itself (docs/PROTOCOL.md §13), on the simulator: pairs without a

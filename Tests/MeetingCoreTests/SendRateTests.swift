@@ -1,14 +1,15 @@
 import MeetingCore
+import ParleyCore
 import Testing
 
 /// The send-side bandwidth estimate (`SendRate`), REPORT by REPORT on a virtual clock.
 @Suite("Send rate: the bandwidth estimate")
 struct SendRateTests {
-    static let start = ContinuousClock.now
+    static let start = Instant.now
     static let alice = [UInt8](repeating: 0xA, count: 32)
     static let bob = [UInt8](repeating: 0xB, count: 32)
     static let carol = [UInt8](repeating: 0xC, count: 32)
-    static func at(_ milliseconds: Int) -> ContinuousClock.Instant { start + .milliseconds(milliseconds) }
+    static func at(_ milliseconds: Int) -> Instant { start + .milliseconds(milliseconds) }
 
     /// Clear reports once a second from `time` (ms) until the estimate is back at the top: each
     /// second's relative step, and the time it got there.

@@ -31,7 +31,7 @@ struct SessionPair {
     var a: PeerSession
     var b: PeerSession
     let wall = ManualWallClock()
-    var now = ContinuousClock.now
+    var now = Instant.now
     var inFlight: [(to: Side, datagram: [UInt8])] = []
     var events: [Side: [PeerSessionEvent]] = [.a: [], .b: []]
     var payloads: [Side: [InnerPayload]] = [.a: [], .b: []]

@@ -1,8 +1,10 @@
+import ParleyCore
+
 /// Events on the virtual clock, earliest first; events at the same time in the order they were
 /// scheduled, so a simulation is repeatable from its seed.
 struct EventQueue<Event> {
     private struct Entry {
-        let time: ContinuousClock.Instant
+        let time: Instant
         let order: UInt64
         let event: Event
 
@@ -13,9 +15,9 @@ struct EventQueue<Event> {
     private var scheduled: UInt64 = 0
 
     var isEmpty: Bool { heap.isEmpty }
-    var nextTime: ContinuousClock.Instant? { heap.first?.time }
+    var nextTime: Instant? { heap.first?.time }
 
-    mutating func schedule(_ event: Event, at time: ContinuousClock.Instant) {
+    mutating func schedule(_ event: Event, at time: Instant) {
         heap.append(Entry(time: time, order: scheduled, event: event))
         scheduled += 1
         var child = heap.count - 1
@@ -27,7 +29,7 @@ struct EventQueue<Event> {
         }
     }
 
-    mutating func pop() -> (time: ContinuousClock.Instant, event: Event)? {
+    mutating func pop() -> (time: Instant, event: Event)? {
         guard !heap.isEmpty else { return nil }
         heap.swapAt(0, heap.count - 1)
         let entry = heap.removeLast()

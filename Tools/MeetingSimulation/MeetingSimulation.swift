@@ -1,6 +1,6 @@
 public import ControlAPI
 public import MeetingCore
-import ParleyCore
+public import ParleyCore
 import ParleyProtocol
 import RendezvousWire
 import Sodium
@@ -70,8 +70,8 @@ public final class MeetingSimulation {
         public init() {}
     }
 
-    public let start: ContinuousClock.Instant
-    public private(set) var now: ContinuousClock.Instant
+    public let start: Instant
+    public private(set) var now: Instant
     public var world: World
     var queue = EventQueue<Event>()
     var random: SeededGenerator
@@ -86,7 +86,7 @@ public final class MeetingSimulation {
     public init(seed: UInt64 = 1, world: World = World()) {
         self.world = world
         random = SeededGenerator(seed: seed)
-        start = ContinuousClock.now
+        start = Instant.now
         now = start
         roomSecret = Self.secureBytes(count: 32, using: &random)
     }
@@ -172,7 +172,7 @@ public final class MeetingSimulation {
         queue.schedule(event, at: now + delay)
     }
 
-    func schedule(_ event: Event, at time: ContinuousClock.Instant) {
+    func schedule(_ event: Event, at time: Instant) {
         queue.schedule(event, at: max(time, now))
     }
 
@@ -323,7 +323,7 @@ public final class MeetingSimulation {
 
     /// The longest time `listener` went without media from `speaker` since `since` (audio gap),
     /// measured at media packet arrivals.
-    public func longestGap(_ listener: NodeID, _ speaker: NodeID, since: ContinuousClock.Instant) -> Duration {
+    public func longestGap(_ listener: NodeID, _ speaker: NodeID, since: Instant) -> Duration {
         let key = nodes[speaker.index].identity.publicKey
         let arrivals = nodes[listener.index].mediaArrivals[key, default: []].filter { $0 >= since }
         var previous = since
@@ -392,9 +392,9 @@ extension MeetingSimulation {
         let bitsPerSecond: Int
         let queue: Duration
         /// When the datagrams queued so far will all have left.
-        var freeAt: ContinuousClock.Instant
+        var freeAt: Instant
         /// Queueing delay of each datagram sent and how many were dropped, for scenario checks.
-        var waits: [(at: ContinuousClock.Instant, wait: Duration)] = []
+        var waits: [(at: Instant, wait: Duration)] = []
         var dropped = 0
     }
 

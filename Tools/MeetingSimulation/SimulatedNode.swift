@@ -65,15 +65,15 @@ extension MeetingSimulation {
         var logs: [MeetingLog] = []
         /// What reached the node while it was frozen, handled when it goes on.
         var inbox: [Event] = []
-        var scheduledWake: ContinuousClock.Instant?
+        var scheduledWake: Instant?
         /// `.stillAuthenticated` facts held until the core's next input, as the daemon holds them.
         var heldLiveness: [LinkID: MeetingInput] = [:]
         /// Inputs handed to the core on their own (held ones not counted): the daemon's wake-ups.
         var ownInputs = 0
-        var lastWake: ContinuousClock.Instant?
+        var lastWake: Instant?
         var wakesAtOneInstant = 0
         /// When media from each peer (by identity key) arrived.
-        var mediaArrivals: [[UInt8]: [ContinuousClock.Instant]] = [:]
+        var mediaArrivals: [[UInt8]: [Instant]] = [:]
 
         init(id: NodeID, name: String, identity: NodeIdentity, core: MeetingCore, options: NodeOptions) {
             self.id = id
@@ -117,7 +117,7 @@ extension MeetingSimulation {
         var mediaReceived = 0
         /// The sequence numbers received lately (a frame that arrives twice counts once).
         var recentSequences: Set<UInt32> = []
-        var lastMediaAt: ContinuousClock.Instant?
+        var lastMediaAt: Instant?
         var bytesSent: UInt64 = 0
         var bytesReceived: UInt64 = 0
         /// The queueing delay of the peer's media, as a receiver measures it (§10.1).

@@ -230,7 +230,7 @@ struct FuzzWorld: Sendable {
     let keys: RoomKeys
     let alice: NodeIdentity
     let bob: NodeIdentity
-    let now = ContinuousClock.now
+    let now = Instant.now
     /// Bob's session with Alice after a completed handshake (Bob responded and Alice confirmed).
     let responderSession: PeerSession
     /// Alice's side of the same keys, to seal packets Bob accepts.

@@ -1,4 +1,4 @@
-import ParleyCore
+public import ParleyCore
 public import Sodium
 
 /// What happened to a session that the node should know about (docs/PROTOCOL.md §8.6).
@@ -87,25 +87,25 @@ public struct PeerSession: Sendable {
     var previous: TransportKeypair?
     var current: TransportKeypair?
     var next: TransportKeypair?
-    private var pending: (initiation: ParleyHandshake.Initiation, sentAt: ContinuousClock.Instant)?
+    private var pending: (initiation: ParleyHandshake.Initiation, sentAt: Instant)?
     /// The path just came up: the first initiation over it is resent sooner.
     private var retrySoon = false
     private var retryInterval: Duration {
         retrySoon ? SessionTimers.firstRetryAfterPathUp : SessionTimers.rekeyTimeout
     }
     /// When the current series of initiation attempts began (for `rekeyAttemptTime`).
-    private var attemptsStartedAt: ContinuousClock.Instant?
+    private var attemptsStartedAt: Instant?
     /// After giving up, no new attempt until `start` or a message from the peer.
     private var gaveUp = false
-    private var startedAt: ContinuousClock.Instant?
+    private var startedAt: Instant?
     private var lastOwnTimestamp: TAI64N?
     private var lastPeerTimestamp: TAI64N?
-    private var lastInitiationAcceptedAt: ContinuousClock.Instant?
-    private var lastDataReceivedAt: ContinuousClock.Instant?
-    private var lastSentAt: ContinuousClock.Instant?
+    private var lastInitiationAcceptedAt: Instant?
+    private var lastDataReceivedAt: Instant?
+    private var lastSentAt: Instant?
     /// Initiations that may still cost Diffie-Hellman (§7.3), timed from `budgetOrigin`.
     private var initiationBudget: TokenBucket?
-    private var budgetOrigin: ContinuousClock.Instant?
+    private var budgetOrigin: Instant?
     /// mac1 of the initiations we did Diffie-Hellman for: a copy of one is a replay.
     private var processedInitiations = RecentValues(capacity: SessionTimers.rememberedInitiations)
 
@@ -138,7 +138,7 @@ public struct PeerSession: Sendable {
 
     /// The ICE path to the peer is up (again): the preferred initiator starts a handshake unless
     /// the session already has keys (they outlive a path change).
-    public mutating func start(now: ContinuousClock.Instant) -> PeerSessionOutput {
+    public mutating func start(now: Instant) -> PeerSessionOutput {
         startedAt = now
         gaveUp = false
         attemptsStartedAt = nil
@@ -159,7 +159,7 @@ public struct PeerSession: Sendable {
     /// sending thread). Returns false, leaving `packet` unspecified, when there are no usable keys:
     /// drop the payload (audio) or retry after `.established`.
     public mutating func seal(
-        _ type: InnerPacketType, body: some ReadableBytes, now: ContinuousClock.Instant, into packet: inout [UInt8]
+        _ type: InnerPacketType, body: some ReadableBytes, now: Instant, into packet: inout [UInt8]
     ) -> Bool {
         guard current != nil else { return false }
         // In place, so the hot path copies no keypair. Expired keys are removed (with an
@@ -177,7 +177,7 @@ public struct PeerSession: Sendable {
 
     /// Handles one datagram received from the peer's ICE path. A transport packet is decrypted in
     /// place, so pass an array nothing else holds to avoid a copy.
-    public mutating func receive(_ datagram: consuming [UInt8], now: ContinuousClock.Instant) -> PeerSessionOutput {
+    public mutating func receive(_ datagram: consuming [UInt8], now: Instant) -> PeerSessionOutput {
         var output = PeerSessionOutput()
         switch datagram.first.flatMap(PacketType.init(rawValue:)) {
         case .handshakeInitiation: receiveInitiation(datagram, now: now, output: &output)
@@ -191,7 +191,7 @@ public struct PeerSession: Sendable {
 
     /// Runs the timers: key expiry, initiation retries, rekeying, keepalives. Call it at least at
     /// `nextDeadline` (calling more often is harmless).
-    public mutating func tick(now: ContinuousClock.Instant) -> PeerSessionOutput {
+    public mutating func tick(now: Instant) -> PeerSessionOutput {
         var output = PeerSessionOutput()
         expireKeys(now: now, output: &output)
         if let pending, now - pending.sentAt >= retryInterval {
@@ -218,12 +218,12 @@ public struct PeerSession: Sendable {
     }
 
     /// The latest time by which `tick` should run next, or nil if no timer is pending.
-    public var nextDeadline: ContinuousClock.Instant? {
+    public var nextDeadline: Instant? {
         // Called after every input the meeting handles, for every link: no allocation. Each
         // deadline is exactly when `tick` would act, so a tick at it always moves it on (a
         // deadline that stays put would wake the node over and over).
-        var earliest: ContinuousClock.Instant?
-        func consider(_ deadline: ContinuousClock.Instant?) {
+        var earliest: Instant?
+        func consider(_ deadline: Instant?) {
             guard let deadline else { return }
             if earliest.map({ deadline < $0 }) ?? true { earliest = deadline }
         }
@@ -239,7 +239,7 @@ public struct PeerSession: Sendable {
     }
 
     /// When `wantsHandshake` turns true without any other input, if it will.
-    private var handshakeDeadline: ContinuousClock.Instant? {
+    private var handshakeDeadline: Instant? {
         guard pending == nil, !gaveUp, let startedAt else { return nil }
         if let current {
             if current.sendCounter >= SessionTimers.rekeyAfterMessages { return current.createdAt }
@@ -255,7 +255,7 @@ public struct PeerSession: Sendable {
     // MARK: Handshake
 
     /// Whether a new handshake should start now (§7.5, §8.6).
-    private func wantsHandshake(now: ContinuousClock.Instant) -> Bool {
+    private func wantsHandshake(now: Instant) -> Bool {
         guard let startedAt else { return false }
         if let current {
             if current.sendCounter >= SessionTimers.rekeyAfterMessages { return true }
@@ -271,7 +271,7 @@ public struct PeerSession: Sendable {
     }
 
     /// Starts (or retries) a handshake: a new index, ephemeral and timestamp each time.
-    private mutating func initiate(now: ContinuousClock.Instant) -> [UInt8] {
+    private mutating func initiate(now: Instant) -> [UInt8] {
         var timestamp = TAI64N(unixNanoseconds: wallClock.unixNanoseconds())
         if let last = lastOwnTimestamp, timestamp <= last { timestamp = last.successor }
         lastOwnTimestamp = timestamp
@@ -283,7 +283,7 @@ public struct PeerSession: Sendable {
     }
 
     private mutating func receiveInitiation(
-        _ datagram: [UInt8], now: ContinuousClock.Instant, output: inout PeerSessionOutput
+        _ datagram: [UInt8], now: Instant, output: inout PeerSessionOutput
     ) {
         let accepted: ParleyHandshake.AcceptedInitiation
         do throws(HandshakeRejection) {
@@ -342,7 +342,7 @@ public struct PeerSession: Sendable {
     }
 
     private mutating func receiveResponse(
-        _ datagram: [UInt8], now: ContinuousClock.Instant, output: inout PeerSessionOutput
+        _ datagram: [UInt8], now: Instant, output: inout PeerSessionOutput
     ) {
         guard let pending else {
             output.dropped = .handshake(.unknownIndex)
@@ -382,7 +382,7 @@ public struct PeerSession: Sendable {
     // MARK: Transport
 
     private mutating func receiveTransport(
-        _ packet: inout [UInt8], now: ContinuousClock.Instant, output: inout PeerSessionOutput
+        _ packet: inout [UInt8], now: Instant, output: inout PeerSessionOutput
     ) {
         guard let header = TransportHeader(packet: packet) else {
             output.dropped = .malformed
@@ -452,7 +452,7 @@ public struct PeerSession: Sendable {
     }
 
     /// Drops keys older than `rejectAfterTime` (zeroing them).
-    private mutating func expireKeys(now: ContinuousClock.Instant, output: inout PeerSessionOutput) {
+    private mutating func expireKeys(now: Instant, output: inout PeerSessionOutput) {
         if previous?.isExpired(at: now) == true { previous = nil }
         if next?.isExpired(at: now) == true { next = nil }
         if current?.isExpired(at: now) == true {
@@ -462,7 +462,7 @@ public struct PeerSession: Sendable {
     }
 
     /// Takes one of the initiations that may cost Diffie-Hellman now (§7.3), if any is left.
-    private mutating func takeInitiationToken(now: ContinuousClock.Instant) -> Bool {
+    private mutating func takeInitiationToken(now: Instant) -> Bool {
         let origin = budgetOrigin ?? now
         budgetOrigin = origin
         let elapsed = (now - origin).components

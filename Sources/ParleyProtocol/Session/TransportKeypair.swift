@@ -10,13 +10,13 @@ struct TransportKeypair: Sendable {
     let receiveKey: SecureBytes
     /// Whether we initiated the handshake that made it (the initiator rekeys it, §8.6).
     let isInitiator: Bool
-    let createdAt: ContinuousClock.Instant
+    let createdAt: Instant
     var sendCounter: UInt64 = 0
     private(set) var replayWindow = ReplayWindow(limit: SessionTimers.rejectAfterMessages)
 
     init(
         localIndex: UInt32, remoteIndex: UInt32, keys: TransportKeys, isInitiator: Bool,
-        createdAt: ContinuousClock.Instant
+        createdAt: Instant
     ) {
         self.localIndex = localIndex
         self.remoteIndex = remoteIndex
@@ -26,8 +26,8 @@ struct TransportKeypair: Sendable {
         self.createdAt = createdAt
     }
 
-    func age(at now: ContinuousClock.Instant) -> Duration { now - createdAt }
-    func isExpired(at now: ContinuousClock.Instant) -> Bool { age(at: now) >= SessionTimers.rejectAfterTime }
+    func age(at now: Instant) -> Duration { now - createdAt }
+    func isExpired(at now: Instant) -> Bool { age(at: now) >= SessionTimers.rejectAfterTime }
     var canSend: Bool { sendCounter < SessionTimers.rejectAfterMessages }
 
     /// Writes the transport packet `header || ChaCha20-Poly1305(inner_type || body)` into
