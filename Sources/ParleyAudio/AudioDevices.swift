@@ -37,7 +37,7 @@ extension PlaybackDevice {
 
 public enum AudioDevices {
     /// Opens the devices once (and closes them, without playing anything), returning why they
-    /// cannot be used: a PulseAudio stream is opened and freed, a WAV input read, a WAV output
+    /// cannot be used: a PulseAudio stream is opened and freed, a WAV input read (not decoded), a WAV output
     /// created. (Starting an engine would also work, but closing a playback stream drains what
     /// the server buffered: seconds of start-up.)
     public static func problem(input: AudioInput, output: AudioOutput, frameSamples frame: Int) -> String? {
@@ -46,7 +46,7 @@ public enum AudioDevices {
             case .pulse(let source):
                 _ = try PulseAudioStream(direction: .capture, device: source, streamName: "probe", frameSamples: frame)
             case .wav(let path):
-                _ = try WAVFile.read(path: path)
+                try WAVFile.check(path: path)
             case .tone, .silence:
                 break
             }

@@ -10,8 +10,7 @@ public enum WAVFile {
     /// Reads a 16-bit PCM WAV file (mono or stereo, any rate from 8 to 192 kHz) as mono at
     /// `sampleRate`, down-mixing and resampling as needed. Allocates: for opening an input.
     public static func read(path: String, sampleRate: Int = AudioFormat.sampleRate) throws(WAVFileError) -> [Int16] {
-        guard let data = FileManager.default.contents(atPath: path) else { throw WAVFileError(path, "cannot be read") }
-        let (samples, rate) = try parse([UInt8](data), path: path)
+        let (samples, rate) = try parse(contents(of: path), path: path)
         do {
             return try Resampler.convert(samples, from: rate, to: sampleRate)
         } catch {
@@ -19,8 +18,49 @@ public enum WAVFile {
         }
     }
 
+    /// Throws what `read` would, without decoding the samples: for checking an input at start-up,
+    /// before the daemon serves its control socket (a WAV input can be minutes long).
+    public static func check(path: String) throws(WAVFileError) {
+        _ = try layout(of: contents(of: path), path: path)
+    }
+
     /// Parses a WAV file's bytes into mono samples and their rate.
     public static func parse(_ bytes: [UInt8], path: String = "WAV data") throws(WAVFileError) -> ([Int16], Int) {
+        let layout = try layout(of: bytes, path: path)
+        let stride = 2 * layout.channels
+        let frames = layout.data.count / stride
+        // Unaligned loads over the bytes, not an index per byte.
+        let samples = [Int16](unsafeUninitializedCapacity: frames) { output, count in
+            bytes.withUnsafeBytes { raw in
+                for index in 0..<frames {
+                    let base = layout.data.lowerBound + index * stride
+                    let left = Int16(littleEndian: raw.loadUnaligned(fromByteOffset: base, as: Int16.self))
+                    guard layout.channels == 2 else {
+                        output[index] = left
+                        continue
+                    }
+                    let right = Int16(littleEndian: raw.loadUnaligned(fromByteOffset: base + 2, as: Int16.self))
+                    output[index] = Int16((Int32(left) + Int32(right)) / 2)
+                }
+            }
+            count = frames
+        }
+        return (samples, layout.rate)
+    }
+
+    private static func contents(of path: String) throws(WAVFileError) -> [UInt8] {
+        guard let data = FileManager.default.contents(atPath: path) else { throw WAVFileError(path, "cannot be read") }
+        return [UInt8](data)
+    }
+
+    /// A WAV file's format and where its samples are.
+    private struct Layout {
+        let channels: Int
+        let rate: Int
+        let data: Range<Int>
+    }
+
+    private static func layout(of bytes: [UInt8], path: String) throws(WAVFileError) -> Layout {
         func u16(_ offset: Int) -> Int { Int(bytes[offset]) | Int(bytes[offset + 1]) << 8 }
         func u32(_ offset: Int) -> Int { u16(offset) | u16(offset + 2) << 16 }
         func tag(_ offset: Int) -> String { String(decoding: bytes[offset..<(offset + 4)], as: UTF8.self) }
@@ -54,26 +94,7 @@ public enum WAVFile {
                 guard let format else { throw WAVFileError(path, "has its data before its fmt chunk") }
                 // A streaming writer may leave the size unset (0 or 0xFFFFFFFF): take what is there.
                 let end = min(bytes.count, size == 0 ? bytes.count : body + size)
-                let stride = 2 * format.channels
-                let frames = (end - body) / stride
-                // Unaligned loads over the bytes, not an index per byte: a WAV input can be minutes
-                // long, and it is read before the daemon serves its control socket.
-                let samples = [Int16](unsafeUninitializedCapacity: frames) { output, count in
-                    bytes.withUnsafeBytes { raw in
-                        for index in 0..<frames {
-                            let base = body + index * stride
-                            let left = Int16(littleEndian: raw.loadUnaligned(fromByteOffset: base, as: Int16.self))
-                            guard format.channels == 2 else {
-                                output[index] = left
-                                continue
-                            }
-                            let right = Int16(littleEndian: raw.loadUnaligned(fromByteOffset: base + 2, as: Int16.self))
-                            output[index] = Int16((Int32(left) + Int32(right)) / 2)
-                        }
-                    }
-                    count = frames
-                }
-                return (samples, format.rate)
+                return Layout(channels: format.channels, rate: format.rate, data: body..<end)
             default:
                 break
             }

@@ -109,6 +109,29 @@ struct WAVFileTests {
         }
     }
 
+    /// The start-up check (no samples decoded) refuses what reading refuses, for the same reason.
+    @Test(arguments: badFiles)
+    func theCheckRefusesWhatReadingRefuses(bytes: [UInt8], reason: String) throws {
+        let path = Self.temporaryPath("bad-\(reason.count).wav")
+        defer { unlink(path) }
+        #expect(FileManager.default.createFile(atPath: path, contents: Data(bytes)))
+        for attempt in [{ try WAVFile.check(path: path) }, { _ = try WAVFile.read(path: path) }] {
+            #expect {
+                try attempt()
+            } throws: { error in
+                (error as? WAVFileError)?.description.contains(reason) == true
+            }
+        }
+    }
+
+    @Test func aGoodFilePassesTheCheck() throws {
+        let path = Self.temporaryPath("good.wav")
+        defer { unlink(path) }
+        try WAVFile.write([1, 2, 3], to: path)
+        try WAVFile.check(path: path)
+        #expect(try WAVFile.read(path: path) == [1, 2, 3])
+    }
+
     @Test func aMissingFileNamesItself() {
         #expect {
             _ = try WAVFile.read(path: "/nonexistent/parley.wav")
