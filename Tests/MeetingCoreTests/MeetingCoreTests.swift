@@ -198,6 +198,14 @@ struct MeetingCoreTests {
 
     /// Brings a link up: path, session, traffic both ways.
     static func upLink(_ harness: inout Harness, versions: [UInt8] = [1]) -> LinkID {
+        let id = sessionLink(&harness, versions: versions)
+        _ = harness.feed(
+            .session(id, .report(SessionControl.Report(timestampMs: 1, mediaReceived: 5), rttMs: 10, mediaSent: 5)))
+        return id
+    }
+
+    /// A link with its path and session, and a packet from the peer: all but its REPORT.
+    static func sessionLink(_ harness: inout Harness, versions: [UInt8] = [1]) -> LinkID {
         let id = linkID(in: harness.fromPeer(harness.hello(versions: versions)))!
         _ = harness.feed(.path(id, .created(PathCredentials(ufrag: "mine", password: "mypassword0123456789ab"))))
         _ = harness.fromPeer(
@@ -206,8 +214,6 @@ struct MeetingCoreTests {
         _ = harness.feed(.path(id, .connected))
         _ = harness.feed(.session(id, .established))
         _ = harness.feed(.session(id, .authenticated(via: nil)))
-        _ = harness.feed(
-            .session(id, .report(SessionControl.Report(timestampMs: 1, mediaReceived: 5), rttMs: 10, mediaSent: 5)))
         return id
     }
 
@@ -235,14 +241,7 @@ struct MeetingCoreTests {
     @Test(arguments: [true, false])
     func aReportBeforeOurPauseCountsOnceThePauseBegins(sentNothing: Bool) {
         var harness = Harness()
-        let id = Self.linkID(in: harness.fromPeer(harness.hello()))!
-        _ = harness.feed(.path(id, .created(PathCredentials(ufrag: "mine", password: "mypassword0123456789ab"))))
-        _ = harness.fromPeer(
-            .iceCredentials(
-                try! ICECredentials(generation: 0, usernameFragment: "abcd", password: "0123456789012345678901")))
-        _ = harness.feed(.path(id, .connected))
-        _ = harness.feed(.session(id, .established))
-        _ = harness.feed(.session(id, .authenticated(via: nil)))
+        let id = Self.sessionLink(&harness)
         _ = harness.feed(
             .session(id, .report(SessionControl.Report(timestampMs: 1, mediaReceived: 0), rttMs: 10, mediaSent: 0)))
         #expect(harness.core.links.first?.state == .handshaking, "we are not paused: our media is on its way")
