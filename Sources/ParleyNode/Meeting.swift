@@ -968,10 +968,10 @@ private final class MeetingDriver {
         guard let deadline = deadline.map({ max($0, Instant.now + .milliseconds(1)) }) else { return }
         let mailbox = self.mailbox
         timer = Task {
-            // The same clock as `Instant`: the sleep ends at the deadline, however the two drift.
-            guard (try? await Task.sleep(until: .now + (deadline - Instant.now), clock: .continuous)) != nil else {
-                return
-            }
+            // `Instant` reads the clock ContinuousClock reads. What is left is read first, so the
+            // sleep (on ContinuousClock, read after it) never ends before the deadline.
+            let left = deadline - Instant.now
+            guard (try? await Task.sleep(until: .now + left, clock: .continuous)) != nil else { return }
             mailbox.yield(.timer)
         }
     }
