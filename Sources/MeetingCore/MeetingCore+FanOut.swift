@@ -21,6 +21,29 @@ public struct FanOutRoute: Sendable, Hashable {
     public var passedOn: Set<LinkID> { covered.subtracting(probing) }
 }
 
+/// The order a frame's own copies go out in: each frame starts one peer further on. An overfull
+/// uplink drops what it is sent last, so in a fixed order the same peers would lose nearly every
+/// frame — and, hearing nothing for a second, call the link lost — while the first ones lost
+/// none; turning, every peer loses about the same share (which is also what the bandwidth
+/// estimate reads as the path's loss). The member's signed copy (§15.3) still goes first.
+public struct CopyOrder: Sendable {
+    private var turn = 0
+
+    public init() {}
+
+    /// Calls `body` with each of `copies`, starting one further on than the previous frame.
+    public mutating func forEach<Copies: RandomAccessCollection>(
+        _ copies: Copies, _ body: (Copies.Element) throws -> Void
+    ) rethrows {
+        guard !copies.isEmpty else { return }
+        let start = turn % copies.count
+        turn = start + 1
+        for offset in 0..<copies.count {
+            try body(copies[copies.index(copies.startIndex, offsetBy: (start + offset) % copies.count)])
+        }
+    }
+}
+
 /// Whether the uplink carries a copy per peer again, while one copy goes up (§15.3). Going up
 /// once, the sender sees only one stream's rate: that it fits says nothing about seven. So now
 /// and then, while the one stream runs clean, it sends the covered peers their own copies as

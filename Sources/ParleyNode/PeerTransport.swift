@@ -385,6 +385,7 @@ final class MediaFanout: Sendable {
     private nonisolated(unsafe) var scratch: [UInt8] = []
     private nonisolated(unsafe) var signed: [UInt8] = []
     private nonisolated(unsafe) var signer: FanOutSigner?
+    private nonisolated(unsafe) var order = CopyOrder()
 
     /// Signs with this node's identity for this room and run (call before audio starts).
     func prepareSigning(_ signer: FanOutSigner) {
@@ -407,6 +408,6 @@ final class MediaFanout: Sendable {
             signer!.sign(payload, into: &signed)
             signed.withUnsafeBytes { via.sendMedia($0, as: .fanOut, scratch: &scratch, now: now) }
         }
-        for transport in targets.direct { transport.sendMedia(payload, scratch: &scratch, now: now) }
+        order.forEach(targets.direct) { $0.sendMedia(payload, scratch: &scratch, now: now) }
     }
 }

@@ -187,6 +187,23 @@ struct BandwidthScenarioTests {
         for listener in ids.dropFirst() { #expect(sim.hears(listener, ids[0])) }
     }
 
+    /// An overfull uplink drops what it is sent last. Were the copies of a frame always sent in
+    /// the same order, the last peers would lose nearly every frame and, hearing nothing for a
+    /// second, call the link lost (in the NAT lab: two ICE restarts and the member chosen to pass
+    /// alice's voice on refusing, as its link to her had just gone). Sent in a turning order,
+    /// the loss is shared: at a fixed rate twice what the uplink carries, every link stays up
+    /// and every listener hears her.
+    @Test func anOverfullUplinkSharesItsLossAmongThePeers() {
+        let (sim, ids) = Self.meeting(aliceAdapts: false, versions: [1, 2, 3])
+        #expect(sim.run(until: .seconds(5)) { sim.allLinksUp() })
+        sim.setUplink(of: ids[0], bitsPerSecond: 256_000)
+        let capped = sim.elapsed
+        let lost = sim.run(until: .seconds(20)) { !sim.allLinksUp() }
+        #expect(!lost, "\(sim.linkStates(of: ids[0]))")
+        #expect(sim.uplinkQueue(of: ids[0], since: capped + .seconds(5))!.dropped > 1000)
+        for listener in ids.dropFirst() { #expect(sim.hears(listener, ids[0])) }
+    }
+
     /// Random loss on a path that does not queue is not congestion: the sender keeps its rate and
     /// protects the stream with copies instead.
     @Test func randomLossIsAnsweredWithCopiesNotALowerRate() {

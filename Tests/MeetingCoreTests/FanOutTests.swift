@@ -230,6 +230,19 @@ struct FanOutTests {
         #expect(newcomer)
     }
 
+    /// Each frame's copies start one peer further on, and every peer gets one copy a frame, also
+    /// when the list shrinks between frames.
+    @Test func eachFrameStartsOnePeerFurtherOn() {
+        var order = CopyOrder()
+        var frames: [[Int]] = []
+        for copies in [[1, 2, 3], [1, 2, 3], [1, 2, 3], [1, 2, 3], [1, 2], [1, 2], []] {
+            var frame: [Int] = []
+            order.forEach(copies) { frame.append($0) }
+            frames.append(frame)
+        }
+        #expect(frames == [[1, 2, 3], [2, 3, 1], [3, 1, 2], [1, 2, 3], [2, 1], [1, 2], []])
+    }
+
     // MARK: The receiver's view of the sender's link
 
     /// While the peer's media comes through a member, its link hears only REPORTs (a second apart)

@@ -309,9 +309,11 @@ extension MeetingSimulation {
         let rate = node.sendRate ?? node.options.sendRateRange?.upperBound ?? 60_400
         let wireBits = Int(Double(rate) * world.mediaInterval.seconds)
         let fanOut = node.fanOut.flatMap { node.paths[$0.via] == nil ? nil : $0 }
-        // The member's copy first, as the node sends it (`MediaFanout`).
+        // The member's copy first, then the others in turn, as the node sends them (`MediaFanout`).
         let links = node.paths.keys.sorted().filter { !(fanOut?.passedOn.contains($0) ?? false) }
-        for link in links.filter({ $0 == fanOut?.via }) + links.filter({ $0 != fanOut?.via }) {
+        var order = links.filter { $0 == fanOut?.via }
+        node.copyOrder.forEach(links.filter { $0 != fanOut?.via }) { order.append($0) }
+        for link in order {
             var packet: [UInt8] = []
             if link == fanOut?.via {
                 // One signed copy for the member to play and pass on (§15.2), as large as the

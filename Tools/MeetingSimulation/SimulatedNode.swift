@@ -48,6 +48,7 @@ extension MeetingSimulation {
         var muted: Bool
         var paused = false
         var encoderLoss = 0.0
+        var copyOrder = CopyOrder()
         /// The latest `.setSendRate` (nil: no limit).
         var sendRate: Int?
         /// The latest `.setFanOut` (§15), and what signs our frames for it.
