@@ -27,11 +27,14 @@ public struct FanOutRoute: Sendable, Hashable {
 /// none; turning, every peer loses about the same share (which is also what the bandwidth
 /// estimate reads as the path's loss). The member's signed copy (§15.3) still goes first.
 public struct CopyOrder: Sendable {
-    private var turn = 0
+    @usableFromInline var turn = 0
 
     public init() {}
 
     /// Calls `body` with each of `copies`, starting one further on than the previous frame.
+    /// Inlinable: it runs on the capture thread for every frame, and an unspecialized generic
+    /// would reach each copy through the runtime's witness tables.
+    @inlinable
     public mutating func forEach<Copies: RandomAccessCollection>(
         _ copies: Copies, _ body: (Copies.Element) throws -> Void
     ) rethrows {
