@@ -325,6 +325,58 @@ struct JitterBufferTests {
         #expect(held < 60 * 48, "\(Double(held) / 48) ms held")
     }
 
+    /// Talk with pauses, where the first words went through a sender's overfilled uplink: packets
+    /// 50–99 of the first spurt are held up to 300 ms (a queue that filled and drained), the rest
+    /// of it is clean, then the sender pauses (`pause` frames of DTX: no packets), then speaks
+    /// again over the clean path. Returns the frames skipped to shrink while the second spurt
+    /// played and the longest any of its frames waited here from its arrival (nanoseconds).
+    static func secondSpurtAfterADrainedQueue(pause: Int) -> (skipped: Int, longestHold: UInt64) {
+        let buffer = JitterBuffer()
+        var tick: UInt64 = 1_007_000_000
+        var skippedBefore = 0
+        var longestHold: UInt64 = 0
+        let first = 300
+        let second = 250
+        var arrivals: [UInt64] = []
+        for index in 0..<(first + second) {
+            let place = index < first ? index : index + pause  // in 20 ms frames of the sender's timeline
+            let sent = 1_000_000_000 + UInt64(place) * 20_000_000
+            let queued: UInt64 = (50..<100).contains(index) ? UInt64(index - 49) * 6_000_000 : 0
+            arrivals.append(sent + 5_000_000 + queued)
+            while tick < arrivals[index] {
+                if case .play(let frame) = buffer.next(now: tick), frame.sequence >= first {
+                    longestHold = max(longestHold, tick - arrivals[Int(frame.sequence)])
+                }
+                tick += 20_000_000
+            }
+            if index == first { skippedBefore = buffer.statistics.dropped }
+            [UInt8(truncatingIfNeeded: index)].withUnsafeBytes { bytes in
+                _ = buffer.insert(
+                    sequence: UInt16(index), timestamp: UInt32(place * 960), duration: 960, payload: bytes,
+                    arrival: arrivals[index])
+            }
+        }
+        #expect(buffer.statistics.lost == 0 && buffer.statistics.late == 0)
+        return (buffer.statistics.dropped - skippedBefore, longestHold)
+    }
+
+    /// A pause long enough for the stream to go idle (3 s): the second spurt starts with the delay
+    /// the clean path needs. (Before, the target shed its excess only a quarter a second even in
+    /// the pause: the second spurt's frames waited up to 62 ms and 2 of them were skipped.)
+    @Test func aDrainedQueueIsShedInTheNextPauseNotInTheNextWords() {
+        let (skipped, longestHold) = Self.secondSpurtAfterADrainedQueue(pause: 150)
+        #expect(skipped == 0, "\(skipped) frames of the second spurt skipped")
+        #expect(longestHold <= JitterSimulation.frameNanoseconds, "held \(Double(longestHold) / 1e6) ms")
+    }
+
+    /// The same with a DTX gap (300 ms) shorter than the idle time: the playout skips the
+    /// excess in the gap instead of in the words after it. (Before: up to 162 ms, 6 skipped.)
+    @Test func aDrainedQueueIsShedInADTXGap() {
+        let (skipped, longestHold) = Self.secondSpurtAfterADrainedQueue(pause: 15)
+        #expect(skipped == 0, "\(skipped) frames of the second spurt skipped")
+        #expect(longestHold <= JitterSimulation.frameNanoseconds, "held \(Double(longestHold) / 1e6) ms")
+    }
+
     @Test func aLastingStepInTheNetworkDelayIsWaitedForOnce() {
         // From packet 200 on every packet takes 200 ms longer (a route through a relay, or a
         // sender whose capture fell behind) and stays so: the buffer must stretch by those 200 ms

@@ -9,9 +9,11 @@ import ParleyProtocol
 /// is the smallest `arrival − timestamp` of the packets that came within `baseSpan` (the network's
 /// base delay, which follows clock drift) and `target` is the delay most packets need on top of it:
 /// a high percentile of the last `historyCount` packets' extra delay, each counted from the base
-/// delay of its own time. The target grows at once when packets come later, and
-/// shrinks slowly when the network calms down (`releasePerSecond`). When playout is early it inserts
-/// a concealed frame (expand); when it is more than one and a half frames late, or a whole frame
+/// delay of its own time. The target grows at once when packets come later, and shrinks slowly
+/// when the network calms down (`releasePerSecond`), except in a pause (idle, or a DTX gap):
+/// there it falls at once to what the packets need, since skipping silence is not heard. When
+/// playout is early it inserts a concealed frame (expand); when it is more than one and a half
+/// frames late, or a whole frame
 /// because the target shrank by a frame since the schedule was set, it skips one frame
 /// (accelerate), at most once per `accelerateSpacing`. A missing frame whose successor is here is
 /// lost: the successor's in-band FEC restores it, or it is concealed. With nothing buffered at all it
@@ -168,6 +170,9 @@ public final class JitterBuffer {
     private var transitIndex = 0
     private var minTransit: Int64 = 0
     private var target: Int64 = 0
+    /// What the history's packets need (the percentile, plus the minimum delay): the target
+    /// comes down to it slowly while frames play, and at once in a pause.
+    private var need: Int64 = 0
     private var lastTransit: Int64?
     private var lastTargetUpdate: Int64?
     private var queueDelay: QueueDelayEstimate
@@ -279,6 +284,7 @@ public final class JitterBuffer {
             } else {
                 concealedWhileWaiting = 0
             }
+            releaseExcess()
             start(at: extended, timestamp: extendedTimestamp)
         case .buffering where extended < nextSequence && nextSequence - extended < Int64(configuration.slotCount / 2):
             // Reordered before playout started: start earlier.
@@ -422,6 +428,7 @@ public final class JitterBuffer {
             }
         }
         let measured = min(maximumDelay, (k > 0 ? largest[k - 1] : 0) + minimumDelay)
+        need = measured
         let elapsed = lastTargetUpdate.map { max(0, now - $0) } ?? 0
         lastTargetUpdate = now
         if measured >= target {
@@ -465,7 +472,13 @@ public final class JitterBuffer {
                 // The sender skipped time without skipping a sequence number: DTX (RFC 3551 §4.1).
                 // What was concealed while nothing was buffered already filled that much of the
                 // pause (the playout did not advance): skip it, or the pause would become delay.
+                // A target still above what the packets need is dropped here too: skipping part
+                // of a pause is silent, skipping a frame of speech later is not.
                 countWaitAsPause()
+                if releaseExcess() {
+                    lateness = now - due(playoutTimestamp)
+                    scheduledTarget = target
+                }
                 let filled = min(frame.timestamp - playoutTimestamp, max(0, lateness))
                 let skipped = filled / Int64(lastDuration) * Int64(lastDuration)
                 playoutTimestamp += skipped
@@ -563,6 +576,19 @@ public final class JitterBuffer {
     }
 
     private func due(_ timestamp: Int64) -> Int64 { timestamp + minTransit + target }
+
+    /// In a pause (the stream went idle, or a DTX gap is about to be played): the target falls to
+    /// what the packets need. The slow release is for playing speech, where each frame skipped to
+    /// shrink is heard; a one-off delay step (a sender's uplink queue that filled and drained)
+    /// would otherwise still be shed, frame by frame, in the next words. Returns whether it fell.
+    @discardableResult
+    private func releaseExcess() -> Bool {
+        let floor = max(min(need, maximumDelay), minimumDelay)
+        guard target > floor else { return false }
+        target = floor
+        statistics.targetDelay = Int(target)
+        return true
+    }
 
     /// The frames concealed while nothing was buffered were a DTX pause: count them as silence.
     private func countWaitAsPause() {
