@@ -1223,7 +1223,7 @@ def uplink_status(nodes: dict) -> dict:
     and where the daemon has them the queue delay the peer measures), its node-level send_rate where the
     daemon has one, and each listener's entry for a (what arrives of a)."""
     fields = ("state", "route", "via", "loss_pct", "rtt_ms", "jitter_ms", "tx_kbps", "rx_kbps", "concealed_ms",
-              "queue_delay_ms", "latency_ms")
+              "skipped_ms", "queue_delay_ms", "latency_ms")
     own = nodes["a"].status()
     speaker = {"peers": {p["name"]: {k: p.get(k) for k in fields} for p in own.get("peers", [])},
                "send_rate": (own.get("self") or {}).get("send_rate", own.get("send_rate"))}

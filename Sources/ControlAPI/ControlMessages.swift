@@ -444,6 +444,9 @@ public struct PeerStatus: Codable, Sendable, Equatable {
     public var packetsRx: UInt64
     public var packetsTx: UInt64
     public var concealedMs: Double
+    /// The peer's audio skipped to bring the jitter buffer's delay down while it played (after a
+    /// delay spike, a queue that drained): a frame skipped in speech is heard, one in a pause is not.
+    public var skippedMs: Double
     /// Whether this node plays the peer above the speaking level right now.
     public var speaking: Bool
     /// This node's volume for the peer, in percent (`parley volume`; local only).
@@ -464,7 +467,8 @@ public struct PeerStatus: Codable, Sendable, Equatable {
         id: String, name: String, state: LinkState, route: String? = nil, via: String? = nil, reason: String? = nil,
         rttMs: Double? = nil, lossPct: Double? = nil,
         jitterMs: Double? = nil, rxKbps: Double = 0, txKbps: Double = 0, packetsRx: UInt64 = 0, packetsTx: UInt64 = 0,
-        concealedMs: Double = 0, speaking: Bool = false, volumePct: Int = 100, recording: Bool = false,
+        concealedMs: Double = 0, skippedMs: Double = 0, speaking: Bool = false, volumePct: Int = 100,
+        recording: Bool = false,
         queueDelayMs: Double? = nil, latencyMs: ReceiveLatency? = nil, forgedPassedOn: Int = 0
     ) {
         self.forgedPassedOn = forgedPassedOn
@@ -487,6 +491,7 @@ public struct PeerStatus: Codable, Sendable, Equatable {
         self.packetsRx = packetsRx
         self.packetsTx = packetsTx
         self.concealedMs = concealedMs
+        self.skippedMs = skippedMs
     }
 
     enum CodingKeys: String, CodingKey {
@@ -499,6 +504,7 @@ public struct PeerStatus: Codable, Sendable, Equatable {
         case packetsRx = "packets_rx"
         case packetsTx = "packets_tx"
         case concealedMs = "concealed_ms"
+        case skippedMs = "skipped_ms"
         case speaking
         case volumePct = "volume_pct"
         case recording
@@ -523,6 +529,7 @@ public struct PeerStatus: Codable, Sendable, Equatable {
         try container.encode(packetsRx, forKey: .packetsRx)
         try container.encode(packetsTx, forKey: .packetsTx)
         try container.encode(concealedMs, forKey: .concealedMs)
+        try container.encode(skippedMs, forKey: .skippedMs)
         try container.encode(speaking, forKey: .speaking)
         try container.encode(volumePct, forKey: .volumePct)
         try container.encode(recording, forKey: .recording)

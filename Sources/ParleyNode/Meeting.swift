@@ -1170,6 +1170,7 @@ private final class MeetingDriver {
                 jitterMs: jitter.map { Self.rounded($0, 2) }, rxKbps: Self.rounded(measured.rxKbps, 1),
                 txKbps: Self.rounded(measured.txKbps, 1), packetsRx: traffic.packetsReceived,
                 packetsTx: traffic.packetsSent, concealedMs: Double(statistics.concealed) * frameMs,
+                skippedMs: Double(statistics.dropped) * frameMs,
                 speaking: statistics.isSpeaking, volumePct: path.channel.volume,
                 recording: link.recording,
                 queueDelayMs: link.queueDelayMs.map(Double.init),

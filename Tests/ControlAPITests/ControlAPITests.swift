@@ -6,7 +6,7 @@ import Testing
 struct ControlAPITests {
     static let peer = PeerStatus(
         id: "a1b2c3d4", name: "alice", state: .up, route: "host", rttMs: 1.4, lossPct: 0.5, jitterMs: 2.25,
-        rxKbps: 32.1, txKbps: 31.9, packetsRx: 500, packetsTx: 498, concealedMs: 40,
+        rxKbps: 32.1, txKbps: 31.9, packetsRx: 500, packetsTx: 498, concealedMs: 40, skippedMs: 20,
         latencyMs: ReceiveLatency(network: 0.7, jitterBuffer: 14.5, jitterTarget: 0, mix: 0.1, playback: nil))
     static let status = StatusReport(
         node: NodeStatus(
@@ -34,7 +34,8 @@ struct ControlAPITests {
         let peers = try #require(object["peers"] as? [[String: Any]])
         let expectedKeys: Set<String> = [
             "id", "name", "state", "route", "via", "reason", "rtt_ms", "loss_pct", "jitter_ms", "rx_kbps", "tx_kbps",
-            "packets_rx", "packets_tx", "concealed_ms", "speaking", "volume_pct", "recording", "latency_ms",
+            "packets_rx", "packets_tx", "concealed_ms", "skipped_ms", "speaking", "volume_pct", "recording",
+            "latency_ms",
             "queue_delay_ms", "forged_passed_on",
         ]
         #expect(Set(peers[0].keys) == expectedKeys)
@@ -47,6 +48,8 @@ struct ControlAPITests {
         #expect(peers[1]["route"] is NSNull)
         #expect(peers[0]["rtt_ms"] as? Double == 1.4)
         #expect(peers[0]["packets_rx"] as? Int == 500)
+        #expect(peers[0]["skipped_ms"] as? Double == 20)
+        #expect(peers[1]["skipped_ms"] as? Double == 0)
     }
 
     @Test func messagesRoundTripAsSingleLines() throws {
