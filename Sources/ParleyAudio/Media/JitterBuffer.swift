@@ -13,11 +13,10 @@ import ParleyProtocol
 /// when the network calms down (`releasePerSecond`), except in a pause (idle, or a DTX gap):
 /// there it falls at once to what the packets need, since skipping silence is not heard. When
 /// playout is early it inserts a concealed frame (expand); when it is more than one and a half
-/// frames late, or a whole frame
-/// because the target shrank by a frame since the schedule was set, it skips one frame
-/// (accelerate), at most once per `accelerateSpacing`. A missing frame whose successor is here is
-/// lost: the successor's in-band FEC restores it, or it is concealed. With nothing buffered at all it
-/// conceals without advancing, which makes the delay grow by exactly what the network took (RFC 3550
+/// frames late, or a whole frame because the target shrank by a frame since the schedule was set,
+/// it skips one frame (accelerate), at most once per `accelerateSpacing`. A missing frame whose
+/// successor is here is lost: the successor's in-band FEC restores it, or it is concealed. With
+/// nothing buffered at all it conceals without advancing, which makes the delay grow by exactly what the network took (RFC 3550
 /// §6.4.1 gives the jitter estimate it reports; the scheme follows what NetEq-style buffers do).
 public final class JitterBuffer {
     public struct Configuration: Sendable, Hashable {
@@ -583,7 +582,7 @@ public final class JitterBuffer {
     /// would otherwise still be shed, frame by frame, in the next words. Returns whether it fell.
     @discardableResult
     private func releaseExcess() -> Bool {
-        let floor = max(min(need, maximumDelay), minimumDelay)
+        let floor = max(need, minimumDelay)  // `need` is within `maximumDelay` already
         guard target > floor else { return false }
         target = floor
         statistics.targetDelay = Int(target)
