@@ -377,6 +377,42 @@ struct JitterBufferTests {
         #expect(longestHold <= JitterSimulation.frameNanoseconds, "held \(Double(longestHold) / 1e6) ms")
     }
 
+    /// The receive channel kept a frame of minimum delay for copies and FEC while the first words
+    /// lost packets, and lowers it some seconds into the next words, once the loss is forgotten.
+    /// The frame is shed in the next pause (a 300 ms DTX gap), not skipped in the words: packets
+    /// arrive 5 ms after they were sent, the player asks 7 ms after each send. (Before, the
+    /// target followed the minimum down while the words played, and a frame of them was skipped.)
+    @Test func aLowerMinimumDelayWaitsForThePause() {
+        let buffer = JitterBuffer()
+        buffer.setMinimumDelay(.milliseconds(20))
+        var tick: UInt64 = 1_007_000_000
+        var holds: [Int64: UInt64] = [:]
+        var arrivals: [UInt64] = []
+        let first = 250
+        for index in 0..<(first + 100) {
+            let place = index < first ? index : index + 15  // in 20 ms frames of the sender's timeline
+            arrivals.append(1_000_000_000 + UInt64(place) * 20_000_000 + 5_000_000)
+            while tick < arrivals[index] {
+                if case .play(let frame) = buffer.next(now: tick) {
+                    holds[frame.sequence] = tick - arrivals[Int(frame.sequence)]
+                }
+                tick += 20_000_000
+            }
+            if index == 150 { buffer.setMinimumDelay(.zero) }  // 2 s before the pause
+            [UInt8(truncatingIfNeeded: index)].withUnsafeBytes { bytes in
+                _ = buffer.insert(
+                    sequence: UInt16(index), timestamp: UInt32(place * 960), duration: 960, payload: bytes,
+                    arrival: arrivals[index])
+            }
+        }
+        #expect(buffer.statistics.dropped == 0, "\(buffer.statistics.dropped) frames of speech skipped")
+        #expect(holds[100] == 22_000_000, "a frame and the phase while the minimum holds")
+        #expect(
+            holds[Int64(first + 50)] == 2_000_000,
+            "only the phase after the pause: \(String(describing: holds[Int64(first + 50)]))")
+        #expect(buffer.statistics.lost == 0 && buffer.statistics.late == 0)
+    }
+
     @Test func aLastingStepInTheNetworkDelayIsWaitedForOnce() {
         // From packet 200 on every packet takes 200 ms longer (a route through a relay, or a
         // sender whose capture fell behind) and stays so: the buffer must stretch by those 200 ms
@@ -452,7 +488,7 @@ struct JitterBufferTests {
         let buffer = JitterBuffer()
         buffer.setMinimumDelay(.milliseconds(20))
         var holds: [Int: Int] = [:]
-        for index in 0..<400 {
+        for index in 0..<500 {
             if index == 100 { buffer.setMinimumDelay(.zero) }
             let sent = 1_000_000_000 + UInt64(index) * 20_000_000
             [UInt8(index % 256)].withUnsafeBytes { bytes in
@@ -463,8 +499,10 @@ struct JitterBufferTests {
             if case .play = buffer.next(now: sent + 7_000_000) { holds[index] = buffer.statistics.currentDelay }
         }
         #expect(holds[90] == 48 * 22, "a frame and the phase while copies come")
-        // 20 ms of target is released within about a second; the old buffer kept it (22 ms).
-        #expect(holds[399] == 48 * 2, "only the player's phase: \(String(describing: holds[399]))")
+        // With no pause, the lowered minimum takes effect after `minimumReleaseWait` (4 s) and its
+        // 20 ms of target is released within about a second more; the old buffer kept it (22 ms).
+        #expect(holds[299] == 48 * 22, "no pause came yet: the minimum holds")
+        #expect(holds[499] == 48 * 2, "only the player's phase: \(String(describing: holds[499]))")
         #expect(buffer.statistics.dropped == 1 && buffer.statistics.lost == 0)
     }
 

@@ -11,7 +11,8 @@ import ParleyProtocol
 /// a high percentile of the last `historyCount` packets' extra delay, each counted from the base
 /// delay of its own time. The target grows at once when packets come later, and shrinks slowly
 /// when the network calms down (`releasePerSecond`), except in a pause (idle, or a DTX gap):
-/// there it falls at once to what the packets need, since skipping silence is not heard. When
+/// there it falls at once to what the packets need, since skipping silence is not heard (and a
+/// lowered minimum delay waits for a pause to take effect, for the same reason). When
 /// playout is early it inserts a concealed frame (expand); when it is more than one and a half
 /// frames late, or a whole frame because the target shrank by a frame since the schedule was set,
 /// it skips one frame (accelerate), at most once per `accelerateSpacing`. A missing frame whose
@@ -47,6 +48,9 @@ public final class JitterBuffer {
         /// After this long with nothing to play the stream is idle: playout stops and restarts
         /// with the next packet (a peer that stopped sending, or a long DTX pause).
         public var idleAfter: Duration = .milliseconds(400)
+        /// How long a lowered minimum delay waits for a pause while frames play (see
+        /// `setMinimumDelay`): talk without a pause this long sheds it in speech after all.
+        public var minimumReleaseWait: Duration = .seconds(4)
 
         public init() {}
     }
@@ -172,6 +176,11 @@ public final class JitterBuffer {
     /// What the history's packets need (the percentile, plus the minimum delay): the target
     /// comes down to it slowly while frames play, and at once in a pause.
     private var need: Int64 = 0
+    /// The measured part of `need`: the percentile of the history's extra delay.
+    private var measuredExtra: Int64 = 0
+    /// A lower minimum delay that waits for a pause, and when it was asked for (see
+    /// `setMinimumDelay`).
+    private var loweredMinimum: (delay: Int64, since: Int64)?
     private var lastTransit: Int64?
     private var lastTargetUpdate: Int64?
     private var queueDelay: QueueDelayEstimate
@@ -229,10 +238,28 @@ public final class JitterBuffer {
         largest.deallocate()
     }
 
-    /// Delay kept on top of the measured jitter (e.g. so redundant copies can arrive in time).
+    /// Delay kept on top of the measured jitter (e.g. so redundant copies can arrive in time). A
+    /// higher one applies at once. A lower one, while frames play, waits for the next pause (or
+    /// `minimumReleaseWait` of talk without one): the frame it frees would otherwise be skipped in
+    /// speech, and heard. The loss that called for it (the first words through a sender's
+    /// overfilled uplink) is typically forgotten some seconds into the next words.
     public func setMinimumDelay(_ delay: Duration) {
-        minimumDelay = min(maximumDelay, Self.samples(delay, rate: configuration.sampleRate))
+        let value = min(maximumDelay, Self.samples(delay, rate: configuration.sampleRate))
+        if value < minimumDelay, state == .playing {
+            loweredMinimum = (value, loweredMinimum?.since ?? lastTargetUpdate ?? 0)
+            return
+        }
+        loweredMinimum = nil
+        minimumDelay = value
         target = max(target, minimumDelay)
+    }
+
+    /// Puts a lowered minimum delay in effect (in a pause, or after `minimumReleaseWait`).
+    private func applyLoweredMinimum() {
+        guard let lowered = loweredMinimum else { return }
+        loweredMinimum = nil
+        minimumDelay = lowered.delay
+        need = min(maximumDelay, measuredExtra + minimumDelay)
     }
 
     /// The bytes of a frame returned by `next`, valid until the next `insert`.
@@ -426,7 +453,13 @@ public final class JitterBuffer {
                 largest[position] = extra
             }
         }
-        let measured = min(maximumDelay, (k > 0 ? largest[k - 1] : 0) + minimumDelay)
+        if let lowered = loweredMinimum,
+            now - lowered.since >= Self.samples(configuration.minimumReleaseWait, rate: configuration.sampleRate)
+        {
+            applyLoweredMinimum()
+        }
+        measuredExtra = k > 0 ? largest[k - 1] : 0
+        let measured = min(maximumDelay, measuredExtra + minimumDelay)
         need = measured
         let elapsed = lastTargetUpdate.map { max(0, now - $0) } ?? 0
         lastTargetUpdate = now
@@ -576,12 +609,14 @@ public final class JitterBuffer {
 
     private func due(_ timestamp: Int64) -> Int64 { timestamp + minTransit + target }
 
-    /// In a pause (the stream went idle, or a DTX gap is about to be played): the target falls to
-    /// what the packets need. The slow release is for playing speech, where each frame skipped to
-    /// shrink is heard; a one-off delay step (a sender's uplink queue that filled and drained)
-    /// would otherwise still be shed, frame by frame, in the next words. Returns whether it fell.
+    /// In a pause (the stream went idle, or a DTX gap is about to be played): a lowered minimum
+    /// delay takes effect, and the target falls to what the packets need. The slow release is for
+    /// playing speech, where each frame skipped to shrink is heard; a one-off delay step (a
+    /// sender's uplink queue that filled and drained) would otherwise still be shed, frame by
+    /// frame, in the next words. Returns whether it fell.
     @discardableResult
     private func releaseExcess() -> Bool {
+        applyLoweredMinimum()
         let floor = max(need, minimumDelay)  // `need` is within `maximumDelay` already
         guard target > floor else { return false }
         target = floor
