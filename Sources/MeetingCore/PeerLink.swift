@@ -72,8 +72,15 @@ public struct PeerLink: Sendable {
         /// or more missing in a row are no longer bad luck (0.1 % of the time at 10 % loss), and
         /// every 100 ms sooner is 100 ms less of a gap after a renumbered NAT or a cut path.
         public var quickLostAfter: Duration = .milliseconds(1000)
-        /// Facts this close together make a link dense.
+        /// Packets this close together make a link dense …
         public var denseInterval: Duration = .milliseconds(400)
+        /// … measured between arrivals at least this far apart: packets sent together are not
+        /// dense. As a session comes up, the handshake, the REPORT sent on it and the one sent on
+        /// the first media arrive within milliseconds, yet a peer whose audio has not started
+        /// REPORTs only once a second (measured in the NAT lab: peers called a joining node whose
+        /// PulseAudio capture was starting lost a second after its session came up). A DTX
+        /// pause's REPORTs, 250 ms apart, are each measured.
+        public var spacingSample: Duration = .milliseconds(200)
         /// How long a link stays visibly lost before an ICE restart is tried (a short burst of
         /// loss heals by itself; a dead path does not).
         public var restartAfterLost: Duration = .milliseconds(200)
@@ -109,7 +116,10 @@ public struct PeerLink: Sendable {
 
     private var enteredState: Instant
     private var lastPacket: Instant?
-    private var packetGap: Duration?
+    /// The latest arrival the spacing was measured at, and the spacing between the last two such
+    /// (`Timing.spacingSample`).
+    private var sampledAt: Instant?
+    private var packetSpacing: Duration?
     /// When the peer's media last came through a member (§15.2).
     private var mediaElsewhereAt: Instant?
     private var lastRestart: Instant?
@@ -140,7 +150,7 @@ public struct PeerLink: Sendable {
     /// unless the peer's media lately came through a member (§15.2), when only its REPORTs come
     /// this way, however densely its last direct packets came.
     public var silenceLimit: Duration {
-        let dense = packetGap.map { $0 <= timing.denseInterval } ?? false
+        let dense = packetSpacing.map { $0 <= timing.denseInterval } ?? false
         let elsewhere = mediaElsewhereAt.map { at in lastPacket.map { $0 - at < timing.lostAfter } ?? true } ?? false
         return dense && !elsewhere ? timing.quickLostAfter : timing.lostAfter
     }
@@ -205,11 +215,20 @@ public struct PeerLink: Sendable {
             hasSession = true
             return promoteIfFlowing(at: now)
         case .packetReceived:
-            if let lastPacket { packetGap = now - lastPacket }
+            if let sampledAt {
+                if now - sampledAt >= timing.spacingSample {
+                    packetSpacing = now - sampledAt
+                    self.sampledAt = now
+                }
+            } else {
+                sampledAt = now
+            }
             lastPacket = now
             return heard(at: now)
         case .stillReceiving(let spacing):
-            packetGap = spacing
+            // Said at most every 250 ms, with the time since the last: a sample of its own.
+            packetSpacing = spacing
+            sampledAt = now
             // A held fact's packet may be older than one counted since (a REPORT's).
             lastPacket = max(lastPacket ?? now, now)
             return heard(at: now)

@@ -336,6 +336,12 @@ struct MeetingCoreTests {
     @Test func silenceMakesALinkLostThenRestartedOnTime() {
         var harness = Harness()
         let id = Self.upLink(&harness)
+        // Two more packets 250 ms apart (REPORTs in a DTX pause); the last at 0.5 s.
+        for _ in 0..<2 {
+            _ = harness.feed(
+                .session(id, .stillAuthenticated(at: harness.now + .milliseconds(250), spacing: .milliseconds(250))),
+                after: 0.25)
+        }
         let lead = harness.me.publicKey.lexicographicallyPrecedes(harness.peer.publicKey)
         var states: [(Duration, LinkState)] = [(.zero, .up)]
         while harness.now - Self.start < .seconds(4) {
@@ -348,7 +354,7 @@ struct MeetingCoreTests {
                 states.append((harness.now - Self.start, state))
             }
         }
-        #expect(states.count > 1 && states[1].1 == .lost && states[1].0 == .milliseconds(1000), "\(states)")
-        if lead { #expect(states.contains { $0.1 == .restarting && $0.0 == .milliseconds(1200) }, "\(states)") }
+        #expect(states.count > 1 && states[1].1 == .lost && states[1].0 == .milliseconds(1500), "\(states)")
+        if lead { #expect(states.contains { $0.1 == .restarting && $0.0 == .milliseconds(1700) }, "\(states)") }
     }
 }

@@ -81,6 +81,20 @@ struct PeerLinkTests {
         #expect(result.link.nextDeadline == Self.at(lastPacket + lostAfter + 0.2))
     }
 
+    /// The handshake, the REPORT sent as the session came up and the one sent on our first media
+    /// arrive within milliseconds; then the peer, whose audio has not started yet, REPORTs once a
+    /// second. That is not dense: the link waits the 2 s of a peer that REPORTs once a second.
+    /// (Before, the last gap alone decided, and peers called a joining node lost a second after
+    /// its session came up whenever its next REPORT came a little over a second later.)
+    @Test func packetsSentTogetherAreNotDense() {
+        let steps =
+            Self.connect + [
+                (0.41, .packetReceived), (0.42, .packetReceived), (1.43, .tick), (2.41, .tick), (2.42, .tick),
+            ]
+        let result = Self.run(initiator: true, steps)
+        #expect(Array(result.states.suffix(3)) == [.up, .up, .lost])
+    }
+
     /// The lead restarts ICE 0.2 s after a link is lost; the other side follows its request.
     /// The lead restarts at once; the other side waits for the lead's restart and follows it,
     /// so the two rarely cross …
