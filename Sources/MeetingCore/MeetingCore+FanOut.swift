@@ -225,7 +225,7 @@ extension MeetingCore {
             updateProbeCopies()
             return
         }
-        guard !paused, let next = fanOutProbe.next, now >= next, let rate = sendRate, !rate.limited,
+        guard !sendsNoMedia, let next = fanOutProbe.next, now >= next, let rate = sendRate, !rate.limited,
             rate.congested(at: now).isEmpty,
             uplinkCongestedAt.map({ now - $0 >= Self.uplinkCongestionMemory }) ?? true
         else { return }

@@ -41,7 +41,11 @@ public struct MeetingCore: Sendable {
     public internal(set) var recording = false
     /// DTX holds our media back (silent or muted): no media flows from us right now.
     var paused = false
-    /// While `paused`: when REPORTs next go to every link together (§10.1, at least every 250 ms).
+    /// The audio engine stopped (a device failed) or never started: no media flows from us for the
+    /// rest of the meeting, whatever DTX said last.
+    var withoutAudio = false
+    /// While `sendsNoMedia`: when REPORTs next go to every link together (§10.1, at least every
+    /// 250 ms).
     var nextPausedReports: Instant?
     var encoderLoss: Double?
     /// The send-side bandwidth estimate (nil: `--fixed-rate`).
@@ -212,9 +216,9 @@ public struct MeetingCore: Sendable {
             if !peer.verified, !peer.reportedNotConnected, notConnectedFrom > now {
                 earliest = Self.earlier(earliest, notConnectedFrom)
             }
-            if link.established, !paused { earliest = Self.earlier(earliest, link.nextReport) }
+            if link.established, !sendsNoMedia { earliest = Self.earlier(earliest, link.nextReport) }
         }
-        if paused { earliest = Self.earlier(earliest, nextPausedReports) }
+        if sendsNoMedia { earliest = Self.earlier(earliest, nextPausedReports) }
         // The next probe (only a moment ahead: one due but waiting for a clean rate starts on
         // the REPORT that makes it clean), or the end of the one under way.
         if let current = fanOut, let moment = fanOutProbe.nextMoment(current.route.covered, at: now), moment > now {
@@ -702,7 +706,7 @@ public struct MeetingCore: Sendable {
             // §10.1: up once the peer reports that it receives our media — or, while DTX holds our
             // media back and none was sent on this link yet, once it reports at all: a silent
             // participant has no audio to flow its way.
-            if report.mediaReceived > 0 || (mediaSent == 0 && paused) { feed(.peerReceivesUs, toPeer: key) }
+            if report.mediaReceived > 0 || (mediaSent == 0 && sendsNoMedia) { feed(.peerReceivesUs, toPeer: key) }
             updateEncoderLoss()
             peerRecording(report.recording, on: key)
         case .firstMedia:
@@ -739,14 +743,22 @@ public struct MeetingCore: Sendable {
         }
     }
 
+    /// No media flows from us: DTX holds it back, or there is no audio. Then, as §10.1 has it for a
+    /// silent participant, REPORTs go to every link every 250 ms (they are all the peer gets, and
+    /// it judges the link's liveness by them) and a link is up once the peer reports at all.
+    var sendsNoMedia: Bool { paused || withoutAudio }
+
     mutating func audioFact(_ fact: AudioFact) {
         switch fact {
         case .failed(let reason):
             warn("audio device failed: \(reason); the meeting goes on without sound")
+            losesAudio()
         case .unavailable(let reason):
             warn("audio unavailable in this meeting: \(reason); peers still connect, but you hear and send nothing")
+            losesAudio()
         case .paused(let value, let noMediaSentOn):
             paused = value
+            guard !withoutAudio else { return }
             // Media went to every link just now: the first REPORT in its place is due an
             // interval later.
             nextPausedReports = value ? now + configuration.timing.pausedReportInterval : nil
@@ -761,6 +773,14 @@ public struct MeetingCore: Sendable {
                 feed(.peerReceivesUs, toPeer: key)
             }
         }
+    }
+
+    /// The audio engine is gone for this meeting: this node is a silent participant from now on
+    /// (`sendsNoMedia`), with its REPORTs due at once.
+    private mutating func losesAudio() {
+        guard !withoutAudio else { return }
+        withoutAudio = true
+        if !paused { nextPausedReports = now }
     }
 
     /// Gives the peer's link state machine one fact and obeys what it returns.
@@ -851,13 +871,13 @@ public struct MeetingCore: Sendable {
         // go to every link together every 250 ms, and one due to close its link's interval waits
         // for them (the interval is ours; the peer gets a REPORT every 250 ms regardless): one
         // wake-up and one REPORT per link each time, instead of each link's own schedule.
-        let pausedReports = paused && now >= (nextPausedReports ?? now)
+        let pausedReports = sendsNoMedia && now >= (nextPausedReports ?? now)
         if pausedReports { nextPausedReports = now + configuration.timing.pausedReportInterval }
         var due: [(LinkID, [UInt8])] = []
         for (key, peer) in peers {
             guard let link = peer.link else { continue }
             let timerDue = link.machine.nextDeadline.map { now >= $0 } ?? false
-            let reportDue = link.established && (paused ? pausedReports : now >= link.nextReport)
+            let reportDue = link.established && (sendsNoMedia ? pausedReports : now >= link.nextReport)
             if timerDue || reportDue { due.append((link.id, key)) }
         }
         due.sort { $0.0 < $1.0 }
@@ -865,7 +885,7 @@ public struct MeetingCore: Sendable {
             guard let link = peers[key]?.link else { continue }
             if let deadline = link.machine.nextDeadline, now >= deadline { feed(.tick, toPeer: key) }
             guard let link = peers[key]?.link, link.established else { continue }
-            if paused ? pausedReports : now >= link.nextReport {
+            if sendsNoMedia ? pausedReports : now >= link.nextReport {
                 sendReport(on: key, closesInterval: now >= link.nextReport)
             }
         }

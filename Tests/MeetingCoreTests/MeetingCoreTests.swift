@@ -250,6 +250,35 @@ struct MeetingCoreTests {
         #expect(harness.core.links.first?.state == (sentNothing ? .up : .handshaking))
     }
 
+    /// A node without audio (its device failed, or none could be opened) sends no media for the
+    /// rest of the meeting: it is a silent participant (§10.1). Its links come up once the peer
+    /// reports at all, and it REPORTs to every link every 250 ms, as in a DTX pause. (Before, it
+    /// went on as a talker: its links waited for a peer to report our media, which never came,
+    /// and it REPORTed once a second, so a peer that had had its media called the link lost.)
+    @Test(arguments: [AudioFact.unavailable("no sound server"), .failed("the microphone was unplugged")])
+    func aNodeWithoutAudioIsASilentParticipant(fact: AudioFact) {
+        var harness = Harness()
+        let id = Self.sessionLink(&harness)
+        _ = harness.feed(.audio(fact), after: 0.1)
+        _ = harness.feed(
+            .session(id, .report(SessionControl.Report(timestampMs: 1, mediaReceived: 0), rttMs: 10, mediaSent: 0)),
+            after: 0.1)
+        #expect(harness.core.links.first?.state == .up)
+        var reports: [Duration] = []
+        while harness.now - Self.start < .seconds(2) {
+            harness.now = try! #require(harness.core.nextDeadline)
+            if Self.kinds(harness.core.handle(.tick, at: harness.now)).contains(where: { $0.hasSuffix("eport") }) {
+                reports.append(harness.now - Self.start)
+            }
+        }
+        let gaps = zip(reports.dropFirst(), reports).map { $0 - $1 }
+        #expect(reports.count >= 6 && gaps.allSatisfy { $0 == .milliseconds(250) }, "REPORTs at \(reports)")
+        // A pause that DTX ends later does not bring the talker's schedule back: no media comes.
+        _ = harness.feed(.audio(.paused(false, noMediaSentOn: [])))
+        let next = try! #require(harness.core.nextDeadline)
+        #expect(next - harness.now <= .milliseconds(250))
+    }
+
     @Test func aLinkComesUpOnceBothWaysWork() {
         var harness = Harness()
         let id = Self.upLink(&harness)
