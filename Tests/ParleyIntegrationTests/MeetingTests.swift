@@ -371,6 +371,37 @@ struct MeetingTests {
 
     /// DTX (parleyd's default): a participant whose microphone is silent sends no media, only its
     /// REPORTs, yet its links come up and stay up; with `--no-dtx` it sends encoded silence.
+    /// A node whose audio cannot start (its WAV input was there when the daemon started and is gone
+    /// when it joins: "audio unavailable in this meeting") still hears nothing and sends nothing,
+    /// but is a silent participant: both ends count the link up, and it REPORTs every 250 ms.
+    /// (Before, its own end stayed at `handshaking`: it waited for the peer to report our media.)
+    @Test func aNodeWithoutAudioStillCountsItsLinksUp() async throws {
+        try await withLab("no-audio") { lab in
+            let rendezvous = try lab.rendezvous()
+            let invite = try lab.invite(rendezvous: rendezvous.url)
+            let input = "\(lab.directory)/bob-microphone.wav"
+            try Hearing.writeTone(input, hertz: 660, dBFS: -10, seconds: 1)
+            let alice = try lab.node(NodeSpec(name: "alice", input: "tone:440", join: invite))
+            let bob = try lab.node(NodeSpec(name: "bob", input: "wav:\(input)"))
+            unlink(input)
+            let joined = try bob.parley(["join", invite])
+            #expect(joined.status == 0, "\(joined.error)")
+            try alice.waitForPeersUp(1)
+            try bob.waitForPeersUp(1)
+            #expect(lab.logs(of: ["bob"]).contains("audio unavailable in this meeting"))
+            func packets() throws -> UInt64 { try #require(try alice.status().peers.first).packetsRx }
+            let before = try packets()
+            let heard = try Self.listen([alice], seconds: 2)  // bob plays nothing: it has no audio
+            let after = try packets()
+            // 8 REPORTs in 2 s (a talker's REPORTs would be 2), no media.
+            #expect((6...12).contains(after - before), "bob sent \(after - before) packets in 2 s")
+            #expect(heard["alice"] == [], "\(ListeningWindow.describe(heard))")
+            for node in [alice, bob] {
+                #expect(try node.status().peers.map(\.state) == [.up], "\(node.name)")
+            }
+        }
+    }
+
     @Test func silentParticipantSendsNothingYetStaysUp() async throws {
         try await withLab("dtx") { lab in
             let rendezvous = try lab.rendezvous()
