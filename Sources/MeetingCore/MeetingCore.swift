@@ -703,8 +703,8 @@ public struct MeetingCore: Sendable {
             peers[key]?.link?.rttMs = rtt
             noteAuthenticated(from: key, via: link.authenticatedVia)
             feed(.packetReceived, toPeer: key)
-            // §10.1: up once the peer reports that it receives our media — or, while DTX holds our
-            // media back and none was sent on this link yet, once it reports at all: a silent
+            // §10.1: up once the peer reports that it receives our media — or, while we send none
+            // (`sendsNoMedia`) and none was sent on this link yet, once it reports at all: a silent
             // participant has no audio to flow its way.
             if report.mediaReceived > 0 || (mediaSent == 0 && sendsNoMedia) { feed(.peerReceivesUs, toPeer: key) }
             updateEncoderLoss()
@@ -867,10 +867,11 @@ public struct MeetingCore: Sendable {
         }
         if fanOutStale { chooseFanOut() }
         stepFanOutProbe()
-        // The links with something due (usually none), in link order. While DTX pauses, REPORTs
-        // go to every link together every 250 ms, and one due to close its link's interval waits
-        // for them (the interval is ours; the peer gets a REPORT every 250 ms regardless): one
-        // wake-up and one REPORT per link each time, instead of each link's own schedule.
+        // The links with something due (usually none), in link order. While we send no media
+        // (`sendsNoMedia`), REPORTs go to every link together every 250 ms, and one due to close
+        // its link's interval waits for them (the interval is ours; the peer gets a REPORT every
+        // 250 ms regardless): one wake-up and one REPORT per link each time, instead of each
+        // link's own schedule.
         let pausedReports = sendsNoMedia && now >= (nextPausedReports ?? now)
         if pausedReports { nextPausedReports = now + configuration.timing.pausedReportInterval }
         var due: [(LinkID, [UInt8])] = []
@@ -906,7 +907,7 @@ public struct MeetingCore: Sendable {
     }
 
     /// REPORT (§10.1), every 1000 ms ± 10 % while the session has keys, every 250 ms to all
-    /// links together while DTX holds our media back, and at once when the session is
+    /// links together while we send no media (`sendsNoMedia`), and at once when the session is
     /// established or the link's first media arrives.
     mutating func sendReport(on key: [UInt8], closesInterval: Bool) {
         guard let link = peers[key]?.link, link.established else { return }

@@ -215,12 +215,8 @@ public struct PeerLink: Sendable {
             hasSession = true
             return promoteIfFlowing(at: now)
         case .packetReceived:
-            if let sampledAt {
-                if now - sampledAt >= timing.spacingSample {
-                    packetSpacing = now - sampledAt
-                    self.sampledAt = now
-                }
-            } else {
+            if sampledAt.map({ now - $0 >= timing.spacingSample }) ?? true {
+                if let sampledAt { packetSpacing = now - sampledAt }
                 sampledAt = now
             }
             lastPacket = now

@@ -17,8 +17,9 @@ import ParleyProtocol
 /// frames late, or a whole frame because the target shrank by a frame since the schedule was set,
 /// it skips one frame (accelerate), at most once per `accelerateSpacing`. A missing frame whose
 /// successor is here is lost: the successor's in-band FEC restores it, or it is concealed. With
-/// nothing buffered at all it conceals without advancing, which makes the delay grow by exactly what the network took (RFC 3550
-/// §6.4.1 gives the jitter estimate it reports; the scheme follows what NetEq-style buffers do).
+/// nothing buffered at all it conceals without advancing, which makes the delay grow by exactly
+/// what the network took (RFC 3550 §6.4.1 gives the jitter estimate it reports; the scheme
+/// follows what NetEq-style buffers do).
 public final class JitterBuffer {
     public struct Configuration: Sendable, Hashable {
         public var sampleRate = 48_000
