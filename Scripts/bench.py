@@ -183,6 +183,28 @@ def existing_benchmarks(results: dict) -> None:
     codec_latency_floor(results)
     results["crypto"] = run(["Scripts/bench-crypto"]).strip()
     log(results["crypto"])
+    mesh_floor(results)
+
+
+def mesh_floor(results: dict) -> None:
+    """What a full-mesh node's datagrams and device wake-ups cost this machine with no codec, crypto, ICE
+    library or Parley code (Scripts/mesh-floor.c): added to the codec floor, it is the CPU floor of a node."""
+    binary = ROOT / ".build" / "bench" / "mesh-floor"
+    binary.parent.mkdir(parents=True, exist_ok=True)
+    compiler = shutil.which("clang") or shutil.which("cc")
+    run([compiler, "-O2", "-Wall", "-o", binary, ROOT / "Scripts" / "mesh-floor.c", "-lpthread"])
+    results["mesh_floor_pct"] = {}
+    for count in (2, 4, 8, 16):
+        text = run([binary, str(count), "8"])
+        results["mesh_floor_pct"][count] = number(r"CPU per node mean ([0-9.]+) %", text)
+        log(text.strip())
+
+
+def cpu_floors(results: dict, count: int) -> str:
+    """The CPU floor column of a node in a `count`-node meeting with everyone sending."""
+    codec = codec_cpu_floor(results, count)
+    mesh = (results.get("mesh_floor_pct") or {}).get(count) or (results.get("mesh_floor_pct") or {}).get(str(count))
+    return f"codec only {codec:.2f} %" + (f"; codec + mesh {codec + mesh:.2f} %" if mesh is not None else "")
 
 
 def codec_latency_floor(results: dict) -> None:
@@ -1350,13 +1372,13 @@ def write_outputs(results: dict, out: Path) -> str:
     if one_to_one:
         row("CPU per node, 1:1 call, both saying the same speech all the time (median of 3 rounds, taken in turn "
             "with baresip's)", fmt(statistics.median(one_to_one["parley_pct"]), "% of a core", 1),
-            f"codec only {fmt(one_to_one['floor_pct'], '%', 2)}",
+            cpu_floors(results, 2),
             f"baresip {fmt(statistics.median(one_to_one['baresip_pct']), '%', 1)}")
     for count in (2, 4, 8):
         entry = loop.get(count) or loop.get(str(count))
         if entry:
             row(f"CPU per node, {count} nodes, all sending all the time", fmt(entry["cpu_pct"]["mean"], "% of a core", 1),
-                f"codec only {fmt(entry['cpu_floor_pct'], '%', 2)}")
+                cpu_floors(results, count))
             row(f"bandwidth per node, {count} nodes, all sending (send / receive)",
                 f"{entry['tx_kbps']:.0f} / {entry['rx_kbps']:.0f} kb/s",
                 f"Opus payload {entry['bandwidth_floor_kbps']} kb/s")
@@ -1374,7 +1396,7 @@ def write_outputs(results: dict, out: Path) -> str:
             f"{stress['pairs_heard']:.0f} of {stress['pairs']:.0f}", "—")
         row("CPU per node, 16 nodes, all sending all the time (mean / max)",
             f"{stress['cpu_pct']['mean']:.1f} / {stress['cpu_pct']['max']:.1f} % of a core",
-            f"codec only {fmt(stress['cpu_floor_pct'], '%', 2)}")
+            cpu_floors(results, 16))
         row("bandwidth per node, 16 nodes, all sending (send / receive)",
             f"{stress['tx_kbps']:.0f} / {stress['rx_kbps']:.0f} kb/s (IP + UDP headers included)", "—")
         row("join, 16th node into a running meeting, from its process start (median / max of 3; all sending / "
@@ -1486,6 +1508,11 @@ def plots(results: dict, out: Path) -> None:
         axes[0].set(title="join time (all links up)", xlabel="nodes", ylabel="ms")
         axes[1].plot(counts, [e["cpu_pct"]["mean"] for e in entries], "o-", label="Parley node")
         axes[1].plot(counts, [e["cpu_floor_pct"] for e in entries], "k--", label="codec only (floor)")
+        mesh = results.get("mesh_floor_pct") or {}
+        mesh = [mesh.get(c) or mesh.get(str(c)) for c in counts]
+        if None not in mesh:
+            axes[1].plot(counts, [e["cpu_floor_pct"] + m for e, m in zip(entries, mesh)], "k:",
+                         label="codec + mesh (floor)")
         if results.get("one_to_one"):
             axes[1].plot([2], [statistics.median(results["one_to_one"]["baresip_pct"])], "r^",
                          label="baresip 1:1 (speech)")
