@@ -35,7 +35,7 @@ static double seconds;
 static int sockets[MAX_NODES][MAX_NODES];           // [node][peer]: the node's socket for that peer
 static struct sockaddr_in addresses[MAX_NODES][MAX_NODES];
 static struct timespec start;                        // the first frame, shared by every process
-static volatile long received;
+static long received;  // the playback thread adds, the main thread reads: __atomic builtins
 
 static void add_ns(struct timespec *t, long long ns) {
     long long total = t->tv_nsec + ns;
@@ -82,7 +82,7 @@ static void *playback(void *unused) {
                     messages[i] = (struct mmsghdr){.msg_hdr = {.msg_iov = &vectors[i], .msg_iovlen = 1}};
                 }
                 count = recvmmsg(sockets[self][peer], messages, BATCH, MSG_DONTWAIT, NULL);
-                if (count > 0) received += count;
+                if (count > 0) __atomic_fetch_add(&received, count, __ATOMIC_RELAXED);
             } while (count == BATCH);
         }
         add_ns(&next, FRAME_NS);
@@ -108,10 +108,10 @@ static void run_node(int report) {
     add_ns(&to, 1000000000LL + (long long)(seconds * 1e9));
     clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &from, NULL);
     double cpu_before = cpu_seconds();
-    long received_before = received;
+    long received_before = __atomic_load_n(&received, __ATOMIC_RELAXED);
     clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &to, NULL);
     double cpu = cpu_seconds() - cpu_before;
-    long count = received - received_before;
+    long count = __atomic_load_n(&received, __ATOMIC_RELAXED) - received_before;
     pthread_join(threads[0], NULL);
     pthread_join(threads[1], NULL);
     double result[2] = {100 * cpu / seconds, count / seconds};
