@@ -200,10 +200,16 @@ def mesh_floor(results: dict) -> None:
         log(text.strip())
 
 
+def mesh_floor_pct(results: dict, count: int) -> float | None:
+    """The mesh floor of `count` nodes, from this run or a results.json read back (keys become strings)."""
+    floors = results.get("mesh_floor_pct") or {}
+    return floors.get(count, floors.get(str(count)))
+
+
 def cpu_floors(results: dict, count: int) -> str:
     """The CPU floor column of a node in a `count`-node meeting with everyone sending."""
     codec = codec_cpu_floor(results, count)
-    mesh = (results.get("mesh_floor_pct") or {}).get(count) or (results.get("mesh_floor_pct") or {}).get(str(count))
+    mesh = mesh_floor_pct(results, count)
     return f"codec only {codec:.2f} %" + (f"; codec + mesh {codec + mesh:.2f} %" if mesh is not None else "")
 
 
@@ -1508,8 +1514,7 @@ def plots(results: dict, out: Path) -> None:
         axes[0].set(title="join time (all links up)", xlabel="nodes", ylabel="ms")
         axes[1].plot(counts, [e["cpu_pct"]["mean"] for e in entries], "o-", label="Parley node")
         axes[1].plot(counts, [e["cpu_floor_pct"] for e in entries], "k--", label="codec only (floor)")
-        mesh = results.get("mesh_floor_pct") or {}
-        mesh = [mesh.get(c) or mesh.get(str(c)) for c in counts]
+        mesh = [mesh_floor_pct(results, c) for c in counts]
         if None not in mesh:
             axes[1].plot(counts, [e["cpu_floor_pct"] + m for e, m in zip(entries, mesh)], "k:",
                          label="codec + mesh (floor)")
