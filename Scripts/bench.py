@@ -279,12 +279,59 @@ def settled_cpu(nodes: list, window: float) -> list[float]:
     return [100 * (b - a) / window for a, b in zip(before, after)]
 
 
-def one_to_one_cpu(results: dict, work: Path, rounds: int = 3, window: float = 8.0) -> None:
+def thread_cpu_seconds(pid: int) -> dict:
+    """CPU seconds each thread of a process has run, by thread id: (name, seconds), from the scheduler's
+    nanosecond count (/proc/PID/task/TID/schedstat), not /proc/PID/stat's 10-ms ticks, which over an 8-s
+    window of a 3 % process are a 4 % step. A thread that ends between two readings loses its time, so
+    this is for long-lived threads (a daemon's audio and network threads, baresip's)."""
+    threads = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            name = (task / "comm").read_text().strip()
+            nanoseconds = int((task / "schedstat").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue  # ended while listed
+        threads[int(task.name)] = (name, nanoseconds / 1e9)
+    return threads
+
+
+def threads_cpu_pct(pids: list, window: float, group) -> tuple[list[float], dict]:
+    """% of one core each process used over `window` seconds (sum of its threads), and the mean per
+    process of each thread group (`group(pid, tid, name)` names it)."""
+    before = [thread_cpu_seconds(pid) for pid in pids]
+    time.sleep(window)
+    after = [thread_cpu_seconds(pid) for pid in pids]
+    totals, groups = [], {}
+    for pid, old, new in zip(pids, before, after):
+        total = 0.0
+        for tid, (name, seconds) in new.items():
+            used = 100 * (seconds - old.get(tid, (name, 0.0))[1]) / window
+            total += used
+            key = group(pid, tid, name)
+            groups[key] = groups.get(key, 0.0) + used / len(pids)
+        totals.append(total)
+    return totals, groups
+
+
+def parley_thread_group(pid: int, tid: int, name: str) -> str:
+    """parleyd's capture thread reads, encodes, seals and sends; its playback thread decodes, mixes and
+    plays; its network thread (libnice's loop) receives and opens."""
+    return {"parley-capture": "capture", "parley-playback": "playback", "parley-ice": "network"}.get(name, "other")
+
+
+def baresip_thread_group(pid: int, tid: int, name: str) -> str:
+    """baresip's main thread polls its sockets and decodes; its other thread (aufile's source) reads the
+    file, encodes and sends."""
+    return "main (receive, decode)" if tid == pid else "others (read, encode, send)"
+
+
+def one_to_one_cpu(results: dict, work: Path, rounds: int = 4, window: float = 10.0) -> None:
     """A 1:1 call against baresip's, both ends of both saying the same espeak-ng speech the whole time, the
     two taken in turn `rounds` times (a shared VM's speed drifts within minutes). Speech, not a tone:
     Opus codes a tone as music (CELT alone, a third of the work) unless told it is voice, as Parley tells
     it, so a tone would compare two different codings; on speech both code SILK + CELT at the same cost
-    (complexity 10, 32 kb/s). Parley runs with --no-dtx, as baresip has no DTX: equal encodes per second."""
+    (complexity 10, 32 kb/s). Parley runs with --no-dtx, as baresip has no DTX: equal encodes per second.
+    CPU is the threads' nanosecond counts, with each program's split by thread: where the difference is."""
     log("== 1:1 call, Parley and baresip in turn, both sending speech: CPU per process")
     directory = work / "one-to-one"
     directory.mkdir(mode=0o700)  # holds control sockets: parleyd wants it private
@@ -293,7 +340,7 @@ def one_to_one_cpu(results: dict, work: Path, rounds: int = 3, window: float = 8
     looped = directory / "speech-looped.wav"
     run(["sox", speech, looped, "repeat", str(int(3 * window / 10) + 2)])
     rendezvous = start_rendezvous(directory, "--stun-listen", "127.0.0.1:0", name="rendezvous-one-to-one")
-    parley, baresip = [], []
+    parley, baresip, parley_threads, baresip_threads = [], [], [], []
     try:
         for round_ in range(rounds):
             meeting_directory = directory / f"parley-{round_}"
@@ -301,15 +348,33 @@ def one_to_one_cpu(results: dict, work: Path, rounds: int = 3, window: float = 8
             nodes, _ = meeting(meeting_directory, 2, new_invite(rendezvous.url),
                                audio_in_for=lambda i: f"wav:{looped}", extra=("--no-dtx",))
             try:
-                parley.append(statistics.mean(settled_cpu(nodes, window)))
+                time.sleep(2.0)  # past the join's work and the first words' copies, as settled_cpu
+                totals, groups = threads_cpu_pct([node.process.process.pid for node in nodes], window,
+                                                 parley_thread_group)
             finally:
                 for node in nodes:
                     node.stop()
-            baresip.append(statistics.mean(baresip_call_retried(directory / f"baresip-{round_}", window, looped)))
-            log(f"  round {round_ + 1}: Parley {parley[-1]:.2f} %, baresip {baresip[-1]:.2f} % of a core per process")
+            parley.append(statistics.mean(totals))
+            parley_threads.append(groups)
+            totals, groups = baresip_call_retried(directory / f"baresip-{round_}", window, looped)
+            baresip.append(statistics.mean(totals))
+            baresip_threads.append(groups)
+            log(f"  round {round_ + 1}: Parley {parley[-1]:.2f} % ({thread_split(parley_threads[-1])}), "
+                f"baresip {baresip[-1]:.2f} % ({thread_split(baresip_threads[-1])}) of a core per process")
     finally:
         rendezvous.process.stop()
-    results["one_to_one"] = {"parley_pct": parley, "baresip_pct": baresip, "floor_pct": codec_cpu_floor(results, 2)}
+    results["one_to_one"] = {"parley_pct": parley, "baresip_pct": baresip, "floor_pct": codec_cpu_floor(results, 2),
+                             "parley_threads_pct": median_split(parley_threads),
+                             "baresip_threads_pct": median_split(baresip_threads)}
+
+
+def median_split(rounds: list[dict]) -> dict:
+    """Each thread group's median over the rounds."""
+    return {key: statistics.median(split.get(key, 0.0) for split in rounds) for key in rounds[0]}
+
+
+def thread_split(split: dict) -> str:
+    return ", ".join(f"{key} {value:.2f}" for key, value in sorted(split.items(), key=lambda item: -item[1]))
 
 
 def meeting_benchmark(results: dict) -> None:
@@ -596,7 +661,7 @@ def baresip_config(directory: Path, name: str, port: int, source: str, player: s
     return home
 
 
-def baresip_call_retried(directory: Path, seconds: float, sound: Path) -> list:
+def baresip_call_retried(directory: Path, seconds: float, sound: Path) -> tuple[list[float], dict]:
     """`baresip_call`'s CPU figures; a call that does not set up (once in a full bench, baresip's callee
     never printed "Call established") is tried once more in a fresh directory, as it measured nothing."""
     try:
@@ -610,7 +675,8 @@ def baresip_call(directory: Path, probe: bool, seconds: float = 10.0, sound: Pat
     """A direct SIP call between two baresip processes on loopback, Opus at 32 kb/s, 20 ms. With `probe`, the
     caller's microphone and the callee's speaker are the probe's channels (via ALSA's PulseAudio plugin) and
     the mouth-to-ear latency is returned; otherwise both send `sound` (a 48 kHz WAV, aufile) and the CPU
-    each process used during the call is returned (% of one core). baresip 1.0's Opus encoder, whatever
+    each process used during the call is returned (% of one core), with its split by thread
+    (`threads_cpu_pct`). baresip 1.0's Opus encoder, whatever
     its config says: OPUS_APPLICATION_AUDIO, complexity 10, VBR, no in-band FEC, no DTX."""
     from harness import free_udp_port
 
@@ -650,12 +716,9 @@ def baresip_call(directory: Path, probe: bool, seconds: float = 10.0, sound: Pat
         stop()  # a call that did not set up leaves no process holding its ports
         raise
     try:
-        before = [cpu_seconds(p.process.pid) for p in processes]
-        time.sleep(seconds)
-        after = [cpu_seconds(p.process.pid) for p in processes]
+        return threads_cpu_pct([p.process.pid for p in processes], seconds, baresip_thread_group)
     finally:
         stop()
-    return [100 * (a - b) / seconds for a, b in zip(after, before)]
 
 
 # MARK: the rendezvous
@@ -1376,10 +1439,14 @@ def write_outputs(results: dict, out: Path) -> str:
                 "—")
     one_to_one = results.get("one_to_one")
     if one_to_one:
-        row("CPU per node, 1:1 call, both saying the same speech all the time (median of 3 rounds, taken in turn "
-            "with baresip's)", fmt(statistics.median(one_to_one["parley_pct"]), "% of a core", 1),
-            cpu_floors(results, 2),
+        row(f"CPU per node, 1:1 call, both saying the same speech all the time (median of "
+            f"{len(one_to_one['parley_pct'])} rounds, taken in turn with baresip's)",
+            fmt(statistics.median(one_to_one["parley_pct"]), "% of a core", 1), cpu_floors(results, 2),
             f"baresip {fmt(statistics.median(one_to_one['baresip_pct']), '%', 1)}")
+        if one_to_one.get("parley_threads_pct"):
+            row("where it goes, 1:1 call (% of a core by thread, median of the rounds)",
+                f"Parley: {thread_split(one_to_one['parley_threads_pct'])}",
+                "—", f"baresip: {thread_split(one_to_one['baresip_threads_pct'])}")
     for count in (2, 4, 8):
         entry = loop.get(count) or loop.get(str(count))
         if entry:
