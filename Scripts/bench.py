@@ -269,10 +269,14 @@ def loopback_meetings(results: dict, work: Path) -> None:
         rendezvous.process.stop()
 
 
+# How long a meeting's CPU is left to settle before it is measured: past a join's work and a link's
+# first words' copies.
+SETTLE_SECONDS = 2.0
+
+
 def settled_cpu(nodes: list, window: float) -> list[float]:
-    """% of one core of each node over `window` seconds after 2 s of settling (past a join's work and a
-    link's first words' copies)."""
-    time.sleep(2.0)
+    """% of one core of each node over `window` seconds after SETTLE_SECONDS."""
+    time.sleep(SETTLE_SECONDS)
     before = [cpu_seconds(node.process.process.pid) for node in nodes]
     time.sleep(window)
     after = [cpu_seconds(node.process.process.pid) for node in nodes]
@@ -348,7 +352,7 @@ def one_to_one_cpu(results: dict, work: Path, rounds: int = 4, window: float = 1
             nodes, _ = meeting(meeting_directory, 2, new_invite(rendezvous.url),
                                audio_in_for=lambda i: f"wav:{looped}", extra=("--no-dtx",))
             try:
-                time.sleep(2.0)  # past the join's work and the first words' copies, as settled_cpu
+                time.sleep(SETTLE_SECONDS)
                 totals, groups = threads_cpu_pct([node.process.process.pid for node in nodes], window,
                                                  parley_thread_group)
             finally:
@@ -369,8 +373,9 @@ def one_to_one_cpu(results: dict, work: Path, rounds: int = 4, window: float = 1
 
 
 def median_split(rounds: list[dict]) -> dict:
-    """Each thread group's median over the rounds."""
-    return {key: statistics.median(split.get(key, 0.0) for split in rounds) for key in rounds[0]}
+    """Each thread group's median over the rounds (a group missing from a round counts 0 there)."""
+    keys = {key for split in rounds for key in split}
+    return {key: statistics.median(split.get(key, 0.0) for split in rounds) for key in keys}
 
 
 def thread_split(split: dict) -> str:
