@@ -85,7 +85,10 @@ struct NATLabMeetingTests {
     }
 
     static func cappedUplink(_ lab: NodeLab) throws {
-        let (_, nodes) = try meshOfFour(lab, placement: ["alice": "pub", "bob": "c2", "carol": "pub2", "dave": "c1a"])
+        // At debug, each move of a member's estimate is logged ("send rate": which peer's REPORT, its
+        // queue and loss), for the message if a free member is found limited.
+        let (_, nodes) = try meshOfFour(
+            lab, placement: ["alice": "pub", "bob": "c2", "carol": "pub2", "dave": "c1a"], logLevel: "debug")
         let bob = nodes[1]
         #expect(try bob.status().node.sendRate?.limited == false)
         let capped = try lab.run(
@@ -99,7 +102,9 @@ struct NATLabMeetingTests {
         }
         try expectEveryoneHears(nodes, "bob's uplink capped at 96 kbit/s")
         for node in nodes where node.name != "bob" {
-            #expect(try node.status().node.sendRate?.limited == false, "\(node.name) sends its full rate")
+            let status = try node.status()
+            #expect(
+                status.node.sendRate?.limited == false, "\(node.name) sends its full rate\n\(rateMoves(node, status))")
         }
         let removed = try lab.run(NATLab.script, ["unimpair", NATLab.namespace("cone2")])
         #expect(removed.status == 0, "\(removed.error)")
@@ -252,9 +257,23 @@ struct NATLabMeetingTests {
         }
     }
 
+    /// Why a member's send rate is where it is: its estimate's moves from its log and what each of
+    /// its links reports now.
+    static func rateMoves(_ node: NodeHandle, _ status: StatusReport) -> String {
+        let moves = node.process.standardError.split(separator: "\n").filter { $0.contains("send rate") }.map(
+            String.init)
+        let links = status.peers.map { peer in
+            "\(peer.name): \(peer.state) via \(peer.route ?? "-"), queue \(peer.queueDelayMs.map { "\($0)" } ?? "-") ms, "
+                + "loss \(peer.lossPct.map { "\($0)" } ?? "-") %"
+        }
+        return "estimate \(status.node.sendRate.map { "\($0)" } ?? "none")\n" + (moves + links).joined(separator: "\n")
+    }
+
     /// alice, bob, carol and dave, each sending its tone from its host (`placement`), joined
     /// through a rendezvous (with STUN, no TURN) on the lab's server; returns once every link is up.
-    static func meshOfFour(_ lab: NodeLab, placement: [String: String]) throws -> (RendezvousHandle, [NodeHandle]) {
+    static func meshOfFour(
+        _ lab: NodeLab, placement: [String: String], logLevel: String = "info"
+    ) throws -> (RendezvousHandle, [NodeHandle]) {
         let rendezvous = try lab.rendezvous(
             host: "203.0.113.10", port: 7778, arguments: ["--stun-listen", "203.0.113.10:3481"],
             namespace: NATLab.namespace("srv"))
@@ -265,6 +284,7 @@ struct NATLabMeetingTests {
             spec.localAddresses = []
             spec.namespace = NATLab.namespace(placement[name]!)
             spec.waitUntilReady = false
+            spec.logLevel = logLevel
             nodes.append(try lab.node(spec))
         }
         for node in nodes { try node.waitUntilReady() }
