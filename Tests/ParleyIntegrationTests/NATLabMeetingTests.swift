@@ -45,6 +45,12 @@ struct NATLabMeetingTests {
         } catch {
             Issue.record("\(error)\n\(lab.logs(of: ["alice", "bob", "carol", "dave", "rendezvous"]))")
         }
+        // A failure between the cut and its healing must not leave the next test without that path.
+        for rule in Self.cutRules {
+            _ = try? lab.run(NATLab.iptables, ["-D"] + rule, namespace: NATLab.namespace("pub"))
+        }
+        let left = try? lab.run(NATLab.iptables, ["-S"], namespace: NATLab.namespace("pub")).output
+        #expect(left?.contains("203.0.113.21") == false, "alice's host still cuts: \(left ?? "?")")
         await runBlockingQuietly { lab.shutdown() }
     }
 
@@ -179,8 +185,19 @@ struct NATLabMeetingTests {
             let coturn = String(LabFilesText.read("\(lab.directory)/coturn-tls.log").suffix(3000))
             Issue.record("\(error)\n\(lab.logs(of: ["alice", "bob", "carol", "rendezvous"]))\n--- coturn\n\(coturn)")
         }
+        // cone2 carries UDP again for whatever runs next in the lab (bob's router in the capped uplink).
+        for rule in Self.onlyTLSRules {
+            _ = try? lab.run(NATLab.iptables, ["-D", "FORWARD"] + rule, namespace: NATLab.namespace("cone2"))
+        }
+        let left = try? lab.run(NATLab.iptables, ["-S", "FORWARD"], namespace: NATLab.namespace("cone2")).output
+        #expect(left?.contains("10.12.0.0/24") == false, "cone2 still filters: \(left ?? "?")")
         await runBlockingQuietly { lab.shutdown() }
     }
+
+    /// What carol's router forwards in `onlyTLS`: from her network, TCP to port 443 and nothing else.
+    static let onlyTLSRules = [
+        ["-s", "10.12.0.0/24", "-j", "DROP"], ["-s", "10.12.0.0/24", "-p", "tcp", "--dport", "443", "-j", "ACCEPT"],
+    ]
 
     static func onlyTLS(_ lab: NodeLab) throws {
         let server = NATLab.namespace("srv")
@@ -212,12 +229,9 @@ struct NATLabMeetingTests {
             arguments: ["--turn-secret", secret, "--turn-url", "turns:203.0.113.11:443"], namespace: server)
         let invite = try lab.invite(rendezvous: rendezvous.url)
         // carol's router forwards only TCP to port 443 (replies come back as for any connection).
-        let router = NATLab.namespace("cone2")
-        for rule in [
-            ["-s", "10.12.0.0/24", "-j", "DROP"],
-            ["-s", "10.12.0.0/24", "-p", "tcp", "--dport", "443", "-j", "ACCEPT"],
-        ] {
-            let result = try lab.run(NATLab.iptables, ["-I", "FORWARD", "1"] + rule, namespace: router)
+        for rule in onlyTLSRules {
+            let result = try lab.run(
+                NATLab.iptables, ["-I", "FORWARD", "1"] + rule, namespace: NATLab.namespace("cone2"))
             #expect(result.status == 0, "iptables \(rule): \(result.error)")
         }
         let placement = ["alice": "pub", "bob": "c1a", "carol": "c2"]
@@ -250,12 +264,16 @@ struct NATLabMeetingTests {
     /// Drops (`-I`) or stops dropping (`-D`) every packet between the two public members, both
     /// ways, at alice's host (the lab's internet is a bridge that iptables does not see).
     static func cut(_ lab: NodeLab, _ action: String) throws {
-        for rule in [["OUTPUT", "-d", "203.0.113.21"], ["INPUT", "-s", "203.0.113.21"]] {
-            let result = try lab.run(
-                NATLab.iptables, [action] + rule + ["-j", "DROP"], namespace: NATLab.namespace("pub"))
+        for rule in Self.cutRules {
+            let result = try lab.run(NATLab.iptables, [action] + rule, namespace: NATLab.namespace("pub"))
             #expect(result.status == 0, "iptables \(action) \(rule): \(result.error)")
         }
     }
+
+    /// What `cut` adds at the first public host (pub): nothing to or from the second (pub2).
+    static let cutRules = [
+        ["OUTPUT", "-d", "203.0.113.21", "-j", "DROP"], ["INPUT", "-s", "203.0.113.21", "-j", "DROP"],
+    ]
 
     /// Why a member's send rate is where it is: its estimate's moves from its log and what each of
     /// its links reports now.
