@@ -87,6 +87,8 @@ struct NATLabMeetingTests {
             Issue.record("\(error)\n\(lab.logs(of: ["alice", "bob", "carol", "dave", "rendezvous"]))")
         }
         _ = try? lab.run(NATLab.script, ["unimpair", NATLab.namespace("cone2")])
+        let left = try? lab.run("/usr/sbin/tc", ["qdisc", "show", "dev", "wan"], namespace: NATLab.namespace("cone2"))
+        #expect(left?.output.contains("tbf") == false, "cone2 still caps: \(left?.output ?? "?")")
         await runBlockingQuietly { lab.shutdown() }
     }
 
