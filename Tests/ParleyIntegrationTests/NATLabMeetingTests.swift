@@ -50,7 +50,7 @@ struct NATLabMeetingTests {
             _ = try? lab.run(NATLab.iptables, ["-D"] + rule, namespace: NATLab.namespace("pub"))
         }
         let left = try? lab.run(NATLab.iptables, ["-S"], namespace: NATLab.namespace("pub")).output
-        #expect(left?.contains("203.0.113.21") == false, "alice's host still cuts: \(left ?? "?")")
+        #expect(left?.contains(Self.cutHost) == false, "alice's host still cuts: \(left ?? "?")")
         await runBlockingQuietly { lab.shutdown() }
     }
 
@@ -192,14 +192,16 @@ struct NATLabMeetingTests {
             _ = try? lab.run(NATLab.iptables, ["-D", "FORWARD"] + rule, namespace: NATLab.namespace("cone2"))
         }
         let left = try? lab.run(NATLab.iptables, ["-S", "FORWARD"], namespace: NATLab.namespace("cone2")).output
-        #expect(left?.contains("10.12.0.0/24") == false, "cone2 still filters: \(left ?? "?")")
+        #expect(left?.contains(Self.onlyTLSNetwork) == false, "cone2 still filters: \(left ?? "?")")
         await runBlockingQuietly { lab.shutdown() }
     }
 
     /// What carol's router forwards in `onlyTLS`: from her network, TCP to port 443 and nothing else.
     static let onlyTLSRules = [
-        ["-s", "10.12.0.0/24", "-j", "DROP"], ["-s", "10.12.0.0/24", "-p", "tcp", "--dport", "443", "-j", "ACCEPT"],
+        ["-s", onlyTLSNetwork, "-j", "DROP"], ["-s", onlyTLSNetwork, "-p", "tcp", "--dport", "443", "-j", "ACCEPT"],
     ]
+    /// cone2's private network, carol's in `onlyTLS`.
+    static let onlyTLSNetwork = "10.12.0.0/24"
 
     static func onlyTLS(_ lab: NodeLab) throws {
         let server = NATLab.namespace("srv")
@@ -273,9 +275,9 @@ struct NATLabMeetingTests {
     }
 
     /// What `cut` adds at the first public host (pub): nothing to or from the second (pub2).
-    static let cutRules = [
-        ["OUTPUT", "-d", "203.0.113.21", "-j", "DROP"], ["INPUT", "-s", "203.0.113.21", "-j", "DROP"],
-    ]
+    static let cutRules = [["OUTPUT", "-d", cutHost, "-j", "DROP"], ["INPUT", "-s", cutHost, "-j", "DROP"]]
+    /// The second public host's address (pub2, dave's in `selfRepair`).
+    static let cutHost = "203.0.113.21"
 
     /// Why a member's send rate is where it is: its estimate's moves from its log and what each of
     /// its links reports now.
