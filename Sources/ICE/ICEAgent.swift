@@ -316,6 +316,8 @@ public actor ICEAgent {
                 retire(retiring)
             }
         }
+        // Checks are over once ready: what still comes for libnice is rare enough to hand back.
+        if state == .ready { slot.session?.receiveDirectly() } else { slot.session?.stopReceivingDirectly() }
         logger.debug("ICE state", metadata: ["stream": "\(slot.stream.id)", "state": "\(state)"])
         slot.stream.eventSink.yield(.stateChanged(state))
     }
@@ -323,6 +325,7 @@ public actor ICEAgent {
     func selectedPairChanged(_ pair: ICECandidatePair, context: SignalContext) {
         guard let slot = current(context), slot.selectedPair != pair else { return }
         slot.selectedPair = pair
+        if slot.state == .ready { slot.session?.receiveDirectly() }
         logger.debug("selected pair", metadata: ["stream": "\(slot.stream.id)", "pair": "\(pair)"])
         slot.stream.eventSink.yield(.selectedPair(pair))
     }

@@ -2,6 +2,10 @@ internal import CNice
 internal import CNiceShims
 import Synchronization
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// One libnice agent carrying one peer stream (one component), for one ICE generation.
 ///
 /// Why an agent per stream, although `ICEAgent` is one per node: libnice keeps the ICE role and the
@@ -17,12 +21,14 @@ import Synchronization
 final class NiceSession: @unchecked Sendable {
     // Safety: `agent` and `streamID` never change. libnice locks each agent internally; all calls
     // other than `nice_agent_send` are made on the loop thread (asserted), which is also the only
-    // thread that touches `receiveContext` and `tornDown`.
+    // thread that touches `receiveContext`, `tornDown` and `direct`.
     let agent: OpaquePointer
     let streamID: UInt32
     private let executor: GLibExecutor
     private var receiveContext: Unmanaged<ReceiveContext>?
     private var tornDown = false
+    /// The selected socket the consumer reads itself, if any (loop thread only).
+    private var direct: DirectSocket?
     /// This generation's local credentials (libnice generates them when the stream is added).
     let localCredentials: ICECredentials
 
@@ -127,6 +133,46 @@ final class NiceSession: @unchecked Sendable {
         context.deliver(UnsafeRawBufferPointer(start: buffer, count: Int(length)))
     }
 
+    /// Lets the loop's consumer read the selected pair's socket itself (see `DirectSocket`), if the
+    /// pair is plain UDP and not relayed (libnice hands out no other socket); call again whenever
+    /// the selected pair changes.
+    func receiveDirectly() {
+        assertOnLoop()
+        stopReceivingDirectly()
+        guard executor.receivePacer.receivesDirectly, !tornDown, let receiveContext,
+            let socket = nice_agent_get_selected_socket(agent, streamID, 1)
+        else {
+            return
+        }
+        var local: UnsafeMutablePointer<NiceCandidate>?
+        var remote: UnsafeMutablePointer<NiceCandidate>?
+        var address = sockaddr_storage()
+        guard nice_agent_get_selected_pair(agent, streamID, 1, &local, &remote) != 0, let remote,
+            let source = withUnsafeMutablePointer(
+                to: &address,
+                { storage -> DatagramSource? in
+                    storage.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                        nice_address_copy_to_sockaddr(&remote.pointee.addr, $0)
+                    }
+                    return DatagramSource(storage)
+                })
+        else {
+            g_object_unref(socket)
+            return
+        }
+        let direct = DirectSocket(socket: socket, remote: source, context: receiveContext.takeUnretainedValue())
+        executor.receivePacer.direct.add(direct)
+        self.direct = direct
+    }
+
+    /// Gives the selected socket back to libnice alone; before libnice may close it.
+    func stopReceivingDirectly() {
+        assertOnLoop()
+        guard let direct else { return }
+        executor.receivePacer.direct.remove(direct)
+        self.direct = nil
+    }
+
     func gather() throws(ICEError) {
         assertOnLoop()
         guard nice_agent_gather_candidates(agent, streamID) != 0 else {
@@ -182,6 +228,7 @@ final class NiceSession: @unchecked Sendable {
     /// loop thread when libnice is finished. Receiving stops with `tearDown`.
     func close(_ done: @escaping @Sendable () -> Void) {
         assertOnLoop()
+        stopReceivingDirectly()  // closing removes the stream, and its sockets with it
         let box = Unmanaged.passRetained(CloseCompletion(done))
         nice_agent_close_async(
             agent,
@@ -201,6 +248,7 @@ final class NiceSession: @unchecked Sendable {
         assertOnLoop()
         guard !tornDown else { return }
         tornDown = true
+        stopReceivingDirectly()
         _ = nice_agent_attach_recv(agent, streamID, 1, executor.context, nil, nil)
         receiveContext?.release()
         receiveContext = nil
@@ -214,7 +262,9 @@ final class NiceSession: @unchecked Sendable {
         let context = receiveContext.map { UncheckedContext(unmanaged: $0) }
         let alreadyTornDown = tornDown
         let executor = executor
+        let direct = direct
         let unwind: @Sendable () -> Void = {
+            if let direct { executor.receivePacer.direct.remove(direct) }
             if !alreadyTornDown {
                 _ = nice_agent_attach_recv(agent.pointer, streamID, 1, executor.context, nil, nil)
                 context?.unmanaged.release()
@@ -275,7 +325,8 @@ final class ReceiveContext: Sendable {
     }
 }
 
-/// Where a stream's datagrams go: its `datagrams` stream, or a handler called on the ICE thread.
+/// Where a stream's datagrams go: its `datagrams` stream, or a handler called as they are
+/// received (see `ICEStream.deliverDatagrams`).
 final class DatagramRoute: Sendable {
     /// The closure lives in a class: a closure value read out of a generic `Mutex` again and
     /// again gets wrapped in one more reabstraction thunk each time (measured: a chain hundreds
