@@ -316,7 +316,7 @@ public actor ICEAgent {
                 retire(retiring)
             }
         }
-        // Checks are over once ready: what still comes for libnice is rare enough to hand back.
+        // Checks are over once ready: what still comes for libnice (consent, keepalives) is rare.
         if state == .ready { slot.session?.receiveDirectly() } else { slot.session?.stopReceivingDirectly() }
         logger.debug("ICE state", metadata: ["stream": "\(slot.stream.id)", "state": "\(state)"])
         slot.stream.eventSink.yield(.stateChanged(state))

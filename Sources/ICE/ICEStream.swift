@@ -54,12 +54,10 @@ public final class ICEStream: Sendable {
         datagram.withUnsafeBytes { send($0) }
     }
 
-    /// Hands every datagram from the peer to `handler` as it is received, instead of `datagrams`
-    /// (which then stays empty): on the ICE thread as libnice receives it, or on the thread that
-    /// calls the loop's `ReceivePacer.collect` for a selected socket that thread reads itself
-    /// (`DirectSocket`), at times on both at once. For a node's hot path: no task wake-up per
-    /// packet (at 50 packets per second from each of 7 peers, those wake-ups cost more than the
-    /// decryption). The handler must be thread-safe and must not block: decrypt, hand off, return.
+    /// Hands every datagram from the peer to `handler`, called on the ICE thread as libnice
+    /// receives it, instead of `datagrams` (which then stays empty). For a node's hot path: no
+    /// task wake-up per packet (at 50 packets per second from each of 7 peers, those wake-ups cost
+    /// more than the decryption). The handler must not block: decrypt, hand off, return.
     public func deliverDatagrams(to handler: @escaping @Sendable ([UInt8]) -> Void) {
         route.set(handler)
     }

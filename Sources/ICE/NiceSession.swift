@@ -27,7 +27,7 @@ final class NiceSession: @unchecked Sendable {
     private let executor: GLibExecutor
     private var receiveContext: Unmanaged<ReceiveContext>?
     private var tornDown = false
-    /// The selected socket the consumer reads itself, if any (loop thread only).
+    /// The selected socket the poll function reads itself, if any (loop thread only).
     private var direct: DirectSocket?
     /// This generation's local credentials (libnice generates them when the stream is added).
     let localCredentials: ICECredentials
@@ -133,13 +133,13 @@ final class NiceSession: @unchecked Sendable {
         context.deliver(UnsafeRawBufferPointer(start: buffer, count: Int(length)))
     }
 
-    /// Lets the loop's consumer read the selected pair's socket itself (see `DirectSocket`), if the
-    /// pair is plain UDP and not relayed (libnice hands out no other socket); call again whenever
-    /// the selected pair changes.
+    /// Lets the loop's poll function read the selected pair's socket itself (see `DirectSocket`),
+    /// if the pair is plain UDP and not relayed (libnice hands out no other socket); call again
+    /// whenever the selected pair changes.
     func receiveDirectly() {
         assertOnLoop()
         stopReceivingDirectly()
-        guard executor.receivePacer.receivesDirectly, !tornDown, let receiveContext,
+        guard !tornDown, let receiveContext,
             let socket = nice_agent_get_selected_socket(agent, streamID, 1)
         else {
             return
@@ -165,7 +165,7 @@ final class NiceSession: @unchecked Sendable {
         self.direct = direct
     }
 
-    /// Gives the selected socket back to libnice alone; before libnice may close it.
+    /// Leaves the selected socket to libnice alone; before libnice may close it.
     func stopReceivingDirectly() {
         assertOnLoop()
         guard let direct else { return }

@@ -8,28 +8,24 @@ import Synchronization
 import Glibc
 #endif
 
-/// Receives datagrams on a consumer's clock instead of waking the loop thread for each.
+/// Batches the loop thread's datagram wake-ups to a consumer's clock.
 ///
 /// libnice reads each stream's socket from a GLib source on the loop thread, so every datagram
 /// that arrives while the thread sleeps wakes it: in a meeting where 7 peers send 50 packets a
 /// second each, 350 wake-ups a second, each costing more in context switches than the datagram's
 /// own work. Yet media is only used when the consumer (the playback thread, which mixes once a
-/// frame) reads it. Two ways bring the reading to the consumer's frame, both in `collect()`:
-/// - A ready stream's selected plain UDP socket the consumer reads itself (`DirectSocket`: media
-///   from the selected remote; everything else it leaves to libnice). The loop leaves the socket
-///   out of its poll while the consumer owns it, so a 1:1 call wakes no thread per datagram.
-/// - The other sockets that carry a steady stream (datagrams in every consumer frame for a while:
-///   relayed or TCP paths), once there are several of them, are left out of the loop's poll
-///   between frames, and read by the loop in one wake-up when the consumer asks, just before it
-///   mixes: `collect()` returns once they are delivered.
-///
-/// Everything else goes on as it comes: GLib's timers and jobs (STUN checks, keepalives, the
-/// agents' work), and every socket that is not steady yet, so a new peer's checks and handshake,
-/// or a stream restarted on a new socket, never wait for a frame. One or two steady sockets
-/// libnice reads, or no consumer: nothing is held.
+/// frame) reads it. So the sockets that carry a steady stream (datagrams in every consumer frame
+/// for a while), once there are several of them, are left out of the loop's poll between frames,
+/// and read in one wake-up when the consumer asks, just before it mixes: `collect()` returns once
+/// they are delivered. Everything else goes on as it comes: GLib's timers and jobs (STUN checks,
+/// keepalives, the agents' work), and every socket that is not steady yet, so a new peer's checks
+/// and handshake, or a stream restarted on a new socket, never wait for a frame. One or two steady
+/// sockets (a 1:1 call, one speaker), or no consumer: nothing is held.
 ///
 /// It works as the context's poll function (`g_main_context_set_poll_func`), so libnice's own
 /// receive path, STUN handling included, is unchanged: only when the thread looks at the sockets.
+/// Being the poll function, it also reads ready streams' selected sockets itself, without a GLib
+/// iteration per datagram (`DirectSocket`), whether it holds them back or not.
 public final class ReceivePacer: Sendable {
     /// How long `collect()` waits for the loop thread at most: a consumer on an audio clock must
     /// not miss its device's deadline for a loop thread that the machine is slow to schedule (what
@@ -51,10 +47,8 @@ public final class ReceivePacer: Sendable {
     let drains = Atomic<Int>(0)
     /// Whether the loop thread holds datagrams back for the consumer now (for tests).
     var isDeferring: Bool { deferring.load(ordering: .acquiring) }
-    /// Ready streams' selected sockets, which the consumer reads itself (see `DirectSocket`).
+    /// Ready streams' selected sockets, which the poll function reads itself (see `DirectSocket`).
     let direct = DirectSockets()
-    /// Whether streams' selected sockets go to the consumer (tests of the pacing alone turn it off).
-    let receivesDirectly: Bool
 
     // Safety: everything below is touched only by the loop thread, from `poll`.
     private nonisolated(unsafe) var policy: ReceivePacingPolicy
@@ -65,20 +59,14 @@ public final class ReceivePacer: Sendable {
 
     /// - Parameters:
     ///   - consumerGoneAfter: a consumer that has not asked for this long has stopped (its device
-    ///     closed, or it hangs): every held socket is watched again.
-    ///   - readerGoneAfter: the same for the sockets the consumer reads itself (longer: see
-    ///     `ReceivePacingPolicy.readerGoneAfter`).
+    ///     closed, or it hangs): every socket is watched again.
     ///   - steadyTicks, steadySocketsToPace: see `ReceivePacingPolicy` (tests make them small).
-    ///   - receivesDirectly: whether the consumer reads ready streams' selected sockets itself.
     init(
-        consumerGoneAfter: Duration = .milliseconds(60), readerGoneAfter: Duration = .milliseconds(500),
-        steadyTicks: Int = ReceivePacingPolicy.defaultSteadyTicks,
-        steadySocketsToPace: Int = ReceivePacingPolicy.defaultSteadySocketsToPace, receivesDirectly: Bool = true
+        consumerGoneAfter: Duration = .milliseconds(60), steadyTicks: Int = ReceivePacingPolicy.defaultSteadyTicks,
+        steadySocketsToPace: Int = ReceivePacingPolicy.defaultSteadySocketsToPace
     ) throws(ICEError) {
-        self.receivesDirectly = receivesDirectly
         policy = ReceivePacingPolicy(
-            consumerGoneAfter: consumerGoneAfter, readerGoneAfter: readerGoneAfter, steadyTicks: steadyTicks,
-            steadySocketsToPace: steadySocketsToPace)
+            consumerGoneAfter: consumerGoneAfter, steadyTicks: steadyTicks, steadySocketsToPace: steadySocketsToPace)
         requestFD = parley_eventfd()
         guard requestFD >= 0 else {
             scratch.deallocate()
@@ -93,17 +81,13 @@ public final class ReceivePacer: Sendable {
 
     // MARK: Consumer
 
-    /// Delivers the datagrams of the sockets the consumer reads itself, on the calling thread, then
-    /// every datagram the loop thread held back for this, waiting for its delivery (at most
-    /// `collectTimeout`). Call it once per consumer frame, just before using what was received,
-    /// from one thread that is not the loop thread.
+    /// Delivers every datagram that has arrived and waits for its delivery (at most
+    /// `collectTimeout`), if the loop thread held some back for this; otherwise returns at once.
+    /// Call it once per consumer frame, just before using what was received, from one thread that
+    /// is not the loop thread.
     public func collect() {
         consumerLastTick.store(clock.now(), ordering: .releasing)
         consumerTicks.add(1, ordering: .releasing)
-        if direct.read() {
-            var one: UInt64 = 1
-            _ = write(requestFD, &one, 8)  // the loop watches the socket handed back
-        }
         guard deferring.load(ordering: .acquiring) else { return }
         let ticket = requested.add(1, ordering: .acquiringAndReleasing).newValue
         var one: UInt64 = 1
@@ -117,69 +101,41 @@ public final class ReceivePacer: Sendable {
 
     // MARK: Loop thread
 
-    /// The loop thread's poll: GLib's descriptors, with the consumer's direct sockets left out,
-    /// and the steady sockets while the policy paces them, and the consumer's request descriptor.
+    /// The loop thread's poll: GLib's descriptors, with the steady sockets left out while the
+    /// policy paces them, and the consumer's request descriptor. The direct sockets' datagrams are
+    /// read here (`DirectSockets.read`); when they were all a poll found, it polls again, for what
+    /// is left of GLib's timeout, without a GLib iteration in between.
     fileprivate func poll(_ records: UnsafeMutablePointer<pollfd>, _ count: Int, _ timeout: Int32) -> Int32 {
+        let deadline = timeout > 0 ? clock.now() + UInt64(timeout) * 1_000_000 : 0
+        var wait = timeout
+        while true {
+            if let ready = pollOnce(records, count, wait) { return ready }
+            guard timeout != 0 else { return 0 }
+            if timeout > 0 {
+                let now = clock.now()
+                guard now < deadline else { return 0 }
+                wait = Int32((deadline - now + 999_999) / 1_000_000)
+            }
+        }
+    }
+
+    /// One poll; nil when it found datagrams on direct sockets only, and read them.
+    private func pollOnce(_ records: UnsafeMutablePointer<pollfd>, _ count: Int, _ timeout: Int32) -> Int32? {
         let tick = consumerTicks.load(ordering: .acquiring)
-        // The consumer's time before the clock's: read the other way round, a tick stored in
-        // between would be later than `now`.
-        let lastTick = consumerLastTick.load(ordering: .acquiring)
-        let now = clock.now()
-        let consumerActive = policy.consumerActive(lastTick: lastTick, now: now)
-        let consumerReads = direct.assign(
-            records, count, consumerActive: policy.consumerActive(lastTick: lastTick, now: now, within: .reader))
         if draining {
-            let result = pollSockets(records, count, timeout: 0, holdingSteadyAt: nil, requests: false).ready
-            if noteDatagrams(records, count, tick: tick) > 0 { return result }
+            let result = Glibc.poll(records, nfds_t(count), 0)
+            if noteDatagrams(records, count, tick: tick) > 0 { return forGLib(records, count, polled: result) }
             draining = false
             completed.store(drainRequestedUpTo, ordering: .releasing)
             completion.signal()
             if result != 0 { return result }
         }
-        let paced = consumerActive ? pacedSockets(records, count, tick: tick) : 0
+        // The consumer's tick before the clock: read the other way round, a tick stored in between
+        // would be later than `now`, and the consumer would look long gone.
+        let lastTick = consumerLastTick.load(ordering: .acquiring)
+        let now = clock.now()
+        let paced = pacedSockets(records, count, tick: tick, lastTick: lastTick, now: now)
         deferring.store(paced > 0, ordering: .releasing)
-        var wait = timeout
-        func lookAgain(within bound: ReceivePacingPolicy.Bound) {
-            let left = policy.millisecondsUntilConsumerGone(lastTick: lastTick, now: now, within: bound)
-            wait = wait < 0 ? left : min(wait, left)
-        }
-        if paced > 0 { lookAgain(within: .pacing) }
-        if consumerReads { lookAgain(within: .reader) }
-        let (ready, requestArrived) = pollSockets(
-            records, count, timeout: wait, holdingSteadyAt: paced > 0 ? tick : nil, requests: true)
-        guard ready >= 0 else { return ready }  // EINTR and the like: GLib looks at errno
-        if requestArrived {
-            var value: UInt64 = 0
-            _ = read(requestFD, &value, 8)
-            // Without a new drain request the consumer handed a direct socket back, which the
-            // next poll watches.
-            let upTo = requested.load(ordering: .acquiring)
-            if upTo != drainRequestedUpTo {
-                drainRequestedUpTo = upTo
-                draining = true
-                let drained = pollSockets(records, count, timeout: 0, holdingSteadyAt: nil, requests: false).ready
-                if noteDatagrams(records, count, tick: tick) > 0 { drains.add(1, ordering: .relaxed) }
-                return drained
-            }
-        }
-        // Said before the datagrams are dispatched: whoever sees them delivered and asks next
-        // knows the loop holds that socket back from its next poll on.
-        if noteDatagrams(records, count, tick: tick) > 0, consumerActive,
-            pacedSockets(records, count, tick: tick) > 0
-        {
-            deferring.store(true, ordering: .releasing)
-        }
-        return ready
-    }
-
-    /// Polls GLib's descriptors (results into `records`), leaving out the consumer's direct
-    /// sockets and, with `holdingSteadyAt`, the sockets steady at that tick; with `requests`, the
-    /// request descriptor too. Returns how many of GLib's descriptors are ready (negative: poll's
-    /// error) and whether a request came.
-    private func pollSockets(
-        _ records: UnsafeMutablePointer<pollfd>, _ count: Int, timeout: Int32, holdingSteadyAt tick: UInt64?,
-        requests: Bool
-    ) -> (ready: Int32, requestArrived: Bool) {
         if scratch.count < count + 1 {
             scratch.deallocate()
             scratch = .allocate(capacity: (count + 1) * 2)
@@ -187,20 +143,43 @@ public final class ReceivePacer: Sendable {
         for index in 0..<count {
             var record = records[index]
             record.revents = 0
-            if direct.leavesOut(record.fd) { record.fd = -1 }
-            if let tick, isSteadySocket(record.fd, tick: tick) { record.fd = -1 }
+            if paced > 0, isSteadySocket(record.fd, tick: tick) { record.fd = -1 }
             scratch[index] = record
         }
-        scratch[count] = pollfd(fd: requests ? requestFD : -1, events: Int16(POLLIN), revents: 0)
-        let result = Glibc.poll(scratch.baseAddress!, nfds_t(count + 1), timeout)
-        guard result >= 0 else { return (result, false) }
-        var ready: Int32 = 0
-        for index in 0..<count {
-            records[index].revents = scratch[index].revents
-            if scratch[index].revents != 0 { ready += 1 }
+        scratch[count] = pollfd(fd: requestFD, events: Int16(POLLIN), revents: 0)
+        var wait = timeout
+        if paced > 0 {
+            let left = policy.millisecondsUntilConsumerGone(lastTick: lastTick, now: now)
+            wait = timeout < 0 ? left : min(timeout, left)
         }
-        direct.noteReadable(records, count)
-        return (ready, scratch[count].revents != 0)
+        let result = Glibc.poll(scratch.baseAddress!, nfds_t(count + 1), wait)
+        guard result >= 0 else { return result }  // EINTR and the like: GLib looks at errno
+        for index in 0..<count { records[index].revents = scratch[index].revents }
+        if scratch[count].revents != 0 {
+            var value: UInt64 = 0
+            _ = read(requestFD, &value, 8)
+            drainRequestedUpTo = requested.load(ordering: .acquiring)
+            draining = true
+            let drained = Glibc.poll(records, nfds_t(count), 0)
+            if noteDatagrams(records, count, tick: tick) > 0 { drains.add(1, ordering: .relaxed) }
+            return forGLib(records, count, polled: drained)
+        }
+        // Said before the datagrams are dispatched: whoever sees them delivered and asks next
+        // knows the loop holds that socket back from its next poll on.
+        if noteDatagrams(records, count, tick: tick) > 0,
+            pacedSockets(records, count, tick: tick, lastTick: lastTick, now: now) > 0
+        {
+            deferring.store(true, ordering: .releasing)
+        }
+        return forGLib(records, count, polled: result)
+    }
+
+    /// What a poll that found `polled` of `records` ready leaves to GLib once the direct sockets
+    /// are read: how many are still ready, or nil if none is left of some.
+    private func forGLib(_ records: UnsafeMutablePointer<pollfd>, _ count: Int, polled: Int32) -> Int32? {
+        guard polled > 0 else { return polled }
+        let ready = direct.read(records, count)
+        return ready > 0 ? ready : nil
     }
 
     /// Tells the policy which sockets have datagrams; returns how many.
@@ -214,9 +193,12 @@ public final class ReceivePacer: Sendable {
         return ready
     }
 
-    /// How many of the sockets to leave out of the poll until the consumer asks (while it asks):
-    /// the steady ones, if there are enough of them; otherwise 0.
-    private func pacedSockets(_ records: UnsafeMutablePointer<pollfd>, _ count: Int, tick: UInt64) -> Int {
+    /// How many of the sockets to leave out of the poll until the consumer asks: the steady ones,
+    /// if there are enough of them and the consumer still asks; otherwise 0.
+    private func pacedSockets(
+        _ records: UnsafeMutablePointer<pollfd>, _ count: Int, tick: UInt64, lastTick: UInt64, now: UInt64
+    ) -> Int {
+        guard policy.consumerActive(lastTick: lastTick, now: now) else { return 0 }
         var steady = 0
         for index in 0..<count where isSteadySocket(records[index].fd, tick: tick) {
             steady += 1
@@ -286,12 +268,6 @@ struct ReceivePacingPolicy {
     static let allowedGap: UInt64 = 2
 
     let consumerGoneAfter: UInt64
-    /// How long a consumer that reads sockets itself may go without asking before they go back to
-    /// libnice. Longer than `consumerGoneAfter`: while the consumer owns a socket, the loop must
-    /// wake within this bound to look at it again (at 60 ms, 17 wake-ups a second, a fifth of
-    /// what reading the socket itself saved a 1:1 call), and a consumer that stopped plays nothing
-    /// that could be late: only session messages wait, once, for up to this long.
-    let readerGoneAfter: UInt64
     let steadyTicks: Int
     let steadySocketsToPace: Int
     /// Per descriptor number (below `tracked`): the tick of its last datagrams and its run of
@@ -301,15 +277,11 @@ struct ReceivePacingPolicy {
     static let tracked = 1024
 
     init(
-        consumerGoneAfter: Duration, readerGoneAfter: Duration = .milliseconds(500),
-        steadyTicks: Int = defaultSteadyTicks, steadySocketsToPace: Int = defaultSteadySocketsToPace
+        consumerGoneAfter: Duration, steadyTicks: Int = defaultSteadyTicks,
+        steadySocketsToPace: Int = defaultSteadySocketsToPace
     ) {
-        func nanoseconds(_ duration: Duration) -> UInt64 {
-            let (seconds, attoseconds) = duration.components
-            return UInt64(seconds) * 1_000_000_000 + UInt64(attoseconds / 1_000_000_000)
-        }
-        self.consumerGoneAfter = nanoseconds(consumerGoneAfter)
-        self.readerGoneAfter = nanoseconds(readerGoneAfter)
+        let (seconds, attoseconds) = consumerGoneAfter.components
+        self.consumerGoneAfter = UInt64(seconds) * 1_000_000_000 + UInt64(attoseconds / 1_000_000_000)
         self.steadyTicks = steadyTicks
         self.steadySocketsToPace = steadySocketsToPace
         lastTicks = Array(repeating: 0, count: Self.tracked)
@@ -336,29 +308,13 @@ struct ReceivePacingPolicy {
         return runs[index] >= steadyTicks && tick &- lastTicks[index] <= Self.allowedGap
     }
 
-    /// Which of the two bounds on a consumer's silence applies.
-    enum Bound {
-        /// For the sockets the loop holds back for it (`consumerGoneAfter`).
-        case pacing
-        /// For the sockets it reads itself (`readerGoneAfter`).
-        case reader
+    func consumerActive(lastTick: UInt64, now: UInt64) -> Bool {
+        lastTick != 0 && (now <= lastTick || now - lastTick < consumerGoneAfter)
     }
 
-    private func nanoseconds(_ bound: Bound) -> UInt64 {
-        switch bound {
-        case .pacing: consumerGoneAfter
-        case .reader: readerGoneAfter
-        }
-    }
-
-    func consumerActive(lastTick: UInt64, now: UInt64, within bound: Bound = .pacing) -> Bool {
-        lastTick != 0 && (now <= lastTick || now - lastTick < nanoseconds(bound))
-    }
-
-    /// How long a loop that holds sockets for the consumer may wait before it must look at the
-    /// consumer again (ms, rounded up).
-    func millisecondsUntilConsumerGone(lastTick: UInt64, now: UInt64, within bound: Bound = .pacing) -> Int32 {
-        let gone = lastTick &+ nanoseconds(bound)
+    /// How long a paced loop may wait before it must look at the consumer again (ms, rounded up).
+    func millisecondsUntilConsumerGone(lastTick: UInt64, now: UInt64) -> Int32 {
+        let gone = lastTick &+ consumerGoneAfter
         guard gone > now else { return 0 }
         return Int32(min((gone - now + 999_999) / 1_000_000, UInt64(Int32.max)))
     }

@@ -32,15 +32,10 @@ public struct AudioEngineConfiguration: Sendable {
     /// The clock that stamps arrivals and drives the jitter buffers.
     public var clock: any MediaClock = MonotonicClock()
     /// Called on the playback thread once a frame (`frameDuration`: every second 10 ms period at
-    /// 20 ms frames), just before it mixes: the network side receives what waits for this frame
-    /// (the node's ICE loop, `ReceivePacer.collect`). Once a frame, not once a period: each call
-    /// that finds datagrams held back wakes the ICE loop for a whole GLib iteration, and at every
-    /// period an 8-node meeting cost 8.2 % of a core per node against 6.3 (`Scripts/bench-ab`).
-    ///
-    /// It is outside the engine's real-time rules, and bounded instead: it waits at most 2 ms for
-    /// the ICE loop; for the sockets it reads itself, it decrypts each datagram into a buffer of its
-    /// own (one allocation) under its link's lock (held for microseconds), at most 64 a socket a
-    /// frame.
+    /// 20 ms frames), just before it mixes: the network side hands over what it held back to read
+    /// in one go (the node's ICE loop, `ReceivePacer.collect`). Once a frame, not once a period:
+    /// each call wakes the ICE loop for a whole GLib iteration, and at every period an 8-node
+    /// meeting cost 8.2 % of a core per node against 6.3 (`Scripts/bench-ab`).
     public var collectReceived: (@Sendable () -> Void)?
 
     public init(input: AudioInput, output: AudioOutput) {

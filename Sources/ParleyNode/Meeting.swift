@@ -265,8 +265,8 @@ private struct LinkPath {
     let events: Task<Void, Never>
 }
 
-/// Each link's latest `.stillAuthenticated`, held by the receiving threads until the meeting loop
-/// next wakes for anything.
+/// Each link's latest `.stillAuthenticated`, held by the ICE thread until the meeting loop next
+/// wakes for anything.
 private final class HeldLiveness: Sendable {
     private let latest = Mutex<[LinkID: SessionFact]>([:])
 
@@ -766,7 +766,7 @@ private final class MeetingDriver {
                     }
                 })
             router.register(transport)
-            // Datagrams are decrypted on the thread that receives them (no task wake-up per
+            // Datagrams are decrypted on the ICE thread as they arrive (no task wake-up per
             // packet); only what the meeting must act on goes through its mailbox.
             stream.deliverDatagrams { datagram in transport.receive(datagram, now: .now) }
             let events = Task {

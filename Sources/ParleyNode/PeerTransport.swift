@@ -6,12 +6,11 @@ import ParleyProtocol
 import Synchronization
 
 /// One peer's encrypted path: its `LinkSession` (the session of docs/PROTOCOL.md §7–§8 with its
-/// REPORTs and facts) over its ICE stream, fed by several threads: the audio capture thread seals
-/// media; the receiving threads decrypt what arrives (the ICE thread, and the playback thread for
-/// a selected socket it reads itself, see `DirectSocket`); and the meeting's driver runs the
-/// session's timers and sends session control. The session sits behind a mutex held only for the
-/// session step itself and the media's hand-off to the audio channel (microseconds; a
-/// responder's handshake, ~0.5 ms, is the longest); sending happens outside it. What the meeting must know is pushed as `SessionFact`s through `facts` as it
+/// REPORTs and facts) over its ICE stream, fed by three threads — the audio capture thread seals media, the ICE thread decrypts what
+/// arrives, and the meeting's driver runs the session's timers and sends session control. The
+/// session sits behind a mutex held only for the session step itself (microseconds; a
+/// responder's handshake, ~0.5 ms, is the longest); sending and the audio hand-off happen
+/// outside it. What the meeting must know is pushed as `SessionFact`s through `facts` as it
 /// happens; counters for status are read with `metrics`.
 final class PeerTransport: Sendable {
     let stream: ICEStream
@@ -176,7 +175,7 @@ final class PeerTransport: Sendable {
     /// What the peer's frames passed on by others have used of their counters (§15.2).
     var fanOutVerifier: FanOutVerifier { state.withLock { $0.link.fanOutVerifier } }
 
-    // MARK: Receiving threads
+    // MARK: ICE thread (receive)
 
     /// Handles one datagram from the peer: handshake answers go straight back out, media goes to
     /// the audio channel, what the meeting must know is pushed as facts.
@@ -191,7 +190,7 @@ final class PeerTransport: Sendable {
                 state.relayed.packetsReceived += 1
                 state.relayed.bytesReceived += UInt64(taken.count)
             }
-            return queueMedia(state.link.receive(taken, now: now, nowMs: MeetingClock.milliseconds(now), via: via))
+            return state.link.receive(taken, now: now, nowMs: MeetingClock.milliseconds(now), via: via)
         }
         play(output)
         if let frame = output.fanOut { router.fanOut(frame, from: self, now: now) }
@@ -200,20 +199,12 @@ final class PeerTransport: Sendable {
 
     /// A signed frame of this peer that another member passed on (§15.2).
     func receiveFanned(_ frame: ArraySlice<UInt8>, now: Instant) {
-        play(state.withLock { queueMedia($0.link.receiveFanned(frame, now: now)) })
+        play(state.withLock { $0.link.receiveFanned(frame, now: now) })
     }
 
-    /// Queues a step's media for the audio channel; call it with the lock held. The channel's
-    /// ring takes one producer at a time, and this peer's datagrams can arrive on two threads at
-    /// once: the ICE thread, and the playback thread reading a selected socket itself (see
-    /// `DirectSocket`), besides frames other members pass on.
-    private func queueMedia(_ output: LinkSession.Output) -> LinkSession.Output {
-        if let media = output.media { media.withUnsafeBytes { channel.receive($0) } }
-        return output
-    }
-
-    /// The rest of a step to the meeting, and the peer's queue to a REPORT.
+    /// Media to the audio channel, the rest to the meeting.
     private func play(_ output: LinkSession.Output) {
+        if let media = output.media { media.withUnsafeBytes { channel.receive($0) } }
         deliver(output)
         if channel.takeQueueReachedBackOff() { facts(.queueRising) }
     }
@@ -265,7 +256,7 @@ final class PeerTransport: Sendable {
 
 /// The node's relay data path (docs/PROTOCOL.md §13): the transport toward each member, and the
 /// table of what this node carries for others. Every relayed packet passes through `handle` on
-/// a receiving thread; the lock is held for the table's decision only, never while sending.
+/// the ICE thread; the lock is held for the table's decision only, never while sending.
 final class RelayRouter: Sendable {
     private struct State {
         var transports: [[UInt8]: PeerTransport] = [:]

@@ -45,10 +45,6 @@ struct ReceivePacerTests {
         #expect(policy.consumerActive(lastTick: tick + 1_000, now: tick))
         #expect(policy.millisecondsUntilConsumerGone(lastTick: tick, now: tick + 10_500_000) == 50)
         #expect(policy.millisecondsUntilConsumerGone(lastTick: tick, now: tick + 70_000_000) == 0)
-        // The sockets it reads itself go back later.
-        #expect(policy.consumerActive(lastTick: tick, now: tick + 60_000_000, within: .reader))
-        #expect(!policy.consumerActive(lastTick: tick, now: tick + 500_000_000, within: .reader))
-        #expect(policy.millisecondsUntilConsumerGone(lastTick: tick, now: tick + 10_500_000, within: .reader) == 490)
     }
 
     // MARK: Real agents
@@ -100,8 +96,7 @@ struct ReceivePacerTests {
 
     @Test func heldDatagramsAreDeliveredWhenTheConsumerCollects() async throws {
         // The consumer is never counted gone here: only `collect` can deliver what is held.
-        let pacer = try ReceivePacer(
-            consumerGoneAfter: .seconds(600), steadyTicks: 3, steadySocketsToPace: 1, receivesDirectly: false)
+        let pacer = try ReceivePacer(consumerGoneAfter: .seconds(600), steadyTicks: 3, steadySocketsToPace: 1)
         try await withTimeout(.seconds(20), "held datagrams delivered by collect") {
             try await Self.withPacedLink(pacer: pacer) { link, loop in
                 let (stream, sink) = AsyncStream.makeStream(of: [UInt8].self)
@@ -132,8 +127,7 @@ struct ReceivePacerTests {
 
     @Test func aConsumerThatStopsAskingNoLongerHoldsDatagramsBack() async throws {
         // Longer than one of `pace`'s frames (a datagram's round trip) on a busy machine.
-        let pacer = try ReceivePacer(
-            consumerGoneAfter: .milliseconds(500), steadyTicks: 3, steadySocketsToPace: 1, receivesDirectly: false)
+        let pacer = try ReceivePacer(consumerGoneAfter: .milliseconds(500), steadyTicks: 3, steadySocketsToPace: 1)
         try await withTimeout(.seconds(20), "datagrams delivered after the consumer stopped") {
             try await Self.withPacedLink(pacer: pacer) { link, loop in
                 let (stream, sink) = AsyncStream.makeStream(of: [UInt8].self)
