@@ -239,7 +239,7 @@ let package = Package(
             name: "OpusTests", dependencies: ["Opus", "OggOpus", "ParleyCore", "ParleyTestSupport"],
             swiftSettings: swiftSettings),
         .testTarget(
-            name: "ICETests", dependencies: ["ICE", "CNice", "ICETestSupport", "ParleyCore", "ParleyTestSupport"],
+            name: "ICETests", dependencies: ["ICE", "ICETestSupport", "ParleyCore", "ParleyTestSupport"],
             swiftSettings: swiftSettings),
         .testTarget(
             name: "ParleyProtocolTests", dependencies: ["ParleyProtocol", "Sodium", "ParleyCore", "ParleyTestSupport"],

@@ -23,28 +23,39 @@ import Glibc
 ///
 /// Loop thread only (the `ReceivePacer`'s poll function, and `NiceSession`, which registers it).
 final class DirectSocket: @unchecked Sendable {
-    // Safety: created, used and dropped on the loop thread; `gsocket` is read with
-    // `g_socket_is_closed` there, the thread that closes it, and GObject reference counts are
-    // atomic should the last reference go elsewhere.
+    // Safety: created, used and dropped on the loop thread (`isOpen` included).
     let fd: Int32
     /// Where the selected pair's datagrams come from.
     let remote: DatagramSource
     let context: ReceiveContext
-    let gsocket: UnsafeMutablePointer<GSocket>
+    /// Whether libnice still has the socket open (it closes one that fails).
+    let isOpen: () -> Bool
 
-    /// Takes over a reference to `socket` (libnice's, which closes it when the stream ends: the
-    /// reference keeps the object, not the descriptor, which is why `isOpen` is checked).
-    init(socket: UnsafeMutablePointer<GSocket>, remote: DatagramSource, context: ReceiveContext) {
-        gsocket = socket
-        fd = g_socket_get_fd(socket)
+    init(fd: Int32, remote: DatagramSource, context: ReceiveContext, isOpen: @escaping () -> Bool) {
+        self.fd = fd
         self.remote = remote
         self.context = context
+        self.isOpen = isOpen
     }
 
-    deinit { g_object_unref(gsocket) }
+    /// For libnice's `socket`, taking over a reference to it: libnice closes the socket when the
+    /// stream ends, and the reference keeps the object, not the descriptor, so `isOpen` asks it.
+    convenience init(socket: UnsafeMutablePointer<GSocket>, remote: DatagramSource, context: ReceiveContext) {
+        let reference = GSocketReference(socket)
+        self.init(fd: g_socket_get_fd(socket), remote: remote, context: context) { reference.isOpen }
+    }
+}
 
-    /// Whether libnice still has the socket open (it closes one that fails).
-    var isOpen: Bool { g_socket_is_closed(gsocket) == 0 }
+/// One reference to a `GSocket`, dropped with this object.
+private final class GSocketReference {
+    private let socket: UnsafeMutablePointer<GSocket>
+
+    init(_ socket: UnsafeMutablePointer<GSocket>) { self.socket = socket }
+
+    deinit { g_object_unref(socket) }
+
+    /// Read on the loop thread, the thread that closes it.
+    var isOpen: Bool { g_socket_is_closed(socket) == 0 }
 }
 
 /// A datagram's source address as the kernel reports it, to compare with the selected remote.
@@ -117,7 +128,7 @@ final class DirectSockets: @unchecked Sendable {
         var ready: Int32 = 0
         for index in 0..<count where records[index].revents != 0 {
             // Errors and hang-ups are libnice's to see (it drops a socket that fails).
-            if records[index].revents == Int16(POLLIN), let socket = socket(records[index].fd), socket.isOpen,
+            if records[index].revents == Int16(POLLIN), let socket = socket(records[index].fd), socket.isOpen(),
                 !drain(socket)
             {
                 records[index].revents = 0
