@@ -239,7 +239,8 @@ let package = Package(
             name: "OpusTests", dependencies: ["Opus", "OggOpus", "ParleyCore", "ParleyTestSupport"],
             swiftSettings: swiftSettings),
         .testTarget(
-            name: "ICETests", dependencies: ["ICE", "ICETestSupport", "ParleyCore", "ParleyTestSupport"],
+            name: "ICETests",
+            dependencies: ["ICE", "ICETestSupport", "ParleyCore", "ParleyTestSupport", "RendezvousWire"],
             swiftSettings: swiftSettings),
         .testTarget(
             name: "ParleyProtocolTests", dependencies: ["ParleyProtocol", "Sodium", "ParleyCore", "ParleyTestSupport"],

@@ -58,43 +58,26 @@ private final class GSocketReference {
     var isOpen: Bool { g_socket_is_closed(socket) == 0 }
 }
 
-/// A datagram's source address as the kernel reports it, to compare with the selected remote.
+/// Where the selected pair's datagrams come from, to compare with a source the kernel reports.
 struct DatagramSource: Hashable, Sendable {
-    let family: sa_family_t
+    let address: IPAddress
     let port: UInt16
-    /// The IPv4 address in the first 4 bytes, or the IPv6 address.
-    let address: [UInt8]
 
-    /// From a `sockaddr_in` or `sockaddr_in6`; nil for any other family.
-    init?(_ storage: UnsafeRawPointer) {
-        let family = storage.load(as: sockaddr.self).sa_family
-        switch Int32(family) {
-        case AF_INET:
-            let ip4 = storage.load(as: sockaddr_in.self)
-            self.family = family
-            port = UInt16(bigEndian: ip4.sin_port)
-            address = withUnsafeBytes(of: ip4.sin_addr) { Array($0) }
-        case AF_INET6:
-            let ip6 = storage.load(as: sockaddr_in6.self)
-            self.family = family
-            port = UInt16(bigEndian: ip6.sin6_port)
-            address = withUnsafeBytes(of: ip6.sin6_addr) { Array($0) }
-        default:
-            return nil
-        }
-    }
-
-    /// Whether `storage` holds this source, without allocating.
+    /// Whether `storage` (a `sockaddr_in` or `sockaddr_in6`) holds this source, without
+    /// allocating.
     func matches(_ storage: UnsafeRawPointer) -> Bool {
-        guard storage.load(as: sockaddr.self).sa_family == family else { return false }
-        if Int32(family) == AF_INET {
+        switch Int32(storage.load(as: sockaddr.self).sa_family) {
+        case AF_INET where address.isIPv4:
             let ip4 = storage.load(as: sockaddr_in.self)
             return UInt16(bigEndian: ip4.sin_port) == port
-                && withUnsafeBytes(of: ip4.sin_addr) { $0.elementsEqual(address) }
+                && withUnsafeBytes(of: ip4.sin_addr) { $0.elementsEqual(address.bytes) }
+        case AF_INET6 where !address.isIPv4:
+            let ip6 = storage.load(as: sockaddr_in6.self)
+            return UInt16(bigEndian: ip6.sin6_port) == port
+                && withUnsafeBytes(of: ip6.sin6_addr) { $0.elementsEqual(address.bytes) }
+        default:
+            return false
         }
-        let ip6 = storage.load(as: sockaddr_in6.self)
-        return UInt16(bigEndian: ip6.sin6_port) == port
-            && withUnsafeBytes(of: ip6.sin6_addr) { $0.elementsEqual(address) }
     }
 }
 

@@ -2,10 +2,6 @@ internal import CNice
 internal import CNiceShims
 import Synchronization
 
-#if canImport(Glibc)
-import Glibc
-#endif
-
 /// One libnice agent carrying one peer stream (one component), for one ICE generation.
 ///
 /// Why an agent per stream, although `ICEAgent` is one per node: libnice keeps the ICE role and the
@@ -146,20 +142,14 @@ final class NiceSession: @unchecked Sendable {
         }
         var local: UnsafeMutablePointer<NiceCandidate>?
         var remote: UnsafeMutablePointer<NiceCandidate>?
-        var address = sockaddr_storage()
         guard nice_agent_get_selected_pair(agent, streamID, 1, &local, &remote) != 0, let remote,
-            let source = withUnsafeMutablePointer(
-                to: &address,
-                { storage -> DatagramSource? in
-                    storage.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                        nice_address_copy_to_sockaddr(&remote.pointee.addr, $0)
-                    }
-                    return DatagramSource(storage)
-                })
+            let address = IPAddress(niceAddress: &remote.pointee.addr)
         else {
             g_object_unref(socket)
             return
         }
+        let source = DatagramSource(
+            address: address, port: UInt16(truncatingIfNeeded: nice_address_get_port(&remote.pointee.addr)))
         let direct = DirectSocket(socket: socket, remote: source, context: receiveContext.takeUnretainedValue())
         executor.receivePacer.direct.add(direct)
         self.direct = direct
