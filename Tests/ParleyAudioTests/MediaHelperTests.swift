@@ -1,3 +1,4 @@
+import Foundation
 import ParleyAudio
 import ParleyCore
 import ParleyProtocol
@@ -123,6 +124,36 @@ struct MediaHelpersTests {
             #expect(value >= previous)
             previous = value
         }
+    }
+
+    /// The render rounds by hand (half away from zero) to stay vectorizable: it must give what
+    /// `rounded()` gives, over the whole range a mix reaches and beyond the knee.
+    @Test func renderRoundsAsRoundedDoes() {
+        let sums = (0...600_000).map { Float($0) / 200_000 - 1.5 }
+        var output = [Int16](repeating: 0, count: sums.count)
+        sums.withUnsafeBufferPointer { sum in
+            output.withUnsafeMutableBufferPointer { SoftClipMixer.render(sum, into: $0) }
+        }
+        let mismatches = zip(sums, output).filter { sum, rendered in
+            rendered != Int16((SoftClipMixer.softClip(sum) * 32767).rounded())
+        }
+        #expect(mismatches.isEmpty, "\(mismatches.prefix(5))")
+    }
+
+    /// The level is summed as integers: it must be the level a Double sum gives.
+    @Test func aFramesLevelIsItsRMSInDBFS() {
+        var generator = SystemRandomNumberGenerator()
+        for amplitude in [1, 100, 3000, 32767] {
+            let frame = (0..<480).map { _ in Int16(Int.random(in: -amplitude...amplitude, using: &generator)) }
+            let reference = 10 * log10(frame.map { Double($0) * Double($0) / (32768 * 32768) }.reduce(0, +) / 480)
+            let level = frame.withUnsafeBufferPointer { LevelMeter.rmsLevel(of: $0) }
+            #expect(abs(level - max(LevelMeter.floor, reference)) < 1e-9)
+        }
+        let square = [Int16](repeating: -32768, count: 480)
+        #expect(square.withUnsafeBufferPointer { LevelMeter.rmsLevel(of: $0) } == 0)
+        #expect(
+            [Int16](repeating: 0, count: 480).withUnsafeBufferPointer { LevelMeter.rmsLevel(of: $0) }
+                == LevelMeter.floor)
     }
 
     @Test func ringsPassDataInOrderAndRefuseWhenFull() {

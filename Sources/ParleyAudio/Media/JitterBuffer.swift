@@ -417,7 +417,7 @@ public final class JitterBuffer {
         let oldest = now - Self.samples(configuration.baseSpan, rate: configuration.sampleRate)
         var minimum = transits[newest]
         for index in 0..<transitCount {
-            let age = (newest - index + transits.count) % transits.count  // 0: the newest
+            let age = index <= newest ? newest - index : newest - index + transits.count  // 0: the newest
             if age < Self.baseCount || transitArrivals[index] >= oldest { minimum = min(minimum, transits[index]) }
         }
         // The target is counted from the base delay. When the base moves up (the fastest packets

@@ -35,12 +35,14 @@ public struct LevelMeter: Sendable {
     /// RMS of a frame in dBFS (a full-scale square wave is 0 dBFS).
     public static func rmsLevel(of samples: UnsafeBufferPointer<Int16>) -> Double {
         guard !samples.isEmpty else { return floor }
-        var sum = 0.0
+        // Summed as integers, exact and vectorized: the playback thread measures every peer's
+        // period, and a Double sum is a chain of dependent additions the compiler may not reorder.
+        var sum: Int64 = 0
         for sample in samples {
-            let value = Double(sample) / 32768
-            sum += value * value
+            let value = Int32(sample)
+            sum &+= Int64(value * value)
         }
-        let rms = (sum / Double(samples.count)).squareRoot()
+        let rms = (Double(sum) / Double(samples.count)).squareRoot() / 32768
         return rms > 0 ? max(floor, 20 * log10(rms)) : floor
     }
 
