@@ -149,8 +149,8 @@ final class DirectSockets: @unchecked Sendable {
                     && !Self.mayBeSTUN(UnsafeRawBufferPointer(rebasing: buffer[0..<length]))
             }
             guard isMedia else { break }
+            delivered.add(1, ordering: .relaxed)  // first: whoever sees it delivered sees it counted
             socket.context.deliver(UnsafeRawBufferPointer(rebasing: buffer[0..<length]))
-            delivered.add(1, ordering: .relaxed)
             _ = recv(socket.fd, nil, 0, Int32(MSG_DONTWAIT))  // discards the datagram just delivered
         }
         leftToLibnice.add(1, ordering: .relaxed)
