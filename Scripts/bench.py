@@ -245,7 +245,9 @@ def loopback_meetings(results: dict, work: Path) -> None:
             invite = new_invite(rendezvous.url)
             nodes, joins = meeting(directory, count, invite)
             try:
-                cpu = settled_cpu(nodes, 8.0)
+                time.sleep(SETTLE_SECONDS)
+                cpu, threads = threads_cpu_pct([node.process.process.pid for node in nodes], 8.0,
+                                               parley_thread_group)
                 statuses = [node.status() for node in nodes]
             finally:
                 for node in nodes:
@@ -256,6 +258,7 @@ def loopback_meetings(results: dict, work: Path) -> None:
                 "join_ms": {"max": 1000 * max(joins), "median": 1000 * statistics.median(joins)},
                 "join_floor_ms": results["ice_floor_ms"][count],
                 "cpu_pct": {"mean": statistics.mean(cpu), "max": max(cpu)},
+                "threads_pct": threads,
                 "cpu_floor_pct": codec_cpu_floor(results, count),
                 "tx_kbps": statistics.mean(tx), "rx_kbps": statistics.mean(rx),
                 "bandwidth_floor_kbps": 32 * (count - 1),
@@ -998,10 +1001,10 @@ def relay_cost(directory: Path, url: str, ns) -> dict:
                       "c": ("pub2", "tone:660", "null", never), "d": ("c2", "tone:770", "null", never)})
         pid = nodes["b"].process.process.pid
 
-        def cpu_percent(seconds: float = 10.0) -> float:
-            before, started = cpu_seconds(pid), time.monotonic()
-            time.sleep(seconds)
-            return 100 * (cpu_seconds(pid) - before) / (time.monotonic() - started)
+        def cpu_percent() -> float:
+            """b's CPU: the median of three 8-s windows of its threads' nanosecond counts (one 10-s window
+            of /proc's 10-ms ticks put the same carrying at +0.0 and +1.2 points in two runs)."""
+            return statistics.median(threads_cpu_pct([pid], 8.0, parley_thread_group)[0][0] for _ in range(3))
 
         time.sleep(2.0)
         idle = cpu_percent()
@@ -1457,6 +1460,12 @@ def write_outputs(results: dict, out: Path) -> str:
         if entry:
             row(f"CPU per node, {count} nodes, all sending all the time", fmt(entry["cpu_pct"]["mean"], "% of a core", 1),
                 cpu_floors(results, count))
+            if count == 8 and entry.get("threads_pct"):
+                codec = results["codec_cpu_us"]
+                row("where it goes, 8 nodes all sending (% of a core by thread, mean of the nodes)",
+                    thread_split(entry["threads_pct"]),
+                    f"codec: encode {codec['encode'] / 200:.2f} (capture), 7 decodes + mix "
+                    f"{codec['decode7_mix'] / 200:.2f} (playback)")
             row(f"bandwidth per node, {count} nodes, all sending (send / receive)",
                 f"{entry['tx_kbps']:.0f} / {entry['rx_kbps']:.0f} kb/s",
                 f"Opus payload {entry['bandwidth_floor_kbps']} kb/s")
