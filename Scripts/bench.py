@@ -59,12 +59,6 @@ def number(pattern: str, text: str, group: int = 1) -> float | None:
     return float(match.group(group)) if match else None
 
 
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process (proc(5), fields 14 and 15, in clock ticks)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def write_wav(path: Path, samples: numpy.ndarray) -> None:
     with wave.open(str(path), "wb") as f:
         f.setnchannels(1)
@@ -232,7 +226,12 @@ def codec_cpu_us() -> dict:
 def codec_cpu_floor(results: dict, count: int) -> float:
     """% of one core for one encode and (count - 1) decodes + mix per 20 ms frame (bench-audio's figures)."""
     cpu = results["codec_cpu_us"]
-    return (cpu["encode"] + cpu["decode7_mix"] * (count - 1) / 7) / 20000 * 100
+    return frame_cost_pct(cpu["encode"] + cpu["decode7_mix"] * (count - 1) / 7)
+
+
+def frame_cost_pct(microseconds: float) -> float:
+    """% of one core that `microseconds` of work every 20 ms frame is."""
+    return microseconds / 20000 * 100
 
 
 def loopback_meetings(results: dict, work: Path) -> None:
@@ -245,9 +244,7 @@ def loopback_meetings(results: dict, work: Path) -> None:
             invite = new_invite(rendezvous.url)
             nodes, joins = meeting(directory, count, invite)
             try:
-                time.sleep(SETTLE_SECONDS)
-                cpu, threads = threads_cpu_pct([node.process.process.pid for node in nodes], 8.0,
-                                               parley_thread_group)
+                cpu, threads = settled_cpu(nodes, 8.0)
                 statuses = [node.status() for node in nodes]
             finally:
                 for node in nodes:
@@ -277,13 +274,11 @@ def loopback_meetings(results: dict, work: Path) -> None:
 SETTLE_SECONDS = 2.0
 
 
-def settled_cpu(nodes: list, window: float) -> list[float]:
-    """% of one core of each node over `window` seconds after SETTLE_SECONDS."""
+def settled_cpu(nodes: list, window: float) -> tuple[list[float], dict]:
+    """% of one core of each node over `window` seconds after SETTLE_SECONDS, and the nodes' mean by
+    thread (see `threads_cpu_pct`)."""
     time.sleep(SETTLE_SECONDS)
-    before = [cpu_seconds(node.process.process.pid) for node in nodes]
-    time.sleep(window)
-    after = [cpu_seconds(node.process.process.pid) for node in nodes]
-    return [100 * (b - a) / window for a, b in zip(before, after)]
+    return threads_cpu_pct([node.process.process.pid for node in nodes], window, parley_thread_group)
 
 
 def thread_cpu_seconds(pid: int) -> dict:
@@ -1464,8 +1459,8 @@ def write_outputs(results: dict, out: Path) -> str:
                 codec = results["codec_cpu_us"]
                 row("where it goes, 8 nodes all sending (% of a core by thread, mean of the nodes)",
                     thread_split(entry["threads_pct"]),
-                    f"codec: encode {codec['encode'] / 200:.2f} (capture), 7 decodes + mix "
-                    f"{codec['decode7_mix'] / 200:.2f} (playback)")
+                    f"codec: encode {frame_cost_pct(codec['encode']):.2f} (capture), 7 decodes + mix "
+                    f"{frame_cost_pct(codec['decode7_mix']):.2f} (playback)")
             row(f"bandwidth per node, {count} nodes, all sending (send / receive)",
                 f"{entry['tx_kbps']:.0f} / {entry['rx_kbps']:.0f} kb/s",
                 f"Opus payload {entry['bandwidth_floor_kbps']} kb/s")
@@ -1674,7 +1669,7 @@ def ab_meeting(tree: Path, count: int, audio_in: str, window: float = 8.0) -> st
             inputs = {} if audio_in == "tone" else {"audio_in_for": lambda i: audio_in}
             nodes, joins = module.meeting(directory, count, module.new_invite(rendezvous.url), **inputs)
             try:
-                cpu = statistics.mean(settled_cpu(nodes, window))
+                cpu = statistics.mean(settled_cpu(nodes, window)[0])
             finally:
                 for node in nodes:
                     node.stop()

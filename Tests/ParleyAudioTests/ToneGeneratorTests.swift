@@ -19,7 +19,8 @@ struct ToneGeneratorTests {
             guard index % 50 == 0 || index == 5999 else { continue }
             for (offset, sample) in frame.enumerated() {
                 let n = Double(index * frameSamples + offset)
-                let expected = Int16(ToneGenerator.toneAmplitude * sin(2 * Double.pi * hertz * n / 48_000))
+                let expected = Int16(
+                    ToneGenerator.toneAmplitude * sin(2 * Double.pi * hertz * n / Double(AudioFormat.sampleRate)))
                 worst = max(worst, abs(Int(sample) - Int(expected)))
             }
         }
