@@ -210,19 +210,19 @@ final class GeneratedCapture: CaptureDevice {
 /// The phase is a point on the unit circle turned by one step each sample, a complex multiply: a
 /// `sin` call per sample cost a meeting of tone-sending nodes (the benchmarks' and most tests'
 /// input) more than sealing their datagrams.
-struct ToneGenerator {
+public struct ToneGenerator: Sendable {
     /// Amplitude of generated tones: -10 dBFS, loud and clear without clipping in a mix of three.
     static let toneAmplitude = 0.316 * 32767
 
     private var phase: (cos: Double, sin: Double) = (1, 0)
     private let step: (cos: Double, sin: Double)
 
-    init(hertz: Double) {
+    public init(hertz: Double) {
         let radians = 2 * Double.pi * hertz / Double(AudioFormat.sampleRate)
         step = (cos(radians), sin(radians))
     }
 
-    mutating func fill(_ frame: UnsafeMutableBufferPointer<Int16>) {
+    public mutating func fill(_ frame: UnsafeMutableBufferPointer<Int16>) {
         var (c, s) = phase
         for index in frame.indices {
             frame[index] = Int16(Self.toneAmplitude * s)

@@ -15,7 +15,8 @@ import Glibc
 ///                                                  0/5/10/20 % loss, plain FEC vs adaptive copies;
 ///                                                  writes 16 kHz reference/degraded WAVs for PESQ-WB
 ///   parley-audio-bench latency                     frame in → frame out on a calm network
-///   parley-audio-bench cpu [SPEECH.wav]            one encode + 7 decodes + mix per frame
+///   parley-audio-bench cpu [SPEECH.wav]            one encode + 7 decodes + mix per frame, of speech
+///                                                  or of the meeting benchmarks' tones
 ///   parley-audio-bench device-loop SOURCE SINK FRAME_MS SECONDS
 ///                                                  the device floor: PulseAudio capture → playback
 ///                                                  with Parley's streams and nothing in between
@@ -262,32 +263,63 @@ enum AudioBench {
 
     // MARK: CPU
 
-    /// One encode + 7 decodes + mix per 20 ms frame, timed with the thread's CPU clock.
+    /// One encode + 7 decodes + mix per 20 ms frame, timed with the thread's CPU clock, on the input a
+    /// meeting codes: speech, or with no file the tones the benchmarks' nodes send (node i sends
+    /// 300 + 100·i Hz at the generator's level). Opus's cost depends on the signal (a louder tone
+    /// costs half again), so a floor measured on another input than the meeting's is not its floor.
+    /// The seven peers are seven encoders of their own input (speech from seven points in the file,
+    /// or seven tones), coded before the timing starts, as a node receives seven different streams.
     static func cpu(speech path: String?) throws {
         let samples = frame.samples
-        let speech: [Int16] =
-            try path.map { try WAVFile.read(path: $0) }
-            ?? (0..<(48_000 * 10)).map { Int16(8000 * sin(2 * Double.pi * 220 * Double($0) / 48_000)) }
         let frames = 1500  // 30 s
-        let clock = ManualClock(nanoseconds: 1_000_000_000)
-        let sender = try AudioSender(frameDuration: frame, bitrate: 32_000)
-        sender.setMeasuredLoss(0.02)  // FEC on, one copy: the usual state on a real network
-        let channels = try (0..<7).map { try ReceiveChannel(name: "peer\($0)", clock: clock) }
+        let warmUp = 50
+        let speech = try path.map { try WAVFile.read(path: $0) }
+        /// Node `node`'s input, frame after frame.
+        func source(_ node: Int) -> (inout [Int16]) -> Void {
+            if let speech {
+                var position = node * speech.count / 8
+                return { frame in
+                    for offset in frame.indices { frame[offset] = speech[(position + offset) % speech.count] }
+                    position += frame.count
+                }
+            }
+            var tone = ToneGenerator(hertz: Double(300 + 100 * node))
+            return { frame in frame.withUnsafeMutableBufferPointer { tone.fill($0) } }
+        }
+        func sender() throws -> AudioSender {
+            let sender = try AudioSender(frameDuration: frame, bitrate: 32_000)
+            sender.setMeasuredLoss(0.02)  // FEC on, one copy: the usual state on a real network
+            return sender
+        }
         var pcm = [Int16](repeating: 0, count: samples)
+        let peersPackets: [[[UInt8]]] = try (1...7).map { node in
+            let peer = try sender()
+            let next = source(node)
+            var packets: [[UInt8]] = []
+            for _ in 0..<(frames + warmUp) {
+                next(&pcm)
+                try pcm.withUnsafeBufferPointer { input in try peer.process(input) { packets.append(Array($0)) } }
+            }
+            return packets
+        }
+        let clock = ManualClock(nanoseconds: 1_000_000_000)
+        let own = try sender()
+        let ownSource = source(0)
+        let channels = try (0..<7).map { try ReceiveChannel(name: "peer\($0)", clock: clock) }
         var peer = [Int16](repeating: 0, count: samples)
         var accumulator = [Float](repeating: 0, count: samples)
         var mixed = [Int16](repeating: 0, count: samples)
+        var sent = 0
         // Warm up, then time.
         var encodeNanoseconds: UInt64 = 0
         var total: UInt64 = 0
-        for index in 0..<(frames + 50) {
-            for offset in 0..<samples { pcm[offset] = speech[(index * samples + offset) % speech.count] }
+        for index in 0..<(frames + warmUp) {
+            ownSource(&pcm)
             let begin = threadCPUTime()
-            try pcm.withUnsafeBufferPointer { input in
-                try sender.process(input) { payload in for channel in channels { channel.receive(payload) } }
-            }
+            try pcm.withUnsafeBufferPointer { input in try own.process(input) { sent += $0.count } }
             let encoded = threadCPUTime()
             clock.advance(by: .milliseconds(20))
+            for (channel, packets) in zip(channels, peersPackets) { channel.receive(packets[index]) }
             accumulator.withUnsafeMutableBufferPointer { acc in
                 SoftClipMixer.clear(acc)
                 for channel in channels {
@@ -297,15 +329,16 @@ enum AudioBench {
                 mixed.withUnsafeMutableBufferPointer { SoftClipMixer.render(UnsafeBufferPointer(acc), into: $0) }
             }
             let end = threadCPUTime()
-            if index >= 50 {
+            if index >= warmUp {
                 encodeNanoseconds += encoded - begin
                 total += end - begin
             }
         }
+        precondition(sent > 0, "the encoder sent nothing")
         let perFrame = Double(total) / Double(frames) / 1000
         let encodePerFrame = Double(encodeNanoseconds) / Double(frames) / 1000
         print(
-            "cpu: 20 ms frames, 32 kb/s, complexity \(AudioSender.defaultComplexity), \(frames) frames of \(path == nil ? "tone" : "speech")"
+            "cpu: 20 ms frames, 32 kb/s, complexity \(AudioSender.defaultComplexity), \(frames) frames of \(path == nil ? "the meeting benchmarks' tones" : "speech")"
         )
         print(String(format: "  encode once:            %6.1f µs/frame", encodePerFrame))
         print(String(format: "  7 decodes + mix:        %6.1f µs/frame", perFrame - encodePerFrame))
@@ -322,8 +355,8 @@ enum AudioBench {
             let preprocessor = try Preprocessor(frameSize: block, sampleRate: 48_000, echoCanceller: canceller)
             var cleaned = [Int16](repeating: 0, count: samples)
             var processing: UInt64 = 0
-            for index in 0..<500 {
-                for offset in 0..<samples { pcm[offset] = speech[(index * samples + offset) % speech.count] }
+            for _ in 0..<500 {
+                ownSource(&pcm)
                 let begin = threadCPUTime()
                 for start in stride(from: 0, to: samples, by: block) {
                     let range = start..<(start + block)
