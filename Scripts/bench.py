@@ -202,10 +202,9 @@ def cpu_floors(results: dict, count: int, signal: str = "tone") -> str:
     codec = codec_cpu_floor(results, count, signal)
     realtime = codec_cpu_floor(results, count, signal, realtime=True)
     mesh = mesh_floor_pct(results, count)
-    text = f"codec only {codec:.2f} %" + (f" ({realtime:.2f} in real time)" if realtime is not None else "")
+    text = f"codec only {codec:.2f} % ({realtime:.2f} in real time)"
     if mesh is not None:
-        text += f"; codec + mesh {codec + mesh:.2f} %" + (
-            f" ({realtime + mesh:.2f} in real time)" if realtime is not None else "")
+        text += f"; codec + mesh {codec + mesh:.2f} % ({realtime + mesh:.2f} in real time)"
     return text
 
 
@@ -224,27 +223,26 @@ def codec_cpu_us() -> dict:
     Opus's cost depends on the input (speech costs half again a tone's), so each meeting's floor is its own
     input's. Each is measured twice: frames one after another ("encode", "decode7_mix"), and one every 20 ms
     with the thread asleep between them, as a meeting codes them ("realtime_…"), which on this machine costs
-    about 40 % more (the coder's state and tables are out of the caches when it wakes)."""
+    about 30–40 % more (the coder's state and tables are out of the caches when it wakes)."""
     text = run(["Scripts/bench-audio", "cpu"])
     log(text.strip())
+
+    def coded(part: str, prefix: str) -> dict:
+        return {prefix + "encode": number(r"encode once:\s+([0-9.]+)", part),
+                prefix + "decode7_mix": number(r"7 decodes \+ mix:\s+([0-9.]+)", part)}
+
     figures = {}
     for name, label in (("tone", "the meeting benchmarks' tones"), ("speech", "speech")):
-        section = text.split(f"frames of {label}", 1)[1]
-        at_once, realtime = section.split("in real time", 1)
-        figures[name] = {"encode": number(r"encode once:\s+([0-9.]+)", at_once),
-                         "decode7_mix": number(r"7 decodes \+ mix:\s+([0-9.]+)", at_once),
-                         "realtime_encode": number(r"encode once:\s+([0-9.]+)", realtime),
-                         "realtime_decode7_mix": number(r"7 decodes \+ mix:\s+([0-9.]+)", realtime)}
+        at_once, realtime = text.split(f"frames of {label}", 1)[1].split("in real time", 1)
+        figures[name] = coded(at_once, "") | coded(realtime, "realtime_")
     return figures
 
 
-def codec_cpu_floor(results: dict, count: int, signal: str = "tone", realtime: bool = False) -> float | None:
+def codec_cpu_floor(results: dict, count: int, signal: str = "tone", realtime: bool = False) -> float:
     """% of one core for one encode and (count - 1) decodes + mix per 20 ms frame of `signal` (bench-audio's
-    figures), coded at once or in real time (None when a results.json read back has no such figure)."""
+    figures), coded at once or in real time."""
     cpu = results["codec_cpu_us"][signal]
     prefix = "realtime_" if realtime else ""
-    if cpu.get(prefix + "encode") is None:
-        return None
     return frame_cost_pct(cpu[prefix + "encode"] + cpu[prefix + "decode7_mix"] * (count - 1) / 7)
 
 
@@ -1479,9 +1477,8 @@ def write_outputs(results: dict, out: Path) -> str:
                 row("where it goes, 8 nodes all sending (% of a core by thread, mean of the nodes)",
                     thread_split(entry["threads_pct"]),
                     f"codec: encode {frame_cost_pct(codec['encode']):.2f} (capture), 7 decodes + mix "
-                    f"{frame_cost_pct(codec['decode7_mix']):.2f} (playback)"
-                    + (f"; in real time {frame_cost_pct(codec['realtime_encode']):.2f}, "
-                       f"{frame_cost_pct(codec['realtime_decode7_mix']):.2f}" if codec.get("realtime_encode") else ""))
+                    f"{frame_cost_pct(codec['decode7_mix']):.2f} (playback); in real time "
+                    f"{frame_cost_pct(codec['realtime_encode']):.2f}, {frame_cost_pct(codec['realtime_decode7_mix']):.2f}")
             row(f"bandwidth per node, {count} nodes, all sending (send / receive)",
                 f"{entry['tx_kbps']:.0f} / {entry['rx_kbps']:.0f} kb/s",
                 f"Opus payload {entry['bandwidth_floor_kbps']} kb/s")
